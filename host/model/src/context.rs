@@ -1,0 +1,267 @@
+//! The typed `enstratus.cfg`: what hooks are given, mirrored one to one from `wit/types.wit`
+//! so that the engine and the agent can build and ship contexts without linking wasmtime.
+
+use serde::{Deserialize, Serialize};
+
+/// A server as the orchestrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+}
+
+/// A named port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub name: String,
+    pub private_port: u16,
+    pub public_port: u16,
+}
+
+/// A generated credential; `password` is a secret and must never be logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub name: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credential {
+    // Debug output ends up in logs; the password must not.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Whether a dependency is on a service or on the data source it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DependencyKind {
+    Service,
+    DataSource,
+}
+
+/// A dependency, already running, with its facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    pub service: String,
+    pub kind: DependencyKind,
+    pub servers: Vec<ServerInfo>,
+    pub ports: Vec<Port>,
+    pub credentials: Vec<Credential>,
+    pub database: Option<String>,
+    pub settings: Vec<(String, String)>,
+}
+
+/// The data source a database service installs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSource {
+    pub database: String,
+    pub image_path: String,
+}
+
+/// Everything a service hook knows about its world.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceContext {
+    pub deployment: String,
+    pub tier: String,
+    pub server: ServerInfo,
+    pub service_id: String,
+    pub service_name: String,
+    /// Absolute host path; the sandbox sees the same path.
+    pub service_dir: String,
+    #[serde(default)]
+    pub settings: Vec<(String, String)>,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+    #[serde(default)]
+    pub data_source: Option<DataSource>,
+    #[serde(default)]
+    pub dependencies: Vec<Dependency>,
+}
+
+impl ServiceContext {
+    /// Every secret value in the context, so that logs and outputs can be scrubbed of them.
+    pub fn secrets(&self) -> Vec<String> {
+        let own = self.credentials.iter();
+        let deps = self.dependencies.iter().flat_map(|d| d.credentials.iter());
+        own.chain(deps).map(|c| c.password.clone()).collect()
+    }
+}
+
+/// Access a database must grant or revoke for one dependent service.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseGrant {
+    pub service: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub addresses: Vec<String>,
+}
+
+impl std::fmt::Debug for DatabaseGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseGrant")
+            .field("service", &self.service)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("addresses", &self.addresses)
+            .finish()
+    }
+}
+
+/// A node a load balancer balances over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyNode {
+    pub server: ServerInfo,
+    pub port: u16,
+}
+
+/// Health as a hook reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub status: HealthStatus,
+    pub message: String,
+}
+
+/// What a configuration-management adapter is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmContext {
+    pub deployment: String,
+    pub tier: String,
+    pub server: ServerInfo,
+    pub server_root: String,
+    pub work_dir: String,
+    #[serde(default)]
+    pub run_list: Vec<String>,
+    #[serde(default)]
+    pub settings: Vec<(String, String)>,
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+}
+
+/// What a CM run reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmReport {
+    pub summary: String,
+    pub produced: Vec<String>,
+}
+
+/// One hook invocation with its typed input: the unit of work an agent performs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "hook", rename_all = "kebab-case")]
+pub enum HookCall {
+    InstallService { ctx: ServiceContext },
+    InstallDataSource { ctx: ServiceContext },
+    Configure { ctx: ServiceContext },
+    Start { ctx: ServiceContext },
+    Stop { ctx: ServiceContext },
+    GrantDatabaseAccess { ctx: ServiceContext, grants: Vec<DatabaseGrant> },
+    RevokeDatabaseAccess { ctx: ServiceContext, grants: Vec<DatabaseGrant> },
+    HealthCheck { ctx: ServiceContext },
+    StartProxy { ctx: ServiceContext, nodes: Vec<ProxyNode> },
+    RemoveNodes { ctx: ServiceContext, nodes: Vec<ProxyNode> },
+    CmPrepare { ctx: CmContext },
+    CmRun { ctx: CmContext },
+}
+
+impl HookCall {
+    /// The hook's name as WIT spells it, e.g. `grant-database-access`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HookCall::InstallService { .. } => "install-service",
+            HookCall::InstallDataSource { .. } => "install-data-source",
+            HookCall::Configure { .. } => "configure",
+            HookCall::Start { .. } => "start",
+            HookCall::Stop { .. } => "stop",
+            HookCall::GrantDatabaseAccess { .. } => "grant-database-access",
+            HookCall::RevokeDatabaseAccess { .. } => "revoke-database-access",
+            HookCall::HealthCheck { .. } => "health-check",
+            HookCall::StartProxy { .. } => "start-proxy",
+            HookCall::RemoveNodes { .. } => "remove-nodes",
+            HookCall::CmPrepare { .. } => "prepare",
+            HookCall::CmRun { .. } => "run",
+        }
+    }
+
+    /// The world whose component exports this hook.
+    pub fn world(&self) -> World {
+        match self {
+            HookCall::StartProxy { .. } | HookCall::RemoveNodes { .. } => World::Proxy,
+            HookCall::CmPrepare { .. } | HookCall::CmRun { .. } => World::Cm,
+            _ => World::Service,
+        }
+    }
+
+    /// Every secret in the call's input.
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            HookCall::GrantDatabaseAccess { ctx, grants }
+            | HookCall::RevokeDatabaseAccess { ctx, grants } => {
+                let mut s = ctx.secrets();
+                s.extend(grants.iter().map(|g| g.password.clone()));
+                s
+            }
+            HookCall::CmPrepare { ctx } | HookCall::CmRun { ctx } => {
+                ctx.credentials.iter().map(|c| c.password.clone()).collect()
+            }
+            HookCall::InstallService { ctx }
+            | HookCall::InstallDataSource { ctx }
+            | HookCall::Configure { ctx }
+            | HookCall::Start { ctx }
+            | HookCall::Stop { ctx }
+            | HookCall::HealthCheck { ctx }
+            | HookCall::StartProxy { ctx, .. }
+            | HookCall::RemoveNodes { ctx, .. } => ctx.secrets(),
+        }
+    }
+
+    /// Parses a hook name as given on the command line together with its JSON input.
+    pub fn world_of(hook: &str) -> Option<World> {
+        match hook {
+            "install-service" | "install-data-source" | "configure" | "start" | "stop"
+            | "grant-database-access" | "revoke-database-access" | "health-check" => {
+                Some(World::Service)
+            }
+            "start-proxy" | "remove-nodes" => Some(World::Proxy),
+            "prepare" | "run" => Some(World::Cm),
+            _ => None,
+        }
+    }
+}
+
+/// The WIT worlds a plugin component can implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    Service,
+    Proxy,
+    Cm,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Service => "service",
+            World::Proxy => "proxy",
+            World::Cm => "cm",
+        })
+    }
+}
