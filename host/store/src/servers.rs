@@ -1,0 +1,146 @@
+//! Servers of a deployment and their agents.
+
+use crate::{Store, StoreError, decode_state, encode_state, now_ms};
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A server as stored; `A` is the agent state type. Only the digest of the agent's
+/// credential is kept: the store must not become a second copy of the secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerRow<A> {
+    pub deployment: String,
+    pub id: String,
+    pub tier: String,
+    pub name: String,
+    pub address: String,
+    pub root: String,
+    pub pid: Option<u32>,
+    pub agent_state: A,
+    pub credential_digest: String,
+}
+
+const COLUMNS: &str =
+    "deployment, id, tier, name, address, root, pid, agent_state, credential_digest";
+
+fn from_row<A: DeserializeOwned>(row: &Row<'_>) -> Result<ServerRow<A>, StoreError> {
+    let state: String = row.get(7)?;
+    Ok(ServerRow {
+        deployment: row.get(0)?,
+        id: row.get(1)?,
+        tier: row.get(2)?,
+        name: row.get(3)?,
+        address: row.get(4)?,
+        root: row.get(5)?,
+        pid: row.get(6)?,
+        agent_state: decode_state(&state)?,
+        credential_digest: row.get(8)?,
+    })
+}
+
+impl Store {
+    /// Inserts the server or replaces every column of it.
+    pub fn upsert_server<A: Serialize>(&self, server: &ServerRow<A>) -> Result<(), StoreError> {
+        let state = encode_state(&server.agent_state)?;
+        self.conn().execute(
+            "INSERT INTO servers (deployment, id, tier, name, address, root, pid, agent_state,
+                 credential_digest, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (deployment, id) DO UPDATE SET tier = ?3, name = ?4, address = ?5,
+                 root = ?6, pid = ?7, agent_state = ?8, credential_digest = ?9, updated_at = ?10",
+            params![
+                server.deployment,
+                server.id,
+                server.tier,
+                server.name,
+                server.address,
+                server.root,
+                server.pid,
+                state,
+                server.credential_digest,
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The servers of a deployment, by id.
+    pub fn servers<A: DeserializeOwned>(
+        &self,
+        deployment: &str,
+    ) -> Result<Vec<ServerRow<A>>, StoreError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {COLUMNS} FROM servers WHERE deployment = ?1 ORDER BY id");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([deployment], |r| Ok(from_row(r)))?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// One server, if it exists.
+    pub fn server<A: DeserializeOwned>(
+        &self,
+        deployment: &str,
+        id: &str,
+    ) -> Result<Option<ServerRow<A>>, StoreError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {COLUMNS} FROM servers WHERE deployment = ?1 AND id = ?2");
+        let row = conn
+            .query_row(&sql, [deployment, id], |r| Ok(from_row(r)))
+            .optional()?;
+        row.transpose()
+    }
+
+    /// Sets the agent state of an existing server.
+    pub fn set_agent_state<A: Serialize>(
+        &self,
+        deployment: &str,
+        id: &str,
+        state: &A,
+    ) -> Result<(), StoreError> {
+        let state = encode_state(state)?;
+        let n = self.conn().execute(
+            "UPDATE servers SET agent_state = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
+            params![deployment, id, state, now_ms()],
+        )?;
+        not_found_if_zero(n, deployment, id)
+    }
+
+    /// Records (or clears) the pid of an existing server's agent.
+    pub fn set_server_pid(
+        &self,
+        deployment: &str,
+        id: &str,
+        pid: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "UPDATE servers SET pid = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
+            params![deployment, id, pid, now_ms()],
+        )?;
+        not_found_if_zero(n, deployment, id)
+    }
+
+    /// Removes a server and the service instances on it; returns whether it existed.
+    pub fn delete_server(&self, deployment: &str, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM service_instances WHERE deployment = ?1 AND server_id = ?2",
+            [deployment, id],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM servers WHERE deployment = ?1 AND id = ?2",
+            [deployment, id],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+}
+
+fn not_found_if_zero(n: usize, deployment: &str, id: &str) -> Result<(), StoreError> {
+    if n == 0 {
+        return Err(StoreError::NotFound(format!(
+            "server {id:?} of deployment {deployment:?}"
+        )));
+    }
+    Ok(())
+}
