@@ -1,0 +1,110 @@
+//! Builds the guest workspace (`plugins/`) once per cargo build and copies every component into
+//! its package directory as `plugin.wasm`, so tests load real packages instead of fixtures.
+//! Modelled on wasmtime's `crates/test-programs/artifacts/build.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Guest crate name → package directory under `plugins/`. Add a line per new plugin.
+const PACKAGES: &[(&str, &str)] = &[
+    ("hello", "hello"),
+    ("hostile", "testing/hostile"),
+    ("cm-probe", "testing/cm-probe"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let repo = manifest_dir.join("../..").canonicalize().unwrap();
+    let plugins = repo.join("plugins");
+    let target_dir = repo.join("target/plugins");
+
+    watch(&plugins);
+    watch(&repo.join("wit"));
+
+    build(&plugins, &target_dir);
+
+    let release = target_dir.join("wasm32-wasip2/release");
+    let mut table = String::from("pub(crate) const PACKAGES: &[(&str, &str)] = &[\n");
+    for (krate, dir) in PACKAGES {
+        let built = release.join(format!("{}.wasm", krate.replace('-', "_")));
+        let package = plugins.join(dir);
+        copy_if_changed(&built, &package.join("plugin.wasm"));
+        table.push_str(&format!(
+            "    ({krate:?}, {:?}),\n",
+            package.display().to_string()
+        ));
+    }
+    table.push_str("];\n");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("packages.rs");
+    std::fs::write(out, table).unwrap();
+}
+
+fn build(plugins: &Path, target_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target=wasm32-wasip2")
+        .arg("--manifest-path")
+        .arg(plugins.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(plugins);
+    // Settings meant for the host build must not leak into the guest build (flags, wrappers
+    // such as clippy-driver, the outer target dir and jobserver).
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build plugins/: {e}"));
+    if !output.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&output.stdout));
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        panic!(
+            "building the plugins workspace ({}) failed: {}; see the cargo output above. \
+             If the target is missing: `rustup target add wasm32-wasip2`",
+            plugins.display(),
+            output.status
+        );
+    }
+}
+
+/// Registers every source file below `dir` (not directories: cargo would then also see the
+/// `plugin.wasm` files this script writes and rerun it on every build).
+fn watch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name == "plugin.wasm" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            watch(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
+
+/// Copies only when the bytes differ, so an unchanged plugin keeps its mtime (and caches).
+fn copy_if_changed(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from)
+        .unwrap_or_else(|e| panic!("built component {} is missing: {e}", from.display()));
+    if std::fs::read(to).ok().as_deref() != Some(&bytes[..]) {
+        std::fs::write(to, &bytes).unwrap_or_else(|e| panic!("writing {}: {e}", to.display()));
+    }
+}

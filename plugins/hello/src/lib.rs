@@ -1,0 +1,105 @@
+//! The smallest useful service plugin: renders `cfg/hello.conf` and records every hook call in
+//! `hooks.log` so tests can count runs. Setting `write = "false"` makes `configure` touch no
+//! files at all, which is what the sandbox-overhead benchmark measures.
+
+use stratus_plugin_sdk::service::*;
+
+struct Hello;
+
+/// The template compiled in, used when `write = "false"` so configure does no IO at all.
+const BUILTIN_TEMPLATE: &str = include_str!("../cfg/hello.conf");
+
+/// Appends `line` to `<service_dir>/hooks.log`: one line per hook call.
+fn record(ctx: &ServiceContext, line: &str) -> Result<(), HookError> {
+    files::append_line(files::service_path(ctx, "hooks.log"), line)
+}
+
+fn record_grants(
+    ctx: &ServiceContext,
+    verb: &str,
+    grants: &[DatabaseGrant],
+) -> Result<(), HookError> {
+    let log = files::service_path(ctx, "grants.log");
+    for g in grants {
+        // The password is deliberately absent: grants.log is a plain file anyone may read.
+        let line = format!(
+            "{verb} service={} database={} user={} addresses={}",
+            g.service,
+            g.database,
+            g.user,
+            g.addresses.join(",")
+        );
+        files::append_line(&log, &line)?;
+    }
+    Ok(())
+}
+
+impl Guest for Hello {
+    fn install_service(ctx: ServiceContext) -> Result<(), HookError> {
+        record(&ctx, "install-service")
+    }
+
+    fn install_data_source(ctx: ServiceContext) -> Result<(), HookError> {
+        let line = match &ctx.data_source {
+            Some(ds) => format!(
+                "install-data-source database={} image={}",
+                ds.database, ds.image_path
+            ),
+            None => "install-data-source none".to_string(),
+        };
+        stratus_plugin_sdk::info!("{line}");
+        record(&ctx, &line)
+    }
+
+    fn configure(ctx: ServiceContext) -> Result<(), HookError> {
+        if setting(&ctx, "write") == Some("false") {
+            template::render(BUILTIN_TEMPLATE, &context_vars(&ctx))?;
+            return Ok(());
+        }
+        let out = render_file(&ctx, "cfg/hello.conf", "hello.conf")?;
+        log::info(&format!("wrote {}", out.display()));
+        record(&ctx, "configure")
+    }
+
+    fn start(ctx: ServiceContext) -> Result<(), HookError> {
+        record(&ctx, "start")
+    }
+
+    fn stop(ctx: ServiceContext) -> Result<(), HookError> {
+        record(&ctx, "stop")
+    }
+
+    fn grant_database_access(
+        ctx: ServiceContext,
+        grants: Vec<DatabaseGrant>,
+    ) -> Result<(), HookError> {
+        record_grants(&ctx, "grant", &grants)?;
+        record(&ctx, "grant-database-access")
+    }
+
+    fn revoke_database_access(
+        ctx: ServiceContext,
+        grants: Vec<DatabaseGrant>,
+    ) -> Result<(), HookError> {
+        record_grants(&ctx, "revoke", &grants)?;
+        record(&ctx, "revoke-database-access")
+    }
+
+    fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
+        record(&ctx, "health-check")?;
+        let conf = files::service_path(&ctx, "hello.conf");
+        Ok(if conf.exists() {
+            HealthReport {
+                status: HealthStatus::Ok,
+                message: "hello.conf present".into(),
+            }
+        } else {
+            HealthReport {
+                status: HealthStatus::Critical,
+                message: "hello.conf missing".into(),
+            }
+        })
+    }
+}
+
+stratus_plugin_sdk::export_service!(Hello);
