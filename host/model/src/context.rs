@@ -168,18 +168,46 @@ pub struct CmReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "hook", rename_all = "kebab-case")]
 pub enum HookCall {
-    InstallService { ctx: ServiceContext },
-    InstallDataSource { ctx: ServiceContext },
-    Configure { ctx: ServiceContext },
-    Start { ctx: ServiceContext },
-    Stop { ctx: ServiceContext },
-    GrantDatabaseAccess { ctx: ServiceContext, grants: Vec<DatabaseGrant> },
-    RevokeDatabaseAccess { ctx: ServiceContext, grants: Vec<DatabaseGrant> },
-    HealthCheck { ctx: ServiceContext },
-    StartProxy { ctx: ServiceContext, nodes: Vec<ProxyNode> },
-    RemoveNodes { ctx: ServiceContext, nodes: Vec<ProxyNode> },
-    CmPrepare { ctx: CmContext },
-    CmRun { ctx: CmContext },
+    InstallService {
+        ctx: ServiceContext,
+    },
+    InstallDataSource {
+        ctx: ServiceContext,
+    },
+    Configure {
+        ctx: ServiceContext,
+    },
+    Start {
+        ctx: ServiceContext,
+    },
+    Stop {
+        ctx: ServiceContext,
+    },
+    GrantDatabaseAccess {
+        ctx: ServiceContext,
+        grants: Vec<DatabaseGrant>,
+    },
+    RevokeDatabaseAccess {
+        ctx: ServiceContext,
+        grants: Vec<DatabaseGrant>,
+    },
+    HealthCheck {
+        ctx: ServiceContext,
+    },
+    StartProxy {
+        ctx: ServiceContext,
+        nodes: Vec<ProxyNode>,
+    },
+    RemoveNodes {
+        ctx: ServiceContext,
+        nodes: Vec<ProxyNode>,
+    },
+    CmPrepare {
+        ctx: CmContext,
+    },
+    CmRun {
+        ctx: CmContext,
+    },
 }
 
 impl HookCall {
@@ -236,10 +264,14 @@ impl HookCall {
     /// Parses a hook name as given on the command line together with its JSON input.
     pub fn world_of(hook: &str) -> Option<World> {
         match hook {
-            "install-service" | "install-data-source" | "configure" | "start" | "stop"
-            | "grant-database-access" | "revoke-database-access" | "health-check" => {
-                Some(World::Service)
-            }
+            "install-service"
+            | "install-data-source"
+            | "configure"
+            | "start"
+            | "stop"
+            | "grant-database-access"
+            | "revoke-database-access"
+            | "health-check" => Some(World::Service),
             "start-proxy" | "remove-nodes" => Some(World::Proxy),
             "prepare" | "run" => Some(World::Cm),
             _ => None,

@@ -1,4 +1,27 @@
 //! Pure data of Stratus: deployment specs, ids, states and their transitions, hook contexts.
 //! No tokio, no wasmtime: everything here is plain values that serialize.
+//!
+//! # Layout
+//!
+//! - [`spec`]: the validated deployment file ([`DeploymentSpec`] and its parts); its rules
+//!   live in `validate` and its TOML shapes in `raw`.
+//! - [`error`]: [`SpecError`] (`file:line:column: message`) and [`SpecErrors`].
+//! - [`ids`]: [`Name`], [`ServiceId`] (`a1000` directories), [`ServerId`] (`<tier>-<n>`).
+//! - [`state`]: deployment, agent and service states, each with one pure transition function.
+//! - [`plan`]: the dependency DAG of a spec as launch layers, grants and load balancers.
+//! - [`context`]: the typed `enstratus.cfg` handed to hooks, mirrored from `wit/types.wit`.
 
 pub mod context;
+pub mod error;
+mod graph;
+pub mod ids;
+pub mod plan;
+mod raw;
+pub mod spec;
+pub mod state;
+mod validate;
+
+pub use error::{SpecError, SpecErrors};
+pub use ids::{Name, ServerId, ServiceId};
+pub use plan::Plan;
+pub use spec::DeploymentSpec;

@@ -1,0 +1,231 @@
+//! The deployment file exactly as written: serde shapes with the spans that semantic checks
+//! point at. Only `validate` reads these; everyone else uses the types in `spec`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// Keys of TOML tables come sorted by name from `toml`; their spans recover file order.
+pub(crate) type SpannedMap<T> = BTreeMap<Spanned<String>, Spanned<T>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawFile {
+    pub deployment: RawDeployment,
+    #[serde(default)]
+    pub tiers: SpannedMap<RawTier>,
+    #[serde(default)]
+    pub services: SpannedMap<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawDeployment {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawTier {
+    pub min: Spanned<u32>,
+    pub max: Spanned<u32>,
+    pub services: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub launch: Option<RawLaunch>,
+    #[serde(default)]
+    pub balances: Option<Spanned<String>>,
+    #[serde(default)]
+    pub balance_port: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawLaunch {
+    #[serde(default)]
+    pub provider: Option<Spanned<String>>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub cm: Option<RawCm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawCm {
+    pub adapter: Spanned<String>,
+    pub package: Spanned<String>,
+    #[serde(default)]
+    pub run_list: Vec<String>,
+    #[serde(default)]
+    pub settings: BTreeMap<Spanned<String>, Setting>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawService {
+    pub package: Spanned<String>,
+    #[serde(default)]
+    pub data_source: Option<RawDataSource>,
+    #[serde(default)]
+    pub ports: SpannedMap<RawPort>,
+    #[serde(default)]
+    pub credentials: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub settings: BTreeMap<Spanned<String>, Setting>,
+    #[serde(default)]
+    pub capabilities: Option<RawCapabilities>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<RawDependency>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawDataSource {
+    pub image: Spanned<String>,
+    pub database: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawCapabilities {
+    #[serde(default)]
+    pub memory_mb: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub output_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub dirs: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub programs: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub network: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub env: Option<Vec<Spanned<String>>>,
+}
+
+/// A port: `http = 8080` (public = private) or `http = { private = 8080, public = 80 }`.
+#[derive(Debug)]
+pub(crate) enum RawPort {
+    Number(i64),
+    Table(PortTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PortTable {
+    pub private: Spanned<i64>,
+    #[serde(default)]
+    pub public: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number or a table { private = <port>, public = <port> }")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawPort, A::Error> {
+                PortTable::deserialize(MapAccessDeserializer::new(map)).map(RawPort::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A dependency: `"x"` or `{ service = "x" }` (on the service) or `{ data-source = "x" }`.
+#[derive(Debug)]
+pub(crate) struct RawDependency {
+    pub data_source: bool,
+    pub service: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DependencyTable {
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    data_source: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawDependency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDependency;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a service name, { service = \"name\" } or { data-source = \"name\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDependency, E> {
+                Ok(RawDependency {
+                    data_source: false,
+                    service: v.to_string(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawDependency, A::Error> {
+                let t = DependencyTable::deserialize(MapAccessDeserializer::new(map))?;
+                match (t.service, t.data_source) {
+                    (Some(service), None) => Ok(RawDependency {
+                        data_source: false,
+                        service,
+                    }),
+                    (None, Some(service)) => Ok(RawDependency {
+                        data_source: true,
+                        service,
+                    }),
+                    _ => Err(de::Error::custom(
+                        "expected exactly one of `service` or `data-source`",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A setting value: strings as written; integers, floats and booleans as TOML prints them,
+/// because templates and `enstratus.cfg` only carry strings.
+#[derive(Debug)]
+pub(crate) struct Setting(pub String);
+
+impl<'de> Deserialize<'de> for Setting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Setting;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, integer, float or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Setting, E> {
+                Ok(Setting(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

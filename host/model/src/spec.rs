@@ -1,0 +1,219 @@
+//! A validated deployment file: what the operator asked for, with every name checked, every
+//! reference resolved and every relative path resolved against the file's directory.
+//!
+//! Parsing is [`DeploymentSpec::from_file`] / [`DeploymentSpec::from_str`]; the rules are in
+//! `validate.rs`. Every failure is a [`SpecErrors`] list of `file:line:column: message`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::{DependencyKind, Port};
+use crate::error::{SpecError, SpecErrors};
+use crate::ids::{Name, ServiceId};
+
+/// The provider a launch configuration uses when it names none.
+pub const DEFAULT_PROVIDER: &str = "local";
+
+/// A deployment: named tiers of servers and the services they carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    pub name: Name,
+    pub description: Option<String>,
+    /// The deployment file as the caller named it.
+    pub file: PathBuf,
+    /// The file's directory: relative paths in the file are resolved against it.
+    pub base_dir: PathBuf,
+    pub tiers: BTreeMap<Name, TierSpec>,
+    pub services: BTreeMap<Name, ServiceSpec>,
+}
+
+/// A scalable group of servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierSpec {
+    pub name: Name,
+    /// Servers launched at start and kept running by auto-recovery. 0 is allowed only for a
+    /// tier that no other service depends on or balances, since they would wait forever.
+    pub min: u32,
+    /// Upper bound for scale-up; at least 1 and at least `min`.
+    pub max: u32,
+    /// Services installed on every server of the tier, in file order.
+    pub services: Vec<Name>,
+    pub launch: LaunchConfig,
+    /// Set for a load-balancer tier.
+    pub balances: Option<BalanceSpec>,
+}
+
+/// What a load-balancer tier balances: a service carried by another tier, on one of its ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceSpec {
+    pub service: Name,
+    /// `balance-port`, or the service's first port in file order.
+    pub port: Name,
+}
+
+/// How servers of a tier are obtained and prepared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchConfig {
+    /// Cloud provider name; only its syntax is checked here (default [`DEFAULT_PROVIDER`]).
+    pub provider: Name,
+    /// Provider-specific machine image, if the provider needs one.
+    pub image: Option<String>,
+    /// The configuration-management action run on every new server.
+    pub cm: Option<CmSpec>,
+}
+
+/// A configuration-management action: which adapter component runs which run list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmSpec {
+    pub adapter: Name,
+    pub package: PackageRef,
+    pub run_list: Vec<String>,
+    pub settings: BTreeMap<String, String>,
+}
+
+/// A path from the file, as written and as resolved against [`DeploymentSpec::base_dir`]
+/// (`base_dir.join(written)`, not canonicalized).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecPath {
+    pub written: PathBuf,
+    pub resolved: PathBuf,
+}
+
+/// Whether a package is an unpacked directory or an archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageKind {
+    Directory,
+    /// `.tar`, `.tar.gz` or `.tgz`.
+    Archive,
+}
+
+/// A service or CM package that existed when the file was validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRef {
+    pub path: SpecPath,
+    pub kind: PackageKind,
+}
+
+/// A service installed on every server of its tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: Name,
+    pub id: ServiceId,
+    /// The one tier that carries it.
+    pub tier: Name,
+    pub package: PackageRef,
+    pub data_source: Option<DataSourceSpec>,
+    /// In file order; the first one is the default `balance-port`.
+    pub ports: Vec<PortSpec>,
+    /// Names of the credentials to generate for it.
+    pub credentials: Vec<Name>,
+    pub settings: BTreeMap<String, String>,
+    pub capabilities: CapabilityOverrides,
+    /// In file order.
+    pub depends_on: Vec<DependencySpec>,
+}
+
+/// The database image a database service installs before its dependents are configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSourceSpec {
+    /// An existing file.
+    pub image: SpecPath,
+    /// `[A-Za-z0-9_]+`, so that plugins can use it unquoted in SQL.
+    pub database: String,
+}
+
+/// A named port; `public` equals `private` unless the file says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub name: Name,
+    pub private: u16,
+    pub public: u16,
+}
+
+impl PortSpec {
+    /// The port as hooks see it.
+    pub fn to_context(&self) -> Port {
+        Port {
+            name: self.name.to_string(),
+            private_port: self.private,
+            public_port: self.public,
+        }
+    }
+}
+
+/// `service` depends on the named service, or on the data source it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencySpec {
+    pub service: Name,
+    pub kind: DependencyKind,
+}
+
+/// The operator's narrowing of a plugin's manifest. `None` keeps what the manifest declares;
+/// a value can only narrow it (the plugin runtime intersects, it never widens).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityOverrides {
+    /// Memory cap of one hook call, at least 1.
+    pub memory_mb: Option<u64>,
+    /// Deadline of one hook call, at least 1.
+    pub timeout_ms: Option<u64>,
+    /// Bound on captured output of a started program, at least 1.
+    pub output_bytes: Option<u64>,
+    /// Directories (relative to the service directory) the plugin may keep.
+    pub dirs: Option<Vec<String>>,
+    /// Absolute program paths the plugin may keep.
+    pub programs: Option<Vec<String>>,
+    /// Hosts the plugin may keep.
+    pub network: Option<Vec<String>>,
+    /// Environment variable names the plugin may keep.
+    pub env: Option<Vec<String>>,
+}
+
+impl DeploymentSpec {
+    /// Reads and validates a deployment file. Messages name `path` as given.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<DeploymentSpec, SpecErrors> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the deployment file: {e}"),
+        })?;
+        Self::from_str(&text, path)
+    }
+
+    /// Validates `text`; `path` names it in messages and anchors relative paths.
+    pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<DeploymentSpec, SpecErrors> {
+        crate::validate::parse(text, path.as_ref())
+    }
+
+    pub fn tier(&self, name: &str) -> Option<&TierSpec> {
+        self.tiers.get(name)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.get(name)
+    }
+
+    /// The tier that carries `service`.
+    pub fn tier_of(&self, service: &str) -> Option<&TierSpec> {
+        self.services
+            .get(service)
+            .and_then(|s| self.tiers.get(&s.tier))
+    }
+
+    /// The services of `tier`, in the tier's order.
+    pub fn services_of(&self, tier: &str) -> Vec<&ServiceSpec> {
+        self.tiers
+            .get(tier)
+            .map(|t| {
+                t.services
+                    .iter()
+                    .filter_map(|s| self.services.get(s))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

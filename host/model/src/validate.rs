@@ -1,0 +1,171 @@
+//! The rules of a deployment file: raw TOML shapes (`raw.rs`) in, a [`DeploymentSpec`] or
+//! every problem found out. Each check reports at the span of the value it judges.
+
+mod relations;
+mod service;
+mod tier;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use crate::error::{SpecError, SpecErrors};
+use crate::ids::{Name, ServiceId};
+use crate::raw::{RawFile, Setting};
+use crate::spec::{DeploymentSpec, PackageKind, PackageRef, SpecPath};
+
+/// Parses and validates `text`, naming `file` in messages.
+pub(crate) fn parse(text: &str, file: &Path) -> Result<DeploymentSpec, SpecErrors> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        SpecError::at(file, text, span, e.message().trim_end())
+    })?;
+    let base_dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut c = Checker {
+        file,
+        text,
+        base_dir,
+        errors: Vec::new(),
+    };
+    let spec = c.deployment(raw);
+    match spec {
+        Some(spec) if c.errors.is_empty() => Ok(spec),
+        _ => Err(SpecErrors::sorted(c.errors)),
+    }
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base_dir: PathBuf,
+    errors: Vec<SpecError>,
+}
+
+/// Entries of a TOML table in file order (`toml` hands them over sorted by key).
+fn in_file_order<T>(map: &BTreeMap<Spanned<String>, T>) -> Vec<(&Spanned<String>, &T)> {
+    let mut v: Vec<_> = map.iter().collect();
+    v.sort_by_key(|(k, _)| k.span().start);
+    v
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let e = SpecError::at(self.file, self.text, span, message);
+        self.errors.push(e);
+    }
+
+    fn name(&mut self, s: &Spanned<String>, what: &str) -> Option<Name> {
+        match Name::new(s.get_ref().as_str()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.error(s.span(), format!("{what} {e}"));
+                None
+            }
+        }
+    }
+
+    /// `written` resolved against the file's directory; reports it if it does not exist.
+    fn path(&mut self, s: &Spanned<String>, what: &str, expected: &str) -> Option<SpecPath> {
+        let written = PathBuf::from(s.get_ref());
+        let resolved = self.base_dir.join(&written);
+        if s.get_ref().is_empty() || !resolved.exists() {
+            let msg = format!(
+                "{what} `{}` does not exist (expected {expected}, relative to the deployment file)",
+                s.get_ref()
+            );
+            self.error(s.span(), msg);
+            return None;
+        }
+        Some(SpecPath { written, resolved })
+    }
+
+    fn package(&mut self, s: &Spanned<String>) -> Option<PackageRef> {
+        const EXPECTED: &str = "a directory or a .tar / .tar.gz archive";
+        let path = self.path(s, "package", EXPECTED)?;
+        let archive = [".tar", ".tar.gz", ".tgz"]
+            .iter()
+            .any(|ext| s.get_ref().ends_with(ext));
+        let kind = if path.resolved.is_dir() {
+            PackageKind::Directory
+        } else if archive {
+            PackageKind::Archive
+        } else {
+            self.error(
+                s.span(),
+                format!("package `{}` is a file: expected {EXPECTED}", s.get_ref()),
+            );
+            return None;
+        };
+        Some(PackageRef { path, kind })
+    }
+
+    fn settings(&mut self, raw: &BTreeMap<Spanned<String>, Setting>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (key, value) in raw {
+            // Keys become `key=value` lines of enstratus.cfg.
+            let k = key.get_ref();
+            if k.is_empty()
+                || k.chars()
+                    .any(|c| c.is_whitespace() || c == '=' || c.is_control())
+            {
+                self.error(
+                    key.span(),
+                    format!(
+                        "invalid setting name `{k}`: expected no spaces, `=` or control characters"
+                    ),
+                );
+            }
+            out.insert(k.clone(), value.0.clone());
+        }
+        out
+    }
+
+    fn deployment(&mut self, raw: RawFile) -> Option<DeploymentSpec> {
+        let name = self.name(&raw.deployment.name, "deployment name:");
+        let ids: BTreeMap<String, ServiceId> = raw
+            .services
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.get_ref().clone(), ServiceId::assign(i)))
+            .collect();
+        let carriers = self.carriers(&raw);
+        let mut services = BTreeMap::new();
+        for (key, svc) in &raw.services {
+            let tier = carriers.get(key.get_ref()).cloned();
+            if tier.is_none() {
+                self.error(
+                    key.span(),
+                    format!(
+                        "service `{}` is carried by no tier (expected it in one tier's `services`)",
+                        key.get_ref()
+                    ),
+                );
+            }
+            let id = ids[key.get_ref()];
+            if let Some(s) = self.service(key, svc.get_ref(), id, tier, &raw.services) {
+                services.insert(s.name.clone(), s);
+            }
+        }
+        let mut tiers = BTreeMap::new();
+        for (key, tier) in &raw.tiers {
+            if let Some(t) = self.tier(key, tier.get_ref(), &raw.services, &carriers) {
+                tiers.insert(t.name.clone(), t);
+            }
+        }
+        self.empty_tiers_not_needed(&raw);
+        self.acyclic(&raw);
+        Some(DeploymentSpec {
+            name: name?,
+            description: raw.deployment.description,
+            file: self.file.to_path_buf(),
+            base_dir: self.base_dir.clone(),
+            tiers,
+            services,
+        })
+    }
+}

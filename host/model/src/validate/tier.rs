@@ -1,0 +1,132 @@
+//! Rules of a tier: bounds, launch configuration, and what a load-balancer tier balances.
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::{Checker, in_file_order};
+use crate::ids::Name;
+use crate::raw::{self, RawService, RawTier};
+use crate::spec::*;
+
+impl Checker<'_> {
+    pub(super) fn tier(
+        &mut self,
+        key: &Spanned<String>,
+        raw: &RawTier,
+        services: &raw::SpannedMap<RawService>,
+        carriers: &BTreeMap<String, String>,
+    ) -> Option<TierSpec> {
+        let name = self.name(key, "tier name:");
+        let (min, max) = (*raw.min.get_ref(), *raw.max.get_ref());
+        if max == 0 {
+            self.error(raw.max.span(), "max must be at least 1");
+        } else if min > max {
+            self.error(
+                raw.min.span(),
+                format!("min ({min}) is greater than max ({max})"),
+            );
+        }
+        let launch = raw.launch.as_ref();
+        let provider = match launch.and_then(|l| l.provider.as_ref()) {
+            Some(p) => self.name(p, "provider:"),
+            None => Some(Name::new(DEFAULT_PROVIDER).expect("valid default")),
+        };
+        let cm = match launch.and_then(|l| l.cm.as_ref()) {
+            Some(cm) => {
+                let adapter = self.name(&cm.adapter, "cm adapter:");
+                let package = self.package(&cm.package);
+                let settings = self.settings(&cm.settings);
+                Some(CmSpec {
+                    adapter: adapter?,
+                    package: package?,
+                    run_list: cm.run_list.clone(),
+                    settings,
+                })
+            }
+            None => None,
+        };
+        let balances = self.balances(key.get_ref(), raw, services, carriers);
+        let services: Vec<Name> = raw
+            .services
+            .iter()
+            .filter_map(|s| Name::new(s.get_ref().as_str()).ok())
+            .collect();
+        Some(TierSpec {
+            name: name?,
+            min,
+            max,
+            services,
+            launch: LaunchConfig {
+                provider: provider?,
+                image: launch.and_then(|l| l.image.clone()),
+                cm,
+            },
+            balances,
+        })
+    }
+
+    fn balances(
+        &mut self,
+        tier: &str,
+        raw: &RawTier,
+        services: &raw::SpannedMap<RawService>,
+        carriers: &BTreeMap<String, String>,
+    ) -> Option<BalanceSpec> {
+        let Some(target) = &raw.balances else {
+            if let Some(port) = &raw.balance_port {
+                self.error(
+                    port.span(),
+                    "balance-port without `balances` (expected `balances = \"<service>\"` too)",
+                );
+            }
+            return None;
+        };
+        let name = target.get_ref();
+        let Some((_, svc)) = services.get_key_value(name.as_str()) else {
+            self.error(
+                target.span(),
+                format!("tier `{tier}` balances unknown service `{name}`"),
+            );
+            return None;
+        };
+        match carriers.get(name) {
+            Some(t) if t == tier => {
+                self.error(target.span(), format!("tier `{tier}` balances its own service `{name}` (expected a service of another tier)"));
+                return None;
+            }
+            None => return None, // already reported as carried by no tier
+            Some(_) => {}
+        }
+        let mut ports = in_file_order(&svc.get_ref().ports);
+        if ports.is_empty() {
+            self.error(target.span(), format!("tier `{tier}` balances `{name}`, which has no ports (expected a service with `ports`)"));
+            return None;
+        }
+        let port = match &raw.balance_port {
+            Some(p) => match ports.iter().position(|(k, _)| k.get_ref() == p.get_ref()) {
+                Some(i) => ports.swap_remove(i).0,
+                None => {
+                    let known: Vec<_> = ports
+                        .iter()
+                        .map(|(k, _)| format!("`{}`", k.get_ref()))
+                        .collect();
+                    self.error(
+                        p.span(),
+                        format!(
+                            "`{name}` has no port `{}` (expected one of {})",
+                            p.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            },
+            None => ports.swap_remove(0).0,
+        };
+        Some(BalanceSpec {
+            service: Name::new(name.as_str()).ok()?,
+            port: Name::new(port.get_ref().as_str()).ok()?,
+        })
+    }
+}
