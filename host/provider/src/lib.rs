@@ -1,1 +1,78 @@
-//! stratus-provider
+//! Cloud providers: where servers come from. The engine holds an `Arc<dyn CloudProvider>`;
+//! the built-in [`LocalProvider`] makes each server an agent process on this machine with
+//! its own root directory and loopback address.
+
+mod error;
+mod leases;
+mod local;
+mod process;
+
+pub use error::ProviderError;
+pub use local::LocalProvider;
+
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A boxed, sendable future; the same type as `futures::future::BoxFuture`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the engine asks of a provider to bring up one server.
+#[derive(Clone)]
+pub struct LaunchRequest {
+    pub deployment: String,
+    pub server_id: String,
+    pub server_name: String,
+    /// Where the agent dials the dispatcher.
+    pub control_addr: SocketAddr,
+    /// The agent's credential; a secret, handed only to that server.
+    pub credential: String,
+    /// Extra arguments appended to the agent's command line.
+    pub agent_args: Vec<String>,
+}
+
+impl std::fmt::Debug for LaunchRequest {
+    // Requests get logged; the credential must not be.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchRequest")
+            .field("deployment", &self.deployment)
+            .field("server_id", &self.server_id)
+            .field("server_name", &self.server_name)
+            .field("control_addr", &self.control_addr)
+            .field("credential", &"<redacted>")
+            .field("agent_args", &self.agent_args)
+            .finish()
+    }
+}
+
+/// A server the provider brought up; persisted by the engine so that a restarted control
+/// plane can still check and terminate it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchedServer {
+    pub server_id: String,
+    pub address: Ipv4Addr,
+    /// The server's filesystem root (`/` of the "VM").
+    pub root: PathBuf,
+    /// The agent's pid, which is also its process group id.
+    pub pid: u32,
+}
+
+/// A source of servers.
+pub trait CloudProvider: Send + Sync {
+    /// Brings up a server whose agent will dial `req.control_addr`.
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<LaunchedServer, ProviderError>>;
+
+    /// Stops the server: politely, then after `grace` by force. Terminating a server that
+    /// is already gone succeeds.
+    fn terminate<'a>(
+        &'a self,
+        server: &'a LaunchedServer,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Whether the server is still running, as far as the provider can tell right now.
+    fn is_alive(&self, server: &LaunchedServer) -> bool;
+}

@@ -1,0 +1,161 @@
+//! Loopback address leases of the local provider, shared by every control plane that uses
+//! the same state directory: a JSON file rewritten atomically under an exclusive flock.
+
+use crate::ProviderError;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Who holds an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub deployment: String,
+    pub server_id: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LeaseFile {
+    leases: BTreeMap<Ipv4Addr, Lease>,
+}
+
+/// The leases file of one state directory.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    dir: PathBuf,
+    /// The second octet this state directory starts allocating from, so that control planes
+    /// with different state directories (e.g. parallel tests) rarely meet.
+    first_octet: u8,
+}
+
+impl Leases {
+    pub fn new(state_dir: &Path) -> Leases {
+        let dir = state_dir.join("provider");
+        let key = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        let hash = fnv1a(key.as_os_str().as_encoded_bytes());
+        Leases {
+            dir,
+            first_octet: 1 + (hash % 254) as u8,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("local-leases.json")
+    }
+
+    /// Runs `f` on the lease table while holding the lock, then saves it.
+    fn with_locked<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<Ipv4Addr, Lease>) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        std::fs::create_dir_all(&self.dir).map_err(ProviderError::io(format!(
+            "creating {}",
+            self.dir.display()
+        )))?;
+        let lock_path = self.dir.join("local-leases.lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(ProviderError::io(format!(
+                "opening {}",
+                lock_path.display()
+            )))?;
+        // Held until the end of this function; dropping it unlocks.
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| {
+            ProviderError::Io {
+                context: format!("locking {}", lock_path.display()),
+                source: errno.into(),
+            }
+        })?;
+        let path = self.path();
+        let mut table = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<LeaseFile>(&bytes).map_err(|source| {
+                ProviderError::Leases {
+                    path: path.clone(),
+                    source,
+                }
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LeaseFile::default(),
+            Err(e) => return Err(ProviderError::io(format!("reading {}", path.display()))(e)),
+        };
+        let out = f(&mut table.leases)?;
+        let json = serde_json::to_vec_pretty(&table).expect("lease table serializes");
+        let tmp = self.dir.join("local-leases.json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(ProviderError::io(format!("writing {}", path.display())))?;
+        Ok(out)
+    }
+
+    /// Leases the first free address, starting in this state directory's own /16.
+    pub fn acquire(&self, lease: Lease) -> Result<Ipv4Addr, ProviderError> {
+        let first = self.first_octet;
+        self.with_locked(|table| {
+            let free = candidates(first).find(|a| !table.contains_key(a));
+            let addr = free.ok_or(ProviderError::NoAddress)?;
+            table.insert(addr, lease);
+            Ok(addr)
+        })
+    }
+
+    /// Gives the address back; releasing a free address is fine.
+    pub fn release(&self, addr: Ipv4Addr) -> Result<(), ProviderError> {
+        self.with_locked(|table| {
+            table.remove(&addr);
+            Ok(())
+        })
+    }
+
+    /// The current leases.
+    pub fn list(&self) -> Result<BTreeMap<Ipv4Addr, Lease>, ProviderError> {
+        self.with_locked(|table| Ok(table.clone()))
+    }
+}
+
+/// Every usable address 127.X.Y.Z with X in 1..=254 (127.0.x.x holds 127.0.0.1 and the
+/// Debian hostname alias 127.0.1.1) and Z in 1..=254, starting at X = `first`.
+fn candidates(first: u8) -> impl Iterator<Item = Ipv4Addr> {
+    (0..254u16)
+        .map(move |i| 1 + ((u16::from(first) - 1 + i) % 254) as u8)
+        .flat_map(|x| (0..=255u8).map(move |y| (x, y)))
+        .flat_map(|(x, y)| (1..=254u8).map(move |z| Ipv4Addr::new(127, x, y, z)))
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_skip_reserved_addresses_and_wrap() {
+        let mut it = candidates(254);
+        assert_eq!(it.next(), Some(Ipv4Addr::new(127, 254, 0, 1)));
+        let all: Vec<_> = candidates(254).collect();
+        assert_eq!(all.len(), 254 * 256 * 254);
+        assert!(
+            all.iter()
+                .all(|a| a.octets()[1] != 0 && a.octets()[3] != 0 && a.octets()[3] != 255)
+        );
+        assert_eq!(
+            all[256 * 254],
+            Ipv4Addr::new(127, 1, 0, 1),
+            "wraps to 127.1"
+        );
+    }
+}

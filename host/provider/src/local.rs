@@ -1,0 +1,247 @@
+//! The built-in local provider: a "server" is an agent process on this machine, in its own
+//! process group, with its own root directory and its own loopback address.
+
+use crate::leases::{Lease, Leases};
+use crate::process::{ROOT_MARKER, group_alive, signal_group};
+use crate::{BoxFuture, CloudProvider, LaunchRequest, LaunchedServer, ProviderError};
+use nix::sys::signal::Signal;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often terminate checks whether the group is gone.
+const POLL: Duration = Duration::from_millis(50);
+/// How long to wait for the kernel to finish a SIGKILL before reporting failure.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Servers as local agent processes under `<state_dir>/servers/<deployment>/<server_id>/root`.
+#[derive(Debug, Clone)]
+pub struct LocalProvider {
+    state_dir: PathBuf,
+    agent_program: PathBuf,
+    leases: Leases,
+}
+
+impl LocalProvider {
+    /// `agent_program` is the `stratus` binary (run as `<program> agent ...`).
+    pub fn new(state_dir: PathBuf, agent_program: PathBuf) -> LocalProvider {
+        // Created now so that its canonical path, which picks the address range, is stable;
+        // a failure here resurfaces with context at the first launch.
+        let _ = std::fs::create_dir_all(&state_dir);
+        let leases = Leases::new(&state_dir);
+        LocalProvider {
+            state_dir,
+            agent_program,
+            leases,
+        }
+    }
+
+    /// The root directory a server of `deployment` with `server_id` gets.
+    pub fn server_root(&self, deployment: &str, server_id: &str) -> PathBuf {
+        self.state_dir
+            .join("servers")
+            .join(deployment)
+            .join(server_id)
+            .join("root")
+    }
+
+    /// The addresses currently leased in this state directory, with their holders
+    /// as `(deployment, server_id)`.
+    pub fn leased_addresses(
+        &self,
+    ) -> Result<Vec<(std::net::Ipv4Addr, String, String)>, ProviderError> {
+        let leases = self.leases.list()?;
+        Ok(leases
+            .into_iter()
+            .map(|(a, l)| (a, l.deployment, l.server_id))
+            .collect())
+    }
+
+    fn launch_blocking(&self, req: LaunchRequest) -> Result<LaunchedServer, ProviderError> {
+        check_name("deployment", &req.deployment)?;
+        check_name("server id", &req.server_id)?;
+        let root = self.server_root(&req.deployment, &req.server_id);
+        let agent_dir = root.join("agent");
+        for dir in [root.join("mnt/services"), agent_dir.clone()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(ProviderError::io(format!("creating {}", dir.display())))?;
+        }
+        let credential_file = agent_dir.join("credential");
+        write_private(&credential_file, req.credential.as_bytes())?;
+
+        let address = self.leases.acquire(Lease {
+            deployment: req.deployment.clone(),
+            server_id: req.server_id.clone(),
+        })?;
+        match self.spawn_agent(&req, address, &root, &credential_file) {
+            Ok(pid) => {
+                tracing::info!(deployment = %req.deployment, server = %req.server_id,
+                    %address, pid, "local server launched");
+                Ok(LaunchedServer {
+                    server_id: req.server_id,
+                    address,
+                    root,
+                    pid,
+                })
+            }
+            Err(e) => {
+                // The address was never used: give it back so it does not leak.
+                let _ = self.leases.release(address);
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_agent(
+        &self,
+        req: &LaunchRequest,
+        address: std::net::Ipv4Addr,
+        root: &Path,
+        credential_file: &Path,
+    ) -> Result<u32, ProviderError> {
+        let out_path = root.join("agent/agent.out");
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&out_path)
+            .map_err(ProviderError::io(format!("opening {}", out_path.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(ProviderError::io("duplicating agent output"))?;
+        let mut cmd = Command::new(&self.agent_program);
+        cmd.arg("agent")
+            .arg("--control")
+            .arg(req.control_addr.to_string())
+            .arg("--server-id")
+            .arg(&req.server_id)
+            .arg("--address")
+            .arg(address.to_string())
+            .arg("--root")
+            .arg(root)
+            .arg("--credential-file")
+            .arg(credential_file)
+            .args(&req.agent_args)
+            .env(ROOT_MARKER, root)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own group: terminal signals to the control plane do not reach it, and
+            // terminate can signal the agent together with everything it started.
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|source| ProviderError::Spawn {
+            program: self.agent_program.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        // Reap the agent when it exits so it does not linger as a zombie while we live; the
+        // std Child is not killed on drop, so the agent outlives a control plane restart.
+        std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .spawn(move || {
+                let _ = child.wait();
+            })
+            .map_err(ProviderError::io("starting reaper thread"))?;
+        Ok(pid)
+    }
+
+    async fn terminate_group(
+        &self,
+        server: &LaunchedServer,
+        grace: Duration,
+    ) -> Result<(), ProviderError> {
+        let pgid = server.pid;
+        // pid 0 and 1 would signal ourselves or init; such a record cannot be one of ours.
+        if pgid > 1 && group_alive(pgid, &server.root) {
+            let signal =
+                |s| signal_group(pgid, s).map_err(|errno| ProviderError::Signal { pgid, errno });
+            if signal(Signal::SIGTERM)? && !wait_gone(pgid, &server.root, grace).await {
+                tracing::warn!(server = %server.server_id, pgid, "agent ignored SIGTERM; killing");
+                signal(Signal::SIGKILL)?;
+                if !wait_gone(pgid, &server.root, KILL_WAIT).await {
+                    return Err(ProviderError::StillAlive { pgid });
+                }
+            }
+        }
+        self.leases.release(server.address)
+    }
+}
+
+/// Polls until the group has no live member of ours, or `limit` passes.
+async fn wait_gone(pgid: u32, root: &Path, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !group_alive(pgid, root) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Writes a secret to a file that is created with mode 0600, never wider, not even briefly.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
+    let context = || format!("writing {}", path.display());
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ProviderError::io(context())(e)),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ProviderError::io(context()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(ProviderError::io(context()))
+}
+
+/// Names become path components, so they must not be able to escape the state directory.
+fn check_name(what: &'static str, name: &str) -> Result<(), ProviderError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ProviderError::InvalidName {
+            what,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl CloudProvider for LocalProvider {
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<LaunchedServer, ProviderError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            // Directory setup, the lease lock and fork/exec block; keep them off the runtime.
+            tokio::task::spawn_blocking(move || this.launch_blocking(req))
+                .await
+                .map_err(|e| ProviderError::Task(e.to_string()))?
+        })
+    }
+
+    fn terminate<'a>(
+        &'a self,
+        server: &'a LaunchedServer,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.terminate_group(server, grace))
+    }
+
+    fn is_alive(&self, server: &LaunchedServer) -> bool {
+        server.pid > 1 && group_alive(server.pid, &server.root)
+    }
+}

@@ -1,0 +1,63 @@
+//! Process-group inspection and signalling through `/proc` (the local provider is Linux-only).
+//!
+//! Zombies count as gone: a killed process whose parent has not reaped it yet is no longer
+//! running anything.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::path::Path;
+
+/// The environment variable that marks an agent and everything it starts as belonging to a
+/// server root, so that a recycled pid is never mistaken for our agent.
+pub const ROOT_MARKER: &str = "STRATUS_SERVER_ROOT";
+
+/// Pids of the live (non-zombie) members of process group `pgid`.
+pub fn live_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // The command name may contain spaces and parentheses; fields resume after the last ')'.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+            pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
+        })
+        .collect()
+}
+
+/// Whether `pid` carries our marker for `root` in its environment or runs inside `root`.
+fn belongs_to(pid: u32, root: &Path) -> bool {
+    let marker = format!("{ROOT_MARKER}={}", root.display());
+    let env_ok = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+        .unwrap_or(false);
+    env_ok
+        || std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .map(|cwd| cwd.starts_with(root))
+            .unwrap_or(false)
+}
+
+/// Whether process group `pgid` has a live member that is ours (started for `root`).
+pub fn group_alive(pgid: u32, root: &Path) -> bool {
+    live_members(pgid)
+        .into_iter()
+        .any(|pid| belongs_to(pid, root))
+}
+
+/// Sends `signal` to the group; `Ok(false)` if the group no longer exists.
+pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno> {
+    match killpg(Pid::from_raw(pgid as i32), signal) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,211 @@
+//! The local provider with real processes: shell scripts stand in for the agent.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, getpgid};
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use stratus_provider::{CloudProvider, LaunchRequest, LocalProvider, ProviderError};
+
+const CREDENTIAL: &str = "not-a-real-credential-0123";
+
+/// Kills the process groups a test started if it fails half-way.
+struct Cleanup(Vec<u32>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for pgid in &self.0 {
+            let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// An agent that logs its arguments, starts a background child, records its pid and execs.
+const FORKING_AGENT: &str = r#"echo "args: $*"
+while [ $# -gt 0 ]; do case "$1" in --root) root="$2"; shift;; esac; shift; done
+sleep 60 &
+echo $! > "$root/agent/child.tmp" && mv "$root/agent/child.tmp" "$root/agent/child.pid"
+exec sleep 60"#;
+
+fn request(deployment: &str, server_id: &str) -> LaunchRequest {
+    LaunchRequest {
+        deployment: deployment.into(),
+        server_id: server_id.into(),
+        server_name: format!("{deployment}-{server_id}"),
+        control_addr: "127.0.0.1:7000".parse().unwrap(),
+        credential: CREDENTIAL.into(),
+        agent_args: vec!["--extra".into(), "x".into()],
+    }
+}
+
+/// Running = exists and is not a zombie waiting to be reaped.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().as_bytes()[0]),
+            Some(b'Z' | b'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test]
+async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = script(tmp.path(), "agent.sh", FORKING_AGENT);
+    let provider = LocalProvider::new(tmp.path().join("state"), agent);
+    let server = provider.launch(request("shop", "s1")).await.unwrap();
+    let _cleanup = Cleanup(vec![server.pid]);
+
+    let root = tmp.path().join("state/servers/shop/s1/root");
+    assert_eq!(server.root, root);
+    assert!(root.join("mnt/services").is_dir());
+    let [a, _, _, d] = server.address.octets();
+    assert!(a == 127 && server.address != std::net::Ipv4Addr::LOCALHOST && d != 0);
+
+    let cred = root.join("agent/credential");
+    let mode = std::fs::metadata(&cred).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        std::fs::read_to_string(&cred).unwrap() == CREDENTIAL,
+        "credential content differs"
+    );
+
+    let child: u32 = wait_for_file(&root.join("agent/child.pid"))
+        .trim()
+        .parse()
+        .unwrap();
+    let out = std::fs::read_to_string(root.join("agent/agent.out")).unwrap();
+    let expected = format!(
+        "args: agent --control 127.0.0.1:7000 --server-id s1 --address {} --root {} \
+         --credential-file {} --extra x",
+        server.address,
+        root.display(),
+        cred.display()
+    );
+    assert!(out.contains(&expected), "agent.out: {out}");
+
+    let pgid = getpgid(Some(Pid::from_raw(server.pid as i32))).unwrap();
+    assert_eq!(
+        pgid.as_raw() as u32,
+        server.pid,
+        "agent leads its own group"
+    );
+    assert_ne!(
+        pgid,
+        getpgid(None).unwrap(),
+        "not in the control plane's group"
+    );
+    assert!(provider.is_alive(&server));
+    assert!(running(server.pid) && running(child));
+
+    provider
+        .terminate(&server, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!running(server.pid), "agent survived");
+    assert!(!running(child), "agent's child survived");
+    assert!(!provider.is_alive(&server));
+    assert!(
+        provider.leased_addresses().unwrap().is_empty(),
+        "lease released"
+    );
+    // Already gone is fine.
+    provider
+        .terminate(&server, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        root.join("agent/credential").exists(),
+        "terminate removes nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_ignoring_sigterm_is_killed_after_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Ignored signals stay ignored across exec, so `sleep` itself ignores SIGTERM.
+    let agent = script(tmp.path(), "stubborn.sh", "trap '' TERM\nexec sleep 60");
+    let provider = LocalProvider::new(tmp.path().join("state"), agent);
+    let server = provider.launch(request("shop", "s1")).await.unwrap();
+    let _cleanup = Cleanup(vec![server.pid]);
+    assert!(provider.is_alive(&server));
+    provider
+        .terminate(&server, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(!running(server.pid));
+}
+
+#[tokio::test]
+async fn two_providers_on_one_state_dir_never_share_an_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = script(tmp.path(), "agent.sh", "exec sleep 60");
+    let state = tmp.path().join("state");
+    let p1 = LocalProvider::new(state.clone(), agent.clone());
+    let p2 = LocalProvider::new(state, agent);
+    // Spawned tasks run their blocking launches at the same time, contending for the lock.
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        for (p, d) in [(&p1, "one"), (&p2, "two")] {
+            let (p, req) = (p.clone(), request(d, &format!("s{i}")));
+            tasks.push(tokio::spawn(async move { p.launch(req).await }));
+        }
+    }
+    let mut servers = Vec::new();
+    for t in tasks {
+        servers.push(t.await.unwrap().unwrap());
+    }
+    let mut cleanup = Cleanup(servers.iter().map(|s| s.pid).collect());
+
+    let addresses: HashSet<_> = servers.iter().map(|s| s.address).collect();
+    assert_eq!(addresses.len(), 8, "{addresses:?}");
+    assert_eq!(p2.leased_addresses().unwrap().len(), 8);
+
+    for s in &servers {
+        p1.terminate(s, Duration::from_secs(10)).await.unwrap();
+    }
+    cleanup.0.clear();
+    assert!(p1.leased_addresses().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_names_and_missing_programs_fail_without_leaking_leases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let provider = LocalProvider::new(tmp.path().join("state"), tmp.path().join("no-such-agent"));
+    let err = provider
+        .launch(request("../escape", "s1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidName { .. }), "{err}");
+    let err = provider.launch(request("shop", "s1")).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Spawn { .. }), "{err}");
+    assert!(!err.to_string().contains(CREDENTIAL));
+    assert!(provider.leased_addresses().unwrap().is_empty());
+}
+
+#[test]
+fn launch_request_debug_hides_the_credential() {
+    let shown = format!("{:?}", request("shop", "s1"));
+    assert!(!shown.contains(CREDENTIAL) && shown.contains("redacted"));
+}
