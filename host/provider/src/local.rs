@@ -117,6 +117,8 @@ impl LocalProvider {
         cmd.arg("agent")
             .arg("--control")
             .arg(req.control_addr.to_string())
+            .arg("--deployment")
+            .arg(&req.deployment)
             .arg("--server-id")
             .arg(&req.server_id)
             .arg("--address")
