@@ -1,0 +1,354 @@
+//! One hook call: a fresh store with exactly the granted capabilities, instantiate, call,
+//! collect output and map failures. A store is never reused, not even after success.
+
+use crate::capabilities::{Access, Capabilities};
+use crate::convert;
+use crate::env::{CallEnv, DirMap, Labels};
+use crate::failure::{CallFailure, HookFailure, TrapEvidence, classify_trap};
+use crate::limits::Limiter;
+use crate::network::{Denials, NetPolicy, socket_check};
+use crate::output::{HookOutcome, HookValue, LogRecord, Redactor};
+use crate::runtime::{Plugin, Pre};
+use crate::supervisor::Supervisor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stratus_model::context::{HookCall, World};
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Everything the guest's store holds.
+pub(crate) struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: Limiter,
+    pub host: HostCtx,
+}
+
+/// The host side of one call: what the host functions check against and what they record.
+pub(crate) struct HostCtx {
+    pub plugin: String,
+    pub owner: String,
+    pub caps: Capabilities,
+    pub dirs: DirMap,
+    pub net: Arc<NetPolicy>,
+    pub supervisor: Supervisor,
+    pub labels: Labels,
+    pub redactor: Redactor,
+    pub denials: Denials,
+    pub logs: Vec<LogRecord>,
+    pub status: Option<String>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Slack for the tokio backstop beyond the epoch deadline, which normally fires first.
+const BACKSTOP_SLACK: Duration = Duration::from_millis(250);
+
+fn exports(world: World, call: &HookCall) -> bool {
+    match call.world() {
+        World::Service => matches!(world, World::Service | World::Proxy),
+        w => w == world,
+    }
+}
+
+impl Plugin {
+    /// Runs one hook in a fresh sandbox. On failure the returned `CallFailure` still carries
+    /// the captured output and logs.
+    pub async fn call(&self, call: &HookCall, env: &CallEnv) -> Result<HookOutcome, CallFailure> {
+        let p = &self.inner;
+        if !exports(p.world, call) {
+            return Err(CallFailure::bare(HookFailure::WrongWorld {
+                hook: call.name().into(),
+                world: p.world.to_string(),
+            }));
+        }
+        let _permit = p.runtime.inner.calls.acquire().await.map_err(|_| {
+            CallFailure::bare(HookFailure::Host {
+                message: "runtime is shutting down".into(),
+            })
+        })?;
+        let caps = env
+            .capabilities
+            .clone()
+            .unwrap_or_else(|| p.capabilities.clone());
+        let redactor = Redactor::new(env.secrets.iter().cloned().chain(call.secrets()));
+        let started = Instant::now();
+        let (out, err) = (
+            MemoryOutputPipe::new(caps.output_bytes as usize),
+            MemoryOutputPipe::new(caps.output_bytes as usize),
+        );
+        let denials = Denials::default();
+        let wasi = wasi_ctx(&caps, env, &out, &err, &denials).map_err(|e| {
+            CallFailure::bare(HookFailure::Host {
+                message: redactor.redact(&e),
+            })
+        })?;
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(caps.memory_mb),
+            host: HostCtx {
+                plugin: p.name.clone(),
+                owner: env.owner(&p.name),
+                net: Arc::new(net_policy(&caps, env)),
+                caps: caps.clone(),
+                dirs: env.dirs.clone(),
+                supervisor: env.supervisor.clone(),
+                labels: env.labels.clone(),
+                redactor: redactor.clone(),
+                denials: denials.clone(),
+                logs: Vec::new(),
+                status: None,
+            },
+        };
+        let mut store = Store::new(&p.runtime.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Yield to tokio every tick (long guests do not hog a worker) and trap at the deadline.
+        let deadline = started + Duration::from_millis(caps.timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Yield(1)
+            })
+        });
+        let limit = Duration::from_millis(caps.timeout_ms) + BACKSTOP_SLACK;
+        let result = tokio::time::timeout(limit, invoke(&p.pre, &mut store, call)).await;
+        let state = store.into_data();
+
+        let stdout_raw = out.contents();
+        let stderr_raw = err.contents();
+        let cap = caps.output_bytes as usize;
+        let output_full = stdout_raw.len() >= cap || stderr_raw.len() >= cap;
+        let stdout = redactor.redact_bytes(&stdout_raw);
+        let stderr = redactor.redact_bytes(&stderr_raw);
+        let denied: Vec<String> = denials
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| redactor.redact(d))
+            .collect();
+        let fail = |kind: HookFailure| CallFailure {
+            kind,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            truncated: output_full,
+            logs: state.host.logs.clone(),
+            denials: denied.clone(),
+            status: state.host.status.clone(),
+            duration: started.elapsed(),
+        };
+        let value = match result {
+            Err(_elapsed) => {
+                return Err(fail(HookFailure::Timeout {
+                    limit_ms: caps.timeout_ms,
+                }));
+            }
+            Ok(Ok(Ok(value))) => value,
+            Ok(Ok(Err(hook_err))) => {
+                let kind = match denied.first() {
+                    Some(d) => HookFailure::CapabilityDenied {
+                        capability: d.clone(),
+                    },
+                    None => HookFailure::HookError {
+                        message: redactor.redact(&hook_err.message),
+                        retryable: hook_err.retryable,
+                    },
+                };
+                return Err(fail(kind));
+            }
+            Ok(Err(trap)) => {
+                let kind = classify_trap(&TrapEvidence {
+                    error: &trap,
+                    refused_memory: state.limiter.refused_growth.is_some(),
+                    output_full,
+                    first_denial: denied.first().map(|s| s.as_str()),
+                    stderr: &stderr,
+                    memory_mb: caps.memory_mb,
+                    timeout_ms: caps.timeout_ms,
+                    output_bytes: caps.output_bytes,
+                });
+                let kind = match kind {
+                    HookFailure::Trap { message } => HookFailure::Trap {
+                        message: redactor.redact(&message),
+                    },
+                    k => k,
+                };
+                return Err(fail(kind));
+            }
+        };
+        Ok(HookOutcome {
+            value,
+            stdout,
+            stderr,
+            truncated: output_full,
+            logs: state.host.logs,
+            denials: denied,
+            status: state.host.status,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+fn net_policy(caps: &Capabilities, env: &CallEnv) -> NetPolicy {
+    NetPolicy {
+        grants: caps.network.clone(),
+        server: env.server_address.parse().ok(),
+    }
+}
+
+/// The guest's WASI view: granted dirs at their own absolute paths, manifest env only,
+/// captured stdio, sockets through the recording check.
+fn wasi_ctx(
+    caps: &Capabilities,
+    env: &CallEnv,
+    out: &MemoryOutputPipe,
+    err: &MemoryOutputPipe,
+    denials: &Denials,
+) -> Result<WasiCtx, String> {
+    let mut b = WasiCtxBuilder::new();
+    for grant in &caps.dirs {
+        let Some(host) = env.dirs.get(&grant.dir) else {
+            continue;
+        };
+        let guest = host
+            .to_str()
+            .ok_or_else(|| format!("directory {} is not UTF-8", host.display()))?;
+        let perms = match grant.access {
+            Access::ReadOnly => FsPerms::ReadOnly,
+            Access::ReadWrite => FsPerms::ReadWrite,
+        };
+        b.preopened_dir(host, guest, perms).map_err(|e| {
+            format!(
+                "cannot open granted {} directory {}: {e:#}",
+                grant.dir,
+                host.display()
+            )
+        })?;
+    }
+    for (k, v) in &caps.env {
+        b.env(k, v);
+    }
+    b.stdout(out.clone()).stderr(err.clone());
+    b.allow_tcp(true)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    b.socket_addr_check(socket_check(
+        Arc::new(net_policy(caps, env)),
+        denials.clone(),
+    ));
+    Ok(b.build())
+}
+
+type HookResult = wasmtime::Result<Result<HookValue, crate::bindings::types::HookError>>;
+
+/// Calls one service hook on any world that exports `service-hooks`.
+macro_rules! service_hook {
+    ($hooks:expr, $store:expr, $call:expr) => {{
+        let h = $hooks;
+        let unit = |r: wasmtime::Result<Result<(), _>>| r.map(|r| r.map(|()| HookValue::Unit));
+        match $call {
+            HookCall::InstallService { ctx } => unit(
+                h.call_install_service(&mut *$store, &convert::service_context(ctx))
+                    .await,
+            ),
+            HookCall::InstallDataSource { ctx } => unit(
+                h.call_install_data_source(&mut *$store, &convert::service_context(ctx))
+                    .await,
+            ),
+            HookCall::Configure { ctx } => unit(
+                h.call_configure(&mut *$store, &convert::service_context(ctx))
+                    .await,
+            ),
+            HookCall::Start { ctx } => unit(
+                h.call_start(&mut *$store, &convert::service_context(ctx))
+                    .await,
+            ),
+            HookCall::Stop { ctx } => unit(
+                h.call_stop(&mut *$store, &convert::service_context(ctx))
+                    .await,
+            ),
+            HookCall::GrantDatabaseAccess { ctx, grants } => unit(
+                h.call_grant_database_access(
+                    &mut *$store,
+                    &convert::service_context(ctx),
+                    &convert::grants(grants),
+                )
+                .await,
+            ),
+            HookCall::RevokeDatabaseAccess { ctx, grants } => unit(
+                h.call_revoke_database_access(
+                    &mut *$store,
+                    &convert::service_context(ctx),
+                    &convert::grants(grants),
+                )
+                .await,
+            ),
+            HookCall::HealthCheck { ctx } => h
+                .call_health_check(&mut *$store, &convert::service_context(ctx))
+                .await
+                .map(|r| r.map(|v| HookValue::Health(convert::health(v)))),
+            other => unreachable!("{} is not a service hook", other.name()),
+        }
+    }};
+}
+
+async fn invoke(pre: &Pre, store: &mut Store<State>, call: &HookCall) -> HookResult {
+    match pre {
+        Pre::Service(pre) => {
+            let inst = pre.instantiate_async(&mut *store).await?;
+            service_hook!(inst.stratus_plugin_service_hooks(), store, call)
+        }
+        Pre::Proxy(pre) => {
+            let inst = pre.instantiate_async(&mut *store).await?;
+            let unit = |r: wasmtime::Result<Result<(), _>>| r.map(|r| r.map(|()| HookValue::Unit));
+            let hooks = inst.stratus_plugin_proxy_hooks();
+            match call {
+                HookCall::StartProxy { ctx, nodes } => unit(
+                    hooks
+                        .call_start_proxy(
+                            &mut *store,
+                            &convert::service_context(ctx),
+                            &convert::nodes(nodes),
+                        )
+                        .await,
+                ),
+                HookCall::RemoveNodes { ctx, nodes } => unit(
+                    hooks
+                        .call_remove_nodes(
+                            &mut *store,
+                            &convert::service_context(ctx),
+                            &convert::nodes(nodes),
+                        )
+                        .await,
+                ),
+                _ => service_hook!(inst.stratus_plugin_service_hooks(), store, call),
+            }
+        }
+        Pre::Cm(pre) => {
+            let inst = pre.instantiate_async(&mut *store).await?;
+            let hooks = inst.stratus_plugin_cm_hooks();
+            match call {
+                HookCall::CmPrepare { ctx } => hooks
+                    .call_prepare(&mut *store, &convert::cm_context(ctx))
+                    .await
+                    .map(|r| r.map(|()| HookValue::Unit)),
+                HookCall::CmRun { ctx } => hooks
+                    .call_run(&mut *store, &convert::cm_context(ctx))
+                    .await
+                    .map(|r| r.map(|v| HookValue::Cm(convert::cm_report(v)))),
+                other => unreachable!("{} is not a cm hook", other.name()),
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+use super::*;
+
+fn caps() -> Capabilities {
+    Capabilities {
+        memory_mb: 64,
+        timeout_ms: 1000,
+        output_bytes: 4096,
+        dirs: vec![
+            DirGrant {
+                dir: DirKind::Service,
+                access: Access::ReadWrite,
+            },
+            DirGrant {
+                dir: DirKind::ServerRoot,
+                access: Access::ReadOnly,
+            },
+        ],
+        programs: vec![prog("/usr/bin/echo"), prog("/usr/bin/mysql")],
+        network: vec![grant("127.0.0.1:*"), grant("self:80")],
+        env: [
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "2".to_string()),
+        ]
+        .into(),
+    }
+}
+
+fn prog(s: &str) -> Program {
+    Program::try_from(s.to_string()).unwrap()
+}
+
+fn grant(s: &str) -> NetworkGrant {
+    NetworkGrant::try_from(s.to_string()).unwrap()
+}
+
+#[test]
+fn empty_override_keeps_everything() {
+    assert_eq!(
+        caps().narrow(&CapabilityOverride::default()).unwrap(),
+        caps()
+    );
+}
+
+#[test]
+fn narrowing_takes_away() {
+    let op = CapabilityOverride {
+        memory_mb: Some(32),
+        timeout_ms: Some(500),
+        output_bytes: Some(100),
+        dirs: Some(vec![DirGrant {
+            dir: DirKind::Service,
+            access: Access::ReadOnly,
+        }]),
+        programs: Some(vec![prog("/usr/bin/echo")]),
+        network: Some(vec![grant("127.0.0.1:3306")]),
+        env: Some(vec!["B".into()]),
+    };
+    let n = caps().narrow(&op).unwrap();
+    assert_eq!((n.memory_mb, n.timeout_ms, n.output_bytes), (32, 500, 100));
+    assert_eq!(
+        n.dirs,
+        vec![DirGrant {
+            dir: DirKind::Service,
+            access: Access::ReadOnly
+        }]
+    );
+    assert_eq!(n.programs, vec![prog("/usr/bin/echo")]);
+    assert_eq!(n.network, vec![grant("127.0.0.1:3306")]);
+    assert_eq!(n.env.len(), 1);
+    assert_eq!(n.env["B"], "2");
+}
+
+#[test]
+fn widening_is_an_error_naming_every_widened_capability() {
+    let op = CapabilityOverride {
+        memory_mb: Some(128),
+        dirs: Some(vec![
+            DirGrant {
+                dir: DirKind::ServerRoot,
+                access: Access::ReadWrite,
+            },
+            DirGrant {
+                dir: DirKind::WorkDir,
+                access: Access::ReadOnly,
+            },
+        ]),
+        programs: Some(vec![prog("/bin/sh")]),
+        network: Some(vec![grant("10.0.0.1:22"), grant("self:*")]),
+        env: Some(vec!["PATH".into()]),
+        ..Default::default()
+    };
+    let e = caps().narrow(&op).unwrap_err();
+    let text = e.to_string();
+    for needle in [
+        "memory-mb 128 > 64",
+        "dir server-root is only read-only",
+        "dir work-dir is not granted",
+        "program /bin/sh is not granted",
+        "network 10.0.0.1:22 is not granted",
+        "network self:* is not granted",
+        "env PATH is not declared",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    assert_eq!(e.widened.len(), 7);
+}
+
+#[test]
+fn override_parses_from_toml() {
+    let op: CapabilityOverride =
+        toml::from_str("memory-mb = 16\nprograms = [\"/usr/bin/echo\"]\n").unwrap();
+    assert_eq!(op.memory_mb, Some(16));
+    assert!(toml::from_str::<CapabilityOverride>("bogus = 1").is_err());
+}
+
+#[test]
+fn network_grants_parse_and_match() {
+    let g = grant("[::1]:8080");
+    assert_eq!(g.to_string(), "[::1]:8080");
+    assert!(g.allows("::1".parse().unwrap(), 8080, None));
+    assert!(!g.allows("::1".parse().unwrap(), 8081, None));
+    assert!(grant("localhost:*").allows("127.0.0.1".parse().unwrap(), 1, None));
+    for bad in ["nohost", "db.example:80", "1.2.3.4:http", "1.2.3.4:70000"] {
+        assert!(NetworkGrant::try_from(bad.to_string()).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn normalize_is_lexical() {
+    assert_eq!(
+        normalize(Path::new("/a/./b/../c//d")).unwrap(),
+        Path::new("/a/c/d")
+    );
+    assert_eq!(
+        normalize(Path::new("/../../etc")).unwrap(),
+        Path::new("/etc")
+    );
+    assert!(normalize(Path::new("a/b")).is_none());
+}

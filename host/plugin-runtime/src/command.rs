@@ -1,0 +1,183 @@
+//! `host.run` and the checks shared with `host.spawn`: allow-listed absolute programs, no
+//! shell, a cleared environment, a working directory inside a granted directory, a timeout
+//! and bounded output.
+
+use crate::capabilities::{Capabilities, DirKind, normalize};
+use crate::env::DirMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Why a program may not run; the `bool` is whether it is a capability denial to record.
+pub(crate) struct Refusal {
+    pub message: String,
+    pub denial: Option<String>,
+}
+
+impl Refusal {
+    fn denied(what: String) -> Refusal {
+        Refusal {
+            message: format!("capability denied: {what}"),
+            denial: Some(what),
+        }
+    }
+    fn invalid(message: String) -> Refusal {
+        Refusal {
+            message,
+            denial: None,
+        }
+    }
+}
+
+/// A program request that passed the checks.
+pub(crate) struct Checked {
+    pub program: PathBuf,
+    pub working_dir: PathBuf,
+}
+
+/// Checks a program and working directory against the capabilities.
+pub(crate) fn check(
+    caps: &Capabilities,
+    dirs: &DirMap,
+    program: &str,
+    working_dir: Option<&str>,
+    env: &[(String, String)],
+) -> Result<Checked, Refusal> {
+    let normal = normalize(Path::new(program));
+    let allowed = normal.as_deref().filter(|p| caps.allows_program(p));
+    let Some(program) = allowed else {
+        return Err(Refusal::denied(format!(
+            "program {program} is not in the plugin's allowed programs"
+        )));
+    };
+    if let Some((k, _)) = env
+        .iter()
+        .find(|(k, _)| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return Err(Refusal::invalid(format!(
+            "invalid environment variable name `{k}`"
+        )));
+    }
+    let granted: Vec<&PathBuf> = caps.dirs.iter().filter_map(|g| dirs.get(&g.dir)).collect();
+    let working_dir = match working_dir {
+        Some(w) => {
+            let w = normalize(Path::new(w)).ok_or_else(|| {
+                Refusal::invalid(format!("working-dir `{w}` must be an absolute path"))
+            })?;
+            // Compare resolved paths as well, so a symlink inside a granted dir cannot lead out.
+            let real = std::fs::canonicalize(&w)
+                .map_err(|e| Refusal::invalid(format!("working-dir {}: {e}", w.display())))?;
+            let inside = granted.iter().any(|g| {
+                w.starts_with(g) && std::fs::canonicalize(g).is_ok_and(|rg| real.starts_with(rg))
+            });
+            if !inside {
+                return Err(Refusal::denied(format!(
+                    "working-dir {} is not inside a granted directory",
+                    w.display()
+                )));
+            }
+            w
+        }
+        None => [DirKind::Service, DirKind::WorkDir, DirKind::ServerRoot]
+            .iter()
+            .filter(|k| caps.dir(**k).is_some())
+            .find_map(|k| dirs.get(k).cloned())
+            .ok_or_else(|| {
+                Refusal::denied(
+                    "running a program without any granted directory as working-dir".into(),
+                )
+            })?,
+    };
+    Ok(Checked {
+        program: program.to_owned(),
+        working_dir,
+    })
+}
+
+/// The outcome of a finished program.
+pub(crate) struct Finished {
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+}
+
+/// Runs a checked program to completion within `timeout`, keeping at most `cap` bytes of
+/// each output stream (the rest is read and dropped so the child never blocks on a full pipe).
+pub(crate) async fn run(
+    checked: &Checked,
+    args: &[String],
+    env: &[(String, String)],
+    stdin: Option<String>,
+    timeout: Duration,
+    cap: usize,
+) -> Result<Finished, String> {
+    let mut cmd = tokio::process::Command::new(&checked.program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&checked.working_dir)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = checked.program.display();
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("program {program} not found"),
+        _ => format!("cannot run {program}: {e}"),
+    })?;
+    let input = child.stdin.take();
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let work = async {
+        let feed = async {
+            if let (Some(mut pipe), Some(data)) = (input, stdin) {
+                // A program that exits without reading its input is not an error.
+                let _ = pipe.write_all(data.as_bytes()).await;
+            }
+        };
+        let ((), (stdout, t1), (stderr, t2), status) = tokio::join!(
+            feed,
+            read_capped(out, cap),
+            read_capped(err, cap),
+            child.wait()
+        );
+        let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
+        Ok::<_, String>(Finished {
+            exit_code: status.code(),
+            stdout,
+            stderr,
+            truncated: t1 || t2,
+        })
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        // Dropping the future drops the child, which kill_on_drop kills.
+        Err(_) => Err(format!(
+            "program {program} timed out after {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
+async fn read_capped(mut r: impl AsyncRead + Unpin, cap: usize) -> (String, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+    (String::from_utf8_lossy(&kept).into_owned(), truncated)
+}

@@ -1,0 +1,86 @@
+//! The one wasmtime `Engine`: epoch interruption driven by a 10 ms ticker, a pooling
+//! allocator sized from the number of concurrent hook calls, and a 1 MiB wasm stack.
+
+use crate::capabilities::MAX_MEMORY_MB;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; timeouts are measured in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Which allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    Pooling,
+    OnDemand,
+}
+
+fn base_config() -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    c.max_wasm_stack(1 << 20);
+    c
+}
+
+fn pooling(max_concurrent_calls: u32) -> PoolingAllocationConfig {
+    let n = max_concurrent_calls.max(1);
+    let mut p = PoolingAllocationConfig::new();
+    // Rust components carry a main module plus the WASI adapter and shims; interpreters
+    // (componentize-py) need more than 8 core instances per component.
+    p.total_component_instances(n)
+        .total_core_instances(32 * n)
+        .max_core_instances_per_component(64)
+        .total_memories(2 * n)
+        .max_memories_per_component(4)
+        .total_tables(32 * n)
+        .max_tables_per_component(32)
+        .total_stacks(n)
+        .max_memory_size((MAX_MEMORY_MB << 20) as usize)
+        // Keep a little of each freed slot resident: hooks are instantiated constantly.
+        .linear_memory_keep_resident(1 << 20);
+    p
+}
+
+/// Builds the engine, falling back to on-demand allocation when the pool cannot be mapped
+/// (address-space limits, 39-bit VA machines).
+pub fn build(max_concurrent_calls: u32) -> Result<(Engine, Allocator), wasmtime::Error> {
+    let mut c = base_config();
+    // Reserve only what the largest memory cap needs so the pool costs a few GiB of address
+    // space rather than 4 GiB per memory slot.
+    c.memory_reservation(MAX_MEMORY_MB << 20);
+    c.memory_guard_size(64 << 10);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
+        max_concurrent_calls,
+    )));
+    match Engine::new(&c) {
+        Ok(engine) => {
+            tracing::debug!(max_concurrent_calls, "plugin engine: pooling allocator");
+            Ok((engine, Allocator::Pooling))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "plugin engine: pooling allocator unavailable, using on-demand allocation");
+            Ok((Engine::new(&base_config())?, Allocator::OnDemand))
+        }
+    }
+}
+
+/// Advances the engine's epoch every tick until the engine is dropped; it holds only a weak
+/// reference so that the engine (and its pool) can go away.
+pub fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("stratus-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        // Without a ticker no deadline ever fires; the tokio timeout backstop still does.
+        tracing::error!(error = %err, "cannot start the epoch ticker thread");
+    }
+}

@@ -1,0 +1,109 @@
+//! What the caller (agent or `stratus plugin call`) supplies for one hook call.
+
+use crate::capabilities::{Capabilities, DirKind};
+use crate::supervisor::Supervisor;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use stratus_model::context::HookCall;
+
+/// Host directories a plugin may be granted, by kind. Each is preopened at the same absolute
+/// path inside the sandbox.
+pub type DirMap = BTreeMap<DirKind, PathBuf>;
+
+/// The directories a call's own context names: the service directory for service and proxy
+/// hooks, the server root and work directory for CM hooks.
+pub fn dirs_of(call: &HookCall) -> DirMap {
+    let mut m = DirMap::new();
+    match call {
+        HookCall::CmPrepare { ctx } | HookCall::CmRun { ctx } => {
+            m.insert(DirKind::ServerRoot, PathBuf::from(&ctx.server_root));
+            m.insert(DirKind::WorkDir, PathBuf::from(&ctx.work_dir));
+        }
+        HookCall::InstallService { ctx }
+        | HookCall::InstallDataSource { ctx }
+        | HookCall::Configure { ctx }
+        | HookCall::Start { ctx }
+        | HookCall::Stop { ctx }
+        | HookCall::GrantDatabaseAccess { ctx, .. }
+        | HookCall::RevokeDatabaseAccess { ctx, .. }
+        | HookCall::HealthCheck { ctx }
+        | HookCall::StartProxy { ctx, .. }
+        | HookCall::RemoveNodes { ctx, .. } => {
+            m.insert(DirKind::Service, PathBuf::from(&ctx.service_dir));
+        }
+    }
+    m
+}
+
+/// Fields attached to every log line of the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    pub deployment: String,
+    pub tier: String,
+    pub server: String,
+    pub service: String,
+}
+
+impl Labels {
+    /// Labels taken from the call's context.
+    pub fn of(call: &HookCall) -> Labels {
+        match call {
+            HookCall::CmPrepare { ctx } | HookCall::CmRun { ctx } => Labels {
+                deployment: ctx.deployment.clone(),
+                tier: ctx.tier.clone(),
+                server: ctx.server.id.clone(),
+                service: String::new(),
+            },
+            HookCall::InstallService { ctx }
+            | HookCall::InstallDataSource { ctx }
+            | HookCall::Configure { ctx }
+            | HookCall::Start { ctx }
+            | HookCall::Stop { ctx }
+            | HookCall::GrantDatabaseAccess { ctx, .. }
+            | HookCall::RevokeDatabaseAccess { ctx, .. }
+            | HookCall::HealthCheck { ctx }
+            | HookCall::StartProxy { ctx, .. }
+            | HookCall::RemoveNodes { ctx, .. } => Labels {
+                deployment: ctx.deployment.clone(),
+                tier: ctx.tier.clone(),
+                server: ctx.server.id.clone(),
+                service: ctx.service_name.clone(),
+            },
+        }
+    }
+}
+
+/// Everything a hook call needs from its caller.
+#[derive(Debug, Clone)]
+pub struct CallEnv {
+    pub dirs: DirMap,
+    /// This server's address; network grants for host `self` resolve to it.
+    pub server_address: String,
+    pub supervisor: Supervisor,
+    /// Capabilities as narrowed by the operator; `None` = the manifest's.
+    pub capabilities: Option<Capabilities>,
+    /// Strings to scrub from everything the call returns or logs (the call's own
+    /// credentials are always added).
+    pub secrets: Vec<String>,
+    pub labels: Labels,
+}
+
+impl CallEnv {
+    /// Supervised processes are grouped by this owner: the service name, else the plugin's.
+    pub(crate) fn owner(&self, plugin: &str) -> String {
+        let raw = if self.labels.service.is_empty() {
+            plugin
+        } else {
+            &self.labels.service
+        };
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,195 @@
+//! The `stratus:plugin/host` functions, each checked against the call's capabilities.
+
+use crate::bindings::host::{self, Command, CommandOutput, Level, ProcessSpec as WitSpec};
+use crate::call::State;
+use crate::command;
+use crate::network::record;
+use crate::output::{LogLevel, LogRecord};
+use crate::supervisor::{ProcessSpec, ProcessState};
+use std::time::{Duration, Instant};
+
+/// Cap on log records kept per call, so a chatty plugin cannot exhaust host memory.
+const MAX_LOG_RECORDS: usize = 10_000;
+/// Cap on one log message or status line.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+fn clip(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str(" …(cut)");
+    }
+    s
+}
+
+impl State {
+    fn refuse(&mut self, r: command::Refusal) -> String {
+        if let Some(d) = r.denial {
+            record(&self.host.denials, d);
+        }
+        r.message
+    }
+
+    fn plugin_timeout(&self) -> Duration {
+        Duration::from_millis(self.host.caps.timeout_ms)
+    }
+}
+
+macro_rules! plugin_event {
+    ($lvl:expr, $h:expr, $msg:expr) => {{
+        let l = &$h.labels;
+        let (plugin, deployment, tier, server, service) =
+            (&$h.plugin, &l.deployment, &l.tier, &l.server, &l.service);
+        match $lvl {
+            LogLevel::Trace => {
+                tracing::trace!(plugin, deployment, tier, server, service, "{}", $msg)
+            }
+            LogLevel::Debug => {
+                tracing::debug!(plugin, deployment, tier, server, service, "{}", $msg)
+            }
+            LogLevel::Info => tracing::info!(plugin, deployment, tier, server, service, "{}", $msg),
+            LogLevel::Warn => tracing::warn!(plugin, deployment, tier, server, service, "{}", $msg),
+            LogLevel::Error => {
+                tracing::error!(plugin, deployment, tier, server, service, "{}", $msg)
+            }
+        }
+    }};
+}
+
+impl host::Host for State {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        let message = self.host.redactor.redact(&clip(message));
+        plugin_event!(level, self.host, message);
+        if self.host.logs.len() < MAX_LOG_RECORDS {
+            self.host.logs.push(LogRecord { level, message });
+        }
+        Ok(())
+    }
+
+    async fn set_status(&mut self, message: String) -> wasmtime::Result<()> {
+        let message = self.host.redactor.redact(&clip(message));
+        plugin_event!(LogLevel::Debug, self.host, format!("status: {message}"));
+        self.host.status = Some(message);
+        Ok(())
+    }
+
+    async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<CommandOutput, String>> {
+        let h = &self.host;
+        let checked = match command::check(
+            &h.caps,
+            &h.dirs,
+            &cmd.program,
+            cmd.working_dir.as_deref(),
+            &cmd.env,
+        ) {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(self.refuse(r))),
+        };
+        let mut timeout = self.plugin_timeout();
+        if cmd.timeout_ms > 0 {
+            timeout = timeout.min(Duration::from_millis(cmd.timeout_ms.into()));
+        }
+        let cap = h.caps.output_bytes as usize;
+        // Arguments may carry credentials, so only the program is logged.
+        plugin_event!(
+            LogLevel::Debug,
+            h,
+            format!("run {}", checked.program.display())
+        );
+        let r = command::run(&checked, &cmd.args, &cmd.env, cmd.stdin, timeout, cap).await;
+        Ok(r.map(|f| CommandOutput {
+            exit_code: f.exit_code,
+            stdout: f.stdout,
+            stderr: f.stderr,
+            truncated: f.truncated,
+        }))
+    }
+
+    async fn spawn(&mut self, spec: WitSpec) -> wasmtime::Result<Result<u32, String>> {
+        let h = &self.host;
+        let checked = match command::check(
+            &h.caps,
+            &h.dirs,
+            &spec.program,
+            spec.working_dir.as_deref(),
+            &spec.env,
+        ) {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(self.refuse(r))),
+        };
+        let spec = ProcessSpec {
+            name: spec.name,
+            program: checked.program,
+            args: spec.args,
+            env: spec.env,
+            working_dir: checked.working_dir,
+        };
+        Ok(h.supervisor.spawn(&h.owner, spec))
+    }
+
+    async fn stop_process(
+        &mut self,
+        name: String,
+        grace_ms: u32,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let grace = Duration::from_millis(grace_ms.into()).min(self.plugin_timeout());
+        Ok(self
+            .host
+            .supervisor
+            .stop(&self.host.owner, &name, grace)
+            .await)
+    }
+
+    async fn query_process(&mut self, name: String) -> wasmtime::Result<host::ProcessState> {
+        Ok(match self.host.supervisor.state(&self.host.owner, &name) {
+            ProcessState::Running(pid) => host::ProcessState::Running(pid),
+            ProcessState::Exited(code) => host::ProcessState::Exited(code),
+            ProcessState::Unknown => host::ProcessState::Unknown,
+        })
+    }
+
+    async fn wait_for_port(
+        &mut self,
+        address: String,
+        port: u16,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<bool, String>> {
+        let net = self.host.net.clone();
+        let Some(ip) = net.resolve(&address) else {
+            return Ok(Err(format!(
+                "`{address}` is not an IP address, `localhost` or `self`"
+            )));
+        };
+        let target = std::net::SocketAddr::new(ip, port);
+        if !net.allows(target) {
+            let what = format!("network connect to {target} is not granted");
+            record(&self.host.denials, what.clone());
+            return Ok(Err(format!("capability denied: {what}")));
+        }
+        let limit = Duration::from_millis(timeout_ms.into()).min(self.plugin_timeout());
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(left, tokio::net::TcpStream::connect(target)).await;
+            if let Ok(Ok(_)) = attempt {
+                return Ok(Ok(true));
+            }
+            if Instant::now() + Duration::from_millis(50) >= deadline {
+                return Ok(Ok(false));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl crate::bindings::types::Host for State {}

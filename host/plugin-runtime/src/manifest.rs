@@ -1,0 +1,118 @@
+//! `plugin.toml`: who the plugin is and what it may do.
+
+use crate::capabilities::{Capabilities, MAX_MEMORY_MB};
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+use stratus_model::context::World;
+
+/// The parsed `plugin.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub plugin: PluginInfo,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub world: World,
+    /// The component file, relative to the package directory.
+    #[serde(default = "default_component")]
+    pub component: String,
+}
+
+fn default_component() -> String {
+    "plugin.wasm".into()
+}
+
+/// A manifest that cannot be used; the message names the file and, for syntax and type
+/// errors, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Manifest {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses manifest text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        // toml's Display renders the line, column and a caret under the offending span.
+        let manifest: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        manifest.validate().map_err(invalid)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let caps = &self.capabilities;
+        if self.plugin.name.is_empty() || !self.plugin.name.chars().all(name_char) {
+            return Err(format!(
+                "plugin.name `{}` must be non-empty and use only letters, digits, `-`, `_`, `.`",
+                self.plugin.name
+            ));
+        }
+        let comp = Path::new(&self.plugin.component);
+        if comp.as_os_str().is_empty()
+            || !comp.components().all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(format!(
+                "plugin.component `{}` must be a relative path inside the package",
+                self.plugin.component
+            ));
+        }
+        if caps.memory_mb == 0 || caps.memory_mb > MAX_MEMORY_MB {
+            return Err(format!(
+                "capabilities.memory-mb must be between 1 and {MAX_MEMORY_MB}, not {}",
+                caps.memory_mb
+            ));
+        }
+        if caps.timeout_ms == 0 {
+            return Err("capabilities.timeout-ms must be greater than 0".into());
+        }
+        if caps.output_bytes == 0 {
+            return Err("capabilities.output-bytes must be greater than 0".into());
+        }
+        for (i, d) in caps.dirs.iter().enumerate() {
+            if caps.dirs[..i].iter().any(|e| e.dir == d.dir) {
+                return Err(format!("capabilities.dirs grants `{}` twice", d.dir));
+            }
+        }
+        for key in caps.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(format!(
+                    "capabilities.env key `{key}` is not a valid variable name"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+#[cfg(test)]
+#[path = "manifest_tests.rs"]
+mod tests;

@@ -1,0 +1,108 @@
+use super::*;
+use crate::capabilities::{Access, DirKind, NetHost};
+
+const FULL: &str = r#"
+[plugin]
+name = "hello"
+version = "0.1.0"
+world = "service"
+
+[capabilities]
+memory-mb = 32
+timeout-ms = 500
+output-bytes = 1024
+dirs = [ { dir = "service", access = "read-write" }, { dir = "server-root", access = "read-only" } ]
+programs = ["/usr/bin/echo"]
+network = ["127.0.0.1:3306", "self:*"]
+env = { GREETING = "hi" }
+"#;
+
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    Manifest::parse(text, Path::new("pkg/plugin.toml"))
+}
+
+fn err(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn full_manifest_parses() {
+    let m = parse(FULL).unwrap();
+    assert_eq!(m.plugin.name, "hello");
+    assert_eq!(m.plugin.world, World::Service);
+    assert_eq!(m.plugin.component, "plugin.wasm");
+    let c = &m.capabilities;
+    assert_eq!((c.memory_mb, c.timeout_ms, c.output_bytes), (32, 500, 1024));
+    assert_eq!(c.dir(DirKind::Service), Some(Access::ReadWrite));
+    assert_eq!(c.dir(DirKind::ServerRoot), Some(Access::ReadOnly));
+    assert_eq!(c.dir(DirKind::WorkDir), None);
+    assert!(c.allows_program(Path::new("/usr/bin/echo")));
+    assert_eq!(c.network[0].port, Some(3306));
+    assert_eq!(c.network[1].host, NetHost::SelfServer);
+    assert_eq!(c.network[1].port, None);
+    assert_eq!(c.env.get("GREETING").map(String::as_str), Some("hi"));
+}
+
+#[test]
+fn absent_capabilities_deny_everything_with_defaults() {
+    let m = parse("[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"cm\"\n").unwrap();
+    let c = &m.capabilities;
+    assert_eq!(
+        (c.memory_mb, c.timeout_ms, c.output_bytes),
+        (64, 10_000, 65_536)
+    );
+    assert!(c.dirs.is_empty() && c.programs.is_empty() && c.network.is_empty() && c.env.is_empty());
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let e = err(
+        "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"cm\"\n[capabilities]\nshell = true\n",
+    );
+    assert!(e.contains("pkg/plugin.toml"), "{e}");
+    assert!(e.contains("line 6"), "{e}");
+    assert!(e.contains("shell"), "{e}");
+}
+
+#[test]
+fn relative_program_is_rejected_with_location() {
+    let e = err(
+        "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"cm\"\n[capabilities]\nprograms = [\"echo\"]\n",
+    );
+    assert!(e.contains("program `echo` must be an absolute path"), "{e}");
+    assert!(e.contains("line 6"), "{e}");
+}
+
+#[test]
+fn non_normal_program_path_is_rejected() {
+    let e = err(
+        "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"cm\"\n[capabilities]\nprograms = [\"/usr/bin/../bin/sh\"]\n",
+    );
+    assert!(e.contains("/usr/bin/sh"), "{e}");
+}
+
+#[test]
+fn bad_network_grant_and_world_are_rejected() {
+    let e = err(
+        "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"cm\"\n[capabilities]\nnetwork = [\"db:3306\"]\n",
+    );
+    assert!(e.contains("network grant `db:3306`"), "{e}");
+    let e = err("[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"daemon\"\n");
+    assert!(e.contains("daemon"), "{e}");
+}
+
+#[test]
+fn semantic_limits_are_checked() {
+    let base = "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"service\"\n";
+    assert!(
+        err(&format!("{base}[capabilities]\nmemory-mb = 4096\n"))
+            .contains("memory-mb must be between 1 and")
+    );
+    assert!(err(&format!("{base}[capabilities]\ntimeout-ms = 0\n")).contains("timeout-ms"));
+    let twice = "[capabilities]\ndirs = [{dir=\"service\",access=\"read-only\"},{dir=\"service\",access=\"read-write\"}]\n";
+    assert!(err(&format!("{base}{twice}")).contains("grants `service` twice"));
+    let esc = "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"service\"\ncomponent = \"../evil.wasm\"\n";
+    assert!(err(esc).contains("relative path inside the package"));
+    let name = "[plugin]\nname = \"../x\"\nversion = \"1\"\nworld = \"service\"\n";
+    assert!(err(name).contains("plugin.name"));
+}

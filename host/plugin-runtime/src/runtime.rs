@@ -1,0 +1,250 @@
+//! `Runtime` (one engine, one linker per world, the code cache) and `Plugin` (a compiled,
+//! type-checked component ready to instantiate per call).
+
+use crate::bindings::{cm::CmPre, proxy::ProxyPre, service::ServicePre};
+use crate::cache::{CacheStatus, CodeCache, engine_digest, sha256_hex};
+use crate::call::State;
+use crate::capabilities::Capabilities;
+use crate::engine::{self, Allocator};
+use crate::failure::LoadError;
+use crate::inspect::{ComponentInfo, describe};
+use crate::package::Package;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use stratus_model::context::World;
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+/// How to build a `Runtime`.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Authenticates cache entries; keep it secret (e.g. a 0600 key file).
+    pub cache_key: [u8; 32],
+    /// Hook calls that may run at once; sizes the instance pool. Further calls wait.
+    pub max_concurrent_calls: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot link the host functions: {0}")]
+    Linker(String),
+}
+
+/// The plugin host; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub engine: Engine,
+    pub allocator: Allocator,
+    engine_digest: String,
+    service: Linker<State>,
+    proxy: Linker<State>,
+    cm: Linker<State>,
+    cache: Option<CodeCache>,
+    /// Bounds concurrent calls to what the pool was sized for.
+    pub calls: Semaphore,
+}
+
+fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<State>> {
+    let mut l = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut l)?;
+    match world {
+        World::Service => {
+            crate::bindings::service::Service::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?
+        }
+        World::Proxy => {
+            crate::bindings::proxy::Proxy::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?
+        }
+        World::Cm => crate::bindings::cm::Cm::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?,
+    }
+    Ok(l)
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, falling back to on-demand), the linkers and the
+    /// epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let n = config.max_concurrent_calls.max(1);
+        let (engine, allocator) =
+            engine::build(n).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let link = |w| linker(&engine, w).map_err(|e| RuntimeError::Linker(format!("{e:#}")));
+        let (service, proxy, cm) = (link(World::Service)?, link(World::Proxy)?, link(World::Cm)?);
+        engine::start_ticker(&engine);
+        let cache = config.cache_dir.map(|dir| CodeCache {
+            dir,
+            key: config.cache_key,
+        });
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine_digest: engine_digest(&engine),
+                engine,
+                allocator,
+                service,
+                proxy,
+                cm,
+                cache,
+                calls: Semaphore::new(n as usize),
+            }),
+        })
+    }
+
+    /// Whether the pooling allocator could be used.
+    pub fn allocator(&self) -> Allocator {
+        self.inner.allocator
+    }
+
+    /// Compiles (or loads from the cache) and type-checks a package's component.
+    pub async fn load(&self, pkg: &Package) -> Result<Plugin, LoadError> {
+        let path = pkg.component_path.clone();
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| LoadError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let rt = self.clone();
+        let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes, &path))
+            .await
+            .map_err(|e| LoadError::Host(format!("compile task failed: {e}")))??;
+        let (component, cache_status, sha256) = compiled;
+        let info = describe(&self.inner.engine, &component);
+        let world = match pkg.world().or(info.world) {
+            Some(w) => w,
+            None => {
+                return Err(LoadError::WrongWorld {
+                    expected: "service, proxy or cm".into(),
+                    found: info.summary(),
+                });
+            }
+        };
+        let wrong = |e: wasmtime::Error| LoadError::WrongWorld {
+            expected: world.to_string(),
+            found: format!("{}: {e:#}", info.summary()),
+        };
+        let pre = self.pre(world, &component).map_err(wrong)?;
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                runtime: self.clone(),
+                name: pkg.name(),
+                world,
+                sha256,
+                capabilities: pkg.capabilities(),
+                cache_status,
+                info,
+                pre,
+                dir: pkg.dir.clone(),
+            }),
+        })
+    }
+
+    fn pre(&self, world: World, component: &Component) -> wasmtime::Result<Pre> {
+        let i = &self.inner;
+        Ok(match world {
+            World::Service => Pre::Service(ServicePre::new(i.service.instantiate_pre(component)?)?),
+            World::Proxy => Pre::Proxy(ProxyPre::new(i.proxy.instantiate_pre(component)?)?),
+            World::Cm => Pre::Cm(CmPre::new(i.cm.instantiate_pre(component)?)?),
+        })
+    }
+
+    /// Loads verified compiled code from the cache, else compiles and caches it.
+    fn compile(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<(Component, CacheStatus, String), LoadError> {
+        let engine = &self.inner.engine;
+        let sha = sha256_hex(bytes);
+        let name = format!("{sha}-{}", self.inner.engine_digest);
+        let mut status = CacheStatus::Compiled;
+        if let Some(cache) = &self.inner.cache {
+            match cache.load(engine, &name) {
+                Ok(Some(c)) => return Ok((c, CacheStatus::Hit, sha)),
+                Ok(None) => {}
+                Err(reason) => status = CacheStatus::Rejected(reason),
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::CorruptComponent {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(cache) = &self.inner.cache {
+            let stored = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|code| cache.store(&name, &code).map_err(|e| e.to_string()));
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, dir = %cache.dir.display(), "cannot write compiled-code cache");
+            }
+        }
+        Ok((component, status, sha))
+    }
+}
+
+pub(crate) enum Pre {
+    Service(ServicePre<State>),
+    Proxy(ProxyPre<State>),
+    Cm(CmPre<State>),
+}
+
+/// A loaded plugin; cheap to clone, safe to call concurrently (each call gets its own store).
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) inner: Arc<PluginInner>,
+}
+
+pub(crate) struct PluginInner {
+    pub runtime: Runtime,
+    pub name: String,
+    pub world: World,
+    pub sha256: String,
+    pub capabilities: Capabilities,
+    pub cache_status: CacheStatus,
+    pub info: ComponentInfo,
+    pub pre: Pre,
+    pub dir: PathBuf,
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    pub fn world(&self) -> World {
+        self.inner.world
+    }
+    /// sha256 of the component bytes (hex).
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+    /// The manifest's capabilities (before any operator narrowing).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.inner.capabilities
+    }
+    pub fn cache_status(&self) -> &CacheStatus {
+        &self.inner.cache_status
+    }
+    pub fn info(&self) -> &ComponentInfo {
+        &self.inner.info
+    }
+    /// The package directory it was loaded from.
+    pub fn package_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.name)
+            .field("world", &self.inner.world)
+            .field("sha256", &self.inner.sha256)
+            .finish()
+    }
+}
