@@ -1,12 +1,13 @@
-//! Generated bindings for the `service` and `cm` worlds. They reuse the `types` and `host`
-//! modules of `stratus-plugin-proxy-bindings` through `with:`, so one `ServiceContext` type
-//! (and one set of helpers) serves every world.
+//! Generated bindings for the `service` and `cm` worlds, from `.wit/` (the copy of `<repo>/wit`
+//! made by `build.rs`). They reuse the `types` and `host` modules of
+//! `stratus-plugin-proxy-bindings` through `with:`, so one `ServiceContext` type (and one set
+//! of helpers) serves every world.
 
 /// The `service` world: `import host; export service-hooks`.
 pub mod service {
     wit_bindgen::generate!({
         world: "service",
-        path: "../../wit",
+        path: ".wit",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "stratus_plugin_sdk::bindings::service",
@@ -21,7 +22,7 @@ pub mod service {
 pub mod cm {
     wit_bindgen::generate!({
         world: "cm",
-        path: "../../wit",
+        path: ".wit",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "stratus_plugin_sdk::bindings::cm",

@@ -7,7 +7,7 @@
 
 wit_bindgen::generate!({
     world: "proxy",
-    path: "../../../wit",
+    path: ".wit",
     pub_export_macro: true,
     export_macro_name: "export",
     default_bindings_module: "stratus_plugin_sdk::__proxy",
