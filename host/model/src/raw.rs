@@ -32,8 +32,8 @@ pub(crate) struct RawDeployment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawTier {
-    pub min: Spanned<u32>,
-    pub max: Spanned<u32>,
+    pub min: Spanned<Count>,
+    pub max: Spanned<Count>,
     pub services: Vec<Spanned<String>>,
     #[serde(default)]
     pub launch: Option<RawLaunch>,
@@ -224,6 +224,33 @@ impl<'de> Deserialize<'de> for Setting {
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Setting, E> {
                 Ok(Setting(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A number of servers, with an error message an operator understands (not "expected u32").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Count(pub u32);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a whole number of servers (0 or more)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                u32::try_from(v)
+                    .map(Count)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                u32::try_from(v)
+                    .map(Count)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
             }
         }
         d.deserialize_any(V)

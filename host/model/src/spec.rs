@@ -34,7 +34,7 @@ pub struct DeploymentSpec {
 pub struct TierSpec {
     pub name: Name,
     /// Servers launched at start and kept running by auto-recovery. 0 is allowed only for a
-    /// tier that no other service depends on or balances, since they would wait forever.
+    /// tier whose services no other tier depends on or balances, since it would wait forever.
     pub min: u32,
     /// Upper bound for scale-up; at least 1 and at least `min`.
     pub max: u32,

@@ -157,7 +157,8 @@ impl Checker<'_> {
                 tiers.insert(t.name.clone(), t);
             }
         }
-        self.empty_tiers_not_needed(&raw);
+        self.empty_tiers_not_needed(&raw, &carriers);
+        self.tier_ports_distinct(&raw);
         self.acyclic(&raw);
         Some(DeploymentSpec {
             name: name?,
@@ -167,5 +168,131 @@ impl Checker<'_> {
             tiers,
             services,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::context::DependencyKind;
+    use crate::spec::{DeploymentSpec, PackageKind};
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    /// A spec whose packages live in a fresh temporary directory.
+    fn in_temp_dir(spec: &str) -> (tempfile::TempDir, Result<DeploymentSpec, String>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pkg")).unwrap();
+        write(
+            dir.path(),
+            "pkg.tar.gz",
+            "not really gzip; only the name matters here",
+        );
+        write(dir.path(), "db.sql", "");
+        write(dir.path(), "deploy.toml", spec);
+        let result = DeploymentSpec::from_file(dir.path().join("deploy.toml"));
+        (dir, result.map_err(|e| e.to_string()))
+    }
+
+    const HEAD: &str = "[deployment]\nname = \"d\"\n";
+
+    #[test]
+    fn dependency_forms_and_package_kinds() {
+        let spec = format!(
+            "{HEAD}[tiers.t]\nmin = 0\nmax = 2\nservices = [\"a\", \"b\", \"c\", \"db\"]\n\
+             [services.a]\npackage = \"pkg\"\ndepends-on = [\"b\", {{ service = \"c\" }}, {{ data-source = \"db\" }}]\n\
+             [services.b]\npackage = \"pkg.tar.gz\"\n\
+             [services.c]\npackage = \"pkg\"\n\
+             [services.db]\npackage = \"pkg\"\ndata-source = {{ image = \"db.sql\", database = \"d_1\" }}\n"
+        );
+        let (dir, spec) = in_temp_dir(&spec);
+        let spec = spec.unwrap();
+        let a = spec.service("a").unwrap();
+        let deps: Vec<_> = a
+            .depends_on
+            .iter()
+            .map(|d| (d.service.as_str(), d.kind))
+            .collect();
+        assert_eq!(
+            deps,
+            [
+                ("b", DependencyKind::Service),
+                ("c", DependencyKind::Service),
+                ("db", DependencyKind::DataSource)
+            ]
+        );
+        assert_eq!(a.package.kind, PackageKind::Directory);
+        assert_eq!(a.package.path.resolved, dir.path().join("pkg"));
+        assert_eq!(
+            spec.service("b").unwrap().package.kind,
+            PackageKind::Archive
+        );
+        // Nothing depends on tier `t` from outside, so it may start empty.
+        assert_eq!(spec.tier("t").unwrap().min, 0);
+        assert_eq!(spec.base_dir, dir.path());
+    }
+
+    #[test]
+    fn absolute_paths_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pkg")).unwrap();
+        let abs = dir.path().join("pkg");
+        let text = format!(
+            "{HEAD}[tiers.t]\nmin = 1\nmax = 1\nservices = [\"a\"]\n[services.a]\npackage = {:?}\n",
+            abs.to_str().unwrap()
+        );
+        let spec = DeploymentSpec::from_str(&text, "elsewhere/deploy.toml").unwrap();
+        let pkg = &spec.service("a").unwrap().package.path;
+        assert_eq!(
+            (pkg.written.as_path(), pkg.resolved.as_path()),
+            (abs.as_path(), abs.as_path())
+        );
+    }
+
+    #[test]
+    fn a_bare_file_name_resolves_against_the_current_directory() {
+        let err = DeploymentSpec::from_str(
+            &format!("{HEAD}[tiers.t]\nmin = 1\nmax = 1\nservices = [\"a\"]\n[services.a]\npackage = \"no/such/pkg\"\n"),
+            "deploy.toml",
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(
+            err.to_string()
+                .starts_with("deploy.toml:8:11: package `no/such/pkg` does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_are_collected_in_file_order() {
+        let text = format!(
+            "{HEAD}[tiers.t]\nmin = 5\nmax = 1\nservices = [\"a\", \"ghost\"]\n\
+             [services.a]\npackage = \"pkg\"\nports = {{ p = 0 }}\n"
+        );
+        let (_dir, result) = in_temp_dir(&text);
+        let lines: Vec<String> = result
+            .unwrap_err()
+            .lines()
+            .map(|l| l.rsplit_once("deploy.toml:").unwrap().1.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "4:7: min (5) is greater than max (1)",
+                "6:18: unknown service `ghost` (expected one of the [services.*] tables)",
+                "9:15: port 0 is out of range (expected 1 to 65535)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_points_at_its_table() {
+        let text = format!("{HEAD}\n[tiers.t]\nmax = 1\nservices = []\n");
+        let err = DeploymentSpec::from_str(&text, "d.toml").unwrap_err();
+        assert_eq!(err.to_string(), "d.toml:4:1: missing field `min`");
     }
 }

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
-use super::Checker;
+use super::{Checker, in_file_order};
 use crate::graph;
-use crate::raw::RawFile;
+use crate::raw::{RawFile, RawPort};
 
 impl Checker<'_> {
     /// Which tier carries each service; reports services listed twice or in two tiers.
@@ -43,20 +43,24 @@ impl Checker<'_> {
         carriers
     }
 
-    /// A tier that may have no servers cannot carry what others wait for.
-    pub(super) fn empty_tiers_not_needed(&mut self, raw: &RawFile) {
+    /// A tier that may have no servers cannot carry what other tiers wait for; waiting within
+    /// the tier is fine, since its dependents have no servers either.
+    pub(super) fn empty_tiers_not_needed(
+        &mut self,
+        raw: &RawFile,
+        carriers: &BTreeMap<String, String>,
+    ) {
         for (tier, t) in &raw.tiers {
             let t = t.get_ref();
-            if *t.min.get_ref() != 0 {
+            if t.min.get_ref().0 != 0 {
                 continue;
             }
             for svc in &t.services {
                 let svc = svc.get_ref();
-                let dependent = raw.services.iter().find(|(_, s)| {
-                    s.get_ref()
-                        .depends_on
-                        .iter()
-                        .any(|d| &d.get_ref().service == svc)
+                let dependent = raw.services.iter().find(|(name, s)| {
+                    let deps = &s.get_ref().depends_on;
+                    carriers.get(name.get_ref()) != Some(tier.get_ref())
+                        && deps.iter().any(|d| &d.get_ref().service == svc)
                 });
                 let balancer = raw.tiers.iter().find(|(_, o)| {
                     o.get_ref()
@@ -124,5 +128,41 @@ impl Checker<'_> {
         let mut path = cycle.clone();
         path.push(cycle[0].clone());
         self.error(span, format!("dependency cycle: {}", path.join(" -> ")));
+    }
+
+    /// Services of one tier share each server's address, so their private ports must differ.
+    pub(super) fn tier_ports_distinct(&mut self, raw: &RawFile) {
+        for (tier, t) in &raw.tiers {
+            let mut seen: BTreeMap<i64, &str> = BTreeMap::new();
+            let mut done: BTreeSet<&str> = BTreeSet::new();
+            for name in &t.get_ref().services {
+                let name = name.get_ref().as_str();
+                let Some(svc) = raw.services.get(name) else {
+                    continue;
+                };
+                if !done.insert(name) {
+                    continue;
+                }
+                for (_, port) in in_file_order(&svc.get_ref().ports) {
+                    let (n, span) = match port.get_ref() {
+                        RawPort::Number(n) => (*n, port.span()),
+                        RawPort::Table(t) => (*t.private.get_ref(), t.private.span()),
+                    };
+                    match seen.get(&n) {
+                        Some(other) if *other != name => {
+                            let msg = format!(
+                                "port {n} of `{name}` is also used by `{other}` on tier `{}` (services of a tier share each server's address)",
+                                tier.get_ref()
+                            );
+                            self.error(span, msg);
+                        }
+                        Some(_) => {}
+                        None => {
+                            seen.insert(n, name);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

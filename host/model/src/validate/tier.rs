@@ -18,7 +18,7 @@ impl Checker<'_> {
         carriers: &BTreeMap<String, String>,
     ) -> Option<TierSpec> {
         let name = self.name(key, "tier name:");
-        let (min, max) = (*raw.min.get_ref(), *raw.max.get_ref());
+        let (min, max) = (raw.min.get_ref().0, raw.max.get_ref().0);
         if max == 0 {
             self.error(raw.max.span(), "max must be at least 1");
         } else if min > max {
