@@ -1,5 +1,5 @@
-//! The smallest useful service plugin: renders `cfg/hello.conf` and records every hook call in
-//! `hooks.log` so tests can count runs. Setting `write = "false"` makes `configure` touch no
+//! The smallest useful service plugin: renders `cfg/hello.conf` into `hello.conf` and records
+//! every hook call in `hooks.log` so tests can count runs. Setting `write = "false"` makes `configure` touch no
 //! files at all, which is what the sandbox-overhead benchmark measures.
 
 use stratus_plugin_sdk::service::*;
@@ -8,6 +8,17 @@ struct Hello;
 
 /// The template compiled in, used when `write = "false"` so configure does no IO at all.
 const BUILTIN_TEMPLATE: &str = include_str!("../cfg/hello.conf");
+
+/// `<service_dir>/cfg/hello.conf` when the package was unpacked there (the normal case), else
+/// the template compiled in, so a bare `plugin call` on an empty directory still works.
+fn template_text(ctx: &ServiceContext) -> Result<String, HookError> {
+    let path = files::service_path(ctx, "cfg/hello.conf");
+    if path.exists() {
+        files::read_to_string(&path)
+    } else {
+        Ok(BUILTIN_TEMPLATE.to_string())
+    }
+}
 
 /// Appends `line` to `<service_dir>/hooks.log`: one line per hook call.
 fn record(ctx: &ServiceContext, line: &str) -> Result<(), HookError> {
@@ -52,11 +63,18 @@ impl Guest for Hello {
     }
 
     fn configure(ctx: ServiceContext) -> Result<(), HookError> {
+        let mut vars = context_vars(&ctx);
+        // A default keeps `stratus plugin call plugins/hello configure` working without a context.
+        vars.entry("setting.greeting".into())
+            .or_insert_with(|| "hello".into());
         if setting(&ctx, "write") == Some("false") {
-            template::render(BUILTIN_TEMPLATE, &context_vars(&ctx))?;
+            template::render(BUILTIN_TEMPLATE, &vars)?;
             return Ok(());
         }
-        let out = render_file(&ctx, "cfg/hello.conf", "hello.conf")?;
+        let text = template::render(&template_text(&ctx)?, &vars)
+            .map_err(|e| HookError::fatal(format!("rendering cfg/hello.conf: {e}")))?;
+        let out = files::service_path(&ctx, "hello.conf");
+        files::write(&out, text)?;
         log::info(&format!("wrote {}", out.display()));
         record(&ctx, "configure")
     }
