@@ -1,0 +1,296 @@
+//! Cloud files: service packages and data sources in object storage.
+//!
+//! Layout in the bucket:
+//! - `packages/<name>/<digest>/<relative path>`: every file of a package;
+//! - `packages/<name>/<digest>/.stratus-manifest.json`: its file list with per-file SHA-256
+//!   and executable bits (object stores keep no file modes), written last so that its
+//!   presence means the upload is complete;
+//! - `data/<key>` and `data-meta/<key>.json`: a data source and its digest.
+
+use crate::package::{self, PackageFile};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A package uploaded to cloud files; enough to fetch and verify it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRef {
+    pub name: String,
+    /// SHA-256 over the sorted (path, executable, content) triples.
+    pub digest: String,
+    pub files: usize,
+}
+
+/// A single uploaded file (e.g. a data source).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub key: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ManifestEntry {
+    path: String,
+    size: u64,
+    sha256: String,
+    executable: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    name: String,
+    digest: String,
+    files: Vec<ManifestEntry>,
+}
+
+const MANIFEST: &str = ".stratus-manifest.json";
+
+/// Why a cloud files operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("object storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("{0} is neither a package directory nor a .tar, .tar.gz or .tgz archive")]
+    NotAPackage(PathBuf),
+    #[error("invalid name {0:?}: use letters, digits, '-', '_' or '.' (not leading)")]
+    InvalidName(String),
+    #[error("invalid path {0:?} in package or key")]
+    InvalidPath(String),
+    #[error("package file {file:?} is corrupt: expected sha256 {expected}, got {actual}")]
+    CorruptFile {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("package {name} digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("malformed metadata {key}: {source}")]
+    Metadata {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("cloud files task failed: {0}")]
+    Task(String),
+}
+
+impl FilesError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError {
+        let path = path.to_path_buf();
+        move |source| FilesError::Io { path, source }
+    }
+}
+
+/// Object storage of packages and data sources.
+#[derive(Debug, Clone)]
+pub struct CloudFiles {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl CloudFiles {
+    /// Cloud files in a local directory (created with mode 0700: data sources may hold data
+    /// that only the control plane should read).
+    pub fn local(dir: impl AsRef<Path>) -> Result<CloudFiles, FilesError> {
+        let dir = dir.as_ref();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(FilesError::io(dir))?;
+        Ok(CloudFiles::new(Arc::new(LocalFileSystem::new_with_prefix(
+            dir,
+        )?)))
+    }
+
+    /// Cloud files on any `object_store` backend (e.g. an S3 bucket).
+    pub fn new(store: Arc<dyn ObjectStore>) -> CloudFiles {
+        CloudFiles { store }
+    }
+
+    /// Uploads a package directory or archive (everything but top-level `target/`, `src/`,
+    /// `Cargo.toml`, `Cargo.lock` and dotfiles; an archive with one top directory is entered)
+    /// and returns its reference. Uploading the same content again is a no-op.
+    pub async fn put_package(&self, name: &str, source: &Path) -> Result<PackageRef, FilesError> {
+        check_name(name)?;
+        let src = source.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || package::collect(&src))
+            .await
+            .map_err(|e| FilesError::Task(e.to_string()))??;
+        let digest = package::digest(
+            files
+                .iter()
+                .map(|f| (f.path.as_str(), f.executable, f.bytes.as_slice())),
+        );
+        let prefix = format!("packages/{name}/{digest}");
+        let manifest_key = object_path(&format!("{prefix}/{MANIFEST}"))?;
+        let package = PackageRef {
+            name: name.to_string(),
+            digest: digest.clone(),
+            files: files.len(),
+        };
+        if self.store.head(&manifest_key).await.is_ok() {
+            return Ok(package);
+        }
+        let mut entries = Vec::with_capacity(files.len());
+        for PackageFile {
+            path,
+            bytes,
+            executable,
+        } in files
+        {
+            entries.push(ManifestEntry {
+                size: bytes.len() as u64,
+                sha256: package::sha256(&bytes),
+                executable,
+                path: path.clone(),
+            });
+            let key = object_path(&format!("{prefix}/{path}"))?;
+            self.store.put(&key, PutPayload::from(bytes)).await?;
+        }
+        let manifest = Manifest {
+            name: name.to_string(),
+            digest,
+            files: entries,
+        };
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        self.store.put(&manifest_key, json.into()).await?;
+        tracing::info!(package = name, digest = %package.digest, files = package.files, "package uploaded");
+        Ok(package)
+    }
+
+    /// Downloads a package into `dest` (created as needed), verifying every file and the
+    /// package digest before writing anything; returns the paths written.
+    pub async fn fetch_package(
+        &self,
+        package: &PackageRef,
+        dest: &Path,
+    ) -> Result<Vec<PathBuf>, FilesError> {
+        check_name(&package.name)?;
+        let prefix = format!("packages/{}/{}", package.name, package.digest);
+        let manifest_key = format!("{prefix}/{MANIFEST}");
+        let manifest: Manifest = self.get_json(&manifest_key).await?;
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for entry in &manifest.files {
+            if !package::safe_relative(&entry.path) {
+                return Err(FilesError::InvalidPath(entry.path.clone()));
+            }
+            let key = object_path(&format!("{prefix}/{}", entry.path))?;
+            let bytes = self.store.get(&key).await?.bytes().await?;
+            let actual = package::sha256(&bytes);
+            if actual != entry.sha256 {
+                return Err(FilesError::CorruptFile {
+                    file: entry.path.clone(),
+                    expected: entry.sha256.clone(),
+                    actual,
+                });
+            }
+            files.push((entry, bytes));
+        }
+        let actual = package::digest(
+            files
+                .iter()
+                .map(|(e, b)| (e.path.as_str(), e.executable, b.as_ref())),
+        );
+        if actual != package.digest || files.len() != package.files {
+            return Err(FilesError::DigestMismatch {
+                name: package.name.clone(),
+                expected: package.digest.clone(),
+                actual,
+            });
+        }
+        let mut written = Vec::with_capacity(files.len());
+        for (entry, bytes) in files {
+            let path = dest.join(&entry.path);
+            write_file(&path, &bytes, entry.executable)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    /// Uploads one file (e.g. `datasource.sql`) under `key`.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<FileRef, FilesError> {
+        if !package::safe_relative(key) {
+            return Err(FilesError::InvalidPath(key.to_string()));
+        }
+        let bytes = tokio::fs::read(path).await.map_err(FilesError::io(path))?;
+        let file = FileRef {
+            key: key.to_string(),
+            sha256: package::sha256(&bytes),
+            size: bytes.len() as u64,
+        };
+        self.store
+            .put(&object_path(&format!("data/{key}"))?, bytes.into())
+            .await?;
+        let meta = serde_json::to_vec(&file).expect("file ref serializes");
+        self.store
+            .put(&object_path(&format!("data-meta/{key}.json"))?, meta.into())
+            .await?;
+        Ok(file)
+    }
+
+    /// Downloads the file under `key` to `dest` (parents created), verifying its digest.
+    pub async fn fetch_file(&self, key: &str, dest: &Path) -> Result<FileRef, FilesError> {
+        if !package::safe_relative(key) {
+            return Err(FilesError::InvalidPath(key.to_string()));
+        }
+        let file: FileRef = self.get_json(&format!("data-meta/{key}.json")).await?;
+        let object = object_path(&format!("data/{key}"))?;
+        let bytes = self.store.get(&object).await?.bytes().await?;
+        let actual = package::sha256(&bytes);
+        if actual != file.sha256 {
+            return Err(FilesError::CorruptFile {
+                file: key.to_string(),
+                expected: file.sha256,
+                actual,
+            });
+        }
+        write_file(dest, &bytes, false)?;
+        Ok(file)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, FilesError> {
+        let bytes = self.store.get(&object_path(key)?).await?.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|source| FilesError::Metadata {
+            key: key.to_string(),
+            source,
+        })
+    }
+}
+
+fn object_path(key: &str) -> Result<ObjectPath, FilesError> {
+    ObjectPath::parse(key).map_err(|_| FilesError::InvalidPath(key.to_string()))
+}
+
+fn check_name(name: &str) -> Result<(), FilesError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then_some(())
+        .ok_or_else(|| FilesError::InvalidName(name.to_string()))
+}
+
+/// Writes a fetched file with mode 0755 if it was executable, else 0644.
+fn write_file(path: &Path, bytes: &[u8], executable: bool) -> Result<(), FilesError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(FilesError::io(parent))?;
+    }
+    std::fs::write(path, bytes).map_err(FilesError::io(path))?;
+    let mode = if executable { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(FilesError::io(path))
+}
