@@ -75,6 +75,14 @@ impl From<SpecError> for SpecErrors {
     }
 }
 
+impl IntoIterator for SpecErrors {
+    type Item = SpecError;
+    type IntoIter = std::vec::IntoIter<SpecError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 impl<'a> IntoIterator for &'a SpecErrors {
     type Item = &'a SpecError;
     type IntoIter = std::slice::Iter<'a, SpecError>;

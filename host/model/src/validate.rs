@@ -127,6 +127,10 @@ impl Checker<'_> {
 
     fn deployment(&mut self, raw: RawFile) -> Option<DeploymentSpec> {
         let name = self.name(&raw.deployment.name, "deployment name:");
+        if raw.tiers.is_empty() {
+            let msg = "a deployment needs servers (expected at least one [tiers.<name>] table)";
+            self.error(raw.deployment.name.span(), msg);
+        }
         let ids: BTreeMap<String, ServiceId> = raw
             .services
             .keys()
