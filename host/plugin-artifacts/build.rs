@@ -8,6 +8,7 @@ use std::process::Command;
 /// Guest crate name → package directory under `plugins/`. Add a line per new plugin.
 const PACKAGES: &[(&str, &str)] = &[
     ("hello", "hello"),
+    ("hello-proxy", "hello-proxy"),
     ("hostile", "testing/hostile"),
     ("cm-probe", "testing/cm-probe"),
 ];
@@ -89,7 +90,8 @@ fn watch(dir: &Path) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
-        if name == "target" || name == "plugin.wasm" || name.to_string_lossy().starts_with('.') {
+        let text = name.to_string_lossy();
+        if name == "target" || text.starts_with("plugin.wasm") || text.starts_with('.') {
             continue;
         }
         if path.is_dir() {
@@ -100,11 +102,14 @@ fn watch(dir: &Path) {
     }
 }
 
-/// Copies only when the bytes differ, so an unchanged plugin keeps its mtime (and caches).
+/// Copies only when the bytes differ, so an unchanged plugin keeps its mtime (and caches), and
+/// via rename, so a test in another cargo process never reads a half-written component.
 fn copy_if_changed(from: &Path, to: &Path) {
     let bytes = std::fs::read(from)
         .unwrap_or_else(|e| panic!("built component {} is missing: {e}", from.display()));
     if std::fs::read(to).ok().as_deref() != Some(&bytes[..]) {
-        std::fs::write(to, &bytes).unwrap_or_else(|e| panic!("writing {}: {e}", to.display()));
+        let tmp = to.with_extension(format!("wasm.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &bytes).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+        std::fs::rename(&tmp, to).unwrap_or_else(|e| panic!("renaming to {}: {e}", to.display()));
     }
 }
