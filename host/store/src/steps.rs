@@ -171,6 +171,16 @@ impl Store {
         Ok(())
     }
 
+    /// One step of the journal, e.g. to explain what a deployment is waiting for.
+    pub fn step(&self, deployment: &str, key: &str) -> Result<Option<StepRow>, StoreError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {COLUMNS} FROM steps WHERE deployment = ?1 AND key = ?2");
+        let row = conn
+            .query_row(&sql, [deployment, key], |r| Ok(from_row(r)))
+            .optional()?;
+        row.transpose()
+    }
+
     /// The journal of a deployment, in the order steps were (last) started.
     pub fn steps(&self, deployment: &str) -> Result<Vec<StepRow>, StoreError> {
         let conn = self.conn();

@@ -37,6 +37,8 @@ fn step_lifecycle() {
     );
 
     let row = &store.steps("shop").unwrap()[0];
+    assert_eq!(Some(row), store.step("shop", "launch/s1").unwrap().as_ref());
+    assert_eq!(store.step("shop", "nope").unwrap(), None);
     assert_eq!(row.key, "launch/s1");
     assert_eq!((row.status, row.attempts), (StepState::Completed, 2));
     assert_eq!(row.input_digest, "d1");
