@@ -139,3 +139,49 @@ fn read_only_handle_follows_a_writer() {
     let expected: Vec<_> = (0..N).map(|i| format!("event {i}")).collect();
     assert_eq!(seen, expected);
 }
+
+/// Set in the child process of `reader_in_another_process_follows_the_writer`.
+const CHILD_DB: &str = "STRATUS_STORE_TEST_WRITER_DB";
+
+/// Not a test on its own: the writer half of the two-process test (a no-op otherwise).
+#[test]
+fn child_writer() {
+    let Some(path) = std::env::var_os(CHILD_DB) else {
+        return;
+    };
+    let store = Store::open(path).unwrap();
+    for i in 0..200 {
+        store.step_begin("shop", &format!("k{i}"), "d").unwrap();
+        store
+            .step_complete("shop", &format!("k{i}"), &json!(i))
+            .unwrap();
+    }
+}
+
+#[test]
+fn reader_in_another_process_follows_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    Store::open(&path).unwrap();
+    let reader = Store::open_read_only(&path).unwrap();
+    // Re-run this test binary as the writer process.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--test-threads", "1"])
+        .env(CHILD_DB, &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last_len = 0;
+    let status = loop {
+        let steps = reader.steps("shop").unwrap();
+        assert!(steps.len() >= last_len, "the journal never shrinks");
+        last_len = steps.len();
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+    };
+    assert!(status.success());
+    let steps = reader.steps("shop").unwrap();
+    assert_eq!(steps.len(), 200);
+    assert!(steps.iter().all(|s| s.status == StepState::Completed));
+}

@@ -279,3 +279,16 @@ fn read_only_handle_reads_but_cannot_write() {
     assert!(reader.set_meta("k", "v").is_err());
     assert!(Store::open_read_only(dir.path().join("missing.db")).is_err());
 }
+
+#[test]
+fn read_only_handle_works_when_no_writer_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stratus.db");
+    Store::open(&path)
+        .unwrap()
+        .put_deployment("shop", "/x", "toml", &State::Running)
+        .unwrap();
+    // The last writer closed cleanly, which removes the WAL and shared-memory files.
+    let reader = Store::open_read_only(&path).unwrap();
+    assert_eq!(reader.deployments::<State>().unwrap().len(), 1);
+}
