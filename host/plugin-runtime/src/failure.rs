@@ -102,7 +102,7 @@ pub(crate) fn classify_trap(ev: &TrapEvidence<'_>) -> HookFailure {
             limit_ms: ev.timeout_ms,
         };
     }
-    if trap == Some(&Trap::StackOverflow) {
+    if trap == Some(&Trap::StackOverflow) || shadow_stack_overflow(ev.error, trap) {
         return HookFailure::StackOverflow;
     }
     if ev.refused_memory {
@@ -120,16 +120,33 @@ pub(crate) fn classify_trap(ev: &TrapEvidence<'_>) -> HookFailure {
             capability: d.to_owned(),
         };
     }
-    let mut message = format!("{}", ev.error);
-    if let Some(t) = trap
-        && !message.contains(&t.to_string())
-    {
-        message = format!("{message}: {t}");
-    }
+    // The trap code (or the root cause of a host error) without the wasm backtrace, which
+    // names only function indices and means nothing to an operator.
+    let mut message = match trap {
+        Some(t) => t.to_string(),
+        None => ev.error.root_cause().to_string(),
+    };
     if let Some(panic) = panic_message(ev.stderr) {
         message = format!("{message}; {panic}");
     }
     HookFailure::Trap { message }
+}
+
+/// Rust guests keep their stack in linear memory; running off its end is an out-of-bounds
+/// access, recognisable by one function repeating down the whole captured backtrace.
+fn shadow_stack_overflow(error: &wasmtime::Error, trap: Option<&wasmtime::Trap>) -> bool {
+    const REPEATS: usize = 16;
+    if trap != Some(&wasmtime::Trap::MemoryOutOfBounds) {
+        return false;
+    }
+    let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return false;
+    };
+    let frames = bt.frames();
+    frames.len() >= REPEATS
+        && frames[1..REPEATS]
+            .iter()
+            .all(|f| f.func_index() == frames[1].func_index())
 }
 
 /// The Rust panic report in captured stderr (`thread '…' panicked at …:\n<message>`).
