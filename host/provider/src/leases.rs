@@ -98,10 +98,14 @@ impl Leases {
         Ok(out)
     }
 
-    /// Leases the first free address, starting in this state directory's own /16.
+    /// Leases an address to the holder: the one it already holds (a relaunch of the same
+    /// server), else the first free one, starting in this state directory's own /16.
     pub fn acquire(&self, lease: Lease) -> Result<Ipv4Addr, ProviderError> {
         let first = self.first_octet;
         self.with_locked(|table| {
+            if let Some((addr, _)) = table.iter().find(|(_, held)| **held == lease) {
+                return Ok(*addr);
+            }
             let free = candidates(first).find(|a| !table.contains_key(a));
             let addr = free.ok_or(ProviderError::NoAddress)?;
             table.insert(addr, lease);

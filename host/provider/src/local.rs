@@ -2,7 +2,7 @@
 //! process group, with its own root directory and its own loopback address.
 
 use crate::leases::{Lease, Leases};
-use crate::process::{ROOT_MARKER, group_alive, signal_group};
+use crate::process::{ROOT_MARKER, group_alive, marked_groups, signal_group};
 use crate::{BoxFuture, CloudProvider, LaunchRequest, LaunchedServer, ProviderError};
 use nix::sys::signal::Signal;
 use std::fs::OpenOptions;
@@ -17,8 +17,16 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(50);
 /// How long to wait for the kernel to finish a SIGKILL before reporting failure.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How long an earlier agent of a relaunched server gets to exit on SIGTERM.
+const STALE_GRACE: Duration = Duration::from_secs(2);
 
 /// Servers as local agent processes under `<state_dir>/servers/<deployment>/<server_id>/root`.
+///
+/// Each agent runs as `<agent_program> agent --control <addr> --deployment <d> --server-id <id>
+/// --address <ip> --root <root> --credential-file <root>/agent/credential <agent_args…>`, in
+/// its own process group, with cwd `<root>`, stdout/stderr appended to
+/// `<root>/agent/agent.out`, and `STRATUS_SERVER_ROOT=<root>` in its environment (how the
+/// provider recognises its processes after a restart and never signals a recycled pid).
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     state_dir: PathBuf,
@@ -70,6 +78,9 @@ impl LocalProvider {
             std::fs::create_dir_all(&dir)
                 .map_err(ProviderError::io(format!("creating {}", dir.display())))?;
         }
+        // A launch retried after a crash must not leave the first agent running beside the
+        // second: stop whatever still runs for this root, and reuse its address lease.
+        stop_stale_agents(&root);
         let credential_file = agent_dir.join("credential");
         write_private(&credential_file, req.credential.as_bytes())?;
 
@@ -185,6 +196,21 @@ async fn wait_gone(pgid: u32, root: &Path, limit: Duration) -> bool {
             return false;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Stops every process group still marked as running for `root` (blocking).
+fn stop_stale_agents(root: &Path) {
+    for pgid in marked_groups(root).into_iter().filter(|p| *p > 1) {
+        tracing::warn!(root = %root.display(), pgid, "stopping an earlier agent of this server");
+        let _ = signal_group(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + STALE_GRACE;
+        while group_alive(pgid, root) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        if group_alive(pgid, root) {
+            let _ = signal_group(pgid, Signal::SIGKILL);
+        }
     }
 }
 

@@ -11,36 +11,58 @@ use std::path::Path;
 /// server root, so that a recycled pid is never mistaken for our agent.
 pub const ROOT_MARKER: &str = "STRATUS_SERVER_ROOT";
 
-/// Pids of the live (non-zombie) members of process group `pgid`.
-pub fn live_members(pgid: u32) -> Vec<u32> {
+/// Every live (non-zombie) process with its process group id.
+fn live_processes() -> Vec<(u32, u32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // The command name may contain spaces and parentheses; fields resume after the last ')'.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                return false;
-            };
+            let rest = stat.rsplit_once(')')?.1;
             let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
-            pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
+            let state = fields.next()?;
+            let pgrp = fields.nth(1)?.parse::<u32>().ok()?;
+            (!matches!(state, "Z" | "X")).then_some((pid, pgrp))
         })
         .collect()
 }
 
-/// Whether `pid` carries our marker for `root` in its environment or runs inside `root`.
-fn belongs_to(pid: u32, root: &Path) -> bool {
+/// Pids of the live members of process group `pgid`.
+pub fn live_members(pgid: u32) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|(_, pgrp)| *pgrp == pgid)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Whether `pid` carries our environment marker for `root`.
+fn marked_for(pid: u32, root: &Path) -> bool {
     let marker = format!("{ROOT_MARKER}={}", root.display());
-    let env_ok = std::fs::read(format!("/proc/{pid}/environ"))
+    std::fs::read(format!("/proc/{pid}/environ"))
         .map(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
-        .unwrap_or(false);
-    env_ok
+        .unwrap_or(false)
+}
+
+/// Process groups with a live member carrying our marker for `root`: what is left of an
+/// earlier agent of the same server.
+pub fn marked_groups(root: &Path) -> Vec<u32> {
+    let mut groups: Vec<u32> = live_processes()
+        .into_iter()
+        .filter(|(pid, _)| marked_for(*pid, root))
+        .map(|(_, pgrp)| pgrp)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// Whether `pid` carries our marker for `root` or runs inside `root`.
+fn belongs_to(pid: u32, root: &Path) -> bool {
+    marked_for(pid, root)
         || std::fs::read_link(format!("/proc/{pid}/cwd"))
             .map(|cwd| cwd.starts_with(root))
             .unwrap_or(false)

@@ -4,6 +4,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, getpgid};
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use stratus_provider::{CloudProvider, LaunchRequest, LocalProvider, ProviderError};
@@ -97,7 +98,8 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
         .unwrap();
     let out = std::fs::read_to_string(root.join("agent/agent.out")).unwrap();
     let expected = format!(
-        "args: agent --control 127.0.0.1:7000 --server-id s1 --address {} --root {} \
+        "args: agent --control 127.0.0.1:7000 --deployment shop --server-id s1 --address {} \
+         --root {} \
          --credential-file {} --extra x",
         server.address,
         root.display(),
@@ -208,4 +210,74 @@ async fn bad_names_and_missing_programs_fail_without_leaking_leases() {
 fn launch_request_debug_hides_the_credential() {
     let shown = format!("{:?}", request("shop", "s1"));
     assert!(!shown.contains(CREDENTIAL) && shown.contains("redacted"));
+}
+
+#[tokio::test]
+async fn agents_outlive_the_provider_and_a_relaunch_replaces_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = script(tmp.path(), "agent.sh", FORKING_AGENT);
+    let state = tmp.path().join("state");
+    let first = LocalProvider::new(state.clone(), agent.clone())
+        .launch(request("shop", "s1"))
+        .await
+        .unwrap();
+    let mut cleanup = Cleanup(vec![first.pid]);
+    let child_file = first.root.join("agent/child.pid");
+    let first_child: u32 = wait_for_file(&child_file).trim().parse().unwrap();
+    std::fs::remove_file(&child_file).unwrap();
+
+    // A new provider (a restarted control plane) still sees the first agent.
+    let provider = LocalProvider::new(state, agent);
+    assert!(provider.is_alive(&first));
+
+    // Launching the same server again, as a retried step does, replaces the first agent.
+    let second = provider.launch(request("shop", "s1")).await.unwrap();
+    cleanup.0.push(second.pid);
+    assert!(
+        !running(first.pid) && !running(first_child),
+        "the first agent was stopped"
+    );
+    assert!(provider.is_alive(&second));
+    assert_eq!(
+        second.address, first.address,
+        "the server keeps its address"
+    );
+    assert_eq!(provider.leased_addresses().unwrap().len(), 1);
+
+    wait_for_file(&child_file);
+    provider
+        .terminate(&second, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!provider.is_alive(&second));
+}
+
+#[tokio::test]
+async fn a_process_group_that_is_not_ours_is_never_signalled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let provider = LocalProvider::new(tmp.path().join("state"), tmp.path().join("unused"));
+    // As if a recorded agent pid had been recycled by an unrelated process group.
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _cleanup = Cleanup(vec![stranger.id()]);
+    let recorded = stratus_provider::LaunchedServer {
+        server_id: "s1".into(),
+        address: "127.9.9.9".parse().unwrap(),
+        root: tmp.path().join("state/servers/shop/s1/root"),
+        pid: stranger.id(),
+    };
+    assert!(!provider.is_alive(&recorded));
+    provider
+        .terminate(&recorded, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "the stranger must still run"
+    );
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
 }
