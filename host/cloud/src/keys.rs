@@ -130,11 +130,12 @@ impl KeyStore {
         std::fs::rename(&tmp, &path).map_err(|source| KeyError::Io { path, source })
     }
 
-    /// The secret stored under `name`, if any.
+    /// The secret stored under `name`, if any. A trailing newline is dropped, so that a
+    /// secret an operator placed with `echo` works as intended.
     pub fn get(&self, name: &str) -> Result<Option<Secret>, KeyError> {
         let path = self.path(name)?;
         match std::fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(Secret(s))),
+            Ok(s) => Ok(Some(Secret(s.trim_end_matches(['\n', '\r']).to_string()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(KeyError::Io { path, source }),
         }

@@ -55,6 +55,8 @@ fn get_or_generate_creates_once() {
     assert!(first == second);
     keys.set("agent/s2", &Secret::new("given")).unwrap();
     assert_eq!(keys.get("agent/s2").unwrap().unwrap().expose(), "given");
+    std::fs::write(tmp.path().join("by-hand"), "typed\n").unwrap();
+    assert_eq!(keys.get("by-hand").unwrap().unwrap().expose(), "typed");
 }
 
 #[test]

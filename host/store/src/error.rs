@@ -12,6 +12,8 @@ pub enum StoreError {
     },
     #[error("malformed JSON in the store: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("step {key:?} of deployment {deployment:?} was never started")]

@@ -45,7 +45,9 @@ impl StepState {
             "started" => Ok(StepState::Started),
             "completed" => Ok(StepState::Completed),
             "failed" => Ok(StepState::Failed),
-            other => Err(StoreError::NotFound(format!("step status {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown step status {other:?}"
+            ))),
         }
     }
 }
