@@ -1,12 +1,462 @@
-//! `stratus plugin inspect|call`: the plugin author's inner loop.
+//! `stratus plugin inspect|call`: the plugin author's inner loop. `call` runs one hook with the
+//! same runtime, limits and supervisor an agent uses.
 
+use anyhow::{Context, bail};
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+use stratus_model::context::{CmContext, HookCall, ServerInfo, ServiceContext, World};
+use stratus_plugin_runtime::{
+    CallEnv, CallFailure, HookOutcome, HookValue, Labels, Package, Runtime, RuntimeConfig,
+    Supervisor, dirs_of, inspect,
+};
+
+mod snapshot;
+
+const INSPECT_HELP: &str = "\
+Examples:
+  stratus plugin inspect plugins/hello            # a package directory (reads plugin.toml)
+  stratus plugin inspect target/hello/plugin.wasm # a bare component";
+
+const CALL_HELP: &str = "\
+Runs one hook exactly as an agent would: same sandbox, limits and compiled-code cache
+(<state>/cache, keyed by <state>/keys/cache.key). Without --context a default context is
+used whose service directory is ./.stratus-call/a1 (CM hooks: ./.stratus-call/root and
+./.stratus-call/work). Files the hook changed in its directories are listed afterwards.
+Processes the hook started under the supervisor are stopped when the command exits.
+
+Hooks: install-service install-data-source configure start stop grant-database-access
+       revoke-database-access health-check start-proxy remove-nodes prepare run
+
+Examples:
+  stratus plugin call plugins/hello configure
+  stratus plugin call plugins/mariadb grant-database-access --context ctx.json --grants grants.json
+  stratus plugin call plugins/haproxy start-proxy --nodes nodes.json
+
+The exit code is non-zero when the hook fails; the failure's reason is printed.";
 
 #[derive(Debug, Subcommand)]
-pub enum PluginCommand {}
+pub enum PluginCommand {
+    /// Show a component's world, exports, imports and declared capabilities.
+    #[command(after_help = INSPECT_HELP)]
+    Inspect {
+        /// A package directory or a component (.wasm).
+        path: PathBuf,
+    },
+    /// Run one hook of a plugin locally, in the agent's sandbox.
+    #[command(after_help = CALL_HELP)]
+    Call {
+        /// A package directory or a component (.wasm).
+        package: PathBuf,
+        /// The hook, as WIT names it (e.g. `configure`, `health-check`, `run`).
+        hook: String,
+        /// JSON service context (or CM context for `prepare`/`run`).
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// JSON list of database grants, for grant-/revoke-database-access.
+        #[arg(long)]
+        grants: Option<PathBuf>,
+        /// JSON list of proxy nodes, for start-proxy/remove-nodes.
+        #[arg(long)]
+        nodes: Option<PathBuf>,
+    },
+}
 
-pub fn run(cmd: PluginCommand, _state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    match cmd {}
+pub fn run(cmd: PluginCommand, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cmd {
+        PluginCommand::Inspect { path } => inspect_cmd(&path),
+        PluginCommand::Call {
+            package,
+            hook,
+            context,
+            grants,
+            nodes,
+        } => {
+            let state = crate::default_state_dir(state_dir);
+            rt.block_on(call_cmd(&state, &package, &hook, context, grants, nodes))
+        }
+    }
+}
+
+fn inspect_cmd(path: &Path) -> anyhow::Result<ExitCode> {
+    let pkg = Package::open(path)?;
+    let bytes = std::fs::read(&pkg.component_path)
+        .with_context(|| format!("reading {}", pkg.component_path.display()))?;
+    let info =
+        inspect(&bytes).with_context(|| format!("inspecting {}", pkg.component_path.display()))?;
+    println!(
+        "component: {} ({} bytes)",
+        pkg.component_path.display(),
+        bytes.len()
+    );
+    match info.world {
+        Some(w) => println!("world:     {w}"),
+        None => println!("world:     none (exports match no Stratus world)"),
+    }
+    if let (Some(m), Some(found)) = (&pkg.manifest, info.world)
+        && m.plugin.world != found
+    {
+        println!("warning:   plugin.toml declares world `{}`", m.plugin.world);
+    }
+    println!("exports:");
+    for e in &info.exports {
+        println!("  {}", e.name);
+        for f in &e.functions {
+            println!("    {f}");
+        }
+    }
+    println!("imports:");
+    for i in &info.imports {
+        println!("  {i}");
+    }
+    match &pkg.manifest {
+        None => println!("capabilities: none (no plugin.toml next to the component)"),
+        Some(m) => {
+            println!("plugin:    {} {}", m.plugin.name, m.plugin.version);
+            print_capabilities(&m.capabilities);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_capabilities(c: &stratus_plugin_runtime::Capabilities) {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    println!("capabilities:");
+    println!("  memory-mb:    {}", c.memory_mb);
+    println!("  timeout-ms:   {}", c.timeout_ms);
+    println!("  output-bytes: {}", c.output_bytes);
+    println!(
+        "  dirs:         {}",
+        list(
+            c.dirs
+                .iter()
+                .map(|d| format!("{} ({})", d.dir, access(d.access)))
+                .collect()
+        )
+    );
+    println!(
+        "  programs:     {}",
+        list(c.programs.iter().map(|p| p.to_string()).collect())
+    );
+    println!(
+        "  network:      {}",
+        list(c.network.iter().map(|n| n.to_string()).collect())
+    );
+    // Values may be credentials; keys say enough.
+    println!("  env:          {}", list(c.env.keys().cloned().collect()));
+}
+
+fn access(a: stratus_plugin_runtime::Access) -> &'static str {
+    match a {
+        stratus_plugin_runtime::Access::ReadOnly => "read-only",
+        stratus_plugin_runtime::Access::ReadWrite => "read-write",
+    }
+}
+
+/// The cache key: 32 random bytes kept hex-encoded in a 0600 file, created on first use.
+fn cache_key(state: &Path) -> anyhow::Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.join("keys/cache.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = hex_decode(text.trim())
+            .with_context(|| format!("{} is not a hex key", path.display()))?;
+        return bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} must hold 32 bytes", path.display()));
+    }
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(key)
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn local_server() -> ServerInfo {
+    ServerInfo {
+        id: "local-1".into(),
+        name: "local-1".into(),
+        address: "127.0.0.1".into(),
+    }
+}
+
+fn default_service_context(name: &str) -> anyhow::Result<ServiceContext> {
+    let dir = std::env::current_dir()?.join(".stratus-call/a1");
+    Ok(ServiceContext {
+        deployment: "local".into(),
+        tier: "local".into(),
+        server: local_server(),
+        service_id: "1".into(),
+        service_name: name.into(),
+        service_dir: dir.to_string_lossy().into_owned(),
+        settings: Vec::new(),
+        ports: Vec::new(),
+        credentials: Vec::new(),
+        data_source: None,
+        dependencies: Vec::new(),
+    })
+}
+
+fn default_cm_context() -> anyhow::Result<CmContext> {
+    let base = std::env::current_dir()?.join(".stratus-call");
+    Ok(CmContext {
+        deployment: "local".into(),
+        tier: "local".into(),
+        server: local_server(),
+        server_root: base.join("root").to_string_lossy().into_owned(),
+        work_dir: base.join("work").to_string_lossy().into_owned(),
+        run_list: Vec::new(),
+        settings: Vec::new(),
+        credentials: Vec::new(),
+    })
+}
+
+fn build_call(
+    hook: &str,
+    name: &str,
+    context: Option<PathBuf>,
+    grants: Option<PathBuf>,
+    nodes: Option<PathBuf>,
+) -> anyhow::Result<HookCall> {
+    let Some(world) = HookCall::world_of(hook) else {
+        bail!("unknown hook `{hook}` (see `stratus plugin call --help` for the list)");
+    };
+    if world == World::Cm {
+        let ctx = match context {
+            Some(p) => read_json(&p)?,
+            None => default_cm_context()?,
+        };
+        return Ok(if hook == "prepare" {
+            HookCall::CmPrepare { ctx }
+        } else {
+            HookCall::CmRun { ctx }
+        });
+    }
+    let ctx = match context {
+        Some(p) => read_json(&p)?,
+        None => default_service_context(name)?,
+    };
+    let grants = || -> anyhow::Result<_> {
+        grants
+            .as_deref()
+            .map(read_json)
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let nodes = || -> anyhow::Result<_> {
+        nodes
+            .as_deref()
+            .map(read_json)
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    Ok(match hook {
+        "install-service" => HookCall::InstallService { ctx },
+        "install-data-source" => HookCall::InstallDataSource { ctx },
+        "configure" => HookCall::Configure { ctx },
+        "start" => HookCall::Start { ctx },
+        "stop" => HookCall::Stop { ctx },
+        "health-check" => HookCall::HealthCheck { ctx },
+        "grant-database-access" => HookCall::GrantDatabaseAccess {
+            ctx,
+            grants: grants()?,
+        },
+        "revoke-database-access" => HookCall::RevokeDatabaseAccess {
+            ctx,
+            grants: grants()?,
+        },
+        "start-proxy" => HookCall::StartProxy {
+            ctx,
+            nodes: nodes()?,
+        },
+        "remove-nodes" => HookCall::RemoveNodes {
+            ctx,
+            nodes: nodes()?,
+        },
+        other => bail!("unknown hook `{other}`"),
+    })
+}
+
+async fn call_cmd(
+    state: &Path,
+    package: &Path,
+    hook: &str,
+    context: Option<PathBuf>,
+    grants: Option<PathBuf>,
+    nodes: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let pkg = Package::open(package)?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(state.join("cache")),
+        cache_key: cache_key(state)?,
+        max_concurrent_calls: 4,
+    })?;
+    let plugin = runtime.load(&pkg).await?;
+    println!(
+        "plugin {} ({} world, sha256 {}…, compiled code: {:?})",
+        plugin.name(),
+        plugin.world(),
+        &plugin.sha256()[..12],
+        plugin.cache_status()
+    );
+    let defaulted = context.is_none();
+    let call = build_call(hook, plugin.name(), context, grants, nodes)?;
+    let dirs = dirs_of(&call);
+    if defaulted && let Some(service_dir) = dirs.get(&stratus_plugin_runtime::DirKind::Service) {
+        install_templates(&pkg.dir, service_dir)?;
+    }
+    for (kind, dir) in &dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let granted = plugin
+            .capabilities()
+            .dir(*kind)
+            .map(|a| format!("{a:?}"))
+            .unwrap_or("not granted".into());
+        println!("{kind} directory: {} ({granted})", dir.display());
+    }
+    let supervisor = Supervisor::new(state.join("logs/plugin-call"));
+    let env = CallEnv {
+        dirs: dirs.clone(),
+        server_address: "127.0.0.1".into(),
+        supervisor: supervisor.clone(),
+        capabilities: None,
+        secrets: call.secrets(),
+        labels: Labels::of(&call),
+    };
+    let before = snapshot::take(dirs.values());
+    println!("calling {hook} …");
+    let result = plugin.call(&call, &env).await;
+    let after = snapshot::take(dirs.values());
+    let code = match &result {
+        Ok(o) => print_outcome(o),
+        Err(f) => print_failure(f),
+    };
+    println!("files changed:");
+    snapshot::print_changes(&before, &after);
+    let stopped = supervisor.stop_all(Duration::from_secs(5)).await;
+    for (_, name) in stopped {
+        println!(
+            "stopped supervised process `{name}` (plugin call does not keep processes running)"
+        );
+    }
+    Ok(code)
+}
+
+/// With the default context, the service directory gets the package's `cfg/` and `files/`
+/// as an agent's install would, unless they are already there.
+fn install_templates(package_dir: &Path, service_dir: &Path) -> anyhow::Result<()> {
+    for sub in ["cfg", "files"] {
+        let (src, dst) = (package_dir.join(sub), service_dir.join(sub));
+        if src.is_dir() && !dst.exists() {
+            copy_tree(&src, &dst)
+                .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+            println!("copied {} into {}", src.display(), dst.display());
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let to = dst.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to)?;
+        } else if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_captured(
+    stdout: &str,
+    stderr: &str,
+    truncated: bool,
+    logs: &[stratus_plugin_runtime::LogRecord],
+) {
+    for l in logs {
+        println!("log {:?}: {}", l.level, l.message);
+    }
+    for (name, text) in [("stdout", stdout), ("stderr", stderr)] {
+        if !text.is_empty() {
+            println!("--- {name} ---\n{}", text.trim_end());
+        }
+    }
+    if truncated {
+        println!("(output was cut at the plugin's output-bytes limit)");
+    }
+}
+
+fn print_outcome(o: &HookOutcome) -> ExitCode {
+    print_captured(&o.stdout, &o.stderr, o.truncated, &o.logs);
+    for d in &o.denials {
+        println!("denied: {d}");
+    }
+    if let Some(s) = &o.status {
+        println!("status: {s}");
+    }
+    match &o.value {
+        HookValue::Unit => println!("result: ok ({} ms)", o.duration.as_millis()),
+        HookValue::Health(h) => println!(
+            "result: health {:?}: {} ({} ms)",
+            h.status,
+            h.message,
+            o.duration.as_millis()
+        ),
+        HookValue::Cm(r) => {
+            println!("result: {} ({} ms)", r.summary, o.duration.as_millis());
+            for p in &r.produced {
+                println!("  produced {p}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_failure(f: &CallFailure) -> ExitCode {
+    print_captured(&f.stdout, &f.stderr, f.truncated, &f.logs);
+    for d in &f.denials {
+        println!("denied: {d}");
+    }
+    if let Some(s) = &f.status {
+        println!("status: {s}");
+    }
+    println!(
+        "result: FAILED after {} ms: {}",
+        f.duration.as_millis(),
+        f.kind
+    );
+    ExitCode::FAILURE
 }
