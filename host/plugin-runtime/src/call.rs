@@ -82,34 +82,12 @@ impl Plugin {
             .unwrap_or_else(|| p.capabilities.clone());
         let redactor = Redactor::new(env.secrets.iter().cloned().chain(call.secrets()));
         let started = Instant::now();
-        let (out, err) = (
-            MemoryOutputPipe::new(caps.output_bytes as usize),
-            MemoryOutputPipe::new(caps.output_bytes as usize),
-        );
-        let denials = Denials::default();
-        let wasi = wasi_ctx(&caps, env, &out, &err, &denials).map_err(|e| {
+        let (state, captured) = State::new(&p.name, &caps, env, redactor.clone()).map_err(|e| {
             CallFailure::bare(HookFailure::Host {
                 message: redactor.redact(&e),
             })
         })?;
-        let state = State {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: Limiter::new(caps.memory_mb),
-            host: HostCtx {
-                plugin: p.name.clone(),
-                owner: env.owner(&p.name),
-                net: Arc::new(net_policy(&caps, env)),
-                caps: caps.clone(),
-                dirs: env.dirs.clone(),
-                supervisor: env.supervisor.clone(),
-                labels: env.labels.clone(),
-                redactor: redactor.clone(),
-                denials: denials.clone(),
-                logs: Vec::new(),
-                status: None,
-            },
-        };
+        let Captured { out, err, denials } = captured;
         let mut store = Store::new(&p.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         // Yield to tokio every tick (long guests do not hog a worker) and trap at the deadline.
@@ -197,6 +175,47 @@ impl Plugin {
             status: state.host.status,
             duration: started.elapsed(),
         })
+    }
+}
+
+/// Handles to what a call captures, read after the store is gone.
+pub(crate) struct Captured {
+    pub out: MemoryOutputPipe,
+    pub err: MemoryOutputPipe,
+    pub denials: Denials,
+}
+
+impl State {
+    /// The store data for one call of `plugin` with `caps`.
+    pub(crate) fn new(
+        plugin: &str,
+        caps: &Capabilities,
+        env: &CallEnv,
+        redactor: Redactor,
+    ) -> Result<(State, Captured), String> {
+        let cap = caps.output_bytes as usize;
+        let (out, err) = (MemoryOutputPipe::new(cap), MemoryOutputPipe::new(cap));
+        let denials = Denials::default();
+        let wasi = wasi_ctx(caps, env, &out, &err, &denials)?;
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(caps.memory_mb),
+            host: HostCtx {
+                plugin: plugin.to_owned(),
+                owner: env.owner(plugin),
+                net: Arc::new(net_policy(caps, env)),
+                caps: caps.clone(),
+                dirs: env.dirs.clone(),
+                supervisor: env.supervisor.clone(),
+                labels: env.labels.clone(),
+                redactor,
+                denials: denials.clone(),
+                logs: Vec::new(),
+                status: None,
+            },
+        };
+        Ok((state, Captured { out, err, denials }))
     }
 }
 

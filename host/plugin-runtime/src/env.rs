@@ -74,7 +74,7 @@ impl Labels {
 }
 
 /// Everything a hook call needs from its caller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallEnv {
     pub dirs: DirMap,
     /// This server's address; network grants for host `self` resolve to it.
@@ -86,6 +86,23 @@ pub struct CallEnv {
     /// credentials are always added).
     pub secrets: Vec<String>,
     pub labels: Labels,
+}
+
+impl std::fmt::Debug for CallEnv {
+    // The secrets themselves must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallEnv")
+            .field("dirs", &self.dirs)
+            .field("server_address", &self.server_address)
+            .field("supervisor", &self.supervisor)
+            .field("capabilities", &self.capabilities)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("labels", &self.labels)
+            .finish()
+    }
 }
 
 impl CallEnv {
@@ -105,5 +122,27 @@ impl CallEnv {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let env = CallEnv {
+            dirs: DirMap::new(),
+            server_address: "127.0.0.1".into(),
+            supervisor: Supervisor::new("/nonexistent".into()),
+            capabilities: None,
+            secrets: vec!["hunter2".into()],
+            labels: Labels::default(),
+        };
+        let text = format!("{env:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<1 redacted>"),
+            "{text}"
+        );
     }
 }

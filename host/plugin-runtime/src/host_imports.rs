@@ -193,3 +193,7 @@ impl host::Host for State {
 }
 
 impl crate::bindings::types::Host for State {}
+
+#[cfg(test)]
+#[path = "host_imports_tests.rs"]
+mod tests;

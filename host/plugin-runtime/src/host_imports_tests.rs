@@ -1,0 +1,217 @@
+//! The host functions called directly on a call's store data, without a guest: the checks and
+//! the real processes and sockets behind them.
+
+use super::*;
+use crate::bindings::host::Host;
+use crate::capabilities::{Access, Capabilities, DirGrant, DirKind, NetworkGrant, Program};
+use crate::env::{CallEnv, DirMap, Labels};
+use crate::output::Redactor;
+use crate::supervisor::Supervisor;
+use std::path::Path;
+
+fn caps(network: &[&str]) -> Capabilities {
+    Capabilities {
+        timeout_ms: 2_000,
+        output_bytes: 64,
+        dirs: vec![DirGrant {
+            dir: DirKind::Service,
+            access: Access::ReadWrite,
+        }],
+        programs: ["/bin/sh", "/usr/bin/env", "/bin/pwd", "/bin/sleep"]
+            .iter()
+            .map(|p| Program::try_from(p.to_string()).unwrap())
+            .collect(),
+        network: network
+            .iter()
+            .map(|n| NetworkGrant::try_from(n.to_string()).unwrap())
+            .collect(),
+        ..Capabilities::default()
+    }
+}
+
+fn state(dir: &Path, caps: &Capabilities) -> (State, crate::call::Captured) {
+    let env = CallEnv {
+        dirs: DirMap::from([(DirKind::Service, dir.to_owned())]),
+        server_address: "127.0.0.1".into(),
+        supervisor: Supervisor::new(dir.join("logs")),
+        capabilities: None,
+        secrets: Vec::new(),
+        labels: Labels {
+            service: "web".into(),
+            ..Labels::default()
+        },
+    };
+    State::new("t", caps, &env, Redactor::default()).unwrap()
+}
+
+fn cmd(program: &str, args: &[&str]) -> Command {
+    Command {
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: vec![("ONLY".into(), "this".into())],
+        working_dir: None,
+        timeout_ms: 0,
+        stdin: None,
+    }
+}
+
+#[tokio::test]
+async fn run_clears_env_defaults_to_the_service_dir_and_feeds_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = state(dir.path(), &caps(&[]));
+    let out = s.run(cmd("/usr/bin/env", &[])).await.unwrap().unwrap();
+    assert_eq!(out.stdout, "ONLY=this\n");
+    assert_eq!(out.exit_code, Some(0));
+    let out = s.run(cmd("/bin/pwd", &[])).await.unwrap().unwrap();
+    assert_eq!(out.stdout.trim(), dir.path().to_str().unwrap());
+    let mut c = cmd("/bin/sh", &["-c", "read x; echo got $x; exit 4"]);
+    c.stdin = Some("abc\n".into());
+    let out = s.run(c).await.unwrap().unwrap();
+    assert_eq!((out.stdout.as_str(), out.exit_code), ("got abc\n", Some(4)));
+}
+
+#[tokio::test]
+async fn run_bounds_output_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = state(dir.path(), &caps(&[]));
+    let out = s
+        .run(cmd("/bin/sh", &["-c", "yes | head -c 100000"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.stdout.len(), 64);
+    assert!(out.truncated);
+    let mut slow = cmd("/bin/sleep", &["5"]);
+    slow.timeout_ms = 100;
+    let err = s.run(slow).await.unwrap().unwrap_err();
+    assert_eq!(err, "program /bin/sleep timed out after 100 ms");
+}
+
+#[tokio::test]
+async fn run_refuses_unlisted_programs_and_foreign_working_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, captured) = state(dir.path(), &caps(&[]));
+    // Lexical tricks do not get around the allow-list.
+    let err = s
+        .run(cmd("/bin/../usr/bin/id", &[]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "capability denied: program /bin/../usr/bin/id is not in the plugin's allowed programs"
+    );
+    let ok = s.run(cmd("/bin/./sh", &["-c", "true"])).await.unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+    let mut c = cmd("/bin/pwd", &[]);
+    c.working_dir = Some("/tmp".into());
+    let err = s.run(c).await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        "capability denied: working-dir /tmp is not inside a granted directory"
+    );
+    // A symlink inside the granted dir that leads out is refused too.
+    std::os::unix::fs::symlink("/etc", dir.path().join("out")).unwrap();
+    let mut c = cmd("/bin/pwd", &[]);
+    c.working_dir = Some(format!("{}/out", dir.path().display()));
+    assert!(
+        s.run(c)
+            .await
+            .unwrap()
+            .unwrap_err()
+            .contains("not inside a granted directory")
+    );
+    assert_eq!(captured.denials.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn wait_for_port_needs_a_grant_and_sees_a_listener() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, captured) = state(dir.path(), &caps(&["self:*"]));
+    assert_eq!(
+        s.wait_for_port("127.0.0.1".into(), port, 1000)
+            .await
+            .unwrap(),
+        Ok(true)
+    );
+    drop(listener);
+    let free = s.wait_for_port("self".into(), port, 150).await.unwrap();
+    assert_eq!(free, Ok(false));
+    let err = s
+        .wait_for_port("127.0.0.2".into(), 22, 100)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "capability denied: network connect to 127.0.0.2:22 is not granted"
+    );
+    assert_eq!(
+        captured.denials.lock().unwrap().as_slice(),
+        ["network connect to 127.0.0.2:22 is not granted"]
+    );
+}
+
+#[tokio::test]
+async fn spawn_applies_the_same_checks_and_supervises() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = state(dir.path(), &caps(&[]));
+    let spec = |program: &str| WitSpec {
+        name: "sleeper".into(),
+        program: program.into(),
+        args: vec!["30".into()],
+        env: Vec::new(),
+        working_dir: None,
+    };
+    let err = s
+        .spawn(spec("/usr/bin/sleep-not-allowed"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.starts_with("capability denied: program"), "{err}");
+    let pid = s.spawn(spec("/bin/sleep")).await.unwrap().unwrap();
+    let state = s.query_process("sleeper".into()).await.unwrap();
+    assert!(
+        matches!(state, host::ProcessState::Running(p) if p == pid),
+        "{state:?}"
+    );
+    s.stop_process("sleeper".into(), 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    let state = s.query_process("sleeper".into()).await.unwrap();
+    assert!(
+        matches!(state, host::ProcessState::Exited(None)),
+        "{state:?}"
+    );
+    let state = s.query_process("nope".into()).await.unwrap();
+    assert!(matches!(state, host::ProcessState::Unknown), "{state:?}");
+}
+
+#[tokio::test]
+async fn logs_and_status_are_redacted_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = CallEnv {
+        dirs: DirMap::new(),
+        server_address: "127.0.0.1".into(),
+        supervisor: Supervisor::new(dir.path().to_owned()),
+        capabilities: None,
+        secrets: Vec::new(),
+        labels: Labels::default(),
+    };
+    let (mut s, _) = State::new("t", &caps(&[]), &env, Redactor::new(["pw1".to_string()])).unwrap();
+    s.log(Level::Warn, "user=app password=pw1".into())
+        .await
+        .unwrap();
+    s.set_status("connecting with pw1".into()).await.unwrap();
+    assert_eq!(
+        s.host.logs,
+        vec![LogRecord {
+            level: LogLevel::Warn,
+            message: "user=app password=****".into()
+        }]
+    );
+    assert_eq!(s.host.status.as_deref(), Some("connecting with ****"));
+}
