@@ -145,6 +145,11 @@ impl Plugin {
                 };
                 return Err(fail(kind));
             }
+            Ok(Err(e)) if e.is::<Instantiation>() => {
+                return Err(fail(HookFailure::Host {
+                    message: redactor.redact(&e.to_string()),
+                }));
+            }
             Ok(Err(trap)) => {
                 let kind = classify_trap(&TrapEvidence {
                     error: &trap,
@@ -269,6 +274,26 @@ fn wasi_ctx(
     Ok(b.build())
 }
 
+/// An instance could not be created (pool exhausted, resource limits): a host problem, not
+/// the plugin's fault; traps while instantiating stay traps.
+#[derive(Debug)]
+struct Instantiation(String);
+
+impl std::fmt::Display for Instantiation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot instantiate the plugin: {}", self.0)
+    }
+}
+
+impl std::error::Error for Instantiation {}
+
+fn instantiation(e: wasmtime::Error) -> wasmtime::Error {
+    if e.is::<wasmtime::Trap>() {
+        return e;
+    }
+    wasmtime::Error::new(Instantiation(format!("{e:#}")))
+}
+
 type HookResult = wasmtime::Result<Result<HookValue, crate::bindings::types::HookError>>;
 
 /// Calls one service hook on any world that exports `service-hooks`.
@@ -325,11 +350,17 @@ macro_rules! service_hook {
 async fn invoke(pre: &Pre, store: &mut Store<State>, call: &HookCall) -> HookResult {
     match pre {
         Pre::Service(pre) => {
-            let inst = pre.instantiate_async(&mut *store).await?;
+            let inst = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(instantiation)?;
             service_hook!(inst.stratus_plugin_service_hooks(), store, call)
         }
         Pre::Proxy(pre) => {
-            let inst = pre.instantiate_async(&mut *store).await?;
+            let inst = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(instantiation)?;
             let unit = |r: wasmtime::Result<Result<(), _>>| r.map(|r| r.map(|()| HookValue::Unit));
             let hooks = inst.stratus_plugin_proxy_hooks();
             match call {
@@ -355,7 +386,10 @@ async fn invoke(pre: &Pre, store: &mut Store<State>, call: &HookCall) -> HookRes
             }
         }
         Pre::Cm(pre) => {
-            let inst = pre.instantiate_async(&mut *store).await?;
+            let inst = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(instantiation)?;
             let hooks = inst.stratus_plugin_cm_hooks();
             match call {
                 HookCall::CmPrepare { ctx } => hooks
