@@ -1,0 +1,104 @@
+//! Newline-delimited JSON frames over any async byte stream, with a size bound so a peer
+//! cannot make the other side buffer without limit.
+
+use futures::{SinkExt, StreamExt};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+
+/// Largest frame accepted: hook reports carry bounded output, so 16 MiB is generous.
+pub const MAX_FRAME: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FramingError {
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("frame larger than {MAX_FRAME} bytes")]
+    TooLarge,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+impl From<LinesCodecError> for FramingError {
+    fn from(e: LinesCodecError) -> Self {
+        match e {
+            LinesCodecError::MaxLineLengthExceeded => FramingError::TooLarge,
+            LinesCodecError::Io(e) => FramingError::Io(e),
+        }
+    }
+}
+
+/// The sending half of a split connection (lines of JSON).
+pub type Writer<S> = futures::stream::SplitSink<Framed<S, LinesCodec>, String>;
+/// The receiving half of a split connection.
+pub type Reader<S> = futures::stream::SplitStream<Framed<S, LinesCodec>>;
+
+/// A framed connection.
+pub struct Connection<S> {
+    inner: Framed<S, LinesCodec>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(stream: S) -> Self {
+        Connection {
+            inner: Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME)),
+        }
+    }
+
+    pub async fn send<T: Serialize>(&mut self, frame: &T) -> Result<(), FramingError> {
+        let line = serde_json::to_string(frame)?;
+        self.inner.send(line).await?;
+        Ok(())
+    }
+
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, FramingError> {
+        match self.inner.next().await {
+            None => Err(FramingError::Closed),
+            Some(line) => Ok(serde_json::from_str(&line?)?),
+        }
+    }
+
+    /// Splits into independent halves for a reader task and a writer task.
+    pub fn split(self) -> (Writer<S>, Reader<S>) {
+        self.inner.split()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Envelope, OperatorRequest};
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_frames_are_refused() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut a = Connection::new(a);
+        let mut b = Connection::new(b);
+        a.send(&Envelope {
+            id: 7,
+            body: OperatorRequest::Ping,
+        })
+        .await
+        .unwrap();
+        let got: Envelope<OperatorRequest> = b.recv().await.unwrap();
+        assert_eq!(got.id, 7);
+        assert!(matches!(got.body, OperatorRequest::Ping));
+
+        let huge = "x".repeat(MAX_FRAME + 10);
+        a.send(&huge).await.unwrap();
+        let err = b.recv::<String>().await.unwrap_err();
+        assert!(matches!(err, FramingError::TooLarge), "{err}");
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_reported() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, b) = tokio::io::duplex(1024);
+        a.write_all(b"{not json}\n").await.unwrap();
+        let mut b = Connection::new(b);
+        let err = b.recv::<Envelope<OperatorRequest>>().await.unwrap_err();
+        assert!(matches!(err, FramingError::Malformed(_)), "{err}");
+    }
+}
