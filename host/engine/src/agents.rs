@@ -1,0 +1,41 @@
+//! What the engine needs from the dispatcher: wait for an agent, send it a request.
+
+use futures::future::BoxFuture;
+use std::time::Duration;
+use stratus_protocol::{AgentReply, AgentRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("agent of server {server} did not connect within {secs} s")]
+    NotConnected { server: String, secs: u64 },
+    #[error("agent of server {server} disconnected before answering")]
+    Disconnected { server: String },
+    #[error("agent of server {server} did not answer within {secs} s")]
+    Timeout { server: String, secs: u64 },
+}
+
+/// Carries requests to agents. `deployment` and `server` name the server.
+pub trait AgentLink: Send + Sync {
+    /// Allows the agent to connect with a credential of this digest.
+    fn expect<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+        digest: String,
+    ) -> BoxFuture<'a, ()>;
+    /// Refuses the agent from now on.
+    fn forget<'a>(&'a self, deployment: &'a str, server: &'a str) -> BoxFuture<'a, ()>;
+    fn wait_connected<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<(), LinkError>>;
+    fn call<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+        request: AgentRequest,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<AgentReply, LinkError>>;
+}

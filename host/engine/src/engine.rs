@@ -1,0 +1,76 @@
+//! [`Engine`]: the collaborators a launch needs and the error every step can end with.
+
+use crate::agents::{AgentLink, LinkError};
+use crate::logs::Logs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use stratus_cloud::{CloudFiles, KeyStore};
+use stratus_provider::CloudProvider;
+use stratus_store::Store;
+
+/// Everything the engine works with; the control plane builds it once.
+pub struct EngineParts {
+    pub state_dir: PathBuf,
+    pub store: Store,
+    pub provider: Arc<dyn CloudProvider>,
+    pub agents: Arc<dyn AgentLink>,
+    pub keys: KeyStore,
+    pub files: CloudFiles,
+    /// The local directory behind `files`, which agents read packages from.
+    pub cloud_files_dir: PathBuf,
+    pub logs: Logs,
+    /// Where agents dial in.
+    pub control_addr: SocketAddr,
+    /// Extra arguments for every agent (cache directory, cache key file).
+    pub agent_args: Vec<String>,
+}
+
+/// Cheap to clone; every deployment task holds one.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) parts: Arc<EngineParts>,
+}
+
+/// Why a step (and so the launch) failed. Messages name the step, server, hook and error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("step {step} on server {server}: hook {hook} failed ({kind}): {message}")]
+    Hook {
+        step: String,
+        server: String,
+        hook: String,
+        kind: String,
+        message: String,
+    },
+    #[error("step {step} on server {server}: {message}")]
+    Agent {
+        step: String,
+        server: String,
+        message: String,
+    },
+    #[error("step {step}: {source}")]
+    Link {
+        step: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("step {step}: cloud provider: {message}")]
+    Provider { step: String, message: String },
+    #[error("journal: {0}")]
+    Store(#[from] stratus_store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Engine {
+    pub fn new(parts: EngineParts) -> Engine {
+        Engine {
+            parts: Arc::new(parts),
+        }
+    }
+
+    pub fn parts(&self) -> &EngineParts {
+        &self.parts
+    }
+}

@@ -1,0 +1,139 @@
+//! The log files an enStratus operator recognises, one per component, under `<state>/logs/`.
+//!
+//! Every line is also an event in the store, so `stratus events` and `stratus logs` agree.
+//! Callers pass only non-secret text; secrets never reach this module.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use stratus_store::{NewEvent, Store};
+
+/// The control plane's components that keep a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    ScalingWorker,
+    ConfigurationWorker,
+    MonitorServer,
+    MonitorDeployment,
+    MonitorScalingEvent,
+    Dispatcher,
+}
+
+impl Component {
+    pub const ALL: [Component; 6] = [
+        Component::ScalingWorker,
+        Component::ConfigurationWorker,
+        Component::MonitorServer,
+        Component::MonitorDeployment,
+        Component::MonitorScalingEvent,
+        Component::Dispatcher,
+    ];
+
+    /// The name used in events and by `stratus logs <name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::ScalingWorker => "scaling-worker",
+            Component::ConfigurationWorker => "configuration-worker",
+            Component::MonitorServer => "monitor-server",
+            Component::MonitorDeployment => "monitor-deployment",
+            Component::MonitorScalingEvent => "monitor-scaling-event",
+            Component::Dispatcher => "dispatcher",
+        }
+    }
+
+    pub fn file_name(self) -> String {
+        format!("{}.log", self.name())
+    }
+}
+
+/// Where a line is about.
+#[derive(Debug, Clone, Default)]
+pub struct Subject<'a> {
+    pub deployment: Option<&'a str>,
+    pub tier: Option<&'a str>,
+    pub server: Option<&'a str>,
+    pub service: Option<&'a str>,
+}
+
+/// Appends lines to the component logs and mirrors them as events.
+#[derive(Clone)]
+pub struct Logs {
+    dir: PathBuf,
+    store: Store,
+    files: Arc<Mutex<Vec<(Component, File)>>>,
+}
+
+impl Logs {
+    pub fn open(state_dir: &Path, store: Store) -> std::io::Result<Logs> {
+        let dir = state_dir.join("logs");
+        std::fs::create_dir_all(&dir)?;
+        let mut files = Vec::new();
+        for c in Component::ALL {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(c.file_name()))?;
+            files.push((c, f));
+        }
+        Ok(Logs {
+            dir,
+            store,
+            files: Arc::new(Mutex::new(files)),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn info(&self, c: Component, s: Subject<'_>, message: &str) {
+        self.write(c, "INFO", s, message);
+    }
+
+    pub fn warn(&self, c: Component, s: Subject<'_>, message: &str) {
+        self.write(c, "WARN", s, message);
+    }
+
+    pub fn error(&self, c: Component, s: Subject<'_>, message: &str) {
+        self.write(c, "ERROR", s, message);
+    }
+
+    fn write(&self, c: Component, level: &str, s: Subject<'_>, message: &str) {
+        let mut prefix = String::new();
+        for (k, v) in [
+            ("deployment", s.deployment),
+            ("tier", s.tier),
+            ("server", s.server),
+            ("service", s.service),
+        ] {
+            if let Some(v) = v {
+                prefix.push_str(&format!("{k}={v} "));
+            }
+        }
+        let line = format!("{} {level:5} {prefix}{message}\n", timestamp());
+        if let Ok(mut files) = self.files.lock()
+            && let Some((_, f)) = files.iter_mut().find(|(fc, _)| *fc == c)
+        {
+            // A full disk must not stop a launch; the event below still records the line.
+            let _ = f.write_all(line.as_bytes());
+        }
+        let event = NewEvent {
+            deployment: s.deployment.map(str::to_string),
+            component: c.name().to_string(),
+            server: s.server.map(str::to_string),
+            service: s.service.map(str::to_string),
+            level: level.to_string(),
+            message: message.to_string(),
+        };
+        if let Err(e) = self.store.append_event(&event) {
+            tracing::warn!(error = %e, "could not record event");
+        }
+    }
+}
+
+/// UTC timestamp with milliseconds, as in the enStratus worker logs.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

@@ -1,0 +1,96 @@
+//! The journaled step runner: a step is recorded as started before it runs and as completed
+//! (with its outcome) after, so a restarted control plane skips what is done and redoes only
+//! what may have been cut short. Hooks are idempotent and agents answer a repeated call id with
+//! the first run's report, so redoing a step never repeats a completed side effect.
+
+use crate::engine::{Engine, EngineError};
+use serde::{Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use stratus_store::StepStatus;
+
+/// Environment variables that make the control plane exit at a step boundary, so that tests can
+/// prove crash-safe resume: `STRATUS_FAULT_EXIT_BEFORE=<substring>` exits after "started" is
+/// recorded, `STRATUS_FAULT_EXIT_AFTER=<substring>` after "completed" is recorded.
+pub const FAULT_BEFORE: &str = "STRATUS_FAULT_EXIT_BEFORE";
+pub const FAULT_AFTER: &str = "STRATUS_FAULT_EXIT_AFTER";
+
+/// Exit code of a control plane stopped by fault injection.
+pub const FAULT_EXIT_CODE: i32 = 86;
+
+fn fault(var: &str, key: &str) {
+    if let Ok(pattern) = std::env::var(var)
+        && !pattern.is_empty()
+        && key.contains(&pattern)
+    {
+        eprintln!("fault injection: exiting at {var} {key}");
+        std::process::exit(FAULT_EXIT_CODE);
+    }
+}
+
+/// A digest of a step's inputs: a completed step whose inputs changed runs again.
+pub fn digest<T: Serialize>(input: &T) -> String {
+    let bytes = serde_json::to_vec(input).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Engine {
+    /// The journal a deployment's steps go to: a new one for every launch after a terminate,
+    /// so that launching a terminated deployment again does every step again.
+    pub fn journal_id(&self, deployment: &str) -> Result<String, EngineError> {
+        let epoch = self.parts.store.meta(&format!("epoch/{deployment}"))?;
+        Ok(format!("{deployment}#{}", epoch.as_deref().unwrap_or("1")))
+    }
+
+    /// Starts a new journal for `deployment` (its previous launch was terminated).
+    pub fn new_journal(&self, deployment: &str) -> Result<(), EngineError> {
+        let key = format!("epoch/{deployment}");
+        let next = self
+            .parts
+            .store
+            .meta(&key)?
+            .and_then(|e| e.parse::<u64>().ok())
+            .unwrap_or(1)
+            + 1;
+        self.parts.store.set_meta(&key, &next.to_string())?;
+        Ok(())
+    }
+
+    /// Runs `work` as the journaled step `key` of `deployment` unless it already completed.
+    pub async fn step<T, F>(
+        &self,
+        deployment: &str,
+        key: &str,
+        input_digest: &str,
+        work: F,
+    ) -> Result<T, EngineError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, EngineError>>,
+    {
+        let store = &self.parts.store;
+        let deployment = &self.journal_id(deployment)?;
+        match store.step_begin(deployment, key, input_digest)? {
+            StepStatus::Completed { outcome } => {
+                return serde_json::from_value(outcome).map_err(|e| {
+                    EngineError::Other(format!("journal entry of step {key} is unreadable: {e}"))
+                });
+            }
+            StepStatus::Fresh { .. } | StepStatus::Retry { .. } => {}
+        }
+        fault(FAULT_BEFORE, key);
+        match work.await {
+            Ok(value) => {
+                let json = serde_json::to_value(&value)
+                    .map_err(|e| EngineError::Other(format!("step {key}: {e}")))?;
+                store.step_complete(deployment, key, &json)?;
+                fault(FAULT_AFTER, key);
+                Ok(value)
+            }
+            Err(err) => {
+                store.step_failed(deployment, key, &err.to_string())?;
+                Err(err)
+            }
+        }
+    }
+}
