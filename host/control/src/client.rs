@@ -1,0 +1,120 @@
+//! How the CLI reaches the control plane of a state directory, starting one in the
+//! background when none runs.
+
+use crate::paths::{CONTROL_TOKEN, ControlInfo, StatePaths};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use stratus_cloud::KeyStore;
+use stratus_protocol::{
+    Connection, Envelope, FramingError, Hello, OperatorReply, OperatorRequest, Welcome,
+};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no control plane is running for {0}")]
+    NotRunning(String),
+    #[error("the control plane refused us: {0}")]
+    Refused(String),
+    #[error("could not start the control plane: {0} (see {1})")]
+    Start(String, String),
+    #[error("control plane connection: {0}")]
+    Framing(#[from] FramingError),
+}
+
+pub struct ControlClient {
+    conn: Connection<TcpStream>,
+    next_id: u64,
+    pub pid: u32,
+}
+
+impl ControlClient {
+    /// Connects to the running control plane of `state_dir`.
+    pub async fn connect(state_dir: &Path) -> Result<ControlClient, ClientError> {
+        let paths = StatePaths::new(state_dir);
+        let not_running = || ClientError::NotRunning(state_dir.display().to_string());
+        let info: ControlInfo = std::fs::read_to_string(paths.control_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(not_running)?;
+        let token = KeyStore::open(paths.keys())
+            .ok()
+            .and_then(|k| k.get(CONTROL_TOKEN).ok().flatten())
+            .ok_or_else(not_running)?;
+        let stream = TcpStream::connect(("127.0.0.1", info.port))
+            .await
+            .map_err(|_| not_running())?;
+        let mut conn = Connection::new(stream);
+        conn.send(&Hello::Operator {
+            token: token.expose().to_string(),
+        })
+        .await?;
+        match conn.recv::<Welcome>().await? {
+            Welcome::Welcome => Ok(ControlClient {
+                conn,
+                next_id: 1,
+                pid: info.pid,
+            }),
+            Welcome::Refused { reason } => Err(ClientError::Refused(reason)),
+        }
+    }
+
+    /// Connects, starting `program serve` in the background first if nothing answers.
+    pub async fn connect_or_start(
+        state_dir: &Path,
+        program: &Path,
+    ) -> Result<ControlClient, ClientError> {
+        if let Ok(c) = ControlClient::connect(state_dir).await {
+            return Ok(c);
+        }
+        let paths = StatePaths::new(state_dir);
+        let out_path = paths.control_out();
+        let start_err = |e: String| ClientError::Start(e, out_path.display().to_string());
+        std::fs::create_dir_all(paths.logs()).map_err(|e| start_err(e.to_string()))?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out_path)
+            .map_err(|e| start_err(e.to_string()))?;
+        let err = out.try_clone().map_err(|e| start_err(e.to_string()))?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.arg("serve")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--exit-when-idle")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // Its own process group: a Ctrl-C in the operator's terminal must not kill it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().map_err(|e| start_err(e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(c) = ControlClient::connect(state_dir).await {
+                // Reap it in the background so it never lingers as a zombie of ours.
+                std::thread::spawn(move || child.wait());
+                return Ok(c);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(start_err(format!("it exited with {status}")));
+            }
+            if Instant::now() > deadline {
+                return Err(start_err("it did not answer within 20 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn request(&mut self, body: OperatorRequest) -> Result<OperatorReply, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.conn.send(&Envelope { id, body }).await?;
+        loop {
+            let reply: Envelope<OperatorReply> = self.conn.recv().await?;
+            if reply.id == id {
+                return Ok(reply.body);
+            }
+        }
+    }
+}

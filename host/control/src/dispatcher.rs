@@ -1,0 +1,250 @@
+//! The dispatcher: authenticates agents that dial in and carries requests to them.
+//!
+//! An agent proves who it is with the credential issued for its server at launch. The
+//! dispatcher knows only digests of those credentials; a connection with an unknown server,
+//! a wrong credential, or a credential already in use by a live connection is refused and
+//! the refusal logged (without the credential).
+
+use futures::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use stratus_engine::logs::{Component, Logs, Subject};
+use stratus_protocol::{AgentReply, AgentRequest, Connection, Envelope, Welcome};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+
+/// A server is named by its deployment and its id.
+pub type ServerKey = (String, String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("agent of server {0} did not connect within {1:?}")]
+    NotConnected(String, Duration),
+    #[error("agent of server {0} disconnected before answering")]
+    Disconnected(String),
+    #[error("agent of server {0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+}
+
+struct Live {
+    generation: u64,
+    pid: u32,
+    tx: mpsc::Sender<Envelope<AgentRequest>>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<AgentReply>>>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Credential digest per server that may connect.
+    expected: HashMap<ServerKey, String>,
+    live: HashMap<ServerKey, Live>,
+}
+
+/// Cheap to clone; one per control plane.
+#[derive(Clone)]
+pub struct Dispatcher {
+    state: Arc<Mutex<State>>,
+    changed: watch::Sender<u64>,
+    ids: Arc<AtomicU64>,
+    logs: Logs,
+    digest: fn(&str) -> String,
+}
+
+impl Dispatcher {
+    /// `digest` hashes a presented credential the same way key management did.
+    pub fn new(logs: Logs, digest: fn(&str) -> String) -> Dispatcher {
+        Dispatcher {
+            state: Arc::default(),
+            changed: watch::channel(0).0,
+            ids: Arc::new(AtomicU64::new(1)),
+            logs,
+            digest,
+        }
+    }
+
+    /// Allows the agent of `key` to connect with the credential whose digest is given.
+    pub async fn expect(&self, key: ServerKey, credential_digest: String) {
+        self.state
+            .lock()
+            .await
+            .expected
+            .insert(key, credential_digest);
+    }
+
+    /// Refuses the server from now on and drops its connection (the server is terminated).
+    pub async fn forget(&self, key: &ServerKey) {
+        let mut st = self.state.lock().await;
+        st.expected.remove(key);
+        st.live.remove(key);
+    }
+
+    pub async fn is_connected(&self, key: &ServerKey) -> bool {
+        self.state.lock().await.live.contains_key(key)
+    }
+
+    /// Waits until the agent of `key` has completed its handshake.
+    pub async fn wait_connected(
+        &self,
+        key: &ServerKey,
+        limit: Duration,
+    ) -> Result<(), DispatchError> {
+        let mut rx = self.changed.subscribe();
+        let wait = async {
+            loop {
+                if self.is_connected(key).await {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait)
+            .await
+            .map_err(|_| DispatchError::NotConnected(key.1.clone(), limit))
+    }
+
+    /// Sends a request to the agent of `key` and waits for its reply.
+    pub async fn call(
+        &self,
+        key: &ServerKey,
+        body: AgentRequest,
+        limit: Duration,
+    ) -> Result<AgentReply, DispatchError> {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, pending) = {
+            let st = self.state.lock().await;
+            let live = st
+                .live
+                .get(key)
+                .ok_or_else(|| DispatchError::Disconnected(key.1.clone()))?;
+            (live.tx.clone(), live.pending.clone())
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        pending.lock().await.insert(id, reply_tx);
+        if tx.send(Envelope { id, body }).await.is_err() {
+            pending.lock().await.remove(&id);
+            return Err(DispatchError::Disconnected(key.1.clone()));
+        }
+        match tokio::time::timeout(limit, reply_rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(DispatchError::Disconnected(key.1.clone())),
+            Err(_) => {
+                pending.lock().await.remove(&id);
+                Err(DispatchError::Timeout(key.1.clone(), limit))
+            }
+        }
+    }
+
+    /// Serves one agent connection whose `Hello` has been read: checks it, then pumps frames
+    /// until the connection ends.
+    pub async fn serve_agent(
+        &self,
+        mut conn: Connection<TcpStream>,
+        deployment: String,
+        server_id: String,
+        credential: String,
+        pid: u32,
+    ) {
+        let key = (deployment.clone(), server_id.clone());
+        let subject = Subject {
+            deployment: Some(&deployment),
+            server: Some(&server_id),
+            ..Subject::default()
+        };
+        let presented = (self.digest)(&credential);
+        drop(credential);
+        let generation = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel::<Envelope<AgentRequest>>(64);
+        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<AgentReply>>>> = Arc::default();
+        let verdict = {
+            let mut st = self.state.lock().await;
+            match st.expected.get(&key) {
+                None => Err("unknown server (never launched here, or terminated)".to_string()),
+                Some(d) if *d != presented => Err("wrong credential".to_string()),
+                Some(_) => match st.live.get(&key) {
+                    Some(other) => Err(format!(
+                        "credential already in use by a connected agent (pid {})",
+                        other.pid
+                    )),
+                    None => {
+                        st.live.insert(
+                            key.clone(),
+                            Live {
+                                generation,
+                                pid,
+                                tx,
+                                pending: pending.clone(),
+                            },
+                        );
+                        Ok(())
+                    }
+                },
+            }
+        };
+        if let Err(reason) = verdict {
+            self.logs.warn(
+                Component::Dispatcher,
+                subject,
+                &format!("refused agent handshake from pid {pid}: {reason}"),
+            );
+            let _ = conn.send(&Welcome::Refused { reason }).await;
+            return;
+        }
+        if conn.send(&Welcome::Welcome).await.is_err() {
+            self.drop_live(&key, generation).await;
+            return;
+        }
+        self.logs.info(
+            Component::Dispatcher,
+            subject.clone(),
+            &format!("agent handshake accepted (pid {pid})"),
+        );
+        self.changed.send_modify(|n| *n += 1);
+
+        let (mut sink, mut stream) = conn.split();
+        let writer = async {
+            while let Some(env) = rx.recv().await {
+                let Ok(line) = serde_json::to_string(&env) else {
+                    continue;
+                };
+                if sink.send(line).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let reader = async {
+            while let Some(Ok(line)) = stream.next().await {
+                match serde_json::from_str::<Envelope<AgentReply>>(&line) {
+                    Ok(env) => {
+                        if let Some(waiter) = pending.lock().await.remove(&env.id) {
+                            let _ = waiter.send(env.body);
+                        }
+                    }
+                    Err(e) => self.logs.warn(
+                        Component::Dispatcher,
+                        subject.clone(),
+                        &format!("ignored a malformed frame from the agent: {e}"),
+                    ),
+                }
+            }
+        };
+        tokio::select! {
+            _ = writer => {},
+            _ = reader => {},
+        }
+        self.drop_live(&key, generation).await;
+        self.logs
+            .warn(Component::Dispatcher, subject, "agent connection closed");
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    async fn drop_live(&self, key: &ServerKey, generation: u64) {
+        let mut st = self.state.lock().await;
+        if st.live.get(key).is_some_and(|l| l.generation == generation) {
+            st.live.remove(key);
+        }
+    }
+}

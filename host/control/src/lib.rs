@@ -1,0 +1,15 @@
+//! The control plane (`stratus serve`): the dispatcher that agents dial into, the operator
+//! endpoint the CLI talks to, and the tasks that run the engine.
+//!
+//! # Layout
+//! - `server.rs`: the serve loop, resume after restart, operator requests.
+//! - `dispatcher.rs`: agent authentication and the request/reply channel.
+//! - `link.rs`: the dispatcher as the engine's `AgentLink`.
+//! - `paths.rs`: the state directory's layout.
+//! - `client.rs`: how the CLI finds (or starts) the control plane and talks to it.
+
+pub mod client;
+pub mod dispatcher;
+mod link;
+pub mod paths;
+pub mod server;
