@@ -1,1 +1,15 @@
-//! stratus-agent
+//! The agent: what runs on every server. It dials out to the control plane, proves who it is
+//! with the credential issued for its server, and then carries out requests: download service
+//! packages and data sources, write CM credentials, and run hooks in the plugin runtime. The
+//! processes hooks start live under its supervisor and end with it.
+//!
+//! # Layout
+//! - `agent.rs`: [`AgentConfig`], the connect/handshake/reconnect loop, shutdown.
+//! - `requests.rs`: carrying out one request.
+//! - `hooks.rs`: running a hook, with the per-call-id memory that makes repeats idempotent.
+
+mod agent;
+mod hooks;
+mod requests;
+
+pub use agent::{AgentConfig, AgentError, run};

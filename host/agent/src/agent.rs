@@ -1,0 +1,175 @@
+//! The agent's life: connect, handshake, serve requests, reconnect when the control plane goes
+//! away, and on shutdown stop every supervised process.
+
+use crate::hooks::Hooks;
+use futures::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use stratus_plugin_runtime::{Runtime, RuntimeConfig, Supervisor};
+use stratus_protocol::{AgentReply, AgentRequest, Connection, Envelope, Hello, Welcome};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+
+/// How the agent was started (by the provider).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub control: SocketAddr,
+    pub deployment: String,
+    pub server_id: String,
+    /// This server's loopback address.
+    pub address: String,
+    /// The server's root directory (its "filesystem").
+    pub root: PathBuf,
+    pub credential_file: PathBuf,
+    /// Shared compiled-code cache and the key that authenticates its entries.
+    pub cache_dir: Option<PathBuf>,
+    pub cache_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("reading the credential {0}: {1}")]
+    Credential(String, std::io::Error),
+    #[error("the control plane refused this agent: {0}")]
+    Refused(String),
+    #[error("starting the plugin runtime: {0}")]
+    Runtime(String),
+}
+
+/// Grace period for supervised processes when the agent stops.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the agent until the control plane asks it to shut down (or refuses it).
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let credential = std::fs::read_to_string(&cfg.credential_file)
+        .map_err(|e| AgentError::Credential(cfg.credential_file.display().to_string(), e))?
+        .trim()
+        .to_string();
+    let cache_key = match &cfg.cache_key_file {
+        Some(f) => key_bytes(&std::fs::read_to_string(f).unwrap_or_default()),
+        None => [0u8; 32],
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: cfg.cache_dir.clone(),
+        cache_key,
+        max_concurrent_calls: 16,
+    })
+    .map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let supervisor = Supervisor::new(cfg.root.join("agent/processes"));
+    let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
+    let stop = Arc::new(Notify::new());
+
+    let result = tokio::select! {
+        r = serve_forever(&cfg, &credential, hooks.clone(), stop.clone()) => r,
+        _ = stop.notified() => Ok(()),
+        _ = terminate_signal() => {
+            tracing::info!("terminated by signal");
+            Ok(())
+        }
+    };
+    let stopped = supervisor.stop_all(STOP_GRACE).await;
+    tracing::info!(
+        processes = stopped.len(),
+        "supervised processes stopped; agent exiting"
+    );
+    result
+}
+
+async fn terminate_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Connects again and again: a control plane that restarts finds its agents back.
+async fn serve_forever(
+    cfg: &AgentConfig,
+    credential: &str,
+    hooks: Arc<Hooks>,
+    stop: Arc<Notify>,
+) -> Result<(), AgentError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match TcpStream::connect(cfg.control).await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(100);
+                let mut conn = Connection::new(stream);
+                let hello = Hello::Agent {
+                    deployment: cfg.deployment.clone(),
+                    server_id: cfg.server_id.clone(),
+                    credential: credential.to_string(),
+                    pid: std::process::id(),
+                };
+                if conn.send(&hello).await.is_ok() {
+                    match conn.recv::<Welcome>().await {
+                        Ok(Welcome::Welcome) => {
+                            tracing::info!(control = %cfg.control, "handshake accepted");
+                            serve(conn, hooks.clone(), stop.clone()).await;
+                            tracing::warn!("control plane connection lost; reconnecting");
+                        }
+                        Ok(Welcome::Refused { reason }) => return Err(AgentError::Refused(reason)),
+                        Err(e) => tracing::warn!(error = %e, "handshake failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "control plane not reachable"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Serves one connection: requests run concurrently, replies go back as they finish.
+async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>) {
+    let (mut sink, mut stream) = conn.split();
+    let (tx, mut rx) = mpsc::channel::<Envelope<AgentReply>>(64);
+    let writer = async move {
+        while let Some(reply) = rx.recv().await {
+            let Ok(line) = serde_json::to_string(&reply) else {
+                continue;
+            };
+            if sink.send(line).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async move {
+        while let Some(Ok(line)) = stream.next().await {
+            let req: Envelope<AgentRequest> = match serde_json::from_str(&line) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignored a malformed request");
+                    continue;
+                }
+            };
+            let tx = tx.clone();
+            let hooks = hooks.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let shutdown = matches!(req.body, AgentRequest::Shutdown { .. });
+                let body = hooks.handle(req.body).await;
+                let _ = tx.send(Envelope { id: req.id, body }).await;
+                if shutdown {
+                    // Let the reply leave before the agent stops.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    stop.notify_one();
+                }
+            });
+        }
+    };
+    tokio::select! {
+        _ = writer => {},
+        _ = reader => {},
+    }
+}
+
+/// The cache key file holds a secret string; the runtime wants 32 bytes of key material.
+fn key_bytes(secret: &str) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(secret.trim().as_bytes()).into()
+}

@@ -1,0 +1,230 @@
+//! Running hooks on this server. Each call id runs at most once: a repeated request (the
+//! control plane restarted, or the connection dropped mid-call) waits for or returns the first
+//! run's report, kept in memory and under `agent/calls/` so it survives the agent too.
+
+use crate::agent::AgentConfig;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use stratus_model::context::HookCall;
+use stratus_plugin_runtime::{
+    CallEnv, CallFailure, CapabilityOverride, HookFailure, HookOutcome, HookValue, Labels, Package,
+    Plugin, Runtime, Supervisor, dirs_of,
+};
+use stratus_protocol::{AgentReply, HookReport, HookResult, LogLine};
+use tokio::sync::{Mutex, OnceCell};
+
+pub struct Hooks {
+    pub(crate) cfg: AgentConfig,
+    runtime: Runtime,
+    pub(crate) supervisor: Supervisor,
+    plugins: Mutex<HashMap<PathBuf, Plugin>>,
+    calls: Mutex<HashMap<String, Arc<OnceCell<AgentReply>>>>,
+}
+
+impl Hooks {
+    pub fn new(cfg: AgentConfig, runtime: Runtime, supervisor: Supervisor) -> Hooks {
+        Hooks {
+            cfg,
+            runtime,
+            supervisor,
+            plugins: Mutex::default(),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// A package directory was (re)written: its plugin must be loaded afresh.
+    pub(crate) async fn forget_plugin(&self, dir: &Path) {
+        self.plugins.lock().await.remove(dir);
+    }
+
+    fn call_file(&self, call_id: &str) -> PathBuf {
+        let name = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(call_id.as_bytes()));
+        self.cfg
+            .root
+            .join("agent/calls")
+            .join(format!("{name}.json"))
+    }
+
+    /// Runs `call` once per `call_id`.
+    pub(crate) async fn run_once(
+        &self,
+        call_id: &str,
+        package_dir: &str,
+        capabilities: Option<serde_json::Value>,
+        call: HookCall,
+    ) -> AgentReply {
+        let file = self.call_file(call_id);
+        if let Some(done) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<AgentReply>(&t).ok())
+        {
+            tracing::info!(
+                call_id,
+                "repeated call answered from the first run's report"
+            );
+            return done;
+        }
+        let cell = self
+            .calls
+            .lock()
+            .await
+            .entry(call_id.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let reply = self.run(package_dir, capabilities, &call).await;
+            // Only a finished hook is remembered; a host-side error may be retried.
+            if matches!(reply, AgentReply::Hook { .. }) {
+                if let Some(parent) = file.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                if let Ok(text) = serde_json::to_string(&reply) {
+                    let _ = std::fs::write(&file, text);
+                }
+            }
+            reply
+        })
+        .await
+        .clone()
+    }
+
+    async fn plugin(&self, dir: &Path) -> Result<Plugin, String> {
+        if let Some(p) = self.plugins.lock().await.get(dir) {
+            return Ok(p.clone());
+        }
+        let package = Package::open(dir).map_err(|e| e.to_string())?;
+        let plugin = self
+            .runtime
+            .load(&package)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.plugins
+            .lock()
+            .await
+            .insert(dir.to_path_buf(), plugin.clone());
+        Ok(plugin)
+    }
+
+    async fn run(
+        &self,
+        package_dir: &str,
+        capabilities: Option<serde_json::Value>,
+        call: &HookCall,
+    ) -> AgentReply {
+        let dir = self.cfg.root.join(package_dir);
+        let plugin = match self.plugin(&dir).await {
+            Ok(p) => p,
+            Err(message) => {
+                return AgentReply::Error {
+                    message: format!("loading plugin in {}: {message}", dir.display()),
+                };
+            }
+        };
+        let narrowed = match capabilities.filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => {
+                let over: CapabilityOverride = match serde_json::from_value(v) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        return AgentReply::Error {
+                            message: format!("operator capabilities: {e}"),
+                        };
+                    }
+                };
+                match plugin.capabilities().narrow(&over) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        return AgentReply::Error {
+                            message: e.to_string(),
+                        };
+                    }
+                }
+            }
+        };
+        let env = CallEnv {
+            dirs: dirs_of(call),
+            server_address: self.cfg.address.clone(),
+            supervisor: self.supervisor.clone(),
+            capabilities: narrowed,
+            secrets: call.secrets(),
+            labels: Labels::of(call),
+        };
+        for d in env.dirs.values() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let report = match plugin.call(call, &env).await {
+            Ok(outcome) => report_of_outcome(outcome),
+            Err(failure) => report_of_failure(failure),
+        };
+        tracing::info!(hook = call.name(), outcome = ?report.outcome, ms = report.duration_ms, "hook finished");
+        AgentReply::Hook { report }
+    }
+}
+
+fn lines(logs: &[stratus_plugin_runtime::LogRecord]) -> Vec<LogLine> {
+    logs.iter()
+        .map(|l| LogLine {
+            level: format!("{:?}", l.level).to_lowercase(),
+            message: l.message.clone(),
+        })
+        .collect()
+}
+
+fn report_of_outcome(o: HookOutcome) -> HookReport {
+    HookReport {
+        outcome: match o.value {
+            HookValue::Unit => HookResult::Done,
+            HookValue::Health(report) => HookResult::Health { report },
+            HookValue::Cm(report) => HookResult::Cm { report },
+        },
+        stdout: o.stdout,
+        stderr: o.stderr,
+        truncated: o.truncated,
+        logs: lines(&o.logs),
+        denials: o.denials,
+        duration_ms: o.duration.as_millis() as u64,
+    }
+}
+
+/// The failure's kind as a stable word operators and tests can match on.
+pub fn failure_kind(f: &HookFailure) -> &'static str {
+    match f {
+        HookFailure::HookError { .. } => "hook-error",
+        HookFailure::Trap { .. } => "trap",
+        HookFailure::Timeout { .. } => "timeout",
+        HookFailure::OutOfMemory { .. } => "out-of-memory",
+        HookFailure::StackOverflow => "stack-overflow",
+        HookFailure::CapabilityDenied { .. } => "capability-denied",
+        HookFailure::OutputLimit { .. } => "output-limit",
+        HookFailure::WrongWorld { .. } => "wrong-world",
+        HookFailure::Host { .. } => "host",
+    }
+}
+
+fn report_of_failure(f: CallFailure) -> HookReport {
+    let retryable = matches!(
+        f.kind,
+        HookFailure::HookError {
+            retryable: true,
+            ..
+        }
+    );
+    let message = match &f.kind {
+        HookFailure::HookError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    HookReport {
+        outcome: HookResult::Failed {
+            kind: failure_kind(&f.kind).to_string(),
+            message,
+            retryable,
+        },
+        stdout: f.stdout,
+        stderr: f.stderr,
+        truncated: f.truncated,
+        logs: lines(&f.logs),
+        denials: f.denials,
+        duration_ms: f.duration.as_millis() as u64,
+    }
+}
