@@ -22,9 +22,26 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Launch a deployment file and follow it until RUNNING.
+    Launch(commands::launch::LaunchArgs),
+    /// Show deployments, their tiers, servers and services.
+    Status(commands::status::StatusArgs),
+    /// Print the event journal.
+    Events(commands::events::EventsArgs),
+    /// Print component logs or an agent's log.
+    Logs(commands::logs::LogsArgs),
+    /// Terminate a deployment: stop services in reverse order, end its servers.
+    Terminate(commands::terminate::TerminateArgs),
+    /// Stop the control plane of the state directory.
+    Shutdown,
     /// Work with plugin components: inspect them or call one hook locally.
     #[command(subcommand)]
     Plugin(commands::plugin::PluginCommand),
+    /// Run the control plane (started for you by `launch`).
+    Serve(commands::serve::ServeArgs),
+    /// Run a server's agent (started by the cloud provider).
+    #[command(hide = true)]
+    Agent(commands::serve::AgentArgs),
 }
 
 /// Entry point used by `src/main.rs`.
@@ -48,6 +65,8 @@ pub fn default_state_dir(explicit: Option<PathBuf>) -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("stratus");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| ".".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
     home.join(".local/state/stratus")
 }

@@ -1,0 +1,158 @@
+//! `stratus launch FILE`: validate, hand the deployment to the control plane (starting one if
+//! needed), and follow it live until RUNNING (exit 0) or FAILED (exit 1, naming the failed
+//! step, server, hook and error).
+
+use super::{events::format_event, status::print_text, view};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use stratus_control::client::ControlClient;
+use stratus_model::spec::DeploymentSpec;
+use stratus_protocol::{OperatorReply, OperatorRequest};
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// The deployment file (TOML).
+    pub file: PathBuf,
+    /// Return once the control plane accepted the launch instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up following after this many seconds (the launch goes on).
+    #[arg(long, default_value = "900")]
+    pub timeout: u64,
+    /// Print every event instead of a progress line.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let spec = match DeploymentSpec::from_file(&args.file) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("nothing was launched");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let file = std::fs::canonicalize(&args.file)?;
+    let name = spec.name.to_string();
+    let program = std::env::current_exe()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let reply = rt.block_on(async {
+        let mut client = ControlClient::connect_or_start(state_dir, &program).await?;
+        client
+            .request(OperatorRequest::Launch {
+                file: file.to_string_lossy().into_owned(),
+            })
+            .await
+    })?;
+    match reply {
+        OperatorReply::Accepted { .. } => {}
+        OperatorReply::Error { message } => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+        other => anyhow::bail!("unexpected answer from the control plane: {other:?}"),
+    }
+    println!(
+        "launching deployment {name} (state directory {})",
+        state_dir.display()
+    );
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(
+        state_dir,
+        &name,
+        Duration::from_secs(args.timeout),
+        args.verbose,
+    )
+}
+
+/// Prints progress until the deployment is RUNNING or FAILED.
+pub fn follow(
+    state_dir: &Path,
+    name: &str,
+    limit: Duration,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let bar = if verbose {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut after = 0;
+    loop {
+        std::thread::sleep(Duration::from_millis(150));
+        let Some(store) = view::open_store(state_dir)? else {
+            continue;
+        };
+        for e in store.events_since(after, Some(name), 1000)? {
+            after = e.seq;
+            let important = e.level != "INFO"
+                || e.component == "monitor-deployment"
+                || e.component == "monitor-scaling-event";
+            if verbose {
+                println!("{}", format_event(&e));
+            } else if important {
+                bar.println(format_event(&e));
+            }
+        }
+        let status = view::status(&store, Some(name))?;
+        let Some(d) = status.deployments.first() else {
+            continue;
+        };
+        let servers: Vec<_> = d.tiers.iter().flat_map(|t| &t.servers).collect();
+        let agents_up = servers.iter().filter(|s| s.agent == "RUNNING").count();
+        let services: Vec<_> = servers.iter().flat_map(|s| &s.services).collect();
+        let running = services.iter().filter(|s| s.state == "RUNNING").count();
+        bar.set_message(format!(
+            "{} {}: agents {agents_up}/{} RUNNING, services {running}/{} RUNNING",
+            d.name,
+            d.state,
+            servers.len(),
+            services.len()
+        ));
+        match d.state.as_str() {
+            "RUNNING" => {
+                bar.finish_and_clear();
+                print_text(&status);
+                println!(
+                    "deployment {name} RUNNING after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                for e in &d.endpoints {
+                    println!("point a browser or curl at http://{e}/");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            "FAILED" => {
+                bar.finish_and_clear();
+                eprintln!(
+                    "deployment {name} FAILED: {}",
+                    d.reason.as_deref().unwrap_or("no reason recorded")
+                );
+                eprintln!("see `stratus events --deployment {name}` and `stratus logs`");
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => {}
+        }
+        if started.elapsed() > limit {
+            bar.finish_and_clear();
+            eprintln!(
+                "still {} after {} s; the launch goes on (follow it with `stratus events --follow`)",
+                d.state,
+                limit.as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+}

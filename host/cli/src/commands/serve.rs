@@ -1,0 +1,97 @@
+//! `stratus serve` and `stratus agent`: the two long-running roles of the binary.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Exit once no deployment is active (used when `stratus launch` starts the control plane).
+    #[arg(long)]
+    pub exit_when_idle: bool,
+}
+
+pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let program = std::env::current_exe()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(stratus_control::server::serve(
+        stratus_control::server::ServeOptions {
+            state_dir,
+            agent_program: program,
+            exit_when_idle: args.exit_when_idle,
+        },
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Started by a cloud provider on a server, never by hand.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The control plane's address.
+    #[arg(long)]
+    pub control: SocketAddr,
+    #[arg(long)]
+    pub deployment: String,
+    #[arg(long)]
+    pub server_id: String,
+    /// This server's own address.
+    #[arg(long)]
+    pub address: String,
+    /// The server's root directory.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// File holding the credential issued for this server.
+    #[arg(long)]
+    pub credential_file: PathBuf,
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub cache_key_file: Option<PathBuf>,
+}
+
+pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    // The agent log is a file in the server's root, one per server.
+    let log_dir = args.root.join("agent");
+    std::fs::create_dir_all(&log_dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join("agent.log"))?;
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter())
+        .init();
+    let span =
+        tracing::info_span!("agent", deployment = %args.deployment, server = %args.server_id);
+    let _g = span.enter();
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(stratus_agent::run(stratus_agent::AgentConfig {
+        control: args.control,
+        deployment: args.deployment,
+        server_id: args.server_id,
+        address: args.address,
+        root: args.root,
+        credential_file: args.credential_file,
+        cache_dir: args.cache_dir,
+        cache_key_file: args.cache_key_file,
+    }));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "agent stopped");
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG").unwrap_or_else(|_| "info".into())
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter())
+        .try_init();
+}

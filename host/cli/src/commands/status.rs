@@ -1,0 +1,66 @@
+//! `stratus status [NAME] [--output json]`.
+
+use super::view::{self, StatusView};
+use clap::{Args, ValueEnum};
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this deployment.
+    pub name: Option<String>,
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+pub fn run(args: StatusArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let view = match view::open_store(state_dir)? {
+        Some(store) => view::status(&store, args.name.as_deref())?,
+        None => StatusView {
+            deployments: Vec::new(),
+        },
+    };
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Output::Text => print_text(&view),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_text(view: &StatusView) {
+    if view.deployments.is_empty() {
+        println!("no deployments");
+    }
+    for d in &view.deployments {
+        println!("deployment {}: {}", d.name, d.state);
+        if let Some(r) = &d.reason {
+            println!("  reason: {r}");
+        }
+        for e in &d.endpoints {
+            println!("  endpoint: http://{e}/");
+        }
+        for t in &d.tiers {
+            println!("  tier {}", t.name);
+            for s in &t.servers {
+                let services: Vec<String> = s
+                    .services
+                    .iter()
+                    .map(|v| format!("{} (a{}) {}", v.name, v.id.trim_start_matches('a'), v.state))
+                    .collect();
+                println!(
+                    "    {:<14} {:<15} agent {:<10} {}",
+                    s.id,
+                    s.address,
+                    s.agent,
+                    services.join(", ")
+                );
+            }
+        }
+    }
+}

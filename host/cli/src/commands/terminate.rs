@@ -1,0 +1,82 @@
+//! `stratus terminate NAME` and `stratus shutdown`.
+
+use super::view;
+use clap::Args;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use stratus_control::client::ControlClient;
+use stratus_model::state::DeploymentState;
+use stratus_protocol::{OperatorReply, OperatorRequest};
+
+#[derive(Debug, Args)]
+pub struct TerminateArgs {
+    pub name: String,
+    /// Return at once instead of waiting for TERMINATED.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+pub fn run(args: TerminateArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let program = std::env::current_exe()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let reply = rt.block_on(async {
+        let mut client = ControlClient::connect_or_start(state_dir, &program).await?;
+        client
+            .request(OperatorRequest::Terminate {
+                name: args.name.clone(),
+            })
+            .await
+    })?;
+    if let OperatorReply::Error { message } = reply {
+        eprintln!("error: {message}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("terminating deployment {}", args.name);
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(150));
+        if let Some(store) = view::open_store(state_dir)?
+            && let Some(row) = store.deployment::<DeploymentState>(&args.name)?
+            && row.state == DeploymentState::Terminated
+        {
+            println!(
+                "deployment {} TERMINATED after {:.1} s",
+                args.name,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            eprintln!("deployment {} is not TERMINATED after 300 s", args.name);
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+}
+
+/// Stops the control plane of the state directory (deployments keep their state).
+pub fn shutdown(state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(async {
+        let mut client = ControlClient::connect(state_dir).await?;
+        let pid = client.pid;
+        client.request(OperatorRequest::Shutdown).await.map(|_| pid)
+    });
+    match result {
+        Ok(pid) => {
+            // Wait for it to be gone so callers (and tests) can rely on it.
+            for _ in 0..100 {
+                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("control plane (pid {pid}) stopped");
+        }
+        Err(e) => println!("{e}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,142 @@
+//! The operator's view of the state directory, read straight from the store (no control plane
+//! needed), shared by `status`, `launch`'s progress display and the tests' JSON contract.
+
+use serde::Serialize;
+use std::path::Path;
+use stratus_model::spec::DeploymentSpec;
+use stratus_model::state::{AgentState, DeploymentState, ServiceState};
+use stratus_store::Store;
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub deployments: Vec<DeploymentView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeploymentView {
+    pub name: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Load balancers' `address:port`.
+    pub endpoints: Vec<String>,
+    pub tiers: Vec<TierView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TierView {
+    pub name: String,
+    pub servers: Vec<ServerView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerView {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    /// The agent's process id (local provider).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub agent: String,
+    pub services: Vec<ServiceView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub id: String,
+    pub state: String,
+}
+
+pub fn open_store(state_dir: &Path) -> anyhow::Result<Option<Store>> {
+    let db = state_dir.join("stratus.db");
+    if !db.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Store::open_read_only(db)?))
+}
+
+pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
+    let mut deployments = Vec::new();
+    for row in store.deployments::<DeploymentState>()? {
+        if only.is_some_and(|n| n != row.name) {
+            continue;
+        }
+        let spec = DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).ok();
+        let servers = store.servers::<AgentState>(&row.name)?;
+        let services = store.service_instances::<ServiceState>(&row.name)?;
+        let mut tiers: Vec<TierView> = Vec::new();
+        let tier_names: Vec<String> = match &spec {
+            Some(s) => s.tiers.keys().map(|t| t.to_string()).collect(),
+            None => servers.iter().map(|s| s.tier.clone()).collect(),
+        };
+        for tier in tier_names {
+            if tiers.iter().any(|t| t.name == tier) {
+                continue;
+            }
+            let mut tier_servers: Vec<ServerView> = servers
+                .iter()
+                .filter(|s| s.tier == tier)
+                .map(|s| ServerView {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    address: s.address.clone(),
+                    pid: s.pid,
+                    agent: s.agent_state.name().to_string(),
+                    services: services
+                        .iter()
+                        .filter(|i| i.server_id == s.id)
+                        .map(|i| ServiceView {
+                            name: i.service.clone(),
+                            id: i.service_id.clone(),
+                            state: i.state.to_string(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            tier_servers.sort_by_key(|s| {
+                s.id.rsplit_once('-')
+                    .and_then(|(_, n)| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            });
+            tiers.push(TierView {
+                name: tier,
+                servers: tier_servers,
+            });
+        }
+        let endpoints = match (&spec, &row.state) {
+            (Some(spec), DeploymentState::Running) => endpoints(spec, &tiers),
+            _ => Vec::new(),
+        };
+        let reason = match &row.state {
+            DeploymentState::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        deployments.push(DeploymentView {
+            name: row.name.clone(),
+            state: row.state.name().to_string(),
+            reason,
+            endpoints,
+            tiers,
+        });
+    }
+    Ok(StatusView { deployments })
+}
+
+/// Every load-balancer server's address with its service's first public port.
+fn endpoints(spec: &DeploymentSpec, tiers: &[TierView]) -> Vec<String> {
+    let mut out = Vec::new();
+    for tier in spec.tiers.values().filter(|t| t.balances.is_some()) {
+        let port = spec
+            .services_of(tier.name.as_str())
+            .iter()
+            .find_map(|s| s.ports.first().map(|p| p.public));
+        let Some(port) = port else { continue };
+        for t in tiers.iter().filter(|t| t.name == tier.name.as_str()) {
+            for s in &t.servers {
+                out.push(format!("{}:{port}", s.address));
+            }
+        }
+    }
+    out
+}
