@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job of the README: build Stratus and its plugins, then launch the example
+# deployment on the built-in local provider and leave it RUNNING.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+example=${1:-examples/hello/deployment.toml}
+scripts/install-deps.sh
+cargo build --quiet -p stratus-plugin-artifacts
+cargo build --quiet --bin stratus
+export STRATUS_STATE_DIR=${STRATUS_STATE_DIR:-$PWD/.stratus}
+target/debug/stratus launch "$example"
+name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$example" | head -n1)
+cat <<MSG
+
+State directory: $STRATUS_STATE_DIR
+  target/debug/stratus status            # every tier, server and service
+  target/debug/stratus events            # what happened, step by step
+  target/debug/stratus logs              # component and agent logs
+  target/debug/stratus terminate $name   # stop it all
+MSG

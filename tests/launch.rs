@@ -1,0 +1,200 @@
+//! End to end on the local provider with the real binary: launch the hello example to
+//! RUNNING, check what every hook saw on disk, check that no secret leaked into any log or
+//! event, terminate, and check that no process is left.
+
+mod common;
+
+use common::{Stratus, alive, hello_deployment, wait_gone};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn servers(d: &Value, tier: &str) -> Vec<Value> {
+    d["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == tier)
+        .unwrap_or_else(|| panic!("no tier {tier}"))["servers"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The service directory of the only service on a server.
+fn service_dir(st: &Stratus, dep: &str, server: &Value) -> PathBuf {
+    let id = server["services"][0]["id"].as_str().unwrap().to_string();
+    let root = st
+        .dir()
+        .join("servers")
+        .join(dep)
+        .join(server["id"].as_str().unwrap())
+        .join("root");
+    root.join("mnt/services").join(id)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn every_file(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            every_file(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn hello_example_launches_to_running_and_terminates_without_leftovers() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("hello", 2));
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    let d = st.deployment("hello");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let lb = servers(&d, "lb");
+    let app = servers(&d, "app");
+    let db = servers(&d, "db");
+    assert_eq!((lb.len(), app.len(), db.len()), (1, 2, 1));
+    for s in lb.iter().chain(&app).chain(&db) {
+        assert_eq!(s["agent"], "RUNNING", "{s}");
+        assert_eq!(s["services"][0]["state"], "RUNNING", "{s}");
+        assert!(s["address"].as_str().unwrap().starts_with("127."), "{s}");
+    }
+    let addresses: Vec<&str> = lb
+        .iter()
+        .chain(&app)
+        .chain(&db)
+        .map(|s| s["address"].as_str().unwrap())
+        .collect();
+    let mut unique = addresses.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        addresses.len(),
+        "every server has its own address: {addresses:?}"
+    );
+    assert_eq!(
+        d["endpoints"],
+        serde_json::json!([format!("{}:8000", lb[0]["address"].as_str().unwrap())])
+    );
+
+    // Each app server rendered its own facts.
+    for s in &app {
+        let conf = read(&service_dir(&st, "hello", s).join("hello.conf"));
+        assert!(conf.contains(s["address"].as_str().unwrap()), "{conf}");
+        assert!(conf.contains("greeting=application"), "{conf}");
+        let hooks = read(&service_dir(&st, "hello", s).join("hooks.log"));
+        assert_eq!(
+            hooks.lines().collect::<Vec<_>>(),
+            ["install-service", "configure", "stop", "start"],
+            "{hooks}"
+        );
+    }
+    // The database granted exactly the app servers' addresses, after installing its data source.
+    let db_dir = service_dir(&st, "hello", &db[0]);
+    let grants = read(&db_dir.join("grants.log"));
+    let mut app_addrs: Vec<&str> = app.iter().map(|s| s["address"].as_str().unwrap()).collect();
+    app_addrs.sort();
+    assert!(
+        grants.contains(&format!("addresses={}", app_addrs.join(",")))
+            || grants.contains(&format!("addresses={},{}", app_addrs[1], app_addrs[0])),
+        "{grants}"
+    );
+    assert!(grants.contains("user=app"), "{grants}");
+    assert!(db_dir.join("datasource.sql").exists());
+    let db_hooks = read(&db_dir.join("hooks.log"));
+    assert!(
+        db_hooks.starts_with("install-service\ninstall-data-source"),
+        "{db_hooks}"
+    );
+    // The load balancer was told exactly the app nodes.
+    let nodes = read(&service_dir(&st, "hello", &lb[0]).join("nodes.txt"));
+    for a in &app_addrs {
+        assert!(nodes.contains(&format!("{a}:8080")), "{nodes}");
+    }
+    assert_eq!(nodes.lines().count(), 2, "{nodes}");
+
+    // No generated secret appears in any log, event or hook output.
+    let mut secrets = Vec::new();
+    let mut key_files = Vec::new();
+    every_file(&st.dir().join("keys"), &mut key_files);
+    for k in key_files {
+        let s = read(&k);
+        if s.trim().len() >= 8 {
+            secrets.push(s.trim().to_string());
+        }
+    }
+    assert!(
+        !secrets.is_empty(),
+        "key management holds the generated secrets"
+    );
+    let mut logs = Vec::new();
+    every_file(&st.dir().join("logs"), &mut logs);
+    for s in st.dir().join("servers").read_dir().unwrap().flatten() {
+        every_file(&s.path(), &mut logs);
+    }
+    let events = st.ok(&["events"]);
+    assert!(events.contains("RUNNING"), "{events}");
+    for secret in &secrets {
+        assert!(
+            !events.contains(secret.as_str()),
+            "a secret leaked into the events"
+        );
+        for l in logs
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log" || e == "out"))
+        {
+            assert!(
+                !read(l).contains(secret.as_str()),
+                "a secret leaked into {}",
+                l.display()
+            );
+        }
+    }
+
+    // Terminate: reverse order, every process gone.
+    let pids = st.agent_pids();
+    assert_eq!(pids.len(), 4);
+    st.ok(&["terminate", "hello"]);
+    assert_eq!(st.deployment("hello")["state"], "TERMINATED");
+    for p in pids {
+        assert!(
+            wait_gone(p, Duration::from_secs(10)),
+            "agent {p} still running after terminate"
+        );
+    }
+    let lb_hooks = read(&service_dir(&st, "hello", &lb[0]).join("hooks.log"));
+    assert!(lb_hooks.ends_with("remove-nodes\nstop\n"), "{lb_hooks}");
+    let revoked = read(&db_dir.join("grants.log"));
+    assert!(revoked.contains("revoke"), "{revoked}");
+    // The control plane started by `launch` leaves once nothing is active.
+    if let Some(c) = st.control_pid() {
+        assert!(
+            wait_gone(c, Duration::from_secs(15)),
+            "control plane still running"
+        );
+    }
+}
+
+#[test]
+fn a_broken_deployment_file_is_refused_with_its_location_and_launches_nothing() {
+    let st = Stratus::new();
+    let text = hello_deployment("broken", 2).replace("min = 2\nmax = 4", "min = 5\nmax = 4");
+    let file = st.write_file("broken.toml", &text);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.toml:"), "{err}");
+    assert!(err.contains("nothing was launched"), "{err}");
+    assert!(st.control_pid().is_none_or(|p| !alive(p)));
+    assert!(
+        !st.dir().join("stratus.db").exists(),
+        "nothing was recorded"
+    );
+}
