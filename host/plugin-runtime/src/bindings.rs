@@ -5,7 +5,7 @@
 pub mod service {
     wasmtime::component::bindgen!({
         world: "stratus:plugin/service",
-        path: ".wit",
+        path: "../../wit",
         imports: { default: async | trappable },
         exports: { default: async },
     });
@@ -14,7 +14,7 @@ pub mod service {
 pub mod proxy {
     wasmtime::component::bindgen!({
         world: "stratus:plugin/proxy",
-        path: ".wit",
+        path: "../../wit",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
@@ -27,7 +27,7 @@ pub mod proxy {
 pub mod cm {
     wasmtime::component::bindgen!({
         world: "stratus:plugin/cm",
-        path: ".wit",
+        path: "../../wit",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
