@@ -228,3 +228,26 @@ async fn inspect_describes_the_hello_component() {
             .any(|i| i.starts_with("stratus:plugin/host"))
     );
 }
+
+#[tokio::test]
+async fn a_bare_component_gets_no_capabilities_and_its_detected_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("probe.wasm");
+    std::fs::write(&wasm, artifact("cm-probe")).unwrap();
+    let pkg = Package::open(&wasm).unwrap();
+    assert!(pkg.manifest.is_none());
+    assert_eq!(pkg.name(), "probe");
+    let plugin = runtime(None).load(&pkg).await.unwrap();
+    assert_eq!(plugin.world(), stratus_model::context::World::Cm);
+    assert!(plugin.capabilities().dirs.is_empty() && plugin.capabilities().programs.is_empty());
+}
+
+#[tokio::test]
+async fn a_package_without_a_manifest_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Package::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("plugin.toml") && err.starts_with("cannot read"),
+        "{err}"
+    );
+}
