@@ -88,20 +88,48 @@ pub struct DirGrant {
     pub access: Access,
 }
 
-/// An absolute, lexically normal program path (no `.`/`..`, no trailing slash).
+/// An absolute, lexically normal program path (no `.`/`..`, no trailing slash), or
+/// `service:<relative path>` for a program shipped in the package, which resolves to
+/// `<service_dir>/<relative path>` per call (the service directory differs per server).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Program(String);
 
+/// Marks a program path relative to the service directory.
+const SERVICE_PREFIX: &str = "service:";
+
 impl Program {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `program` (normalised) is this entry, with `service_dir` the call's own.
+    pub fn matches(&self, program: &Path, service_dir: Option<&Path>) -> bool {
+        match self.0.strip_prefix(SERVICE_PREFIX) {
+            None => Path::new(&self.0) == program,
+            Some(rel) => service_dir
+                .and_then(|d| normalize(&d.join(rel)))
+                .is_some_and(|p| p == program),
+        }
     }
 }
 
 impl TryFrom<String> for Program {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
+        if let Some(rel) = s.strip_prefix(SERVICE_PREFIX) {
+            let normal = !rel.is_empty()
+                && !rel.ends_with('/')
+                && Path::new(rel)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)));
+            if !normal || rel.contains("//") {
+                return Err(format!(
+                    "program `{s}` must be `service:` and a normal relative path (e.g. `service:bin/app`)"
+                ));
+            }
+            return Ok(Program(s));
+        }
         let normal = normalize(Path::new(&s))
             .ok_or_else(|| format!("program `{s}` must be an absolute path"))?;
         if normal.as_os_str() != s.as_str() || s == "/" {
@@ -324,11 +352,16 @@ impl Capabilities {
         self.dirs.iter().find(|d| d.dir == kind).map(|d| d.access)
     }
 
-    /// Whether `program` (already normalised) is allow-listed.
+    /// Whether `program` (already normalised) is allow-listed by an absolute entry.
     pub fn allows_program(&self, program: &Path) -> bool {
+        self.allows_program_in(program, None)
+    }
+
+    /// Like `allows_program`, also resolving `service:` entries against `service_dir`.
+    pub fn allows_program_in(&self, program: &Path, service_dir: Option<&Path>) -> bool {
         self.programs
             .iter()
-            .any(|p| Path::new(p.as_str()) == program)
+            .any(|p| p.matches(program, service_dir))
     }
 }
 

@@ -137,3 +137,26 @@ fn normalize_is_lexical() {
     );
     assert!(normalize(Path::new("a/b")).is_none());
 }
+
+#[test]
+fn service_programs_resolve_against_the_calls_service_dir() {
+    let p = prog("service:bin/greeter");
+    let dir = Path::new("/srv/a7");
+    assert!(p.matches(Path::new("/srv/a7/bin/greeter"), Some(dir)));
+    assert!(!p.matches(Path::new("/srv/a8/bin/greeter"), Some(dir)));
+    assert!(!p.matches(Path::new("/srv/a7/bin/greeter"), None));
+    let mut c = caps();
+    c.programs.push(p);
+    assert!(c.allows_program_in(Path::new("/srv/a7/bin/greeter"), Some(dir)));
+    assert!(!c.allows_program(Path::new("/srv/a7/bin/greeter")));
+    for bad in [
+        "service:",
+        "service:/bin/sh",
+        "service:../x",
+        "service:bin/../x",
+        "service:./x",
+        "service:bin/",
+    ] {
+        assert!(Program::try_from(bad.to_string()).is_err(), "{bad}");
+    }
+}

@@ -45,7 +45,10 @@ pub(crate) fn check(
     env: &[(String, String)],
 ) -> Result<Checked, Refusal> {
     let normal = normalize(Path::new(program));
-    let allowed = normal.as_deref().filter(|p| caps.allows_program(p));
+    let service_dir = dirs.get(&DirKind::Service).map(PathBuf::as_path);
+    let allowed = normal
+        .as_deref()
+        .filter(|p| caps.allows_program_in(p, service_dir));
     let Some(program) = allowed else {
         return Err(Refusal::denied(format!(
             "program {program} is not in the plugin's allowed programs"
