@@ -21,15 +21,8 @@ impl Hooks {
     async fn handle_inner(&self, req: AgentRequest) -> Result<AgentReply, String> {
         match req {
             AgentRequest::Ping => Ok(AgentReply::Done),
-            AgentRequest::InstallPackage {
-                service_id,
-                package,
-            } => {
-                let dest = if let Some(adapter) = service_id.strip_prefix("cm-") {
-                    self.inside(&format!("agent/cm/{adapter}/package"))?
-                } else {
-                    self.inside(&format!("mnt/services/a{service_id}"))?
-                };
+            AgentRequest::InstallPackage { dest, package } => {
+                let dest = self.inside(&dest)?;
                 let files = CloudFiles::local(&package.store).map_err(|e| e.to_string())?;
                 let r = PackageRef {
                     name: package.name.clone(),

@@ -112,6 +112,24 @@ impl Engine {
         .await
     }
 
+    /// A request outside the journal (it must happen on every attempt of its step).
+    pub(crate) async fn send_untracked(
+        &self,
+        dep: &str,
+        server: &Server,
+        key: &str,
+        request: AgentRequest,
+    ) -> Result<(), EngineError> {
+        match self.send(dep, server, key, request).await? {
+            AgentReply::Error { message } => Err(EngineError::Agent {
+                step: key.into(),
+                server: server.id.clone(),
+                message,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     async fn send(
         &self,
         dep: &str,

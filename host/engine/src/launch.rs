@@ -106,12 +106,10 @@ impl Engine {
                 svc.package.path.resolved.clone(),
             );
         }
-        for tier in spec.tiers.values() {
-            if let Some(cm) = &tier.launch.cm {
-                wanted.insert(
-                    format!("cm-{}", tier.name),
-                    cm.package.path.resolved.clone(),
-                );
+        for unit in crate::cm::units(spec) {
+            wanted.insert(unit.package_key.clone(), unit.package.clone());
+            if let (Some(key), Some(files)) = (&unit.files_key, &unit.files) {
+                wanted.insert(key.clone(), files.clone());
             }
         }
         let input = digest(&wanted);
@@ -300,69 +298,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Steps 3–4: prepare configuration management (credentials to this server only), run it.
-    async fn run_cm(
-        &self,
-        spec: &DeploymentSpec,
-        fleet: &Fleet,
-        packages: &BTreeMap<String, PackageRef>,
-    ) -> Result<(), EngineError> {
-        let dep = spec.name.as_str();
-        let work = spec
-            .tiers
-            .values()
-            .filter_map(|t| t.launch.cm.as_ref().map(|cm| (t, cm)));
-        let mut jobs = Vec::new();
-        for (tier, cm) in work {
-            let pkg = &packages[&format!("cm-{}", tier.name)];
-            for server in fleet.get(tier.name.as_str()).into_iter().flatten() {
-                jobs.push(async move {
-                    let ctx = self.cm_context(
-                        spec,
-                        server,
-                        cm.adapter.as_str(),
-                        &cm.run_list,
-                        &cm.settings,
-                    )?;
-                    let package_dir = format!("agent/cm/{}/package", cm.adapter);
-                    self.agent_request(
-                        dep,
-                        server,
-                        &format!("server/{}/cm/fetch", server.id),
-                        AgentRequest::InstallPackage {
-                            service_id: format!("cm-{}", cm.adapter),
-                            package: self.package_source(pkg),
-                        },
-                    )
-                    .await?;
-                    for (hook, call) in [
-                        ("prepare", HookCall::CmPrepare { ctx: ctx.clone() }),
-                        ("run", HookCall::CmRun { ctx: ctx.clone() }),
-                    ] {
-                        let key = format!("server/{}/cm/{hook}", server.id);
-                        let report = self
-                            .hook(dep, server, &key, &package_dir, None, call)
-                            .await?;
-                        if let stratus_protocol::HookResult::Cm { report } = &report.outcome {
-                            self.parts.logs.info(
-                                Component::ConfigurationWorker,
-                                Subject {
-                                    deployment: Some(dep),
-                                    server: Some(&server.id),
-                                    ..Subject::default()
-                                },
-                                &format!("{} run: {}", cm.adapter, report.summary),
-                            );
-                        }
-                    }
-                    Ok::<_, EngineError>(())
-                });
-            }
-        }
-        try_join_all(jobs).await?;
-        Ok(())
-    }
-
     pub(crate) fn package_source(&self, pkg: &PackageRef) -> PackageSource {
         PackageSource {
             store: self.parts.cloud_files_dir.to_string_lossy().into_owned(),
@@ -392,7 +327,7 @@ impl Engine {
                         server,
                         &format!("service/{}/{}/download", svc.name, server.id),
                         AgentRequest::InstallPackage {
-                            service_id: svc.id.to_string(),
+                            dest: service_package_dir(svc),
                             package: self.package_source(pkg),
                         },
                     )

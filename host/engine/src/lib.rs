@@ -12,6 +12,7 @@
 
 pub mod agents;
 mod calls;
+pub mod cm;
 pub mod engine;
 pub mod facts;
 pub mod launch;

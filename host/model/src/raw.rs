@@ -19,6 +19,15 @@ pub(crate) struct RawFile {
     pub tiers: SpannedMap<RawTier>,
     #[serde(default)]
     pub services: SpannedMap<RawService>,
+    #[serde(default)]
+    pub personalities: SpannedMap<RawPersonality>,
+}
+
+/// A script personality: components (cm-world packages) run in order on a new server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawPersonality {
+    pub components: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +61,8 @@ pub(crate) struct RawLaunch {
     pub image: Option<String>,
     #[serde(default)]
     pub cm: Option<RawCm>,
+    #[serde(default)]
+    pub personality: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +70,9 @@ pub(crate) struct RawLaunch {
 pub(crate) struct RawCm {
     pub adapter: Spanned<String>,
     pub package: Spanned<String>,
+    /// A directory of inputs for the tool (manifests, playbooks, cookbooks).
+    #[serde(default)]
+    pub files: Option<Spanned<String>>,
     #[serde(default)]
     pub run_list: Vec<String>,
     #[serde(default)]

@@ -27,6 +27,7 @@ pub struct DeploymentSpec {
     pub base_dir: PathBuf,
     pub tiers: BTreeMap<Name, TierSpec>,
     pub services: BTreeMap<Name, ServiceSpec>,
+    pub personalities: BTreeMap<Name, PersonalitySpec>,
 }
 
 /// A scalable group of servers.
@@ -62,6 +63,16 @@ pub struct LaunchConfig {
     pub image: Option<String>,
     /// The configuration-management action run on every new server.
     pub cm: Option<CmSpec>,
+    /// A script personality run after `cm`, from [`DeploymentSpec::personalities`].
+    pub personality: Option<Name>,
+}
+
+/// enStratus's object-store configuration management: a named group of components (cm-world
+/// packages) fetched from cloud files and run in order on every new server of a tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalitySpec {
+    pub name: Name,
+    pub components: Vec<PackageRef>,
 }
 
 /// A configuration-management action: which adapter component runs which run list.
@@ -69,6 +80,9 @@ pub struct LaunchConfig {
 pub struct CmSpec {
     pub adapter: Name,
     pub package: PackageRef,
+    /// Inputs for the tool (manifests, playbooks, cookbooks), delivered to the adapter's
+    /// work directory as `files/`.
+    pub files: Option<SpecPath>,
     pub run_list: Vec<String>,
     pub settings: BTreeMap<String, String>,
 }

@@ -157,10 +157,17 @@ impl Checker<'_> {
         }
         let mut tiers = BTreeMap::new();
         for (key, tier) in &raw.tiers {
-            if let Some(t) = self.tier(key, tier.get_ref(), &raw.services, &carriers) {
+            if let Some(t) = self.tier(
+                key,
+                tier.get_ref(),
+                &raw.services,
+                &carriers,
+                &raw.personalities,
+            ) {
                 tiers.insert(t.name.clone(), t);
             }
         }
+        let personalities = self.personalities(&raw.personalities);
         self.empty_tiers_not_needed(&raw, &carriers);
         self.tier_ports_distinct(&raw);
         self.acyclic(&raw);
@@ -171,7 +178,21 @@ impl Checker<'_> {
             base_dir: self.base_dir.clone(),
             tiers,
             services,
+            personalities,
         })
+    }
+
+    /// A path that must be an existing directory.
+    fn directory(&mut self, s: &Spanned<String>, what: &str) -> Option<SpecPath> {
+        let path = self.path(s, what, "a directory")?;
+        if !path.resolved.is_dir() {
+            self.error(
+                s.span(),
+                format!("{what} `{}` is not a directory", s.get_ref()),
+            );
+            return None;
+        }
+        Some(path)
     }
 }
 

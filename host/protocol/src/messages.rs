@@ -41,9 +41,11 @@ pub struct PackageSource {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AgentRequest {
-    /// Download a service package into `/mnt/services/a<id>` of the server.
+    /// Download a package (a service into `mnt/services/a<id>`, a CM adapter or its input
+    /// files into `agent/cm/<unit>/…`) to `dest`, relative to the server root; the directory
+    /// is replaced by the package's content.
     InstallPackage {
-        service_id: String,
+        dest: String,
         package: PackageSource,
     },
     /// Download one object (a data source image) to a path relative to the server root.

@@ -60,6 +60,9 @@ pub fn print_text(view: &StatusView) {
                     s.agent,
                     services.join(", ")
                 );
+                for c in &s.cm {
+                    println!("      cm {} {}: {}", c.unit, c.state, c.summary);
+                }
             }
         }
     }

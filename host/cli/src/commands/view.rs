@@ -38,7 +38,18 @@ pub struct ServerView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub agent: String,
+    /// Configuration-management runs on this server, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cm: Vec<CmView>,
     pub services: Vec<ServiceView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CmView {
+    pub unit: String,
+    /// `RUNNING`, `DONE` or `FAILED`.
+    pub state: String,
+    pub summary: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +76,8 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
         let spec = DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).ok();
         let servers = store.servers::<AgentState>(&row.name)?;
         let services = store.service_instances::<ServiceState>(&row.name)?;
+        let epoch = store.meta(&format!("epoch/{}", row.name))?;
+        let steps = store.steps(&format!("{}#{}", row.name, epoch.as_deref().unwrap_or("1")))?;
         let mut tiers: Vec<TierView> = Vec::new();
         let tier_names: Vec<String> = match &spec {
             Some(s) => s.tiers.keys().map(|t| t.to_string()).collect(),
@@ -83,6 +96,7 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
                     address: s.address.clone(),
                     pid: s.pid,
                     agent: s.agent_state.name().to_string(),
+                    cm: cm_runs(&steps, &s.id),
                     services: services
                         .iter()
                         .filter(|i| i.server_id == s.id)
@@ -137,6 +151,40 @@ fn endpoints(spec: &DeploymentSpec, tiers: &[TierView]) -> Vec<String> {
                 out.push(format!("{}:{port}", s.address));
             }
         }
+    }
+    out
+}
+
+/// CM runs of a server, read from the journal's `server/<id>/cm/<unit>/run` steps.
+fn cm_runs(steps: &[stratus_store::StepRow], server: &str) -> Vec<CmView> {
+    let prefix = format!("server/{server}/cm/");
+    let mut out = Vec::new();
+    for step in steps {
+        let Some(unit) = step
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|k| k.strip_suffix("/run"))
+        else {
+            continue;
+        };
+        let (state, summary) = match step.status {
+            stratus_store::StepState::Started => ("RUNNING", String::new()),
+            stratus_store::StepState::Completed => (
+                "DONE",
+                step.outcome
+                    .as_ref()
+                    .and_then(|o| o.pointer("/outcome/report/summary"))
+                    .and_then(|s| s.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            stratus_store::StepState::Failed => ("FAILED", step.error.clone().unwrap_or_default()),
+        };
+        out.push(CmView {
+            unit: unit.to_string(),
+            state: state.into(),
+            summary,
+        });
     }
     out
 }

@@ -16,6 +16,7 @@ impl Checker<'_> {
         raw: &RawTier,
         services: &raw::SpannedMap<RawService>,
         carriers: &BTreeMap<String, String>,
+        personalities: &raw::SpannedMap<raw::RawPersonality>,
     ) -> Option<TierSpec> {
         let name = self.name(key, "tier name:");
         let (min, max) = (raw.min.get_ref().0, raw.max.get_ref().0);
@@ -36,10 +37,12 @@ impl Checker<'_> {
             Some(cm) => {
                 let adapter = self.name(&cm.adapter, "cm adapter:");
                 let package = self.package(&cm.package);
+                let files = cm.files.as_ref().map(|f| self.directory(f, "cm files"));
                 let settings = self.settings(&cm.settings);
                 Some(CmSpec {
                     adapter: adapter?,
                     package: package?,
+                    files: files.flatten(),
                     run_list: cm.run_list.clone(),
                     settings,
                 })
@@ -61,6 +64,9 @@ impl Checker<'_> {
                 provider: provider?,
                 image: launch.and_then(|l| l.image.clone()),
                 cm,
+                personality: launch
+                    .and_then(|l| l.personality.as_ref())
+                    .and_then(|p| self.personality_ref(p, personalities)),
             },
             balances,
         })
@@ -128,5 +134,55 @@ impl Checker<'_> {
             service: Name::new(name.as_str()).ok()?,
             port: Name::new(port.get_ref().as_str()).ok()?,
         })
+    }
+}
+
+impl Checker<'_> {
+    /// A tier's `personality` must name a `[personalities.<name>]` table.
+    fn personality_ref(
+        &mut self,
+        p: &Spanned<String>,
+        personalities: &raw::SpannedMap<raw::RawPersonality>,
+    ) -> Option<Name> {
+        let name = self.name(p, "personality:")?;
+        if !personalities.keys().any(|k| k.get_ref() == p.get_ref()) {
+            let known: Vec<&str> = personalities.keys().map(|k| k.get_ref().as_str()).collect();
+            self.error(
+                p.span(),
+                format!(
+                    "unknown personality `{}`: expected one of the [personalities.<name>] tables ({})",
+                    p.get_ref(),
+                    if known.is_empty() { "none defined".to_string() } else { known.join(", ") }
+                ),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    /// Script personalities: every component must be a package.
+    pub(super) fn personalities(
+        &mut self,
+        raw: &raw::SpannedMap<raw::RawPersonality>,
+    ) -> BTreeMap<Name, PersonalitySpec> {
+        let mut out = BTreeMap::new();
+        for (key, p) in in_file_order(raw) {
+            let name = self.name(key, "personality name:");
+            if p.get_ref().components.is_empty() {
+                self.error(key.span(), "a personality needs at least one component");
+            }
+            let components: Vec<Option<PackageRef>> = p
+                .get_ref()
+                .components
+                .iter()
+                .map(|c| self.package(c))
+                .collect();
+            if let (Some(name), Some(components)) =
+                (name, components.into_iter().collect::<Option<Vec<_>>>())
+            {
+                out.insert(name.clone(), PersonalitySpec { name, components });
+            }
+        }
+        out
     }
 }
