@@ -11,6 +11,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("hello-proxy", "hello-proxy"),
     ("hostile", "testing/hostile"),
     ("cm-probe", "testing/cm-probe"),
+    ("mariadb", "mariadb"),
 ];
 
 fn main() {

@@ -1,0 +1,97 @@
+//! Running SQL with the `mariadb` client as root over a unix socket. SQL always travels on
+//! stdin, never in argv, so passwords in it stay out of process listings and logs.
+
+use crate::layout::{CLIENT, socket_arg};
+use std::path::Path;
+use stratus_plugin_sdk::service::*;
+
+/// What a statement batch runs against.
+pub struct Target<'a> {
+    pub socket: &'a Path,
+    pub database: Option<&'a str>,
+    pub timeout_ms: u32,
+}
+
+/// Runs `sql` and returns the client's stdout (batch mode, no column names). `what` names the
+/// operation in errors; `secrets` are scrubbed from the client's error text.
+pub fn run(
+    target: &Target,
+    what: &str,
+    sql: String,
+    secrets: &[&str],
+) -> Result<String, HookError> {
+    let mut args = vec![
+        "--no-defaults".to_string(),
+        format!("--socket={}", socket_arg(target.socket)?),
+        "--user=root".into(),
+        "--batch".into(),
+        "--skip-column-names".into(),
+        "--connect-timeout=5".into(),
+    ];
+    if let Some(db) = target.database {
+        args.push(format!("--database={db}"));
+    }
+    let cmd = host::Command {
+        program: CLIENT.into(),
+        args,
+        env: vec![],
+        working_dir: None,
+        timeout_ms: target.timeout_ms,
+        stdin: Some(sql),
+    };
+    let out = host::run(&cmd).map_err(|e| HookError::fatal(format!("{what}: {e}")))?;
+    if out.exit_code == Some(0) {
+        return Ok(out.stdout);
+    }
+    let status = match out.exit_code {
+        Some(c) => format!("exit code {c}"),
+        None => "a signal".to_string(),
+    };
+    let text = clean_error(&out.stderr, secrets);
+    let message = format!("{what}: mariadb ended with {status}: {text}");
+    // ERROR 2002/2013: the server is not (yet) accepting connections on its socket.
+    Err(
+        if text.contains("ERROR 2002") || text.contains("ERROR 2013") {
+            HookError::retryable(message)
+        } else {
+            HookError::fatal(message)
+        },
+    )
+}
+
+/// The client's error lines without the statement text it quotes after `near '`, which may
+/// hold a password, and without any of `secrets`.
+pub fn clean_error(stderr: &str, secrets: &[&str]) -> String {
+    let mut lines = Vec::new();
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let mut line = match line.find(" near '") {
+            Some(cut) => format!("{} (statement text omitted)", &line[..cut]),
+            None => line.to_string(),
+        };
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            line = line.replace(s, "<redacted>");
+        }
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        "no error output".into()
+    } else {
+        lines.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_drops_quoted_statements_and_secrets() {
+        let err = "ERROR 1064 (42000) at line 2: You have an error in your SQL syntax; check the \
+                   manual near 'IDENTIFIED BY 'hunter2'' at line 1\n";
+        let text = clean_error(err, &["hunter2"]);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("ERROR 1064") && text.contains("statement text omitted"));
+        assert_eq!(clean_error("pw=hunter2", &["hunter2"]), "pw=<redacted>");
+        assert_eq!(clean_error("", &[]), "no error output");
+    }
+}

@@ -1,0 +1,122 @@
+//! The data directory and the data source: `mariadb-install-db` once, then the image loaded
+//! once into its database. Markers in the data directory make both steps idempotent.
+
+use crate::client::{self, Target};
+use crate::layout::{INSTALL_DB, Layout};
+use crate::{server, sql};
+use stratus_plugin_sdk::service::*;
+
+/// `host.run` passes stdin as a string inside the plugin's 64 MiB memory; larger images would
+/// need a different transport.
+const MAX_IMAGE_BYTES: u64 = 16 * 1024 * 1024;
+const INSTALL_DB_TIMEOUT_MS: u32 = 90_000;
+const LOAD_TIMEOUT_MS: u32 = 90_000;
+
+/// Initialises the data directory unless a completed one is there; a half-made one (no
+/// marker, e.g. after a crash) is removed and made again.
+pub fn ensure(l: &Layout) -> Result<(), HookError> {
+    if l.initialised_marker().exists() {
+        return Ok(());
+    }
+    let data = l.datadir();
+    if data.exists() {
+        stratus_plugin_sdk::warn!("removing the unfinished data directory {}", data.display());
+        std::fs::remove_dir_all(&data).map_err(|e| files::io_error("removing", &data, &e))?;
+    }
+    log::status("initialising the MariaDB data directory");
+    let cmd = host::Command {
+        program: INSTALL_DB.into(),
+        // --no-defaults first: the host's /etc/mysql must not shape this server.
+        args: vec![
+            "--no-defaults".into(),
+            format!("--datadir={}", data.display()),
+            "--user=root".into(),
+            "--auth-root-authentication-method=socket".into(),
+            "--skip-test-db".into(),
+        ],
+        env: vec![],
+        working_dir: None,
+        timeout_ms: INSTALL_DB_TIMEOUT_MS,
+        stdin: None,
+    };
+    let out = host::run(&cmd)
+        .map_err(|e| HookError::fatal(format!("running mariadb-install-db: {e}")))?;
+    if out.exit_code != Some(0) {
+        let lines: Vec<&str> = out.stderr.lines().chain(out.stdout.lines()).collect();
+        let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
+        return Err(HookError::fatal(format!(
+            "mariadb-install-db --datadir={} failed ({:?}): {tail}",
+            data.display(),
+            out.exit_code
+        )));
+    }
+    files::write(l.initialised_marker(), "mariadb-install-db completed\n")?;
+    stratus_plugin_sdk::info!("initialised {}", data.display());
+    Ok(())
+}
+
+/// Initialises the data directory and loads `ctx.data_source` into its database once.
+pub fn install_data_source(ctx: &ServiceContext) -> Result<(), HookError> {
+    let l = Layout::of(ctx);
+    let running = server::is_running();
+    if !running {
+        ensure(&l)?;
+    }
+    let Some(ds) = &ctx.data_source else {
+        log::info("no data source to load");
+        return Ok(());
+    };
+    sql::database(&ds.database)?;
+    let marker = l.loaded_marker(&ds.database);
+    if marker.exists() {
+        // Loading again would wipe what the application wrote since.
+        stratus_plugin_sdk::info!("data source already loaded into `{}`", ds.database);
+        return Ok(());
+    }
+    let image = std::path::Path::new(&ds.image_path);
+    let size = std::fs::metadata(image)
+        .map_err(|e| files::io_error("reading", image, &e))?
+        .len();
+    if size > MAX_IMAGE_BYTES {
+        return Err(HookError::fatal(format!(
+            "data source {} is {size} bytes; at most {MAX_IMAGE_BYTES} are supported",
+            image.display()
+        )));
+    }
+    let text = files::read_to_string(image)?;
+
+    // The real server if it is up (a re-run after start), else a private one without TCP.
+    let socket = if running {
+        l.socket()
+    } else {
+        log::status("starting a temporary mariadbd to load the data source");
+        server::start_install_server(&l)?;
+        l.install_socket()
+    };
+    let loaded = load(&socket, &ds.database, text, &ds.image_path);
+    if !running {
+        server::stop_install_server()?;
+    }
+    loaded?;
+    files::write(&marker, format!("{}\n", ds.image_path))?;
+    stratus_plugin_sdk::info!("loaded {} into `{}`", ds.image_path, ds.database);
+    Ok(())
+}
+
+fn load(socket: &std::path::Path, db: &str, image: String, path: &str) -> Result<(), HookError> {
+    log::status(&format!("loading {path} into `{db}`"));
+    let admin = Target {
+        socket,
+        database: None,
+        timeout_ms: 30_000,
+    };
+    let what = format!("creating database `{db}`");
+    client::run(&admin, &what, sql::recreate_database(db)?, &[])?;
+    let into = Target {
+        socket,
+        database: Some(db),
+        timeout_ms: LOAD_TIMEOUT_MS,
+    };
+    client::run(&into, &format!("loading {path} into `{db}`"), image, &[])?;
+    Ok(())
+}
