@@ -9,6 +9,8 @@ use std::process::Command;
 const PACKAGES: &[(&str, &str)] = &[
     ("hello", "hello"),
     ("hello-proxy", "hello-proxy"),
+    ("app", "app"),
+    ("haproxy", "haproxy"),
     ("hostile", "testing/hostile"),
     ("cm-probe", "testing/cm-probe"),
     ("mariadb", "mariadb"),
@@ -22,8 +24,10 @@ fn main() {
 
     watch(&plugins);
     watch(&repo.join("wit"));
+    watch(&repo.join("apps"));
 
     build(&plugins, &target_dir);
+    build_greeter(&repo);
 
     let release = target_dir.join("wasm32-wasip2/release");
     let mut table = String::from("pub(crate) const PACKAGES: &[(&str, &str)] = &[\n");
@@ -52,21 +56,7 @@ fn build(plugins: &Path, target_dir: &Path) {
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(plugins);
-    // Settings meant for the host build must not leak into the guest build (flags, wrappers
-    // such as clippy-driver, the outer target dir and jobserver).
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        cmd.env_remove(var);
-    }
+    scrub(&mut cmd);
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run cargo to build plugins/: {e}"));
@@ -82,6 +72,53 @@ fn build(plugins: &Path, target_dir: &Path) {
     }
 }
 
+/// Settings meant for the host build must not leak into a nested build (flags, wrappers such
+/// as clippy-driver, the outer target dir and jobserver).
+fn scrub(cmd: &mut Command) {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+}
+
+/// Builds the example application (`apps/greeter`, a native binary in a workspace of its own)
+/// and ships it in the `app` package as `bin/greeter`, which that plugin runs.
+fn build_greeter(repo: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = repo.join("apps/greeter/Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(repo.join("target/apps"))
+        .current_dir(repo.join("apps/greeter"));
+    scrub(&mut cmd);
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build apps/greeter: {e}"));
+    if !output.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        panic!("building {} failed: {}", manifest.display(), output.status);
+    }
+    let bin = repo.join("plugins/app/bin");
+    std::fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("creating {}: {e}", bin.display()));
+    copy_if_changed(
+        &repo.join("target/apps/release/greeter"),
+        &bin.join("greeter"),
+    );
+}
+
 /// Registers every source file below `dir` (not directories: cargo would then also see the
 /// `plugin.wasm` files this script writes and rerun it on every build).
 fn watch(dir: &Path) {
@@ -92,7 +129,9 @@ fn watch(dir: &Path) {
         let path = entry.path();
         let name = entry.file_name();
         let text = name.to_string_lossy();
-        if name == "target" || text.starts_with("plugin.wasm") || text.starts_with('.') {
+        // `app/bin` holds the greeter binary this script copies in.
+        let generated = text.starts_with("plugin.wasm") || path.ends_with("plugins/app/bin");
+        if name == "target" || generated || text.starts_with('.') {
             continue;
         }
         if path.is_dir() {
@@ -111,6 +150,10 @@ fn copy_if_changed(from: &Path, to: &Path) {
     if std::fs::read(to).ok().as_deref() != Some(&bytes[..]) {
         let tmp = to.with_extension(format!("wasm.{}.tmp", std::process::id()));
         std::fs::write(&tmp, &bytes).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+        // Keeps the executable bit of a native binary (the greeter).
+        let mode = std::fs::metadata(from).map(|m| m.permissions());
+        mode.and_then(|m| std::fs::set_permissions(&tmp, m))
+            .unwrap_or_else(|e| panic!("copying the mode to {}: {e}", tmp.display()));
         std::fs::rename(&tmp, to).unwrap_or_else(|e| panic!("renaming to {}: {e}", to.display()));
     }
 }
