@@ -13,6 +13,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("haproxy", "haproxy"),
     ("hostile", "testing/hostile"),
     ("cm-probe", "testing/cm-probe"),
+    ("puppet", "puppet"),
+    ("ansible", "ansible"),
+    ("chef", "chef"),
+    ("motd", "motd"),
     ("mariadb", "mariadb"),
 ];
 

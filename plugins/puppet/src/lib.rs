@@ -1,0 +1,168 @@
+//! Puppet as a configuration-management adapter: `prepare` copies the manifest from the unit's
+//! input files into the work directory, `run` applies it with `puppet apply`, the context given
+//! as `stratus_*` facts. Puppet's own state (vardir, ssldir, …) lives in the work directory,
+//! so nothing outside the server root is touched by the run itself.
+
+use std::path::{Path, PathBuf};
+
+use stratus_plugin_sdk::cm::*;
+
+const PUPPET: &str = "/usr/bin/puppet";
+/// Puppet needs PATH for its providers (user, package, exec); nothing else is inherited.
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// The copy of the manifest that `run` applies.
+const MANIFEST: &str = "site.pp";
+
+struct Puppet;
+
+fn setting<'a>(ctx: &'a CmContext, key: &str) -> Option<&'a str> {
+    ctx.settings
+        .iter()
+        .rev()
+        .find(|s| s.key == key)
+        .map(|s| s.value.as_str())
+}
+
+/// The manifest shipped in the unit's `files` directory.
+fn source_manifest(ctx: &CmContext) -> PathBuf {
+    let name = setting(ctx, "manifest").unwrap_or(MANIFEST);
+    Path::new(&ctx.work_dir).join("files").join(name)
+}
+
+/// The context as facts, `FACTER_<name>` variables puppet turns into `$facts['<name>']`.
+fn facts(ctx: &CmContext) -> Vec<(String, String)> {
+    let mut f = vec![
+        ("stratus_deployment", ctx.deployment.clone()),
+        ("stratus_tier", ctx.tier.clone()),
+        ("stratus_server_id", ctx.server.id.clone()),
+        ("stratus_server_name", ctx.server.name.clone()),
+        ("stratus_server_address", ctx.server.address.clone()),
+        ("stratus_server_root", ctx.server_root.clone()),
+        ("stratus_work_dir", ctx.work_dir.clone()),
+        ("stratus_run_list", ctx.run_list.join(",")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("FACTER_{k}"), v))
+    .collect::<Vec<_>>();
+    for s in &ctx.settings {
+        let key = s.key.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        f.push((format!("FACTER_stratus_setting_{key}"), s.value.clone()));
+    }
+    f
+}
+
+fn args(ctx: &CmContext) -> Vec<String> {
+    let work = Path::new(&ctx.work_dir);
+    let dir = |name: &str| work.join("puppet").join(name).display().to_string();
+    let mut a: Vec<String> = vec!["apply".into(), "--detailed-exitcodes".into()];
+    a.extend(["--color".into(), "false".into(), "--summarize".into()]);
+    for (flag, name) in [
+        ("--vardir", "var"),
+        ("--confdir", "etc"),
+        ("--codedir", "code"),
+        ("--logdir", "log"),
+        ("--rundir", "run"),
+        ("--ssldir", "ssl"),
+    ] {
+        a.push(flag.into());
+        a.push(dir(name));
+    }
+    let modules = work.join("files/modules");
+    if modules.is_dir() {
+        a.push("--modulepath".into());
+        a.push(modules.display().to_string());
+    }
+    a.push(work.join(MANIFEST).display().to_string());
+    a
+}
+
+/// `Changed: N` from the `--summarize` report's Resources section (absent when nothing changed).
+fn changed(stdout: &str) -> Option<u32> {
+    let mut in_resources = false;
+    let mut seen = false;
+    for line in stdout.lines() {
+        let t = line.trim();
+        if !line.starts_with(' ') {
+            in_resources = t == "Resources:";
+            seen |= in_resources;
+            continue;
+        }
+        if in_resources && let Some(n) = t.strip_prefix("Changed:") {
+            return n.trim().parse().ok();
+        }
+    }
+    seen.then_some(0)
+}
+
+/// Puppet's `Error:` lines, without facter's complaints about unreadable `/proc` entries,
+/// which appear on every run in a container and say nothing about the manifest.
+fn errors(out: &host::CommandOutput) -> String {
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .chain(out.stdout.lines())
+        .map(str::trim)
+        .filter(|l| l.starts_with("Error:") && !l.starts_with("Error: Facter:"))
+        .collect();
+    if lines.is_empty() {
+        let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
+        return tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+    }
+    lines.join("\n")
+}
+
+impl Guest for Puppet {
+    fn prepare(ctx: CmContext) -> Result<(), HookError> {
+        let source = source_manifest(&ctx);
+        let text = files::read_to_string(&source)?;
+        let work = Path::new(&ctx.work_dir);
+        files::write(work.join(MANIFEST), text)?;
+        for name in ["var", "etc", "code", "log", "run", "ssl"] {
+            let d = work.join("puppet").join(name);
+            std::fs::create_dir_all(&d).map_err(|e| files::io_error("creating", &d, &e))?;
+        }
+        log::info(&format!(
+            "puppet: manifest {} ready for {}",
+            source.display(),
+            ctx.server.name
+        ));
+        Ok(())
+    }
+
+    fn run(ctx: CmContext) -> Result<CmReport, HookError> {
+        let mut env = facts(&ctx);
+        env.push(("HOME".into(), ctx.work_dir.clone()));
+        env.push(("PATH".into(), PATH.into()));
+        env.push(("LANG".into(), "C.UTF-8".into()));
+        log::status("puppet apply");
+        let out = host::run(&host::Command {
+            program: PUPPET.into(),
+            args: args(&ctx),
+            env,
+            working_dir: Some(ctx.work_dir.clone()),
+            timeout_ms: 0,
+            stdin: None,
+        })
+        .map_err(|e| HookError::fatal(format!("running puppet: {e}")))?;
+        log::info(&format!("puppet output:\n{}{}", out.stdout, out.stderr));
+        match out.exit_code {
+            Some(0) | Some(2) => {
+                let summary = match changed(&out.stdout) {
+                    Some(n) => format!("puppet apply: {n} resources changed"),
+                    None => "puppet apply: applied".to_string(),
+                };
+                Ok(CmReport {
+                    summary,
+                    produced: vec![],
+                })
+            }
+            code => Err(HookError::fatal(format!(
+                "puppet apply failed (exit {}): {}",
+                code.map_or("signal".to_string(), |c| c.to_string()),
+                errors(&out)
+            ))),
+        }
+    }
+}
+
+stratus_plugin_sdk::export_cm!(Puppet);
