@@ -198,3 +198,55 @@ fn a_broken_deployment_file_is_refused_with_its_location_and_launches_nothing() 
         "nothing was recorded"
     );
 }
+
+#[test]
+fn a_failing_hook_fails_the_launch_naming_step_server_hook_and_error() {
+    let st = Stratus::new();
+    let hostile = stratus_plugin_artifacts::package_dir("hostile");
+    let text = hello_deployment("doomed", 1);
+    // The app tier's package becomes the hostile plugin, told to escape through /etc/passwd.
+    let (head, app) = text.split_once("[services.app]").unwrap();
+    let app = app.replacen(
+        &format!(
+            "package = \"{}\"",
+            stratus_plugin_artifacts::package_dir("hello").display()
+        ),
+        &format!("package = \"{}\"", hostile.display()),
+        1,
+    );
+    let app = app.replace(
+        "settings = { greeting = \"application\" }",
+        "settings = { attack = \"read-passwd\" }",
+    );
+    let file = st.write_file("doomed.toml", &format!("{head}[services.app]{app}"));
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "FAILED",
+        "service/app/app-1/configure",
+        "app-1",
+        "hook configure",
+        "/etc/passwd",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+    let d = st.deployment("doomed");
+    assert_eq!(d["state"], "FAILED");
+    let app = servers(&d, "app");
+    assert_eq!(app[0]["services"][0]["state"], "FAILED", "{d}");
+    // The database it depends on was configured and is still running; nothing is lost.
+    assert_eq!(
+        servers(&d, "db")[0]["services"][0]["state"],
+        "RUNNING",
+        "{d}"
+    );
+    let pids = st.agent_pids();
+    st.ok(&["terminate", "doomed"]);
+    for p in pids {
+        assert!(
+            wait_gone(p, Duration::from_secs(10)),
+            "agent {p} still running"
+        );
+    }
+}

@@ -12,15 +12,26 @@ use std::time::Duration;
 /// Launches (or resumes) with the control plane set to exit at a step boundary, e.g.
 /// `STRATUS_FAULT_EXIT_AFTER=service/app/app-1/configure`, and waits until it has died there.
 fn crash_at(st: &Stratus, file: &str, var: &str, step: &str) {
-    let out = st.cmd().env(var, step).args(["launch", "--no-wait", file]).output().unwrap();
+    let out = st
+        .cmd()
+        .env(var, step)
+        .args(["launch", "--no-wait", file])
+        .output()
+        .unwrap();
     // A restarted control plane resumes on its own and may reach the fault before the CLI's
     // request is answered, so the CLI's own outcome says little; the control plane's log does.
     let _ = out;
     if let Some(pid) = st.control_pid() {
-        assert!(wait_gone(pid, Duration::from_secs(60)), "control plane did not stop at {var}={step}");
+        assert!(
+            wait_gone(pid, Duration::from_secs(60)),
+            "control plane did not stop at {var}={step}"
+        );
     }
     let steps = std::fs::read_to_string(st.dir().join("logs/control.out")).unwrap_or_default();
-    assert!(steps.contains(&format!("fault injection: exiting at {var} {step}")), "{steps}");
+    assert!(
+        steps.contains(&format!("fault injection: exiting at {var} {step}")),
+        "{steps}"
+    );
     assert_eq!(st.deployment("resume")["state"], "LAUNCHING");
 }
 
@@ -51,26 +62,61 @@ fn a_control_plane_killed_at_step_boundaries_resumes_without_repeating_hooks() {
     // Killed after a server launch, after a grant, in the middle of a hook step (after
     // "started" was journaled, before the agent was asked), and after the proxy's configure.
     crash_at(&st, file, "STRATUS_FAULT_EXIT_AFTER", "server/app-2/launch");
-    crash_at(&st, file, "STRATUS_FAULT_EXIT_AFTER", "service/db/db-1/grant-database-access");
-    crash_at(&st, file, "STRATUS_FAULT_EXIT_BEFORE", "service/app/app-1/start");
-    crash_at(&st, file, "STRATUS_FAULT_EXIT_AFTER", "service/lb/lb-1/configure");
+    crash_at(
+        &st,
+        file,
+        "STRATUS_FAULT_EXIT_AFTER",
+        "service/db/db-1/grant-database-access",
+    );
+    crash_at(
+        &st,
+        file,
+        "STRATUS_FAULT_EXIT_BEFORE",
+        "service/app/app-1/start",
+    );
+    crash_at(
+        &st,
+        file,
+        "STRATUS_FAULT_EXIT_AFTER",
+        "service/lb/lb-1/configure",
+    );
     st.ok(&["launch", file]);
 
     let d = st.deployment("resume");
     assert_eq!(d["state"], "RUNNING", "{d}");
     assert_eq!(st.agent_pids().len(), 4, "no server was launched twice");
     for server in ["app-1", "app-2"] {
-        assert_eq!(hooks_log(&st, server), ["install-service", "configure", "stop", "start"], "{server}");
+        assert_eq!(
+            hooks_log(&st, server),
+            ["install-service", "configure", "stop", "start"],
+            "{server}"
+        );
     }
-    let db: Vec<String> = hooks_log(&st, "db-1").iter().map(|l| l.split(' ').next().unwrap().to_string()).collect();
+    let db: Vec<String> = hooks_log(&st, "db-1")
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
     assert_eq!(
         db,
-        ["install-service", "install-data-source", "configure", "stop", "start", "grant-database-access"],
+        [
+            "install-service",
+            "install-data-source",
+            "configure",
+            "stop",
+            "start",
+            "grant-database-access"
+        ],
         "{db:?}"
     );
     assert_eq!(
         hooks_log(&st, "lb-1"),
-        ["install-service", "configure", "stop", "start", "start-proxy"]
+        [
+            "install-service",
+            "configure",
+            "stop",
+            "start",
+            "start-proxy"
+        ]
     );
     st.ok(&["terminate", "resume"]);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use stratus_cloud::PackageRef;
 use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec, TierSpec};
-use stratus_model::state::{AgentState, DeploymentState, ServiceState};
+use stratus_model::state::{AgentEvent, AgentState, DeploymentEvent, ServiceEvent};
 use stratus_protocol::{AgentRequest, PackageSource};
 use stratus_provider::LaunchRequest;
 use stratus_store::ServerRow;
@@ -27,18 +27,12 @@ impl Engine {
         let result = self.launch_steps(spec).await;
         match &result {
             Ok(()) => {
-                self.set_deployment(dep, DeploymentState::Running, None)?;
+                self.deployment_event(dep, DeploymentEvent::AllServicesRunning)?;
                 self.log_deployment(dep, "deployment RUNNING");
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.set_deployment(
-                    dep,
-                    DeploymentState::Failed {
-                        reason: reason.clone(),
-                    },
-                    Some(&reason),
-                )?;
+                self.deployment_event(dep, DeploymentEvent::Failed(reason.clone()))?;
                 self.parts.logs.error(
                     Component::MonitorDeployment,
                     Subject {
@@ -69,16 +63,6 @@ impl Engine {
             .await?;
         }
         self.start_proxies(spec, fleet).await?;
-        Ok(())
-    }
-
-    pub(crate) fn set_deployment(
-        &self,
-        dep: &str,
-        state: DeploymentState,
-        reason: Option<&str>,
-    ) -> Result<(), EngineError> {
-        self.parts.store.set_deployment_state(dep, &state, reason)?;
         Ok(())
     }
 
@@ -269,33 +253,14 @@ impl Engine {
                 step: format!("server/{id}/handshake"),
                 source,
             })?;
-        self.parts
-            .store
-            .set_agent_state(dep, &id, &AgentState::Running)?;
+        self.agent_event(dep, &id, AgentEvent::Handshake)?;
         self.parts
             .logs
             .info(Component::MonitorServer, subject, "agent RUNNING");
         for svc in spec.services_of(tier.name.as_str()) {
-            self.set_service(dep, svc, &id, ServiceState::Paused)?;
+            self.service_created(dep, svc, &id)?;
         }
         Ok(server)
-    }
-
-    pub(crate) fn set_service(
-        &self,
-        dep: &str,
-        svc: &ServiceSpec,
-        server: &str,
-        state: ServiceState,
-    ) -> Result<(), EngineError> {
-        self.parts.store.set_service_state(
-            dep,
-            svc.name.as_str(),
-            &format!("a{}", svc.id),
-            server,
-            &state,
-        )?;
-        Ok(())
     }
 
     pub(crate) fn package_source(&self, pkg: &PackageRef) -> PackageSource {
@@ -321,29 +286,32 @@ impl Engine {
             let pkg = &packages[&format!("service-{}", svc.name)];
             for server in fleet.get(svc.tier.as_str()).into_iter().flatten() {
                 jobs.push(async move {
-                    self.set_service(dep, svc, &server.id, ServiceState::Starting)?;
-                    self.agent_request(
-                        dep,
-                        server,
-                        &format!("service/{}/{}/download", svc.name, server.id),
-                        AgentRequest::InstallPackage {
-                            dest: service_package_dir(svc),
-                            package: self.package_source(pkg),
-                        },
-                    )
-                    .await?;
-                    let ctx = self.service_context(spec, fleet, svc, server)?;
-                    let key = format!("service/{}/{}/install-service", svc.name, server.id);
-                    self.hook(
-                        dep,
-                        server,
-                        &key,
-                        &service_package_dir(svc),
-                        caps(svc),
-                        HookCall::InstallService { ctx },
-                    )
-                    .await?;
-                    Ok::<_, EngineError>(())
+                    let work = async {
+                        self.service_event(dep, svc, &server.id, ServiceEvent::Start)?;
+                        self.agent_request(
+                            dep,
+                            server,
+                            &format!("service/{}/{}/download", svc.name, server.id),
+                            AgentRequest::InstallPackage {
+                                dest: service_package_dir(svc),
+                                package: self.package_source(pkg),
+                            },
+                        )
+                        .await?;
+                        let ctx = self.service_context(spec, fleet, svc, server)?;
+                        let key = format!("service/{}/{}/install-service", svc.name, server.id);
+                        self.hook(
+                            dep,
+                            server,
+                            &key,
+                            &service_package_dir(svc),
+                            caps(svc),
+                            HookCall::InstallService { ctx },
+                        )
+                        .await?;
+                        Ok::<_, EngineError>(())
+                    };
+                    self.failing_marks_service(dep, svc, server, work.await)
                 });
             }
         }
@@ -373,6 +341,23 @@ impl Engine {
             self.grant_access(spec, fleet, db).await?;
         }
         try_join_all(servers.iter().map(|server| async move {
+            let work = self.configure_on(spec, fleet, svc, server);
+            self.failing_marks_service(dep, svc, server, work.await)
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Steps 6–7 of one service on one server.
+    async fn configure_on(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        svc: &ServiceSpec,
+        server: &Server,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        {
             let ctx = self.service_context(spec, fleet, svc, server)?;
             let base = format!("service/{}/{}", svc.name, server.id);
             if let Some(ds) = &svc.data_source {
@@ -412,11 +397,23 @@ impl Engine {
                 )
                 .await?;
             }
-            self.set_service(dep, svc, &server.id, ServiceState::Running)?;
-            Ok::<_, EngineError>(())
-        }))
-        .await?;
-        Ok(())
+            self.service_event(dep, svc, &server.id, ServiceEvent::Started)?;
+            Ok(())
+        }
+    }
+
+    /// A failed step leaves its service FAILED with the reason, then passes the error on.
+    pub(crate) fn failing_marks_service(
+        &self,
+        dep: &str,
+        svc: &ServiceSpec,
+        server: &Server,
+        result: Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        if let Err(e) = &result {
+            self.service_event(dep, svc, &server.id, ServiceEvent::Failed(e.to_string()))?;
+        }
+        result
     }
 
     /// `grant-database-access` on every server of `db` for all its data-source dependents.

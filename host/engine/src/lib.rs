@@ -17,6 +17,7 @@ pub mod engine;
 pub mod facts;
 pub mod launch;
 pub mod logs;
+mod states;
 pub mod steps;
 pub mod terminate;
 

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use std::time::Duration;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
-use stratus_model::state::{AgentState, DeploymentState, ServiceState};
+use stratus_model::state::{AgentEvent, AgentState, DeploymentEvent, ServiceEvent};
 use stratus_protocol::AgentRequest;
 use stratus_provider::LaunchedServer;
 
@@ -20,7 +20,7 @@ impl Engine {
     /// Terminates the deployment `spec` describes; returns the hook failures it met on the way.
     pub async fn terminate(&self, spec: &DeploymentSpec) -> Result<Vec<String>, EngineError> {
         let dep = spec.name.as_str();
-        self.set_deployment(dep, DeploymentState::Stopping, None)?;
+        self.deployment_event(dep, DeploymentEvent::TerminateRequested)?;
         self.log_deployment(dep, "terminate requested: deployment STOPPING");
         let fleet = &self.fleet(dep)?;
         let mut problems = Vec::new();
@@ -92,7 +92,7 @@ impl Engine {
                             HookCall::Stop { ctx },
                         )
                         .await?;
-                        self.set_service(dep, svc, &server.id, ServiceState::Stopped)?;
+                        self.service_event(dep, svc, &server.id, ServiceEvent::Stopped)?;
                         Ok::<_, EngineError>(())
                     }
                 }))
@@ -113,7 +113,7 @@ impl Engine {
                 .map(|s| self.terminate_server(dep, s)),
         )
         .await;
-        self.set_deployment(dep, DeploymentState::Terminated, None)?;
+        self.deployment_event(dep, DeploymentEvent::AllStopped)?;
         self.new_journal(dep)?;
         self.log_deployment(dep, "deployment TERMINATED");
         Ok(problems)
@@ -158,10 +158,7 @@ impl Engine {
                 &format!("terminating server: {e}"),
             ),
         }
-        let _ = self
-            .parts
-            .store
-            .set_agent_state(dep, &server.id, &AgentState::Terminated);
+        let _ = self.agent_event(dep, &server.id, AgentEvent::Terminated);
         self.parts
             .logs
             .info(Component::MonitorServer, subject, "agent TERMINATED");

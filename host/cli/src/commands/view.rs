@@ -57,6 +57,8 @@ pub struct ServiceView {
     pub name: String,
     pub id: String,
     pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 pub fn open_store(state_dir: &Path) -> anyhow::Result<Option<Store>> {
@@ -103,7 +105,11 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
                         .map(|i| ServiceView {
                             name: i.service.clone(),
                             id: i.service_id.clone(),
-                            state: i.state.to_string(),
+                            state: i.state.name().to_string(),
+                            reason: match &i.state {
+                                ServiceState::Failed { reason } => Some(reason.clone()),
+                                _ => None,
+                            },
                         })
                         .collect(),
                 })

@@ -1,0 +1,160 @@
+//! Launch benchmark (a bench binary, not a timed test): the hello example with N application
+//! servers (plus 1 load balancer and 1 database) on the local provider, from `stratus launch`
+//! to RUNNING, for several N in one run. Reports wall time, the control plane's RSS and the
+//! agents' RSS (mean and max). Sizes whose agents would not fit in the memory available are
+//! skipped with the reason.
+//!
+//! Run: `cargo bench --bench launch -- 10 100 500` (release build).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mem_available_kib() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn deployment(n: usize) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("examples/hello/deployment.toml")).unwrap();
+    let plugins = root.join("plugins");
+    text.replace(
+        "\"../../plugins/hello-proxy\"",
+        &format!("\"{}\"", plugins.join("hello-proxy").display()),
+    )
+    .replace(
+        "\"../../plugins/hello\"",
+        &format!("\"{}\"", plugins.join("hello").display()),
+    )
+    .replace(
+        "\"datasource.sql\"",
+        &format!(
+            "\"{}\"",
+            root.join("examples/hello/datasource.sql").display()
+        ),
+    )
+    .replace("min = 2\nmax = 4", &format!("min = {n}\nmax = {n}"))
+}
+
+struct Run {
+    n: usize,
+    seconds: f64,
+    control_kib: u64,
+    agent_mean_kib: u64,
+    agent_max_kib: u64,
+}
+
+fn stratus(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stratus"));
+    c.env("STRATUS_STATE_DIR", state);
+    c
+}
+
+fn run(n: usize) -> Result<Run, String> {
+    let state = tempfile::Builder::new()
+        .prefix("stratus-bench-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let file = state.path().join("bench.toml");
+    std::fs::write(&file, deployment(n)).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let out = stratus(state.path())
+        .args(["launch", "--verbose"])
+        .arg(&file)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let seconds = start.elapsed().as_secs_f64();
+    let result = if out.status.success() {
+        let status = stratus(state.path())
+            .args(["status", "--output", "json"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&status.stdout).map_err(|e| e.to_string())?;
+        let pids: Vec<u32> = v["deployments"][0]["tiers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["servers"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
+            .collect();
+        let rss: Vec<u64> = pids.iter().filter_map(|p| rss_kib(*p)).collect();
+        let control: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(state.path().join("control.json")).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        let control_kib = control["pid"]
+            .as_u64()
+            .and_then(|p| rss_kib(p as u32))
+            .unwrap_or(0);
+        Ok(Run {
+            n,
+            seconds,
+            control_kib,
+            agent_mean_kib: rss.iter().sum::<u64>() / rss.len().max(1) as u64,
+            agent_max_kib: rss.iter().copied().max().unwrap_or(0),
+        })
+    } else {
+        Err(format!(
+            "launch failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    let _ = stratus(state.path()).args(["terminate", "hello"]).output();
+    let _ = stratus(state.path()).arg("shutdown").output();
+    std::thread::sleep(Duration::from_millis(200));
+    result
+}
+
+fn main() {
+    let mut sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        sizes = vec![10, 100, 500];
+    }
+    println!(
+        "| N app servers | servers in all | time to RUNNING | control plane RSS | agent RSS mean | agent RSS max |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut per_agent_kib = 0u64;
+    for n in sizes {
+        let servers = n + 2;
+        let need = per_agent_kib * servers as u64;
+        let available = mem_available_kib();
+        if per_agent_kib > 0 && need > available * 8 / 10 {
+            println!(
+                "| {n} | {servers} | skipped: ~{} MiB of agents needed, {} MiB available | | | |",
+                need / 1024,
+                available / 1024
+            );
+            continue;
+        }
+        match run(n) {
+            Ok(r) => {
+                per_agent_kib = per_agent_kib.max(r.agent_mean_kib);
+                println!(
+                    "| {} | {servers} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+                    r.n,
+                    r.seconds,
+                    r.control_kib as f64 / 1024.0,
+                    r.agent_mean_kib as f64 / 1024.0,
+                    r.agent_max_kib as f64 / 1024.0
+                );
+            }
+            Err(e) => println!("| {n} | {servers} | {e} | | | |"),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Every state the engine records goes through the model's one transition function per
+//! machine, so a deployment, agent or service can only move along a legal edge. An event that
+//! is not legal from the recorded state is not written: on resume the engine replays events
+//! whose effect is already recorded (e.g. `Start` for a service that reached RUNNING before
+//! the crash), and those must change nothing.
+
+use crate::engine::{Engine, EngineError};
+use stratus_model::spec::ServiceSpec;
+use stratus_model::state::{
+    AgentEvent, AgentState, DeploymentEvent, DeploymentState, ServiceEvent, ServiceState,
+};
+
+impl Engine {
+    /// Applies `event` to the deployment's recorded state; returns the new state, or `None`
+    /// when the event was not legal from there (and so nothing changed).
+    pub(crate) fn deployment_event(
+        &self,
+        dep: &str,
+        event: DeploymentEvent,
+    ) -> Result<Option<DeploymentState>, EngineError> {
+        let store = &self.parts.store;
+        let current = store
+            .deployment::<DeploymentState>(dep)?
+            .map(|r| r.state)
+            .unwrap_or(DeploymentState::Pending);
+        match current.next(event) {
+            Ok(next) => {
+                let reason = match &next {
+                    DeploymentState::Failed { reason } => Some(reason.as_str()),
+                    _ => None,
+                };
+                store.set_deployment_state(dep, &next, reason)?;
+                Ok(Some(next))
+            }
+            Err(illegal) => {
+                tracing::debug!(%illegal, deployment = dep, "event ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records a service instance as PAUSED: the state it is created in when its server is up.
+    pub(crate) fn service_created(
+        &self,
+        dep: &str,
+        svc: &ServiceSpec,
+        server: &str,
+    ) -> Result<(), EngineError> {
+        if self.service_state(dep, svc, server)?.is_none() {
+            self.write_service(dep, svc, server, &ServiceState::Paused)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `event` to a service instance's recorded state (see [`Engine::deployment_event`]).
+    pub(crate) fn service_event(
+        &self,
+        dep: &str,
+        svc: &ServiceSpec,
+        server: &str,
+        event: ServiceEvent,
+    ) -> Result<Option<ServiceState>, EngineError> {
+        let current = self
+            .service_state(dep, svc, server)?
+            .unwrap_or(ServiceState::Paused);
+        match current.next(event) {
+            Ok(next) => {
+                self.write_service(dep, svc, server, &next)?;
+                Ok(Some(next))
+            }
+            Err(illegal) => {
+                tracing::debug!(%illegal, deployment = dep, service = %svc.name, server, "event ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies `event` to an agent's recorded state.
+    pub(crate) fn agent_event(
+        &self,
+        dep: &str,
+        server: &str,
+        event: AgentEvent,
+    ) -> Result<Option<AgentState>, EngineError> {
+        let store = &self.parts.store;
+        let Some(row) = store.server::<AgentState>(dep, server)? else {
+            return Ok(None);
+        };
+        match row.agent_state.next(event) {
+            Ok(next) => {
+                store.set_agent_state(dep, server, &next)?;
+                Ok(Some(next))
+            }
+            Err(illegal) => {
+                tracing::debug!(%illegal, deployment = dep, server, "event ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    fn service_state(
+        &self,
+        dep: &str,
+        svc: &ServiceSpec,
+        server: &str,
+    ) -> Result<Option<ServiceState>, EngineError> {
+        Ok(self
+            .parts
+            .store
+            .service_instances::<ServiceState>(dep)?
+            .into_iter()
+            .find(|i| i.service == svc.name.as_str() && i.server_id == server)
+            .map(|i| i.state))
+    }
+
+    fn write_service(
+        &self,
+        dep: &str,
+        svc: &ServiceSpec,
+        server: &str,
+        state: &ServiceState,
+    ) -> Result<(), EngineError> {
+        self.parts.store.set_service_state(
+            dep,
+            svc.name.as_str(),
+            &format!("a{}", svc.id),
+            server,
+            state,
+        )?;
+        Ok(())
+    }
+}
