@@ -4,20 +4,17 @@
 //! flight; the greeter reads its table from a MariaDB the test starts, connecting from its own
 //! address, which the database's per-address grant lets in.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command};
+#[path = "app_haproxy_plugins/harness.rs"]
+mod harness;
+
+use harness::{Mariadb, Service, StopOnDrop, backend, context, copy_dir, free_port, get, pkg_dir};
+use std::net::{Ipv4Addr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use stratus_model::context::{
     Credential, Dependency, DependencyKind, HealthStatus, HookCall, Port, ProxyNode, ServerInfo,
-    ServiceContext,
 };
-use stratus_plugin_runtime::{
-    CallEnv, CallFailure, HookOutcome, HookValue, Labels, Package, Plugin, ProcessState, Runtime,
-    RuntimeConfig, Supervisor, dirs_of,
-};
+use stratus_plugin_runtime::{ProcessState, Supervisor};
 
 const LB: Ipv4Addr = Ipv4Addr::new(127, 66, 0, 1);
 const NODE_A: Ipv4Addr = Ipv4Addr::new(127, 66, 0, 2);
@@ -26,189 +23,6 @@ const APP: Ipv4Addr = Ipv4Addr::new(127, 66, 1, 1);
 const DB: Ipv4Addr = Ipv4Addr::new(127, 66, 1, 2);
 const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 66, 1, 3);
 const PASSWORD: &str = "greeter-pw-\"quoted\"";
-
-/// Stops every process the test's supervisor started, also when an assertion fails.
-struct StopOnDrop(Supervisor);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let sup = self.0.clone();
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(sup.stop_all(Duration::from_secs(10)))
-        });
-    }
-}
-
-/// One plugin, one service context and the supervisor shared by all its calls.
-struct Service {
-    plugin: Plugin,
-    sup: Supervisor,
-    ctx: ServiceContext,
-}
-
-impl Service {
-    async fn new(package: &str, ctx: ServiceContext, sup: &Supervisor) -> Service {
-        let rt = Runtime::new(RuntimeConfig {
-            cache_dir: None,
-            cache_key: [3; 32],
-            max_concurrent_calls: 2,
-        })
-        .unwrap();
-        let pkg = Package::open(&stratus_plugin_artifacts::package_dir(package)).unwrap();
-        let plugin = rt.load(&pkg).await.unwrap();
-        // Install: the package's files land in the service directory.
-        copy_dir(
-            &pkg_dir(package).join("cfg"),
-            &Path::new(&ctx.service_dir).join("cfg"),
-        );
-        Service {
-            plugin,
-            sup: sup.clone(),
-            ctx,
-        }
-    }
-
-    async fn try_call(&self, call: HookCall) -> Result<HookOutcome, CallFailure> {
-        let env = CallEnv {
-            dirs: dirs_of(&call),
-            server_address: self.ctx.server.address.clone(),
-            supervisor: self.sup.clone(),
-            capabilities: None,
-            secrets: call.secrets(),
-            labels: Labels::of(&call),
-        };
-        self.plugin.call(&call, &env).await
-    }
-
-    async fn call(&self, call: HookCall) -> HookOutcome {
-        let hook = call.name();
-        match self.try_call(call).await {
-            Ok(o) => o,
-            Err(f) => panic!("{hook} failed: {}\nlogs: {:?}", f.kind, f.logs),
-        }
-    }
-
-    async fn hook(&self, hook: &str) -> HookOutcome {
-        let ctx = self.ctx.clone();
-        self.call(match hook {
-            "install-service" => HookCall::InstallService { ctx },
-            "configure" => HookCall::Configure { ctx },
-            "start" => HookCall::Start { ctx },
-            "stop" => HookCall::Stop { ctx },
-            _ => HookCall::HealthCheck { ctx },
-        })
-        .await
-    }
-
-    async fn health(&self) -> HealthStatus {
-        match self.hook("health-check").await.value {
-            HookValue::Health(h) => h.status,
-            other => panic!("health-check returned {other:?}"),
-        }
-    }
-
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(Path::new(&self.ctx.service_dir).join(name)).unwrap()
-    }
-}
-
-fn pkg_dir(name: &str) -> std::path::PathBuf {
-    stratus_plugin_artifacts::package_dir(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
-fn free_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn context(dir: &Path, tier: &str, name: &str, ip: Ipv4Addr, port: u16) -> ServiceContext {
-    ServiceContext {
-        deployment: "shop".into(),
-        tier: tier.into(),
-        server: ServerInfo {
-            id: format!("{tier}-1"),
-            name: format!("shop-{tier}-1"),
-            address: ip.to_string(),
-        },
-        service_id: "7".into(),
-        service_name: name.into(),
-        service_dir: dir.to_str().unwrap().into(),
-        settings: Vec::new(),
-        ports: vec![Port {
-            name: "http".into(),
-            private_port: port,
-            public_port: port,
-        }],
-        credentials: Vec::new(),
-        data_source: None,
-        dependencies: Vec::new(),
-    }
-}
-
-/// `GET path` with a fresh connection; returns the status code and body.
-fn get(ip: Ipv4Addr, port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect((ip, port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
-
-/// A backend answering its own name; `/slow` answers after a second and reports on `seen`
-/// that it has the request, so the test can reload while the response is pending.
-fn backend(ip: Ipv4Addr, name: &'static str, seen: mpsc::Sender<&'static str>) -> u16 {
-    let listener = TcpListener::bind((ip, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let seen = seen.clone();
-            std::thread::spawn(move || serve(conn, name, &seen));
-        }
-    });
-    port
-}
-
-fn serve(conn: TcpStream, name: &str, seen: &mpsc::Sender<&'static str>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut first = String::new();
-    // Health checks connect and close without a request.
-    if reader.read_line(&mut first).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap_or(0) > 2 {
-        line.clear();
-    }
-    if first.starts_with("GET /slow") {
-        let _ = seen.send("slow");
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let mut conn = conn;
-    let _ = write!(
-        conn,
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-        name.len()
-    );
-}
-
 /// Which backends answer `n` consecutive requests.
 fn answering(port: u16, n: usize) -> std::collections::BTreeSet<String> {
     (0..n)
@@ -334,76 +148,13 @@ async fn haproxy_balances_reloads_softly_and_keeps_a_good_config() {
     assert!(TcpStream::connect((LB, port)).is_err());
 }
 
-/// A MariaDB server of the test's own, stopped (by pid) on drop.
-struct Mariadb {
-    child: Child,
-    socket: std::path::PathBuf,
-}
-
-impl Drop for Mariadb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Mariadb {
-    fn start(dir: &Path, port: u16) -> Mariadb {
-        let data = dir.join("data");
-        let out = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--user=root", "--skip-test-db"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg("--auth-root-authentication-method=socket")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let socket = dir.join("db.sock");
-        let child = Command::new("/usr/sbin/mariadbd")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--log-error={}", dir.join("db.err").display()))
-            .arg(format!("--pid-file={}", dir.join("db.pid").display()))
-            .args(["--user=root", "--skip-name-resolve"])
-            .arg(format!("--bind-address={DB}"))
-            .arg(format!("--port={port}"))
-            .spawn()
-            .unwrap();
-        let db = Mariadb { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect((DB, port)).is_err() {
-            assert!(Instant::now() < deadline, "mariadbd did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        db
-    }
-
-    fn sql(&self, sql: &str) {
-        let out = Command::new("mariadb")
-            .args(["--no-defaults", "--user=root", "--batch"])
-            .arg(format!("--socket={}", self.socket.display()))
-            .arg(format!("--execute={sql}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_serves_the_greetings_table_from_its_own_address() {
     let dir = tempfile::tempdir().unwrap();
     let sup = Supervisor::new(dir.path().join("logs"));
     let _stop = StopOnDrop(sup.clone());
     let db_port = free_port(DB);
-    let db = Mariadb::start(dir.path(), db_port);
+    let db = Mariadb::start(dir.path(), DB, db_port);
     let esc = PASSWORD.replace('"', "\\\"");
     db.sql(&format!(
         "CREATE DATABASE hello; CREATE TABLE hello.greetings (id INT PRIMARY KEY, message TEXT); \
