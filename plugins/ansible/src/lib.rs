@@ -101,13 +101,16 @@ fn recap(stdout: &str) -> Option<(u32, u32, u32)> {
 
 /// Ansible's own account of the failure: its `fatal:` and `ERROR!` lines.
 fn errors(out: &host::CommandOutput) -> String {
-    let lines: Vec<&str> = out
+    let mut lines: Vec<&str> = out
         .stdout
         .lines()
         .chain(out.stderr.lines())
         .map(str::trim)
         .filter(|l| l.starts_with("fatal:") || l.starts_with("ERROR!"))
         .collect();
+    // Tools repeat an error at several levels; each line once is enough.
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|l| seen.insert(*l));
     if lines.is_empty() {
         let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
         return tail.into_iter().rev().collect::<Vec<_>>().join("\n");

@@ -105,13 +105,16 @@ pub fn client_rb(ctx: &CmContext) -> String {
 
 /// Chef's own account of the failure: its `FATAL`/`ERROR` lines.
 fn errors(out: &host::CommandOutput) -> String {
-    let lines: Vec<&str> = out
+    let mut lines: Vec<&str> = out
         .stdout
         .lines()
         .chain(out.stderr.lines())
         .map(str::trim)
         .filter(|l| l.contains("FATAL:") || l.contains("ERROR:"))
         .collect();
+    // Tools repeat an error at several levels; each line once is enough.
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|l| seen.insert(*l));
     if lines.is_empty() {
         let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
         return tail.into_iter().rev().collect::<Vec<_>>().join("\n");
@@ -184,7 +187,7 @@ impl Guest for Chef {
             .lines()
             .rev()
             .map(str::trim)
-            .find(|l| l.contains("Chef Client finished") || l.contains("Infra Phase complete"))
+            .find(|l| l.contains("Client finished"))
             .map(|l| format!("chef-client: {l}"))
             .unwrap_or_else(|| "chef-client: converged".to_string());
         Ok(CmReport { summary, produced })

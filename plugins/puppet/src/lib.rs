@@ -63,6 +63,7 @@ fn args(ctx: &CmContext) -> Vec<String> {
         ("--logdir", "log"),
         ("--rundir", "run"),
         ("--ssldir", "ssl"),
+        ("--publicdir", "public"),
     ] {
         a.push(flag.into());
         a.push(dir(name));
@@ -97,13 +98,16 @@ fn changed(stdout: &str) -> Option<u32> {
 /// Puppet's `Error:` lines, without facter's complaints about unreadable `/proc` entries,
 /// which appear on every run in a container and say nothing about the manifest.
 fn errors(out: &host::CommandOutput) -> String {
-    let lines: Vec<&str> = out
+    let mut lines: Vec<&str> = out
         .stderr
         .lines()
         .chain(out.stdout.lines())
         .map(str::trim)
         .filter(|l| l.starts_with("Error:") && !l.starts_with("Error: Facter:"))
         .collect();
+    // Tools repeat an error at several levels; each line once is enough.
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|l| seen.insert(*l));
     if lines.is_empty() {
         let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
         return tail.into_iter().rev().collect::<Vec<_>>().join("\n");
@@ -117,7 +121,7 @@ impl Guest for Puppet {
         let text = files::read_to_string(&source)?;
         let work = Path::new(&ctx.work_dir);
         files::write(work.join(MANIFEST), text)?;
-        for name in ["var", "etc", "code", "log", "run", "ssl"] {
+        for name in ["var", "etc", "code", "log", "run", "ssl", "public"] {
             let d = work.join("puppet").join(name);
             std::fs::create_dir_all(&d).map_err(|e| files::io_error("creating", &d, &e))?;
         }
