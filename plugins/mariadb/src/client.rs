@@ -27,6 +27,8 @@ pub fn run(
         "--batch".into(),
         "--skip-column-names".into(),
         "--connect-timeout=5".into(),
+        // The environment is empty, so the client cannot guess a character set from a locale.
+        "--default-character-set=utf8mb4".into(),
     ];
     if let Some(db) = target.database {
         args.push(format!("--database={db}"));

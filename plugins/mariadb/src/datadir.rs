@@ -23,6 +23,7 @@ pub fn ensure(l: &Layout) -> Result<(), HookError> {
         stratus_plugin_sdk::warn!("removing the unfinished data directory {}", data.display());
         std::fs::remove_dir_all(&data).map_err(|e| files::io_error("removing", &data, &e))?;
     }
+    l.make_tmpdir()?;
     log::status("initialising the MariaDB data directory");
     let cmd = host::Command {
         program: INSTALL_DB.into(),
@@ -30,6 +31,7 @@ pub fn ensure(l: &Layout) -> Result<(), HookError> {
         args: vec![
             "--no-defaults".into(),
             format!("--datadir={}", data.display()),
+            format!("--tmpdir={}", l.tmpdir().display()),
             "--user=root".into(),
             "--auth-root-authentication-method=socket".into(),
             "--skip-test-db".into(),
@@ -42,8 +44,15 @@ pub fn ensure(l: &Layout) -> Result<(), HookError> {
     let out = host::run(&cmd)
         .map_err(|e| HookError::fatal(format!("running mariadb-install-db: {e}")))?;
     if out.exit_code != Some(0) {
-        let lines: Vec<&str> = out.stderr.lines().chain(out.stdout.lines()).collect();
-        let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
+        // The script ends with pages of boilerplate; the lines naming the failure say ERROR.
+        let all: Vec<&str> = out.stderr.lines().chain(out.stdout.lines()).collect();
+        let errors: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|l| l.contains("ERROR"))
+            .collect();
+        let pick = if errors.is_empty() { &all } else { &errors };
+        let tail = pick[..pick.len().min(8)].join(" | ");
         return Err(HookError::fatal(format!(
             "mariadb-install-db --datadir={} failed ({:?}): {tail}",
             data.display(),

@@ -36,6 +36,17 @@ impl Layout {
     pub fn datadir(&self) -> PathBuf {
         self.at("data")
     }
+    /// A private tmpdir: concurrent servers sharing /tmp collide on temporary-table files
+    /// (seen as `Unknown table 'mysql.tmp_user_sys'` from parallel mariadb-install-db runs).
+    pub fn tmpdir(&self) -> PathBuf {
+        self.at("tmp")
+    }
+
+    /// Creates the tmpdir, which every server started here needs.
+    pub fn make_tmpdir(&self) -> Result<(), HookError> {
+        let tmp = self.tmpdir();
+        std::fs::create_dir_all(&tmp).map_err(|e| files::io_error("creating", &tmp, &e))
+    }
     /// Written after mariadb-install-db succeeded; a data directory without it is half-made.
     pub fn initialised_marker(&self) -> PathBuf {
         self.at("data/.stratus-initialised")

@@ -55,6 +55,7 @@ impl Guest for MariaDb {
         vars.insert("mariadb.port".into(), layout::port(&ctx).to_string());
         let cnf = template::render(&text, &vars)
             .map_err(|e| HookError::fatal(format!("rendering {}: {e}", path.display())))?;
+        l.make_tmpdir()?;
         files::write(l.my_cnf(), cnf)?;
         stratus_plugin_sdk::info!("wrote {}", l.my_cnf().display());
         Ok(())

@@ -110,13 +110,15 @@ pub fn start(ctx: &ServiceContext) -> Result<(), HookError> {
                 log_excerpt(&l.error_log(), offset)
             )));
         }
-        if port_open(address, port, 500)? {
+        // Something else may hold the port, so our server must also answer on its socket.
+        if port_open(address, port, 500)? && answers(&l.socket()) {
             stratus_plugin_sdk::info!(
                 "mariadbd accepts connections on {address}:{port} after {} ms",
                 began.elapsed().as_millis()
             );
             return Ok(());
         }
+        std::thread::sleep(POLL);
     }
     // A server that never listens is useless and would block the next start's data files.
     let _ = host::stop_process(SERVER_PROCESS, STOP_GRACE_MS);
@@ -125,6 +127,16 @@ pub fn start(ctx: &ServiceContext) -> Result<(), HookError> {
         START_TIMEOUT.as_secs(),
         log_excerpt(&l.error_log(), offset)
     )))
+}
+
+/// Whether `SELECT 1` succeeds over `socket`.
+fn answers(socket: &Path) -> bool {
+    let target = Target {
+        socket,
+        database: None,
+        timeout_ms: 5_000,
+    };
+    client::run(&target, "probe", "SELECT 1;".into(), &[]).is_ok()
 }
 
 /// Stops the server (and a leftover install server); stopping a stopped server succeeds.
@@ -145,6 +157,7 @@ pub fn start_install_server(l: &Layout) -> Result<(), HookError> {
     let args = vec![
         "--no-defaults".into(),
         format!("--datadir={}", l.datadir().display()),
+        format!("--tmpdir={}", l.tmpdir().display()),
         format!("--socket={}", socket_arg(&socket)?),
         format!("--pid-file={}", l.install_pid().display()),
         format!("--log-error={}", l.install_log().display()),
@@ -152,11 +165,6 @@ pub fn start_install_server(l: &Layout) -> Result<(), HookError> {
         "--user=root".into(),
     ];
     spawn(INSTALL_PROCESS, args)?;
-    let target = Target {
-        socket: &socket,
-        database: None,
-        timeout_ms: 5_000,
-    };
     let began = Instant::now();
     while began.elapsed() < INSTALL_START_TIMEOUT {
         if let Some(why) = exited_message(&host::query_process(INSTALL_PROCESS)) {
@@ -165,7 +173,7 @@ pub fn start_install_server(l: &Layout) -> Result<(), HookError> {
                 log_excerpt(&l.install_log(), offset)
             )));
         }
-        if socket.exists() && client::run(&target, "probe", "SELECT 1;".into(), &[]).is_ok() {
+        if socket.exists() && answers(&socket) {
             return Ok(());
         }
         std::thread::sleep(POLL);
