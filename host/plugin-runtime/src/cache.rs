@@ -126,6 +126,21 @@ impl CodeCache {
     }
 }
 
+impl CodeCache {
+    /// Takes the exclusive per-entry lock `<name>.lock` (blocking); `None` when it cannot be
+    /// taken, in which case compiling without it is merely redundant work, never wrong.
+    pub fn lock(&self, name: &str) -> Option<nix::fcntl::Flock<std::fs::File>> {
+        create_private_dir(&self.dir).ok()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(format!("{name}.lock")))
+            .ok()?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+    }
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()

@@ -164,6 +164,9 @@ impl Runtime {
         let sha = sha256_hex(bytes);
         let name = format!("{sha}-{}", self.inner.engine_digest);
         let mut status = CacheStatus::Compiled;
+        // Agents of one machine share the cache: the first to need a component compiles it
+        // while the others wait for the entry instead of compiling it too.
+        let _compiling = self.inner.cache.as_ref().and_then(|c| c.lock(&name));
         if let Some(cache) = &self.inner.cache {
             match cache.load(engine, &name) {
                 Ok(Some(c)) => return Ok((c, CacheStatus::Hit, sha)),
