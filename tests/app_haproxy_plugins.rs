@@ -54,7 +54,7 @@ async fn haproxy_balances_reloads_softly_and_keeps_a_good_config() {
     std::fs::create_dir_all(&svc_dir).unwrap();
     let port = free_port(LB);
     let lb = Service::new("haproxy", context(&svc_dir, "lb", "lb", LB, port), &sup).await;
-    let (tx, slow_seen) = mpsc::channel();
+    let (tx, held) = mpsc::channel();
     let a = node(
         "node-a",
         &NODE_A.to_string(),
@@ -86,12 +86,18 @@ async fn haproxy_balances_reloads_softly_and_keeps_a_good_config() {
 
     // A request in flight across a reload that drops its node from the set.
     let slow = std::thread::spawn(move || get(LB, port, "/slow"));
-    slow_seen.recv_timeout(Duration::from_secs(10)).unwrap();
-    let gen1 = match sup.state("lb", "haproxy-2") {
-        ProcessState::Running(pid) => pid,
-        other => panic!("haproxy-2 is {other:?}"),
+    let release = held.recv_timeout(Duration::from_secs(10)).unwrap();
+    let ProcessState::Running(old_pid) = sup.state("lb", "haproxy-2") else {
+        panic!("haproxy-2 is not running");
     };
     lb.call(start_proxy(vec![a.clone()])).await;
+    assert!(matches!(
+        sup.state("lb", "haproxy-3"),
+        ProcessState::Running(_)
+    ));
+    // The old generation stays to finish the held request instead of being killed.
+    assert_eq!(sup.state("lb", "haproxy-2"), ProcessState::Running(old_pid));
+    release.send(()).unwrap();
     let (status, body) = slow.join().unwrap();
     assert_eq!(status, 200, "the pending request was dropped: {body}");
     assert!(body.starts_with("node-"), "{body}");
@@ -101,7 +107,7 @@ async fn haproxy_balances_reloads_softly_and_keeps_a_good_config() {
     while matches!(sup.state("lb", "haproxy-2"), ProcessState::Running(_)) {
         assert!(
             Instant::now() < deadline,
-            "haproxy-2 (pid {gen1}) never exited"
+            "haproxy-2 (pid {old_pid}) never exited"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

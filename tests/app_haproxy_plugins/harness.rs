@@ -158,21 +158,24 @@ pub fn get(ip: Ipv4Addr, port: u16, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-/// A backend answering its own name; `/slow` answers after a second and reports on `seen`
-/// that it has the request, so the test can reload while the response is pending.
-pub fn backend(ip: Ipv4Addr, name: &'static str, seen: mpsc::Sender<&'static str>) -> u16 {
+/// The test's handle on a held `/slow` request: sending on it lets the response go.
+pub type Release = mpsc::Sender<()>;
+
+/// A backend answering its own name. A `/slow` request is held until the test releases it
+/// (the handle arrives on `held`), so the test can reload while the response is pending.
+pub fn backend(ip: Ipv4Addr, name: &'static str, held: mpsc::Sender<Release>) -> u16 {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let seen = seen.clone();
-            std::thread::spawn(move || serve(conn, name, &seen));
+            let held = held.clone();
+            std::thread::spawn(move || serve(conn, name, &held));
         }
     });
     port
 }
 
-fn serve(conn: TcpStream, name: &str, seen: &mpsc::Sender<&'static str>) {
+fn serve(conn: TcpStream, name: &str, held: &mpsc::Sender<Release>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut first = String::new();
     // Health checks connect and close without a request.
@@ -184,8 +187,9 @@ fn serve(conn: TcpStream, name: &str, seen: &mpsc::Sender<&'static str>) {
         line.clear();
     }
     if first.starts_with("GET /slow") {
-        let _ = seen.send("slow");
-        std::thread::sleep(Duration::from_secs(1));
+        let (release, wait) = mpsc::channel();
+        let _ = held.send(release);
+        let _ = wait.recv_timeout(Duration::from_secs(30));
     }
     let mut conn = conn;
     let _ = write!(
