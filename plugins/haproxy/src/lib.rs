@@ -143,11 +143,14 @@ fn apply(ctx: &ServiceContext, nodes: &[Node]) -> Result<(), HookError> {
 }
 
 fn describe(nodes: &[Node]) -> String {
-    nodes
+    if nodes.is_empty() {
+        return "no nodes".into();
+    }
+    let each: Vec<String> = nodes
         .iter()
         .map(|n| format!("{} {}:{}", n.name, n.address, n.port))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    each.join(", ")
 }
 
 impl ServiceGuest for Haproxy {
