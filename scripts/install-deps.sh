@@ -5,7 +5,12 @@ set -euo pipefail
 
 rustup target add wasm32-wasip2 >/dev/null
 
-packages=(mariadb-server mariadb-client haproxy puppet ansible-core)
+# Arguments name the packages to ensure; by default every one the tests use.
+if (($# > 0)); then
+  packages=("$@")
+else
+  packages=(mariadb-server mariadb-client haproxy puppet ansible-core)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

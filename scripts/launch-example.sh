@@ -3,8 +3,8 @@
 # deployment on the built-in local provider and leave it RUNNING.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-example=${1:-examples/hello/deployment.toml}
-scripts/install-deps.sh
+example=${1:-examples/three-tier/deployment.toml}
+scripts/install-deps.sh mariadb-server mariadb-client haproxy
 cargo build --quiet -p stratus-plugin-artifacts
 cargo build --quiet --bin stratus
 export STRATUS_STATE_DIR=${STRATUS_STATE_DIR:-$PWD/.stratus}
@@ -17,4 +17,6 @@ State directory: $STRATUS_STATE_DIR
   target/debug/stratus events            # what happened, step by step
   target/debug/stratus logs              # component and agent logs
   target/debug/stratus terminate $name   # stop it all
+
+Another example: scripts/launch-example.sh examples/hello/deployment.toml
 MSG
