@@ -73,6 +73,9 @@ impl Guest for MariaDb {
         ctx: ServiceContext,
         grants: Vec<DatabaseGrant>,
     ) -> Result<(), HookError> {
+        if grants.is_empty() {
+            return Ok(());
+        }
         let socket = admin(&Layout::of(&ctx))?;
         let target = Target {
             socket: &socket,
@@ -96,6 +99,9 @@ impl Guest for MariaDb {
         ctx: ServiceContext,
         grants: Vec<DatabaseGrant>,
     ) -> Result<(), HookError> {
+        if grants.is_empty() {
+            return Ok(());
+        }
         let socket = admin(&Layout::of(&ctx))?;
         let target = Target {
             socket: &socket,
