@@ -43,6 +43,15 @@ impl Leases {
         }
     }
 
+    /// The state directory this table belongs to, as recorded in machine-wide claims.
+    fn owner(&self) -> String {
+        let state = self.dir.parent().unwrap_or(&self.dir);
+        std::fs::canonicalize(state)
+            .unwrap_or_else(|_| state.to_path_buf())
+            .to_string_lossy()
+            .into_owned()
+    }
+
     fn path(&self) -> PathBuf {
         self.dir.join("local-leases.json")
     }
@@ -106,7 +115,10 @@ impl Leases {
             if let Some((addr, _)) = table.iter().find(|(_, held)| **held == lease) {
                 return Ok(*addr);
             }
-            let free = candidates(first).find(|a| !table.contains_key(a));
+            let owner = self.owner();
+            let free = candidates(first)
+                .filter(|a| !table.contains_key(a))
+                .find(|a| claim_machine_wide(*a, &owner));
             let addr = free.ok_or(ProviderError::NoAddress)?;
             table.insert(addr, lease);
             Ok(addr)
@@ -115,8 +127,13 @@ impl Leases {
 
     /// Gives the address back; releasing a free address is fine.
     pub fn release(&self, addr: Ipv4Addr) -> Result<(), ProviderError> {
+        let owner = self.owner();
         self.with_locked(|table| {
             table.remove(&addr);
+            let claim = claims_dir().join(addr.to_string());
+            if std::fs::read_to_string(&claim).is_ok_and(|o| o == owner) {
+                let _ = std::fs::remove_file(claim);
+            }
             Ok(())
         })
     }
@@ -125,6 +142,40 @@ impl Leases {
     pub fn list(&self) -> Result<BTreeMap<Ipv4Addr, Lease>, ProviderError> {
         self.with_locked(|table| Ok(table.clone()))
     }
+}
+
+/// Where state directories claim addresses machine-wide: two control planes with different
+/// state directories (parallel tests, two operators) must not hand out the same address.
+fn claims_dir() -> PathBuf {
+    std::env::temp_dir().join("stratus-local-addresses")
+}
+
+/// Claims `addr` for `owner` (a state directory) unless another live state directory holds it.
+/// A claim whose state directory is gone is stale and taken over.
+fn claim_machine_wide(addr: Ipv4Addr, owner: &str) -> bool {
+    let dir = claims_dir();
+    if std::fs::create_dir_all(&dir).is_err() {
+        // Without a claims directory we fall back to the per-state-directory table alone.
+        return true;
+    }
+    let path = dir.join(addr.to_string());
+    for _ in 0..2 {
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => return f.write_all(owner.as_bytes()).is_ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let held_by = std::fs::read_to_string(&path).unwrap_or_default();
+                if held_by == owner {
+                    return true;
+                }
+                if held_by.is_empty() || Path::new(&held_by).exists() {
+                    return false;
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 /// Every usable address 127.X.Y.Z with X in 1..=254 (127.0.x.x holds 127.0.0.1 and the
@@ -144,6 +195,37 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_claim_is_exclusive_between_live_state_dirs_and_stale_ones_are_taken_over() {
+        // 127.255.x.x is outside the candidates, so no real allocation can collide with it.
+        let addr = Ipv4Addr::new(127, 255, 255, 1);
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let owner = |d: &tempfile::TempDir| d.path().to_string_lossy().into_owned();
+        let _ = std::fs::remove_file(claims_dir().join(addr.to_string()));
+        assert!(claim_machine_wide(addr, &owner(&a)));
+        assert!(
+            claim_machine_wide(addr, &owner(&a)),
+            "claiming again is idempotent"
+        );
+        assert!(
+            !claim_machine_wide(addr, &owner(&b)),
+            "a live state dir keeps its address"
+        );
+        let gone = owner(&a);
+        drop(a);
+        assert!(
+            claim_machine_wide(addr, &owner(&b)),
+            "a vanished state dir's claim is stale"
+        );
+        assert_ne!(
+            std::fs::read_to_string(claims_dir().join(addr.to_string())).unwrap(),
+            gone
+        );
+        std::fs::remove_file(claims_dir().join(addr.to_string())).unwrap();
+    }
+
     use super::*;
 
     #[test]
