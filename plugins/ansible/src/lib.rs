@@ -197,3 +197,22 @@ impl Guest for Ansible {
 }
 
 stratus_plugin_sdk::export_cm!(Ansible);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recap_sums_every_host() {
+        let out = "TASK [x] ***\nchanged: [localhost]\n\nPLAY RECAP *****\n\
+                   localhost : ok=2    changed=2    unreachable=0    failed=0    skipped=0\n\
+                   other     : ok=1    changed=0    unreachable=1    failed=1    skipped=0\n\n";
+        assert_eq!(recap(out), Some((3, 2, 2)));
+        assert_eq!(recap("ERROR! the playbook could not be found"), None);
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    }
+}

@@ -56,7 +56,7 @@ fn ruby_str(s: &str) -> String {
 
 /// `{"run_list": [...], "stratus": {...}, <setting>: <value>, ...}`: the run list, the server's
 /// facts under `stratus`, and every non-client setting as a node attribute.
-pub fn first_boot(ctx: &CmContext) -> String {
+fn first_boot(ctx: &CmContext) -> String {
     let run_list: Vec<String> = ctx.run_list.iter().map(|r| json_str(r)).collect();
     let s = &ctx.server;
     let stratus = format!(
@@ -82,7 +82,7 @@ pub fn first_boot(ctx: &CmContext) -> String {
 }
 
 /// The client configuration: every path chef writes to is inside the work directory.
-pub fn client_rb(ctx: &CmContext) -> String {
+fn client_rb(ctx: &CmContext) -> String {
     let work = Path::new(&ctx.work_dir);
     let path = |name: &str| ruby_str(&work.join(name).display().to_string());
     let mut rb = String::new();
@@ -195,3 +195,31 @@ impl Guest for Chef {
 }
 
 stratus_plugin_sdk::export_cm!(Chef);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruby_strings_cannot_be_broken_out_of() {
+        assert_eq!(ruby_str(r"it's a\path"), r"'it\'s a\\path'");
+    }
+
+    #[test]
+    fn errors_are_chefs_fatal_and_error_lines() {
+        let out = host::CommandOutput {
+            exit_code: Some(1),
+            stdout:
+                "Starting Chef Infra Client\n[2026-11-26T10:00:00+00:00] ERROR: Role x not found\n\
+                     [2026-11-26T10:00:00+00:00] FATAL: Chef::Exceptions::RoleNotFound\n"
+                    .into(),
+            stderr: String::new(),
+            truncated: false,
+        };
+        assert_eq!(
+            errors(&out),
+            "[2026-11-26T10:00:00+00:00] ERROR: Role x not found\n\
+             [2026-11-26T10:00:00+00:00] FATAL: Chef::Exceptions::RoleNotFound"
+        );
+    }
+}

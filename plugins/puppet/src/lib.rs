@@ -170,3 +170,41 @@ impl Guest for Puppet {
 }
 
 stratus_plugin_sdk::export_cm!(Puppet);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(stdout: &str, stderr: &str) -> host::CommandOutput {
+        host::CommandOutput {
+            exit_code: Some(6),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn changed_reads_the_summary_resources_section() {
+        let report = "Notice: Applied catalog in 0.02 seconds\nChanges:\n            Total: 5\n\
+                      Resources:\n          Changed: 3\n      Out of sync: 3\n            Total: 10\n";
+        assert_eq!(changed(report), Some(3));
+        let idle = "Resources:\n            Total: 10\nTime:\n   Changed: 9\n";
+        assert_eq!(changed(idle), Some(0));
+        assert_eq!(changed("Notice: nothing"), None);
+    }
+
+    #[test]
+    fn errors_keep_puppets_lines_once_without_facter_noise() {
+        let stderr = "Error: Facter: Permission denied @ rb_sysopen - /proc/1/environ\n\
+                      Error: Could not set 'file' on ensure: No such file\n\
+                      Error: Could not set 'file' on ensure: No such file\n\
+                      Error: /Stage[main]/Main/File[/r/x]/ensure: change from 'absent' to 'file' failed\n";
+        assert_eq!(
+            errors(&output("Notice: Compiled catalog\n", stderr)),
+            "Error: Could not set 'file' on ensure: No such file\n\
+             Error: /Stage[main]/Main/File[/r/x]/ensure: change from 'absent' to 'file' failed"
+        );
+        assert_eq!(errors(&output("", "ruby: crash\n")), "ruby: crash");
+    }
+}
