@@ -33,10 +33,13 @@ impl Guest for Motd {
                 s.name, s.address, ctx.tier, ctx.deployment
             ),
         )?;
-        files::append_line(
-            etc.join("personality.log"),
-            &format!("{} motd {}", unit(&ctx), s.name),
-        )?;
+        // A repeated run (the engine retries after a crash) must not log itself twice.
+        let log = etc.join("personality.log");
+        let line = format!("{} motd {}", unit(&ctx), s.name);
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if !logged.lines().any(|l| l == line) {
+            files::append_line(&log, &line)?;
+        }
         Ok(CmReport {
             summary: format!("motd written for {}", s.name),
             produced: vec![motd.display().to_string()],
