@@ -23,15 +23,17 @@ const APP: Ipv4Addr = Ipv4Addr::new(127, 66, 1, 1);
 const DB: Ipv4Addr = Ipv4Addr::new(127, 66, 1, 2);
 const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 66, 1, 3);
 const PASSWORD: &str = "greeter-pw-\"quoted\"";
+
 /// Which backends answer `n` consecutive requests.
+#[track_caller]
 fn answering(port: u16, n: usize) -> std::collections::BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            let (status, body) = get(LB, port, "/");
-            assert_eq!(status, 200, "{body}");
-            body
-        })
-        .collect()
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let (status, body) = get(LB, port, "/");
+        assert_eq!(status, 200, "{body}");
+        seen.insert(body);
+    }
+    seen
 }
 
 fn node(name: &str, ip: &str, port: u16) -> ProxyNode {
@@ -70,6 +72,10 @@ async fn haproxy_balances_reloads_softly_and_keeps_a_good_config() {
     lb.hook("start").await;
     lb.hook("start").await; // idempotent: still one generation
     assert_eq!(lb.file("generations.txt"), "haproxy-1\n");
+    assert!(
+        svc_dir.join("haproxy-1.ready").exists(),
+        "the ready socket is missing"
+    );
     assert_eq!(lb.health().await, HealthStatus::Ok);
     assert_eq!(get(LB, port, "/").0, 503, "no nodes yet");
 
@@ -152,6 +158,12 @@ async fn haproxy_balances_reloads_softly_and_keeps_a_good_config() {
     }
     assert_eq!(lb.health().await, HealthStatus::Critical);
     assert!(TcpStream::connect((LB, port)).is_err());
+    let left: Vec<_> = std::fs::read_dir(&svc_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+        .collect();
+    assert!(left.is_empty(), "ready sockets left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 mod state;
 
 use state::Node;
+use std::time::{Duration, Instant};
 use stratus_plugin_sdk::proxy::*;
 
 struct Haproxy;
@@ -18,7 +19,10 @@ const CANDIDATE: &str = "haproxy.cfg.new";
 const BUILTIN_TEMPLATE: &str = include_str!("../cfg/haproxy.cfg.tmpl");
 /// Bounds for waiting on the port and on a new generation to settle (hook timeout is 20 s).
 const START_WAIT_MS: u32 = 10_000;
-const SETTLE_MS: u64 = 300;
+/// Time for the old generation to act on the signal and close its listeners.
+const SETTLE_MS: u64 = 100;
+/// The variable naming a generation's ready socket in the template.
+const READY_ENV: &str = "STRATUS_READY";
 
 fn http_port(ctx: &ServiceContext) -> Result<u16, HookError> {
     let port = ctx
@@ -53,7 +57,8 @@ fn validate(path: &str) -> Result<(), HookError> {
     let out = host::run(&host::Command {
         program: HAPROXY.into(),
         args: vec!["-c".into(), "-f".into(), path.into()],
-        env: vec![],
+        // `-c` binds nothing; the ready socket only needs a name.
+        env: vec![(READY_ENV.into(), format!("{path}.ready"))],
         working_dir: None,
         timeout_ms: 10_000,
         stdin: None,
@@ -74,18 +79,30 @@ fn validate(path: &str) -> Result<(), HookError> {
 fn live_generations(ctx: &ServiceContext) -> Result<Vec<(String, u32)>, HookError> {
     let mut live = Vec::new();
     for name in state::read_generations(ctx)? {
-        if let host::ProcessState::Running(pid) = host::query_process(&name) {
-            live.push((name, pid));
+        match host::query_process(&name) {
+            host::ProcessState::Running(pid) => live.push((name, pid)),
+            // haproxy leaves its unix socket behind.
+            _ => {
+                let _ = std::fs::remove_file(ready_path(ctx, &name));
+            }
         }
     }
     Ok(live)
 }
 
+/// The file a generation's `ready` listener creates (see the template).
+fn ready_path(ctx: &ServiceContext, name: &str) -> std::path::PathBuf {
+    files::service_path(ctx, &format!("{name}.ready"))
+}
+
 /// Starts a new generation on `haproxy.cfg` that takes over from `old` (none: a plain start),
-/// records it, and returns once it is still running after binding the port.
+/// records it, and returns once it has bound its listeners and told `old` to stop listening.
 fn spawn_generation(ctx: &ServiceContext, old: &[(String, u32)]) -> Result<(), HookError> {
     let mut names: Vec<String> = old.iter().map(|(n, _)| n.clone()).collect();
     let name = state::next_generation(&state::read_generations(ctx)?);
+    let ready = ready_path(ctx, &name);
+    // A name is reused only after its process exited; its socket file would look ready.
+    let _ = std::fs::remove_file(&ready);
     let mut args = vec![
         "-db".into(),
         "-f".into(),
@@ -99,7 +116,7 @@ fn spawn_generation(ctx: &ServiceContext, old: &[(String, u32)]) -> Result<(), H
         name: name.clone(),
         program: HAPROXY.into(),
         args,
-        env: vec![],
+        env: vec![(READY_ENV.into(), ready.display().to_string())],
         working_dir: None,
     };
     let pid = host::spawn(&spec).map_err(HookError::fatal)?;
@@ -108,21 +125,32 @@ fn spawn_generation(ctx: &ServiceContext, old: &[(String, u32)]) -> Result<(), H
     log::info(&format!(
         "started {name} (pid {pid}) taking over from {old:?}"
     ));
+    // haproxy binds every listener (the ready socket too), then signals `old`: once the
+    // socket exists the takeover is microseconds away. The old generation may still accept
+    // until then, so the port alone would prove nothing.
+    let deadline = Instant::now() + Duration::from_millis(START_WAIT_MS.into());
+    while !ready.exists() {
+        if !matches!(host::query_process(&name), host::ProcessState::Running(_)) {
+            return Err(HookError::fatal(format!(
+                "{name} exited before it was ready; see its process log"
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(HookError::retryable(format!(
+                "{name} did not bind its listeners within {START_WAIT_MS} ms"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(SETTLE_MS));
     let port = http_port(ctx)?;
-    let up =
-        host::wait_for_port(&ctx.server.address, port, START_WAIT_MS).map_err(HookError::fatal)?;
-    // The old generation may still accept, so also make sure the new one did not exit (it
-    // does at once when it cannot bind or parse).
-    std::thread::sleep(std::time::Duration::from_millis(SETTLE_MS));
-    match host::query_process(&name) {
-        host::ProcessState::Running(_) if up => Ok(()),
-        host::ProcessState::Running(_) => Err(HookError::retryable(format!(
+    match host::wait_for_port(&ctx.server.address, port, START_WAIT_MS) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(HookError::retryable(format!(
             "{name} runs but {}:{port} does not accept connections",
             ctx.server.address
         ))),
-        state => Err(HookError::fatal(format!(
-            "{name} did not stay up ({state:?}); see its process log"
-        ))),
+        Err(e) => Err(HookError::fatal(e)),
     }
 }
 
@@ -194,6 +222,7 @@ impl ServiceGuest for Haproxy {
     fn stop(ctx: ServiceContext) -> Result<(), HookError> {
         for name in state::read_generations(&ctx)? {
             host::stop_process(&name, 5_000).map_err(HookError::fatal)?;
+            let _ = std::fs::remove_file(ready_path(&ctx, &name));
         }
         state::write_generations(&ctx, &[])
     }
