@@ -86,9 +86,14 @@ mod tests {
         assert_eq!(got.id, 7);
         assert!(matches!(got.body, OperatorRequest::Ping));
 
+        // The writer blocks once the pipe is full, so it runs beside the reader.
         let huge = "x".repeat(MAX_FRAME + 10);
-        a.send(&huge).await.unwrap();
+        let writer = tokio::spawn(async move {
+            let _ = a.send(&huge).await;
+        });
         let err = b.recv::<String>().await.unwrap_err();
+        drop(b);
+        let _ = writer.await;
         assert!(matches!(err, FramingError::TooLarge), "{err}");
     }
 
