@@ -18,8 +18,12 @@ fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     let needle = dir.to_string_lossy().into_owned();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains(&needle) && common::alive(pid) {
             out.push((pid, cmd));
@@ -30,9 +34,15 @@ fn processes_under(dir: &Path) -> Vec<(u32, String)> {
 
 fn get(endpoint: &str) -> String {
     let mut stream = std::net::TcpStream::connect(endpoint).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     use std::io::{Read, Write};
-    write!(stream, "GET / HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     stream.read_to_string(&mut body).unwrap();
     body
@@ -44,7 +54,10 @@ async fn greeting_from(source: Ipv4Addr, db: SocketAddr) -> Vec<u8> {
     sock.bind(SocketAddr::from((source, 0))).unwrap();
     let mut stream = sock.connect(db).await.unwrap();
     let mut buf = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     buf.truncate(n);
     buf
 }
@@ -55,7 +68,10 @@ async fn three_tier_example_serves_rows_from_mariadb_through_haproxy() {
     let file = stratus_plugin_artifacts::repo_root().join("examples/three-tier/deployment.toml");
     let started = Instant::now();
     st.ok(&["launch", file.to_str().unwrap()]);
-    eprintln!("three-tier example RUNNING after {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "three-tier example RUNNING after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let d = st.deployment("shop");
     assert_eq!(d["state"], "RUNNING", "{d}");
@@ -64,7 +80,10 @@ async fn three_tier_example_serves_rows_from_mariadb_through_haproxy() {
     for _ in 0..6 {
         let response = get(&endpoint);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.contains("Hello from the database tier"), "{response}");
+        assert!(
+            response.contains("Hello from the database tier"),
+            "{response}"
+        );
         assert!(response.contains("Hallo aus der Datenbank"), "{response}");
         for name in ["shop-app-1", "shop-app-2"] {
             if response.contains(name) {
@@ -72,7 +91,11 @@ async fn three_tier_example_serves_rows_from_mariadb_through_haproxy() {
             }
         }
     }
-    assert_eq!(servers_seen.len(), 2, "consecutive requests reach both app servers: {servers_seen:?}");
+    assert_eq!(
+        servers_seen.len(),
+        2,
+        "consecutive requests reach both app servers: {servers_seen:?}"
+    );
 
     // MariaDB lets in exactly the granted addresses (the app servers), not this one.
     let tiers = d["tiers"].as_array().unwrap();
@@ -89,15 +112,31 @@ async fn three_tier_example_serves_rows_from_mariadb_through_haproxy() {
     let text = String::from_utf8_lossy(&refused);
     assert!(text.contains("is not allowed to connect"), "{text}");
     let granted = greeting_from(addr_of("app")[0], db).await;
-    assert_eq!(granted.get(4), Some(&10u8), "a granted address gets the protocol-10 handshake");
+    assert_eq!(
+        granted.get(4),
+        Some(&10u8),
+        "a granted address gets the protocol-10 handshake"
+    );
 
     let running = processes_under(st.dir());
     for program in ["mariadbd", "haproxy", "greeter"] {
-        assert!(running.iter().any(|(_, c)| c.contains(program)), "{program} runs: {running:?}");
+        assert!(
+            running.iter().any(|(_, c)| c.contains(program)),
+            "{program} runs: {running:?}"
+        );
     }
     st.ok(&["terminate", "shop"]);
     for (pid, cmd) in &running {
-        assert!(wait_gone(*pid, Duration::from_secs(15)), "still running after terminate: {cmd}");
+        assert!(
+            wait_gone(*pid, Duration::from_secs(15)),
+            "still running after terminate: {cmd}"
+        );
     }
-    assert!(processes_under(st.dir()).iter().all(|(_, c)| c.contains(" serve ")), "{:?}", processes_under(st.dir()));
+    assert!(
+        processes_under(st.dir())
+            .iter()
+            .all(|(_, c)| c.contains(" serve ")),
+        "{:?}",
+        processes_under(st.dir())
+    );
 }

@@ -144,7 +144,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 /// Binds the port the previous control plane of this state directory used, so that its agents
 /// (which know only that address) find their way back; a fresh port the first time.
 async fn bind(store: &Store) -> Result<TcpListener, ServeError> {
-    let previous = store.meta(PORT_KEY).ok().flatten().and_then(|p| p.parse::<u16>().ok());
+    let previous = store
+        .meta(PORT_KEY)
+        .ok()
+        .flatten()
+        .and_then(|p| p.parse::<u16>().ok());
     if let Some(port) = previous {
         match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
             Ok(l) => return Ok(l),
