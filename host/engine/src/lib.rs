@@ -5,7 +5,9 @@
 //! # Layout
 //! - `engine.rs`: [`Engine`], its collaborators and the error type.
 //! - `steps.rs`: the journaled step runner (record before, record after, skip if done).
-//! - `launch.rs`: the eight launch steps (scale up, CM, install, configure in DAG order, proxy).
+//! - `launch.rs`: the launch from start to RUNNING, and the cloud-files upload (step 0).
+//! - `scale.rs`, `cm.rs`, `install.rs`, `configure.rs`, `proxy.rs`: steps 1–2, 3–4, 5, 6–7, 8.
+//! - `states.rs`: recording states through the model's transition functions.
 //! - `facts.rs`: building the typed `enstratus.cfg` contexts, grants and proxy nodes.
 //! - `terminate.rs`: reverse-order shutdown.
 //! - `agents.rs`: the [`AgentLink`] trait the dispatcher implements.
@@ -13,10 +15,14 @@
 pub mod agents;
 mod calls;
 pub mod cm;
+mod configure;
 pub mod engine;
 pub mod facts;
+mod install;
 pub mod launch;
 pub mod logs;
+mod proxy;
+mod scale;
 mod states;
 pub mod steps;
 pub mod terminate;

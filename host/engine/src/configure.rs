@@ -1,0 +1,142 @@
+//! Steps 6–7 of the launch: services configured in dependency order. For each service: grants
+//! on the databases it depends on (for exactly its servers' addresses), its data source, then
+//! `configure`, `stop`, `start` on every server of its tier.
+
+use crate::engine::{Engine, EngineError};
+use crate::facts::{Fleet, Server, data_source_file};
+use crate::launch::{caps, data_source_key, service_package_dir};
+use futures::future::try_join_all;
+use stratus_model::context::HookCall;
+use stratus_model::spec::{DeploymentSpec, ServiceSpec};
+use stratus_model::state::ServiceEvent;
+use stratus_protocol::AgentRequest;
+
+impl Engine {
+    /// Steps 6–7 for one service: data source, grants on the databases it uses, configure,
+    /// stop, start on every server of its tier.
+    pub(crate) async fn configure_service(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        svc: &ServiceSpec,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        let servers = fleet.get(svc.tier.as_str()).cloned().unwrap_or_default();
+        // Grants first, so that a dependent can connect the moment it starts.
+        for d in svc
+            .depends_on
+            .iter()
+            .filter(|d| d.kind == stratus_model::context::DependencyKind::DataSource)
+        {
+            let Some(db) = spec.service(d.service.as_str()) else {
+                continue;
+            };
+            self.grant_access(spec, fleet, db).await?;
+        }
+        try_join_all(servers.iter().map(|server| async move {
+            let work = self.configure_on(spec, fleet, svc, server);
+            self.failing_marks_service(dep, svc, server, work.await)
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Steps 6–7 of one service on one server.
+    async fn configure_on(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        svc: &ServiceSpec,
+        server: &Server,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        {
+            let ctx = self.service_context(spec, fleet, svc, server)?;
+            let base = format!("service/{}/{}", svc.name, server.id);
+            if let Some(ds) = &svc.data_source {
+                self.agent_request(
+                    dep,
+                    server,
+                    &format!("{base}/fetch-data-source"),
+                    AgentRequest::FetchFile {
+                        store: self.parts.cloud_files_dir.to_string_lossy().into_owned(),
+                        key: data_source_key(dep, svc),
+                        dest: format!("mnt/services/a{}/{}", svc.id, data_source_file(ds)),
+                    },
+                )
+                .await?;
+                self.hook(
+                    dep,
+                    server,
+                    &format!("{base}/install-data-source"),
+                    &service_package_dir(svc),
+                    caps(svc),
+                    HookCall::InstallDataSource { ctx: ctx.clone() },
+                )
+                .await?;
+            }
+            for (hook, call) in [
+                ("configure", HookCall::Configure { ctx: ctx.clone() }),
+                ("stop", HookCall::Stop { ctx: ctx.clone() }),
+                ("start", HookCall::Start { ctx: ctx.clone() }),
+            ] {
+                self.hook(
+                    dep,
+                    server,
+                    &format!("{base}/{hook}"),
+                    &service_package_dir(svc),
+                    caps(svc),
+                    call,
+                )
+                .await?;
+            }
+            self.service_event(dep, svc, &server.id, ServiceEvent::Started)?;
+            Ok(())
+        }
+    }
+
+    /// A failed step leaves its service FAILED with the reason, then passes the error on.
+    pub(crate) fn failing_marks_service(
+        &self,
+        dep: &str,
+        svc: &ServiceSpec,
+        server: &Server,
+        result: Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        if let Err(e) = &result {
+            self.service_event(dep, svc, &server.id, ServiceEvent::Failed(e.to_string()))?;
+        }
+        result
+    }
+
+    /// `grant-database-access` on every server of `db` for all its data-source dependents.
+    async fn grant_access(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        db: &ServiceSpec,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        let grants = self.grants_for(spec, fleet, db)?;
+        let servers = fleet.get(db.tier.as_str()).cloned().unwrap_or_default();
+        try_join_all(servers.iter().map(|server| {
+            let grants = grants.clone();
+            async move {
+                let ctx = self.service_context(spec, fleet, db, server)?;
+                let key = format!("service/{}/{}/grant-database-access", db.name, server.id);
+                self.hook(
+                    dep,
+                    server,
+                    &key,
+                    &service_package_dir(db),
+                    caps(db),
+                    HookCall::GrantDatabaseAccess { ctx, grants },
+                )
+                .await
+                .map(|_| ())
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+}

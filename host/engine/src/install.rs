@@ -1,0 +1,71 @@
+//! Step 5 of the launch: service packages from cloud files onto every server of their tier,
+//! then `install-service`.
+
+use crate::engine::{Engine, EngineError};
+use crate::facts::Fleet;
+use crate::launch::{caps, service_package_dir};
+use futures::future::try_join_all;
+use std::collections::BTreeMap;
+use stratus_cloud::PackageRef;
+use stratus_model::context::HookCall;
+use stratus_model::spec::DeploymentSpec;
+use stratus_model::state::ServiceEvent;
+use stratus_protocol::{AgentRequest, PackageSource};
+
+impl Engine {
+    pub(crate) fn package_source(&self, pkg: &PackageRef) -> PackageSource {
+        PackageSource {
+            store: self.parts.cloud_files_dir.to_string_lossy().into_owned(),
+            name: pkg.name.clone(),
+            digest: pkg.digest.clone(),
+            files: pkg.files,
+        }
+    }
+
+    /// Step 5: every service package of a tier onto every server of the tier, then
+    /// `install-service`.
+    pub(crate) async fn install_services(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        packages: &BTreeMap<String, PackageRef>,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        let mut jobs = Vec::new();
+        for svc in spec.services.values() {
+            let pkg = &packages[&format!("service-{}", svc.name)];
+            for server in fleet.get(svc.tier.as_str()).into_iter().flatten() {
+                jobs.push(async move {
+                    let work = async {
+                        self.service_event(dep, svc, &server.id, ServiceEvent::Start)?;
+                        self.agent_request(
+                            dep,
+                            server,
+                            &format!("service/{}/{}/download", svc.name, server.id),
+                            AgentRequest::InstallPackage {
+                                dest: service_package_dir(svc),
+                                package: self.package_source(pkg),
+                            },
+                        )
+                        .await?;
+                        let ctx = self.service_context(spec, fleet, svc, server)?;
+                        let key = format!("service/{}/{}/install-service", svc.name, server.id);
+                        self.hook(
+                            dep,
+                            server,
+                            &key,
+                            &service_package_dir(svc),
+                            caps(svc),
+                            HookCall::InstallService { ctx },
+                        )
+                        .await?;
+                        Ok::<_, EngineError>(())
+                    };
+                    self.failing_marks_service(dep, svc, server, work.await)
+                });
+            }
+        }
+        try_join_all(jobs).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! Step 8 of the launch: every load balancer learns exactly the nodes it balances.
+
+use crate::engine::{Engine, EngineError};
+use crate::facts::{Fleet, proxy_nodes};
+use crate::launch::{caps, service_package_dir};
+use futures::future::try_join_all;
+use stratus_model::context::HookCall;
+use stratus_model::spec::DeploymentSpec;
+
+impl Engine {
+    /// Step 8: each load balancer's services learn exactly the balanced nodes.
+    pub(crate) async fn start_proxies(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        let mut jobs = Vec::new();
+        for tier in spec.tiers.values() {
+            let Some(b) = &tier.balances else { continue };
+            let nodes = proxy_nodes(spec, fleet, b.service.as_str(), b.port.as_str());
+            for svc in spec.services_of(tier.name.as_str()) {
+                for server in fleet.get(tier.name.as_str()).into_iter().flatten() {
+                    let nodes = nodes.clone();
+                    jobs.push(async move {
+                        let ctx = self.service_context(spec, fleet, svc, server)?;
+                        let key = format!("service/{}/{}/start-proxy", svc.name, server.id);
+                        self.hook(
+                            dep,
+                            server,
+                            &key,
+                            &service_package_dir(svc),
+                            caps(svc),
+                            HookCall::StartProxy { ctx, nodes },
+                        )
+                        .await
+                        .map(|_| ())
+                    });
+                }
+            }
+        }
+        try_join_all(jobs).await?;
+        Ok(())
+    }
+}

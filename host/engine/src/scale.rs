@@ -1,0 +1,160 @@
+//! Steps 1–2 of the launch: one scaling event per tier (0 → min); the provider brings up each
+//! server, its agent starts (STARTING) and handshakes with the dispatcher (RUNNING).
+
+use crate::engine::{Engine, EngineError};
+use crate::facts::{Fleet, Server};
+use crate::launch::{launched_of, server_from_row};
+use crate::logs::{Component, Subject};
+use crate::steps::digest;
+use futures::future::try_join_all;
+use std::time::Duration;
+use stratus_model::spec::{DeploymentSpec, TierSpec};
+use stratus_model::state::{AgentEvent, AgentState};
+use stratus_provider::LaunchRequest;
+use stratus_store::ServerRow;
+
+/// How long an agent may take from process start to handshake.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
+
+impl Engine {
+    /// Steps 1–2: one scaling event per tier (0 → min); servers start and agents handshake.
+    pub(crate) async fn scale_up(&self, spec: &DeploymentSpec) -> Result<Fleet, EngineError> {
+        let tiers = try_join_all(spec.tiers.values().map(|tier| async move {
+            let dep = spec.name.as_str();
+            let subject = Subject {
+                deployment: Some(dep),
+                tier: Some(tier.name.as_str()),
+                ..Subject::default()
+            };
+            self.parts.logs.info(
+                Component::MonitorScalingEvent,
+                subject.clone(),
+                &format!("scaling event: tier {} 0 -> {}", tier.name, tier.min),
+            );
+            let servers =
+                try_join_all((1..=tier.min).map(|n| self.launch_server(spec, tier, n))).await?;
+            self.parts.logs.info(
+                Component::MonitorScalingEvent,
+                subject,
+                &format!(
+                    "scaling event done: tier {} has {} server(s)",
+                    tier.name,
+                    servers.len()
+                ),
+            );
+            Ok::<_, EngineError>((tier.name.to_string(), servers))
+        }))
+        .await?;
+        Ok(tiers.into_iter().collect())
+    }
+
+    async fn launch_server(
+        &self,
+        spec: &DeploymentSpec,
+        tier: &TierSpec,
+        n: u32,
+    ) -> Result<Server, EngineError> {
+        let dep = spec.name.as_str();
+        let id = format!("{}-{n}", tier.name);
+        let name = format!("{dep}-{}-{n}", tier.name);
+        let key = format!("server/{id}/launch");
+        let subject = Subject {
+            deployment: Some(dep),
+            tier: Some(tier.name.as_str()),
+            server: Some(&id),
+            ..Subject::default()
+        };
+        let server = self
+            .step(dep, &key, &digest(&(&id, &tier.launch.provider)), async {
+                // A launch cut short may have left a live agent: adopt it instead of a twin.
+                if let Some(row) = self.parts.store.server::<AgentState>(dep, &id)?
+                    && let Some(pid) = row.pid
+                    && self.parts.provider.is_alive(&launched_of(&row, pid))
+                {
+                    return Ok(server_from_row(&row, pid));
+                }
+                self.parts.logs.info(
+                    Component::ScalingWorker,
+                    subject.clone(),
+                    &format!(
+                        "launching server {name} on provider {}",
+                        tier.launch.provider
+                    ),
+                );
+                let credential = stratus_cloud::random_token();
+                let credential_digest = stratus_cloud::digest(&credential);
+                let credential = credential.expose().to_string();
+                self.parts
+                    .agents
+                    .expect(dep, &id, credential_digest.clone())
+                    .await;
+                let launched = self
+                    .parts
+                    .provider
+                    .launch(LaunchRequest {
+                        deployment: dep.to_string(),
+                        server_id: id.clone(),
+                        server_name: name.clone(),
+                        control_addr: self.parts.control_addr,
+                        credential,
+                        agent_args: self.parts.agent_args.clone(),
+                    })
+                    .await
+                    .map_err(|e| EngineError::Provider {
+                        step: key.clone(),
+                        message: e.to_string(),
+                    })?;
+                let server = Server {
+                    id: id.clone(),
+                    name: name.clone(),
+                    tier: tier.name.to_string(),
+                    address: launched.address.to_string(),
+                    root: launched.root.to_string_lossy().into_owned(),
+                    pid: launched.pid,
+                };
+                self.parts.store.upsert_server(&ServerRow {
+                    deployment: dep.to_string(),
+                    id: id.clone(),
+                    tier: tier.name.to_string(),
+                    name: name.clone(),
+                    address: server.address.clone(),
+                    root: server.root.clone(),
+                    pid: Some(server.pid),
+                    agent_state: AgentState::Starting,
+                    credential_digest,
+                })?;
+                self.parts.logs.info(
+                    Component::MonitorServer,
+                    subject.clone(),
+                    &format!(
+                        "discovered server {name} at {} (pid {}): agent STARTING",
+                        server.address, server.pid
+                    ),
+                );
+                Ok(server)
+            })
+            .await?;
+        if let Some(row) = self.parts.store.server::<AgentState>(dep, &id)? {
+            self.parts
+                .agents
+                .expect(dep, &id, row.credential_digest)
+                .await;
+        }
+        self.parts
+            .agents
+            .wait_connected(dep, &id, HANDSHAKE_LIMIT)
+            .await
+            .map_err(|source| EngineError::Link {
+                step: format!("server/{id}/handshake"),
+                source,
+            })?;
+        self.agent_event(dep, &id, AgentEvent::Handshake)?;
+        self.parts
+            .logs
+            .info(Component::MonitorServer, subject, "agent RUNNING");
+        for svc in spec.services_of(tier.name.as_str()) {
+            self.service_created(dep, svc, &id)?;
+        }
+        Ok(server)
+    }
+}
