@@ -8,7 +8,7 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server};
 use crate::logs::{Component, Subject};
-use futures::future::try_join_all;
+use crate::parallel;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use stratus_cloud::PackageRef;
@@ -95,7 +95,7 @@ impl Engine {
                 Ok::<_, EngineError>(())
             }
         });
-        try_join_all(jobs).await?;
+        parallel::all(jobs).await?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server, data_source_file};
 use crate::launch::{caps, data_source_key, service_package_dir};
-use futures::future::try_join_all;
+use crate::parallel;
 use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
 use stratus_model::state::ServiceEvent;
@@ -33,7 +33,7 @@ impl Engine {
             };
             self.grant_access(spec, fleet, db).await?;
         }
-        try_join_all(servers.iter().map(|server| async move {
+        parallel::all(servers.iter().map(|server| async move {
             let work = self.configure_on(spec, fleet, svc, server);
             self.failing_marks_service(dep, svc, server, work.await)
         }))
@@ -119,7 +119,7 @@ impl Engine {
         let dep = spec.name.as_str();
         let grants = self.grants_for(spec, fleet, db)?;
         let servers = fleet.get(db.tier.as_str()).cloned().unwrap_or_default();
-        try_join_all(servers.iter().map(|server| {
+        parallel::all(servers.iter().map(|server| {
             let grants = grants.clone();
             async move {
                 let ctx = self.service_context(spec, fleet, db, server)?;

@@ -4,7 +4,7 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::Fleet;
 use crate::launch::{caps, service_package_dir};
-use futures::future::try_join_all;
+use crate::parallel;
 use std::collections::BTreeMap;
 use stratus_cloud::PackageRef;
 use stratus_model::context::HookCall;
@@ -65,7 +65,7 @@ impl Engine {
                 });
             }
         }
-        try_join_all(jobs).await?;
+        parallel::all(jobs).await?;
         Ok(())
     }
 }

@@ -5,8 +5,8 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
 use crate::logs::{Component, Subject};
+use crate::parallel;
 use crate::steps::digest;
-use futures::future::try_join_all;
 use std::collections::BTreeMap;
 use stratus_cloud::PackageRef;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
@@ -47,7 +47,7 @@ impl Engine {
         self.run_cm(spec, fleet, &packages).await?;
         self.install_services(spec, fleet, &packages).await?;
         for layer in stratus_model::plan::Plan::new(spec).layers {
-            try_join_all(layer.iter().map(|name| async move {
+            parallel::all(layer.iter().map(|name| async move {
                 let svc = spec.service(name.as_ref()).ok_or_else(|| {
                     EngineError::Other(format!("plan names unknown service {name}"))
                 })?;

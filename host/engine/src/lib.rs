@@ -21,6 +21,7 @@ pub mod facts;
 mod install;
 pub mod launch;
 pub mod logs;
+mod parallel;
 mod proxy;
 mod scale;
 mod states;

@@ -3,7 +3,7 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, proxy_nodes};
 use crate::launch::{caps, service_package_dir};
-use futures::future::try_join_all;
+use crate::parallel;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
 
@@ -39,7 +39,7 @@ impl Engine {
                 }
             }
         }
-        try_join_all(jobs).await?;
+        parallel::all(jobs).await?;
         Ok(())
     }
 }

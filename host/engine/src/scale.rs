@@ -5,8 +5,8 @@ use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server};
 use crate::launch::{launched_of, server_from_row};
 use crate::logs::{Component, Subject};
+use crate::parallel;
 use crate::steps::digest;
-use futures::future::try_join_all;
 use std::time::Duration;
 use stratus_model::spec::{DeploymentSpec, TierSpec};
 use stratus_model::state::{AgentEvent, AgentState};
@@ -19,7 +19,7 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 impl Engine {
     /// Steps 1–2: one scaling event per tier (0 → min); servers start and agents handshake.
     pub(crate) async fn scale_up(&self, spec: &DeploymentSpec) -> Result<Fleet, EngineError> {
-        let tiers = try_join_all(spec.tiers.values().map(|tier| async move {
+        let tiers = parallel::all(spec.tiers.values().map(|tier| async move {
             let dep = spec.name.as_str();
             let subject = Subject {
                 deployment: Some(dep),
@@ -32,7 +32,7 @@ impl Engine {
                 &format!("scaling event: tier {} 0 -> {}", tier.name, tier.min),
             );
             let servers =
-                try_join_all((1..=tier.min).map(|n| self.launch_server(spec, tier, n))).await?;
+                parallel::all((1..=tier.min).map(|n| self.launch_server(spec, tier, n))).await?;
             self.parts.logs.info(
                 Component::MonitorScalingEvent,
                 subject,
