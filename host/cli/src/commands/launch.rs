@@ -90,6 +90,8 @@ pub fn follow(
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut after = 0;
+    // The step the configuration worker is on, shown beside the counts.
+    let mut current = String::new();
     loop {
         std::thread::sleep(Duration::from_millis(150));
         let Some(store) = view::open_store(state_dir)? else {
@@ -97,6 +99,12 @@ pub fn follow(
         };
         for e in store.events_since(after, Some(name), 1000)? {
             after = e.seq;
+            if e.component == "configuration-worker" || e.component == "scaling-worker" {
+                current = match &e.server {
+                    Some(server) => format!("{server}: {}", e.message),
+                    None => e.message.clone(),
+                };
+            }
             let important = e.level != "INFO"
                 || e.component == "monitor-deployment"
                 || e.component == "monitor-scaling-event";
@@ -115,7 +123,7 @@ pub fn follow(
         let services: Vec<_> = servers.iter().flat_map(|s| &s.services).collect();
         let running = services.iter().filter(|s| s.state == "RUNNING").count();
         bar.set_message(format!(
-            "{} {}: agents {agents_up}/{} RUNNING, services {running}/{} RUNNING",
+            "{} {}: agents {agents_up}/{} RUNNING, services {running}/{} RUNNING  {current}",
             d.name,
             d.state,
             servers.len(),
