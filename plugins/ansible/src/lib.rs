@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::{Map, Value};
 use stratus_plugin_sdk::cm::*;
 
 const ANSIBLE_PLAYBOOK: &str = "/usr/bin/ansible-playbook";
@@ -13,68 +14,27 @@ const PLAYBOOK: &str = "site.yml";
 
 struct Ansible;
 
-fn setting<'a>(ctx: &'a CmContext, key: &str) -> Option<&'a str> {
-    ctx.settings
-        .iter()
-        .rev()
-        .find(|s| s.key == key)
-        .map(|s| s.value.as_str())
-}
-
 /// The playbook in the unit's `files` directory; it is played in place so that `roles/` and
 /// relative includes next to it resolve.
 fn playbook(ctx: &CmContext) -> PathBuf {
-    let name = setting(ctx, "playbook").unwrap_or(PLAYBOOK);
+    let name = cm_setting(ctx, "playbook").unwrap_or(PLAYBOOK);
     Path::new(&ctx.work_dir).join("files").join(name)
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The context as `stratus_*` variables plus every setting under its own name (settings with
 /// a `-` get it replaced by `_`, since Jinja names cannot contain one).
 fn extra_vars(ctx: &CmContext) -> String {
-    let run_list: Vec<String> = ctx.run_list.iter().map(|r| json_str(r)).collect();
-    let mut fields = vec![
-        ("stratus_deployment".to_string(), json_str(&ctx.deployment)),
-        ("stratus_tier".into(), json_str(&ctx.tier)),
-        ("stratus_server_id".into(), json_str(&ctx.server.id)),
-        ("stratus_server_name".into(), json_str(&ctx.server.name)),
-        (
-            "stratus_server_address".into(),
-            json_str(&ctx.server.address),
-        ),
-        ("stratus_server_root".into(), json_str(&ctx.server_root)),
-        ("stratus_work_dir".into(), json_str(&ctx.work_dir)),
-        (
-            "stratus_run_list".into(),
-            format!("[{}]", run_list.join(", ")),
-        ),
-    ];
-    for s in &ctx.settings {
-        fields.push((s.key.replace('-', "_"), json_str(&s.value)));
+    let mut vars = Map::new();
+    for (k, v) in cm_facts(ctx) {
+        vars.insert(k.into(), v.into());
     }
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("  {}: {v}", json_str(k)))
-        .collect();
-    format!("{{\n{}\n}}\n", body.join(",\n"))
+    vars.insert("stratus_run_list".into(), ctx.run_list.clone().into());
+    // A setting may override a fact of the same name, as a later JSON key did before.
+    for s in &ctx.settings {
+        vars.insert(s.key.replace('-', "_"), s.value.clone().into());
+    }
+    // `{:#}` pretty-prints, so the file stays readable when a run is debugged.
+    format!("{:#}\n", Value::Object(vars))
 }
 
 /// `ok=N changed=N … failed=N` of every host in the PLAY RECAP, summed.
@@ -101,21 +61,9 @@ fn recap(stdout: &str) -> Option<(u32, u32, u32)> {
 
 /// Ansible's own account of the failure: its `fatal:` and `ERROR!` lines.
 fn errors(out: &host::CommandOutput) -> String {
-    let mut lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .chain(out.stderr.lines())
-        .map(str::trim)
-        .filter(|l| l.starts_with("fatal:") || l.starts_with("ERROR!"))
-        .collect();
-    // Tools repeat an error at several levels; each line once is enough.
-    let mut seen = std::collections::HashSet::new();
-    lines.retain(|l| seen.insert(*l));
-    if lines.is_empty() {
-        let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
-        return tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-    }
-    lines.join("\n")
+    error_lines(&[&out.stdout, &out.stderr], &out.stderr, |l| {
+        l.starts_with("fatal:") || l.starts_with("ERROR!")
+    })
 }
 
 impl Guest for Ansible {
@@ -211,8 +159,49 @@ mod tests {
         assert_eq!(recap("ERROR! the playbook could not be found"), None);
     }
 
+    fn context(settings: &[(&str, &str)]) -> CmContext {
+        CmContext {
+            deployment: "shop".into(),
+            tier: "app".into(),
+            server: ServerInfo {
+                id: "app-1".into(),
+                name: "shop-app-1".into(),
+                address: "127.0.0.5".into(),
+            },
+            server_root: "/srv/root".into(),
+            work_dir: "/srv/work".into(),
+            run_list: vec!["web".into(), "db".into()],
+            settings: settings
+                .iter()
+                .map(|(k, v)| Setting {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            credentials: vec![],
+        }
+    }
+
     #[test]
     fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        let text = extra_vars(&context(&[("odd-value", "a\"b\\c\nd\u{1}")]));
+        assert!(text.contains("\"a\\\"b\\\\c\\nd\\u0001\""), "{text}");
+        let vars: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(vars["odd_value"], "a\"b\\c\nd\u{1}");
+    }
+
+    #[test]
+    fn extra_vars_hold_the_facts_the_run_list_and_the_settings() {
+        let text = extra_vars(&context(&[("stratus_tier", "overridden"), ("port", "80")]));
+        let vars: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(vars["stratus_deployment"], "shop");
+        assert_eq!(vars["stratus_server_address"], "127.0.0.5");
+        assert_eq!(vars["stratus_work_dir"], "/srv/work");
+        assert_eq!(vars["stratus_run_list"], serde_json::json!(["web", "db"]));
+        assert_eq!(
+            vars["stratus_tier"], "overridden",
+            "a setting wins, as before"
+        );
+        assert_eq!(vars["port"], "80");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use serde_json::{Map, Value, json};
 use stratus_plugin_sdk::cm::*;
 
 /// Where chef-client lives unless the manifest's `env` says otherwise; it must also be the
@@ -18,35 +19,8 @@ const CLIENT_SETTINGS: &[&str] = &["server-url", "validation-client-name", "envi
 
 struct Chef;
 
-fn setting<'a>(ctx: &'a CmContext, key: &str) -> Option<&'a str> {
-    ctx.settings
-        .iter()
-        .rev()
-        .find(|s| s.key == key)
-        .map(|s| s.value.as_str())
-}
-
 fn program() -> String {
     std::env::var("CHEF_CLIENT").unwrap_or_else(|_| CHEF_CLIENT.to_string())
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A Ruby single-quoted string literal.
@@ -57,28 +31,26 @@ fn ruby_str(s: &str) -> String {
 /// `{"run_list": [...], "stratus": {...}, <setting>: <value>, ...}`: the run list, the server's
 /// facts under `stratus`, and every non-client setting as a node attribute.
 fn first_boot(ctx: &CmContext) -> String {
-    let run_list: Vec<String> = ctx.run_list.iter().map(|r| json_str(r)).collect();
     let s = &ctx.server;
-    let stratus = format!(
-        "{{\"deployment\": {}, \"tier\": {}, \"server\": {{\"id\": {}, \"name\": {}, \"address\": {}}}, \"server_root\": {}}}",
-        json_str(&ctx.deployment),
-        json_str(&ctx.tier),
-        json_str(&s.id),
-        json_str(&s.name),
-        json_str(&s.address),
-        json_str(&ctx.server_root),
+    let mut node = Map::new();
+    node.insert("run_list".into(), ctx.run_list.clone().into());
+    node.insert(
+        "stratus".into(),
+        json!({
+            "deployment": ctx.deployment,
+            "tier": ctx.tier,
+            "server": {"id": s.id, "name": s.name, "address": s.address},
+            "server_root": ctx.server_root,
+        }),
     );
-    let mut fields = vec![
-        format!("  \"run_list\": [{}]", run_list.join(", ")),
-        format!("  \"stratus\": {stratus}"),
-    ];
     for st in &ctx.settings {
         let reserved = ["run_list", "stratus"].contains(&st.key.as_str());
         if !reserved && !CLIENT_SETTINGS.contains(&st.key.as_str()) {
-            fields.push(format!("  {}: {}", json_str(&st.key), json_str(&st.value)));
+            node.insert(st.key.clone(), st.value.clone().into());
         }
     }
-    format!("{{\n{}\n}}\n", fields.join(",\n"))
+    // `{:#}` pretty-prints, so the file stays readable when a run is debugged.
+    format!("{:#}\n", Value::Object(node))
 }
 
 /// The client configuration: every path chef writes to is inside the work directory.
@@ -86,17 +58,17 @@ fn client_rb(ctx: &CmContext) -> String {
     let work = Path::new(&ctx.work_dir);
     let path = |name: &str| ruby_str(&work.join(name).display().to_string());
     let mut rb = String::new();
-    if let Some(url) = setting(ctx, "server-url") {
+    if let Some(url) = cm_setting(ctx, "server-url") {
         rb.push_str(&format!("chef_server_url {}\n", ruby_str(url)));
     }
-    let validator = setting(ctx, "validation-client-name").unwrap_or("chef-validator");
+    let validator = cm_setting(ctx, "validation-client-name").unwrap_or("chef-validator");
     rb.push_str(&format!("node_name {}\n", ruby_str(&ctx.server.name)));
     rb.push_str(&format!("validation_client_name {}\n", ruby_str(validator)));
     rb.push_str(&format!("validation_key {}\n", path("validation.pem")));
     rb.push_str(&format!("client_key {}\n", path("client.pem")));
     rb.push_str(&format!("file_cache_path {}\n", path("cache")));
     rb.push_str(&format!("file_backup_path {}\n", path("backup")));
-    if let Some(env) = setting(ctx, "environment") {
+    if let Some(env) = cm_setting(ctx, "environment") {
         rb.push_str(&format!("environment {}\n", ruby_str(env)));
     }
     rb.push_str("log_location STDOUT\n");
@@ -105,21 +77,9 @@ fn client_rb(ctx: &CmContext) -> String {
 
 /// Chef's own account of the failure: its `FATAL`/`ERROR` lines.
 fn errors(out: &host::CommandOutput) -> String {
-    let mut lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .chain(out.stderr.lines())
-        .map(str::trim)
-        .filter(|l| l.contains("FATAL:") || l.contains("ERROR:"))
-        .collect();
-    // Tools repeat an error at several levels; each line once is enough.
-    let mut seen = std::collections::HashSet::new();
-    lines.retain(|l| seen.insert(*l));
-    if lines.is_empty() {
-        let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
-        return tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-    }
-    lines.join("\n")
+    error_lines(&[&out.stdout, &out.stderr], &out.stderr, |l| {
+        l.contains("FATAL:") || l.contains("ERROR:")
+    })
 }
 
 impl Guest for Chef {

@@ -15,35 +15,19 @@ const MANIFEST: &str = "site.pp";
 
 struct Puppet;
 
-fn setting<'a>(ctx: &'a CmContext, key: &str) -> Option<&'a str> {
-    ctx.settings
-        .iter()
-        .rev()
-        .find(|s| s.key == key)
-        .map(|s| s.value.as_str())
-}
-
 /// The manifest shipped in the unit's `files` directory.
 fn source_manifest(ctx: &CmContext) -> PathBuf {
-    let name = setting(ctx, "manifest").unwrap_or(MANIFEST);
+    let name = cm_setting(ctx, "manifest").unwrap_or(MANIFEST);
     Path::new(&ctx.work_dir).join("files").join(name)
 }
 
 /// The context as facts, `FACTER_<name>` variables puppet turns into `$facts['<name>']`.
 fn facts(ctx: &CmContext) -> Vec<(String, String)> {
-    let mut f = vec![
-        ("stratus_deployment", ctx.deployment.clone()),
-        ("stratus_tier", ctx.tier.clone()),
-        ("stratus_server_id", ctx.server.id.clone()),
-        ("stratus_server_name", ctx.server.name.clone()),
-        ("stratus_server_address", ctx.server.address.clone()),
-        ("stratus_server_root", ctx.server_root.clone()),
-        ("stratus_work_dir", ctx.work_dir.clone()),
-        ("stratus_run_list", ctx.run_list.join(",")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("FACTER_{k}"), v))
-    .collect::<Vec<_>>();
+    let mut f: Vec<(String, String)> = cm_facts(ctx)
+        .into_iter()
+        .map(|(k, v)| (format!("FACTER_{k}"), v.to_string()))
+        .collect();
+    f.push(("FACTER_stratus_run_list".into(), ctx.run_list.join(",")));
     for s in &ctx.settings {
         let key = s.key.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
         f.push((format!("FACTER_stratus_setting_{key}"), s.value.clone()));
@@ -98,21 +82,9 @@ fn changed(stdout: &str) -> Option<u32> {
 /// Puppet's `Error:` lines, without facter's complaints about unreadable `/proc` entries,
 /// which appear on every run in a container and say nothing about the manifest.
 fn errors(out: &host::CommandOutput) -> String {
-    let mut lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .chain(out.stdout.lines())
-        .map(str::trim)
-        .filter(|l| l.starts_with("Error:") && !l.starts_with("Error: Facter:"))
-        .collect();
-    // Tools repeat an error at several levels; each line once is enough.
-    let mut seen = std::collections::HashSet::new();
-    lines.retain(|l| seen.insert(*l));
-    if lines.is_empty() {
-        let tail: Vec<&str> = out.stderr.lines().rev().take(5).collect();
-        return tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-    }
-    lines.join("\n")
+    error_lines(&[&out.stderr, &out.stdout], &out.stderr, |l| {
+        l.starts_with("Error:") && !l.starts_with("Error: Facter:")
+    })
 }
 
 impl Guest for Puppet {

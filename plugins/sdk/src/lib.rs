@@ -42,6 +42,7 @@ pub mod proxy {
 /// A configuration-management adapter implements `Guest` over a `CmContext`.
 pub mod cm {
     pub use crate::bindings::cm::exports::stratus::plugin::cm_hooks::Guest;
+    pub use crate::cm_context::{cm_facts, cm_setting, error_lines};
     pub use crate::prelude::*;
 }
 
@@ -54,6 +55,7 @@ pub mod prelude {
     pub use crate::{context, enstratus, files, log, template};
 }
 
+pub mod cm_context;
 pub mod context;
 pub mod enstratus;
 pub mod files;
