@@ -4,48 +4,18 @@
 
 mod common;
 
-use common::{Stratus, alive, hello_deployment, wait_gone};
+use common::{
+    Stratus, alive, assert_no_secret_leaked, hello_deployment, read, server_root, servers,
+    wait_gone,
+};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-fn servers(d: &Value, tier: &str) -> Vec<Value> {
-    d["tiers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == tier)
-        .unwrap_or_else(|| panic!("no tier {tier}"))["servers"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 /// The service directory of the only service on a server.
 fn service_dir(st: &Stratus, dep: &str, server: &Value) -> PathBuf {
     let id = server["services"][0]["id"].as_str().unwrap().to_string();
-    let root = st
-        .dir()
-        .join("servers")
-        .join(dep)
-        .join(server["id"].as_str().unwrap())
-        .join("root");
-    root.join("mnt/services").join(id)
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn every_file(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            every_file(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
+    server_root(st, dep, server).join("mnt/services").join(id)
 }
 
 #[test]
@@ -121,42 +91,10 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
     assert_eq!(nodes.lines().count(), 2, "{nodes}");
 
     // No generated secret appears in any log, event or hook output.
-    let mut secrets = Vec::new();
-    let mut key_files = Vec::new();
-    every_file(&st.dir().join("keys"), &mut key_files);
-    for k in key_files {
-        let s = read(&k);
-        if s.trim().len() >= 8 {
-            secrets.push(s.trim().to_string());
-        }
-    }
-    assert!(
-        !secrets.is_empty(),
-        "key management holds the generated secrets"
-    );
-    let mut logs = Vec::new();
-    every_file(&st.dir().join("logs"), &mut logs);
-    for s in st.dir().join("servers").read_dir().unwrap().flatten() {
-        every_file(&s.path(), &mut logs);
-    }
-    let events = st.ok(&["events"]);
-    assert!(events.contains("RUNNING"), "{events}");
-    for secret in &secrets {
-        assert!(
-            !events.contains(secret.as_str()),
-            "a secret leaked into the events"
-        );
-        for l in logs
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "log" || e == "out"))
-        {
-            assert!(
-                !read(l).contains(secret.as_str()),
-                "a secret leaked into {}",
-                l.display()
-            );
-        }
-    }
+    assert!(st.ok(&["events"]).contains("RUNNING"));
+    assert_no_secret_leaked(&st, |p| {
+        p.extension().is_some_and(|e| e == "log" || e == "out")
+    });
 
     // Terminate: reverse order, every process gone.
     let pids = st.agent_pids();

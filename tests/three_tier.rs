@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Stratus, wait_gone};
+use common::{Stratus, servers, wait_gone};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -98,11 +98,8 @@ async fn three_tier_example_serves_rows_from_mariadb_through_haproxy() {
     );
 
     // MariaDB lets in exactly the granted addresses (the app servers), not this one.
-    let tiers = d["tiers"].as_array().unwrap();
     let addr_of = |tier: &str| -> Vec<Ipv4Addr> {
-        tiers.iter().find(|t| t["name"] == tier).unwrap()["servers"]
-            .as_array()
-            .unwrap()
+        servers(&d, tier)
             .iter()
             .map(|s| s["address"].as_str().unwrap().parse().unwrap())
             .collect()

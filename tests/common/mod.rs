@@ -192,3 +192,82 @@ pub fn hello_deployment(name: &str, app_min: u32) -> String {
             &format!("min = {app_min}\nmax = {}", app_min.max(4)),
         )
 }
+
+/// The servers of `tier` in a deployment's status JSON.
+pub fn servers(deployment: &Value, tier: &str) -> Vec<Value> {
+    deployment["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == tier)
+        .unwrap_or_else(|| panic!("no tier {tier} in {deployment}"))["servers"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The root directory of a server (from the status JSON) of deployment `dep`.
+pub fn server_root(st: &Stratus, dep: &str, server: &Value) -> PathBuf {
+    st.dir()
+        .join("servers")
+        .join(dep)
+        .join(server["id"].as_str().unwrap())
+        .join("root")
+}
+
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every regular file under `dir`, recursively; symlinks are not followed, so a link out of
+/// the state directory cannot widen (or loop) the search. Empty when `dir` does not exist.
+pub fn every_file(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            out.extend(every_file(&e.path()));
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// The generated secrets key management holds: each key file's content, when long enough
+/// (8 characters) that finding it elsewhere is not a coincidence.
+pub fn secrets(st: &Stratus) -> Vec<String> {
+    every_file(&st.dir().join("keys"))
+        .iter()
+        .map(|k| read(k).trim().to_string())
+        .filter(|s| s.len() >= 8)
+        .collect()
+}
+
+/// Asserts that there are generated secrets and that none appears in the events or in any file
+/// under `logs/` and `servers/` that `scanned` selects.
+pub fn assert_no_secret_leaked(st: &Stratus, scanned: impl Fn(&Path) -> bool) {
+    let secrets = secrets(st);
+    assert!(
+        !secrets.is_empty(),
+        "key management holds the generated secrets"
+    );
+    let mut files = every_file(&st.dir().join("logs"));
+    files.extend(every_file(&st.dir().join("servers")));
+    files.retain(|f| scanned(f));
+    let events = st.ok(&["events"]);
+    for secret in &secrets {
+        assert!(
+            !events.contains(secret.as_str()),
+            "a secret leaked into the events"
+        );
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret.as_str()),
+                "a secret leaked into {}",
+                f.display()
+            );
+        }
+    }
+}
