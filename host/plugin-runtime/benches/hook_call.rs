@@ -92,6 +92,21 @@ fn hello_package() -> Package {
     Package::open(&stratus_plugin_artifacts::package_dir("hello")).unwrap()
 }
 
+/// Times `iters` calls awaited back to back inside the tokio runtime, as an agent makes them
+/// (one `block_on` per sample, not per call).
+async fn timed<F, Fut, T, E>(iters: u64, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        f().await.unwrap();
+    }
+    start.elapsed()
+}
+
 fn hook_calls(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -114,11 +129,24 @@ fn hook_calls(c: &mut Criterion) {
         };
         let env = env(&call, &sup);
         g.bench_function(name, |b| {
-            b.iter(|| tokio.block_on(plugin.call(&call, &env)).unwrap());
+            b.iter_custom(|iters| tokio.block_on(timed(iters, || plugin.call(&call, &env))));
             // hooks.log grows by one line per call; keep it from skewing later samples.
             let _ = std::fs::remove_file(dir.path().join("hooks.log"));
         });
     }
+    // Pure sandbox overhead: a hook that returns at once (the test plugin's health-check).
+    let trivial: Plugin = tokio
+        .block_on(
+            rt.load(&Package::open(&stratus_plugin_artifacts::package_dir("hostile")).unwrap()),
+        )
+        .unwrap();
+    let call = HookCall::HealthCheck {
+        ctx: context(dir.path(), false),
+    };
+    let trivial_env = env(&call, &sup);
+    g.bench_function("trivial_hook", |b| {
+        b.iter_custom(|iters| tokio.block_on(timed(iters, || trivial.call(&call, &trivial_env))))
+    });
     // The same work as configure_write, as the shell scripts of old did it.
     let conf = dir.path().join("sh-hello.conf");
     let script = format!(

@@ -14,23 +14,12 @@ pub type DirMap = BTreeMap<DirKind, PathBuf>;
 /// hooks, the server root and work directory for CM hooks.
 pub fn dirs_of(call: &HookCall) -> DirMap {
     let mut m = DirMap::new();
-    match call {
-        HookCall::CmPrepare { ctx } | HookCall::CmRun { ctx } => {
-            m.insert(DirKind::ServerRoot, PathBuf::from(&ctx.server_root));
-            m.insert(DirKind::WorkDir, PathBuf::from(&ctx.work_dir));
-        }
-        HookCall::InstallService { ctx }
-        | HookCall::InstallDataSource { ctx }
-        | HookCall::Configure { ctx }
-        | HookCall::Start { ctx }
-        | HookCall::Stop { ctx }
-        | HookCall::GrantDatabaseAccess { ctx, .. }
-        | HookCall::RevokeDatabaseAccess { ctx, .. }
-        | HookCall::HealthCheck { ctx }
-        | HookCall::StartProxy { ctx, .. }
-        | HookCall::RemoveNodes { ctx, .. } => {
-            m.insert(DirKind::Service, PathBuf::from(&ctx.service_dir));
-        }
+    if let Some(ctx) = call.cm_context() {
+        m.insert(DirKind::ServerRoot, PathBuf::from(&ctx.server_root));
+        m.insert(DirKind::WorkDir, PathBuf::from(&ctx.work_dir));
+    }
+    if let Some(ctx) = call.service_context() {
+        m.insert(DirKind::Service, PathBuf::from(&ctx.service_dir));
     }
     m
 }
@@ -47,29 +36,22 @@ pub struct Labels {
 impl Labels {
     /// Labels taken from the call's context.
     pub fn of(call: &HookCall) -> Labels {
-        match call {
-            HookCall::CmPrepare { ctx } | HookCall::CmRun { ctx } => Labels {
+        if let Some(ctx) = call.cm_context() {
+            return Labels {
                 deployment: ctx.deployment.clone(),
                 tier: ctx.tier.clone(),
                 server: ctx.server.id.clone(),
                 service: String::new(),
-            },
-            HookCall::InstallService { ctx }
-            | HookCall::InstallDataSource { ctx }
-            | HookCall::Configure { ctx }
-            | HookCall::Start { ctx }
-            | HookCall::Stop { ctx }
-            | HookCall::GrantDatabaseAccess { ctx, .. }
-            | HookCall::RevokeDatabaseAccess { ctx, .. }
-            | HookCall::HealthCheck { ctx }
-            | HookCall::StartProxy { ctx, .. }
-            | HookCall::RemoveNodes { ctx, .. } => Labels {
+            };
+        }
+        call.service_context()
+            .map(|ctx| Labels {
                 deployment: ctx.deployment.clone(),
                 tier: ctx.tier.clone(),
                 server: ctx.server.id.clone(),
                 service: ctx.service_name.clone(),
-            },
-        }
+            })
+            .unwrap_or_default()
     }
 }
 
