@@ -34,7 +34,7 @@ impl Engine {
             deployment: Some(dep),
             tier: Some(&server.tier),
             server: Some(&server.id),
-            service: service_of(&call),
+            service: call.service_context().map(|c| c.service_name.as_str()),
         };
         self.step(dep, key, &input, async {
             self.parts.logs.info(
@@ -203,21 +203,5 @@ impl Engine {
             text.push_str("\n# (output truncated)\n");
         }
         let _ = std::fs::write(file, text);
-    }
-}
-
-fn service_of(call: &HookCall) -> Option<&str> {
-    match call {
-        HookCall::CmPrepare { .. } | HookCall::CmRun { .. } => None,
-        HookCall::InstallService { ctx }
-        | HookCall::InstallDataSource { ctx }
-        | HookCall::Configure { ctx }
-        | HookCall::Start { ctx }
-        | HookCall::Stop { ctx }
-        | HookCall::HealthCheck { ctx }
-        | HookCall::GrantDatabaseAccess { ctx, .. }
-        | HookCall::RevokeDatabaseAccess { ctx, .. }
-        | HookCall::StartProxy { ctx, .. }
-        | HookCall::RemoveNodes { ctx, .. } => Some(&ctx.service_name),
     }
 }

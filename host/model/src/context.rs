@@ -238,27 +238,47 @@ impl HookCall {
         }
     }
 
-    /// Every secret in the call's input.
-    pub fn secrets(&self) -> Vec<String> {
+    /// The context of a service or proxy hook; `None` for a CM hook.
+    pub fn service_context(&self) -> Option<&ServiceContext> {
         match self {
-            HookCall::GrantDatabaseAccess { ctx, grants }
-            | HookCall::RevokeDatabaseAccess { ctx, grants } => {
-                let mut s = ctx.secrets();
-                s.extend(grants.iter().map(|g| g.password.clone()));
-                s
-            }
-            HookCall::CmPrepare { ctx } | HookCall::CmRun { ctx } => {
-                ctx.credentials.iter().map(|c| c.password.clone()).collect()
-            }
+            HookCall::CmPrepare { .. } | HookCall::CmRun { .. } => None,
             HookCall::InstallService { ctx }
             | HookCall::InstallDataSource { ctx }
             | HookCall::Configure { ctx }
             | HookCall::Start { ctx }
             | HookCall::Stop { ctx }
             | HookCall::HealthCheck { ctx }
+            | HookCall::GrantDatabaseAccess { ctx, .. }
+            | HookCall::RevokeDatabaseAccess { ctx, .. }
             | HookCall::StartProxy { ctx, .. }
-            | HookCall::RemoveNodes { ctx, .. } => ctx.secrets(),
+            | HookCall::RemoveNodes { ctx, .. } => Some(ctx),
         }
+    }
+
+    /// The context of a CM hook; `None` for a service or proxy hook.
+    pub fn cm_context(&self) -> Option<&CmContext> {
+        match self {
+            HookCall::CmPrepare { ctx } | HookCall::CmRun { ctx } => Some(ctx),
+            _ => None,
+        }
+    }
+
+    /// Every secret in the call's input.
+    pub fn secrets(&self) -> Vec<String> {
+        // Every call carries exactly one of the two contexts.
+        let mut s = match self.cm_context() {
+            Some(cm) => cm.credentials.iter().map(|c| c.password.clone()).collect(),
+            None => self
+                .service_context()
+                .map(ServiceContext::secrets)
+                .unwrap_or_default(),
+        };
+        if let HookCall::GrantDatabaseAccess { grants, .. }
+        | HookCall::RevokeDatabaseAccess { grants, .. } = self
+        {
+            s.extend(grants.iter().map(|g| g.password.clone()));
+        }
+        s
     }
 
     /// Parses a hook name as given on the command line together with its JSON input.
@@ -295,5 +315,45 @@ impl std::fmt::Display for World {
             World::Proxy => "proxy",
             World::Cm => "cm",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(json: serde_json::Value) -> HookCall {
+        serde_json::from_value(json).expect("a hook call")
+    }
+
+    fn server() -> serde_json::Value {
+        serde_json::json!({"id": "app-1", "name": "shop-app-1", "address": "127.0.0.5"})
+    }
+
+    fn credential(password: &str) -> serde_json::Value {
+        serde_json::json!([{"name": "admin", "user": "root", "password": password}])
+    }
+
+    #[test]
+    fn each_call_carries_the_context_of_its_world() {
+        let grant = call(serde_json::json!({
+            "hook": "grant-database-access",
+            "ctx": {"deployment": "shop", "tier": "db", "server": server(), "service_id": "7",
+                    "service_name": "db", "service_dir": "/s/7", "credentials": credential("pw-own")},
+            "grants": [{"service": "app", "database": "shop", "user": "app",
+                        "password": "pw-grant", "addresses": []}],
+        }));
+        assert_eq!(grant.service_context().unwrap().service_name, "db");
+        assert!(grant.cm_context().is_none());
+        assert_eq!(grant.secrets(), ["pw-own", "pw-grant"]);
+
+        let run = call(serde_json::json!({
+            "hook": "cm-run",
+            "ctx": {"deployment": "shop", "tier": "app", "server": server(), "server_root": "/r",
+                    "work_dir": "/w", "credentials": credential("pw-cm")},
+        }));
+        assert_eq!(run.cm_context().unwrap().work_dir, "/w");
+        assert!(run.service_context().is_none());
+        assert_eq!(run.secrets(), ["pw-cm"]);
     }
 }
