@@ -11,6 +11,7 @@ mod call;
 pub mod capabilities;
 mod command;
 mod convert;
+mod dispatch;
 mod engine;
 mod env;
 mod failure;

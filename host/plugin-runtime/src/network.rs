@@ -58,20 +58,14 @@ pub(crate) fn socket_check(
     denials: Denials,
 ) -> impl Fn(SocketAddr, SocketAddrUse) -> CheckFuture + Send + Sync + 'static {
     move |addr, use_| {
-        let allowed = match use_ {
-            SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-            SocketAddrUse::TcpConnect => policy.allows(addr),
-            _ => false,
+        let (allowed, verb) = match use_ {
+            SocketAddrUse::TcpBind => (addr.ip().is_unspecified() && addr.port() == 0, "bind to"),
+            SocketAddrUse::TcpConnect => (policy.allows(addr), "connect to"),
+            SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => (false, "listen on"),
+            _ => (false, "UDP use of"),
         };
-        if !allowed && !matches!(use_, SocketAddrUse::TcpBind) {
-            let verb = match use_ {
-                SocketAddrUse::TcpConnect => "connect to",
-                SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => "listen on",
-                _ => "udp use of",
-            };
+        if !allowed {
             record(&denials, format!("network {verb} {addr} is not granted"));
-        } else if !allowed {
-            record(&denials, format!("network bind to {addr} is not granted"));
         }
         Box::pin(std::future::ready(allowed))
     }

@@ -1,17 +1,17 @@
 //! `stratus plugin inspect|call`: the plugin author's inner loop. `call` runs one hook with the
 //! same runtime, limits and supervisor an agent uses.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use stratus_model::context::{CmContext, HookCall, ServerInfo, ServiceContext, World};
 use stratus_plugin_runtime::{
-    CallEnv, CallFailure, HookOutcome, HookValue, Labels, Package, Runtime, RuntimeConfig,
-    Supervisor, dirs_of, inspect,
+    CallEnv, Labels, Package, Runtime, RuntimeConfig, Supervisor, dirs_of, inspect,
 };
 
+mod inputs;
+mod report;
 mod snapshot;
 
 const INSPECT_HELP: &str = "\
@@ -196,117 +196,6 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn local_server() -> ServerInfo {
-    ServerInfo {
-        id: "local-1".into(),
-        name: "local-1".into(),
-        address: "127.0.0.1".into(),
-    }
-}
-
-fn default_service_context(name: &str) -> anyhow::Result<ServiceContext> {
-    let dir = std::env::current_dir()?.join(".stratus-call/a1");
-    Ok(ServiceContext {
-        deployment: "local".into(),
-        tier: "local".into(),
-        server: local_server(),
-        service_id: "1".into(),
-        service_name: name.into(),
-        service_dir: dir.to_string_lossy().into_owned(),
-        settings: Vec::new(),
-        ports: Vec::new(),
-        credentials: Vec::new(),
-        data_source: None,
-        dependencies: Vec::new(),
-    })
-}
-
-fn default_cm_context() -> anyhow::Result<CmContext> {
-    let base = std::env::current_dir()?.join(".stratus-call");
-    Ok(CmContext {
-        deployment: "local".into(),
-        tier: "local".into(),
-        server: local_server(),
-        server_root: base.join("root").to_string_lossy().into_owned(),
-        work_dir: base.join("work").to_string_lossy().into_owned(),
-        run_list: Vec::new(),
-        settings: Vec::new(),
-        credentials: Vec::new(),
-    })
-}
-
-fn build_call(
-    hook: &str,
-    name: &str,
-    context: Option<PathBuf>,
-    grants: Option<PathBuf>,
-    nodes: Option<PathBuf>,
-) -> anyhow::Result<HookCall> {
-    let Some(world) = HookCall::world_of(hook) else {
-        bail!("unknown hook `{hook}` (see `stratus plugin call --help` for the list)");
-    };
-    if world == World::Cm {
-        let ctx = match context {
-            Some(p) => read_json(&p)?,
-            None => default_cm_context()?,
-        };
-        return Ok(if hook == "prepare" {
-            HookCall::CmPrepare { ctx }
-        } else {
-            HookCall::CmRun { ctx }
-        });
-    }
-    let ctx = match context {
-        Some(p) => read_json(&p)?,
-        None => default_service_context(name)?,
-    };
-    let grants = || -> anyhow::Result<_> {
-        grants
-            .as_deref()
-            .map(read_json)
-            .transpose()
-            .map(Option::unwrap_or_default)
-    };
-    let nodes = || -> anyhow::Result<_> {
-        nodes
-            .as_deref()
-            .map(read_json)
-            .transpose()
-            .map(Option::unwrap_or_default)
-    };
-    Ok(match hook {
-        "install-service" => HookCall::InstallService { ctx },
-        "install-data-source" => HookCall::InstallDataSource { ctx },
-        "configure" => HookCall::Configure { ctx },
-        "start" => HookCall::Start { ctx },
-        "stop" => HookCall::Stop { ctx },
-        "health-check" => HookCall::HealthCheck { ctx },
-        "grant-database-access" => HookCall::GrantDatabaseAccess {
-            ctx,
-            grants: grants()?,
-        },
-        "revoke-database-access" => HookCall::RevokeDatabaseAccess {
-            ctx,
-            grants: grants()?,
-        },
-        "start-proxy" => HookCall::StartProxy {
-            ctx,
-            nodes: nodes()?,
-        },
-        "remove-nodes" => HookCall::RemoveNodes {
-            ctx,
-            nodes: nodes()?,
-        },
-        other => bail!("unknown hook `{other}`"),
-    })
-}
-
 async fn call_cmd(
     state: &Path,
     package: &Path,
@@ -330,10 +219,10 @@ async fn call_cmd(
         plugin.cache_status()
     );
     let defaulted = context.is_none();
-    let call = build_call(hook, plugin.name(), context, grants, nodes)?;
+    let call = inputs::build_call(hook, plugin.name(), context, grants, nodes)?;
     let dirs = dirs_of(&call);
     if defaulted && let Some(service_dir) = dirs.get(&stratus_plugin_runtime::DirKind::Service) {
-        install_templates(&pkg.dir, service_dir)?;
+        inputs::install_templates(&pkg.dir, service_dir)?;
     }
     for (kind, dir) in &dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -358,8 +247,8 @@ async fn call_cmd(
     let result = plugin.call(&call, &env).await;
     let after = snapshot::take(dirs.values());
     let code = match &result {
-        Ok(o) => print_outcome(o),
-        Err(f) => print_failure(f),
+        Ok(o) => report::print_outcome(o),
+        Err(f) => report::print_failure(f),
     };
     println!("files changed:");
     snapshot::print_changes(&before, &after);
@@ -370,93 +259,4 @@ async fn call_cmd(
         );
     }
     Ok(code)
-}
-
-/// With the default context, the service directory gets the package's `cfg/` and `files/`
-/// as an agent's install would, unless they are already there.
-fn install_templates(package_dir: &Path, service_dir: &Path) -> anyhow::Result<()> {
-    for sub in ["cfg", "files"] {
-        let (src, dst) = (package_dir.join(sub), service_dir.join(sub));
-        if src.is_dir() && !dst.exists() {
-            copy_tree(&src, &dst)
-                .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-            println!("copied {} into {}", src.display(), dst.display());
-        }
-    }
-    Ok(())
-}
-
-fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dst)?;
-    for e in std::fs::read_dir(src)? {
-        let e = e?;
-        let to = dst.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_tree(&e.path(), &to)?;
-        } else if e.file_type()?.is_file() {
-            std::fs::copy(e.path(), &to)?;
-        }
-    }
-    Ok(())
-}
-
-fn print_captured(
-    stdout: &str,
-    stderr: &str,
-    truncated: bool,
-    logs: &[stratus_plugin_runtime::LogRecord],
-) {
-    for l in logs {
-        println!("log {:?}: {}", l.level, l.message);
-    }
-    for (name, text) in [("stdout", stdout), ("stderr", stderr)] {
-        if !text.is_empty() {
-            println!("--- {name} ---\n{}", text.trim_end());
-        }
-    }
-    if truncated {
-        println!("(output was cut at the plugin's output-bytes limit)");
-    }
-}
-
-fn print_outcome(o: &HookOutcome) -> ExitCode {
-    print_captured(&o.stdout, &o.stderr, o.truncated, &o.logs);
-    for d in &o.denials {
-        println!("denied: {d}");
-    }
-    if let Some(s) = &o.status {
-        println!("status: {s}");
-    }
-    match &o.value {
-        HookValue::Unit => println!("result: ok ({} ms)", o.duration.as_millis()),
-        HookValue::Health(h) => println!(
-            "result: health {:?}: {} ({} ms)",
-            h.status,
-            h.message,
-            o.duration.as_millis()
-        ),
-        HookValue::Cm(r) => {
-            println!("result: {} ({} ms)", r.summary, o.duration.as_millis());
-            for p in &r.produced {
-                println!("  produced {p}");
-            }
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-fn print_failure(f: &CallFailure) -> ExitCode {
-    print_captured(&f.stdout, &f.stderr, f.truncated, &f.logs);
-    for d in &f.denials {
-        println!("denied: {d}");
-    }
-    if let Some(s) = &f.status {
-        println!("status: {s}");
-    }
-    println!(
-        "result: FAILED after {} ms: {}",
-        f.duration.as_millis(),
-        f.kind
-    );
-    ExitCode::FAILURE
 }
