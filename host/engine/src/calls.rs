@@ -99,16 +99,12 @@ impl Engine {
         request: AgentRequest,
     ) -> Result<(), EngineError> {
         let input = digest(&format!("{request:?}"));
-        self.step(dep, key, &input, async {
-            match self.send(dep, server, key, request).await? {
-                AgentReply::Error { message } => Err(EngineError::Agent {
-                    step: key.into(),
-                    server: server.id.clone(),
-                    message,
-                }),
-                _ => Ok(()),
-            }
-        })
+        self.step(
+            dep,
+            key,
+            &input,
+            self.send_untracked(dep, server, key, request),
+        )
         .await
     }
 
