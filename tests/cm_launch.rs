@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{Stratus, assert_no_secret_leaked, every_file, read, server_root, servers, wait_gone};
+use common::{Stratus, assert_no_secret_leaked, every_file, read, server_root, servers, terminate};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Copies `examples/cm` into the test's state directory as `<name>/`, with absolute package
 /// paths and the deployment renamed, and returns the deployment file.
@@ -48,18 +47,6 @@ fn cm_runs(server: &Value) -> Vec<(String, String, String)> {
             (s("unit"), s("state"), s("summary"))
         })
         .collect()
-}
-
-fn terminate(st: &Stratus, name: &str) {
-    let pids = st.agent_pids();
-    st.ok(&["terminate", name]);
-    assert_eq!(st.deployment(name)["state"], "TERMINATED");
-    for p in pids {
-        assert!(
-            wait_gone(p, Duration::from_secs(10)),
-            "agent {p} still running after terminate"
-        );
-    }
 }
 
 #[test]

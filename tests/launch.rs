@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     Stratus, alive, assert_no_secret_leaked, hello_deployment, read, server_root, servers,
-    wait_gone,
+    terminate, wait_gone,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -97,16 +97,7 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
     });
 
     // Terminate: reverse order, every process gone.
-    let pids = st.agent_pids();
-    assert_eq!(pids.len(), 4);
-    st.ok(&["terminate", "hello"]);
-    assert_eq!(st.deployment("hello")["state"], "TERMINATED");
-    for p in pids {
-        assert!(
-            wait_gone(p, Duration::from_secs(10)),
-            "agent {p} still running after terminate"
-        );
-    }
+    assert_eq!(terminate(&st, "hello").len(), 4);
     let lb_hooks = read(&service_dir(&st, "hello", &lb[0]).join("hooks.log"));
     assert!(lb_hooks.ends_with("remove-nodes\nstop\n"), "{lb_hooks}");
     let revoked = read(&db_dir.join("grants.log"));

@@ -66,18 +66,7 @@ impl Stratus {
 
     /// Every agent pid the status knows about.
     pub fn agent_pids(&self) -> Vec<u32> {
-        let st = self.status();
-        let mut pids = Vec::new();
-        for d in st["deployments"].as_array().into_iter().flatten() {
-            for t in d["tiers"].as_array().into_iter().flatten() {
-                for s in t["servers"].as_array().into_iter().flatten() {
-                    if let Some(p) = s["pid"].as_u64() {
-                        pids.push(p as u32);
-                    }
-                }
-            }
-        }
-        pids
+        pids_in(&self.status())
     }
 
     pub fn control_pid(&self) -> Option<u32> {
@@ -149,18 +138,38 @@ impl Stratus {
         let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
             return Vec::new();
         };
-        let mut pids = Vec::new();
-        for d in v["deployments"].as_array().into_iter().flatten() {
-            for t in d["tiers"].as_array().into_iter().flatten() {
-                for s in t["servers"].as_array().into_iter().flatten() {
-                    if let Some(p) = s["pid"].as_u64() {
-                        pids.push(p as u32);
-                    }
+        pids_in(&v)
+    }
+}
+
+/// Every agent pid in a status JSON.
+fn pids_in(status: &Value) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for d in status["deployments"].as_array().into_iter().flatten() {
+        for t in d["tiers"].as_array().into_iter().flatten() {
+            for s in t["servers"].as_array().into_iter().flatten() {
+                if let Some(p) = s["pid"].as_u64() {
+                    pids.push(p as u32);
                 }
             }
         }
-        pids
     }
+    pids
+}
+
+/// Terminates deployment `name`, checks it is TERMINATED and that every agent it had is gone
+/// within 10 s; returns those agents' pids.
+pub fn terminate(st: &Stratus, name: &str) -> Vec<u32> {
+    let pids = st.agent_pids();
+    st.ok(&["terminate", name]);
+    assert_eq!(st.deployment(name)["state"], "TERMINATED");
+    for &p in &pids {
+        assert!(
+            wait_gone(p, Duration::from_secs(10)),
+            "agent {p} still running after terminate"
+        );
+    }
+    pids
 }
 
 /// The hello example deployment rewritten with absolute package paths, so it can live in a
