@@ -3,15 +3,12 @@
 
 use std::collections::HashSet;
 
+use crate::context::last_setting;
 use crate::types::CmContext;
 
 /// The last value of setting `key` (later settings override earlier ones, as in the manifest).
 pub fn cm_setting<'a>(ctx: &'a CmContext, key: &str) -> Option<&'a str> {
-    ctx.settings
-        .iter()
-        .rev()
-        .find(|s| s.key == key)
-        .map(|s| s.value.as_str())
+    last_setting(&ctx.settings, key)
 }
 
 /// The context's scalar `stratus_*` facts, in the order adapters document them; the run list

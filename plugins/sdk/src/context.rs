@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::types::ServiceContext;
+use crate::types::{ServiceContext, Setting};
 
 /// Every template variable of `ctx`. Dependency ports are the public ports (what clients use).
 pub fn context_vars(ctx: &ServiceContext) -> BTreeMap<String, String> {
@@ -66,7 +66,12 @@ pub fn context_vars(ctx: &ServiceContext) -> BTreeMap<String, String> {
 
 /// The value of the deployment-file setting `key`, if set (the last one wins).
 pub fn setting<'a>(ctx: &'a ServiceContext, key: &str) -> Option<&'a str> {
-    ctx.settings
+    last_setting(&ctx.settings, key)
+}
+
+/// The last value of `key` in `settings`: later settings override earlier ones.
+pub(crate) fn last_setting<'a>(settings: &'a [Setting], key: &str) -> Option<&'a str> {
+    settings
         .iter()
         .rev()
         .find(|s| s.key == key)
