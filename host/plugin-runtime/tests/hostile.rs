@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_healthy, context, env, load, runtime};
+use common::{assert_healthy, context, env, load, shared_runtime};
 use std::path::Path;
 use stratus_model::context::HookCall;
 use stratus_plugin_runtime::{
@@ -21,7 +21,7 @@ struct Attack {
 /// Runs hostile's `configure` with `attack`, optionally narrowing its capabilities first;
 /// `prepare` may plant files in the service directory.
 async fn run(attack: &str, narrow: CapabilityOverride, prepare: impl FnOnce(&Path)) -> Attack {
-    let rt = runtime(None);
+    let rt = shared_runtime();
     let hostile = load(&rt, "hostile").await;
     let dir = tempfile::tempdir().unwrap();
     let service = dir.path().join("a1000");

@@ -10,6 +10,14 @@ use stratus_plugin_runtime::{
     Supervisor, dirs_of,
 };
 
+/// A runtime whose code cache is shared by every test of the build (under cargo's
+/// `CARGO_TARGET_TMPDIR`), so each plugin is compiled once rather than once per test.
+pub fn shared_runtime() -> Runtime {
+    runtime(Some(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-runtime-cache"),
+    ))
+}
+
 pub fn runtime(cache_dir: Option<PathBuf>) -> Runtime {
     Runtime::new(RuntimeConfig {
         cache_dir,
