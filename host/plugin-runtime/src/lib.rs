@@ -4,6 +4,18 @@
 //! [`Plugin`]; each [`Plugin::call`] runs one hook in a fresh store that sees only what the
 //! plugin's [`Capabilities`] grant. Long-running processes started by hooks live in the
 //! [`Supervisor`].
+//!
+//! Choices worth knowing:
+//! - Timeouts: the epoch advances every 10 ms; each call's epoch callback yields to tokio on
+//!   every tick and traps (`Trap::Interrupt`) once the deadline has passed, so a spinning
+//!   guest neither hogs a worker thread nor outlives its limit; a `tokio::time::timeout` a
+//!   little past the deadline backs it up for time spent in host functions.
+//! - Failures: [`Plugin::call`] returns a [`CallFailure`] (a [`HookFailure`] plus the output,
+//!   logs and denials captured before it failed), never a bare reason.
+//! - Secrets: the call's credentials and [`CallEnv::secrets`] are replaced by `****` in
+//!   everything the call returns or logs.
+//! - Code cache: entries are authenticated with HMAC-SHA256 and the verified bytes (not the
+//!   file) are deserialized.
 
 pub mod bindings;
 mod cache;
@@ -27,8 +39,8 @@ pub mod supervisor;
 
 pub use cache::CacheStatus;
 pub use capabilities::{
-    Access, Capabilities, CapabilityOverride, DirGrant, DirKind, NarrowError, NetHost,
-    NetworkGrant, Program,
+    Access, Capabilities, CapabilityOverride, DirGrant, DirKind, MAX_MEMORY_MB, NarrowError,
+    NetHost, NetworkGrant, Program,
 };
 pub use engine::Allocator;
 pub use env::{CallEnv, DirMap, Labels, dirs_of};
