@@ -87,11 +87,17 @@ impl Manifest {
                 caps.memory_mb
             ));
         }
-        if caps.timeout_ms == 0 {
-            return Err("capabilities.timeout-ms must be greater than 0".into());
+        if caps.timeout_ms == 0 || caps.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(format!(
+                "capabilities.timeout-ms must be between 1 and {MAX_TIMEOUT_MS}, not {}",
+                caps.timeout_ms
+            ));
         }
-        if caps.output_bytes == 0 {
-            return Err("capabilities.output-bytes must be greater than 0".into());
+        if caps.output_bytes == 0 || caps.output_bytes > MAX_OUTPUT_BYTES {
+            return Err(format!(
+                "capabilities.output-bytes must be between 1 and {MAX_OUTPUT_BYTES}, not {}",
+                caps.output_bytes
+            ));
         }
         for (i, d) in caps.dirs.iter().enumerate() {
             if caps.dirs[..i].iter().any(|e| e.dir == d.dir) {
@@ -108,6 +114,11 @@ impl Manifest {
         Ok(())
     }
 }
+
+/// One hour: longer than any hook should take, short enough that deadlines cannot overflow.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+/// Captured output is held in memory per call, so it is bounded.
+const MAX_OUTPUT_BYTES: u64 = 64 << 20;
 
 fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')

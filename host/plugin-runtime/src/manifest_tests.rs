@@ -99,6 +99,14 @@ fn semantic_limits_are_checked() {
             .contains("memory-mb must be between 1 and")
     );
     assert!(err(&format!("{base}[capabilities]\ntimeout-ms = 0\n")).contains("timeout-ms"));
+    let huge = err(&format!(
+        "{base}[capabilities]\ntimeout-ms = 18446744073709551615\n"
+    ));
+    assert!(
+        huge.contains("timeout-ms must be between 1 and 3600000"),
+        "{huge}"
+    );
+    assert!(err(&format!("{base}[capabilities]\noutput-bytes = 0\n")).contains("output-bytes"));
     let twice = "[capabilities]\ndirs = [{dir=\"service\",access=\"read-only\"},{dir=\"service\",access=\"read-write\"}]\n";
     assert!(err(&format!("{base}{twice}")).contains("grants `service` twice"));
     let esc = "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"service\"\ncomponent = \"../evil.wasm\"\n";
