@@ -276,6 +276,11 @@ impl Capabilities {
                 widened.push(format!("{name} {v} > {mine}"));
                 mine
             }
+            // Zero would make every call fail at once; it is never what an operator means.
+            Some(0) => {
+                widened.push(format!("{name} 0 is not a usable limit"));
+                mine
+            }
             Some(v) => v,
             None => mine,
         };

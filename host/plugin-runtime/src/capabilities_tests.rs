@@ -106,6 +106,16 @@ fn widening_is_an_error_naming_every_widened_capability() {
 }
 
 #[test]
+fn zero_limits_are_refused() {
+    let op = CapabilityOverride {
+        timeout_ms: Some(0),
+        ..Default::default()
+    };
+    let e = caps().narrow(&op).unwrap_err();
+    assert_eq!(e.widened, vec!["timeout-ms 0 is not a usable limit"]);
+}
+
+#[test]
 fn override_parses_from_toml() {
     let op: CapabilityOverride =
         toml::from_str("memory-mb = 16\nprograms = [\"/usr/bin/echo\"]\n").unwrap();
