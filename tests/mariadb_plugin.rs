@@ -47,6 +47,7 @@ struct Db {
 impl Db {
     fn env(&self, call: &HookCall) -> CallEnv {
         CallEnv {
+            sealed_package: None,
             dirs: dirs_of(call),
             server_address: DB_ADDR.to_string(),
             supervisor: self.supervisor.clone(),

@@ -56,6 +56,7 @@ impl Service {
 
     pub async fn try_call(&self, call: HookCall) -> Result<HookOutcome, CallFailure> {
         let env = CallEnv {
+            sealed_package: None,
             dirs: dirs_of(&call),
             server_address: self.ctx.server.address.clone(),
             supervisor: self.sup.clone(),

@@ -14,6 +14,10 @@ use stratus_plugin_runtime::{
 use stratus_protocol::{AgentReply, HookReport, HookResult, LogLine};
 use tokio::sync::{Mutex, OnceCell};
 
+/// Where the agent keeps a copy of every installed package that no plugin can write (see
+/// `CallEnv::sealed_package`), mirrored by package directory.
+pub(crate) const SEALED: &str = "agent/sealed";
+
 pub struct Hooks {
     pub(crate) cfg: AgentConfig,
     runtime: Runtime,
@@ -149,6 +153,7 @@ impl Hooks {
             capabilities: narrowed,
             secrets: call.secrets(),
             labels: Labels::of(call),
+            sealed_package: Some(self.cfg.root.join(SEALED).join(package_dir)),
         };
         for d in env.dirs.values() {
             let _ = std::fs::create_dir_all(d);

@@ -22,6 +22,7 @@ impl Hooks {
         match req {
             AgentRequest::Ping => Ok(AgentReply::Done),
             AgentRequest::InstallPackage { dest, package } => {
+                let rel = dest.clone();
                 let dest = self.inside(&dest)?;
                 let files = CloudFiles::local(&package.store).map_err(|e| e.to_string())?;
                 let r = PackageRef {
@@ -31,6 +32,14 @@ impl Hooks {
                 };
                 files
                     .fetch_package(&r, &dest)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // The sealed copy that `service:` programs run from: outside every preopen,
+                // so no plugin can rewrite it.
+                let sealed = self.inside(&format!("{}/{rel}", crate::hooks::SEALED))?;
+                let _ = std::fs::remove_dir_all(&sealed);
+                files
+                    .fetch_package(&r, &sealed)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.forget_plugin(&dest).await;

@@ -70,6 +70,7 @@ fn context(dir: &Path, write: bool) -> ServiceContext {
 
 fn env(call: &HookCall, sup: &Supervisor) -> CallEnv {
     CallEnv {
+        sealed_package: None,
         dirs: dirs_of(call),
         server_address: "127.0.0.11".into(),
         supervisor: sup.clone(),

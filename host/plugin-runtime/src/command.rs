@@ -40,6 +40,7 @@ pub(crate) struct Checked {
 pub(crate) fn check(
     caps: &Capabilities,
     dirs: &DirMap,
+    sealed_package: Option<&Path>,
     program: &str,
     working_dir: Option<&str>,
     env: &[(String, String)],
@@ -92,10 +93,38 @@ pub(crate) fn check(
                 )
             })?,
     };
+    let program = sealed(caps, service_dir, sealed_package, program)?;
     Ok(Checked {
-        program: program.to_owned(),
+        program,
         working_dir,
     })
+}
+
+/// A program allowed only as `service:<path>` runs from the sealed copy of the package, which
+/// the plugin cannot have rewritten; one also allowed by its absolute path runs as it is.
+fn sealed(
+    caps: &Capabilities,
+    service_dir: Option<&Path>,
+    sealed_package: Option<&Path>,
+    program: &Path,
+) -> Result<PathBuf, Refusal> {
+    let (Some(service_dir), Some(sealed)) = (service_dir, sealed_package) else {
+        return Ok(program.to_owned());
+    };
+    if caps.allows_program(program) {
+        return Ok(program.to_owned());
+    }
+    let Ok(rel) = program.strip_prefix(service_dir) else {
+        return Ok(program.to_owned());
+    };
+    let copy = sealed.join(rel);
+    if !copy.is_file() {
+        return Err(Refusal::invalid(format!(
+            "program {} is not part of the installed package",
+            program.display()
+        )));
+    }
+    Ok(copy)
 }
 
 /// The outcome of a finished program.

@@ -68,6 +68,11 @@ pub struct CallEnv {
     /// credentials are always added).
     pub secrets: Vec<String>,
     pub labels: Labels,
+    /// A copy of the installed package outside every directory the plugin can write. Programs
+    /// granted as `service:<path>` run from this copy, so a plugin that rewrites its service
+    /// directory cannot get native code of its own executed. `None` runs them from the
+    /// service directory (`stratus plugin call`, where the author owns both).
+    pub sealed_package: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for CallEnv {
@@ -83,6 +88,7 @@ impl std::fmt::Debug for CallEnv {
                 &format_args!("<{} redacted>", self.secrets.len()),
             )
             .field("labels", &self.labels)
+            .field("sealed_package", &self.sealed_package)
             .finish()
     }
 }
@@ -120,6 +126,7 @@ mod tests {
             capabilities: None,
             secrets: vec!["hunter2".into()],
             labels: Labels::default(),
+            sealed_package: None,
         };
         let text = format!("{env:?}");
         assert!(

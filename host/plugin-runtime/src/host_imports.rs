@@ -88,6 +88,7 @@ impl host::Host for State {
         let checked = match command::check(
             &h.caps,
             &h.dirs,
+            h.sealed_package.as_deref(),
             &cmd.program,
             cmd.working_dir.as_deref(),
             &cmd.env,
@@ -120,6 +121,7 @@ impl host::Host for State {
         let checked = match command::check(
             &h.caps,
             &h.dirs,
+            h.sealed_package.as_deref(),
             &spec.program,
             spec.working_dir.as_deref(),
             &spec.env,

@@ -31,6 +31,7 @@ fn caps(network: &[&str]) -> Capabilities {
 
 fn state(dir: &Path, caps: &Capabilities) -> (State, crate::call::Captured) {
     let env = CallEnv {
+        sealed_package: None,
         dirs: DirMap::from([(DirKind::Service, dir.to_owned())]),
         server_address: "127.0.0.1".into(),
         supervisor: Supervisor::new(dir.join("logs")),
@@ -194,6 +195,7 @@ async fn spawn_applies_the_same_checks_and_supervises() {
 async fn logs_and_status_are_redacted_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let env = CallEnv {
+        sealed_package: None,
         dirs: DirMap::new(),
         server_address: "127.0.0.1".into(),
         supervisor: Supervisor::new(dir.path().to_owned()),
@@ -214,4 +216,52 @@ async fn logs_and_status_are_redacted_and_recorded() {
         }]
     );
     assert_eq!(s.host.status.as_deref(), Some("connecting with ****"));
+}
+
+#[tokio::test]
+async fn service_programs_run_from_the_sealed_package_not_the_writable_service_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let service = dir.path().join("service");
+    let sealed = dir.path().join("sealed");
+    for (root, says) in [
+        (&service, "rewritten by the plugin"),
+        (&sealed, "as installed"),
+    ] {
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let tool = root.join("bin/tool");
+        std::fs::write(&tool, format!("#!/bin/sh\necho {says}\n")).unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut caps = caps(&[]);
+    caps.programs = vec![Program::try_from("service:bin/tool".to_string()).unwrap()];
+    let env = |sealed_package: Option<std::path::PathBuf>| CallEnv {
+        sealed_package,
+        dirs: DirMap::from([(DirKind::Service, service.clone())]),
+        server_address: "127.0.0.1".into(),
+        supervisor: Supervisor::new(dir.path().join("logs")),
+        capabilities: None,
+        secrets: Vec::new(),
+        labels: Labels::default(),
+    };
+    let program = service.join("bin/tool");
+    let program = program.to_str().unwrap();
+
+    let (mut s, _) =
+        State::new("t", &caps, &env(Some(sealed.clone())), Redactor::default()).unwrap();
+    let out = s.run(cmd(program, &[])).await.unwrap().unwrap();
+    assert_eq!(out.stdout, "as installed\n");
+
+    // A program the package never shipped is refused rather than run from the service dir.
+    std::fs::remove_file(sealed.join("bin/tool")).unwrap();
+    let err = s.run(cmd(program, &[])).await.unwrap().unwrap_err();
+    assert!(
+        err.contains("is not part of the installed package"),
+        "{err}"
+    );
+
+    // Without a sealed copy (`stratus plugin call`), the service dir's program runs.
+    let (mut s, _) = State::new("t", &caps, &env(None), Redactor::default()).unwrap();
+    let out = s.run(cmd(program, &[])).await.unwrap().unwrap();
+    assert_eq!(out.stdout, "rewritten by the plugin\n");
 }

@@ -235,6 +235,7 @@ async fn call_cmd(
     }
     let supervisor = Supervisor::new(state.join("logs/plugin-call"));
     let env = CallEnv {
+        sealed_package: None,
         dirs: dirs.clone(),
         server_address: "127.0.0.1".into(),
         supervisor: supervisor.clone(),

@@ -66,6 +66,7 @@ pub fn env(
     capabilities: Option<Capabilities>,
 ) -> CallEnv {
     CallEnv {
+        sealed_package: None,
         dirs: dirs_of(call),
         server_address: "127.0.0.1".into(),
         supervisor: supervisor.clone(),
