@@ -4,7 +4,8 @@
 //! agents' RSS (mean and max). Sizes whose agents would not fit in the memory available are
 //! skipped with the reason.
 //!
-//! Run: `cargo bench --bench launch -- 10 100 500` (release build).
+//! Run: `cargo bench --bench launch -- 10 100 500 three-tier` (release build). `three-tier`
+//! launches `examples/three-tier` (real MariaDB, greeter, HAProxy) three times.
 
 use std::path::Path;
 use std::process::Command;
@@ -117,12 +118,45 @@ fn run(n: usize) -> Result<Run, String> {
     result
 }
 
+/// Seconds from `stratus launch examples/three-tier/deployment.toml` to RUNNING.
+fn three_tier() -> Result<f64, String> {
+    let state = tempfile::Builder::new()
+        .prefix("stratus-bench-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-tier/deployment.toml");
+    let start = Instant::now();
+    let out = stratus(state.path())
+        .arg("launch")
+        .arg(&file)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = stratus(state.path()).args(["terminate", "shop"]).output();
+    let _ = stratus(state.path()).arg("shutdown").output();
+    if out.status.success() {
+        Ok(seconds)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 fn main() {
-    let mut sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    if sizes.is_empty() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "three-tier") {
+        let runs: Vec<String> = (0..3)
+            .map(|_| match three_tier() {
+                Ok(s) => format!("{s:.2} s"),
+                Err(e) => format!("failed: {e}"),
+            })
+            .collect();
+        println!(
+            "three-tier example, time to RUNNING (3 runs): {}",
+            runs.join(", ")
+        );
+    }
+    let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if sizes.is_empty() && !args.iter().any(|a| a == "three-tier") {
         sizes = vec![10, 100, 500];
     }
     println!(
