@@ -164,11 +164,16 @@ impl Runtime {
         let sha = sha256_hex(bytes);
         let name = format!("{sha}-{}", self.inner.engine_digest);
         let mut status = CacheStatus::Compiled;
-        // Agents of one machine share the cache: the first to need a component compiles it
-        // while the others wait for the entry instead of compiling it too.
-        let _compiling = self.inner.cache.as_ref().and_then(|c| c.lock(&name));
+        let mut _compiling = None;
         if let Some(cache) = &self.inner.cache {
-            match cache.load(engine, &name) {
+            // A hit needs no lock. On a miss, agents of one machine sharing the cache take the
+            // entry's lock: the first compiles, the others wait and then find its entry.
+            let mut found = cache.load(engine, &name);
+            if matches!(found, Ok(None)) {
+                _compiling = cache.lock(&name);
+                found = cache.load(engine, &name);
+            }
+            match found {
                 Ok(Some(c)) => return Ok((c, CacheStatus::Hit, sha)),
                 Ok(None) => {}
                 Err(reason) => status = CacheStatus::Rejected(reason),
