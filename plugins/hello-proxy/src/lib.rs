@@ -33,15 +33,24 @@ impl ServiceGuest for HelloProxy {
     fn stop(ctx: ServiceContext) -> Result<(), HookError> {
         record(&ctx, "stop")
     }
-    fn grant_database_access(ctx: ServiceContext, _grants: Vec<DatabaseGrant>) -> Result<(), HookError> {
+    fn grant_database_access(
+        ctx: ServiceContext,
+        _grants: Vec<DatabaseGrant>,
+    ) -> Result<(), HookError> {
         record(&ctx, "grant-database-access")
     }
-    fn revoke_database_access(ctx: ServiceContext, _grants: Vec<DatabaseGrant>) -> Result<(), HookError> {
+    fn revoke_database_access(
+        ctx: ServiceContext,
+        _grants: Vec<DatabaseGrant>,
+    ) -> Result<(), HookError> {
         record(&ctx, "revoke-database-access")
     }
     fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
         record(&ctx, "health-check")?;
-        Ok(HealthReport { status: HealthStatus::Ok, message: "nothing to check".into() })
+        Ok(HealthReport {
+            status: HealthStatus::Ok,
+            message: "nothing to check".into(),
+        })
     }
 }
 
@@ -55,7 +64,11 @@ impl ProxyGuest for HelloProxy {
         let path = files::service_path(&ctx, "nodes.txt");
         let current = files::read_to_string(&path).unwrap_or_default();
         let gone = node_lines(&nodes);
-        let kept: String = current.lines().filter(|l| !gone.lines().any(|g| g == *l)).map(|l| format!("{l}\n")).collect();
+        let kept: String = current
+            .lines()
+            .filter(|l| !gone.lines().any(|g| g == *l))
+            .map(|l| format!("{l}\n"))
+            .collect();
         files::write(path, kept)
     }
 }
