@@ -179,3 +179,48 @@ fn a_failing_hook_fails_the_launch_naming_step_server_hook_and_error() {
         );
     }
 }
+
+#[test]
+fn an_agent_that_dies_is_reported_lost() {
+    let st = Stratus::new();
+    let file = st.write_file("lost.toml", &hello_deployment("lost", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("lost");
+    let app = &common::servers(&d, "app")[0];
+    let pid = app["pid"].as_u64().unwrap() as u32;
+    // The server dies under the agent: end its process group as a crashed VM would.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(wait_gone(pid, Duration::from_secs(10)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        let d = st.deployment("lost");
+        let state = common::servers(&d, "app")[0]["agent"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if state == "LOST" || std::time::Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(state, "LOST");
+    let monitor = std::fs::read_to_string(st.dir().join("logs/monitor-server.log")).unwrap();
+    assert!(
+        monitor.contains("server=app-1 agent LOST: its connection closed"),
+        "{monitor}"
+    );
+    // The other servers are untouched, and terminate still ends everything.
+    assert_eq!(
+        common::servers(&st.deployment("lost"), "db")[0]["agent"],
+        "RUNNING"
+    );
+    st.ok(&["terminate", "lost"]);
+    assert_eq!(
+        common::servers(&st.deployment("lost"), "app")[0]["agent"],
+        "TERMINATED"
+    );
+}

@@ -80,6 +80,16 @@ impl Dispatcher {
         st.live.remove(key);
     }
 
+    /// The servers whose agents are connected right now.
+    pub async fn connected(&self) -> std::collections::HashSet<ServerKey> {
+        self.state.lock().await.live.keys().cloned().collect()
+    }
+
+    /// Notified whenever an agent connects or disconnects.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     pub async fn is_connected(&self, key: &ServerKey) -> bool {
         self.state.lock().await.live.contains_key(key)
     }

@@ -5,11 +5,13 @@
 //! - `server.rs`: the serve loop, resume after restart, operator requests.
 //! - `dispatcher.rs`: agent authentication and the request/reply channel.
 //! - `link.rs`: the dispatcher as the engine's `AgentLink`.
+//! - `monitor.rs`: agents LOST when their connection closes, RUNNING when they come back.
 //! - `paths.rs`: the state directory's layout.
 //! - `client.rs`: how the CLI finds (or starts) the control plane and talks to it.
 
 pub mod client;
 pub mod dispatcher;
 mod link;
+mod monitor;
 pub mod paths;
 pub mod server;

@@ -103,6 +103,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         tasks: Arc::default(),
         shutdown: Arc::new(Notify::new()),
     };
+    tokio::spawn(crate::monitor::watch_agents(
+        control.engine.clone(),
+        control.dispatcher.clone(),
+    ));
     control.resume().await;
     publish(&paths, addr.port())?;
     logs.info(

@@ -8,12 +8,15 @@ use crate::logs::{Component, Subject};
 use crate::steps::digest;
 use std::time::Duration;
 use stratus_model::context::HookCall;
+use stratus_model::state::AgentState;
 use stratus_protocol::{AgentReply, AgentRequest, HookReport, HookResult};
 
 /// A hook may legitimately take long (loading a data source); the runtime enforces each
 /// plugin's own timeout, this only guards against a hung agent.
 const CALL_LIMIT: Duration = Duration::from_secs(600);
 const RECONNECT_LIMIT: Duration = Duration::from_secs(60);
+/// An agent the monitor saw go away gets only a short chance to come back.
+const LOST_RECONNECT_LIMIT: Duration = Duration::from_secs(3);
 const ATTEMPTS: usize = 3;
 
 impl Engine {
@@ -134,12 +137,19 @@ impl Engine {
         request: AgentRequest,
     ) -> Result<AgentReply, EngineError> {
         let agents = &self.parts.agents;
+        let lost = self
+            .parts
+            .store
+            .server::<AgentState>(dep, &server.id)?
+            .is_some_and(|row| row.agent_state == AgentState::Lost);
+        let reconnect = if lost {
+            LOST_RECONNECT_LIMIT
+        } else {
+            RECONNECT_LIMIT
+        };
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            if let Err(source) = agents
-                .wait_connected(dep, &server.id, RECONNECT_LIMIT)
-                .await
-            {
+            if let Err(source) = agents.wait_connected(dep, &server.id, reconnect).await {
                 return Err(EngineError::Link {
                     step: key.into(),
                     source,

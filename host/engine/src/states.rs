@@ -76,7 +76,7 @@ impl Engine {
     }
 
     /// Applies `event` to an agent's recorded state.
-    pub(crate) fn agent_event(
+    pub fn agent_event(
         &self,
         dep: &str,
         server: &str,
