@@ -16,10 +16,22 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
     while changes.changed().await.is_ok() {
         let now = dispatcher.connected().await;
         for (dep, server) in known.difference(&now) {
-            record(&engine, dep, server, AgentEvent::Lost, "agent LOST: its connection closed");
+            record(
+                &engine,
+                dep,
+                server,
+                AgentEvent::Lost,
+                "agent LOST: its connection closed",
+            );
         }
         for (dep, server) in now.difference(&known) {
-            record(&engine, dep, server, AgentEvent::Reconnected, "agent RUNNING again");
+            record(
+                &engine,
+                dep,
+                server,
+                AgentEvent::Reconnected,
+                "agent RUNNING again",
+            );
         }
         known = now;
     }
