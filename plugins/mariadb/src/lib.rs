@@ -73,52 +73,54 @@ impl Guest for MariaDb {
         ctx: ServiceContext,
         grants: Vec<DatabaseGrant>,
     ) -> Result<(), HookError> {
-        if grants.is_empty() {
-            return Ok(());
-        }
-        let socket = admin(&Layout::of(&ctx))?;
-        let target = Target {
-            socket: &socket,
-            database: None,
-            timeout_ms: GRANT_TIMEOUT_MS,
-        };
-        for g in &grants {
+        for_each_grant(&ctx, &grants, |g| {
             let what = format!(
                 "granting `{}` on `{}` to {}",
                 g.user,
                 g.database,
                 g.addresses.join(",")
             );
-            client::run(&target, &what, sql::grant(g)?, &[&g.password])?;
-            stratus_plugin_sdk::info!("{what}: done");
-        }
-        Ok(())
+            Ok((what, sql::grant(g)?))
+        })
     }
 
     fn revoke_database_access(
         ctx: ServiceContext,
         grants: Vec<DatabaseGrant>,
     ) -> Result<(), HookError> {
-        if grants.is_empty() {
-            return Ok(());
-        }
-        let socket = admin(&Layout::of(&ctx))?;
-        let target = Target {
-            socket: &socket,
-            database: None,
-            timeout_ms: GRANT_TIMEOUT_MS,
-        };
-        for g in &grants {
+        for_each_grant(&ctx, &grants, |g| {
             let what = format!("revoking `{}` from {}", g.user, g.addresses.join(","));
-            client::run(&target, &what, sql::revoke(g)?, &[&g.password])?;
-            stratus_plugin_sdk::info!("{what}: done");
-        }
-        Ok(())
+            Ok((what, sql::revoke(g)?))
+        })
     }
 
     fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
         Ok(server::health(&ctx))
     }
+}
+
+/// Runs the SQL `statement` builds for each grant, as root over the server's socket. An empty
+/// list does nothing, even while the server is down.
+fn for_each_grant(
+    ctx: &ServiceContext,
+    grants: &[DatabaseGrant],
+    statement: impl Fn(&DatabaseGrant) -> Result<(String, String), HookError>,
+) -> Result<(), HookError> {
+    if grants.is_empty() {
+        return Ok(());
+    }
+    let socket = admin(&Layout::of(ctx))?;
+    let target = Target {
+        socket: &socket,
+        database: None,
+        timeout_ms: GRANT_TIMEOUT_MS,
+    };
+    for g in grants {
+        let (what, sql) = statement(g)?;
+        client::run(&target, &what, sql, &[&g.password])?;
+        stratus_plugin_sdk::info!("{what}: done");
+    }
+    Ok(())
 }
 
 stratus_plugin_sdk::export_service!(MariaDb);
