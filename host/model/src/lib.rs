@@ -10,12 +10,14 @@
 //! - [`state`]: deployment, agent and service states, each with one pure transition function.
 //! - [`plan`]: the dependency DAG of a spec as launch layers, grants and load balancers.
 //! - [`context`]: the typed `enstratus.cfg` handed to hooks, mirrored from `wit/types.wit`.
+//! - [`plugin`]: a plugin package's manifest and the capabilities it declares.
 
 pub mod context;
 pub mod error;
 mod graph;
 pub mod ids;
 pub mod plan;
+pub mod plugin;
 mod raw;
 pub mod spec;
 pub mod state;

@@ -20,7 +20,7 @@
 pub mod bindings;
 mod cache;
 mod call;
-pub mod capabilities;
+pub use stratus_model::plugin::capabilities;
 mod command;
 mod convert;
 mod dispatch;
@@ -30,7 +30,7 @@ mod failure;
 mod host_imports;
 mod inspect;
 mod limits;
-pub mod manifest;
+pub use stratus_model::plugin::manifest;
 mod network;
 mod output;
 pub mod package;

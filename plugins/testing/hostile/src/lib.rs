@@ -8,9 +8,13 @@ use std::io::Write;
 use stratus_plugin_sdk::files::{io_error, service_path};
 use stratus_plugin_sdk::service::*;
 
+mod fs;
+mod output;
+mod procs;
+
 struct Hostile;
 
-fn command(program: &str, args: &[&str]) -> host::Command {
+pub(crate) fn command(program: &str, args: &[&str]) -> host::Command {
     host::Command {
         program: program.into(),
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -39,6 +43,10 @@ fn recurse(depth: u64) -> u64 {
 fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> {
     let dir = &ctx.service_dir;
     match name {
+        // Each class of attack lives in its own module, picked by the name's prefix.
+        n if n.starts_with("proc-") => procs::attack(ctx, n),
+        n if n.starts_with("fs-") => fs::attack(ctx, n),
+        n if n.starts_with("out-") => output::attack(ctx, n),
         "read-passwd" => read("/etc/passwd"),
         "traversal" => read(&format!("{dir}/../../../../etc/passwd")),
         "symlink" => read(&format!("{dir}/evil-link")),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::capabilities::{Access, DirKind, NetHost};
+use crate::plugin::capabilities::{Access, DirKind, NetHost};
 
 const FULL: &str = r#"
 [plugin]

@@ -1,9 +1,9 @@
 //! `plugin.toml`: who the plugin is and what it may do.
 
-use crate::capabilities::{Capabilities, MAX_MEMORY_MB};
+use super::capabilities::{Capabilities, MAX_MEMORY_MB};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
-use stratus_model::context::World;
+use crate::context::World;
 
 /// The parsed `plugin.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
