@@ -1,4 +1,4 @@
-//! The launch, step by step (DESIGN.md §2): scale every tier from 0 to min, prepare and run
+//! The launch, step by step (see docs/architecture.md): scale every tier from 0 to min, prepare and run
 //! configuration management, install the service packages, configure services in dependency
 //! order with grants for their dependents, join the load balancers' nodes. RUNNING at the end.
 
