@@ -131,7 +131,17 @@ async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>
     let (tx, mut rx) = mpsc::channel::<Envelope<AgentReply>>(64);
     let writer = async move {
         while let Some(reply) = rx.recv().await {
-            let Ok(line) = serde_json::to_string(&reply) else {
+            // `fit_frame` already bounds hook replies; anything else too large still gets an
+            // answer, so the control plane never waits for a frame that was never sent.
+            let line = stratus_protocol::framing::encode(&reply).or_else(|e| {
+                stratus_protocol::framing::encode(&Envelope {
+                    id: reply.id,
+                    body: AgentReply::Error {
+                        message: format!("the reply could not be sent: {e}"),
+                    },
+                })
+            });
+            let Ok(line) = line else {
                 continue;
             };
             if sink.send(line).await.is_err() {

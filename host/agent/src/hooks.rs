@@ -62,6 +62,7 @@ impl Hooks {
         if let Some(done) = std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| serde_json::from_str::<AgentReply>(&t).ok())
+            .map(AgentReply::fit_frame)
         {
             tracing::info!(
                 call_id,
@@ -77,7 +78,8 @@ impl Hooks {
             .or_default()
             .clone();
         cell.get_or_init(|| async {
-            let reply = self.run(package_dir, capabilities, &call).await;
+            // Checked before it is remembered, so a repeat gets the same small answer.
+            let reply = self.run(package_dir, capabilities, &call).await.fit_frame();
             // Only a finished hook is remembered; a host-side error may be retried.
             if matches!(reply, AgentReply::Hook { .. }) {
                 if let Some(parent) = file.parent() {

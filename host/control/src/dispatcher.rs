@@ -226,7 +226,21 @@ impl Dispatcher {
             }
         };
         let reader = async {
-            while let Some(Ok(line)) = stream.next().await {
+            while let Some(line) = stream.next().await {
+                let line = match line {
+                    Ok(line) => line,
+                    Err(e) => {
+                        self.logs.warn(
+                            Component::Dispatcher,
+                            subject.clone(),
+                            &format!(
+                                "closing the agent connection: {}",
+                                stratus_protocol::FramingError::from(e)
+                            ),
+                        );
+                        break;
+                    }
+                };
                 match serde_json::from_str::<Envelope<AgentReply>>(&line) {
                     Ok(env) => {
                         if let Some(waiter) = pending.lock().await.remove(&env.id) {
@@ -246,6 +260,8 @@ impl Dispatcher {
             _ = reader => {},
         }
         self.drop_live(&key, generation).await;
+        // Waiters hold the map too: clear it so each gets `Disconnected` now, not at its limit.
+        pending.lock().await.clear();
         self.logs
             .warn(Component::Dispatcher, subject, "agent connection closed");
         self.changed.send_modify(|n| *n += 1);

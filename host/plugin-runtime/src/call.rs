@@ -39,6 +39,11 @@ pub(crate) struct HostCtx {
     pub redactor: Redactor,
     pub denials: Denials,
     pub logs: Vec<LogRecord>,
+    /// Bytes of `logs`, and records refused past the per-call bounds.
+    pub log_bytes: usize,
+    pub dropped_logs: usize,
+    /// `set-status` calls so far (only the first ones reach the agent log).
+    pub status_updates: usize,
     pub status: Option<String>,
 }
 
@@ -63,8 +68,20 @@ fn exports(world: World, call: &HookCall) -> bool {
 
 impl Plugin {
     /// Runs one hook in a fresh sandbox. On failure the returned `CallFailure` still carries
-    /// the captured output and logs.
+    /// the captured output and logs. Either way every string the plugin supplied has passed
+    /// the call's one redactor and the size bounds (`Redactor::seal`).
     pub async fn call(&self, call: &HookCall, env: &CallEnv) -> Result<HookOutcome, CallFailure> {
+        let redactor = Redactor::new(env.secrets.iter().cloned().chain(call.secrets()));
+        let result = self.call_unsealed(call, env, &redactor).await;
+        redactor.seal(result)
+    }
+
+    async fn call_unsealed(
+        &self,
+        call: &HookCall,
+        env: &CallEnv,
+        redactor: &Redactor,
+    ) -> Result<HookOutcome, CallFailure> {
         let p = &self.inner;
         if !exports(p.world, call) {
             return Err(CallFailure::bare(HookFailure::WrongWorld {
@@ -81,13 +98,9 @@ impl Plugin {
             .capabilities
             .clone()
             .unwrap_or_else(|| p.capabilities.clone());
-        let redactor = Redactor::new(env.secrets.iter().cloned().chain(call.secrets()));
         let started = Instant::now();
-        let (state, captured) = State::new(&p.name, &caps, env, redactor.clone()).map_err(|e| {
-            CallFailure::bare(HookFailure::Host {
-                message: redactor.redact(&e),
-            })
-        })?;
+        let (state, captured) = State::new(&p.name, &caps, env, redactor.clone())
+            .map_err(|message| CallFailure::bare(HookFailure::Host { message }))?;
         let Captured { out, err, denials } = captured;
         let mut store = Store::new(&p.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -103,20 +116,16 @@ impl Plugin {
         });
         let limit = Duration::from_millis(caps.timeout_ms) + BACKSTOP_SLACK;
         let result = tokio::time::timeout(limit, invoke(&p.pre, &mut store, call)).await;
-        let state = store.into_data();
+        let mut state = store.into_data();
+        state.host.finish_logs();
 
         let stdout_raw = out.contents();
         let stderr_raw = err.contents();
         let cap = caps.output_bytes as usize;
         let output_full = stdout_raw.len() >= cap || stderr_raw.len() >= cap;
-        let stdout = redactor.redact_bytes(&stdout_raw);
-        let stderr = redactor.redact_bytes(&stderr_raw);
-        let denied: Vec<String> = denials
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|d| redactor.redact(d))
-            .collect();
+        let stdout = String::from_utf8_lossy(&stdout_raw).into_owned();
+        let stderr = String::from_utf8_lossy(&stderr_raw).into_owned();
+        let denied: Vec<String> = denials.lock().unwrap().clone();
         let fail = |kind: HookFailure| CallFailure {
             kind,
             stdout: stdout.clone(),
@@ -140,7 +149,7 @@ impl Plugin {
                         capability: d.clone(),
                     },
                     None => HookFailure::HookError {
-                        message: redactor.redact(&hook_err.message),
+                        message: hook_err.message,
                         retryable: hook_err.retryable,
                     },
                 };
@@ -148,7 +157,7 @@ impl Plugin {
             }
             Ok(Err(e)) if e.is::<Instantiation>() => {
                 return Err(fail(HookFailure::Host {
-                    message: redactor.redact(&e.to_string()),
+                    message: e.to_string(),
                 }));
             }
             Ok(Err(trap)) => {
@@ -162,12 +171,6 @@ impl Plugin {
                     timeout_ms: caps.timeout_ms,
                     output_bytes: caps.output_bytes,
                 });
-                let kind = match kind {
-                    HookFailure::Trap { message } => HookFailure::Trap {
-                        message: redactor.redact(&message),
-                    },
-                    k => k,
-                };
                 return Err(fail(kind));
             }
         };
@@ -219,6 +222,9 @@ impl State {
                 redactor,
                 denials: denials.clone(),
                 logs: Vec::new(),
+                log_bytes: 0,
+                dropped_logs: 0,
+                status_updates: 0,
                 status: None,
             },
         };

@@ -8,27 +8,18 @@ use crate::output::{LogLevel, LogRecord};
 use crate::supervisor::{ProcessSpec, ProcessState};
 use std::time::{Duration, Instant};
 
-/// Cap on log records kept per call, so a chatty plugin cannot exhaust host memory.
-const MAX_LOG_RECORDS: usize = 10_000;
-/// Cap on one log message or status line.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024;
-
-fn clip(mut s: String) -> String {
-    if s.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str(" …(cut)");
-    }
-    s
-}
+use stratus_protocol::bounds::{
+    MAX_LOG_BYTES, MAX_LOG_RECORD_BYTES, MAX_LOG_RECORDS, MAX_MESSAGE_BYTES,
+};
 
 impl State {
     fn refuse(&mut self, r: command::Refusal) -> String {
         if let Some(d) = r.denial {
-            record(&self.host.denials, d);
+            // A refused program or path is the plugin's text: redact it before it is logged.
+            record(
+                &self.host.denials,
+                self.host.redactor.bounded(d, MAX_MESSAGE_BYTES),
+            );
         }
         r.message
     }
@@ -59,6 +50,25 @@ macro_rules! plugin_event {
     }};
 }
 
+impl crate::call::HostCtx {
+    /// Ends a call's log: one line says how many records the per-call bounds dropped.
+    pub(crate) fn finish_logs(&mut self) {
+        if self.dropped_logs == 0 {
+            return;
+        }
+        let message = format!(
+            "… {} more log records dropped (a call keeps {MAX_LOG_RECORDS} records, \
+             {MAX_LOG_BYTES} bytes)",
+            self.dropped_logs
+        );
+        plugin_event!(LogLevel::Warn, self, message);
+        self.logs.push(LogRecord {
+            level: LogLevel::Warn,
+            message,
+        });
+    }
+}
+
 impl host::Host for State {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
@@ -68,18 +78,31 @@ impl host::Host for State {
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
-        let message = self.host.redactor.redact(&clip(message));
-        plugin_event!(level, self.host, message);
-        if self.host.logs.len() < MAX_LOG_RECORDS {
-            self.host.logs.push(LogRecord { level, message });
+        let h = &mut self.host;
+        // Counted before any work, so a flood costs the plugin's time, not the agent log.
+        if h.logs.len() >= MAX_LOG_RECORDS {
+            h.dropped_logs += 1;
+            return Ok(());
         }
+        let message = h.redactor.bounded(message, MAX_LOG_RECORD_BYTES);
+        if h.log_bytes + message.len() > MAX_LOG_BYTES {
+            h.dropped_logs += 1;
+            return Ok(());
+        }
+        plugin_event!(level, h, message);
+        h.log_bytes += message.len();
+        h.logs.push(LogRecord { level, message });
         Ok(())
     }
 
     async fn set_status(&mut self, message: String) -> wasmtime::Result<()> {
-        let message = self.host.redactor.redact(&clip(message));
-        plugin_event!(LogLevel::Debug, self.host, format!("status: {message}"));
-        self.host.status = Some(message);
+        let h = &mut self.host;
+        let message = h.redactor.bounded(message, MAX_MESSAGE_BYTES);
+        h.status_updates += 1;
+        if h.status_updates <= MAX_LOG_RECORDS {
+            plugin_event!(LogLevel::Debug, h, format!("status: {message}"));
+        }
+        h.status = Some(message);
         Ok(())
     }
 

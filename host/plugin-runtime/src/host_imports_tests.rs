@@ -219,6 +219,33 @@ async fn logs_and_status_are_redacted_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_log_flood_keeps_a_bounded_head_and_says_how_much_was_dropped() {
+    use stratus_protocol::bounds::{MAX_LOG_RECORD_BYTES, MAX_LOG_RECORDS};
+    let dir = tempfile::tempdir().unwrap();
+    let env = CallEnv {
+        sealed_package: None,
+        dirs: DirMap::new(),
+        server_address: "127.0.0.1".into(),
+        supervisor: Supervisor::new(dir.path().to_owned()),
+        capabilities: None,
+        secrets: Vec::new(),
+        labels: Labels::default(),
+    };
+    let (mut s, _) = State::new("t", &caps(&[]), &env, Redactor::default()).unwrap();
+    s.log(Level::Info, "y".repeat(10 << 20)).await.unwrap();
+    for i in 0..MAX_LOG_RECORDS + 500 {
+        s.log(Level::Info, format!("line {i}")).await.unwrap();
+    }
+    s.host.finish_logs();
+    let logs = &s.host.logs;
+    assert_eq!(logs.len(), MAX_LOG_RECORDS + 1);
+    assert!(logs[0].message.len() < MAX_LOG_RECORD_BYTES + 64);
+    assert!(logs[0].message.ends_with("(cut, 10485760 bytes)"));
+    let last = &logs[MAX_LOG_RECORDS].message;
+    assert!(last.starts_with("… 501 more log records dropped"), "{last}");
+}
+
+#[tokio::test]
 async fn service_programs_run_from_the_sealed_package_not_the_writable_service_dir() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

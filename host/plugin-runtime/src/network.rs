@@ -12,8 +12,13 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 pub(crate) type Denials = Arc<Mutex<Vec<String>>>;
 
 pub(crate) fn record(denials: &Denials, what: String) {
+    let mut denials = denials.lock().unwrap();
+    // A plugin retrying a refused call in a loop must not flood the agent log.
+    if denials.len() >= stratus_protocol::bounds::MAX_LOG_RECORDS {
+        return;
+    }
     tracing::warn!(denied = %what, "plugin capability denied");
-    denials.lock().unwrap().push(what);
+    denials.push(what);
 }
 
 #[derive(Debug, Clone)]

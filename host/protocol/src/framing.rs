@@ -30,6 +30,16 @@ impl From<LinesCodecError> for FramingError {
     }
 }
 
+/// `frame` as one line of JSON, refused when the peer could not accept it (the codec does
+/// not check the length of what it sends, only of what it reads).
+pub fn encode<T: Serialize>(frame: &T) -> Result<String, FramingError> {
+    let line = serde_json::to_string(frame)?;
+    if line.len() > MAX_FRAME {
+        return Err(FramingError::TooLarge);
+    }
+    Ok(line)
+}
+
 /// The sending half of a split connection (lines of JSON).
 pub type Writer<S> = futures::stream::SplitSink<Framed<S, LinesCodec>, String>;
 /// The receiving half of a split connection.
@@ -48,7 +58,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     pub async fn send<T: Serialize>(&mut self, frame: &T) -> Result<(), FramingError> {
-        let line = serde_json::to_string(frame)?;
+        let line = encode(frame)?;
         self.inner.send(line).await?;
         Ok(())
     }
@@ -86,15 +96,30 @@ mod tests {
         assert_eq!(got.id, 7);
         assert!(matches!(got.body, OperatorRequest::Ping));
 
-        // The writer blocks once the pipe is full, so it runs beside the reader.
-        let huge = "x".repeat(MAX_FRAME + 10);
+        // A peer that ignores the limit writes the raw line; the writer blocks once the pipe
+        // is full, so it runs beside the reader.
+        let (mut raw, c) = tokio::io::duplex(1 << 20);
+        let mut b = Connection::new(c);
+        drop(a);
         let writer = tokio::spawn(async move {
-            let _ = a.send(&huge).await;
+            use tokio::io::AsyncWriteExt;
+            let mut huge = "x".repeat(MAX_FRAME + 10);
+            huge.push('\n');
+            let _ = raw.write_all(huge.as_bytes()).await;
         });
         let err = b.recv::<String>().await.unwrap_err();
         drop(b);
         let _ = writer.await;
         assert!(matches!(err, FramingError::TooLarge), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_before_it_is_sent() {
+        assert!(matches!(
+            encode(&"x".repeat(MAX_FRAME)),
+            Err(FramingError::TooLarge)
+        ));
+        assert_eq!(encode(&"ok").unwrap(), "\"ok\"");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! says who is calling (`Hello`); the control plane answers `Welcome` or `Refused`, then sends
 //! numbered requests and the peer answers each with the same id (`messages.rs`).
 
+pub mod bounds;
 pub mod framing;
 pub mod messages;
 

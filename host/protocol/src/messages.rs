@@ -157,3 +157,109 @@ pub struct Envelope<T> {
     pub id: u64,
     pub body: T,
 }
+
+/// Room left in a frame for the envelope around a reply.
+const ENVELOPE_SLACK: usize = 4096;
+
+impl AgentReply {
+    /// The reply itself when it fits in a frame; otherwise a reply that does, so an oversized
+    /// report fails its hook (`output-limit`) instead of breaking the connection.
+    pub fn fit_frame(self) -> AgentReply {
+        let limit = crate::framing::MAX_FRAME - ENVELOPE_SLACK;
+        let size = match serde_json::to_string(&self) {
+            Ok(line) if line.len() <= limit => return self,
+            Ok(line) => line.len(),
+            Err(e) => {
+                return AgentReply::Error {
+                    message: format!("cannot encode the reply: {e}"),
+                };
+            }
+        };
+        let reason = format!(
+            "the hook's report is {size} bytes, over the {limit}-byte limit of one protocol \
+             frame; its output was cut"
+        );
+        match self {
+            AgentReply::Hook { report } => AgentReply::Hook {
+                report: report.oversized(reason),
+            },
+            _ => AgentReply::Error { message: reason },
+        }
+    }
+}
+
+impl HookReport {
+    /// This report failed for being too large, keeping only a bounded head of its output.
+    fn oversized(self, reason: String) -> HookReport {
+        use crate::bounds::{MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut};
+        HookReport {
+            outcome: HookResult::Failed {
+                kind: "output-limit".into(),
+                message: reason,
+                retryable: false,
+            },
+            stdout: cut(self.stdout, MAX_MESSAGE_BYTES),
+            stderr: cut(self.stderr, MAX_MESSAGE_BYTES),
+            truncated: true,
+            logs: Vec::new(),
+            denials: self
+                .denials
+                .into_iter()
+                .take(16)
+                .map(|d| cut(d, MAX_PATH_BYTES))
+                .collect(),
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::{MAX_FRAME, encode};
+
+    fn report(stdout: String) -> AgentReply {
+        AgentReply::Hook {
+            report: HookReport {
+                outcome: HookResult::Done,
+                stdout,
+                stderr: String::new(),
+                truncated: false,
+                logs: vec![],
+                denials: vec![],
+                duration_ms: 5,
+            },
+        }
+    }
+
+    #[test]
+    fn a_reply_that_fits_is_unchanged() {
+        assert_eq!(
+            format!("{:?}", report("hi".into()).fit_frame()),
+            format!("{:?}", report("hi".into()))
+        );
+    }
+
+    #[test]
+    fn an_oversized_report_becomes_a_failed_hook_that_fits_a_frame() {
+        let fitted = report("x".repeat(MAX_FRAME + 1)).fit_frame();
+        let AgentReply::Hook { report } = &fitted else {
+            panic!("{fitted:?}")
+        };
+        let HookResult::Failed { kind, message, .. } = &report.outcome else {
+            panic!("{:?}", report.outcome)
+        };
+        assert_eq!(kind, "output-limit");
+        assert!(message.contains("limit of one protocol frame"), "{message}");
+        assert!(
+            report
+                .stdout
+                .ends_with(&format!("(cut, {} bytes)", MAX_FRAME + 1))
+        );
+        let envelope = Envelope {
+            id: u64::MAX,
+            body: fitted,
+        };
+        assert!(encode(&envelope).is_ok());
+    }
+}
