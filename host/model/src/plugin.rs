@@ -4,3 +4,4 @@
 
 pub mod capabilities;
 pub mod manifest;
+pub mod risky;

@@ -1,6 +1,8 @@
 //! The rules of a deployment file: raw TOML shapes (`raw.rs`) in, a [`DeploymentSpec`] or
 //! every problem found out. Each check reports at the span of the value it judges.
 
+mod manifest_file;
+mod plugins;
 mod relations;
 mod service;
 mod tier;
@@ -18,6 +20,16 @@ use crate::spec::{DeploymentSpec, PackageKind, PackageRef, SpecPath};
 
 /// Parses and validates `text`, naming `file` in messages.
 pub(crate) fn parse(text: &str, file: &Path) -> Result<DeploymentSpec, SpecErrors> {
+    check(text, file, false).map(|(spec, _)| spec)
+}
+
+/// Parses and validates `text` for launching it: also checks every package it names against
+/// its manifest (`plugins.rs`). Returns the spec and the warnings.
+fn check(
+    text: &str,
+    file: &Path,
+    with_plugins: bool,
+) -> Result<(DeploymentSpec, Vec<SpecError>), SpecErrors> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         SpecError::at(file, text, span, e.message().trim_end())
@@ -31,11 +43,45 @@ pub(crate) fn parse(text: &str, file: &Path) -> Result<DeploymentSpec, SpecError
         text,
         base_dir,
         errors: Vec::new(),
+        warnings: Vec::new(),
+        manifests: plugins::Manifests::new(),
     };
-    let spec = c.deployment(raw);
+    let spec = c.deployment(&raw);
+    if with_plugins && let Some(spec) = &spec {
+        c.plugins(&raw, spec);
+    }
     match spec {
-        Some(spec) if c.errors.is_empty() => Ok(spec),
+        Some(spec) if c.errors.is_empty() => {
+            Ok((spec, SpecErrors::sorted(c.warnings).into_iter().collect()))
+        }
         _ => Err(SpecErrors::sorted(c.errors)),
+    }
+}
+
+impl DeploymentSpec {
+    /// Reads and validates a deployment file about to be launched: the checks of
+    /// [`DeploymentSpec::from_file`], and every package it names held against its manifest
+    /// (world, narrowing, programs). Returns the spec and located warnings (messages starting
+    /// with `warning:`), such as programs known to run arbitrary code.
+    pub fn from_file_for_launch(
+        path: impl AsRef<Path>,
+    ) -> Result<(DeploymentSpec, Vec<SpecError>), SpecErrors> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the deployment file: {e}"),
+        })?;
+        Self::from_str_for_launch(&text, path)
+    }
+
+    /// [`DeploymentSpec::from_file_for_launch`] of `text`; `path` names it and anchors paths.
+    pub fn from_str_for_launch(
+        text: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<(DeploymentSpec, Vec<SpecError>), SpecErrors> {
+        check(text, path.as_ref(), true)
     }
 }
 
@@ -44,6 +90,9 @@ struct Checker<'a> {
     text: &'a str,
     base_dir: PathBuf,
     errors: Vec<SpecError>,
+    /// Located like errors; they do not refuse the file.
+    warnings: Vec<SpecError>,
+    manifests: plugins::Manifests,
 }
 
 /// Entries of a TOML table in file order (`toml` hands them over sorted by key).
@@ -125,7 +174,7 @@ impl Checker<'_> {
         out
     }
 
-    fn deployment(&mut self, raw: RawFile) -> Option<DeploymentSpec> {
+    fn deployment(&mut self, raw: &RawFile) -> Option<DeploymentSpec> {
         let name = self.name(&raw.deployment.name, "deployment name:");
         if raw.tiers.is_empty() {
             let msg = "a deployment needs servers (expected at least one [tiers.<name>] table)";
@@ -137,7 +186,7 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, k)| (k.get_ref().clone(), ServiceId::assign(i)))
             .collect();
-        let carriers = self.carriers(&raw);
+        let carriers = self.carriers(raw);
         let mut services = BTreeMap::new();
         for (key, svc) in &raw.services {
             let tier = carriers.get(key.get_ref()).cloned();
@@ -168,12 +217,12 @@ impl Checker<'_> {
             }
         }
         let personalities = self.personalities(&raw.personalities);
-        self.empty_tiers_not_needed(&raw, &carriers);
-        self.tier_ports_distinct(&raw);
-        self.acyclic(&raw);
+        self.empty_tiers_not_needed(raw, &carriers);
+        self.tier_ports_distinct(raw);
+        self.acyclic(raw);
         Some(DeploymentSpec {
             name: name?,
-            description: raw.deployment.description,
+            description: raw.deployment.description.clone(),
             file: self.file.to_path_buf(),
             base_dir: self.base_dir.clone(),
             tiers,

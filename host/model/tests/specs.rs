@@ -1,5 +1,7 @@
 //! UI tests of deployment files: every `specs/bad/*.toml` must fail with exactly the errors in
-//! the `.err` file next to it; every `specs/good/*.toml` must validate.
+//! the `.err` file next to it; every `specs/good/*.toml` must validate. `specs/launch/` holds
+//! the same for the launch checks (packages held against their manifests, in
+//! `specs/launch/plugins`), where a good file's `.err` lists its warnings.
 //! Run with `STRATUS_BLESS=1` to rewrite the `.err` files after an intended message change.
 
 use std::path::{Path, PathBuf};
@@ -18,16 +20,13 @@ fn toml_files(dir: &str) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn bad_specs_report_expected_errors() {
+/// Compares (or with `STRATUS_BLESS`, rewrites) the `.err` file of every spec in `dir`.
+fn snapshots(dir: &str, render: impl Fn(&Path) -> String) {
     let bless = std::env::var_os("STRATUS_BLESS").is_some();
     let mut failures = Vec::new();
-    for file in toml_files("tests/specs/bad") {
+    for file in toml_files(dir) {
         let expected_file = file.with_extension("err");
-        let got = match DeploymentSpec::from_file(&file) {
-            Ok(_) => "<validated without errors>".to_string(),
-            Err(errors) => format!("{errors}\n"),
-        };
+        let got = render(&file);
         if bless {
             std::fs::write(&expected_file, &got).unwrap();
             continue;
@@ -41,6 +40,54 @@ fn bad_specs_report_expected_errors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn bad_specs_report_expected_errors() {
+    snapshots("tests/specs/bad", |file| {
+        match DeploymentSpec::from_file(file) {
+            Ok(_) => "<validated without errors>".to_string(),
+            Err(errors) => format!("{errors}\n"),
+        }
+    });
+}
+
+/// The launch checks: errors, or the warnings of a file that may be launched.
+fn launch_check(file: &Path) -> String {
+    match DeploymentSpec::from_file_for_launch(file) {
+        Ok((_, warnings)) => warnings
+            .iter()
+            .map(|w| format!("{w}\n"))
+            .chain(["<may be launched>\n".to_string()])
+            .collect(),
+        Err(errors) => format!("{errors}\n"),
+    }
+}
+
+#[test]
+fn launch_checks_refuse_what_the_agent_would_refuse_later() {
+    snapshots("tests/specs/launch/bad", launch_check);
+}
+
+#[test]
+fn launch_checks_warn_but_accept() {
+    snapshots("tests/specs/launch/good", launch_check);
+    for file in toml_files("tests/specs/launch/good") {
+        DeploymentSpec::from_file_for_launch(&file).unwrap();
+    }
+}
+
+/// Files that need no package manifests are not read for them by the plain checks.
+#[test]
+fn plain_validation_does_not_read_manifests() {
+    assert!(DeploymentSpec::from_file("tests/specs/launch/bad/manifests.toml").is_ok());
+    let err = DeploymentSpec::from_file_for_launch("tests/specs/good/three-tier.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot read tests/specs/good/../good/plugins/")
+            || err.to_string().contains("plugin.toml"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use toml::Spanned;
 use super::{Checker, in_file_order};
 use crate::context::DependencyKind;
 use crate::ids::{Name, ServiceId};
+use crate::plugin::capabilities::{DirGrant, NetworkGrant, Program};
 use crate::raw::{self, RawCapabilities, RawPort, RawService};
 use crate::spec::*;
 
@@ -181,29 +182,33 @@ impl Checker<'_> {
             v.as_ref()
                 .map(|l| l.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>())
         };
+        // Each entry must parse as the plugin runtime will parse it, so that a typo is
+        // reported here and not by the agent after servers were launched.
         for p in raw.programs.iter().flatten() {
-            if !p.get_ref().starts_with('/') {
+            if !p.get_ref().starts_with('/') && !p.get_ref().starts_with("service:") {
                 let msg = format!(
                     "program `{}` is not an absolute path (expected e.g. `/usr/sbin/haproxy`)",
                     p.get_ref()
                 );
                 self.error(p.span(), msg);
+            } else if let Err(e) = override_program(p.get_ref()) {
+                self.error(p.span(), e);
             }
         }
         for d in raw.dirs.iter().flatten() {
-            let path = std::path::Path::new(d.get_ref());
-            let inside = path.components().all(|c| {
-                matches!(
-                    c,
-                    std::path::Component::Normal(_) | std::path::Component::CurDir
-                )
-            });
-            if !inside || d.get_ref().is_empty() {
-                let msg = format!(
-                    "dir `{}` leaves the service directory (expected a relative path without `..`)",
-                    d.get_ref()
-                );
-                self.error(d.span(), msg);
+            if let Err(e) = override_dir(d.get_ref()) {
+                self.error(d.span(), e);
+            }
+        }
+        for n in raw.network.iter().flatten() {
+            if let Err(e) = NetworkGrant::try_from(n.get_ref().clone()) {
+                self.error(n.span(), e);
+            }
+        }
+        for k in raw.env.iter().flatten() {
+            if k.get_ref().is_empty() || k.get_ref().contains(['=', '\0']) {
+                let msg = format!("env `{}` is not a variable name", k.get_ref());
+                self.error(k.span(), msg);
             }
         }
         CapabilityOverrides {
@@ -216,4 +221,18 @@ impl Checker<'_> {
             env: list(&raw.env),
         }
     }
+}
+
+/// A `programs` entry of the deployment file as the plugin runtime reads it.
+pub(super) fn override_program(p: &str) -> Result<Program, String> {
+    Program::try_from(p.to_string())
+}
+
+/// A `dirs` entry of the deployment file, `<dir>` (read-write) or `<dir>:<access>`, as the
+/// engine hands it to the plugin runtime.
+pub(super) fn override_dir(d: &str) -> Result<DirGrant, String> {
+    let (dir, access) = d.split_once(':').unwrap_or((d, "read-write"));
+    serde_json::from_value(serde_json::json!({ "dir": dir, "access": access })).map_err(|e| {
+        format!("{e} (a `dirs` entry is `<kind>` or `<kind>:read-only`, as in plugin.toml)")
+    })
 }

@@ -1,0 +1,404 @@
+//! Launch validation: every package the file names is held against its own manifest before
+//! anything starts, so that a refusal the agent would make after servers were launched is
+//! made here, located in the file:
+//!
+//! - the manifest loads (exists, parses, grants only what its world supports);
+//! - its world fits its use (service, load balancer, CM adapter, personality component);
+//! - the operator's `capabilities` only narrow it;
+//! - the programs it is granted exist (an error where the server is this machine and nothing
+//!   runs before the plugin that could install them, a warning otherwise);
+//! - programs known to run arbitrary code are a warning.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::manifest_file::{self, PackageManifest};
+use super::service::{override_dir, override_program};
+use super::{Checker, in_file_order};
+use crate::context::World;
+use crate::plugin::capabilities::{Capabilities, CapabilityOverride, NetworkGrant};
+use crate::plugin::risky;
+use crate::raw::{RawCapabilities, RawFile};
+use crate::spec::*;
+
+/// Manifests read so far in one validation, by resolved package path.
+pub(super) type Manifests = HashMap<PathBuf, Result<PackageManifest, String>>;
+
+/// What a package is used as, which decides the worlds it may have.
+enum Role<'a> {
+    Service(&'a str),
+    Balancer { service: &'a str, tier: &'a str },
+    CmAdapter(&'a str),
+    Component(&'a str),
+}
+
+impl Role<'_> {
+    fn accepts(&self, world: World) -> bool {
+        match self {
+            // The proxy world exports the service hooks too.
+            Role::Service(_) => matches!(world, World::Service | World::Proxy),
+            Role::Balancer { .. } => world == World::Proxy,
+            Role::CmAdapter(_) | Role::Component(_) => world == World::Cm,
+        }
+    }
+
+    /// What the package is used as, for messages.
+    fn who(&self) -> String {
+        match self {
+            Role::Service(s) | Role::Balancer { service: s, .. } => format!("service `{s}`"),
+            Role::CmAdapter(t) => format!("the cm adapter of tier `{t}`"),
+            Role::Component(p) => format!("a component of personality `{p}`"),
+        }
+    }
+
+    fn needs(&self) -> String {
+        match self {
+            Role::Service(_) => "a `service` (or `proxy`) plugin".into(),
+            Role::Balancer { tier, .. } => {
+                format!("a `proxy` plugin, because tier `{tier}` is a load balancer")
+            }
+            Role::CmAdapter(_) | Role::Component(_) => "a `cm` plugin".into(),
+        }
+    }
+}
+
+/// Where a plugin's programs run, which decides how a missing one is reported.
+struct Machine<'a> {
+    /// The servers are this machine (the local provider).
+    local: bool,
+    /// Nothing runs on the server before this plugin that could install a program.
+    first: bool,
+    provider: &'a str,
+}
+
+/// A package as the file names it and as validation resolved it.
+struct Use<'a> {
+    span: Range<usize>,
+    written: &'a Spanned<String>,
+    package: &'a PackageRef,
+}
+
+impl Checker<'_> {
+    fn warn(&mut self, span: Range<usize>, message: impl std::fmt::Display) {
+        let w =
+            crate::error::SpecError::at(self.file, self.text, span, format!("warning: {message}"));
+        self.warnings.push(w);
+    }
+
+    /// Checks every package of the file against its manifest; `spec` holds what the other
+    /// checks accepted (entries they refused are skipped, they are already reported).
+    pub(super) fn plugins(&mut self, raw: &RawFile, spec: &DeploymentSpec) {
+        for (key, svc) in in_file_order(&raw.services) {
+            let (Some(s), raw_svc) = (spec.service(key.get_ref()), svc.get_ref()) else {
+                continue;
+            };
+            let Some(tier) = spec.tier(s.tier.as_str()) else {
+                continue;
+            };
+            let role = match tier.balances {
+                Some(_) => Role::Balancer {
+                    service: key.get_ref(),
+                    tier: s.tier.as_str(),
+                },
+                None => Role::Service(key.get_ref()),
+            };
+            let machine = Machine {
+                local: tier.launch.provider.as_str() == DEFAULT_PROVIDER,
+                first: tier.launch.cm.is_none() && tier.launch.personality.is_none(),
+                provider: tier.launch.provider.as_str(),
+            };
+            let at = Use {
+                span: raw_svc.package.span(),
+                written: &raw_svc.package,
+                package: &s.package,
+            };
+            self.package_use(&at, &role, &machine, raw_svc.capabilities.as_ref());
+        }
+        for (key, t) in in_file_order(&raw.tiers) {
+            let (Some(tier), Some(raw_cm)) = (
+                spec.tier(key.get_ref()),
+                t.get_ref().launch.as_ref().and_then(|l| l.cm.as_ref()),
+            ) else {
+                continue;
+            };
+            let Some(cm) = &tier.launch.cm else { continue };
+            let machine = Machine {
+                local: tier.launch.provider.as_str() == DEFAULT_PROVIDER,
+                first: true,
+                provider: tier.launch.provider.as_str(),
+            };
+            let at = Use {
+                span: raw_cm.package.span(),
+                written: &raw_cm.package,
+                package: &cm.package,
+            };
+            self.package_use(&at, &Role::CmAdapter(key.get_ref()), &machine, None);
+        }
+        for (key, p) in in_file_order(&raw.personalities) {
+            let Some(personality) = spec.personalities.get(key.get_ref().as_str()) else {
+                continue;
+            };
+            let users: Vec<&TierSpec> = spec
+                .tiers
+                .values()
+                .filter(|t| t.launch.personality.as_ref() == Some(&personality.name))
+                .collect();
+            let local = users
+                .iter()
+                .all(|t| t.launch.provider.as_str() == DEFAULT_PROVIDER);
+            let cm_first = users.iter().any(|t| t.launch.cm.is_some());
+            let provider = users
+                .first()
+                .map_or(DEFAULT_PROVIDER, |t| t.launch.provider.as_str());
+            for (i, (written, package)) in p
+                .get_ref()
+                .components
+                .iter()
+                .zip(&personality.components)
+                .enumerate()
+            {
+                let machine = Machine {
+                    local,
+                    first: i == 0 && !cm_first,
+                    provider,
+                };
+                let at = Use {
+                    span: written.span(),
+                    written,
+                    package,
+                };
+                self.package_use(&at, &Role::Component(key.get_ref()), &machine, None);
+            }
+        }
+    }
+
+    /// One use of a package: its manifest, world, narrowing and programs.
+    fn package_use(
+        &mut self,
+        at: &Use<'_>,
+        role: &Role<'_>,
+        machine: &Machine<'_>,
+        narrowing: Option<&RawCapabilities>,
+    ) {
+        let Some(m) = self.manifest(at, role) else {
+            return;
+        };
+        let shown = m.shown(at.package);
+        let caps = match narrowing {
+            None => Some(m.manifest.capabilities.clone()),
+            Some(raw) => self.narrowed(raw, &m.manifest.capabilities, &shown),
+        };
+        if let Some(caps) = caps {
+            self.programs(at, &m.manifest.plugin.name, &shown, &caps, role, machine);
+        }
+    }
+
+    /// The package's manifest if it loads and its world fits `role`; reported otherwise.
+    fn manifest(&mut self, at: &Use<'_>, role: &Role<'_>) -> Option<PackageManifest> {
+        let loaded = self
+            .manifests
+            .entry(at.package.path.resolved.clone())
+            .or_insert_with(|| manifest_file::load(at.package))
+            .clone();
+        let m = match loaded {
+            Ok(m) => m,
+            Err(e) => {
+                let msg = format!("package `{}` cannot be used: {e}", at.written.get_ref());
+                self.error(at.span.clone(), msg);
+                return None;
+            }
+        };
+        let world = m.manifest.plugin.world;
+        if !role.accepts(world) {
+            let msg = format!(
+                "{} declares world `{world}`, but {} needs {}",
+                m.shown(at.package),
+                role.who(),
+                role.needs()
+            );
+            self.error(at.span.clone(), msg);
+            return None;
+        }
+        Some(m)
+    }
+
+    /// The manifest's capabilities narrowed by the operator's; each widening is reported at
+    /// its own key. `None` when anything was refused.
+    fn narrowed(
+        &mut self,
+        raw: &RawCapabilities,
+        manifest: &Capabilities,
+        shown: &str,
+    ) -> Option<Capabilities> {
+        let mut n = Narrowing::new();
+        n.limit(&raw.memory_mb, |o, v| o.memory_mb = Some(v));
+        n.limit(&raw.timeout_ms, |o, v| o.timeout_ms = Some(v));
+        n.limit(&raw.output_bytes, |o, v| o.output_bytes = Some(v));
+        n.list(&raw.dirs, override_dir, |o, v| o.dirs = Some(v));
+        n.list(&raw.programs, override_program, |o, v| o.programs = Some(v));
+        n.list(
+            &raw.network,
+            |s| NetworkGrant::try_from(s.to_string()),
+            |o, v| o.network = Some(v),
+        );
+        n.list(&raw.env, env_name, |o, v| o.env = Some(v));
+        let mut widened = false;
+        for (span, one) in n.singles {
+            if let Err(e) = manifest.narrow(&one) {
+                let msg = format!("widens the manifest: {} in {shown}", e.widened.join("; "));
+                self.error(span, msg);
+                widened = true;
+            }
+        }
+        if widened || !n.complete {
+            return None;
+        }
+        manifest.narrow(&n.whole).ok()
+    }
+
+    /// Missing programs and programs that run arbitrary code.
+    fn programs(
+        &mut self,
+        at: &Use<'_>,
+        plugin: &str,
+        shown: &str,
+        caps: &Capabilities,
+        role: &Role<'_>,
+        machine: &Machine<'_>,
+    ) {
+        for program in &caps.programs {
+            let p = program.as_str();
+            if let Some(rel) = p.strip_prefix("service:") {
+                // Archives are not unpacked here; the agent checks them at install.
+                if at.package.kind == PackageKind::Directory
+                    && let Some(problem) = unusable(&at.package.path.resolved.join(rel))
+                {
+                    let msg =
+                        format!("{shown} grants program {p}, but `{rel}` {problem} in the package");
+                    self.error(at.span.clone(), msg);
+                }
+            } else if let Some(problem) = unusable(Path::new(p)) {
+                self.missing_program(at, shown, p, problem, machine);
+            }
+            if let Some(why) = risk_warning(p) {
+                let msg = format!("plugin `{plugin}` ({}) may run {why}", role.who());
+                self.warn(at.span.clone(), msg);
+            }
+        }
+    }
+
+    fn missing_program(
+        &mut self,
+        at: &Use<'_>,
+        shown: &str,
+        p: &str,
+        problem: &str,
+        machine: &Machine<'_>,
+    ) {
+        let msg = format!("{shown} grants program {p}, which {problem} on this machine");
+        if !machine.local {
+            let provider = machine.provider;
+            self.warn(
+                at.span.clone(),
+                format!("{msg} (servers of provider `{provider}` must have it)"),
+            );
+        } else if !machine.first {
+            self.warn(
+                at.span.clone(),
+                format!("{msg} yet (configuration management that runs first must install it)"),
+            );
+        } else {
+            self.error(
+                at.span.clone(),
+                format!("{msg}, where the local provider's servers run"),
+            );
+        }
+    }
+}
+
+/// An `env` entry that the syntax checks accepted.
+fn env_name(s: &str) -> Result<String, ()> {
+    let valid = !s.is_empty() && !s.contains(['=', '\0']);
+    valid.then(|| s.to_string()).ok_or(())
+}
+
+/// What is wrong with `path` as a program to run: `None` for an executable file.
+fn unusable(path: &Path) -> Option<&'static str> {
+    match std::fs::metadata(path) {
+        Err(_) => Some("does not exist"),
+        Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
+            Some("is not an executable file")
+        }
+        Ok(_) => None,
+    }
+}
+
+/// `program, which runs other programs...` when the program, or the file a link of it leads
+/// to on this machine (`/usr/bin/awk` -> `mawk`), is known to run arbitrary code.
+fn risk_warning(program: &str) -> Option<String> {
+    if let Some(w) = risky::warning(program) {
+        return Some(w);
+    }
+    let target = std::fs::canonicalize(program).ok()?;
+    let risk = risky::risk_of(target.to_str()?)?;
+    Some(format!(
+        "{program} (a link to {}), which {}",
+        target.display(),
+        risk.why()
+    ))
+}
+
+/// The operator's narrowing, whole and one entry at a time (so each widening has a location).
+struct Narrowing {
+    whole: CapabilityOverride,
+    singles: Vec<(Range<usize>, CapabilityOverride)>,
+    /// False when an entry did not parse (already reported by the syntax checks).
+    complete: bool,
+}
+
+impl Narrowing {
+    fn new() -> Narrowing {
+        Narrowing {
+            whole: CapabilityOverride::default(),
+            singles: Vec::new(),
+            complete: true,
+        }
+    }
+
+    fn limit(&mut self, v: &Option<Spanned<u64>>, set: fn(&mut CapabilityOverride, u64)) {
+        let Some(v) = v else { return };
+        if *v.get_ref() == 0 {
+            self.complete = false;
+            return;
+        }
+        let mut one = CapabilityOverride::default();
+        set(&mut one, *v.get_ref());
+        set(&mut self.whole, *v.get_ref());
+        self.singles.push((v.span(), one));
+    }
+
+    fn list<T: Clone, E>(
+        &mut self,
+        items: &Option<Vec<Spanned<String>>>,
+        parse: impl Fn(&str) -> Result<T, E>,
+        set: fn(&mut CapabilityOverride, Vec<T>),
+    ) {
+        let Some(items) = items else { return };
+        let mut all = Vec::new();
+        for item in items {
+            let Ok(v) = parse(item.get_ref()) else {
+                self.complete = false;
+                continue;
+            };
+            let mut one = CapabilityOverride::default();
+            set(&mut one, vec![v.clone()]);
+            self.singles.push((item.span(), one));
+            all.push(v);
+        }
+        set(&mut self.whole, all);
+    }
+}
