@@ -15,8 +15,13 @@ use stratus_protocol::{AgentReply, HookReport, HookResult, LogLine};
 use tokio::sync::{Mutex, OnceCell};
 
 /// Where the agent keeps a copy of every installed package that no plugin can write (see
-/// `CallEnv::sealed_package`), mirrored by package directory.
+/// `CallEnv::sealed_package`), mirrored by package directory. Plugins are loaded from it.
 pub(crate) const SEALED: &str = "agent/sealed";
+
+/// The sealed copy of the package installed at `package_dir`, relative to the server root.
+pub(crate) fn sealed_of(package_dir: &str) -> String {
+    format!("{SEALED}/{package_dir}")
+}
 
 pub struct Hooks {
     pub(crate) cfg: AgentConfig,
@@ -118,7 +123,9 @@ impl Hooks {
         capabilities: Option<serde_json::Value>,
         call: &HookCall,
     ) -> AgentReply {
-        let dir = self.cfg.root.join(package_dir);
+        // Loaded from the sealed copy, never from the plugin-writable one, so a plugin cannot
+        // rewrite its own manifest or component for the next load.
+        let dir = self.cfg.root.join(sealed_of(package_dir));
         let plugin = match self.plugin(&dir).await {
             Ok(p) => p,
             Err(message) => {
@@ -155,10 +162,10 @@ impl Hooks {
             capabilities: narrowed,
             secrets: call.secrets(),
             labels: Labels::of(call),
-            sealed_package: Some(self.cfg.root.join(SEALED).join(package_dir)),
+            sealed_package: Some(dir.clone()),
         };
-        for d in env.dirs.values() {
-            let _ = std::fs::create_dir_all(d);
+        if let Err(message) = self.create_dirs(&env) {
+            return AgentReply::Error { message };
         }
         let report = match plugin.call(call, &env).await {
             Ok(outcome) => report_of_outcome(outcome),
@@ -166,6 +173,20 @@ impl Hooks {
         };
         tracing::info!(hook = call.name(), outcome = ?report.outcome, ms = report.duration_ms, "hook finished");
         AgentReply::Hook { report }
+    }
+}
+
+impl Hooks {
+    /// Creates the call's directories beneath the server root without following links.
+    fn create_dirs(&self, env: &CallEnv) -> Result<(), String> {
+        let root = self.root()?;
+        for d in env.dirs.values() {
+            let rel = d.strip_prefix(&self.cfg.root).map_err(|_| {
+                format!("directory {} is outside the server root", d.display())
+            })?;
+            root.create_dir_all(rel).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

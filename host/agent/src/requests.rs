@@ -1,10 +1,11 @@
 //! Carrying out one request from the control plane. Paths in requests are relative to the
-//! server root and may not leave it.
+//! server root and may not leave it; every file operation resolves beneath the root without
+//! following a link, since plugins can plant links in the directories they write.
 
 use crate::hooks::Hooks;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
-use stratus_cloud::{CloudFiles, PackageRef};
+use stratus_cloud::{Beneath, CloudFiles, PackageRef};
 use stratus_protocol::{AgentReply, AgentRequest};
 
 impl Hooks {
@@ -22,38 +23,51 @@ impl Hooks {
         match req {
             AgentRequest::Ping => Ok(AgentReply::Done),
             AgentRequest::InstallPackage { dest, package } => {
-                let rel = dest.clone();
-                let dest = self.inside(&dest)?;
+                self.inside(&dest)?;
                 let files = CloudFiles::local(&package.store).map_err(|e| e.to_string())?;
                 let r = PackageRef {
                     name: package.name.clone(),
                     digest: package.digest.clone(),
                     files: package.files,
                 };
+                // The plugin's own copy (its cfg/ and files/), written without following
+                // any link the plugin may have planted there.
+                let root = self.root()?;
+                let target = root
+                    .create_dir_all(Path::new(&dest))
+                    .map_err(|e| e.to_string())?;
                 files
-                    .fetch_package(&r, &dest)
+                    .fetch_package(&r, &target)
                     .await
                     .map_err(|e| e.to_string())?;
-                // The sealed copy that `service:` programs run from: outside every preopen,
-                // so no plugin can rewrite it.
-                let sealed = self.inside(&format!("{}/{rel}", crate::hooks::SEALED))?;
-                let _ = std::fs::remove_dir_all(&sealed);
+                // The sealed copy the agent loads the plugin and runs `service:` programs
+                // from: in the agent-private area, outside every preopen.
+                let sealed_rel = crate::hooks::sealed_of(&dest);
+                let sealed = self.inside(&sealed_rel)?;
+                match std::fs::remove_dir_all(&sealed) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("{}: {e}", sealed.display())),
+                }
+                let target = root
+                    .create_dir_all(Path::new(&sealed_rel))
+                    .map_err(|e| e.to_string())?;
                 files
-                    .fetch_package(&r, &sealed)
+                    .fetch_package(&r, &target)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.forget_plugin(&dest).await;
-                tracing::info!(package = %package.name, dest = %dest.display(), "service package installed");
+                self.forget_plugin(&sealed).await;
+                tracing::info!(package = %package.name, %dest, "service package installed");
                 Ok(AgentReply::Done)
             }
             AgentRequest::FetchFile { store, key, dest } => {
-                let dest = self.inside(&dest)?;
+                self.inside(&dest)?;
                 let files = CloudFiles::local(&store).map_err(|e| e.to_string())?;
                 files
-                    .fetch_file(&key, &dest)
+                    .fetch_file(&key, &self.root()?, Path::new(&dest))
                     .await
                     .map_err(|e| e.to_string())?;
-                tracing::info!(%key, dest = %dest.display(), "file fetched from cloud files");
+                tracing::info!(%key, %dest, "file fetched from cloud files");
                 Ok(AgentReply::Done)
             }
             AgentRequest::WriteFile {
@@ -61,19 +75,17 @@ impl Hooks {
                 contents,
                 mode,
             } => {
-                let dest = self.inside(&dest)?;
-                write_with_mode(&dest, contents.as_bytes(), mode)
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                self.inside(&dest)?;
+                self.root()?
+                    .write_file(Path::new(&dest), contents.as_bytes(), mode)
+                    .map_err(|e| e.to_string())?;
                 Ok(AgentReply::Done)
             }
             AgentRequest::RemoveFiles { paths } => {
+                let root = self.root()?;
                 for p in paths {
-                    let p = self.inside(&p)?;
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(format!("{}: {e}", p.display())),
-                    }
+                    self.inside(&p)?;
+                    root.remove_file(Path::new(&p)).map_err(|e| e.to_string())?;
                 }
                 Ok(AgentReply::Done)
             }
@@ -99,6 +111,11 @@ impl Hooks {
         }
     }
 
+    /// The server root, under which every request's paths resolve without following links.
+    pub(crate) fn root(&self) -> Result<Beneath, String> {
+        Beneath::open(&self.cfg.root).map_err(|e| e.to_string())
+    }
+
     /// `rel` under the server root; absolute paths and `..` are refused.
     fn inside(&self, rel: &str) -> Result<PathBuf, String> {
         let p = Path::new(rel);
@@ -109,21 +126,4 @@ impl Hooks {
         }
         Ok(self.cfg.root.join(p))
     }
-}
-
-fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)?;
-    // An existing file keeps its old mode on open; set it explicitly.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(bytes)
 }

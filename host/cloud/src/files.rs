@@ -7,12 +7,13 @@
 //!   presence means the upload is complete;
 //! - `data/<key>` and `data-meta/<key>.json`: a data source and its digest.
 
-use crate::package::{self, PackageFile};
+use crate::beneath::Beneath;
+use crate::package::{self, Contents, PackageFile};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,10 +59,25 @@ pub enum FilesError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A write beneath a plugin-writable directory failed (the message names the path).
+    #[error("{0}")]
+    Beneath(std::io::Error),
     #[error("object storage: {0}")]
     Store(#[from] object_store::Error),
     #[error("{0} is neither a package directory nor a .tar, .tar.gz or .tgz archive")]
     NotAPackage(PathBuf),
+    #[error("{0} is not a plugin package: it has no plugin.toml at its top")]
+    NoManifest(PathBuf),
+    #[error("package {package}: entry {entry} is a link; packages may not contain links")]
+    Link { package: PathBuf, entry: String },
+    #[error(
+        "package {package}: entry {entry} is a device, fifo or socket; packages hold only files and directories"
+    )]
+    Special { package: PathBuf, entry: String },
+    #[error("package {package}: entry {entry} leads outside the archive")]
+    OutsideRoot { package: PathBuf, entry: String },
+    #[error("package {package} is too large: {what}")]
+    TooLarge { package: PathBuf, what: String },
     #[error("invalid name {0:?}: use letters, digits, '-', '_' or '.' (not leading)")]
     InvalidName(String),
     #[error("invalid path {0:?} in package or key")]
@@ -120,13 +136,29 @@ impl CloudFiles {
         CloudFiles { store }
     }
 
-    /// Uploads a package directory or archive (everything but top-level `target/`, `src/`,
-    /// `Cargo.toml`, `Cargo.lock` and dotfiles; an archive with one top directory is entered)
-    /// and returns its reference. Uploading the same content again is a no-op.
+    /// Uploads a plugin package directory or archive (everything but top-level `target/`,
+    /// `src/`, `Cargo.toml`, `Cargo.lock` and dotfiles; an archive with one top directory is
+    /// entered) and returns its reference. Uploading the same content again is a no-op. See
+    /// the `package` module for what is refused.
     pub async fn put_package(&self, name: &str, source: &Path) -> Result<PackageRef, FilesError> {
+        self.put(name, source, Contents::Plugin).await
+    }
+
+    /// Like [`CloudFiles::put_package`] for a payload without `plugin.toml` (e.g. a CM
+    /// adapter's input files).
+    pub async fn put_files(&self, name: &str, source: &Path) -> Result<PackageRef, FilesError> {
+        self.put(name, source, Contents::Files).await
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        source: &Path,
+        contents: Contents,
+    ) -> Result<PackageRef, FilesError> {
         check_name(name)?;
         let src = source.to_path_buf();
-        let files = tokio::task::spawn_blocking(move || package::collect(&src))
+        let files = tokio::task::spawn_blocking(move || package::collect(&src, contents))
             .await
             .map_err(|e| FilesError::Task(e.to_string()))??;
         let digest = package::digest(
@@ -171,12 +203,13 @@ impl CloudFiles {
         Ok(package)
     }
 
-    /// Downloads a package into `dest` (created as needed), verifying every file and the
-    /// package digest before writing anything; returns the paths written.
+    /// Downloads a package into `dest`, verifying every file and the package digest before
+    /// writing anything; returns the paths written. `dest` may be writable by a plugin: no
+    /// link in it is followed (see [`Beneath`]).
     pub async fn fetch_package(
         &self,
         package: &PackageRef,
-        dest: &Path,
+        dest: &Beneath,
     ) -> Result<Vec<PathBuf>, FilesError> {
         check_name(&package.name)?;
         let prefix = format!("packages/{}/{}", package.name, package.digest);
@@ -213,8 +246,11 @@ impl CloudFiles {
         }
         let mut written = Vec::with_capacity(files.len());
         for (entry, bytes) in files {
-            let path = dest.join(&entry.path);
-            write_file(&path, &bytes, entry.executable)?;
+            let mode = if entry.executable { 0o755 } else { 0o644 };
+            let rel = Path::new(&entry.path);
+            let path = dest
+                .write_file(rel, &bytes, mode)
+                .map_err(FilesError::Beneath)?;
             written.push(path);
         }
         Ok(written)
@@ -241,8 +277,14 @@ impl CloudFiles {
         Ok(file)
     }
 
-    /// Downloads the file under `key` to `dest` (parents created), verifying its digest.
-    pub async fn fetch_file(&self, key: &str, dest: &Path) -> Result<FileRef, FilesError> {
+    /// Downloads the file under `key` to `dir/rel` (parents created, mode 0644), verifying
+    /// its digest; no link beneath `dir` is followed.
+    pub async fn fetch_file(
+        &self,
+        key: &str,
+        dir: &Beneath,
+        rel: &Path,
+    ) -> Result<FileRef, FilesError> {
         if !package::safe_relative(key) {
             return Err(FilesError::InvalidPath(key.to_string()));
         }
@@ -257,7 +299,8 @@ impl CloudFiles {
                 actual,
             });
         }
-        write_file(dest, &bytes, false)?;
+        dir.write_file(rel, &bytes, 0o644)
+            .map_err(FilesError::Beneath)?;
         Ok(file)
     }
 
@@ -282,15 +325,4 @@ fn check_name(name: &str) -> Result<(), FilesError> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     ok.then_some(())
         .ok_or_else(|| FilesError::InvalidName(name.to_string()))
-}
-
-/// Writes a fetched file with mode 0755 if it was executable, else 0644.
-fn write_file(path: &Path, bytes: &[u8], executable: bool) -> Result<(), FilesError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(FilesError::io(parent))?;
-    }
-    std::fs::write(path, bytes).map_err(FilesError::io(path))?;
-    let mode = if executable { 0o755 } else { 0o644 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(FilesError::io(path))
 }

@@ -5,9 +5,11 @@
 //! - [`files`]: service packages and data sources in object storage (a local directory
 //!   today, any `object_store` backend such as S3 later), content-addressed and verified.
 
+pub mod beneath;
 pub mod files;
 pub mod keys;
 mod package;
 
+pub use beneath::{Beneath, Usage};
 pub use files::{CloudFiles, FileRef, FilesError, PackageRef};
 pub use keys::{KeyError, KeyStore, Secret, digest, random_password, random_token};

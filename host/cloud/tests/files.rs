@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use stratus_cloud::{CloudFiles, FilesError};
+use stratus_cloud::{Beneath, CloudFiles, FilesError};
 
 fn write(path: &Path, content: &str, mode: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -22,6 +22,12 @@ fn package_source(dir: &Path) {
     write(&dir.join("target/debug/x"), "", 0o644);
     write(&dir.join(".gitignore"), "target", 0o644);
     write(&dir.join("cfg/.swp"), "", 0o644);
+}
+
+/// `dir` (created) as the anchor fetches write beneath.
+fn beneath(dir: &Path) -> Beneath {
+    std::fs::create_dir_all(dir).unwrap();
+    Beneath::open(dir).unwrap()
 }
 
 fn relative(files: &[std::path::PathBuf], root: &Path) -> Vec<String> {
@@ -58,7 +64,7 @@ async fn package_round_trip_keeps_payload_and_modes() {
     assert!(manifest.is_file());
 
     let dest = tmp.path().join("server/mnt/services/a1");
-    let written = files.fetch_package(&pkg, &dest).await.unwrap();
+    let written = files.fetch_package(&pkg, &beneath(&dest)).await.unwrap();
     assert_eq!(relative(&written, &dest), PAYLOAD);
     assert_eq!(
         std::fs::read_to_string(dest.join("cfg/master.cnf")).unwrap(),
@@ -136,20 +142,30 @@ async fn corrupt_objects_are_detected_and_named() {
     std::fs::write(&object, "[mysqld]\nskip-grant-tables").unwrap();
 
     let dest = tmp.path().join("dest");
-    let err = files.fetch_package(&pkg, &dest).await.unwrap_err();
+    let err = files
+        .fetch_package(&pkg, &beneath(&dest))
+        .await
+        .unwrap_err();
     match &err {
         FilesError::CorruptFile { file, .. } => assert_eq!(file, "cfg/master.cnf"),
         other => panic!("expected a corrupt file error, got {other}"),
     }
     assert!(err.to_string().contains("cfg/master.cnf"));
-    assert!(!dest.exists(), "nothing written from a corrupt package");
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        0,
+        "nothing written from a corrupt package"
+    );
 
     let mut wrong = pkg.clone();
     wrong.files += 1;
     std::fs::write(&object, "[mysqld]").unwrap();
-    let err = files.fetch_package(&wrong, &dest).await.unwrap_err();
+    let err = files
+        .fetch_package(&wrong, &beneath(&dest))
+        .await
+        .unwrap_err();
     assert!(matches!(err, FilesError::DigestMismatch { .. }), "{err}");
-    files.fetch_package(&pkg, &dest).await.unwrap();
+    files.fetch_package(&pkg, &beneath(&dest)).await.unwrap();
 }
 
 #[tokio::test]
@@ -161,9 +177,11 @@ async fn data_files_round_trip_verified() {
     let put = files.put_file("shop/datasource.sql", &sql).await.unwrap();
     assert_eq!(put.size, 24);
 
-    let dest = tmp.path().join("server/tmp/datasource.sql");
+    let server = beneath(&tmp.path().join("server"));
+    let rel = Path::new("tmp/datasource.sql");
+    let dest = tmp.path().join("server").join(rel);
     let got = files
-        .fetch_file("shop/datasource.sql", &dest)
+        .fetch_file("shop/datasource.sql", &server, rel)
         .await
         .unwrap();
     assert_eq!(got, put);
@@ -174,10 +192,15 @@ async fn data_files_round_trip_verified() {
 
     std::fs::write(tmp.path().join("bucket/data/shop/datasource.sql"), "DROP").unwrap();
     let err = files
-        .fetch_file("shop/datasource.sql", &dest)
+        .fetch_file("shop/datasource.sql", &server, rel)
         .await
         .unwrap_err();
     assert!(matches!(err, FilesError::CorruptFile { .. }), "{err}");
-    assert!(files.fetch_file("shop/missing.sql", &dest).await.is_err());
+    assert!(
+        files
+            .fetch_file("shop/missing.sql", &server, rel)
+            .await
+            .is_err()
+    );
     assert!(files.put_file("../escape", &sql).await.is_err());
 }

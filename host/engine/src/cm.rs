@@ -1,8 +1,9 @@
 //! Steps 3–4 of the launch: configuration management. A tier's launch configuration names a
 //! CM adapter (Chef, Puppet, Ansible … as cm-world components) and/or a script personality
 //! (components run in order). Each becomes a *unit* run on every new server: its component and
-//! input files are fetched from cloud files into `agent/cm/<unit>/`, its credentials are
-//! written there with mode 0600 for this server only, `prepare` and `run` are called, and the
+//! input files are fetched from cloud files into its work dir `var/lib/stratus/cm/<unit>/`
+//! (outside the agent-private `agent/`, which no grant covers), its credentials are written
+//! there with mode 0600 for this server only, `prepare` and `run` are called, and the
 //! credential files are erased afterwards, whatever the outcome.
 
 use crate::engine::{Engine, EngineError};
@@ -20,7 +21,7 @@ use stratus_protocol::{AgentRequest, HookResult};
 #[derive(Debug, Clone)]
 pub struct CmUnit {
     pub tier: String,
-    /// Directory name under `agent/cm/` and the adapter name the context carries.
+    /// Directory name under [`CM_WORK`] and the adapter name the context carries.
     pub name: String,
     pub package: PathBuf,
     pub package_key: String,
@@ -71,6 +72,14 @@ pub fn units(spec: &DeploymentSpec) -> Vec<CmUnit> {
     out
 }
 
+/// Where CM units' work dirs live, relative to the server root.
+pub const CM_WORK: &str = "var/lib/stratus/cm";
+
+/// A unit's work dir relative to the server root.
+pub fn work_dir(unit: &str) -> String {
+    format!("{CM_WORK}/{unit}")
+}
+
 /// A secret as a PEM-armoured key file, the form CM tools expect their credentials in.
 fn pem(secret: &str) -> String {
     format!("-----BEGIN STRATUS KEY-----\n{secret}\n-----END STRATUS KEY-----\n")
@@ -107,7 +116,7 @@ impl Engine {
         packages: &BTreeMap<String, PackageRef>,
     ) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
-        let base = format!("agent/cm/{}", unit.name);
+        let base = work_dir(&unit.name);
         let step = format!("server/{}/cm/{}", server.id, unit.name);
         let ctx = self.cm_context(spec, server, &unit.name, &unit.run_list, &unit.settings)?;
         let fetch = AgentRequest::InstallPackage {

@@ -202,7 +202,7 @@ impl Engine {
             tier: server.tier.clone(),
             server: server.info(),
             server_root: server.root.clone(),
-            work_dir: format!("{}/agent/cm/{adapter}", server.root),
+            work_dir: format!("{}/{}", server.root, crate::cm::work_dir(adapter)),
             run_list: run_list.to_vec(),
             settings: settings
                 .iter()

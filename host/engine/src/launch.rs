@@ -89,15 +89,22 @@ impl Engine {
                 wanted.insert(key.clone(), files.clone());
             }
         }
+        let files_keys: std::collections::BTreeSet<String> = crate::cm::units(spec)
+            .into_iter()
+            .filter_map(|u| u.files_key)
+            .collect();
         let input = digest(&wanted);
         self.step(dep, "cloud-files/upload", &input, async {
             let mut out = BTreeMap::new();
             for (name, path) in &wanted {
-                let r = self
-                    .parts
-                    .files
-                    .put_package(&format!("{dep}-{name}"), path)
-                    .await
+                let files = &self.parts.files;
+                let key = format!("{dep}-{name}");
+                // CM input files are payload; everything else must be a plugin package.
+                let r = if files_keys.contains(name) {
+                    files.put_files(&key, path).await
+                } else {
+                    files.put_package(&key, path).await
+                }
                     .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
                 out.insert(name.clone(), r);
             }

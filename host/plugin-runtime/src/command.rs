@@ -83,7 +83,7 @@ pub(crate) fn check(
             }
             w
         }
-        None => [DirKind::Service, DirKind::WorkDir, DirKind::ServerRoot]
+        None => [DirKind::Service, DirKind::WorkDir, DirKind::ServerConfig]
             .iter()
             .filter(|k| caps.dir(**k).is_some())
             .find_map(|k| dirs.get(k).cloned())

@@ -3,7 +3,7 @@
 use crate::capabilities::{Capabilities, DirKind};
 use crate::supervisor::Supervisor;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use stratus_model::context::HookCall;
 
 /// Host directories a plugin may be granted, by kind. Each is preopened at the same absolute
@@ -11,17 +11,23 @@ use stratus_model::context::HookCall;
 pub type DirMap = BTreeMap<DirKind, PathBuf>;
 
 /// The directories a call's own context names: the service directory for service and proxy
-/// hooks, the server root and work directory for CM hooks.
+/// hooks, the work directory and the server's `<root>/etc` for CM hooks. The server root
+/// itself is never one of them: it holds the agent-private `agent/`.
 pub fn dirs_of(call: &HookCall) -> DirMap {
     let mut m = DirMap::new();
     if let Some(ctx) = call.cm_context() {
-        m.insert(DirKind::ServerRoot, PathBuf::from(&ctx.server_root));
+        m.insert(DirKind::ServerConfig, server_config_dir(&ctx.server_root));
         m.insert(DirKind::WorkDir, PathBuf::from(&ctx.work_dir));
     }
     if let Some(ctx) = call.service_context() {
         m.insert(DirKind::Service, PathBuf::from(&ctx.service_dir));
     }
     m
+}
+
+/// The server's configuration directory a `server-config` grant opens: `<root>/etc`.
+pub fn server_config_dir(server_root: &str) -> PathBuf {
+    Path::new(server_root).join("etc")
 }
 
 /// Fields attached to every log line of the call.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
+use crate::context::World;
 
 /// Largest memory cap a plugin may ask for; the pooling allocator reserves address space for it.
 pub const MAX_MEMORY_MB: u64 = 1024;
@@ -55,22 +56,61 @@ impl Default for Capabilities {
     }
 }
 
-/// Which of the server's directories a grant names.
+/// Which of the server's directories a grant names. None of them covers the agent-private
+/// area `<server root>/agent/` (credential, sealed packages, reply cache, logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String", into = "String")]
 pub enum DirKind {
+    /// The service's own directory (`service` and `proxy` worlds).
     Service,
-    ServerRoot,
+    /// A CM unit's work directory, `<root>/var/lib/stratus/cm/<unit>` (`cm` world).
     WorkDir,
+    /// The server's configuration directory, `<root>/etc` (`cm` world).
+    ServerConfig,
+}
+
+impl DirKind {
+    /// The kinds a world may be granted: a grant of any other is refused when the manifest
+    /// is loaded, since the world's calls never carry that directory.
+    pub fn supported_in(world: World) -> &'static [DirKind] {
+        match world {
+            World::Service | World::Proxy => &[DirKind::Service],
+            World::Cm => &[DirKind::WorkDir, DirKind::ServerConfig],
+        }
+    }
 }
 
 impl fmt::Display for DirKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             DirKind::Service => "service",
-            DirKind::ServerRoot => "server-root",
             DirKind::WorkDir => "work-dir",
+            DirKind::ServerConfig => "server-config",
         })
+    }
+}
+
+impl TryFrom<String> for DirKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "service" => Ok(DirKind::Service),
+            "work-dir" => Ok(DirKind::WorkDir),
+            "server-config" => Ok(DirKind::ServerConfig),
+            "server-root" => Err("dir `server-root` is no longer granted (it covered the agent's \
+                 credential and sealed packages): use `server-config` for the server's `<root>/etc` \
+                 and `work-dir` for the unit's own files"
+                .into()),
+            other => Err(format!(
+                "unknown dir `{other}`: expected `service`, `work-dir` or `server-config`"
+            )),
+        }
+    }
+}
+
+impl From<DirKind> for String {
+    fn from(d: DirKind) -> String {
+        d.to_string()
     }
 }
 

@@ -11,7 +11,7 @@ fn caps() -> Capabilities {
                 access: Access::ReadWrite,
             },
             DirGrant {
-                dir: DirKind::ServerRoot,
+                dir: DirKind::ServerConfig,
                 access: Access::ReadOnly,
             },
         ],
@@ -76,7 +76,7 @@ fn widening_is_an_error_naming_every_widened_capability() {
         memory_mb: Some(128),
         dirs: Some(vec![
             DirGrant {
-                dir: DirKind::ServerRoot,
+                dir: DirKind::ServerConfig,
                 access: Access::ReadWrite,
             },
             DirGrant {
@@ -93,7 +93,7 @@ fn widening_is_an_error_naming_every_widened_capability() {
     let text = e.to_string();
     for needle in [
         "memory-mb 128 > 64",
-        "dir server-root is only read-only",
+        "dir server-config is only read-only",
         "dir work-dir is not granted",
         "program /bin/sh is not granted",
         "network 10.0.0.1:22 is not granted",

@@ -1,6 +1,6 @@
 //! `plugin.toml`: who the plugin is and what it may do.
 
-use super::capabilities::{Capabilities, MAX_MEMORY_MB};
+use super::capabilities::{Capabilities, DirKind, MAX_MEMORY_MB};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use crate::context::World;
@@ -103,6 +103,16 @@ impl Manifest {
             if caps.dirs[..i].iter().any(|e| e.dir == d.dir) {
                 return Err(format!("capabilities.dirs grants `{}` twice", d.dir));
             }
+        }
+        let supported = DirKind::supported_in(self.plugin.world);
+        if let Some(d) = caps.dirs.iter().find(|d| !supported.contains(&d.dir)) {
+            let names: Vec<String> = supported.iter().map(|k| format!("`{k}`")).collect();
+            return Err(format!(
+                "capabilities.dirs grants `{}`, which the {} world does not support (only {})",
+                d.dir,
+                self.plugin.world,
+                names.join(" and ")
+            ));
         }
         for key in caps.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {

@@ -11,7 +11,7 @@ world = "service"
 memory-mb = 32
 timeout-ms = 500
 output-bytes = 1024
-dirs = [ { dir = "service", access = "read-write" }, { dir = "server-root", access = "read-only" } ]
+dirs = [ { dir = "service", access = "read-write" } ]
 programs = ["/usr/bin/echo"]
 network = ["127.0.0.1:3306", "self:*"]
 env = { GREETING = "hi" }
@@ -34,7 +34,7 @@ fn full_manifest_parses() {
     let c = &m.capabilities;
     assert_eq!((c.memory_mb, c.timeout_ms, c.output_bytes), (32, 500, 1024));
     assert_eq!(c.dir(DirKind::Service), Some(Access::ReadWrite));
-    assert_eq!(c.dir(DirKind::ServerRoot), Some(Access::ReadOnly));
+    assert_eq!(c.dir(DirKind::ServerConfig), None);
     assert_eq!(c.dir(DirKind::WorkDir), None);
     assert!(c.allows_program(Path::new("/usr/bin/echo")));
     assert_eq!(c.network[0].port, Some(3306));
@@ -113,4 +113,31 @@ fn semantic_limits_are_checked() {
     assert!(err(esc).contains("relative path inside the package"));
     let name = "[plugin]\nname = \"../x\"\nversion = \"1\"\nworld = \"service\"\n";
     assert!(err(name).contains("plugin.name"));
+}
+
+const CM: &str = "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"cm\"\n[capabilities]\n";
+
+#[test]
+fn server_root_is_refused_naming_its_replacement_and_the_line() {
+    let e = err(&format!("{CM}dirs = [{{ dir = \"server-root\", access = \"read-write\" }}]\n"));
+    assert!(e.contains("pkg/plugin.toml") && e.contains("line 6"), "{e}");
+    assert!(e.contains("server-root") && e.contains("server-config"), "{e}");
+}
+
+#[test]
+fn a_grant_the_world_does_not_support_is_refused_naming_grant_and_world() {
+    let e = err(&format!("{CM}dirs = [{{ dir = \"service\", access = \"read-write\" }}]\n"));
+    assert!(e.contains("`service`") && e.contains("cm world"), "{e}");
+    for world in ["service", "proxy"] {
+        let text = FULL
+            .replace("world = \"service\"", &format!("world = \"{world}\""))
+            .replace("{ dir = \"service\", access = \"read-write\" }", "{ dir = \"work-dir\", access = \"read-only\" }");
+        let e = err(&text);
+        assert!(e.contains("`work-dir`") && e.contains(&format!("{world} world")), "{e}");
+    }
+    let ok = format!(
+        "{CM}dirs = [{{ dir = \"work-dir\", access = \"read-write\" }}, {{ dir = \"server-config\", access = \"read-write\" }}]\n"
+    );
+    let m = parse(&ok).unwrap();
+    assert_eq!(m.capabilities.dir(DirKind::ServerConfig), Some(Access::ReadWrite));
 }

@@ -1,0 +1,254 @@
+//! File operations confined beneath a directory a plugin may write, following no symbolic
+//! link on the way.
+//!
+//! A plugin can create symlinks inside its own directories (WASI allows it, and the sandbox
+//! never follows one out). The agent runs as root and writes into those same directories
+//! (packages, data sources, CM credentials), so every such write resolves its path with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from a directory fd: a link anywhere on
+//! the path is refused (`ELOOP`), never followed. Files are replaced by an atomic rename of a
+//! fresh file whose mode was set on its own fd, so a planted link or hard link at the target
+//! is replaced, not written through.
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Mode of directories the agent creates beneath a plugin directory.
+const DIR_MODE: u32 = 0o755;
+
+/// A directory opened by fd; everything below it resolves without following links.
+#[derive(Debug)]
+pub struct Beneath {
+    fd: OwnedFd,
+    /// For error messages and the paths reported back; never re-resolved.
+    path: PathBuf,
+}
+
+fn resolve() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+/// An error naming `path`, turning `ELOOP`/`EXDEV` into a plain refusal.
+fn named(path: &Path, e: io::Error) -> io::Error {
+    let refused = [rustix::io::Errno::LOOP, rustix::io::Errno::XDEV]
+        .map(|c| Some(c.raw_os_error()))
+        .contains(&e.raw_os_error());
+    match refused {
+        true => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: refusing to follow a symbolic link (or leave the directory) on the way",
+                path.display()
+            ),
+        ),
+        false => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+    }
+}
+
+/// The plain relative components of `rel`; anything else (`..`, `/`, `.`) is refused.
+fn parts(rel: &Path) -> io::Result<Vec<&OsStr>> {
+    rel.components()
+        .map(|c| match c {
+            Component::Normal(p) => Ok(p),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a plain relative path", rel.display()),
+            )),
+        })
+        .collect()
+}
+
+impl Beneath {
+    /// Opens `root` itself as the anchor. `root` is a path the agent chose (the server root),
+    /// not one a plugin can write, so it is opened normally.
+    pub fn open(root: &Path) -> io::Result<Beneath> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| named(root, e.into()))?;
+        Ok(Beneath {
+            fd,
+            path: root.to_path_buf(),
+        })
+    }
+
+    /// The path this directory was reached by (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_at(&self, rel: &Path, flags: OFlags, mode: u32) -> io::Result<OwnedFd> {
+        rustix::fs::openat2(
+            &self.fd,
+            rel,
+            // RESOLVE_NO_SYMLINKS covers the last component too (ELOOP, unlike O_NOFOLLOW's ENOTDIR).
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+            resolve(),
+        )
+        .map_err(|e| named(&self.path.join(rel), e.into()))
+    }
+
+    /// Opens the existing directory `rel` beneath this one.
+    pub fn open_dir(&self, rel: &Path) -> io::Result<Beneath> {
+        parts(rel)?;
+        let fd = self.open_at(rel, OFlags::DIRECTORY | OFlags::RDONLY, 0)?;
+        Ok(Beneath {
+            fd,
+            path: self.path.join(rel),
+        })
+    }
+
+    /// Opens `rel` beneath this directory, creating missing directories (mode 0755) one
+    /// component at a time; an existing link on the way is refused.
+    pub fn create_dir_all(&self, rel: &Path) -> io::Result<Beneath> {
+        let mut dir = Beneath {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        };
+        for part in parts(rel)? {
+            match rustix::fs::mkdirat(&dir.fd, part, Mode::from_raw_mode(DIR_MODE)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(named(&dir.path.join(part), e.into())),
+            }
+            dir = dir.open_dir(Path::new(part))?;
+        }
+        Ok(dir)
+    }
+
+    /// Splits `rel` into its parent directory (created) and its file name.
+    fn parent_of<'a>(&self, rel: &'a Path) -> io::Result<(Beneath, &'a OsStr)> {
+        let parts = parts(rel)?;
+        let (name, parents) = parts.split_last().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "an empty path names no file")
+        })?;
+        let parent: PathBuf = parents.iter().collect();
+        Ok((self.create_dir_all(&parent)?, name))
+    }
+
+    /// Replaces `rel` with a regular file holding `bytes` and mode `mode`: a fresh file is
+    /// written (its mode set on its fd) and renamed over the target, so a link already there
+    /// is replaced, never written through.
+    pub fn write_file(&self, rel: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
+        let (dir, name) = self.parent_of(rel)?;
+        let tmp = format!(".stratus-tmp-{}", crate::keys::random_token().expose());
+        let fd = dir.open_at(
+            Path::new(&tmp),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
+            0o600,
+        )?;
+        let target = dir.path.join(name);
+        let written = (|| {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+            let mut file = std::fs::File::from(fd);
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            rustix::fs::renameat(&dir.fd, tmp.as_str(), &dir.fd, name)?;
+            Ok::<_, io::Error>(())
+        })();
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(&dir.fd, tmp.as_str(), AtFlags::empty());
+            return Err(named(&target, e));
+        }
+        Ok(target)
+    }
+
+    /// Removes the file (or link) `rel` itself; whether it existed.
+    pub fn remove_file(&self, rel: &Path) -> io::Result<bool> {
+        let parts = parts(rel)?;
+        let Some((name, parents)) = parts.split_last() else {
+            return Ok(false);
+        };
+        let parent: PathBuf = parents.iter().collect();
+        let dir = match self.open_dir(&parent) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::unlinkat(&dir.fd, *name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(named(&dir.path.join(name), e.into())),
+        }
+    }
+
+    /// Reads the regular file `rel`, at most `limit` bytes (more is an error).
+    pub fn read_file(&self, rel: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        parts(rel)?;
+        let fd = self.open_at(rel, OFlags::RDONLY, 0)?;
+        let path = self.path.join(rel);
+        let stat = rustix::fs::fstat(&fd).map_err(|e| named(&path, e.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| named(&path, e))?;
+        if bytes.len() as u64 > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is larger than {limit} bytes", path.display()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Disk use of everything beneath this directory (allocated blocks, so sparse files count
+    /// for what they occupy), counting at most `max_entries` entries; links are counted, not
+    /// followed.
+    pub fn usage(&self, max_entries: u64) -> io::Result<Usage> {
+        let mut usage = Usage::default();
+        self.add_usage(&mut usage, max_entries)?;
+        Ok(usage)
+    }
+
+    fn add_usage(&self, usage: &mut Usage, max_entries: u64) -> io::Result<()> {
+        let mut dir =
+            rustix::fs::Dir::read_from(&self.fd).map_err(|e| named(&self.path, e.into()))?;
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(|e| named(&self.path, e.into()))?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            usage.entries += 1;
+            if usage.entries > max_entries {
+                return Err(io::Error::other(format!(
+                    "{} holds more than {max_entries} entries",
+                    self.path.display()
+                )));
+            }
+            let stat = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| named(&self.path.join(name), e.into()))?;
+            usage.bytes += stat.st_blocks as u64 * 512;
+            if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                self.open_dir(Path::new(name))?
+                    .add_usage(usage, max_entries)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Beneath {
+    fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What [`Beneath::usage`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub entries: u64,
+}

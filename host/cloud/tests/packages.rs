@@ -1,0 +1,156 @@
+//! Package collection refuses links, devices, escapes and oversize archives, and a plugin
+//! package without `plugin.toml` fails before anything else is read.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use stratus_cloud::{CloudFiles, FilesError};
+
+fn plugin_dir(dir: &Path) {
+    std::fs::create_dir_all(dir.join("cfg")).unwrap();
+    std::fs::write(dir.join("plugin.toml"), "[plugin]").unwrap();
+    std::fs::write(dir.join("plugin.wasm"), "\0asm").unwrap();
+}
+
+fn bucket(tmp: &Path) -> CloudFiles {
+    CloudFiles::local(tmp.join("bucket")).unwrap()
+}
+
+#[tokio::test]
+async fn a_link_in_a_package_directory_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("pkg");
+    plugin_dir(&src);
+    symlink("/etc/shadow", src.join("cfg/loot")).unwrap();
+    let err = bucket(tmp.path()).put_package("p", &src).await.unwrap_err();
+    assert!(
+        matches!(&err, FilesError::Link { entry, .. } if entry == "cfg/loot"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cfg/loot"), "{err}");
+
+    // A linked directory is refused as well, not walked.
+    std::fs::remove_file(src.join("cfg/loot")).unwrap();
+    symlink("/etc", src.join("etc")).unwrap();
+    let err = bucket(tmp.path()).put_files("p", &src).await.unwrap_err();
+    assert!(
+        matches!(&err, FilesError::Link { entry, .. } if entry == "etc"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_fifo_in_a_package_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("pkg");
+    plugin_dir(&src);
+    let status = std::process::Command::new("mkfifo")
+        .arg(src.join("cfg/pipe"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = bucket(tmp.path()).put_package("p", &src).await.unwrap_err();
+    assert!(
+        matches!(&err, FilesError::Special { entry, .. } if entry == "cfg/pipe"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_without_plugin_toml_fails_before_anything_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    // /etc holds unreadable files and links; failing fast means none of them is touched.
+    let start = Instant::now();
+    let err = bucket(tmp.path())
+        .put_package("p", Path::new("/etc"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FilesError::NoManifest(_)), "{err}");
+    assert!(err.to_string().contains("/etc") && err.to_string().contains("plugin.toml"));
+    assert!(start.elapsed() < Duration::from_secs(2));
+
+    // A plugin.toml that is a link does not count.
+    let src = tmp.path().join("pkg");
+    plugin_dir(&src);
+    std::fs::remove_file(src.join("plugin.toml")).unwrap();
+    symlink("/etc/hostname", src.join("plugin.toml")).unwrap();
+    let err = bucket(tmp.path()).put_package("p", &src).await.unwrap_err();
+    assert!(matches!(err, FilesError::NoManifest(_)), "{err}");
+}
+
+/// Writes an archive with raw headers, so that entries tar's builder would refuse (links,
+/// `..`) can be made.
+fn archive(path: &Path, entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, kind, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        {
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[tokio::test]
+async fn archive_links_escapes_and_devices_are_refused_naming_the_entry() {
+    use tar::EntryType as T;
+    let tmp = tempfile::tempdir().unwrap();
+    let files = bucket(tmp.path());
+    let base: (&str, T, &[u8], Option<&str>) = ("plugin.toml", T::Regular, b"[plugin]", None);
+    let cases: [(&str, (&str, T, &[u8], Option<&str>)); 5] = [
+        ("loot", ("loot", T::Symlink, b"", Some("/etc/shadow"))),
+        ("hard", ("hard", T::Link, b"", Some("/etc/shadow"))),
+        ("../escape", ("../escape", T::Regular, b"x", None)),
+        ("/abs", ("/abs", T::Regular, b"x", None)),
+        ("dev", ("dev", T::Char, b"", None)),
+    ];
+    for (i, (entry, bad)) in cases.into_iter().enumerate() {
+        let path = tmp.path().join(format!("bad{i}.tar"));
+        archive(&path, &[base, bad]);
+        let err = files.put_package("p", &path).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(entry), "{entry}: {text}");
+        assert!(
+            matches!(
+                err,
+                FilesError::Link { .. }
+                    | FilesError::OutsideRoot { .. }
+                    | FilesError::Special { .. }
+            ),
+            "{entry}: {text}"
+        );
+    }
+    let ok = tmp.path().join("ok.tar");
+    archive(&ok, &[base, ("./cfg/a", T::Regular, b"a", None)]);
+    assert_eq!(files.put_package("p", &ok).await.unwrap().files, 2);
+    let none = tmp.path().join("none.tar");
+    archive(&none, &[("cfg/a", T::Regular, b"a", None)]);
+    let err = files.put_package("p", &none).await.unwrap_err();
+    assert!(matches!(err, FilesError::NoManifest(_)), "{err}");
+    assert_eq!(files.put_files("p", &none).await.unwrap().files, 1);
+}
+
+#[tokio::test]
+async fn archives_are_bounded_in_entries() {
+    use tar::EntryType as T;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("many.tar");
+    let names: Vec<String> = (0..10_001).map(|i| format!("f{i}")).collect();
+    let entries: Vec<(&str, T, &[u8], Option<&str>)> = names
+        .iter()
+        .map(|n| (n.as_str(), T::Regular, &b""[..], None))
+        .collect();
+    archive(&path, &entries);
+    let err = bucket(tmp.path()).put_files("p", &path).await.unwrap_err();
+    assert!(matches!(err, FilesError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("10000 entries"), "{err}");
+}
