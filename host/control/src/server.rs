@@ -352,7 +352,7 @@ impl Control {
 
     async fn launch(&self, file: &str) -> Result<String, String> {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-        let spec = DeploymentSpec::from_str(&text, file).map_err(|e| e.to_string())?;
+        let (spec, warnings) = validate_for_launch(&text, file).await?;
         let name = spec.name.to_string();
         if let Some(row) = self
             .store
@@ -372,6 +372,7 @@ impl Control {
                     let running = tasks.get(&name).is_some_and(|h| !h.is_finished());
                     drop(tasks);
                     if !running {
+                        self.record_warnings(&name, &warnings);
                         self.spawn_launch(spec).await;
                     }
                     return Ok(name);
@@ -386,8 +387,21 @@ impl Control {
         self.store
             .put_deployment(&name, file, &text, &DeploymentState::Launching)
             .map_err(|e| e.to_string())?;
+        self.record_warnings(&name, &warnings);
         self.spawn_launch(spec).await;
         Ok(name)
+    }
+
+    /// Launch validation's warnings (e.g. programs that run arbitrary code) become events.
+    fn record_warnings(&self, name: &str, warnings: &[stratus_model::SpecError]) {
+        for w in warnings {
+            let subject = Subject {
+                deployment: Some(name),
+                ..Subject::default()
+            };
+            self.logs
+                .warn(Component::ConfigurationWorker, subject, &w.to_string());
+        }
     }
 
     async fn terminate(&self, name: &str) -> Result<(), String> {
@@ -432,6 +446,19 @@ impl Control {
             }
         }
     }
+}
+
+/// The launch checks of a deployment file (every package held against its manifest), off the
+/// async threads because they read package archives. Nothing is created when they fail.
+async fn validate_for_launch(
+    text: &str,
+    file: &str,
+) -> Result<(DeploymentSpec, Vec<stratus_model::SpecError>), String> {
+    let (text, file) = (text.to_string(), file.to_string());
+    tokio::task::spawn_blocking(move || DeploymentSpec::from_str_for_launch(&text, &file))
+        .await
+        .map_err(|e| format!("validating the deployment file: {e}"))?
+        .map_err(|e| e.to_string())
 }
 
 /// Compares secrets without leaking their common prefix length through timing.

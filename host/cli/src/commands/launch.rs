@@ -1,4 +1,4 @@
-//! `stratus launch FILE`: validate, hand the deployment to the control plane (starting one if
+//! `stratus launch FILE`: validate (each package against its manifest too), hand the deployment to the control plane (starting one if
 //! needed), and follow it live until RUNNING (exit 0) or FAILED (exit 1, naming the failed
 //! step, server, hook and error).
 
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stratus_control::client::ControlClient;
+use stratus_model::SpecError;
 use stratus_model::spec::DeploymentSpec;
 use stratus_protocol::{OperatorReply, OperatorRequest};
 
@@ -28,7 +29,8 @@ pub struct LaunchArgs {
 }
 
 pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let spec = match DeploymentSpec::from_file(&args.file) {
+    // The same checks the control plane makes, so a refusal comes before anything starts.
+    let (spec, warnings) = match DeploymentSpec::from_file_for_launch(&args.file) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
@@ -36,7 +38,21 @@ pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    for w in &warnings {
+        eprintln!("{w}");
+    }
     let file = std::fs::canonicalize(&args.file)?;
+    // The control plane records the same warnings as events, naming the canonical file.
+    let shown: Vec<String> = warnings
+        .into_iter()
+        .map(|w| {
+            SpecError {
+                file: file.clone(),
+                ..w
+            }
+            .to_string()
+        })
+        .collect();
     let name = spec.name.to_string();
     let program = std::env::current_exe()?;
     let rt = tokio::runtime::Runtime::new()?;
@@ -68,6 +84,7 @@ pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         &name,
         Duration::from_secs(args.timeout),
         args.verbose,
+        &shown,
     )
 }
 
@@ -77,6 +94,7 @@ pub fn follow(
     name: &str,
     limit: Duration,
     verbose: bool,
+    already_shown: &[String],
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let bar = if verbose {
@@ -105,7 +123,7 @@ pub fn follow(
                     None => e.message.clone(),
                 };
             }
-            let important = e.level != "INFO"
+            let important = (e.level != "INFO" && !already_shown.contains(&e.message))
                 || e.component == "monitor-deployment"
                 || e.component == "monitor-scaling-event";
             if verbose {

@@ -116,9 +116,20 @@ fn inspect_cmd(path: &Path) -> anyhow::Result<ExitCode> {
         Some(m) => {
             println!("plugin:    {} {}", m.plugin.name, m.plugin.version);
             print_capabilities(&m.capabilities);
+            print_risky_programs(&m.plugin.name, &m.capabilities);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One warning per granted program known to run arbitrary code (the list is in
+/// `stratus_model::plugin::risky`), as `stratus launch` prints them.
+fn print_risky_programs(plugin: &str, c: &stratus_plugin_runtime::Capabilities) {
+    for p in &c.programs {
+        if let Some(why) = stratus_model::plugin::risky::warning(p.as_str()) {
+            println!("warning:   plugin `{plugin}` may run {why}");
+        }
+    }
 }
 
 fn print_capabilities(c: &stratus_plugin_runtime::Capabilities) {
