@@ -9,6 +9,7 @@ use crate::steps::digest;
 use std::time::Duration;
 use stratus_model::context::HookCall;
 use stratus_model::state::AgentState;
+use stratus_protocol::bounds::{MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
 use stratus_protocol::{AgentReply, AgentRequest, HookReport, HookResult};
 
 /// A hook may legitimately take long (loading a data source); the runtime enforces each
@@ -57,7 +58,7 @@ impl Engine {
                     return Err(EngineError::Agent {
                         step: key.into(),
                         server: server.id.clone(),
-                        message,
+                        message: cut(message, MAX_MESSAGE_BYTES),
                     });
                 }
                 AgentReply::Done => {
@@ -70,6 +71,11 @@ impl Engine {
             };
             self.keep_hook_output(dep, server, key, &report);
             if let HookResult::Failed { kind, message, .. } = &report.outcome {
+                // The agent bounds what it sends; the journal, status and events rely on it.
+                let (kind, message) = (
+                    &cut_str(kind, MAX_PATH_BYTES),
+                    &cut_str(message, MAX_MESSAGE_BYTES),
+                );
                 self.parts.logs.error(
                     Component::ConfigurationWorker,
                     subject.clone(),
@@ -123,7 +129,7 @@ impl Engine {
             AgentReply::Error { message } => Err(EngineError::Agent {
                 step: key.into(),
                 server: server.id.clone(),
-                message,
+                message: cut(message, MAX_MESSAGE_BYTES),
             }),
             _ => Ok(()),
         }

@@ -1,14 +1,21 @@
 //! The log files an enStratus operator recognises, one per component, under `<state>/logs/`.
 //!
 //! Every line is also an event in the store, so `stratus events` and `stratus logs` agree.
-//! Callers pass only non-secret text; secrets never reach this module.
+//! Callers pass only non-secret text; secrets never reach this module. Each file rotates at
+//! [`LOG_FILE_BYTES`] and each line is cut at [`MAX_LINE_BYTES`].
 
-use std::fs::{File, OpenOptions};
+mod rotate;
+pub use rotate::{LOG_FILE_BYTES, LOG_FILES_KEPT, RotatingFile};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use stratus_store::{NewEvent, Store};
+
+/// Longest message kept in a component log line and its event: room for a plugin message at
+/// its own bound (`stratus_protocol::bounds::MAX_MESSAGE_BYTES`) and the words around it.
+pub const MAX_LINE_BYTES: usize = 2 * stratus_protocol::bounds::MAX_MESSAGE_BYTES;
 
 /// The control plane's components that keep a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +69,7 @@ pub struct Subject<'a> {
 pub struct Logs {
     dir: PathBuf,
     store: Store,
-    files: Arc<Mutex<Vec<(Component, File)>>>,
+    files: Arc<Mutex<Vec<(Component, RotatingFile)>>>,
 }
 
 impl Logs {
@@ -71,11 +78,7 @@ impl Logs {
         std::fs::create_dir_all(&dir)?;
         let mut files = Vec::new();
         for c in Component::ALL {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(c.file_name()))?;
-            files.push((c, f));
+            files.push((c, RotatingFile::open(&dir.join(c.file_name()))?));
         }
         Ok(Logs {
             dir,
@@ -101,6 +104,7 @@ impl Logs {
     }
 
     fn write(&self, c: Component, level: &str, s: Subject<'_>, message: &str) {
+        let message = &stratus_protocol::bounds::cut_str(message, MAX_LINE_BYTES);
         let mut prefix = String::new();
         for (k, v) in [
             ("deployment", s.deployment),

@@ -13,7 +13,10 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    // Its diagnostics go to a size-bounded file; stderr (`control.out`) keeps only panics.
+    let log_dir = state_dir.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    log_to(&log_dir.join("control.log"))?;
     let program = std::env::current_exe()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(stratus_control::server::serve(
@@ -55,15 +58,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     // The agent log is a file in the server's root, one per server.
     let log_dir = args.root.join("agent");
     std::fs::create_dir_all(&log_dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_dir.join("agent.log"))?;
-    tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(file))
-        .with_ansi(false)
-        .with_env_filter(filter())
-        .init();
+    log_to(&log_dir.join("agent.log"))?;
     let span =
         tracing::info_span!("agent", deployment = %args.deployment, server = %args.server_id);
     let _g = span.enter();
@@ -85,13 +80,17 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG").unwrap_or_else(|_| "info".into())
-}
-
-pub fn init_tracing() {
+/// Sends this process's tracing to `path`, rotated by size (`RotatingFile`: 10 MiB × 3).
+fn log_to(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = stratus_engine::logs::RotatingFile::open(path)?;
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
         .with_env_filter(filter())
         .try_init();
+    Ok(())
+}
+
+fn filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG").unwrap_or_else(|_| "info".into())
 }
