@@ -221,6 +221,7 @@ async fn setup(root: &Path) -> Db {
         cache_dir: None,
         cache_key: [3u8; 32],
         max_concurrent_calls: 2,
+        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })
     .unwrap();
     let plugin = runtime

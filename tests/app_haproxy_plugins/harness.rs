@@ -38,6 +38,7 @@ impl Service {
             cache_dir: None,
             cache_key: [3; 32],
             max_concurrent_calls: 2,
+            max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
         })
         .unwrap();
         let pkg = Package::open(&stratus_plugin_artifacts::package_dir(package)).unwrap();

@@ -55,6 +55,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cache_dir: cfg.cache_dir.clone(),
         cache_key,
         max_concurrent_calls: 16,
+        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })
     .map_err(|e| AgentError::Runtime(e.to_string()))?;
     let supervisor = Supervisor::new(cfg.root.join("agent/processes"));

@@ -85,6 +85,7 @@ fn runtime(cache: Option<&Path>) -> Runtime {
         cache_dir: cache.map(Path::to_owned),
         cache_key: [3; 32],
         max_concurrent_calls: 8,
+        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })
     .unwrap()
 }

@@ -15,6 +15,8 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("component {path} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
     #[error("{path} is not a valid WebAssembly component: {reason}")]
     CorruptComponent { path: PathBuf, reason: String },
     #[error("component does not implement the `{expected}` world: {found}")]

@@ -49,5 +49,5 @@ pub use inspect::{ComponentInfo, InterfaceInfo, inspect};
 pub use manifest::{Manifest, ManifestError, PluginInfo};
 pub use output::{HookOutcome, HookValue, LogLevel, LogRecord, Redactor};
 pub use package::Package;
-pub use runtime::{Plugin, Runtime, RuntimeConfig, RuntimeError};
+pub use runtime::{DEFAULT_MAX_COMPONENT_BYTES, Plugin, Runtime, RuntimeConfig, RuntimeError};
 pub use supervisor::{ProcessSpec, ProcessState, Supervisor};

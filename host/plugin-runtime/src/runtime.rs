@@ -25,7 +25,14 @@ pub struct RuntimeConfig {
     pub cache_key: [u8; 32],
     /// Hook calls that may run at once; sizes the instance pool. Further calls wait.
     pub max_concurrent_calls: u32,
+    /// Largest component file loaded; a larger one is refused before it is read
+    /// (default [`DEFAULT_MAX_COMPONENT_BYTES`]).
+    pub max_component_bytes: u64,
 }
+
+/// Default cap on a component's size (256 MB): far above any real plugin (ours are under
+/// 1 MB), low enough that loading cannot exhaust memory or stall compilation.
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 256_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -49,6 +56,7 @@ pub(crate) struct RuntimeInner {
     proxy: Linker<State>,
     cm: Linker<State>,
     cache: Option<CodeCache>,
+    max_component_bytes: u64,
     /// Bounds concurrent calls to what the pool was sized for.
     pub calls: Semaphore,
 }
@@ -91,6 +99,7 @@ impl Runtime {
                 proxy,
                 cm,
                 cache,
+                max_component_bytes: config.max_component_bytes,
                 calls: Semaphore::new(n as usize),
             }),
         })
@@ -104,12 +113,11 @@ impl Runtime {
     /// Compiles (or loads from the cache) and type-checks a package's component.
     pub async fn load(&self, pkg: &Package) -> Result<Plugin, LoadError> {
         let path = pkg.component_path.clone();
-        let bytes = tokio::fs::read(&path)
+        let limit = self.inner.max_component_bytes;
+        let read = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || read_component(&read, limit))
             .await
-            .map_err(|source| LoadError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|e| LoadError::Host(format!("read task failed: {e}")))??;
         let rt = self.clone();
         let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes, &path))
             .await
@@ -196,6 +204,32 @@ impl Runtime {
     }
 }
 
+/// Reads a component file, refusing one over `limit` bytes before reading it whole.
+fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let io = |source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let too_large = |size| LoadError::TooLarge {
+        path: path.to_owned(),
+        size,
+        limit,
+    };
+    if size > limit {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // The file may grow after the check; never read past the limit.
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 pub(crate) enum Pre {
     Service(ServicePre<State>),
     Proxy(ProxyPre<State>),
@@ -254,5 +288,32 @@ impl std::fmt::Debug for Plugin {
             .field("world", &self.inner.world)
             .field("sha256", &self.inner.sha256)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_over_the_limit_is_refused_naming_size_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin.wasm");
+        std::fs::write(&path, vec![0u8; 1001]).unwrap();
+        let err = read_component(&path, 1000).unwrap_err();
+        assert!(matches!(
+            err,
+            LoadError::TooLarge {
+                size: 1001,
+                limit: 1000,
+                ..
+            }
+        ));
+        let text = err.to_string();
+        assert!(
+            text.contains("1001 bytes") && text.contains("limit of 1000"),
+            "{text}"
+        );
+        assert_eq!(read_component(&path, 1001).unwrap().len(), 1001);
     }
 }

@@ -12,6 +12,7 @@ async fn calls_beyond_the_pool_size_wait_and_succeed() {
         cache_dir: None,
         cache_key: [1; 32],
         max_concurrent_calls: 2,
+        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })
     .unwrap();
     // The pool's sizing must be valid for the engine, else it silently falls back.

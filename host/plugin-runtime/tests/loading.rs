@@ -170,6 +170,7 @@ async fn an_entry_without_its_mac_or_with_another_key_is_rejected() {
         cache_dir: Some(cache.path().to_owned()),
         cache_key: [8u8; 32],
         max_concurrent_calls: 1,
+        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })
     .unwrap();
     let p = load(&other_key, "hello").await;

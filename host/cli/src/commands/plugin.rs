@@ -220,6 +220,7 @@ async fn call_cmd(
         cache_dir: Some(state.join("cache")),
         cache_key: cache_key(state)?,
         max_concurrent_calls: 4,
+        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })?;
     let plugin = runtime.load(&pkg).await?;
     println!(

@@ -23,6 +23,7 @@ pub fn runtime(cache_dir: Option<PathBuf>) -> Runtime {
         cache_dir,
         cache_key: [7u8; 32],
         max_concurrent_calls: 4,
+        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })
     .unwrap()
 }
