@@ -141,10 +141,10 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn health_check(_ctx: ServiceContext) -> Result<HealthReport, HookError> {
+    fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
         Ok(HealthReport {
             status: HealthStatus::Ok,
-            message: "hostile is fine".into(),
+            message: output::health_message(&ctx),
         })
     }
 }
