@@ -1,0 +1,66 @@
+//! The fallback where no cgroup is usable: the agent becomes a child subreaper, so orphans of
+//! its children (a daemon that double-forked) are re-parented to it instead of init, and it
+//! finds and kills them through the parent links in `/proc`. The process limit is not enforced.
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::collections::HashSet;
+
+/// Makes this process the reaper of its orphaned descendants (Linux 3.4+).
+pub fn become_subreaper() -> std::io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+}
+
+/// Every live process with its parent pid.
+fn parent_links() -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces and parentheses; fields resume after the last ')'.
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            (!matches!(state, "Z" | "X")).then_some((pid, ppid))
+        })
+        .collect()
+}
+
+/// The live descendants of `root` (not `root` itself).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let links = parent_links();
+    let mut found: HashSet<u32> = HashSet::from([root]);
+    let mut out = Vec::new();
+    // Parents may have larger pids than their children (pid wrap), so iterate to a fixpoint.
+    loop {
+        let before = out.len();
+        for (pid, ppid) in &links {
+            if found.contains(ppid) && found.insert(*pid) {
+                out.push(*pid);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+/// SIGKILLs process group `pgid` and every descendant of `root` until none is found.
+pub fn kill_tree(root: u32, pgid: Option<u32>) {
+    for _ in 0..100 {
+        if let Some(g) = pgid.filter(|g| *g > 1) {
+            let _ = killpg(Pid::from_raw(g as i32), Signal::SIGKILL);
+        }
+        let pids = descendants(root);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
