@@ -1,0 +1,248 @@
+//! Launch validation through the real binary: a deployment file that widens a plugin's
+//! capabilities, names a program its manifest lacks, uses a package whose manifest grants what
+//! its world does not support, or uses a package of the wrong world is refused with a located
+//! message and exit code 2 before anything starts (no control plane, no server directory); the
+//! control plane refuses the same file without creating the deployment. A program known to run
+//! arbitrary code is a warning at launch (printed and recorded as an event) and in
+//! `stratus plugin inspect`, and the launch goes on.
+
+mod common;
+
+use common::{Stratus, servers, terminate};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use stratus_protocol::{OperatorReply, OperatorRequest};
+
+/// A copy of the hello package (component and templates) with `manifest` as its plugin.toml.
+fn package(dir: &Path, name: &str, manifest: &str) -> PathBuf {
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let pkg = dir.join(name);
+    std::fs::create_dir_all(pkg.join("cfg")).unwrap();
+    std::fs::copy(hello.join("plugin.wasm"), pkg.join("plugin.wasm")).unwrap();
+    for e in std::fs::read_dir(hello.join("cfg")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), pkg.join("cfg").join(e.file_name())).unwrap();
+    }
+    std::fs::write(pkg.join("plugin.toml"), manifest).unwrap();
+    pkg
+}
+
+/// hello's manifest with `extra` added to its `[capabilities]`.
+fn hello_manifest(extra: &str) -> String {
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let text = std::fs::read_to_string(hello.join("plugin.toml")).unwrap();
+    format!("{}\n{extra}\n", text.trim_end())
+}
+
+/// A one-tier, one-service deployment: the package is on line 10 (its value at column 11),
+/// `capabilities_line` is line 11.
+fn deployment(name: &str, pkg: &Path, capabilities_line: &str) -> String {
+    format!(
+        "[deployment]\nname = \"{name}\"\n\n[tiers.app]\nmin = 1\nmax = 1\nservices = [\"app\"]\n\n\
+         [services.app]\npackage = \"{}\"\n{capabilities_line}\nports = {{ http = 8080 }}\n\
+         settings = {{ greeting = \"validated\" }}\n",
+        pkg.display()
+    )
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `stratus launch file` refused the file with `located` (`file:line:column: message`), exit
+/// code 2, and started nothing.
+fn assert_refused(st: &Stratus, file: &Path, located: &str) {
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:{located}", file.display())),
+        "expected `{located}` in:\n{err}"
+    );
+    assert!(err.contains("nothing was launched"), "{err}");
+    assert_eq!(st.control_pid(), None, "no control plane was started");
+    assert!(!st.dir().join("control.json").exists());
+    assert!(
+        !st.dir().join("servers").exists(),
+        "no server directory was created"
+    );
+}
+
+#[test]
+fn widening_memory_is_refused_at_its_key_before_anything_starts() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file = st.write_file(
+        "widen.toml",
+        &deployment("widen", &hello, "capabilities = { memory-mb = 512 }"),
+    );
+    assert_refused(
+        &st,
+        &file,
+        &format!(
+            "11:30: widens the manifest: memory-mb 512 > 32 in {}/plugin.toml",
+            hello.display()
+        ),
+    );
+}
+
+#[test]
+fn a_program_the_manifest_lacks_is_refused_at_its_entry() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file = st.write_file(
+        "program.toml",
+        &deployment(
+            "program",
+            &hello,
+            "capabilities = { programs = [\"/bin/sh\"] }",
+        ),
+    );
+    assert_refused(
+        &st,
+        &file,
+        &format!(
+            "11:30: widens the manifest: program /bin/sh is not granted in {}/plugin.toml",
+            hello.display()
+        ),
+    );
+}
+
+#[test]
+fn grants_the_world_does_not_support_are_refused_at_the_package() {
+    let st = Stratus::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = package(
+        dir.path(),
+        "root",
+        &hello_manifest("").replace(
+            "{ dir = \"service\", access = \"read-write\" }",
+            "{ dir = \"server-root\", access = \"read-write\" }",
+        ),
+    );
+    let file = st.write_file("root.toml", &deployment("root", &root, ""));
+    assert_refused(&st, &file, "10:11: package `");
+    let err = stderr(&st.run(&["launch", file.to_str().unwrap()]));
+    assert!(
+        err.contains("dir `server-root` is no longer granted"),
+        "{err}"
+    );
+
+    let work = package(
+        dir.path(),
+        "work",
+        &hello_manifest("").replace("dir = \"service\"", "dir = \"work-dir\""),
+    );
+    let file = st.write_file("work.toml", &deployment("work", &work, ""));
+    assert_refused(
+        &st,
+        &file,
+        &format!(
+            "10:11: package `{}` cannot be used: {}/plugin.toml: capabilities.dirs grants \
+             `work-dir`, which the service world does not support (only `service`)",
+            work.display(),
+            work.display()
+        ),
+    );
+}
+
+#[test]
+fn a_cm_package_used_as_a_service_is_refused_at_the_package() {
+    let st = Stratus::new();
+    let probe = stratus_plugin_artifacts::package_dir("cm-probe");
+    let file = st.write_file("cm.toml", &deployment("cm", &probe, ""));
+    assert_refused(
+        &st,
+        &file,
+        &format!(
+            "10:11: {}/plugin.toml declares world `cm`, but service `app` needs a `service` \
+             (or `proxy`) plugin",
+            probe.display()
+        ),
+    );
+}
+
+/// The HTTP API of the future comes through the control plane, so it checks too: a launch
+/// request for a widening file is answered with the located error and nothing is created.
+#[test]
+fn the_control_plane_refuses_a_widening_file_without_creating_the_deployment() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file = st.write_file(
+        "widen.toml",
+        &deployment("widen", &hello, "capabilities = { memory-mb = 512 }"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reply = rt.block_on(async {
+        let mut client = stratus_control::client::ControlClient::connect_or_start(
+            st.dir(),
+            Path::new(env!("CARGO_BIN_EXE_stratus")),
+        )
+        .await
+        .unwrap();
+        client
+            .request(OperatorRequest::Launch {
+                file: file.to_string_lossy().into_owned(),
+            })
+            .await
+            .unwrap()
+    });
+    let OperatorReply::Error { message } = reply else {
+        panic!("expected a refusal, got {reply:?}");
+    };
+    assert!(
+        message.starts_with(&format!(
+            "{}:11:30: widens the manifest: memory-mb 512 > 32",
+            file.display()
+        )),
+        "{message}"
+    );
+    assert_eq!(st.status()["deployments"], serde_json::json!([]));
+    assert!(!st.dir().join("servers").exists());
+}
+
+#[test]
+fn a_shell_grant_is_a_warning_at_launch_and_in_inspect_and_the_launch_goes_on() {
+    let st = Stratus::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package(
+        dir.path(),
+        "shelly",
+        &hello_manifest("programs = [\"/bin/sh\"]"),
+    );
+    let warning = "may run /bin/sh, which runs other programs (a shell): a plugin granted it \
+                   can run anything as the agent's user";
+
+    let inspect = st.ok(&["plugin", "inspect", pkg.to_str().unwrap()]);
+    assert!(
+        inspect.contains(&format!("warning:   plugin `hello` {warning}")),
+        "{inspect}"
+    );
+
+    let file = st.write_file("shelly.toml", &deployment("shelly", &pkg, ""));
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:10:11: warning: plugin `hello` (service `app`) {warning}",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(warning),
+        "the warning is printed once, not again from its event"
+    );
+    let d = st.deployment("shelly");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    assert_eq!(servers(&d, "app").len(), 1);
+    let events = st.ok(&["events"]);
+    assert!(
+        events.contains(&format!("(service `app`) {warning}")),
+        "the warning is recorded as an event:\n{events}"
+    );
+
+    let pids = terminate(&st, "shelly");
+    assert_eq!(pids.len(), 1);
+}
