@@ -103,6 +103,10 @@ fn bounded_text(r: impl Read, shown: &Path) -> Result<String, String> {
 fn from_archive(path: &Path, written: &Path) -> Result<(String, PathBuf), String> {
     let shown = written.display();
     let bad = |e: std::io::Error| format!("cannot read archive {shown}: {e}");
+    // A FIFO or device behind the name would block or never end.
+    if !std::fs::metadata(path).map_err(bad)?.is_file() {
+        return Err(format!("archive {shown} is not a regular file"));
+    }
     let file = std::fs::File::open(path).map_err(bad)?;
     let name = path.to_string_lossy();
     let raw: Box<dyn Read> = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
@@ -115,7 +119,9 @@ fn from_archive(path: &Path, written: &Path) -> Result<(String, PathBuf), String
         read: 0,
     });
     let mut tops: Vec<String> = Vec::new();
-    let mut nested: Option<(String, PathBuf)> = None;
+    // Every candidate is kept: unpacking keeps the last of duplicate entries, so an archive
+    // with two could show validation one manifest and the agent another.
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
     for (i, entry) in archive.entries().map_err(bad)?.enumerate() {
         if i >= MAX_ARCHIVE_ENTRIES {
             return Err(format!(
@@ -143,15 +149,20 @@ fn from_archive(path: &Path, written: &Path) -> Result<(String, PathBuf), String
                 shown_entry.display()
             ));
         }
-        let text = bounded_text(&mut entry, &shown_entry)?;
-        if parts.len() == 1 {
-            return Ok((text, entry_path));
+        if found.iter().any(|(_, p)| *p == entry_path) {
+            return Err(format!(
+                "{} appears twice in the archive",
+                shown_entry.display()
+            ));
         }
-        nested.get_or_insert((text, entry_path));
+        let text = bounded_text(&mut entry, &shown_entry)?;
+        found.push((text, entry_path));
     }
-    match nested {
-        Some(found) if tops.len() == 1 => Ok(found),
-        _ => Err(format!(
+    let root = found.iter().position(|(_, p)| p.as_os_str() == MANIFEST);
+    match root {
+        Some(i) => Ok(found.swap_remove(i)),
+        None if found.len() == 1 && tops.len() == 1 => Ok(found.swap_remove(0)),
+        None => Err(format!(
             "archive {shown} has no plugin.toml (expected one at its root or in its only \
              top-level directory)"
         )),
@@ -301,6 +312,38 @@ mod tests {
             normal_parts(Path::new("./a/plugin.toml")),
             ["a", "plugin.toml"]
         );
+    }
+
+    #[test]
+    fn an_archive_with_two_manifests_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let risky = TOML.replace(
+            "[plugin]",
+            "[capabilities]\nprograms = [\"/bin/sh\"]\n[plugin]",
+        );
+        let twice = tgz(
+            dir.path(),
+            &[
+                ("plugin.toml", TOML.as_bytes()),
+                ("./plugin.toml", risky.as_bytes()),
+            ],
+            None,
+        );
+        let err = load(&package(&twice, PackageKind::Archive)).unwrap_err();
+        assert_eq!(err, "pkg/plugin.toml appears twice in the archive");
+    }
+
+    #[test]
+    fn a_fifo_is_not_opened_as_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pkg.tar");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = load(&package(&fifo, PackageKind::Archive)).unwrap_err();
+        assert_eq!(err, "archive pkg is not a regular file");
     }
 
     #[test]
