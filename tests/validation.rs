@@ -246,3 +246,27 @@ fn a_shell_grant_is_a_warning_at_launch_and_in_inspect_and_the_launch_goes_on() 
     let pids = terminate(&st, "shelly");
     assert_eq!(pids.len(), 1);
 }
+
+/// The shipped CM adapters run configuration-management tools, and say so.
+#[test]
+fn the_shipped_cm_adapters_carry_the_warning() {
+    let st = Stratus::new();
+    for (adapter, program) in [
+        ("puppet", "/usr/bin/puppet"),
+        ("ansible", "/usr/bin/ansible-playbook"),
+        ("chef", "/usr/bin/chef-client"),
+    ] {
+        let pkg = stratus_plugin_artifacts::package_dir(adapter);
+        let out = st.ok(&["plugin", "inspect", pkg.to_str().unwrap()]);
+        assert!(
+            out.contains(&format!(
+                "warning:   plugin `{adapter}` may run {program}, which runs other programs (a \
+                 configuration-management tool)"
+            )),
+            "{out}"
+        );
+    }
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let out = st.ok(&["plugin", "inspect", hello.to_str().unwrap()]);
+    assert!(!out.contains("may run"), "{out}");
+}
