@@ -1,12 +1,15 @@
 //! `host.run` and the checks shared with `host.spawn`: allow-listed absolute programs, no
-//! shell, a cleared environment, a working directory inside a granted directory, a timeout
-//! and bounded output.
+//! shell, a cleared environment holding only the `program-env` variables (never a loader or
+//! interpreter one, and a `PATH` outside the plugin's directories), a working directory
+//! inside a granted directory, a timeout and bounded output.
 
 use crate::capabilities::{Capabilities, DirKind, normalize};
 use crate::env::DirMap;
+use crate::supervisor::Leaf;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use stratus_model::plugin::capabilities::program_env::check_program_env;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// Why a program may not run; the `bool` is whether it is a capability denial to record.
@@ -64,6 +67,8 @@ pub(crate) fn check(
         )));
     }
     let granted: Vec<&PathBuf> = caps.dirs.iter().filter_map(|g| dirs.get(&g.dir)).collect();
+    check_program_env(&caps.program_env, granted.iter().map(|g| g.as_path()), env)
+        .map_err(|e| Refusal::denied(e.to_string()))?;
     let working_dir = match working_dir {
         Some(w) => {
             let w = normalize(Path::new(w)).ok_or_else(|| {
@@ -137,6 +142,8 @@ pub(crate) struct Finished {
 
 /// Runs a checked program to completion within `timeout`, keeping at most `cap` bytes of
 /// each output stream (the rest is read and dropped so the child never blocks on a full pipe).
+/// The program runs in `leaf`; on timeout the whole leaf is killed, and an empty leaf is
+/// removed (one a daemon still holds stays until the service's cgroup ends).
 pub(crate) async fn run(
     checked: &Checked,
     args: &[String],
@@ -144,6 +151,34 @@ pub(crate) async fn run(
     stdin: Option<String>,
     timeout: Duration,
     cap: usize,
+    mut leaf: Leaf,
+) -> Result<Finished, String> {
+    let cgroup = leaf.cgroup.clone();
+    let result = run_in(checked, args, env, stdin, timeout, cap, &mut leaf).await;
+    if let Some(cg) = cgroup {
+        let timed_out = result.is_err();
+        tokio::task::spawn_blocking(move || {
+            if timed_out {
+                let _ = cg.kill();
+            }
+            if cg.procs().is_empty() {
+                let _ = cg.remove();
+            }
+        })
+        .await
+        .ok();
+    }
+    result
+}
+
+async fn run_in(
+    checked: &Checked,
+    args: &[String],
+    env: &[(String, String)],
+    stdin: Option<String>,
+    timeout: Duration,
+    cap: usize,
+    leaf: &mut Leaf,
 ) -> Result<Finished, String> {
     let mut cmd = tokio::process::Command::new(&checked.program);
     cmd.args(args)
@@ -158,6 +193,7 @@ pub(crate) async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    leaf.attach(&mut cmd);
     let program = checked.program.display();
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("program {program} not found"),

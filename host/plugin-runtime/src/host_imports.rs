@@ -130,7 +130,11 @@ impl host::Host for State {
             h,
             format!("run {}", checked.program.display())
         );
-        let r = command::run(&checked, &cmd.args, &cmd.env, cmd.stdin, timeout, cap).await;
+        let leaf = match h.supervisor.run_leaf(&h.owner, h.caps.processes) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        let r = command::run(&checked, &cmd.args, &cmd.env, cmd.stdin, timeout, cap, leaf).await;
         Ok(r.map(|f| CommandOutput {
             exit_code: f.exit_code,
             stdout: f.stdout,
@@ -158,6 +162,7 @@ impl host::Host for State {
             args: spec.args,
             env: spec.env,
             working_dir: checked.working_dir,
+            processes: h.caps.processes,
         };
         Ok(h.supervisor.spawn(&h.owner, spec))
     }

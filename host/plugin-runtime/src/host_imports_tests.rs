@@ -25,6 +25,10 @@ fn caps(network: &[&str]) -> Capabilities {
             .iter()
             .map(|n| NetworkGrant::try_from(n.to_string()).unwrap())
             .collect(),
+        program_env: ["ONLY", "PATH"]
+            .iter()
+            .map(|p| p.to_string().try_into().unwrap())
+            .collect(),
         ..Capabilities::default()
     }
 }
@@ -291,4 +295,55 @@ async fn service_programs_run_from_the_sealed_package_not_the_writable_service_d
     let (mut s, _) = State::new("t", &caps, &env(None), Redactor::default()).unwrap();
     let out = s.run(cmd(program, &[])).await.unwrap().unwrap();
     assert_eq!(out.stdout, "rewritten by the plugin\n");
+}
+
+#[tokio::test]
+async fn program_env_refuses_loader_variables_unlisted_names_and_a_planted_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = state(dir.path(), &caps(&[]));
+    let with = |k: &str, v: &str| Command {
+        env: vec![(k.into(), v.into())],
+        ..cmd("/usr/bin/env", &[])
+    };
+    let lib = format!("{}/evil.so", dir.path().display());
+    for (k, v, why) in [
+        (
+            "LD_PRELOAD",
+            lib.as_str(),
+            "makes programs load code and is never passed",
+        ),
+        (
+            "PYTHONPATH",
+            "/tmp",
+            "makes programs load code and is never passed",
+        ),
+        ("HOME", "/root", "is not in the plugin's program-env"),
+    ] {
+        let e = s.run(with(k, v)).await.unwrap().unwrap_err();
+        assert_eq!(
+            e,
+            format!("capability denied: environment variable {k} {why}"),
+            "{k}"
+        );
+        let e = s.spawn(spawn_spec(k, v)).await.unwrap().unwrap_err();
+        assert!(e.contains(&format!("environment variable {k} ")), "{e}");
+    }
+    let planted = format!("/usr/bin:{}/bin", dir.path().display());
+    let e = s.run(with("PATH", &planted)).await.unwrap().unwrap_err();
+    assert!(
+        e.contains("environment variable PATH entry") && e.contains("/bin`"),
+        "{e}"
+    );
+    let out = s.run(with("PATH", "/usr/bin:/bin")).await.unwrap().unwrap();
+    assert_eq!(out.stdout, "PATH=/usr/bin:/bin\n");
+}
+
+fn spawn_spec(k: &str, v: &str) -> crate::bindings::host::ProcessSpec {
+    crate::bindings::host::ProcessSpec {
+        name: "p".into(),
+        program: "/bin/sleep".into(),
+        args: vec!["1".into()],
+        env: vec![(k.into(), v.into())],
+        working_dir: None,
+    }
 }

@@ -1,14 +1,23 @@
 //! Long-running processes started by hooks (`host.spawn`): they outlive the hook call, log to
 //! files and are stopped with SIGTERM, then SIGKILL. Capability checks happen before a spec
 //! reaches here (see `host_imports`).
+//!
+//! Containment: a contained supervisor (the agent's) gives each owner (a service) a cgroup
+//! `svc-<owner>` with `pids.max` = the plugin's `processes`, and each process its own leaf
+//! `p-<name>` beneath it (`host.run` programs get `run-<n>` leaves). Children join their leaf
+//! between fork and exec, so no process escapes; stopping a process kills its whole leaf,
+//! daemons that called `setsid` included. Without cgroups, stop kills the process group and
+//! every descendant found through `/proc`, and the process limit is not enforced.
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stratus_containment::{Cgroup, Joiner, descendants};
 use tokio::sync::watch;
 
 /// A process to start, already checked against the plugin's capabilities.
@@ -19,6 +28,8 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: PathBuf,
+    /// The owner's task limit (`capabilities.processes`), applied to its cgroup.
+    pub processes: u64,
 }
 
 /// What the supervisor knows of a process.
@@ -45,12 +56,17 @@ pub struct Supervisor {
 struct Inner {
     log_dir: PathBuf,
     procs: Mutex<HashMap<(String, String), Entry>>,
+    /// The cgroup under which owners get theirs; `None` without containment.
+    cgroups: Option<Cgroup>,
+    /// Numbers the leaves of `host.run` programs.
+    runs: AtomicU64,
 }
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervisor")
             .field("log_dir", &self.inner.log_dir)
+            .field("cgroups", &self.inner.cgroups)
             .finish()
     }
 }
@@ -64,12 +80,50 @@ fn valid_name(s: &str) -> bool {
         && !s.starts_with('.')
 }
 
+/// A cgroup leaf a program joins before exec; `None` parts without containment.
+pub(crate) struct Leaf {
+    pub cgroup: Option<Cgroup>,
+    pub joiner: Option<Joiner>,
+}
+
+impl Leaf {
+    fn none() -> Leaf {
+        Leaf {
+            cgroup: None,
+            joiner: None,
+        }
+    }
+
+    /// Arranges for the child of `cmd` to join the leaf before exec.
+    pub fn attach(&mut self, cmd: &mut tokio::process::Command) {
+        if let Some(j) = self.joiner.take() {
+            // SAFETY: join_self only calls write(2), which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || j.join_self());
+            }
+        }
+    }
+}
+
 impl Supervisor {
+    /// A supervisor without cgroups (`stratus plugin call`, tests): stop reaches the process
+    /// group and the descendants of each process.
     pub fn new(log_dir: PathBuf) -> Supervisor {
+        Supervisor::build(log_dir, None)
+    }
+
+    /// A supervisor whose owners get cgroups beneath `parent` (which must exist).
+    pub fn contained(log_dir: PathBuf, parent: Cgroup) -> Supervisor {
+        Supervisor::build(log_dir, Some(parent))
+    }
+
+    fn build(log_dir: PathBuf, cgroups: Option<Cgroup>) -> Supervisor {
         Supervisor {
             inner: Arc::new(Inner {
                 log_dir,
                 procs: Mutex::new(HashMap::new()),
+                cgroups,
+                runs: AtomicU64::new(0),
             }),
         }
     }
@@ -77,6 +131,55 @@ impl Supervisor {
     /// Where a process's stdout and stderr go.
     pub fn log_path(&self, owner: &str, name: &str) -> PathBuf {
         self.inner.log_dir.join(format!("{owner}-{name}.log"))
+    }
+
+    /// The owner's cgroup, created with its limit, refusing when the limit is reached
+    /// (moving a process into a cgroup bypasses `pids.max`, so the check is ours).
+    fn owner_cgroup(&self, owner: &str, processes: u64) -> Result<Option<Cgroup>, String> {
+        let Some(parent) = &self.inner.cgroups else {
+            return Ok(None);
+        };
+        let cg = parent.child(&format!("svc-{owner}"));
+        cg.create()
+            .map_err(|e| format!("cannot contain `{owner}`: {e}"))?;
+        cg.set_pids_max(processes)
+            .map_err(|e| format!("cannot limit `{owner}`: {e}"))?;
+        if let Some((current, max)) = cg.pids_usage()
+            && current >= max
+        {
+            return Err(format!(
+                "process limit reached: `{owner}` already has {current} of its {max} tasks \
+                 (capabilities.processes counts processes and threads)"
+            ));
+        }
+        Ok(Some(cg))
+    }
+
+    /// A fresh leaf `name` in the owner's cgroup; leftovers of an earlier run there are killed.
+    fn leaf(&self, owner: &str, name: &str, processes: u64) -> Result<Leaf, String> {
+        let Some(cg) = self.owner_cgroup(owner, processes)? else {
+            return Ok(Leaf::none());
+        };
+        let leaf = cg.child(name);
+        if leaf.exists() {
+            leaf.destroy()
+                .map_err(|e| format!("cannot clear cgroup of `{name}`: {e}"))?;
+        }
+        leaf.create()
+            .map_err(|e| format!("cannot contain `{name}`: {e}"))?;
+        let joiner = leaf
+            .joiner()
+            .map_err(|e| format!("cannot contain `{name}`: {e}"))?;
+        Ok(Leaf {
+            cgroup: Some(leaf),
+            joiner: Some(joiner),
+        })
+    }
+
+    /// A leaf for one `host.run` program of `owner`.
+    pub(crate) fn run_leaf(&self, owner: &str, processes: u64) -> Result<Leaf, String> {
+        let n = self.inner.runs.fetch_add(1, Ordering::Relaxed);
+        self.leaf(owner, &format!("run-{n}"), processes)
     }
 
     /// Starts `spec` for `owner` and returns its pid. Must be called inside a tokio runtime.
@@ -112,6 +215,7 @@ impl Supervisor {
         let log2 = log
             .try_clone()
             .map_err(|e| format!("cannot open log: {e}"))?;
+        let mut leaf = self.leaf(owner, &format!("p-{}", spec.name), spec.processes)?;
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             .env_clear()
@@ -122,9 +226,16 @@ impl Supervisor {
             .stderr(log2)
             // Its own process group, so stop() reaches the children a service forks.
             .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
+        leaf.attach(&mut cmd);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(cg) = &leaf.cgroup {
+                    let _ = cg.remove();
+                }
+                return Err(format!("cannot start {}: {e}", spec.program.display()));
+            }
+        };
         let pid = child.id().ok_or("process exited before it got a pid")?;
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
@@ -147,8 +258,19 @@ impl Supervisor {
         }
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; returns once the process has exited. Stopping an
-    /// unknown or exited process succeeds.
+    /// The leaf of a supervised process, when contained.
+    fn process_leaf(&self, owner: &str, name: &str) -> Option<Cgroup> {
+        let parent = self.inner.cgroups.as_ref()?;
+        Some(
+            parent
+                .child(&format!("svc-{owner}"))
+                .child(&format!("p-{name}")),
+        )
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns once the process has exited, and then
+    /// kills what is left of its tree (its cgroup leaf, or its group and descendants).
+    /// Stopping an unknown or exited process succeeds.
     pub async fn stop(&self, owner: &str, name: &str, grace: Duration) -> Result<(), String> {
         let entry = {
             let procs = self.inner.procs.lock().unwrap();
@@ -159,35 +281,47 @@ impl Supervisor {
         let Some((pid, mut exit)) = entry else {
             return Ok(());
         };
-        if exit.borrow().is_some() {
-            return Ok(());
-        }
-        let group = Pid::from_raw(pid as i32);
-        let _ = killpg(group, Signal::SIGTERM);
-        // The watch `Ref` is dropped at once: holding it would block the reaper's send.
-        let exited = tokio::time::timeout(grace, exit.wait_for(|e| e.is_some()))
-            .await
-            .is_ok();
-        if !exited {
-            tracing::warn!(owner, name, pid, "process ignored SIGTERM; sending SIGKILL");
-            let _ = killpg(group, Signal::SIGKILL);
-            let killed =
-                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some()))
-                    .await
-                    .is_ok();
-            if !killed {
-                return Err(format!(
-                    "process {name} (pid {pid}) did not exit after SIGKILL"
-                ));
+        let leaf = self.process_leaf(owner, name);
+        // Without cgroups, remember the tree now: once the process exits, its orphans no
+        // longer descend from it.
+        let tree = match &leaf {
+            Some(_) => Vec::new(),
+            None => descendants::descendants(pid),
+        };
+        if exit.borrow().is_none() {
+            let group = Pid::from_raw(pid as i32);
+            let _ = killpg(group, Signal::SIGTERM);
+            if let Some(l) = &leaf {
+                signal_all(&l.procs(), Signal::SIGTERM);
+            }
+            // The watch `Ref` is dropped at once: holding it would block the reaper's send.
+            let exited = tokio::time::timeout(grace, exit.wait_for(|e| e.is_some()))
+                .await
+                .is_ok();
+            if !exited {
+                tracing::warn!(owner, name, pid, "process ignored SIGTERM; sending SIGKILL");
+                let _ = killpg(group, Signal::SIGKILL);
+                if let Some(l) = &leaf {
+                    signal_all(&l.procs(), Signal::SIGKILL);
+                }
+                let killed =
+                    tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some()))
+                        .await
+                        .is_ok();
+                if !killed {
+                    return Err(format!(
+                        "process {name} (pid {pid}) did not exit after SIGKILL"
+                    ));
+                }
             }
         }
-        // Children of the service left in its group go too.
-        let _ = killpg(group, Signal::SIGKILL);
+        end_tree(leaf, pid, tree).await?;
         tracing::info!(owner, name, pid, "supervised process stopped");
         Ok(())
     }
 
-    /// Stops every running process (shutdown); returns the `(owner, name)` pairs it stopped.
+    /// Stops every running process (shutdown), then kills and removes every owner's cgroup;
+    /// returns the `(owner, name)` pairs it stopped.
     pub async fn stop_all(&self, grace: Duration) -> Vec<(String, String)> {
         let running: Vec<(String, String)> = {
             let procs = self.inner.procs.lock().unwrap();
@@ -203,8 +337,58 @@ impl Supervisor {
                 tracing::warn!(error = %e, "stop failed during shutdown");
             }
         }
+        if let Some(parent) = self.inner.cgroups.clone() {
+            let owners = owner_cgroups(&parent);
+            let ended = tokio::task::spawn_blocking(move || {
+                owners.iter().map(|cg| cg.destroy()).collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for e in ended.into_iter().filter_map(Result::err) {
+                tracing::warn!(error = %e, "cannot remove a service cgroup during shutdown");
+            }
+        }
         running
     }
+}
+
+/// The `svc-*` cgroups beneath `parent`.
+fn owner_cgroups(parent: &Cgroup) -> Vec<Cgroup> {
+    let Some(dir) = parent.paths().into_iter().next() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("svc-") && stratus_containment::valid_name(n))
+        .map(|n| parent.child(&n))
+        .collect()
+}
+
+fn signal_all(pids: &[u32], signal: Signal) {
+    for pid in pids.iter().filter(|p| **p > 1) {
+        let _ = kill(Pid::from_raw(*pid as i32), signal);
+    }
+}
+
+/// Kills what is left of a stopped process: its whole leaf, or its group and the tree.
+async fn end_tree(leaf: Option<Cgroup>, pid: u32, tree: Vec<u32>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || match leaf {
+        Some(l) => l.destroy().map_err(|e| e.to_string()),
+        None => {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            signal_all(&tree, Signal::SIGKILL);
+            for t in tree {
+                descendants::kill_tree(t, None);
+            }
+            Ok(())
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ fn spec(name: &str, program: &str, args: &[&str], dir: &std::path::Path) -> Proc
         args: args.iter().map(|s| s.to_string()).collect(),
         env: vec![("GREETING".into(), "hi".into())],
         working_dir: dir.to_owned(),
+        processes: 16,
     }
 }
 
@@ -114,4 +115,125 @@ async fn unsafe_names_are_refused() {
         .spawn("svc", spec("../escape", "/bin/true", &[], dir.path()))
         .unwrap_err();
     assert!(e.contains("must use only"), "{e}");
+}
+
+/// A parent cgroup for a contained supervisor, removed on drop; `None` (printed) where this
+/// host has no usable cgroups.
+struct Parent(stratus_containment::Cgroup);
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        let _ = self.0.destroy();
+    }
+}
+
+fn parent(name: &str) -> Option<Parent> {
+    let c = stratus_containment::Containment::detect();
+    let cg = c
+        .own()
+        .child(&format!("stratus-sup-test-{}-{name}", std::process::id()));
+    if !c.is_available() || cg.create().is_err() {
+        eprintln!("skipped: no usable cgroup here ({})", c.describe());
+        return None;
+    }
+    Some(Parent(cg))
+}
+
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty()
+        && !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+}
+
+async fn read_pid(path: &std::path::Path) -> u32 {
+    for _ in 0..500 {
+        if let Ok(p) = std::fs::read_to_string(path)
+            && let Ok(p) = p.trim().parse()
+        {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test]
+async fn stop_kills_a_setsid_daemon_and_spares_the_owners_other_processes() {
+    let Some(parent) = parent("daemon") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::contained(dir.path().join("logs"), parent.0.clone());
+    let pidfile = dir.path().join("daemon.pid");
+    // Double fork into a new session, as a daemon does; the spawned shell exits at once.
+    let script = format!(
+        "setsid sh -c 'sleep 300 >/dev/null 2>&1 & echo $! > {}' &",
+        pidfile.display()
+    );
+    sup.spawn(
+        "svc",
+        spec("forker", "/bin/sh", &["-c", &script], dir.path()),
+    )
+    .unwrap();
+    let other = sup
+        .spawn("svc", spec("other", "/bin/sleep", &["300"], dir.path()))
+        .unwrap();
+    let daemon = read_pid(&pidfile).await;
+    assert_eq!(
+        wait_exit(&sup, "svc", "forker").await,
+        ProcessState::Exited(Some(0))
+    );
+    assert!(
+        alive(daemon),
+        "the daemon outlived its parent, as daemons do"
+    );
+    sup.stop("svc", "forker", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        !alive(daemon),
+        "stop left the setsid daemon {daemon} running"
+    );
+    assert!(alive(other), "stop of one process killed another");
+    let svc = parent.0.child("svc-svc");
+    assert!(!svc.child("p-forker").exists(), "the stopped leaf remains");
+    sup.stop_all(Duration::from_secs(1)).await;
+    assert!(!alive(other));
+    assert!(!svc.exists(), "stop_all left {:?}", svc.paths());
+}
+
+#[tokio::test]
+async fn spawning_beyond_the_process_limit_fails_clearly() {
+    if !stratus_containment::Containment::detect().limits_processes() {
+        eprintln!("skipped: no pids controller on this host");
+        return;
+    }
+    let Some(parent) = parent("limit") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::contained(dir.path().join("logs"), parent.0.clone());
+    let svc = parent.0.child("svc-svc");
+    let limited = |name: &str| ProcessSpec {
+        processes: 3,
+        ..spec(name, "/bin/sleep", &["300"], dir.path())
+    };
+    let mut refused = None;
+    for i in 0..10 {
+        if let Err(e) = sup.spawn("svc", limited(&format!("s{i}"))) {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (at, e) = refused.expect("no spawn was refused");
+    assert_eq!(at, 3, "{e}");
+    assert!(
+        e.contains("process limit reached") && e.contains("3 of its 3"),
+        "{e}"
+    );
+    assert_eq!(svc.pids_usage(), Some((3, 3)));
+    sup.stop_all(Duration::from_secs(1)).await;
+    assert!(!svc.exists());
 }

@@ -10,6 +10,20 @@ use crate::context::World;
 
 /// Largest memory cap a plugin may ask for; the pooling allocator reserves address space for it.
 pub const MAX_MEMORY_MB: u64 = 1024;
+/// Disk a plugin's writable directories may use when the manifest does not say (1 GiB).
+pub const DEFAULT_DISK_MB: u64 = 1024;
+/// Largest `disk-mb` a manifest may ask for (1 TiB); bounds the arithmetic, not the disk.
+pub const MAX_DISK_MB: u64 = 1 << 20;
+/// Tasks (processes and threads) a service's programs may have at once when the manifest does
+/// not say: room for a threaded server such as mariadbd or haproxy and its helpers.
+pub const DEFAULT_PROCESSES: u64 = 256;
+/// Largest `processes` a manifest may ask for: enough for any one service, far below the
+/// machine's own limits, so one plugin cannot exhaust the pid space.
+pub const MAX_PROCESSES: u64 = 4096;
+
+#[path = "program_env.rs"]
+pub mod program_env;
+pub use program_env::EnvPattern;
 
 /// The granted capabilities of one plugin (after defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +44,15 @@ pub struct Capabilities {
     pub network: Vec<NetworkGrant>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables `run` and `spawn` may pass to programs (see [`program_env`]).
+    #[serde(default)]
+    pub program_env: Vec<EnvPattern>,
+    /// Most tasks (processes and threads) the service's programs may have at once.
+    #[serde(default = "default_processes")]
+    pub processes: u64,
+    /// MiB the plugin's writable directories may use; checked after each hook (not a quota).
+    #[serde(default = "default_disk_mb")]
+    pub disk_mb: u64,
 }
 
 fn default_memory_mb() -> u64 {
@@ -40,6 +63,12 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_output_bytes() -> u64 {
     64 * 1024
+}
+fn default_processes() -> u64 {
+    DEFAULT_PROCESSES
+}
+fn default_disk_mb() -> u64 {
+    DEFAULT_DISK_MB
 }
 
 impl Default for Capabilities {
@@ -52,6 +81,9 @@ impl Default for Capabilities {
             programs: Vec::new(),
             network: Vec::new(),
             env: BTreeMap::new(),
+            program_env: Vec::new(),
+            processes: default_processes(),
+            disk_mb: default_disk_mb(),
         }
     }
 }
@@ -297,6 +329,9 @@ pub struct CapabilityOverride {
     pub network: Option<Vec<NetworkGrant>>,
     /// Env keys to keep; values always come from the manifest.
     pub env: Option<Vec<String>>,
+    pub program_env: Option<Vec<EnvPattern>>,
+    pub processes: Option<u64>,
+    pub disk_mb: Option<u64>,
 }
 
 /// The operator tried to grant more than the plugin's manifest declares.
@@ -327,6 +362,8 @@ impl Capabilities {
         let memory_mb = limit("memory-mb", self.memory_mb, op.memory_mb);
         let timeout_ms = limit("timeout-ms", self.timeout_ms, op.timeout_ms);
         let output_bytes = limit("output-bytes", self.output_bytes, op.output_bytes);
+        let processes = limit("processes", self.processes, op.processes);
+        let disk_mb = limit("disk-mb", self.disk_mb, op.disk_mb);
 
         let dirs = match &op.dirs {
             None => self.dirs.clone(),
@@ -378,6 +415,18 @@ impl Capabilities {
                     .collect()
             }
         };
+        let program_env = match &op.program_env {
+            None => self.program_env.clone(),
+            Some(ps) => {
+                for p in ps
+                    .iter()
+                    .filter(|p| !self.program_env.iter().any(|m| m.covers(p)))
+                {
+                    widened.push(format!("program-env {p} is not granted"));
+                }
+                ps.clone()
+            }
+        };
         if !widened.is_empty() {
             return Err(NarrowError { widened });
         }
@@ -389,6 +438,9 @@ impl Capabilities {
             programs,
             network,
             env,
+            program_env,
+            processes,
+            disk_mb,
         })
     }
 

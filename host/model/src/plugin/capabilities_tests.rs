@@ -22,6 +22,12 @@ fn caps() -> Capabilities {
             ("B".to_string(), "2".to_string()),
         ]
         .into(),
+        program_env: vec![
+            EnvPattern::try_from("PATH".to_string()).unwrap(),
+            EnvPattern::try_from("FACTER_*".to_string()).unwrap(),
+        ],
+        processes: 64,
+        disk_mb: 100,
     }
 }
 
@@ -54,6 +60,7 @@ fn narrowing_takes_away() {
         programs: Some(vec![prog("/usr/bin/echo")]),
         network: Some(vec![grant("127.0.0.1:3306")]),
         env: Some(vec!["B".into()]),
+        ..Default::default()
     };
     let n = caps().narrow(&op).unwrap();
     assert_eq!((n.memory_mb, n.timeout_ms, n.output_bytes), (32, 500, 100));
@@ -169,4 +176,47 @@ fn service_programs_resolve_against_the_calls_service_dir() {
     ] {
         assert!(Program::try_from(bad.to_string()).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn narrowing_program_env_and_processes() {
+    let pat = |s: &str| EnvPattern::try_from(s.to_string()).unwrap();
+    let op = CapabilityOverride {
+        program_env: Some(vec![pat("FACTER_os")]),
+        processes: Some(8),
+        ..Default::default()
+    };
+    let narrowed = caps().narrow(&op).unwrap();
+    assert_eq!(narrowed.program_env, vec![pat("FACTER_os")]);
+    assert_eq!(narrowed.processes, 8);
+    let wide = CapabilityOverride {
+        program_env: Some(vec![pat("LANG"), pat("FACTER_*")]),
+        processes: Some(65),
+        ..Default::default()
+    };
+    let err = caps().narrow(&wide).unwrap_err();
+    assert_eq!(
+        err.widened,
+        vec![
+            "processes 65 > 64".to_string(),
+            "program-env LANG is not granted".into()
+        ]
+    );
+}
+
+#[test]
+fn disk_mb_narrows_and_cannot_widen() {
+    let op = CapabilityOverride {
+        disk_mb: Some(10),
+        ..Default::default()
+    };
+    assert_eq!(caps().narrow(&op).unwrap().disk_mb, 10);
+    let op = CapabilityOverride {
+        disk_mb: Some(101),
+        ..Default::default()
+    };
+    assert_eq!(
+        caps().narrow(&op).unwrap_err().widened,
+        vec!["disk-mb 101 > 100".to_string()]
+    );
 }

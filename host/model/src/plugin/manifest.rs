@@ -1,6 +1,6 @@
 //! `plugin.toml`: who the plugin is and what it may do.
 
-use super::capabilities::{Capabilities, DirKind, MAX_MEMORY_MB};
+use super::capabilities::{Capabilities, DirKind, MAX_DISK_MB, MAX_MEMORY_MB, MAX_PROCESSES};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use crate::context::World;
@@ -98,6 +98,26 @@ impl Manifest {
                 "capabilities.output-bytes must be between 1 and {MAX_OUTPUT_BYTES}, not {}",
                 caps.output_bytes
             ));
+        }
+        if caps.disk_mb == 0 || caps.disk_mb > MAX_DISK_MB {
+            return Err(format!(
+                "capabilities.disk-mb must be between 1 and {MAX_DISK_MB}, not {}",
+                caps.disk_mb
+            ));
+        }
+        if caps.processes == 0 || caps.processes > MAX_PROCESSES {
+            return Err(format!(
+                "capabilities.processes must be between 1 and {MAX_PROCESSES}, not {}",
+                caps.processes
+            ));
+        }
+        for p in &caps.program_env {
+            if let Some(refused) = p.refused_overlap() {
+                return Err(format!(
+                    "capabilities.program-env entry `{p}` would pass the loader or interpreter \
+                     variable {refused}, which programs never get"
+                ));
+            }
         }
         for (i, d) in caps.dirs.iter().enumerate() {
             if caps.dirs[..i].iter().any(|e| e.dir == d.dir) {

@@ -119,25 +119,67 @@ const CM: &str = "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"cm\"\n[capa
 
 #[test]
 fn server_root_is_refused_naming_its_replacement_and_the_line() {
-    let e = err(&format!("{CM}dirs = [{{ dir = \"server-root\", access = \"read-write\" }}]\n"));
+    let e = err(&format!(
+        "{CM}dirs = [{{ dir = \"server-root\", access = \"read-write\" }}]\n"
+    ));
     assert!(e.contains("pkg/plugin.toml") && e.contains("line 6"), "{e}");
-    assert!(e.contains("server-root") && e.contains("server-config"), "{e}");
+    assert!(
+        e.contains("server-root") && e.contains("server-config"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_grant_the_world_does_not_support_is_refused_naming_grant_and_world() {
-    let e = err(&format!("{CM}dirs = [{{ dir = \"service\", access = \"read-write\" }}]\n"));
+    let e = err(&format!(
+        "{CM}dirs = [{{ dir = \"service\", access = \"read-write\" }}]\n"
+    ));
     assert!(e.contains("`service`") && e.contains("cm world"), "{e}");
     for world in ["service", "proxy"] {
         let text = FULL
             .replace("world = \"service\"", &format!("world = \"{world}\""))
-            .replace("{ dir = \"service\", access = \"read-write\" }", "{ dir = \"work-dir\", access = \"read-only\" }");
+            .replace(
+                "{ dir = \"service\", access = \"read-write\" }",
+                "{ dir = \"work-dir\", access = \"read-only\" }",
+            );
         let e = err(&text);
-        assert!(e.contains("`work-dir`") && e.contains(&format!("{world} world")), "{e}");
+        assert!(
+            e.contains("`work-dir`") && e.contains(&format!("{world} world")),
+            "{e}"
+        );
     }
     let ok = format!(
         "{CM}dirs = [{{ dir = \"work-dir\", access = \"read-write\" }}, {{ dir = \"server-config\", access = \"read-write\" }}]\n"
     );
     let m = parse(&ok).unwrap();
-    assert_eq!(m.capabilities.dir(DirKind::ServerConfig), Some(Access::ReadWrite));
+    assert_eq!(
+        m.capabilities.dir(DirKind::ServerConfig),
+        Some(Access::ReadWrite)
+    );
+}
+
+#[test]
+fn program_env_and_processes_are_checked() {
+    let head = "[plugin]\nname = \"p\"\nversion = \"1\"\nworld = \"service\"\n[capabilities]\n";
+    let m = parse(&format!(
+        "{head}program-env = [\"PATH\", \"FACTER_*\"]\nprocesses = 32\n"
+    ))
+    .unwrap();
+    assert_eq!(m.capabilities.processes, 32);
+    assert_eq!(m.capabilities.program_env.len(), 2);
+    assert_eq!(parse(head).unwrap().capabilities.processes, 256);
+    for refused in ["LD_PRELOAD", "PYTHONPATH", "LD_*", "*"] {
+        let e = err(&format!("{head}program-env = [\"{refused}\"]\n"));
+        assert!(
+            e.starts_with("pkg/plugin.toml: ") && e.contains(refused),
+            "{e}"
+        );
+    }
+    let e = err(&format!("{head}processes = 100000\n"));
+    assert!(
+        e.contains("capabilities.processes must be between 1 and 4096"),
+        "{e}"
+    );
+    let e = err(&format!("{head}program-env = [\"A=B\"]\n"));
+    assert!(e.contains("A=B"), "{e}");
 }
