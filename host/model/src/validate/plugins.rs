@@ -284,7 +284,14 @@ impl Checker<'_> {
             } else if let Some(problem) = unusable(Path::new(p)) {
                 self.missing_program(at, shown, p, problem, machine);
             }
-            if let Some(why) = risk_warning(p) {
+            let on_disk = match p.strip_prefix("service:") {
+                Some(rel) if at.package.kind == PackageKind::Directory => {
+                    Some(at.package.path.resolved.join(rel))
+                }
+                Some(_) => None,
+                None => Some(PathBuf::from(p)),
+            };
+            if let Some(why) = risk_warning(p, on_disk.as_deref()) {
                 let msg = format!("plugin `{plugin}` ({}) may run {why}", role.who());
                 self.warn(at.span.clone(), msg);
             }
@@ -337,17 +344,18 @@ fn unusable(path: &Path) -> Option<&'static str> {
     }
 }
 
-/// `program, which runs other programs...` when the program, or the file a link of it leads
-/// to on this machine (`/usr/bin/awk` -> `mawk`), is known to run arbitrary code.
-fn risk_warning(program: &str) -> Option<String> {
+/// `program, which runs other programs...` when the program, or the file a link at
+/// `on_disk` leads to on this machine (`/usr/bin/awk` -> `mawk`, a package's `bin/x` ->
+/// `/bin/sh`), is known to run arbitrary code.
+fn risk_warning(program: &str, on_disk: Option<&Path>) -> Option<String> {
     if let Some(w) = risky::warning(program) {
         return Some(w);
     }
-    let target = std::fs::canonicalize(program).ok()?;
+    let target = std::fs::canonicalize(on_disk?).ok()?;
     let risk = risky::risk_of(target.to_str()?)?;
+    let name = target.file_name()?.to_string_lossy();
     Some(format!(
-        "{program} (a link to {}), which {}",
-        target.display(),
+        "{program} (a link to `{name}`), which {}",
         risk.why()
     ))
 }
