@@ -77,9 +77,15 @@ struct Machine<'a> {
 
 /// A package as the file names it and as validation resolved it.
 struct Use<'a> {
-    span: Range<usize>,
     written: &'a Spanned<String>,
     package: &'a PackageRef,
+}
+
+impl Use<'_> {
+    /// Where problems of the package as a whole are reported: its value in the file.
+    fn span(&self) -> Range<usize> {
+        self.written.span()
+    }
 }
 
 impl Checker<'_> {
@@ -92,6 +98,12 @@ impl Checker<'_> {
     /// Checks every package of the file against its manifest; `spec` holds what the other
     /// checks accepted (entries they refused are skipped, they are already reported).
     pub(super) fn plugins(&mut self, raw: &RawFile, spec: &DeploymentSpec) {
+        self.service_packages(raw, spec);
+        self.cm_packages(raw, spec);
+        self.personality_packages(raw, spec);
+    }
+
+    fn service_packages(&mut self, raw: &RawFile, spec: &DeploymentSpec) {
         for (key, svc) in in_file_order(&raw.services) {
             let (Some(s), raw_svc) = (spec.service(key.get_ref()), svc.get_ref()) else {
                 continue;
@@ -112,12 +124,15 @@ impl Checker<'_> {
                 provider: tier.launch.provider.as_str(),
             };
             let at = Use {
-                span: raw_svc.package.span(),
                 written: &raw_svc.package,
                 package: &s.package,
             };
             self.package_use(&at, &role, &machine, raw_svc.capabilities.as_ref());
         }
+    }
+
+    /// CM adapters run first on a new server, so nothing could have installed their programs.
+    fn cm_packages(&mut self, raw: &RawFile, spec: &DeploymentSpec) {
         for (key, t) in in_file_order(&raw.tiers) {
             let (Some(tier), Some(raw_cm)) = (
                 spec.tier(key.get_ref()),
@@ -132,12 +147,15 @@ impl Checker<'_> {
                 provider: tier.launch.provider.as_str(),
             };
             let at = Use {
-                span: raw_cm.package.span(),
                 written: &raw_cm.package,
                 package: &cm.package,
             };
             self.package_use(&at, &Role::CmAdapter(key.get_ref()), &machine, None);
         }
+    }
+
+    /// Components run in order after the tier's CM adapter, on every tier that names them.
+    fn personality_packages(&mut self, raw: &RawFile, spec: &DeploymentSpec) {
         for (key, p) in in_file_order(&raw.personalities) {
             let Some(personality) = spec.personalities.get(key.get_ref().as_str()) else {
                 continue;
@@ -166,11 +184,7 @@ impl Checker<'_> {
                     first: i == 0 && !cm_first,
                     provider,
                 };
-                let at = Use {
-                    span: written.span(),
-                    written,
-                    package,
-                };
+                let at = Use { written, package };
                 self.package_use(&at, &Role::Component(key.get_ref()), &machine, None);
             }
         }
@@ -208,7 +222,7 @@ impl Checker<'_> {
             Ok(m) => m,
             Err(e) => {
                 let msg = format!("package `{}` cannot be used: {e}", at.written.get_ref());
-                self.error(at.span.clone(), msg);
+                self.error(at.span(), msg);
                 return None;
             }
         };
@@ -220,7 +234,7 @@ impl Checker<'_> {
                 role.who(),
                 role.needs()
             );
-            self.error(at.span.clone(), msg);
+            self.error(at.span(), msg);
             return None;
         }
         Some(m)
@@ -279,7 +293,7 @@ impl Checker<'_> {
                 {
                     let msg =
                         format!("{shown} grants program {p}, but `{rel}` {problem} in the package");
-                    self.error(at.span.clone(), msg);
+                    self.error(at.span(), msg);
                 }
             } else if let Some(problem) = unusable(Path::new(p)) {
                 self.missing_program(at, shown, p, problem, machine);
@@ -293,7 +307,7 @@ impl Checker<'_> {
             };
             if let Some(why) = risk_warning(p, on_disk.as_deref()) {
                 let msg = format!("plugin `{plugin}` ({}) may run {why}", role.who());
-                self.warn(at.span.clone(), msg);
+                self.warn(at.span(), msg);
             }
         }
     }
@@ -310,17 +324,17 @@ impl Checker<'_> {
         if !machine.local {
             let provider = machine.provider;
             self.warn(
-                at.span.clone(),
+                at.span(),
                 format!("{msg} (servers of provider `{provider}` must have it)"),
             );
         } else if !machine.first {
             self.warn(
-                at.span.clone(),
+                at.span(),
                 format!("{msg} yet (configuration management that runs first must install it)"),
             );
         } else {
             self.error(
-                at.span.clone(),
+                at.span(),
                 format!("{msg}, where the local provider's servers run"),
             );
         }
