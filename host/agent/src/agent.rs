@@ -1,5 +1,6 @@
 //! The agent's life: connect, handshake, serve requests, reconnect when the control plane goes
-//! away, and on shutdown stop every supervised process.
+//! away, and on shutdown stop every supervised process and end every service's cgroup (or,
+//! without cgroups, every descendant).
 
 use crate::hooks::Hooks;
 use futures::{SinkExt, StreamExt};
@@ -7,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use stratus_containment::{Cgroup, Containment, descendants};
 use stratus_plugin_runtime::{Runtime, RuntimeConfig, Supervisor};
 use stratus_protocol::{AgentReply, AgentRequest, Connection, Envelope, Hello, Welcome};
 use tokio::net::TcpStream;
@@ -58,7 +60,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
     })
     .map_err(|e| AgentError::Runtime(e.to_string()))?;
-    let supervisor = Supervisor::new(cfg.root.join("agent/processes"));
+    let log_dir = cfg.root.join("agent/processes");
+    let services = contain();
+    let supervisor = match &services {
+        Some(parent) => Supervisor::contained(log_dir, parent.cgroup.clone()),
+        None => Supervisor::new(log_dir),
+    };
     let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
     let stop = Arc::new(Notify::new());
 
@@ -71,11 +78,88 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
     };
     let stopped = supervisor.stop_all(STOP_GRACE).await;
+    end_containment(services).await;
     tracing::info!(
         processes = stopped.len(),
         "supervised processes stopped; agent exiting"
     );
     result
+}
+
+/// Where the services' cgroups go, and whether the agent made that parent itself.
+struct Services {
+    cgroup: Cgroup,
+    owned: bool,
+}
+
+/// Sets up containment: beneath the cgroup the provider made for this agent (the agent moves
+/// itself into a leaf `agent` of it, so the services beside it may have controllers), else
+/// beneath a cgroup of its own; without cgroups, it becomes a child subreaper.
+fn contain() -> Option<Services> {
+    let c = Containment::detect();
+    let setup = || -> Result<Services, String> {
+        if !c.is_available() {
+            return Err("no usable cgroup hierarchy".into());
+        }
+        let own = c.own();
+        let from_provider = std::env::var(stratus_containment::AGENT_CGROUP_ENV)
+            .ok()
+            .filter(|n| own.paths().iter().all(|p| p.ends_with(n)));
+        let services = match from_provider {
+            Some(_) => {
+                let leaf = own.child("agent");
+                leaf.create().map_err(|e| e.to_string())?;
+                leaf.enter(std::process::id()).map_err(|e| e.to_string())?;
+                Services {
+                    cgroup: own,
+                    owned: false,
+                }
+            }
+            None => {
+                let mine = own.child(&format!("stratus-agent-{}", std::process::id()));
+                mine.create().map_err(|e| e.to_string())?;
+                Services {
+                    cgroup: mine,
+                    owned: true,
+                }
+            }
+        };
+        Ok(services)
+    };
+    match setup() {
+        Ok(s) => {
+            tracing::info!(cgroups = %c.describe(), "services run in their own cgroups");
+            Some(s)
+        }
+        Err(e) => {
+            if let Err(e) = descendants::become_subreaper() {
+                tracing::warn!(error = %e, "cannot become a child subreaper");
+            }
+            tracing::warn!(reason = %e,
+                "no cgroups: stop kills process groups and descendants; the process limit is not enforced");
+            None
+        }
+    }
+}
+
+/// Ends what is left after the supervisor stopped: the agent's own parent cgroup, or without
+/// cgroups every descendant of the agent (orphans were re-parented to it, the subreaper).
+async fn end_containment(services: Option<Services>) {
+    let ended = tokio::task::spawn_blocking(move || match services {
+        Some(Services {
+            cgroup,
+            owned: true,
+        }) => cgroup.destroy().map_err(|e| e.to_string()),
+        Some(_) => Ok(()),
+        None => {
+            descendants::kill_tree(std::process::id(), None);
+            Ok(())
+        }
+    })
+    .await;
+    if let Ok(Err(e)) = ended {
+        tracing::warn!(error = %e, "cannot end the agent's cgroup");
+    }
 }
 
 async fn terminate_signal() {

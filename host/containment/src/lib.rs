@@ -59,3 +59,7 @@ pub fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
+
+/// Set by the local provider in an agent's environment to the name of the cgroup it made for
+/// that agent; the agent then moves itself into a leaf of it and puts services beside.
+pub const AGENT_CGROUP_ENV: &str = "STRATUS_AGENT_CGROUP";

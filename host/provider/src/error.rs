@@ -26,6 +26,8 @@ pub enum ProviderError {
     Signal { pgid: u32, errno: nix::errno::Errno },
     #[error("process group {pgid} survived SIGKILL")]
     StillAlive { pgid: u32 },
+    #[error("ending the server's cgroup: {0}")]
+    Cgroup(String),
     #[error("provider task failed: {0}")]
     Task(String),
 }

@@ -2,6 +2,7 @@
 //! the built-in [`LocalProvider`] makes each server an agent process on this machine with
 //! its own root directory and loopback address.
 
+mod cgroup;
 mod error;
 mod leases;
 mod local;

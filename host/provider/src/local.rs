@@ -1,5 +1,6 @@
 //! The built-in local provider: a "server" is an agent process on this machine, in its own
-//! process group, with its own root directory and its own loopback address.
+//! process group and (where the host has cgroups) its own cgroup, with its own root directory
+//! and its own loopback address.
 
 use crate::leases::{Lease, Leases};
 use crate::process::{ROOT_MARKER, group_alive, marked_groups, signal_group};
@@ -81,6 +82,9 @@ impl LocalProvider {
         // A launch retried after a crash must not leave the first agent running beside the
         // second: stop whatever still runs for this root, and reuse its address lease.
         stop_stale_agents(&root);
+        crate::cgroup::remove_dead();
+        let cgroup = crate::cgroup::agent_cgroup(&root)
+            .and_then(|(name, cg)| crate::cgroup::prepare(&cg).map(|j| (name, j)));
         let credential_file = agent_dir.join("credential");
         write_private(&credential_file, req.credential.as_bytes())?;
 
@@ -88,7 +92,7 @@ impl LocalProvider {
             deployment: req.deployment.clone(),
             server_id: req.server_id.clone(),
         })?;
-        match self.spawn_agent(&req, address, &root, &credential_file) {
+        match self.spawn_agent(&req, address, &root, &credential_file, cgroup) {
             Ok(pid) => {
                 tracing::info!(deployment = %req.deployment, server = %req.server_id,
                     %address, pid, "local server launched");
@@ -102,6 +106,7 @@ impl LocalProvider {
             Err(e) => {
                 // The address was never used: give it back so it does not leak.
                 let _ = self.leases.release(address);
+                let _ = crate::cgroup::destroy(&root);
                 Err(e)
             }
         }
@@ -113,6 +118,7 @@ impl LocalProvider {
         address: std::net::Ipv4Addr,
         root: &Path,
         credential_file: &Path,
+        cgroup: Option<(String, stratus_containment::Joiner)>,
     ) -> Result<u32, ProviderError> {
         let out_path = root.join("agent/agent.out");
         let out = OpenOptions::new()
@@ -147,6 +153,13 @@ impl LocalProvider {
             // Its own group: terminal signals to the control plane do not reach it, and
             // terminate can signal the agent together with everything it started.
             .process_group(0);
+        if let Some((name, joiner)) = cgroup {
+            cmd.env(stratus_containment::AGENT_CGROUP_ENV, name);
+            // SAFETY: join_self only calls write(2), which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || joiner.join_self());
+            }
+        }
         let mut child = cmd.spawn().map_err(|source| ProviderError::Spawn {
             program: self.agent_program.clone(),
             source,
@@ -181,6 +194,12 @@ impl LocalProvider {
                 }
             }
         }
+        // Whatever the agent left behind (or everything, if the agent died) goes with its cgroup.
+        let root = server.root.clone();
+        tokio::task::spawn_blocking(move || crate::cgroup::destroy(&root))
+            .await
+            .map_err(|e| ProviderError::Task(e.to_string()))?
+            .map_err(ProviderError::Cgroup)?;
         self.leases.release(server.address)
     }
 }

@@ -281,3 +281,76 @@ async fn a_process_group_that_is_not_ours_is_never_signalled() {
     stranger.kill().unwrap();
     stranger.wait().unwrap();
 }
+
+/// An agent that starts a daemon in a new session (out of its process group), records the
+/// daemon's pid and its own cgroup, then dies.
+const DAEMONIZING_AGENT: &str = r#"while [ $# -gt 0 ]; do case "$1" in --root) root="$2"; shift;; esac; shift; done
+setsid sh -c 'sleep 300 >/dev/null 2>&1 & echo $! > "$0/agent/daemon.tmp"; mv "$0/agent/daemon.tmp" "$0/agent/daemon.pid"' "$root" &
+cat /proc/self/cgroup > "$root/agent/cgroup"
+wait
+exit 0"#;
+
+#[tokio::test]
+async fn terminate_kills_a_daemon_of_a_dead_agent_through_its_cgroup() {
+    let containment = stratus_containment::Containment::detect();
+    if !containment.is_available() {
+        eprintln!(
+            "skipped: no usable cgroup hierarchy ({})",
+            containment.describe()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = script(tmp.path(), "agent.sh", DAEMONIZING_AGENT);
+    let provider = LocalProvider::new(tmp.path().join("state"), agent);
+    let server = provider.launch(request("shop", "d1")).await.unwrap();
+    let root = &server.root;
+    let daemon: u32 = wait_for_file(&root.join("agent/daemon.pid"))
+        .trim()
+        .parse()
+        .unwrap();
+    // Kill the daemon even if the test fails before terminate.
+    struct KillPid(u32);
+    impl Drop for KillPid {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+        }
+    }
+    let _guard = KillPid(daemon);
+    let cgroups = wait_for_file(&root.join("agent/cgroup"));
+    let name = cgroups
+        .lines()
+        .find_map(|l| {
+            l.rsplit('/')
+                .next()
+                .filter(|n| n.starts_with("stratus-shop-d1-"))
+        })
+        .unwrap_or_else(|| panic!("the agent is not in its own cgroup: {cgroups}"))
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(server.pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !running(server.pid),
+        "the stand-in agent should have exited"
+    );
+    assert!(running(daemon), "the daemon outlives the agent's group");
+
+    provider
+        .terminate(&server, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        !running(daemon),
+        "terminate left the daemon {daemon} running"
+    );
+    let left: Vec<PathBuf> = containment
+        .root()
+        .child(&name)
+        .paths()
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroup directories left: {left:?}");
+}
