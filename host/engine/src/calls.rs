@@ -9,7 +9,10 @@ use crate::steps::digest;
 use std::time::Duration;
 use stratus_model::context::HookCall;
 use stratus_model::state::AgentState;
-use stratus_protocol::bounds::{MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
+use stratus_protocol::bounds::{MARKER_BYTES, MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
+
+/// What the engine keeps of an agent's message: the agent's own bound and its cut marker.
+const MAX_AGENT_MESSAGE: usize = MAX_MESSAGE_BYTES + MARKER_BYTES;
 use stratus_protocol::{AgentReply, AgentRequest, HookReport, HookResult};
 
 /// A hook may legitimately take long (loading a data source); the runtime enforces each
@@ -58,7 +61,7 @@ impl Engine {
                     return Err(EngineError::Agent {
                         step: key.into(),
                         server: server.id.clone(),
-                        message: cut(message, MAX_MESSAGE_BYTES),
+                        message: cut(message, MAX_AGENT_MESSAGE),
                     });
                 }
                 AgentReply::Done => {
@@ -73,8 +76,8 @@ impl Engine {
             if let HookResult::Failed { kind, message, .. } = &report.outcome {
                 // The agent bounds what it sends; the journal, status and events rely on it.
                 let (kind, message) = (
-                    &cut_str(kind, MAX_PATH_BYTES),
-                    &cut_str(message, MAX_MESSAGE_BYTES),
+                    &cut_str(kind, MAX_PATH_BYTES + MARKER_BYTES),
+                    &cut_str(message, MAX_AGENT_MESSAGE),
                 );
                 self.parts.logs.error(
                     Component::ConfigurationWorker,
@@ -129,7 +132,7 @@ impl Engine {
             AgentReply::Error { message } => Err(EngineError::Agent {
                 step: key.into(),
                 server: server.id.clone(),
-                message: cut(message, MAX_MESSAGE_BYTES),
+                message: cut(message, MAX_AGENT_MESSAGE),
             }),
             _ => Ok(()),
         }

@@ -14,6 +14,10 @@ pub const MAX_PRODUCED: usize = 1_000;
 /// Longest `produced` entry or capability denial kept (a path is at most 4 KiB on Linux).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Most bytes a cut marker adds: a string already cut at `n` is at most `n + MARKER_BYTES`, so a
+/// second, defensive cut at that size keeps the first marker.
+pub const MARKER_BYTES: usize = 64;
+
 /// `text` cut to at most `max` bytes (at a character boundary) followed by a marker giving the
 /// original size, e.g. `…(cut, 20971520 bytes)`; unchanged when it fits.
 pub fn cut(text: String, max: usize) -> String {
@@ -59,5 +63,12 @@ mod tests {
     fn cut_respects_character_boundaries() {
         // "é" is two bytes: cutting at 3 would split the second one.
         assert_eq!(cut_str("éé!", 3), "é…(cut, 5 bytes)");
+    }
+
+    #[test]
+    fn a_second_cut_with_marker_room_keeps_the_first_marker() {
+        let once = cut("y".repeat(1000), 10);
+        assert!(once.len() <= 10 + MARKER_BYTES);
+        assert_eq!(cut(once.clone(), 10 + MARKER_BYTES), once);
     }
 }
