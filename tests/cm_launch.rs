@@ -100,7 +100,7 @@ fn cm_example_configures_every_server_with_its_own_facts() {
 
     // The credential files are erased after the runs.
     for s in web.iter().chain(&worker) {
-        let cm = server_root(&st, "cm", s).join("agent/cm");
+        let cm = server_root(&st, "cm", s).join("var/lib/stratus/cm");
         let units: Vec<PathBuf> = std::fs::read_dir(&cm)
             .unwrap()
             .flatten()
@@ -180,7 +180,7 @@ fn a_broken_puppet_manifest_fails_the_launch_with_puppets_own_error() {
         let runs = cm_runs(s);
         assert!(runs[0].2.contains("Error:"), "{runs:?}");
         // Erased on failure too.
-        let pem = server_root(&st, "cmbroken", s).join("agent/cm/puppet/validation.pem");
+        let pem = server_root(&st, "cmbroken", s).join("var/lib/stratus/cm/puppet/validation.pem");
         assert!(!pem.exists(), "{} survived the failed run", pem.display());
     }
     assert_no_cm_secret_leaked(&st);

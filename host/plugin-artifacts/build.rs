@@ -13,6 +13,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("haproxy", "haproxy"),
     ("hostile", "testing/hostile"),
     ("cm-probe", "testing/cm-probe"),
+    ("hostile-cm", "testing/hostile-cm"),
     ("puppet", "puppet"),
     ("ansible", "ansible"),
     ("chef", "chef"),

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use stratus_model::context::HookCall;
 use stratus_plugin_runtime::{
-    CallEnv, CallFailure, CapabilityOverride, HookFailure, HookOutcome, HookValue, Labels, Package,
-    Plugin, Runtime, Supervisor, dirs_of,
+    Access, CallEnv, CallFailure, Capabilities, CapabilityOverride, HookFailure, HookOutcome,
+    HookValue, Labels, Package, Plugin, Runtime, Supervisor, dirs_of,
 };
 use stratus_protocol::{AgentReply, HookReport, HookResult, LogLine};
 use tokio::sync::{Mutex, OnceCell};
@@ -167,23 +167,76 @@ impl Hooks {
         if let Err(message) = self.create_dirs(&env) {
             return AgentReply::Error { message };
         }
-        let report = match plugin.call(call, &env).await {
+        let mut report = match plugin.call(call, &env).await {
             Ok(outcome) => report_of_outcome(outcome),
             Err(failure) => report_of_failure(failure),
         };
+        if !matches!(report.outcome, HookResult::Failed { .. }) {
+            let caps = env.capabilities.as_ref().unwrap_or(plugin.capabilities());
+            if let Err(message) = self.disk_check(caps, &env).await {
+                report.outcome = HookResult::Failed {
+                    kind: "disk-limit".into(),
+                    message,
+                    retryable: false,
+                };
+            }
+        }
         tracing::info!(hook = call.name(), outcome = ?report.outcome, ms = report.duration_ms, "hook finished");
         AgentReply::Hook { report }
     }
 }
 
+/// Most entries counted in a plugin's directories after a hook; more fails the hook, so that
+/// a plugin cannot make the check itself slow.
+const MAX_DISK_ENTRIES: u64 = 1_000_000;
+
 impl Hooks {
+    /// The plugin's writable directories together must fit its `disk-mb`. A check after the
+    /// hook, not a quota: what was written stays, but the hook (and so the launch) fails.
+    async fn disk_check(&self, caps: &Capabilities, env: &CallEnv) -> Result<(), String> {
+        let mut rels = Vec::new();
+        for g in caps.dirs.iter().filter(|g| g.access == Access::ReadWrite) {
+            if let Some(d) = env.dirs.get(&g.dir) {
+                rels.push(
+                    d.strip_prefix(&self.cfg.root)
+                        .map_err(|e| e.to_string())?
+                        .to_owned(),
+                );
+            }
+        }
+        let root = self.root()?;
+        let used = tokio::task::spawn_blocking(move || {
+            let mut bytes = 0u64;
+            for rel in rels {
+                let dir = root.open_dir(&rel).map_err(|e| e.to_string())?;
+                bytes += dir
+                    .usage(MAX_DISK_ENTRIES)
+                    .map_err(|e| e.to_string())?
+                    .bytes;
+            }
+            Ok::<_, String>(bytes)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let limit = caps.disk_mb << 20;
+        if used > limit {
+            return Err(format!(
+                "the plugin's writable directories use {} MiB, over its disk-mb limit of {} MiB \
+                 (checked after each hook)",
+                used.div_ceil(1 << 20),
+                caps.disk_mb
+            ));
+        }
+        Ok(())
+    }
+
     /// Creates the call's directories beneath the server root without following links.
     fn create_dirs(&self, env: &CallEnv) -> Result<(), String> {
         let root = self.root()?;
         for d in env.dirs.values() {
-            let rel = d.strip_prefix(&self.cfg.root).map_err(|_| {
-                format!("directory {} is outside the server root", d.display())
-            })?;
+            let rel = d
+                .strip_prefix(&self.cfg.root)
+                .map_err(|_| format!("directory {} is outside the server root", d.display()))?;
             root.create_dir_all(rel).map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -106,8 +106,9 @@ fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> {
 }
 
 impl Guest for Hostile {
-    fn install_service(_ctx: ServiceContext) -> Result<(), HookError> {
-        Ok(())
+    fn install_service(ctx: ServiceContext) -> Result<(), HookError> {
+        // Filesystem attacks that must be in place before the agent's later writes.
+        fs::install(&ctx)
     }
 
     fn install_data_source(_ctx: ServiceContext) -> Result<(), HookError> {

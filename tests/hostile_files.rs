@@ -1,0 +1,346 @@
+//! Filesystem attacks in real launches: links planted where the agent writes, links and direct
+//! reads towards the agent-private area, a plugin rewriting its own package, a plugin filling
+//! its disk, a hostile CM adapter, and hostile packages. Each test checks the refusal or
+//! containment and that the deployment and its agent stay healthy.
+
+mod common;
+
+use common::{Stratus, assert_no_secret_leaked, read, server_root, servers, terminate};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// A file outside every server root, mode 0600: what the attacks aim at.
+fn outside_file(st: &Stratus) -> PathBuf {
+    let dir = st.dir().join("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret");
+    std::fs::write(&file, "keep me").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    file
+}
+
+fn assert_untouched(file: &Path) {
+    let meta = std::fs::symlink_metadata(file).unwrap();
+    assert!(meta.file_type().is_file(), "{} replaced", file.display());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "mode of {} changed",
+        file.display()
+    );
+    assert_eq!(read(file), "keep me", "{} was written", file.display());
+}
+
+/// The hostile package copied to `<state>/<name>` with `plugin.toml` edited by `edit`.
+fn hostile_package(
+    st: &Stratus,
+    name: &str,
+    plugin: &str,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
+    let src = stratus_plugin_artifacts::package_dir(plugin);
+    let dest = st.dir().join(name);
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::copy(src.join("plugin.wasm"), dest.join("plugin.wasm")).unwrap();
+    std::fs::write(
+        dest.join("plugin.toml"),
+        edit(read(&src.join("plugin.toml"))),
+    )
+    .unwrap();
+    dest
+}
+
+/// One tier `h` with one hostile service `h`; `extra` is added to the service table.
+fn hostile_deployment(
+    st: &Stratus,
+    name: &str,
+    package: &Path,
+    settings: &str,
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        "[deployment]\nname = \"{name}\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
+         [services.h]\npackage = \"{}\"\nsettings = {{ {settings} }}\n{extra}",
+        package.display()
+    );
+    st.write_file(&format!("{name}.toml"), &text)
+}
+
+/// The service directory of the only server of tier `h`.
+fn service_dir(st: &Stratus, dep: &str) -> (Value, PathBuf) {
+    let d = st.deployment(dep);
+    let server = servers(&d, "h")[0].clone();
+    let id = server["services"][0]["id"].as_str().unwrap().to_string();
+    let dir = server_root(st, dep, &server).join("mnt/services").join(id);
+    (server, dir)
+}
+
+fn assert_running(st: &Stratus, dep: &str) {
+    let d = st.deployment(dep);
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    for t in d["tiers"].as_array().unwrap() {
+        for s in t["servers"].as_array().unwrap() {
+            assert_eq!(s["agent"], "RUNNING", "{s}");
+        }
+    }
+}
+
+/// Every line of a hostile log: each attempt refused, none leaked.
+fn assert_all_refused(log: &str, attempts: usize) {
+    let refused = log.lines().filter(|l| l.contains(": refused (")).count();
+    assert!(!log.contains("LEAKED"), "{log}");
+    assert_eq!(refused, attempts, "{log}");
+}
+
+#[test]
+fn a_link_planted_as_the_data_source_is_replaced_not_written_through() {
+    let st = Stratus::new();
+    let target = outside_file(&st);
+    let sql = st.write_file("data.sql", "CREATE TABLE t (id INT);\n");
+    let package = stratus_plugin_artifacts::package_dir("hostile");
+    let settings = format!(
+        "attack = \"fs-symlink-datasource\", target = \"{}\", link = \"data.sql\"",
+        target.display()
+    );
+    let ds = format!(
+        "data-source = {{ image = \"{}\", database = \"h\" }}\n",
+        sql.display()
+    );
+    let file = hostile_deployment(&st, "hds", &package, &settings, &ds);
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    assert_running(&st, "hds");
+    assert_untouched(&target);
+    let (_, dir) = service_dir(&st, "hds");
+    let fetched = dir.join("data.sql");
+    assert!(
+        std::fs::symlink_metadata(&fetched)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(read(&fetched), "CREATE TABLE t (id INT);\n");
+    assert!(read(&dir.join("hostile.log")).contains("datasource is a regular file: true"));
+    terminate(&st, "hds");
+}
+
+#[test]
+fn links_and_paths_towards_the_agent_private_area_lead_nowhere() {
+    let st = Stratus::new();
+    let package = stratus_plugin_artifacts::package_dir("hostile");
+    let file = hostile_deployment(&st, "hseal", &package, "attack = \"fs-symlink-sealed\"", "");
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    assert_running(&st, "hseal");
+    let (server, dir) = service_dir(&st, "hseal");
+    assert_all_refused(&read(&dir.join("hostile.log")), 5);
+    let root = server_root(&st, "hseal", &server);
+    let rel = dir.strip_prefix(&root).unwrap();
+    let sealed = root.join("agent/sealed").join(rel).join("plugin.toml");
+    assert_eq!(
+        read(&sealed),
+        read(&package.join("plugin.toml")),
+        "sealed copy intact"
+    );
+    assert_no_secret_leaked(&st, |_| true);
+    terminate(&st, "hseal");
+}
+
+/// Kills the agent `pid` (it leads its own group and supervises nothing here) and starts it
+/// again with the same command line, environment and directory, as a reboot would; waits until
+/// it is connected again. Returns the new agent, which the caller must end.
+fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> std::process::Child {
+    let split = |f: &str| -> Vec<String> {
+        let bytes = std::fs::read(format!("/proc/{pid}/{f}")).unwrap();
+        bytes
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    };
+    let (args, env) = (split("cmdline"), split("environ"));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success() && common::wait_gone(pid, std::time::Duration::from_secs(10)));
+    let child = std::process::Command::new(&args[0])
+        .args(&args[1..])
+        .env_clear()
+        .envs(env.iter().filter_map(|kv| kv.split_once('=')))
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // LOST first (the old connection closed), then RUNNING once the new agent is in.
+        let d = st.deployment(dep);
+        if servers(&d, "h")[0]["agent"] == "RUNNING" && start.elapsed().as_secs() >= 2 {
+            return child;
+        }
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "agent did not reconnect: {d}"
+        );
+    }
+}
+
+#[test]
+fn a_plugin_rewriting_its_own_package_changes_nothing_the_agent_loads() {
+    let st = Stratus::new();
+    let package = stratus_plugin_artifacts::package_dir("hostile");
+    let file = hostile_deployment(
+        &st,
+        "hman",
+        &package,
+        "attack = \"fs-rewrite-manifest\"",
+        "",
+    );
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    assert_running(&st, "hman");
+    let (server, dir) = service_dir(&st, "hman");
+    assert!(
+        read(&dir.join("plugin.toml")).contains("/bin/sh"),
+        "the attack ran"
+    );
+    let root = server_root(&st, "hman", &server);
+    let sealed = root
+        .join("agent/sealed")
+        .join(dir.strip_prefix(&root).unwrap());
+    assert_eq!(
+        read(&sealed.join("plugin.toml")),
+        read(&package.join("plugin.toml"))
+    );
+    assert_eq!(
+        std::fs::read(sealed.join("plugin.wasm")).unwrap(),
+        std::fs::read(package.join("plugin.wasm")).unwrap()
+    );
+    // After a restart the agent loads the plugin afresh for terminate's `stop`: from the
+    // sealed copy, so it loads and runs (the rewritten copy is not even a component).
+    let mut agent = restart_agent(&st, "hman", server["pid"].as_u64().unwrap() as u32);
+    let out = st.ok(&["terminate", "hman"]);
+    let exited = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        agent.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = agent.kill();
+    }
+    let _ = agent.wait();
+    assert!(
+        !out.contains("loading plugin") && !out.contains("not a valid"),
+        "{out}"
+    );
+    assert_eq!(st.deployment("hman")["state"], "TERMINATED");
+    let events = st.ok(&["events"]);
+    // Once at launch, once at terminate by the restarted agent.
+    assert_eq!(events.matches("hook stop done").count(), 2, "{events}");
+    assert!(exited, "the restarted agent shut down when asked");
+}
+
+#[test]
+fn filling_the_disk_fails_the_hook_naming_the_limit_and_the_agent_stays_up() {
+    let st = Stratus::new();
+    let package = hostile_package(&st, "small-disk", "hostile", |t| {
+        t.replace("[capabilities]\n", "[capabilities]\ndisk-mb = 4\n")
+    });
+    let file = hostile_deployment(
+        &st,
+        "hdisk",
+        &package,
+        "attack = \"fs-fill-disk\", mb = \"8\"",
+        "",
+    );
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("disk-mb limit of 4 MiB"), "{err}");
+
+    let d = st.deployment("hdisk");
+    assert_eq!(d["state"], "FAILED", "{d}");
+    assert_eq!(servers(&d, "h")[0]["agent"], "RUNNING", "{d}");
+    terminate(&st, "hdisk");
+}
+
+#[test]
+fn a_hostile_cm_adapter_cannot_reach_the_agents_files() {
+    let st = Stratus::new();
+    let target = outside_file(&st);
+    let adapter = stratus_plugin_artifacts::package_dir("hostile-cm");
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let text = format!(
+        "[deployment]\nname = \"hcm\"\n\n[tiers.web]\nmin = 1\nmax = 1\nservices = [\"web\"]\n\
+         launch = {{ cm = {{ adapter = \"hostile-cm\", package = \"{}\", settings = {{ target = \"{}\" }} }} }}\n\n\
+         [services.web]\npackage = \"{}\"\nports = {{ http = 8080 }}\n",
+        adapter.display(),
+        target.display(),
+        hello.display()
+    );
+    let file = st.write_file("hcm.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    assert_running(&st, "hcm");
+    let d = st.deployment("hcm");
+    let root = server_root(&st, "hcm", &servers(&d, "web")[0]);
+    let work = root.join("var/lib/stratus/cm/hostile-cm");
+    let log = read(&work.join("hostile.log"));
+    assert!(log.contains("prepare done"), "{log}");
+    assert_all_refused(&log, 4);
+    // The agent's erase removed the planted link, not what it pointed at.
+    assert!(std::fs::symlink_metadata(work.join("validation.pem")).is_err());
+    assert_untouched(&target);
+    // The granted config dir works; the sealed copy is the uploaded package.
+    assert_eq!(
+        read(&root.join("etc/stratus/hostile-cm.txt")),
+        "configured\n"
+    );
+    assert!(
+        read(&work.join("package/plugin.toml")).contains("6.6.6"),
+        "the attack ran"
+    );
+    let sealed = root.join("agent/sealed/var/lib/stratus/cm/hostile-cm/package/plugin.toml");
+    assert_eq!(read(&sealed), read(&adapter.join("plugin.toml")));
+    assert_no_secret_leaked(&st, |_| true);
+    terminate(&st, "hcm");
+}
+
+#[test]
+fn a_package_holding_a_link_is_refused_at_launch_naming_the_entry() {
+    let st = Stratus::new();
+    let package = hostile_package(&st, "linked", "hostile", |t| t);
+    std::os::unix::fs::symlink("/etc/shadow", package.join("loot")).unwrap();
+    let file = hostile_deployment(&st, "hlink", &package, "attack = \"none\"", "");
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("loot") && err.contains("link"), "{err}");
+    for f in common::every_file(&st.dir().join("servers")) {
+        assert_ne!(f.file_name().unwrap(), "loot", "{} delivered", f.display());
+    }
+}
+
+#[test]
+fn a_server_root_grant_is_refused_naming_its_replacement() {
+    let st = Stratus::new();
+    let package = hostile_package(&st, "rooted", "hostile", |t| {
+        t.replace(
+            "{ dir = \"service\", access = \"read-write\" }",
+            "{ dir = \"service\", access = \"read-write\" }, { dir = \"server-root\", access = \"read-write\" }",
+        )
+    });
+    let file = hostile_deployment(&st, "hroot", &package, "attack = \"none\"", "");
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("server-root") && err.contains("server-config"),
+        "{err}"
+    );
+}
