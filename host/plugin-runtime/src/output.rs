@@ -61,6 +61,7 @@ impl Redactor {
 
     /// The one exit of a call's results: every string the plugin supplied, redacted and bounded.
     /// Destructured field by field, so a new field cannot slip past without a decision.
+    #[allow(clippy::result_large_err)] // the very `Result` `Plugin::call` returns, passed through once
     pub(crate) fn seal(
         &self,
         result: Result<HookOutcome, CallFailure>,
