@@ -105,7 +105,7 @@ impl Engine {
                 } else {
                     files.put_package(&key, path).await
                 }
-                    .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
+                .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
                 out.insert(name.clone(), r);
             }
             for svc in spec.services.values() {
@@ -150,6 +150,9 @@ pub(crate) fn caps(svc: &ServiceSpec) -> Option<serde_json::Value> {
     if let Some(v) = c.output_bytes {
         put("output-bytes", v.into());
     }
+    if let Some(v) = c.processes {
+        put("processes", v.into());
+    }
     if let Some(dirs) = &c.dirs {
         let grants = dirs
             .iter()
@@ -164,6 +167,7 @@ pub(crate) fn caps(svc: &ServiceSpec) -> Option<serde_json::Value> {
         ("programs", &c.programs),
         ("network", &c.network),
         ("env", &c.env),
+        ("program-env", &c.program_env),
     ] {
         if let Some(list) = list {
             put(key, serde_json::json!(list));

@@ -121,6 +121,10 @@ pub(crate) struct RawCapabilities {
     pub network: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub env: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub program_env: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub processes: Option<Spanned<u64>>,
 }
 
 /// A port: `http = 8080` (public = private) or `http = { private = 8080, public = 80 }`.

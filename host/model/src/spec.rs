@@ -183,6 +183,12 @@ pub struct CapabilityOverrides {
     pub network: Option<Vec<String>>,
     /// Environment variable names the plugin may keep.
     pub env: Option<Vec<String>>,
+    /// `program-env` entries the plugin may keep.
+    #[serde(default)]
+    pub program_env: Option<Vec<String>>,
+    /// Task limit of the service's programs, at least 1.
+    #[serde(default)]
+    pub processes: Option<u64>,
 }
 
 impl DeploymentSpec {

@@ -20,7 +20,7 @@ use super::manifest_file::{self, PackageManifest};
 use super::service::{override_dir, override_program};
 use super::{Checker, in_file_order};
 use crate::context::World;
-use crate::plugin::capabilities::{Capabilities, CapabilityOverride, NetworkGrant};
+use crate::plugin::capabilities::{Capabilities, CapabilityOverride, EnvPattern, NetworkGrant};
 use crate::plugin::risky;
 use crate::raw::{RawCapabilities, RawFile};
 use crate::spec::*;
@@ -252,6 +252,12 @@ impl Checker<'_> {
         n.limit(&raw.memory_mb, |o, v| o.memory_mb = Some(v));
         n.limit(&raw.timeout_ms, |o, v| o.timeout_ms = Some(v));
         n.limit(&raw.output_bytes, |o, v| o.output_bytes = Some(v));
+        n.limit(&raw.processes, |o, v| o.processes = Some(v));
+        n.list(
+            &raw.program_env,
+            |s| EnvPattern::try_from(s.to_string()),
+            |o, v| o.program_env = Some(v),
+        );
         n.list(&raw.dirs, override_dir, |o, v| o.dirs = Some(v));
         n.list(&raw.programs, override_program, |o, v| o.programs = Some(v));
         n.list(

@@ -5,7 +5,7 @@ use toml::Spanned;
 use super::{Checker, in_file_order};
 use crate::context::DependencyKind;
 use crate::ids::{Name, ServiceId};
-use crate::plugin::capabilities::{DirGrant, NetworkGrant, Program};
+use crate::plugin::capabilities::{DirGrant, EnvPattern, NetworkGrant, Program};
 use crate::raw::{self, RawCapabilities, RawPort, RawService};
 use crate::spec::*;
 
@@ -178,6 +178,7 @@ impl Checker<'_> {
         let memory_mb = positive(&raw.memory_mb, "memory-mb");
         let timeout_ms = positive(&raw.timeout_ms, "timeout-ms");
         let output_bytes = positive(&raw.output_bytes, "output-bytes");
+        let processes = positive(&raw.processes, "processes");
         let list = |v: &Option<Vec<Spanned<String>>>| {
             v.as_ref()
                 .map(|l| l.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>())
@@ -211,7 +212,14 @@ impl Checker<'_> {
                 self.error(k.span(), msg);
             }
         }
+        for p in raw.program_env.iter().flatten() {
+            if let Err(e) = EnvPattern::try_from(p.get_ref().clone()) {
+                self.error(p.span(), e);
+            }
+        }
         CapabilityOverrides {
+            program_env: list(&raw.program_env),
+            processes,
             memory_mb,
             timeout_ms,
             output_bytes,
