@@ -181,7 +181,8 @@ impl Hooks {
                 };
             }
         }
-        tracing::info!(hook = call.name(), outcome = ?report.outcome, ms = report.duration_ms, "hook finished");
+        let outcome = outcome_word(&report.outcome);
+        tracing::info!(hook = call.name(), outcome, ms = report.duration_ms, "hook finished");
         AgentReply::Hook { report }
     }
 }
@@ -240,6 +241,17 @@ impl Hooks {
             root.create_dir_all(rel).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// A report's outcome in a word for the agent log: the report itself goes to the control
+/// plane, and repeating a CM report's every `produced` path here would only fill the log.
+fn outcome_word(r: &HookResult) -> &str {
+    match r {
+        HookResult::Done => "done",
+        HookResult::Health { .. } => "health",
+        HookResult::Cm { .. } => "cm-report",
+        HookResult::Failed { kind, .. } => kind,
     }
 }
 

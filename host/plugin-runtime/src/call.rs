@@ -39,7 +39,8 @@ pub(crate) struct HostCtx {
     pub redactor: Redactor,
     pub denials: Denials,
     pub logs: Vec<LogRecord>,
-    /// Bytes of `logs`, and records refused past the per-call bounds.
+    /// Bytes of `logs` and of status lines written to the agent log, and records refused
+    /// past the per-call bounds.
     pub log_bytes: usize,
     pub dropped_logs: usize,
     /// `set-status` calls so far (only the first ones reach the agent log).

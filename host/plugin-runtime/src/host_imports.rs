@@ -99,7 +99,9 @@ impl host::Host for State {
         let h = &mut self.host;
         let message = h.redactor.bounded(message, MAX_MESSAGE_BYTES);
         h.status_updates += 1;
-        if h.status_updates <= MAX_LOG_RECORDS {
+        // Status lines share the agent-log budget of the call's log records.
+        if h.status_updates <= MAX_LOG_RECORDS && h.log_bytes + message.len() <= MAX_LOG_BYTES {
+            h.log_bytes += message.len();
             plugin_event!(LogLevel::Debug, h, format!("status: {message}"));
         }
         h.status = Some(message);
