@@ -149,8 +149,8 @@ fn links_and_paths_towards_the_agent_private_area_lead_nowhere() {
 
 /// Kills the agent `pid` (it leads its own group and supervises nothing here) and starts it
 /// again with the same command line, environment and directory, as a reboot would; waits until
-/// it is connected again. Returns the new agent, which the caller must end.
-fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> std::process::Child {
+/// it is connected again. The returned guard ends the new agent if it is still running.
+fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> Restarted {
     let split = |f: &str| -> Vec<String> {
         let bytes = std::fs::read(format!("/proc/{pid}/{f}")).unwrap();
         bytes
@@ -166,16 +166,18 @@ fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> std::process::Child {
         .status()
         .unwrap();
     assert!(killed.success() && common::wait_gone(pid, std::time::Duration::from_secs(10)));
-    let child = std::process::Command::new(&args[0])
-        .args(&args[1..])
-        .env_clear()
-        .envs(env.iter().filter_map(|kv| kv.split_once('=')))
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Restarted(
+        std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .env_clear()
+            .envs(env.iter().filter_map(|kv| kv.split_once('=')))
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = std::time::Instant::now();
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -188,6 +190,26 @@ fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> std::process::Child {
             start.elapsed().as_secs() < 30,
             "agent did not reconnect: {d}"
         );
+    }
+}
+
+/// An agent this test started; killed (by its own pid) and reaped when dropped.
+struct Restarted(std::process::Child);
+
+impl Restarted {
+    /// Whether it exited within 10 s.
+    fn exits(&mut self) -> bool {
+        (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.0.try_wait().unwrap().is_some()
+        })
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -226,14 +248,7 @@ fn a_plugin_rewriting_its_own_package_changes_nothing_the_agent_loads() {
     // sealed copy, so it loads and runs (the rewritten copy is not even a component).
     let mut agent = restart_agent(&st, "hman", server["pid"].as_u64().unwrap() as u32);
     let out = st.ok(&["terminate", "hman"]);
-    let exited = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        agent.try_wait().unwrap().is_some()
-    });
-    if !exited {
-        let _ = agent.kill();
-    }
-    let _ = agent.wait();
+    let exited = agent.exits();
     assert!(
         !out.contains("loading plugin") && !out.contains("not a valid"),
         "{out}"

@@ -78,9 +78,12 @@ async fn a_directory_without_plugin_toml_fails_before_anything_is_read() {
     assert!(matches!(err, FilesError::NoManifest(_)), "{err}");
 }
 
+/// One raw archive entry: path, type, content, link target.
+type Entry<'a> = (&'a str, tar::EntryType, &'a [u8], Option<&'a str>);
+
 /// Writes an archive with raw headers, so that entries tar's builder would refuse (links,
 /// `..`) can be made.
-fn archive(path: &Path, entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) {
+fn archive(path: &Path, entries: &[Entry]) {
     let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
     for (name, kind, data, link) in entries {
         let mut h = tar::Header::new_gnu();
@@ -105,8 +108,8 @@ async fn archive_links_escapes_and_devices_are_refused_naming_the_entry() {
     use tar::EntryType as T;
     let tmp = tempfile::tempdir().unwrap();
     let files = bucket(tmp.path());
-    let base: (&str, T, &[u8], Option<&str>) = ("plugin.toml", T::Regular, b"[plugin]", None);
-    let cases: [(&str, (&str, T, &[u8], Option<&str>)); 5] = [
+    let base: Entry = ("plugin.toml", T::Regular, b"[plugin]", None);
+    let cases: [(&str, Entry); 5] = [
         ("loot", ("loot", T::Symlink, b"", Some("/etc/shadow"))),
         ("hard", ("hard", T::Link, b"", Some("/etc/shadow"))),
         ("../escape", ("../escape", T::Regular, b"x", None)),
@@ -145,7 +148,7 @@ async fn archives_are_bounded_in_entries() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("many.tar");
     let names: Vec<String> = (0..10_001).map(|i| format!("f{i}")).collect();
-    let entries: Vec<(&str, T, &[u8], Option<&str>)> = names
+    let entries: Vec<Entry> = names
         .iter()
         .map(|n| (n.as_str(), T::Regular, &b""[..], None))
         .collect();
