@@ -19,6 +19,10 @@ use std::path::{Component, Path, PathBuf};
 /// Mode of directories the agent creates beneath a plugin directory.
 const DIR_MODE: u32 = 0o755;
 
+/// Deepest nesting [`Beneath::usage`] walks: each level holds descriptors and a stack frame,
+/// so a plugin's 10,000-deep tree must be an error, not an agent crash.
+pub const MAX_DEPTH: usize = 128;
+
 /// A directory opened by fd; everything below it resolves without following links.
 #[derive(Debug)]
 pub struct Beneath {
@@ -208,11 +212,17 @@ impl Beneath {
     /// followed.
     pub fn usage(&self, max_entries: u64) -> io::Result<Usage> {
         let mut usage = Usage::default();
-        self.add_usage(&mut usage, max_entries)?;
+        self.add_usage(&mut usage, max_entries, 0)?;
         Ok(usage)
     }
 
-    fn add_usage(&self, usage: &mut Usage, max_entries: u64) -> io::Result<()> {
+    fn add_usage(&self, usage: &mut Usage, max_entries: u64, depth: usize) -> io::Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(io::Error::other(format!(
+                "{} is nested deeper than {MAX_DEPTH} directories",
+                self.path.display()
+            )));
+        }
         let mut dir =
             rustix::fs::Dir::read_from(&self.fd).map_err(|e| named(&self.path, e.into()))?;
         while let Some(entry) = dir.read() {
@@ -233,7 +243,7 @@ impl Beneath {
             usage.bytes += stat.st_blocks as u64 * 512;
             if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
                 self.open_dir(Path::new(name))?
-                    .add_usage(usage, max_entries)?;
+                    .add_usage(usage, max_entries, depth + 1)?;
             }
         }
         Ok(())

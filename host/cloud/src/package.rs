@@ -22,6 +22,9 @@ pub const MAX_PACKAGE_ENTRIES: u64 = 10_000;
 /// uploaded, and holds a component of at most 256 MB by default.
 pub const MAX_PACKAGE_BYTES: u64 = 512 << 20;
 
+/// Deepest directory nesting in a package; the walk recurses once per level.
+pub const MAX_PACKAGE_DEPTH: usize = 64;
+
 /// The file every plugin package has at its top.
 pub const MANIFEST_FILE: &str = "plugin.toml";
 
@@ -122,6 +125,12 @@ fn walk(
     budget: &mut Budget,
     out: &mut Vec<PackageFile>,
 ) -> Result<(), FilesError> {
+    if prefix.matches('/').count() > MAX_PACKAGE_DEPTH {
+        return Err(too_large(
+            root,
+            format!("directories nested deeper than {MAX_PACKAGE_DEPTH}"),
+        ));
+    }
     for entry in std::fs::read_dir(dir).map_err(FilesError::io(dir))? {
         let entry = entry.map_err(FilesError::io(dir))?;
         let path = entry.path();

@@ -147,3 +147,16 @@ fn reads_and_usage_do_not_follow_links() {
     assert!(usage.bytes >= 10_000 && usage.bytes < 100_000, "{usage:?}");
     assert!(b.usage(2).is_err(), "entry cap");
 }
+
+#[test]
+fn usage_of_a_very_deep_tree_is_an_error_not_a_crash() {
+    let (_t, root, _) = setup();
+    let mut deep = root.join("mnt/services/a1");
+    for _ in 0..200 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let b = Beneath::open(&root).unwrap();
+    let err = b.usage(1_000_000).unwrap_err();
+    assert!(err.to_string().contains("deeper than"), "{err}");
+}
