@@ -131,3 +131,86 @@ fn fallback_finds_and_kills_descendants() {
     }
     assert!(kids.iter().all(|k| !alive(*k)), "{kids:?}");
 }
+
+/// Set when this test binary is re-run as the subreaper helper below.
+const HELPER_ENV: &str = "STRATUS_CONTAINMENT_SUBREAPER_HELPER";
+
+/// Runs only as a child of `a_subreaper_finds_and_kills_a_setsid_daemon` (becoming a
+/// subreaper changes how orphans of every other test would be reparented).
+#[test]
+fn subreaper_helper() {
+    let Ok(pidfile) = std::env::var(HELPER_ENV) else {
+        return;
+    };
+    crate::descendants::become_subreaper().unwrap();
+    // The daemon's parent exits at once; as subreaper we inherit the orphan.
+    let script = format!("setsid sh -c 'sleep 300 >/dev/null 2>&1 & echo $! > {pidfile}' &");
+    Command::new("/bin/sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let daemon: u32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no daemon pid");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(
+        crate::descendants::descendants(std::process::id()).contains(&daemon),
+        "the orphaned daemon was not reparented to the subreaper"
+    );
+    crate::descendants::kill_tree(std::process::id(), None);
+    // SIGKILL is delivered at once; the exit may take a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(daemon) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!alive(daemon), "kill_tree left the daemon running");
+    std::fs::write(format!("{pidfile}.killed"), "yes").unwrap();
+}
+
+#[test]
+fn a_subreaper_finds_and_kills_a_setsid_daemon() {
+    let dir = tempfile_dir();
+    let pidfile = dir.join("daemon.pid");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "cgroup::tests::subreaper_helper", "--nocapture"])
+        .env(HELPER_ENV, &pidfile)
+        .status()
+        .unwrap();
+    let daemon = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    if let Ok(pid) = daemon.trim().parse::<u32>()
+        && alive(pid)
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("the daemon {pid} survived");
+    }
+    assert!(status.success(), "the helper failed");
+    assert!(
+        dir.join("daemon.pid.killed").exists(),
+        "the helper did not run the check"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A private directory without a dev-dependency on tempfile.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "stratus-containment-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

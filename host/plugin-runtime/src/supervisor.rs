@@ -139,7 +139,13 @@ impl Supervisor {
         let Some(parent) = &self.inner.cgroups else {
             return Ok(None);
         };
-        let cg = parent.child(&format!("svc-{owner}"));
+        let name = format!("svc-{owner}");
+        if !valid_name(owner) || !stratus_containment::valid_name(&name) {
+            return Err(format!(
+                "owner `{owner}` must use only letters, digits, `-`, `_`, `.`"
+            ));
+        }
+        let cg = parent.child(&name);
         cg.create()
             .map_err(|e| format!("cannot contain `{owner}`: {e}"))?;
         cg.set_pids_max(processes)

@@ -169,6 +169,13 @@ pub enum EnvRefusal {
          where it could plant programs"
     )]
     PathInGrant(String),
+    #[error(
+        "environment variable PATH entry `{0}` is under /proc or /dev, which resolve to \
+         something else in the program (/proc/self/cwd is its working directory)"
+    )]
+    PathInProc(String),
+    #[error("environment variable {0} names a locale by path; only locale names are passed")]
+    LocalePath(String),
 }
 
 /// Checks the variables a plugin passes to a program. `granted` are the host directories the
@@ -188,6 +195,11 @@ pub fn check_program_env<'a>(
         if name == "PATH" {
             check_path(value, granted.clone())?;
         }
+        // A locale named by path makes glibc parse files the plugin may have written.
+        let locale = name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_");
+        if locale && value.contains('/') {
+            return Err(EnvRefusal::LocalePath(name.clone()));
+        }
     }
     Ok(())
 }
@@ -201,6 +213,9 @@ fn check_path<'a>(
         let Some(dir) = super::normalize(Path::new(entry)) else {
             return Err(EnvRefusal::RelativePath(entry.to_string()));
         };
+        if dir.starts_with("/proc") || dir.starts_with("/dev") {
+            return Err(EnvRefusal::PathInProc(entry.to_string()));
+        }
         // Compare the resolved path too, so a symlink to a granted dir does not slip through.
         let real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         let inside = granted.clone().into_iter().any(|g| {

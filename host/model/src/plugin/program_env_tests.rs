@@ -53,6 +53,13 @@ fn path_must_be_absolute_and_outside_the_grants() {
     assert_eq!(check(&inside), Err(EnvRefusal::PathInGrant(inside.clone())));
     let sneaky = format!("/usr/bin/../..{}", grant.display());
     assert_eq!(check(&sneaky), Err(EnvRefusal::PathInGrant(sneaky.clone())));
+    // /proc/self/cwd is the program's working directory, which may be the grant.
+    for proc_path in ["/proc/self/cwd", "/proc/thread-self/cwd", "/dev/fd/3"] {
+        assert_eq!(
+            check(proc_path),
+            Err(EnvRefusal::PathInProc(proc_path.into()))
+        );
+    }
     // A symlink outside the grant that leads into it is resolved.
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&grant, &link).unwrap();
@@ -81,4 +88,12 @@ fn overlap_with_refused_names_is_found() {
     assert_eq!(overlap("FACTER_*"), None);
     assert_eq!(overlap("PATH"), None);
     assert_eq!(overlap("LANG"), None);
+}
+
+#[test]
+fn locales_are_names_not_paths() {
+    let allowed = pats(&["LANG", "LC_*"]);
+    assert!(check_program_env(&allowed, [], &[var("LANG", "C.UTF-8")]).is_ok());
+    let err = check_program_env(&allowed, [], &[var("LC_ALL", "/srv/x/evil")]).unwrap_err();
+    assert_eq!(err, EnvRefusal::LocalePath("LC_ALL".into()));
 }
