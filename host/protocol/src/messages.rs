@@ -42,8 +42,9 @@ pub struct PackageSource {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AgentRequest {
     /// Download a package (a service into `mnt/services/a<id>`, a CM adapter or its input
-    /// files into `agent/cm/<unit>/…`) to `dest`, relative to the server root; the directory
-    /// is replaced by the package's content.
+    /// files into `var/lib/stratus/cm/<unit>/…`) to `dest`, relative to the server root,
+    /// following no link; and into the agent's sealed copy of `dest` (replaced whole), which
+    /// is what the agent loads the plugin from.
     InstallPackage {
         dest: String,
         package: PackageSource,
