@@ -359,3 +359,23 @@ fn a_server_root_grant_is_refused_naming_its_replacement() {
         "{err}"
     );
 }
+
+#[test]
+fn a_component_over_the_size_cap_is_refused_before_it_is_read() {
+    let st = Stratus::new();
+    let package = hostile_package(&st, "huge", "hostile", |t| t);
+    // Sparse: 300 MB long, nothing on disk; reading it whole would take 300 MB of memory.
+    let wasm = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(package.join("plugin.wasm"))
+        .unwrap();
+    wasm.set_len(300_000_000).unwrap();
+    let out = st.run(&["plugin", "call", package.to_str().unwrap(), "configure"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("300000000 bytes, over the limit of 256000000 bytes"),
+        "{err}"
+    );
+}
