@@ -163,6 +163,11 @@ fn print_capabilities(c: &stratus_plugin_runtime::Capabilities) {
     );
     // Values may be credentials; keys say enough.
     println!("  env:          {}", list(c.env.keys().cloned().collect()));
+    println!(
+        "  program-env:  {}",
+        list(c.program_env.iter().map(|p| p.to_string()).collect())
+    );
+    println!("  processes:    {}", c.processes);
 }
 
 fn access(a: stratus_plugin_runtime::Access) -> &'static str {
