@@ -91,14 +91,16 @@ impl Cgroup {
     }
 
     /// Creates the directories (an existing one is reused). Where v2 carries the process
-    /// limit, the parent's `cgroup.subtree_control` gets `+pids` first.
+    /// limit, the parent's `cgroup.subtree_control` gets `+pids` first; that fails while the
+    /// parent still holds processes (v2's no-internal-process rule), which only costs this
+    /// cgroup its limit (see [`Cgroup::set_pids_max`]).
     pub fn create(&self) -> Result<(), ContainmentError> {
         for d in &self.dirs {
             if d.kind == Kind::Unified
                 && d.pids
                 && let Some(parent) = d.path.parent()
             {
-                enable_pids(parent)?;
+                let _ = enable_pids(parent);
             }
             match std::fs::create_dir(&d.path) {
                 Ok(()) => {}
@@ -136,11 +138,15 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Sets `pids.max`; `Ok(false)` when no hierarchy limits processes.
+    /// Sets `pids.max`; `Ok(false)` when no hierarchy limits processes here (including a v2
+    /// cgroup whose parent could not enable the controller).
     pub fn set_pids_max(&self, max: u64) -> Result<bool, ContainmentError> {
         let mut set = false;
         for d in self.dirs.iter().filter(|d| d.pids) {
             let path = d.path.join("pids.max");
+            if d.kind == Kind::Unified && !path.exists() {
+                continue;
+            }
             std::fs::write(&path, max.to_string())
                 .map_err(ContainmentError::io("writing", &path))?;
             set = true;

@@ -148,8 +148,15 @@ impl Supervisor {
         let cg = parent.child(&name);
         cg.create()
             .map_err(|e| format!("cannot contain `{owner}`: {e}"))?;
-        cg.set_pids_max(processes)
+        let limited = cg
+            .set_pids_max(processes)
             .map_err(|e| format!("cannot limit `{owner}`: {e}"))?;
+        if !limited {
+            tracing::debug!(
+                owner,
+                "no pids controller here: the process limit is not enforced"
+            );
+        }
         if let Some((current, max)) = cg.pids_usage()
             && current >= max
         {
