@@ -379,3 +379,40 @@ fn a_component_over_the_size_cap_is_refused_before_it_is_read() {
         "{err}"
     );
 }
+
+#[test]
+fn the_operator_narrows_disk_mb_and_cannot_widen_it() {
+    let st = Stratus::new();
+    let package = stratus_plugin_artifacts::package_dir("hostile");
+    let settings = "attack = \"fs-fill-disk\", mb = \"8\"";
+    let wide = hostile_deployment(
+        &st,
+        "hwide",
+        &package,
+        settings,
+        "capabilities = { disk-mb = 4096 }\n",
+    );
+    let out = st.run(&["launch", wide.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("disk-mb 4096 > 1024"),
+        "{err}"
+    );
+
+    let narrow = hostile_deployment(
+        &st,
+        "hnarrow",
+        &package,
+        settings,
+        "capabilities = { disk-mb = 4 }\n",
+    );
+    let out = st.run(&["launch", narrow.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("disk-mb limit of 4 MiB"), "{err}");
+    assert_eq!(
+        servers(&st.deployment("hnarrow"), "h")[0]["agent"],
+        "RUNNING"
+    );
+    terminate(&st, "hnarrow");
+}

@@ -153,6 +153,9 @@ pub(crate) fn caps(svc: &ServiceSpec) -> Option<serde_json::Value> {
     if let Some(v) = c.processes {
         put("processes", v.into());
     }
+    if let Some(v) = c.disk_mb {
+        put("disk-mb", v.into());
+    }
     if let Some(dirs) = &c.dirs {
         let grants = dirs
             .iter()

@@ -125,6 +125,8 @@ pub(crate) struct RawCapabilities {
     pub program_env: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub processes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub disk_mb: Option<Spanned<u64>>,
 }
 
 /// A port: `http = 8080` (public = private) or `http = { private = 8080, public = 80 }`.

@@ -189,6 +189,9 @@ pub struct CapabilityOverrides {
     /// Task limit of the service's programs, at least 1.
     #[serde(default)]
     pub processes: Option<u64>,
+    /// MiB the plugin's writable directories may use, at least 1.
+    #[serde(default)]
+    pub disk_mb: Option<u64>,
 }
 
 impl DeploymentSpec {

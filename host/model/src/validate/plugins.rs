@@ -253,6 +253,7 @@ impl Checker<'_> {
         n.limit(&raw.timeout_ms, |o, v| o.timeout_ms = Some(v));
         n.limit(&raw.output_bytes, |o, v| o.output_bytes = Some(v));
         n.limit(&raw.processes, |o, v| o.processes = Some(v));
+        n.limit(&raw.disk_mb, |o, v| o.disk_mb = Some(v));
         n.list(
             &raw.program_env,
             |s| EnvPattern::try_from(s.to_string()),

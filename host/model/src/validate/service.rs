@@ -179,6 +179,7 @@ impl Checker<'_> {
         let timeout_ms = positive(&raw.timeout_ms, "timeout-ms");
         let output_bytes = positive(&raw.output_bytes, "output-bytes");
         let processes = positive(&raw.processes, "processes");
+        let disk_mb = positive(&raw.disk_mb, "disk-mb");
         let list = |v: &Option<Vec<Spanned<String>>>| {
             v.as_ref()
                 .map(|l| l.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>())
@@ -220,6 +221,7 @@ impl Checker<'_> {
         CapabilityOverrides {
             program_env: list(&raw.program_env),
             processes,
+            disk_mb,
             memory_mb,
             timeout_ms,
             output_bytes,
