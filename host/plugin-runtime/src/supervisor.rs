@@ -146,7 +146,10 @@ impl Supervisor {
             ));
         }
         let cg = parent.child(&name);
-        cg.create()
+        // The parent is made again if something removed it since start-up.
+        parent
+            .create()
+            .and_then(|()| cg.create())
             .map_err(|e| format!("cannot contain `{owner}`: {e}"))?;
         let limited = cg
             .set_pids_max(processes)

@@ -43,6 +43,15 @@ fn cgroup_name(root: &Path) -> String {
     )
 }
 
+/// Whether `name` has the shape [`cgroup_name`] gives, so nothing else is ever removed.
+fn is_agent_cgroup(name: &str) -> bool {
+    let hash = name.rsplit('-').next().unwrap_or("");
+    name.starts_with("stratus-")
+        && stratus_containment::valid_name(name)
+        && hash.len() == 16
+        && hash.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// FNV-1a: a stable 64-bit hash (std's hasher is not stable across releases).
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, b| {
@@ -91,7 +100,7 @@ pub fn remove_dead() {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_AGE));
-        if !name.starts_with("stratus-") || !stratus_containment::valid_name(&name) || !old {
+        if !is_agent_cgroup(&name) || !old {
             continue;
         }
         let cg = root.child(&name);
@@ -123,6 +132,9 @@ mod tests {
         assert_eq!(a, cgroup_name(Path::new("/s1/servers/web/web-1/root")));
         assert_ne!(a, cgroup_name(Path::new("/s2/servers/web/web-1/root")));
         assert!(stratus_containment::valid_name(&a));
+        assert!(is_agent_cgroup(&a));
+        assert!(!is_agent_cgroup("stratus-agent-1234"));
+        assert!(!is_agent_cgroup("stratus-test-99-kill"));
         let long = format!("/s/servers/{}/x/root", "d".repeat(300));
         assert!(stratus_containment::valid_name(&cgroup_name(Path::new(
             &long
