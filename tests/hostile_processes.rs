@@ -277,3 +277,26 @@ fn a_manifest_listing_a_loader_variable_is_refused_at_launch() {
     assert!(common::alive(std::process::id()));
     assert!(cgroups_of("hpman").is_empty());
 }
+
+#[test]
+fn a_deployment_file_cannot_widen_program_env_or_processes() {
+    let st = Stratus::new();
+    let pkg = hostile_package(
+        &st,
+        "pkg",
+        "programs = [\"/bin/sh\"]\nprogram-env = [\"PATH\"]\nprocesses = 32",
+    );
+    let wide = "capabilities = { program-env = [\"PATH\", \"LD_PRELOAD\"], processes = 33 }\n";
+    let file = deployment(&st, "hpwide", &pkg, "attack = \"none\"", wide);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for needle in [
+        "program-env LD_PRELOAD is not granted",
+        "processes 33 > 32",
+        "hpwide.toml:",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+    assert!(cgroups_of("hpwide").is_empty());
+}
