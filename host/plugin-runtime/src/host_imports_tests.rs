@@ -347,3 +347,85 @@ fn spawn_spec(k: &str, v: &str) -> crate::bindings::host::ProcessSpec {
         working_dir: None,
     }
 }
+
+/// A state whose supervisor puts programs in cgroups beneath `parent`.
+fn contained_state(dir: &Path, parent: &stratus_containment::Cgroup) -> State {
+    let env = CallEnv {
+        sealed_package: None,
+        dirs: DirMap::from([(DirKind::Service, dir.to_owned())]),
+        server_address: "127.0.0.1".into(),
+        supervisor: Supervisor::contained(dir.join("logs"), parent.clone()),
+        capabilities: None,
+        secrets: Vec::new(),
+        labels: Labels {
+            service: "web".into(),
+            ..Labels::default()
+        },
+    };
+    State::new("t", &caps(&[]), &env, Redactor::default())
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn run_programs_live_in_a_leaf_of_the_service_and_a_timeout_kills_their_daemons() {
+    let c = stratus_containment::Containment::detect();
+    let parent = c
+        .own()
+        .child(&format!("stratus-run-test-{}", std::process::id()));
+    if !c.is_available() || parent.create().is_err() {
+        eprintln!("skipped: no usable cgroup here ({})", c.describe());
+        return;
+    }
+    struct Destroy(stratus_containment::Cgroup);
+    impl Drop for Destroy {
+        fn drop(&mut self) {
+            let _ = self.0.destroy();
+        }
+    }
+    let _guard = Destroy(parent.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = contained_state(dir.path(), &parent);
+    let out = s
+        .run(cmd("/bin/sh", &["-c", "cat /proc/self/cgroup"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let name = parent.paths()[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        out.stdout.contains(&format!("{name}/svc-web/run-")),
+        "{}",
+        out.stdout
+    );
+    // A daemon that keeps the output pipe open makes the run time out; the leaf dies with it.
+    let pidfile = dir.path().join("daemon.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; sleep 300' & wait",
+        pidfile.display()
+    );
+    let mut slow = cmd("/bin/sh", &["-c", &script]);
+    slow.timeout_ms = 300;
+    let err = s.run(slow).await.unwrap().unwrap_err();
+    assert!(err.contains("timed out"), "{err}");
+    let daemon: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
+    let alive = !stat.is_empty()
+        && !stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .starts_with('Z');
+    assert!(!alive, "the daemon of a timed-out run survived");
+    let svc = parent.child("svc-web");
+    assert!(svc.procs().is_empty(), "{:?}", svc.procs());
+}
