@@ -6,7 +6,7 @@ use crate::hooks::Hooks;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 use stratus_cloud::{Beneath, CloudFiles, PackageRef};
-use stratus_protocol::{AgentReply, AgentRequest};
+use stratus_protocol::{AgentReply, AgentRequest, PackageSource};
 
 impl Hooks {
     pub async fn handle(&self, req: AgentRequest) -> AgentReply {
@@ -23,40 +23,7 @@ impl Hooks {
         match req {
             AgentRequest::Ping => Ok(AgentReply::Done),
             AgentRequest::InstallPackage { dest, package } => {
-                self.inside(&dest)?;
-                let files = CloudFiles::local(&package.store).map_err(|e| e.to_string())?;
-                let r = PackageRef {
-                    name: package.name.clone(),
-                    digest: package.digest.clone(),
-                    files: package.files,
-                };
-                // The plugin's own copy (its cfg/ and files/), written without following
-                // any link the plugin may have planted there.
-                let root = self.root()?;
-                let target = root
-                    .create_dir_all(Path::new(&dest))
-                    .map_err(|e| e.to_string())?;
-                files
-                    .fetch_package(&r, &target)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // The sealed copy the agent loads the plugin and runs `service:` programs
-                // from: in the agent-private area, outside every preopen.
-                let sealed_rel = crate::hooks::sealed_of(&dest);
-                let sealed = self.inside(&sealed_rel)?;
-                match std::fs::remove_dir_all(&sealed) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("{}: {e}", sealed.display())),
-                }
-                let target = root
-                    .create_dir_all(Path::new(&sealed_rel))
-                    .map_err(|e| e.to_string())?;
-                files
-                    .fetch_package(&r, &target)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.forget_plugin(&sealed).await;
+                self.install_package(&dest, &package).await?;
                 tracing::info!(package = %package.name, %dest, "service package installed");
                 Ok(AgentReply::Done)
             }
@@ -109,6 +76,43 @@ impl Hooks {
                 Ok(AgentReply::Done)
             }
         }
+    }
+
+    /// Installs a package twice: the plugin's own copy at `dest` (its cfg/ and files/), and
+    /// the sealed copy the agent loads the plugin and runs `service:` programs from, in the
+    /// agent-private area outside every preopen.
+    async fn install_package(&self, dest: &str, package: &PackageSource) -> Result<(), String> {
+        self.inside(dest)?;
+        let files = CloudFiles::local(&package.store).map_err(|e| e.to_string())?;
+        let r = PackageRef {
+            name: package.name.clone(),
+            digest: package.digest.clone(),
+            files: package.files,
+        };
+        let root = self.root()?;
+        let mine = root
+            .create_dir_all(Path::new(dest))
+            .map_err(|e| e.to_string())?;
+        files
+            .fetch_package(&r, &mine)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sealed_rel = crate::hooks::sealed_of(dest);
+        let sealed = self.inside(&sealed_rel)?;
+        match std::fs::remove_dir_all(&sealed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", sealed.display())),
+        }
+        let target = root
+            .create_dir_all(Path::new(&sealed_rel))
+            .map_err(|e| e.to_string())?;
+        files
+            .fetch_package(&r, &target)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.forget_plugin(&sealed).await;
+        Ok(())
     }
 
     /// The server root, under which every request's paths resolve without following links.
