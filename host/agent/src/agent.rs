@@ -28,6 +28,8 @@ pub struct AgentConfig {
     /// Shared compiled-code cache and the key that authenticates its entries.
     pub cache_dir: Option<PathBuf>,
     pub cache_key_file: Option<PathBuf>,
+    /// Largest component loaded (`RuntimeConfig::max_component_bytes`).
+    pub max_component_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         cache_dir: cfg.cache_dir.clone(),
         cache_key,
         max_concurrent_calls: 16,
-        max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
+        max_component_bytes: cfg.max_component_bytes,
     })
     .map_err(|e| AgentError::Runtime(e.to_string()))?;
     let log_dir = cfg.root.join("agent/processes");

@@ -52,6 +52,9 @@ pub struct AgentArgs {
     pub cache_dir: Option<PathBuf>,
     #[arg(long)]
     pub cache_key_file: Option<PathBuf>,
+    /// Largest plugin component the agent loads, in bytes.
+    #[arg(long, default_value_t = stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES)]
+    pub max_component_bytes: u64,
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -72,6 +75,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         credential_file: args.credential_file,
         cache_dir: args.cache_dir,
         cache_key_file: args.cache_key_file,
+        max_component_bytes: args.max_component_bytes,
     }));
     if let Err(e) = &result {
         tracing::error!(error = %e, "agent stopped");
