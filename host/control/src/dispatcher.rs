@@ -274,3 +274,7 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "dispatcher_tests.rs"]
+mod tests;

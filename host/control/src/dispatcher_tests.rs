@@ -1,0 +1,56 @@
+use super::*;
+use stratus_protocol::framing::MAX_FRAME;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// An agent that answers with one line over the frame limit: the reading side refuses it,
+/// closes the connection, and the waiting call fails now instead of at its 600 s limit.
+#[tokio::test]
+async fn a_reply_over_the_frame_limit_fails_the_waiting_call_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
+    let logs = Logs::open(dir.path(), store).unwrap();
+    let d = Arc::new(Dispatcher::new(logs, |c| format!("digest:{c}")));
+    let key = ("dep".to_string(), "s-1".to_string());
+    d.expect(key.clone(), "digest:cred".into()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = {
+        let d = d.clone();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let conn = Connection::new(s);
+            d.serve_agent(conn, "dep".into(), "s-1".into(), "cred".into(), 1)
+                .await;
+        })
+    };
+    let agent = tokio::spawn(async move {
+        let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut lines = BufReader::new(r).lines();
+        let _welcome = lines.next_line().await.unwrap();
+        let _request = lines.next_line().await.unwrap();
+        let mut huge = vec![b'x'; MAX_FRAME + 10];
+        huge.push(b'\n');
+        let _ = w.write_all(&huge).await;
+        // Stay connected: only the refused frame may end the connection.
+        std::future::pending::<()>().await;
+    });
+    d.wait_connected(&key, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = d
+        .call(&key, AgentRequest::Ping, Duration::from_secs(600))
+        .await;
+    assert!(
+        matches!(reply, Err(DispatchError::Disconnected(_))),
+        "{reply:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    served.await.unwrap();
+    agent.abort();
+    let log = std::fs::read_to_string(dir.path().join("logs/dispatcher.log")).unwrap();
+    assert!(
+        log.contains(&format!("frame larger than {MAX_FRAME} bytes")),
+        "{log}"
+    );
+}
