@@ -4,8 +4,9 @@
 //! A plugin can create symlinks inside its own directories (WASI allows it, and the sandbox
 //! never follows one out). The agent runs as root and writes into those same directories
 //! (packages, data sources, CM credentials), so every such write resolves its path with
-//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from a directory fd: a link anywhere on
-//! the path is refused (`ELOOP`), never followed. Files are replaced by an atomic rename of a
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from a directory fd (or, on kernels
+//! without openat2, one `openat(O_NOFOLLOW)` per component): a link anywhere on the path is
+//! refused (`ELOOP`), never followed. Files are replaced by an atomic rename of a
 //! fresh file whose mode was set on its own fd, so a planted link or hard link at the target
 //! is replaced, not written through.
 
@@ -52,6 +53,47 @@ fn named(path: &Path, e: io::Error) -> io::Error {
     }
 }
 
+/// Opens `rel` (plain components only) beneath `dir` without following any link:
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, which covers the last component too; on a
+/// kernel without openat2 (before 5.6), one `openat(O_NOFOLLOW)` per component, refusing a
+/// link it finds with `ELOOP` like openat2 does.
+fn open_beneath(
+    dir: &OwnedFd,
+    rel: &Path,
+    flags: OFlags,
+    mode: u32,
+    try_openat2: bool,
+) -> rustix::io::Result<OwnedFd> {
+    // openat2 refuses a mode without O_CREAT.
+    let mode = match flags.contains(OFlags::CREATE) {
+        true => Mode::from_raw_mode(mode),
+        false => Mode::empty(),
+    };
+    if try_openat2 {
+        match rustix::fs::openat2(dir, rel, flags, mode, resolve()) {
+            Err(rustix::io::Errno::NOSYS) => {}
+            done => return done,
+        }
+    }
+    let parts: Vec<&OsStr> = parts(rel).map_err(|_| rustix::io::Errno::INVAL)?;
+    let Some((last, parents)) = parts.split_last() else {
+        return rustix::fs::openat(dir, ".", flags, mode);
+    };
+    let mut at = dir.try_clone().map_err(|_| rustix::io::Errno::MFILE)?;
+    let component = |at: &OwnedFd, name: &OsStr, flags: OFlags| {
+        let link = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink);
+        if link {
+            return Err(rustix::io::Errno::LOOP);
+        }
+        rustix::fs::openat(at, name, flags | OFlags::NOFOLLOW, mode)
+    };
+    for p in parents {
+        at = component(&at, p, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC)?;
+    }
+    component(&at, last, flags)
+}
+
 /// The plain relative components of `rel`; anything else (`..`, `/`, `.`) is refused.
 fn parts(rel: &Path) -> io::Result<Vec<&OsStr>> {
     rel.components()
@@ -87,15 +129,8 @@ impl Beneath {
     }
 
     fn open_at(&self, rel: &Path, flags: OFlags, mode: u32) -> io::Result<OwnedFd> {
-        rustix::fs::openat2(
-            &self.fd,
-            rel,
-            // RESOLVE_NO_SYMLINKS covers the last component too (ELOOP, unlike O_NOFOLLOW's ENOTDIR).
-            flags | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-            resolve(),
-        )
-        .map_err(|e| named(&self.path.join(rel), e.into()))
+        open_beneath(&self.fd, rel, flags | OFlags::CLOEXEC, mode, true)
+            .map_err(|e| named(&self.path.join(rel), e.into()))
     }
 
     /// Opens the existing directory `rel` beneath this one.
@@ -261,4 +296,41 @@ impl AsFd for Beneath {
 pub struct Usage {
     pub bytes: u64,
     pub entries: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// Both paths (openat2 and the per-component fallback) refuse a link at every position
+    /// and open plain paths.
+    #[test]
+    fn both_resolvers_refuse_links_and_open_plain_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), "x").unwrap();
+        symlink("b", root.join("a/lb")).unwrap();
+        symlink("f", root.join("a/b/lf")).unwrap();
+        symlink("/", root.join("up")).unwrap();
+        let dir = Beneath::open(root).unwrap();
+        for openat2 in [true, false] {
+            let open =
+                |rel: &str, flags| open_beneath(&dir.fd, Path::new(rel), flags, 0o600, openat2);
+            assert!(open("a/b/f", OFlags::RDONLY).is_ok(), "openat2={openat2}");
+            assert!(open("a/b", OFlags::DIRECTORY).is_ok(), "openat2={openat2}");
+            for rel in ["a/lb/f", "a/b/lf", "up/etc", "up"] {
+                assert_eq!(
+                    open(rel, OFlags::RDONLY).unwrap_err(),
+                    rustix::io::Errno::LOOP,
+                    "{rel} openat2={openat2}"
+                );
+            }
+            let created = open("a/b/new", OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY);
+            assert!(created.is_ok(), "openat2={openat2}");
+            std::fs::remove_file(root.join("a/b/new")).unwrap();
+            assert!(open("a/lb/new", OFlags::CREATE | OFlags::WRONLY).is_err());
+        }
+    }
 }
