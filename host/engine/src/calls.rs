@@ -56,7 +56,7 @@ impl Engine {
                 call: Box::new(call.clone()),
             };
             let report = match self.send(dep, server, key, request).await? {
-                AgentReply::Hook { report } => report,
+                AgentReply::Hook { report } => report.within_bounds(),
                 AgentReply::Error { message } => {
                     return Err(EngineError::Agent {
                         step: key.into(),

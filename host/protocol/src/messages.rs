@@ -190,6 +190,58 @@ impl AgentReply {
 }
 
 impl HookReport {
+    /// The report with every plugin-supplied string within the bounds of `crate::bounds` (plus
+    /// room for a marker), whatever the agent sent: what the control plane stores stays small.
+    pub fn within_bounds(self) -> HookReport {
+        use crate::bounds::{
+            MARKER_BYTES as M, MAX_LOG_RECORD_BYTES, MAX_LOG_RECORDS, MAX_MESSAGE_BYTES,
+            MAX_PATH_BYTES, MAX_PRODUCED, cut,
+        };
+        let outcome = match self.outcome {
+            HookResult::Done => HookResult::Done,
+            HookResult::Health { mut report } => {
+                report.message = cut(report.message, MAX_MESSAGE_BYTES + M);
+                HookResult::Health { report }
+            }
+            HookResult::Cm { mut report } => {
+                report.summary = cut(report.summary, MAX_MESSAGE_BYTES + M);
+                report.produced.truncate(MAX_PRODUCED + 1);
+                for p in &mut report.produced {
+                    *p = cut(std::mem::take(p), MAX_PATH_BYTES + M);
+                }
+                HookResult::Cm { report }
+            }
+            HookResult::Failed {
+                kind,
+                message,
+                retryable,
+            } => HookResult::Failed {
+                kind: cut(kind, MAX_PATH_BYTES + M),
+                message: cut(message, MAX_MESSAGE_BYTES + M),
+                retryable,
+            },
+        };
+        HookReport {
+            outcome,
+            logs: self
+                .logs
+                .into_iter()
+                .take(MAX_LOG_RECORDS + 1)
+                .map(|l| LogLine {
+                    level: cut(l.level, 16),
+                    message: cut(l.message, MAX_LOG_RECORD_BYTES + M),
+                })
+                .collect(),
+            denials: self
+                .denials
+                .into_iter()
+                .take(MAX_LOG_RECORDS)
+                .map(|d| cut(d, MAX_PATH_BYTES + M))
+                .collect(),
+            ..self
+        }
+    }
+
     /// This report failed for being too large, keeping only a bounded head of its output.
     fn oversized(self, reason: String) -> HookReport {
         use crate::bounds::{MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut};
@@ -231,6 +283,42 @@ mod tests {
                 duration_ms: 5,
             },
         }
+    }
+
+    #[test]
+    fn a_report_from_a_careless_agent_is_brought_within_bounds() {
+        use crate::bounds::{MARKER_BYTES, MAX_MESSAGE_BYTES};
+        let AgentReply::Hook { report: empty } = report(String::new()) else {
+            unreachable!()
+        };
+        let big = HookReport {
+            outcome: HookResult::Failed {
+                kind: "hook-error".into(),
+                message: "m".repeat(10 << 20),
+                retryable: false,
+            },
+            logs: vec![
+                LogLine {
+                    level: "info".into(),
+                    message: "l".into(),
+                };
+                5000
+            ],
+            ..empty
+        };
+        let small = big.within_bounds();
+        let HookResult::Failed { message, .. } = &small.outcome else {
+            panic!()
+        };
+        assert!(message.len() <= MAX_MESSAGE_BYTES + 2 * MARKER_BYTES);
+        assert!(message.ends_with("(cut, 10485760 bytes)"));
+        assert_eq!(small.logs.len(), crate::bounds::MAX_LOG_RECORDS + 1);
+        // A report the runtime already bounded passes unchanged, marker and all.
+        let AgentReply::Hook { report: ok } = report(format!("{}…(cut, 9 bytes)", "o".repeat(8)))
+        else {
+            unreachable!()
+        };
+        assert!(ok.clone().within_bounds() == ok);
     }
 
     #[test]
