@@ -332,9 +332,10 @@ fn a_million_log_records_leave_the_agent_log_small() {
     terminate(&st, "flood");
 }
 
-#[test]
-fn plugin_call_masks_a_password_in_a_health_message() {
-    const PW: &str = "hunter2-but-longer";
+const PW: &str = "hunter2-but-longer";
+
+/// `stratus plugin call` of the hostile plugin with a context holding `PW` and `settings`.
+fn plugin_call(hook: &str, settings: Value) -> String {
     let dir = tempfile::tempdir().unwrap();
     let svc = dir.path().join("svc");
     std::fs::create_dir_all(&svc).unwrap();
@@ -343,19 +344,34 @@ fn plugin_call_masks_a_password_in_a_health_message() {
         "server": {"id": "t-1", "name": "d-t-1", "address": "127.0.0.1"},
         "service_id": "1", "service_name": "x", "service_dir": svc,
         "credentials": [{"name": "admin", "user": "root", "password": PW}],
-        "settings": [["health", "leak"]]
+        "settings": settings
     });
     std::fs::write(dir.path().join("ctx.json"), ctx.to_string()).unwrap();
     let hostile = stratus_plugin_artifacts::package_dir("hostile");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
         .current_dir(dir.path())
         .env("STRATUS_STATE_DIR", dir.path().join("state"))
-        .args(["plugin", "call", hostile.to_str().unwrap(), "health-check"])
+        .args(["plugin", "call", hostile.to_str().unwrap(), hook])
         .args(["--context", "ctx.json"])
         .output()
         .unwrap();
     let text = both(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("passwords: ****"), "{text}");
     assert!(!text.contains(PW), "the password was printed");
+    text
+}
+
+#[test]
+fn plugin_call_masks_a_password_in_a_health_message() {
+    let text = plugin_call("health-check", serde_json::json!([["health", "leak"]]));
+    assert!(text.contains("passwords: ****"), "{text}");
+}
+
+#[test]
+fn plugin_call_masks_a_password_in_a_file_name() {
+    let text = plugin_call(
+        "configure",
+        serde_json::json!([["attack", "out-secret-file-name"]]),
+    );
+    assert!(text.contains("/svc/**** ("), "{text}");
 }

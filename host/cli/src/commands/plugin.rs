@@ -268,12 +268,15 @@ async fn call_cmd(
         Ok(o) => report::print_outcome(o),
         Err(f) => report::print_failure(f),
     };
+    // File and process names are the plugin's text too: the same redaction as its output.
+    let redactor = stratus_plugin_runtime::Redactor::new(call.secrets());
     println!("files changed:");
-    snapshot::print_changes(&before, &after);
+    snapshot::print_changes(&before, &after, &redactor);
     let stopped = supervisor.stop_all(Duration::from_secs(5)).await;
     for (_, name) in stopped {
         println!(
-            "stopped supervised process `{name}` (plugin call does not keep processes running)"
+            "stopped supervised process `{}` (plugin call does not keep processes running)",
+            redactor.redact(&name)
         );
     }
     Ok(code)

@@ -4,6 +4,7 @@
 //!   at each level, status, stdout, stderr, the hook error).
 //! - `out-secret-encoded`: the same passwords as hex, percent-encoding and base64 (standard
 //!   and URL-safe, embedded at each byte offset of a longer blob).
+//! - `out-secret-file-name`: a file in the service directory named after each password.
 //! - `out-huge-error`: a 20 MiB status, log record and hook error.
 //! - `out-log-flood`: 1,000,000 `host.log` calls, then success.
 //!
@@ -19,6 +20,13 @@ pub(crate) fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> 
     match name {
         "out-secret-plain" => leak(&passwords(ctx)),
         "out-secret-encoded" => leak(&encoded(&passwords(ctx))),
+        "out-secret-file-name" => {
+            for pw in passwords(ctx) {
+                let path = files::service_path(ctx, &pw);
+                files::write(&path, "named after a secret")?;
+            }
+            Ok(())
+        }
         "out-huge-error" => {
             let huge = "E".repeat(HUGE);
             host::set_status(&huge);

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+use stratus_plugin_runtime::Redactor;
 
 /// Files per snapshot; a hook that touches more is summarised, not listed in full.
 const MAX_FILES: usize = 20_000;
@@ -50,24 +51,23 @@ fn walk(dir: &Path, snap: &mut Snapshot) {
     }
 }
 
-pub fn print_changes(before: &Snapshot, after: &Snapshot) {
+/// Prints what changed; the plugin chose the file names, so they pass the call's redactor.
+pub fn print_changes(before: &Snapshot, after: &Snapshot, redactor: &Redactor) {
+    let shown = |p: &std::path::Path| redactor.redact(&p.display().to_string());
     let mut any = false;
     for (path, a) in after {
         match before.get(path) {
-            None => println!("  created  {} ({} bytes)", path.display(), a.size),
-            Some(b) if b != a => println!(
-                "  modified {} ({} → {} bytes)",
-                path.display(),
-                b.size,
-                a.size
-            ),
+            None => println!("  created  {} ({} bytes)", shown(path), a.size),
+            Some(b) if b != a => {
+                println!("  modified {} ({} → {} bytes)", shown(path), b.size, a.size)
+            }
             Some(_) => continue,
         }
         any = true;
     }
     for (path, b) in before {
         if !after.contains_key(path) {
-            println!("  deleted  {} (was {} bytes)", path.display(), b.size);
+            println!("  deleted  {} (was {} bytes)", shown(path), b.size);
             any = true;
         }
     }
