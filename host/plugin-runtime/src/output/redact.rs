@@ -91,7 +91,9 @@ fn encodings(secret: &str) -> Vec<String> {
     let every_byte: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
     let component = utf8_percent_encode(secret, COMPONENT).to_string();
     let alnum = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
-    for f in [every_byte, component, alnum] {
+    // Form encoding (`application/x-www-form-urlencoded`) writes a space as `+`.
+    let form = component.replace("%20", "+");
+    for f in [every_byte, component, alnum, form] {
         forms.push(lower_escapes(&f));
         forms.push(f);
     }
