@@ -182,7 +182,12 @@ impl Hooks {
             }
         }
         let outcome = outcome_word(&report.outcome);
-        tracing::info!(hook = call.name(), outcome, ms = report.duration_ms, "hook finished");
+        tracing::info!(
+            hook = call.name(),
+            outcome,
+            ms = report.duration_ms,
+            "hook finished"
+        );
         AgentReply::Hook { report }
     }
 }

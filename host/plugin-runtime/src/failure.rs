@@ -16,7 +16,11 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error("component {path} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("{path} is not a valid WebAssembly component: {reason}")]
     CorruptComponent { path: PathBuf, reason: String },
     #[error("component does not implement the `{expected}` world: {found}")]

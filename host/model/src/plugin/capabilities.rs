@@ -1,12 +1,12 @@
 //! What a plugin may do: the `[capabilities]` table of `plugin.toml`, and the operator's
 //! narrowing of it from the deployment file. Absent keys deny; nothing here widens.
 
+use crate::context::World;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
-use crate::context::World;
 
 /// Largest memory cap a plugin may ask for; the pooling allocator reserves address space for it.
 pub const MAX_MEMORY_MB: u64 = 1024;

@@ -1,9 +1,9 @@
 //! `plugin.toml`: who the plugin is and what it may do.
 
 use super::capabilities::{Capabilities, DirKind, MAX_DISK_MB, MAX_MEMORY_MB, MAX_PROCESSES};
+use crate::context::World;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
-use crate::context::World;
 
 /// The parsed `plugin.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
