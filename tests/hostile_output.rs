@@ -1,7 +1,7 @@
 //! What a hostile plugin says, through the real binary: secrets it prints plainly or encoded
 //! reach no log, event, journal row or CLI output; a 20 MiB error and a report over the frame
 //! limit fail their launch promptly while the agent stays connected; a million log records
-//! leave the agent log small.
+//! leave the agent log small; a CM report carrying its credential shows it masked.
 
 mod common;
 
@@ -216,6 +216,36 @@ fn secrets_printed_plainly_or_encoded_reach_no_log_event_journal_or_cli_output()
         assert_nothing_leaked(&st, &seen);
         terminate(&st, name);
     }
+}
+
+#[test]
+fn a_cm_report_carrying_its_credential_reaches_no_output() {
+    let st = Stratus::new();
+    let adapter = stratus_plugin_artifacts::package_dir("hostile-cm");
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let text = format!(
+        "[deployment]\nname = \"cmleak\"\n\n[tiers.web]\nmin = 1\nmax = 1\nservices = [\"web\"]\n\
+         launch = {{ cm = {{ adapter = \"hostile-cm\", package = \"{}\" }} }}\n\n\
+         [services.web]\npackage = \"{}\"\nports = {{ http = 8080 }}\n",
+        adapter.display(),
+        hello.display()
+    );
+    let (out, _) = launch(&st, "cmleak", &text);
+    let text = both(&out);
+    assert!(out.status.success(), "{text}");
+    let mut seen = vec![("stratus launch cmleak".to_string(), text)];
+    seen.extend(cli_views(&st));
+    seen.extend(journal(&st));
+    seen.extend(log_files(&st));
+    // The summary arrived, with every form of the credential masked.
+    assert!(
+        seen.iter().any(|(w, t)| w == "stratus events"
+            && t.contains("hostile-cm ran on")
+            && t.contains("leaking **** **** ****")),
+        "the CM summary reached the events, masked"
+    );
+    assert_nothing_leaked(&st, &seen);
+    terminate(&st, "cmleak");
 }
 
 /// No form of any generated secret in any of the texts `seen`.

@@ -158,6 +158,10 @@ impl host::Host for State {
             Ok(c) => c,
             Err(r) => return Ok(Err(self.refuse(r))),
         };
+        // The name reaches the agent log and a log file name, which redaction does not cover.
+        if h.redactor.redact(&spec.name) != spec.name {
+            return Ok(Err("a process name must not contain a secret".into()));
+        }
         let spec = ProcessSpec {
             name: spec.name,
             program: checked.program,

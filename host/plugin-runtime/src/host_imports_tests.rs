@@ -429,3 +429,31 @@ async fn run_programs_live_in_a_leaf_of_the_service_and_a_timeout_kills_their_da
     let svc = parent.child("svc-web");
     assert!(svc.procs().is_empty(), "{:?}", svc.procs());
 }
+
+#[tokio::test]
+async fn a_process_named_after_a_secret_is_refused_before_it_reaches_the_agent_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = CallEnv {
+        sealed_package: None,
+        dirs: DirMap::from([(DirKind::Service, dir.path().to_owned())]),
+        server_address: "127.0.0.1".into(),
+        supervisor: Supervisor::new(dir.path().join("logs")),
+        capabilities: None,
+        secrets: Vec::new(),
+        labels: Labels::default(),
+    };
+    let redactor = Redactor::new(["Sup3rSecret".to_string()]);
+    let (mut s, _) = State::new("t", &caps(&[]), &env, redactor).unwrap();
+    let spec = WitSpec {
+        name: "x-Sup3rSecret".into(),
+        program: "/bin/sleep".into(),
+        args: vec!["30".into()],
+        env: Vec::new(),
+        working_dir: None,
+    };
+    let err = s.spawn(spec).await.unwrap().unwrap_err();
+    assert_eq!(err, "a process name must not contain a secret");
+    assert!(!err.contains("Sup3rSecret"));
+    let logs = dir.path().join("logs");
+    assert!(!logs.exists() || std::fs::read_dir(&logs).unwrap().next().is_none());
+}

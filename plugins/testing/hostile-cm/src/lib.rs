@@ -2,7 +2,8 @@
 //! read the agent's credential, to write the sealed package copy (directly and through planted
 //! links), rewrites its own package copy, and replaces its credential file by a link to the
 //! setting `target` so that the agent's erase meets a link. Each attempt is a line of
-//! `<work_dir>/hostile.log`: `<attempt>: refused (<error>)` or `<attempt>: LEAKED`.
+//! `<work_dir>/hostile.log`: `<attempt>: refused (<error>)` or `<attempt>: LEAKED`. `run`
+//! puts its credentials, plainly and encoded, into its report.
 
 use std::path::{Path, PathBuf};
 
@@ -96,10 +97,23 @@ impl Guest for HostileCm {
         record(&ctx, "prepare done")
     }
 
+    /// The report carries every credential plainly, hex- and percent-encoded: the operator
+    /// must see only `****` in launch output, events and logs.
     fn run(ctx: CmContext) -> Result<CmReport, HookError> {
+        let mut leaks = Vec::new();
+        for c in &ctx.credentials {
+            let b = c.password.as_bytes();
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            let pct: String = b.iter().map(|x| format!("%{x:02X}")).collect();
+            leaks.extend([c.password.clone(), hex, pct]);
+        }
         Ok(CmReport {
-            summary: format!("hostile-cm ran on {}", ctx.server.name),
-            produced: vec![],
+            summary: format!(
+                "hostile-cm ran on {}; leaking {}",
+                ctx.server.name,
+                leaks.join(" ")
+            ),
+            produced: leaks.iter().map(|l| format!("/tmp/{l}")).collect(),
         })
     }
 }
