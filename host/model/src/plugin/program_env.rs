@@ -73,6 +73,16 @@ pub const REFUSED_ENV: &[&str] = &[
     "EDITOR",
     "VISUAL",
     "SHELL",
+    "BROWSER",
+    "MANPAGER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "PROMPT_COMMAND",
+    "ZDOTDIR",
+    "GIT_*",
+    "RSYNC_RSH",
+    "SSH_ASKPASS",
+    "SUDO_ASKPASS",
 ];
 
 /// Whether `name` is a loader or interpreter variable, whatever the manifest says.
