@@ -11,8 +11,16 @@ pub fn become_subreaper() -> std::io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
 }
 
-/// Every live process with its parent pid.
-fn parent_links() -> Vec<(u32, u32)> {
+/// One live process as `/proc/<pid>/stat` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+/// Every live process (zombies count as gone: they run nothing any more).
+pub fn live_processes() -> Vec<ProcStat> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -24,14 +32,15 @@ fn parent_links() -> Vec<(u32, u32)> {
             let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
             let state = fields.next()?;
             let ppid = fields.next()?.parse().ok()?;
-            (!matches!(state, "Z" | "X")).then_some((pid, ppid))
+            let pgrp = fields.next()?.parse().ok()?;
+            (!matches!(state, "Z" | "X")).then_some(ProcStat { pid, ppid, pgrp })
         })
         .collect()
 }
 
 /// The live descendants of `root` (not `root` itself).
 pub fn descendants(root: u32) -> Vec<u32> {
-    let links = parent_links();
+    let links: Vec<(u32, u32)> = live_processes().iter().map(|p| (p.pid, p.ppid)).collect();
     let mut found: HashSet<u32> = HashSet::from([root]);
     let mut out = Vec::new();
     // Parents may have larger pids than their children (pid wrap), so iterate to a fixpoint.

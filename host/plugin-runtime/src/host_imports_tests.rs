@@ -49,6 +49,19 @@ fn state(dir: &Path, caps: &Capabilities) -> (State, crate::call::Captured) {
     State::new("t", caps, &env, Redactor::default()).unwrap()
 }
 
+/// A call environment with no labels or secrets of its own.
+fn bare_env(dirs: DirMap, logs: std::path::PathBuf) -> CallEnv {
+    CallEnv {
+        sealed_package: None,
+        dirs,
+        server_address: "127.0.0.1".into(),
+        supervisor: Supervisor::new(logs),
+        capabilities: None,
+        secrets: Vec::new(),
+        labels: Labels::default(),
+    }
+}
+
 fn cmd(program: &str, args: &[&str]) -> Command {
     Command {
         program: program.into(),
@@ -198,15 +211,7 @@ async fn spawn_applies_the_same_checks_and_supervises() {
 #[tokio::test]
 async fn logs_and_status_are_redacted_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let env = CallEnv {
-        sealed_package: None,
-        dirs: DirMap::new(),
-        server_address: "127.0.0.1".into(),
-        supervisor: Supervisor::new(dir.path().to_owned()),
-        capabilities: None,
-        secrets: Vec::new(),
-        labels: Labels::default(),
-    };
+    let env = bare_env(DirMap::new(), dir.path().to_owned());
     let (mut s, _) = State::new("t", &caps(&[]), &env, Redactor::new(["pw1".to_string()])).unwrap();
     s.log(Level::Warn, "user=app password=pw1".into())
         .await
@@ -226,15 +231,7 @@ async fn logs_and_status_are_redacted_and_recorded() {
 async fn a_log_flood_keeps_a_bounded_head_and_says_how_much_was_dropped() {
     use stratus_protocol::bounds::{MAX_LOG_RECORD_BYTES, MAX_LOG_RECORDS};
     let dir = tempfile::tempdir().unwrap();
-    let env = CallEnv {
-        sealed_package: None,
-        dirs: DirMap::new(),
-        server_address: "127.0.0.1".into(),
-        supervisor: Supervisor::new(dir.path().to_owned()),
-        capabilities: None,
-        secrets: Vec::new(),
-        labels: Labels::default(),
-    };
+    let env = bare_env(DirMap::new(), dir.path().to_owned());
     let (mut s, _) = State::new("t", &caps(&[]), &env, Redactor::default()).unwrap();
     s.log(Level::Info, "y".repeat(10 << 20)).await.unwrap();
     for i in 0..MAX_LOG_RECORDS + 500 {
@@ -433,15 +430,8 @@ async fn run_programs_live_in_a_leaf_of_the_service_and_a_timeout_kills_their_da
 #[tokio::test]
 async fn a_process_named_after_a_secret_is_refused_before_it_reaches_the_agent_log() {
     let dir = tempfile::tempdir().unwrap();
-    let env = CallEnv {
-        sealed_package: None,
-        dirs: DirMap::from([(DirKind::Service, dir.path().to_owned())]),
-        server_address: "127.0.0.1".into(),
-        supervisor: Supervisor::new(dir.path().join("logs")),
-        capabilities: None,
-        secrets: Vec::new(),
-        labels: Labels::default(),
-    };
+    let dirs = DirMap::from([(DirKind::Service, dir.path().to_owned())]);
+    let env = bare_env(dirs, dir.path().join("logs"));
     let redactor = Redactor::new(["Sup3rSecret".to_string()]);
     let (mut s, _) = State::new("t", &caps(&[]), &env, redactor).unwrap();
     let spec = WitSpec {

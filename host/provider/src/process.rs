@@ -13,20 +13,9 @@ pub const ROOT_MARKER: &str = "STRATUS_SERVER_ROOT";
 
 /// Every live (non-zombie) process with its process group id.
 fn live_processes() -> Vec<(u32, u32)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name may contain spaces and parentheses; fields resume after the last ')'.
-            let rest = stat.rsplit_once(')')?.1;
-            let mut fields = rest.split_whitespace();
-            let state = fields.next()?;
-            let pgrp = fields.nth(1)?.parse::<u32>().ok()?;
-            (!matches!(state, "Z" | "X")).then_some((pid, pgrp))
-        })
+    stratus_containment::descendants::live_processes()
+        .into_iter()
+        .map(|p| (p.pid, p.pgrp))
         .collect()
 }
 
