@@ -262,26 +262,30 @@ fn a_plugin_rewriting_its_own_package_changes_nothing_the_agent_loads() {
 
 #[test]
 fn filling_the_disk_fails_the_hook_naming_the_limit_and_the_agent_stays_up() {
-    let st = Stratus::new();
-    let package = hostile_package(&st, "small-disk", "hostile", |t| {
-        t.replace("[capabilities]\n", "[capabilities]\ndisk-mb = 4\n")
-    });
-    let file = hostile_deployment(
-        &st,
-        "hdisk",
-        &package,
-        "attack = \"fs-fill-disk\", mb = \"8\"",
-        "",
-    );
-    let out = st.run(&["launch", file.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(err.contains("disk-mb limit of 4 MiB"), "{err}");
+    // Succeeding, or failing with a retryable error after filling: the limit is the reason.
+    for (name, then) in [("hdisk", "ok"), ("hdiskretry", "retry")] {
+        let st = Stratus::new();
+        let package = hostile_package(&st, "small-disk", "hostile", |t| {
+            t.replace("[capabilities]\n", "[capabilities]\ndisk-mb = 4\n")
+        });
+        let file = hostile_deployment(
+            &st,
+            name,
+            &package,
+            &format!("attack = \"fs-fill-disk\", mb = \"8\", then = \"{then}\""),
+            "",
+        );
+        let out = st.run(&["launch", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("disk-mb limit of 4 MiB"), "{err}");
+        assert!(!err.contains("try me again"), "{err}");
 
-    let d = st.deployment("hdisk");
-    assert_eq!(d["state"], "FAILED", "{d}");
-    assert_eq!(servers(&d, "h")[0]["agent"], "RUNNING", "{d}");
-    terminate(&st, "hdisk");
+        let d = st.deployment(name);
+        assert_eq!(d["state"], "FAILED", "{d}");
+        assert_eq!(servers(&d, "h")[0]["agent"], "RUNNING", "{d}");
+        terminate(&st, name);
+    }
 }
 
 #[test]

@@ -171,15 +171,15 @@ impl Hooks {
             Ok(outcome) => report_of_outcome(outcome),
             Err(failure) => report_of_failure(failure),
         };
-        if !matches!(report.outcome, HookResult::Failed { .. }) {
-            let caps = env.capabilities.as_ref().unwrap_or(plugin.capabilities());
-            if let Err(message) = self.disk_check(caps, &env).await {
-                report.outcome = HookResult::Failed {
-                    kind: "disk-limit".into(),
-                    message,
-                    retryable: false,
-                };
-            }
+        // Checked after failures too: a plugin must not fill the disk and then fail (or ask to
+        // be retried) to escape the check; the limit is the truer reason, and not retryable.
+        let caps = env.capabilities.as_ref().unwrap_or(plugin.capabilities());
+        if let Err(message) = self.disk_check(caps, &env).await {
+            report.outcome = HookResult::Failed {
+                kind: "disk-limit".into(),
+                message,
+                retryable: false,
+            };
         }
         let outcome = outcome_word(&report.outcome);
         tracing::info!(

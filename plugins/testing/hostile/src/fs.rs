@@ -132,5 +132,10 @@ fn fill(ctx: &ServiceContext) -> Result<(), HookError> {
         f.write_all(&chunk)
             .map_err(|e| io_error("writing", &path, &e))?;
     }
-    record(ctx, &format!("wrote {mb} MiB"))
+    record(ctx, &format!("wrote {mb} MiB"))?;
+    // Failing (and asking to be retried) after filling must not dodge the disk check.
+    match setting(ctx, "then") {
+        Some("retry") => Err(HookError::retryable("filled the disk; try me again")),
+        _ => Ok(()),
+    }
 }
