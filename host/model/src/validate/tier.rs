@@ -9,6 +9,11 @@ use crate::ids::Name;
 use crate::raw::{self, RawService, RawTier};
 use crate::spec::*;
 
+/// The most servers one tier may ask for (`min` and `max`): far beyond what one machine or a
+/// small cloud account runs, low enough that a typo (`min = 100000000`) is an error in the
+/// file rather than a launch that starts servers until something breaks.
+pub const MAX_TIER_SERVERS: u32 = 10_000;
+
 impl Checker<'_> {
     pub(super) fn tier(
         &mut self,
@@ -20,6 +25,16 @@ impl Checker<'_> {
     ) -> Option<TierSpec> {
         let name = self.name(key, "tier name:");
         let (min, max) = (raw.min.get_ref().0, raw.max.get_ref().0);
+        for (what, n, span) in [("min", min, raw.min.span()), ("max", max, raw.max.span())] {
+            if n > MAX_TIER_SERVERS {
+                self.error(
+                    span,
+                    format!(
+                        "{what} ({n}) is above the limit of {MAX_TIER_SERVERS} servers per tier"
+                    ),
+                );
+            }
+        }
         if max == 0 {
             self.error(raw.max.span(), "max must be at least 1");
         } else if min > max {
