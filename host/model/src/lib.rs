@@ -11,6 +11,7 @@
 //! - [`plan`]: the dependency DAG of a spec as launch layers, grants and load balancers.
 //! - [`context`]: the typed `enstratus.cfg` handed to hooks, mirrored from `wit/types.wit`.
 //! - [`plugin`]: a plugin package's manifest and the capabilities it declares.
+//! - [`retry`]: the backoff a service's retryable hook errors are retried with.
 
 pub mod context;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod plan;
 pub mod plugin;
 mod raw;
+pub mod retry;
 pub mod spec;
 pub mod state;
 mod validate;

@@ -95,6 +95,20 @@ pub(crate) struct RawService {
     pub capabilities: Option<RawCapabilities>,
     #[serde(default)]
     pub depends_on: Vec<Spanned<RawDependency>>,
+    #[serde(default)]
+    pub retry: Option<Spanned<RawRetry>>,
+}
+
+/// `retry = { attempts = 8, initial = "500ms", max = "10s" }`; a missing key keeps its default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawRetry {
+    #[serde(default)]
+    pub attempts: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub initial: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::{DependencyKind, Port};
 use crate::error::{SpecError, SpecErrors};
 use crate::ids::{Name, ServiceId};
+pub use crate::retry::RetryPolicy;
 
 /// The provider a launch configuration uses when it names none.
 pub const DEFAULT_PROVIDER: &str = "local";
@@ -128,6 +129,9 @@ pub struct ServiceSpec {
     pub capabilities: CapabilityOverrides,
     /// In file order.
     pub depends_on: Vec<DependencySpec>,
+    /// How its retryable hook errors are retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
 }
 
 /// The database image a database service installs before its dependents are configured.

@@ -4,6 +4,7 @@
 mod manifest_file;
 mod plugins;
 mod relations;
+mod retry;
 mod service;
 mod tier;
 
@@ -257,7 +258,7 @@ mod tests {
     }
 
     /// A spec whose packages live in a fresh temporary directory.
-    fn in_temp_dir(spec: &str) -> (tempfile::TempDir, Result<DeploymentSpec, String>) {
+    pub(super) fn in_temp_dir(spec: &str) -> (tempfile::TempDir, Result<DeploymentSpec, String>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("pkg")).unwrap();
         write(
@@ -271,7 +272,7 @@ mod tests {
         (dir, result.map_err(|e| e.to_string()))
     }
 
-    const HEAD: &str = "[deployment]\nname = \"d\"\n";
+    pub(super) const HEAD: &str = "[deployment]\nname = \"d\"\n";
 
     #[test]
     fn dependency_forms_and_package_kinds() {

@@ -47,6 +47,7 @@ impl Checker<'_> {
         }
         let settings = self.settings(&raw.settings);
         let capabilities = self.capabilities(raw.capabilities.as_ref());
+        let retry = self.retry(raw.retry.as_ref());
         let mut depends_on: Vec<DependencySpec> = Vec::new();
         for dep in &raw.depends_on {
             let (target, data_source) = (&dep.get_ref().service, dep.get_ref().data_source);
@@ -97,6 +98,7 @@ impl Checker<'_> {
             settings,
             capabilities,
             depends_on,
+            retry,
         })
     }
 
