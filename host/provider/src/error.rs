@@ -28,6 +28,19 @@ pub enum ProviderError {
     StillAlive { pgid: u32 },
     #[error("ending the server's cgroup: {0}")]
     Cgroup(String),
+    #[error(
+        "the local provider has room for {} more server(s) (max-servers {}, {} in use)",
+        crate::capacity::thousands(max.saturating_sub(*used)),
+        crate::capacity::thousands(*max),
+        crate::capacity::thousands(*used)
+    )]
+    Full { max: u64, used: u64 },
+    #[error("{path}: {message}")]
+    Setting { path: PathBuf, message: String },
+    #[error("{} still has live processes {pids:?} or its cgroup; its disk is left in place", dir.display())]
+    DiskBusy { dir: PathBuf, pids: Vec<u32> },
+    #[error("server root {} is not where the local provider puts it; left alone", root.display())]
+    ForeignRoot { root: PathBuf },
     #[error("provider task failed: {0}")]
     Task(String),
 }

@@ -108,12 +108,17 @@ impl Leases {
     }
 
     /// Leases an address to the holder: the one it already holds (a relaunch of the same
-    /// server), else the first free one, starting in this state directory's own /16.
-    pub fn acquire(&self, lease: Lease) -> Result<Ipv4Addr, ProviderError> {
+    /// server), else the first free one, starting in this state directory's own /16. A new
+    /// holder is refused once `max` addresses are leased (the provider's `max-servers`).
+    pub fn acquire(&self, lease: Lease, max: u64) -> Result<Ipv4Addr, ProviderError> {
         let first = self.first_octet;
         self.with_locked(|table| {
             if let Some((addr, _)) = table.iter().find(|(_, held)| **held == lease) {
                 return Ok(*addr);
+            }
+            let used = table.len() as u64;
+            if used >= max {
+                return Err(ProviderError::Full { max, used });
             }
             let owner = self.owner();
             let free = candidates(first)

@@ -2,12 +2,16 @@
 //! the built-in [`LocalProvider`] makes each server an agent process on this machine with
 //! its own root directory and loopback address.
 
+mod capacity;
 mod cgroup;
+mod disk;
 mod error;
 mod leases;
 mod local;
 mod process;
 
+pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousands};
+pub use disk::KEPT_DISKS;
 pub use error::ProviderError;
 pub use local::LocalProvider;
 
@@ -76,4 +80,16 @@ pub trait CloudProvider: Send + Sync {
 
     /// Whether the server is still running, as far as the provider can tell right now.
     fn is_alive(&self, server: &LaunchedServer) -> bool;
+
+    /// How many servers the provider can hold (`max-servers`) and how many it holds now.
+    fn capacity(&self) -> Result<Capacity, ProviderError>;
+
+    /// Ends the disk of a terminated server of `deployment`: removes it, or with `keep` moves it
+    /// aside under that label and returns where it is. Refused while any of its processes live.
+    fn end_disk<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a LaunchedServer,
+        keep: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<PathBuf>, ProviderError>>;
 }

@@ -4,7 +4,7 @@
 
 use crate::leases::{Lease, Leases};
 use crate::process::{ROOT_MARKER, group_alive, marked_groups, signal_group};
-use crate::{BoxFuture, CloudProvider, LaunchRequest, LaunchedServer, ProviderError};
+use crate::{BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, ProviderError};
 use nix::sys::signal::Signal;
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -88,10 +88,23 @@ impl LocalProvider {
         let credential_file = agent_dir.join("credential");
         write_private(&credential_file, req.credential.as_bytes())?;
 
-        let address = self.leases.acquire(Lease {
+        let lease = Lease {
             deployment: req.deployment.clone(),
             server_id: req.server_id.clone(),
-        })?;
+        };
+        let address = match crate::capacity::max_servers(&self.state_dir)
+            .and_then(|max| self.leases.acquire(lease, max))
+        {
+            Ok(address) => address,
+            Err(e) => {
+                // No address, no agent: nothing of this server may stay behind.
+                let _ = crate::cgroup::destroy(&root);
+                if let Some(dir) = root.parent() {
+                    let _ = crate::disk::remove_tree(dir);
+                }
+                return Err(e);
+            }
+        };
         match self.spawn_agent(&req, address, &root, &credential_file, cgroup) {
             Ok(pid) => {
                 tracing::info!(deployment = %req.deployment, server = %req.server_id,
@@ -253,7 +266,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
 }
 
 /// Names become path components, so they must not be able to escape the state directory.
-fn check_name(what: &'static str, name: &str) -> Result<(), ProviderError> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), ProviderError> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && name
@@ -290,5 +303,36 @@ impl CloudProvider for LocalProvider {
 
     fn is_alive(&self, server: &LaunchedServer) -> bool {
         server.pid > 1 && group_alive(server.pid, &server.root)
+    }
+
+    fn capacity(&self) -> Result<Capacity, ProviderError> {
+        Ok(Capacity {
+            max: crate::capacity::max_servers(&self.state_dir)?,
+            used: self.leases.list()?.len() as u64,
+        })
+    }
+
+    fn end_disk<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a LaunchedServer,
+        keep: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<PathBuf>, ProviderError>> {
+        let (state, dep, server, keep) = (
+            self.state_dir.clone(),
+            deployment.to_string(),
+            server.clone(),
+            keep.map(str::to_string),
+        );
+        Box::pin(async move {
+            check_name("deployment", &dep)?;
+            check_name("server id", &server.server_id)?;
+            // A large tree takes a while to remove; keep it off the runtime.
+            tokio::task::spawn_blocking(move || {
+                crate::disk::end(&state, &dep, &server, keep.as_deref())
+            })
+            .await
+            .map_err(|e| ProviderError::Task(e.to_string()))?
+        })
     }
 }

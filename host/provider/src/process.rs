@@ -57,6 +57,16 @@ fn belongs_to(pid: u32, root: &Path) -> bool {
             .unwrap_or(false)
 }
 
+/// Every live process that is ours for `root`, in any process group: what must be gone before
+/// the server's disk may be removed.
+pub fn processes_of(root: &Path) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| belongs_to(*pid, root))
+        .collect()
+}
+
 /// Whether process group `pgid` has a live member that is ours (started for `root`).
 pub fn group_alive(pgid: u32, root: &Path) -> bool {
     live_members(pgid)
