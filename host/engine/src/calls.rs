@@ -1,19 +1,36 @@
 //! Calling agents from journaled steps: a hook or a plain request, retried across a dropped
-//! connection with the same call id (so the agent answers a repeat with its first report).
+//! connection with the same call id (so the agent answers a repeat with its first report); a
+//! hook that asks to be retried is called again as a new attempt (see `retry.rs`).
 
 use crate::agents::LinkError;
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
 use crate::logs::{Component, Subject};
+use crate::retry::{RetryWait, call_id, now_ms, sleep_until};
 use crate::steps::digest;
 use std::time::Duration;
 use stratus_model::context::HookCall;
+use stratus_model::spec::RetryPolicy;
 use stratus_model::state::AgentState;
 use stratus_protocol::bounds::{MARKER_BYTES, MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
 
 /// What the engine keeps of an agent's message: the agent's own bound and its cut marker.
 const MAX_AGENT_MESSAGE: usize = MAX_MESSAGE_BYTES + MARKER_BYTES;
 use stratus_protocol::{AgentReply, AgentRequest, HookReport, HookResult};
+
+/// The failure kind of a hook's own `hook-error`, the only one whose `retryable` is honoured.
+const RETRYABLE_KIND: &str = "hook-error";
+
+/// One hook call as every attempt of it makes it.
+struct Attempt<'a> {
+    dep: &'a str,
+    server: &'a Server,
+    key: &'a str,
+    input: &'a str,
+    package_dir: &'a str,
+    capabilities: &'a Option<serde_json::Value>,
+    call: &'a HookCall,
+}
 
 /// A hook may legitimately take long (loading a data source); the runtime enforces each
 /// plugin's own timeout, this only guards against a hung agent.
@@ -24,8 +41,8 @@ const LOST_RECONNECT_LIMIT: Duration = Duration::from_secs(3);
 const ATTEMPTS: usize = 3;
 
 impl Engine {
-    /// Runs `call` on `server` as the journaled step `key`; a failed hook is an error naming
-    /// the step, server, hook and the failure.
+    /// Runs `call` on `server` as the journaled step `key`, retrying a retryable hook error
+    /// with the default policy; see [`Engine::hook_retrying`].
     pub(crate) async fn hook(
         &self,
         dep: &str,
@@ -35,71 +52,163 @@ impl Engine {
         capabilities: Option<serde_json::Value>,
         call: HookCall,
     ) -> Result<HookReport, EngineError> {
-        let hook = call.name();
+        let policy = RetryPolicy::default();
+        self.hook_retrying(dep, server, key, package_dir, capabilities, call, &policy)
+            .await
+    }
+
+    /// Runs `call` on `server` as the journaled step `key`. A `hook-error` the hook marks
+    /// retryable is retried after `policy`'s backoff, up to its attempts; any other failure, or
+    /// the last attempt's, is an error naming the step, server, hook and the failure.
+    #[allow(clippy::too_many_arguments)] // the hook's where, what and how often, all needed
+    pub(crate) async fn hook_retrying(
+        &self,
+        dep: &str,
+        server: &Server,
+        key: &str,
+        package_dir: &str,
+        capabilities: Option<serde_json::Value>,
+        call: HookCall,
+        policy: &RetryPolicy,
+    ) -> Result<HookReport, EngineError> {
         let input = digest(&(&call, &capabilities, package_dir));
+        let attempt = Attempt {
+            dep,
+            server,
+            key,
+            input: &input,
+            package_dir,
+            capabilities: &capabilities,
+            call: &call,
+        };
+        self.step(dep, key, &input, async {
+            let mut n = match self.last_wait(dep, key, &input)? {
+                Some(wait) => {
+                    sleep_until(wait.next_at_ms).await;
+                    wait.attempt + 1
+                }
+                None => 1,
+            };
+            loop {
+                match self.hook_attempt(&attempt, n, policy).await {
+                    Ok(Some(report)) => return Ok(report),
+                    Ok(None) => n += 1,
+                    Err(e) => {
+                        self.forget_waits(dep, key, n)?;
+                        return Err(e);
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Attempt `n` of a hook: its report, `None` once a retry was journaled and waited for,
+    /// or the failure.
+    async fn hook_attempt(
+        &self,
+        a: &Attempt<'_>,
+        n: u32,
+        policy: &RetryPolicy,
+    ) -> Result<Option<HookReport>, EngineError> {
+        let (dep, server, key) = (a.dep, a.server, a.key);
+        let hook = a.call.name();
         let subject = Subject {
             deployment: Some(dep),
             tier: Some(&server.tier),
             server: Some(&server.id),
-            service: call.service_context().map(|c| c.service_name.as_str()),
+            service: a.call.service_context().map(|c| c.service_name.as_str()),
         };
-        self.step(dep, key, &input, async {
-            self.parts.logs.info(
-                Component::ConfigurationWorker,
-                subject.clone(),
-                &format!("calling hook {hook} ({key})"),
-            );
-            let request = AgentRequest::Hook {
-                call_id: format!("{dep}/{key}/{}", &input[..16]),
-                package_dir: package_dir.to_string(),
-                capabilities: capabilities.clone(),
-                call: Box::new(call.clone()),
-            };
-            let report = match self.send(dep, server, key, request).await? {
-                AgentReply::Hook { report } => report.within_bounds(),
-                AgentReply::Error { message } => {
-                    return Err(EngineError::Agent {
-                        step: key.into(),
-                        server: server.id.clone(),
-                        message: cut(message, MAX_AGENT_MESSAGE),
-                    });
-                }
-                AgentReply::Done => {
-                    return Err(EngineError::Agent {
-                        step: key.into(),
-                        server: server.id.clone(),
-                        message: "agent answered a hook call without a report".into(),
-                    });
-                }
-            };
-            self.keep_hook_output(dep, server, key, &report);
-            if let HookResult::Failed { kind, message, .. } = &report.outcome {
-                // The agent bounds what it sends; the journal, status and events rely on it.
-                let (kind, message) = (
-                    &cut_str(kind, MAX_PATH_BYTES + MARKER_BYTES),
-                    &cut_str(message, MAX_AGENT_MESSAGE),
-                );
-                self.parts.logs.error(
-                    Component::ConfigurationWorker,
-                    subject.clone(),
-                    &format!("hook {hook} failed ({kind}): {message}"),
-                );
-                return Err(EngineError::Hook {
+        let label = match n {
+            1 => key.to_string(),
+            n => format!("{key}/attempt-{n}"),
+        };
+        self.parts.logs.info(
+            Component::ConfigurationWorker,
+            subject.clone(),
+            &format!("calling hook {hook} ({label})"),
+        );
+        let request = AgentRequest::Hook {
+            call_id: call_id(&format!("{dep}/{key}/{}", &a.input[..16]), n),
+            package_dir: a.package_dir.to_string(),
+            capabilities: a.capabilities.clone(),
+            call: Box::new(a.call.clone()),
+        };
+        let report = match self.send(dep, server, key, request).await? {
+            AgentReply::Hook { report } => report.within_bounds(),
+            AgentReply::Error { message } => {
+                return Err(EngineError::Agent {
                     step: key.into(),
                     server: server.id.clone(),
-                    hook: hook.into(),
-                    kind: kind.clone(),
-                    message: message.clone(),
+                    message: cut(message, MAX_AGENT_MESSAGE),
                 });
             }
+            AgentReply::Done => {
+                return Err(EngineError::Agent {
+                    step: key.into(),
+                    server: server.id.clone(),
+                    message: "agent answered a hook call without a report".into(),
+                });
+            }
+        };
+        self.keep_hook_output(dep, server, &label, &report);
+        let HookResult::Failed {
+            kind,
+            message,
+            retryable,
+        } = &report.outcome
+        else {
             self.parts.logs.info(
                 Component::ConfigurationWorker,
-                subject.clone(),
+                subject,
                 &format!("hook {hook} done in {} ms", report.duration_ms),
             );
-            Ok(report)
+            return Ok(Some(report));
+        };
+        // The agent bounds what it sends; the journal, status and events rely on it.
+        let (kind, message) = (
+            cut_str(kind, MAX_PATH_BYTES + MARKER_BYTES),
+            cut_str(message, MAX_AGENT_MESSAGE),
+        );
+        // Only the plugin's own "not yet" is retried: a trap, timeout or denial would fail
+        // the same way again.
+        let asks_retry = *retryable && kind == RETRYABLE_KIND;
+        if asks_retry && n < policy.attempts {
+            let wait = RetryWait {
+                step: key.to_string(),
+                server: server.id.clone(),
+                hook: hook.to_string(),
+                attempt: n,
+                attempts: policy.attempts,
+                message: message.clone(),
+                next_at_ms: now_ms()
+                    .saturating_add(i64::try_from(policy.wait_after(n).as_millis()).unwrap_or(0)),
+            };
+            let wait = self.record_wait(dep, a.input, wait).await?;
+            self.parts
+                .logs
+                .warn(Component::ConfigurationWorker, subject, &wait.describe());
+            sleep_until(wait.next_at_ms).await;
+            return Ok(None);
+        }
+        let message = match (asks_retry, n) {
+            (true, 1) => format!("{message} (still asking to be retried after 1 attempt)"),
+            (true, n) => format!("{message} (still asking to be retried after {n} attempts)"),
+            (false, 1) => message,
+            (false, n) => format!("{message} (on attempt {n})"),
+        };
+        self.parts.logs.error(
+            Component::ConfigurationWorker,
+            subject,
+            &format!("hook {hook} failed ({kind}): {message}"),
+        );
+        Err(EngineError::Hook {
+            step: key.into(),
+            server: server.id.clone(),
+            hook: hook.into(),
+            kind,
+            message,
         })
-        .await
     }
 
     /// Runs a non-hook request as the journaled step `key`.
@@ -204,19 +313,28 @@ impl Engine {
             "# {key} on {} ({} ms)\n# outcome: {:?}\n",
             server.id, report.duration_ms, report.outcome
         );
+        // Plugin text never starts a line here: a record's further lines are indented and
+        // output lines quoted, so nothing a plugin prints can forge a `#` or `[level]` line.
         for l in &report.logs {
-            text.push_str(&format!("[{}] {}\n", l.level, l.message));
+            let message = l.message.replace('\n', "\n    ");
+            text.push_str(&format!("[{}] {message}\n", l.level));
         }
         if !report.denials.is_empty() {
-            text.push_str(&format!("# denied: {}\n", report.denials.join("; ")));
+            let denials = report.denials.join("; ").replace('\n', " ");
+            text.push_str(&format!("# denied: {denials}\n"));
         }
         text.push_str("# stdout\n");
-        text.push_str(&report.stdout);
-        text.push_str("\n# stderr\n");
-        text.push_str(&report.stderr);
+        text.push_str(&quoted(&report.stdout));
+        text.push_str("# stderr\n");
+        text.push_str(&quoted(&report.stderr));
         if report.truncated {
             text.push_str("\n# (output truncated)\n");
         }
         let _ = std::fs::write(file, text);
     }
+}
+
+/// Every line of `output` behind `| `, so it reads as output and never as a header.
+fn quoted(output: &str) -> String {
+    output.lines().map(|l| format!("| {l}\n")).collect()
 }

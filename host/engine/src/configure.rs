@@ -65,13 +65,14 @@ impl Engine {
                     },
                 )
                 .await?;
-                self.hook(
+                self.hook_retrying(
                     dep,
                     server,
                     &format!("{base}/install-data-source"),
                     &service_package_dir(svc),
                     caps(svc),
                     HookCall::InstallDataSource { ctx: ctx.clone() },
+                    &svc.retry,
                 )
                 .await?;
             }
@@ -80,13 +81,14 @@ impl Engine {
                 ("stop", HookCall::Stop { ctx: ctx.clone() }),
                 ("start", HookCall::Start { ctx: ctx.clone() }),
             ] {
-                self.hook(
+                self.hook_retrying(
                     dep,
                     server,
                     &format!("{base}/{hook}"),
                     &service_package_dir(svc),
                     caps(svc),
                     call,
+                    &svc.retry,
                 )
                 .await?;
             }
@@ -124,13 +126,14 @@ impl Engine {
             async move {
                 let ctx = self.service_context(spec, fleet, db, server)?;
                 let key = format!("service/{}/{}/grant-database-access", db.name, server.id);
-                self.hook(
+                self.hook_retrying(
                     dep,
                     server,
                     &key,
                     &service_package_dir(db),
                     caps(db),
                     HookCall::GrantDatabaseAccess { ctx, grants },
+                    &db.retry,
                 )
                 .await
                 .map(|_| ())

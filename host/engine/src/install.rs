@@ -50,13 +50,14 @@ impl Engine {
                         .await?;
                         let ctx = self.service_context(spec, fleet, svc, server)?;
                         let key = format!("service/{}/{}/install-service", svc.name, server.id);
-                        self.hook(
+                        self.hook_retrying(
                             dep,
                             server,
                             &key,
                             &service_package_dir(svc),
                             caps(svc),
                             HookCall::InstallService { ctx },
+                            &svc.retry,
                         )
                         .await?;
                         Ok::<_, EngineError>(())

@@ -7,6 +7,7 @@
 //! - `steps.rs`: the journaled step runner (record before, record after, skip if done).
 //! - `launch.rs`: the launch from start to RUNNING, and the cloud-files upload (step 0).
 //! - `scale.rs`, `cm.rs`, `install.rs`, `configure.rs`, `proxy.rs`: steps 1–2, 3–4, 5, 6–7, 8.
+//! - `retry.rs`: retrying a hook that asks for it, each attempt a new call, each wait journaled.
 //! - `states.rs`: recording states through the model's transition functions.
 //! - `facts.rs`: building the typed `enstratus.cfg` contexts, grants and proxy nodes.
 //! - `terminate.rs`: reverse-order shutdown.
@@ -23,6 +24,7 @@ pub mod launch;
 pub mod logs;
 mod parallel;
 mod proxy;
+pub mod retry;
 mod scale;
 mod states;
 pub mod steps;

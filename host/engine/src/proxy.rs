@@ -25,13 +25,14 @@ impl Engine {
                     jobs.push(async move {
                         let ctx = self.service_context(spec, fleet, svc, server)?;
                         let key = format!("service/{}/{}/start-proxy", svc.name, server.id);
-                        self.hook(
+                        self.hook_retrying(
                             dep,
                             server,
                             &key,
                             &service_package_dir(svc),
                             caps(svc),
                             HookCall::StartProxy { ctx, nodes },
+                            &svc.retry,
                         )
                         .await
                         .map(|_| ())
