@@ -63,6 +63,12 @@ pub fn print_text(view: &StatusView) {
                 for c in &s.cm {
                     println!("      cm {} {}: {}", c.unit, c.state, c.summary);
                 }
+                for w in &s.waiting {
+                    println!(
+                        "      {} {} ({}): attempt {} of {} at {}",
+                        w.hook, w.state, w.message, w.next_attempt, w.attempts, w.next_attempt_at
+                    );
+                }
             }
         }
     }

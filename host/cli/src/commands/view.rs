@@ -41,7 +41,28 @@ pub struct ServerView {
     /// Configuration-management runs on this server, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cm: Vec<CmView>,
+    /// Hooks on this server waiting to be retried because they asked to be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<WaitView>,
     pub services: Vec<ServiceView>,
+}
+
+/// A hook step waiting for its next attempt (see `stratus_engine::retry`).
+#[derive(Debug, Serialize)]
+pub struct WaitView {
+    /// The journaled step, e.g. `service/app/app-1/configure`.
+    pub step: String,
+    pub hook: String,
+    /// `WAITING` until the next attempt is due, then `RETRYING` while it runs.
+    pub state: String,
+    /// The hook's message when it asked to be retried.
+    pub message: String,
+    /// The attempt that comes next, and the cap.
+    pub next_attempt: u32,
+    pub attempts: u32,
+    /// Unix milliseconds, and the same as `HH:MM:SS` UTC.
+    pub next_attempt_at_ms: i64,
+    pub next_attempt_at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +101,7 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
         let services = store.service_instances::<ServiceState>(&row.name)?;
         let epoch = store.meta(&format!("epoch/{}", row.name))?;
         let steps = store.steps(&format!("{}#{}", row.name, epoch.as_deref().unwrap_or("1")))?;
+        let waits = stratus_engine::retry::current_waits(&steps);
         let mut tiers: Vec<TierView> = Vec::new();
         let tier_names: Vec<String> = match &spec {
             Some(s) => s.tiers.keys().map(|t| t.to_string()).collect(),
@@ -99,6 +121,7 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
                     pid: s.pid,
                     agent: s.agent_state.name().to_string(),
                     cm: cm_runs(&steps, &s.id),
+                    waiting: waits_on(&waits, &s.id),
                     services: services
                         .iter()
                         .filter(|i| i.server_id == s.id)
@@ -159,6 +182,33 @@ fn endpoints(spec: &DeploymentSpec, tiers: &[TierView]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The waits of hooks on `server`.
+fn waits_on(waits: &[stratus_engine::retry::RetryWait], server: &str) -> Vec<WaitView> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    waits
+        .iter()
+        .filter(|w| w.server == server)
+        .map(|w| WaitView {
+            step: w.step.clone(),
+            hook: w.hook.clone(),
+            state: if now < w.next_at_ms {
+                "WAITING"
+            } else {
+                "RETRYING"
+            }
+            .into(),
+            message: w.message.clone(),
+            next_attempt: w.attempt + 1,
+            attempts: w.attempts,
+            next_attempt_at_ms: w.next_at_ms,
+            next_attempt_at: w.next_at_text(),
+        })
+        .collect()
 }
 
 /// CM runs of a server, read from the journal's `server/<id>/cm/<unit>/run` steps.
