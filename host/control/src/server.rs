@@ -247,7 +247,7 @@ impl Control {
                     );
                     self.spawn_launch(spec).await;
                 }
-                DeploymentState::Stopping => self.spawn_terminate(spec).await,
+                DeploymentState::Stopping => self.spawn_terminate(spec, None).await,
                 _ => {}
             }
         }
@@ -262,7 +262,9 @@ impl Control {
         self.tasks.lock().await.insert(name, handle);
     }
 
-    async fn spawn_terminate(&self, spec: DeploymentSpec) {
+    /// Terminates `spec`'s deployment; `keep_disks` is `None` for a resumed terminate, which
+    /// keeps to the choice it was started with.
+    async fn spawn_terminate(&self, spec: DeploymentSpec, keep_disks: Option<bool>) {
         let engine = self.engine.clone();
         let name = spec.name.to_string();
         let previous = self.tasks.lock().await.remove(&name);
@@ -272,7 +274,10 @@ impl Control {
                 p.abort();
                 let _ = p.await;
             }
-            let _ = engine.terminate(&spec).await;
+            let _ = match keep_disks {
+                Some(keep) => engine.terminate(&spec, keep).await,
+                None => engine.resume_terminate(&spec).await,
+            };
         });
         self.tasks.lock().await.insert(name, handle);
     }
@@ -343,10 +348,12 @@ impl Control {
                 Ok(name) => OperatorReply::Accepted { deployment: name },
                 Err(message) => OperatorReply::Error { message },
             },
-            OperatorRequest::Terminate { name } => match self.terminate(&name).await {
-                Ok(()) => OperatorReply::Accepted { deployment: name },
-                Err(message) => OperatorReply::Error { message },
-            },
+            OperatorRequest::Terminate { name, keep_disks } => {
+                match self.terminate(&name, keep_disks).await {
+                    Ok(()) => OperatorReply::Accepted { deployment: name },
+                    Err(message) => OperatorReply::Error { message },
+                }
+            }
         }
     }
 
@@ -384,6 +391,10 @@ impl Control {
                 }
             }
         }
+        // Refused before the deployment is recorded or any server starts.
+        self.engine
+            .check_capacity(&spec)
+            .map_err(|e| e.to_string())?;
         self.store
             .put_deployment(&name, file, &text, &DeploymentState::Launching)
             .map_err(|e| e.to_string())?;
@@ -404,7 +415,7 @@ impl Control {
         }
     }
 
-    async fn terminate(&self, name: &str) -> Result<(), String> {
+    async fn terminate(&self, name: &str, keep_disks: bool) -> Result<(), String> {
         let row = self
             .store
             .deployment::<DeploymentState>(name)
@@ -415,7 +426,7 @@ impl Control {
         }
         let spec =
             DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).map_err(|e| e.to_string())?;
-        self.spawn_terminate(spec).await;
+        self.spawn_terminate(spec, Some(keep_disks)).await;
         Ok(())
     }
 

@@ -16,10 +16,56 @@ use stratus_provider::LaunchedServer;
 
 const GRACE: Duration = Duration::from_secs(10);
 
+/// The journal's record of whether a deployment's terminate keeps its servers' disks, so that
+/// a terminate resumed after a restart does what the operator asked.
+fn keep_disks_key(dep: &str) -> String {
+    format!("terminate/{dep}/keep-disks")
+}
+
+/// Where the disks of a deployment's last terminate were kept (read by `stratus terminate`).
+pub fn kept_disks_key(dep: &str) -> String {
+    format!("terminate/{dep}/kept-disks")
+}
+
 impl Engine {
-    /// Terminates the deployment `spec` describes; returns the hook failures it met on the way.
-    pub async fn terminate(&self, spec: &DeploymentSpec) -> Result<Vec<String>, EngineError> {
+    /// Terminates the deployment `spec` describes, removing its servers' disks unless
+    /// `keep_disks`; returns the failures it met on the way.
+    pub async fn terminate(
+        &self,
+        spec: &DeploymentSpec,
+        keep_disks: bool,
+    ) -> Result<Vec<String>, EngineError> {
+        let key = keep_disks_key(spec.name.as_str());
+        self.parts
+            .store
+            .set_meta(&key, if keep_disks { "true" } else { "false" })?;
+        // Nothing kept yet by this terminate: an earlier one's answer must not show.
+        self.parts
+            .store
+            .set_meta(&kept_disks_key(spec.name.as_str()), "")?;
+        self.terminate_as_recorded(spec).await
+    }
+
+    /// Resumes a terminate with the disk choice it was started with.
+    pub async fn resume_terminate(
+        &self,
+        spec: &DeploymentSpec,
+    ) -> Result<Vec<String>, EngineError> {
+        self.terminate_as_recorded(spec).await
+    }
+
+    async fn terminate_as_recorded(
+        &self,
+        spec: &DeploymentSpec,
+    ) -> Result<Vec<String>, EngineError> {
         let dep = spec.name.as_str();
+        let keep = self.parts.store.meta(&keep_disks_key(dep))?.as_deref() == Some("true");
+        // Kept disks are labelled with the launch they belong to, stable across a resume.
+        let label = keep.then(|| self.parts.store.meta(&format!("epoch/{dep}")));
+        let label = match label {
+            Some(epoch) => Some(epoch?.unwrap_or_else(|| "1".to_string())),
+            None => None,
+        };
         self.deployment_event(dep, DeploymentEvent::TerminateRequested)?;
         self.log_deployment(dep, "terminate requested: deployment STOPPING");
         let fleet = &self.fleet(dep)?;
@@ -106,20 +152,40 @@ impl Engine {
             }
         }
 
-        join_all(
+        let ended = join_all(
             fleet
                 .values()
                 .flatten()
-                .map(|s| self.terminate_server(dep, s)),
+                .map(|s| self.terminate_server(dep, s, label.as_deref())),
         )
         .await;
+        let mut kept = None;
+        for result in ended {
+            match result {
+                Ok(Some(path)) => kept = path.parent().map(std::path::Path::to_path_buf),
+                Ok(None) => {}
+                Err(e) => problems.push(e),
+            }
+        }
+        if let Some(dir) = &kept {
+            let dir = dir.display().to_string();
+            self.parts.store.set_meta(&kept_disks_key(dep), &dir)?;
+            self.log_deployment(dep, &format!("server disks kept under {dir}"));
+        }
         self.deployment_event(dep, DeploymentEvent::AllStopped)?;
         self.new_journal(dep)?;
         self.log_deployment(dep, "deployment TERMINATED");
         Ok(problems)
     }
 
-    async fn terminate_server(&self, dep: &str, server: &Server) {
+    /// Ends one server and then its disk (kept under `keep` when given); returns where a kept
+    /// disk is, or what went wrong.
+    async fn terminate_server(
+        &self,
+        dep: &str,
+        server: &Server,
+        keep: Option<&str>,
+    ) -> Result<Option<std::path::PathBuf>, String> {
         let subject = Subject {
             deployment: Some(dep),
             tier: Some(&server.tier),
@@ -146,22 +212,55 @@ impl Engine {
             root: server.root.clone().into(),
             pid: server.pid,
         };
-        match self.parts.provider.terminate(&launched, GRACE).await {
-            Ok(()) => self.parts.logs.info(
-                Component::ScalingWorker,
-                subject.clone(),
-                "server terminated",
-            ),
-            Err(e) => self.parts.logs.error(
-                Component::ScalingWorker,
-                subject.clone(),
-                &format!("terminating server: {e}"),
-            ),
-        }
+        let outcome = match self.parts.provider.terminate(&launched, GRACE).await {
+            Ok(()) => {
+                self.parts.logs.info(
+                    Component::ScalingWorker,
+                    subject.clone(),
+                    "server terminated",
+                );
+                self.end_disk(dep, &launched, keep, &subject).await
+            }
+            Err(e) => {
+                let message = format!("terminating server {}: {e}; its disk is left", server.id);
+                self.parts
+                    .logs
+                    .error(Component::ScalingWorker, subject.clone(), &message);
+                Err(message)
+            }
+        };
         let _ = self.agent_event(dep, &server.id, AgentEvent::Terminated);
         self.parts
             .logs
             .info(Component::MonitorServer, subject, "agent TERMINATED");
+        outcome
+    }
+
+    /// Removes (or keeps under `keep`) the disk of a server whose processes are gone.
+    async fn end_disk(
+        &self,
+        dep: &str,
+        launched: &LaunchedServer,
+        keep: Option<&str>,
+        subject: &Subject<'_>,
+    ) -> Result<Option<std::path::PathBuf>, String> {
+        let logs = &self.parts.logs;
+        match self.parts.provider.end_disk(dep, launched, keep).await {
+            Ok(Some(path)) => {
+                let message = format!("disk kept at {}", path.display());
+                logs.info(Component::ScalingWorker, subject.clone(), &message);
+                Ok(Some(path))
+            }
+            Ok(None) => {
+                logs.info(Component::ScalingWorker, subject.clone(), "disk removed");
+                Ok(None)
+            }
+            Err(e) => {
+                let message = format!("ending the disk of {}: {e}", launched.server_id);
+                logs.error(Component::ScalingWorker, subject.clone(), &message);
+                Err(message)
+            }
+        }
     }
 
     /// The live servers of a deployment, by tier.

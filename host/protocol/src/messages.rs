@@ -137,6 +137,10 @@ pub enum OperatorRequest {
     },
     Terminate {
         name: String,
+        /// Keep the servers' disks for a post-mortem instead of removing them; older clients
+        /// that do not send it get the removal.
+        #[serde(default)]
+        keep_disks: bool,
     },
     /// Stop the control plane (deployments keep their state and resume at next start).
     Shutdown,

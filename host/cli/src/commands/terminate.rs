@@ -15,6 +15,10 @@ pub struct TerminateArgs {
     /// Return at once instead of waiting for TERMINATED.
     #[arg(long)]
     pub no_wait: bool,
+    /// Keep the servers' disks (their root directories) for a post-mortem; they move out of
+    /// the way of a relaunch, and the output says where.
+    #[arg(long)]
+    pub keep_disks: bool,
 }
 
 pub fn run(args: TerminateArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
@@ -25,6 +29,7 @@ pub fn run(args: TerminateArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         client
             .request(OperatorRequest::Terminate {
                 name: args.name.clone(),
+                keep_disks: args.keep_disks,
             })
             .await
     })?;
@@ -48,6 +53,13 @@ pub fn run(args: TerminateArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
                 args.name,
                 started.elapsed().as_secs_f64()
             );
+            if args.keep_disks {
+                let key = stratus_engine::terminate::kept_disks_key(&args.name);
+                match store.meta(&key)?.filter(|d| !d.is_empty()) {
+                    Some(dir) => println!("server disks kept for a post-mortem under {dir}"),
+                    None => println!("no server disk was kept (the deployment had no servers)"),
+                }
+            }
             return Ok(ExitCode::SUCCESS);
         }
         if started.elapsed() > Duration::from_secs(300) {
