@@ -11,6 +11,7 @@ use stratus_plugin_sdk::service::*;
 mod fs;
 mod output;
 mod procs;
+mod retry;
 
 struct Hostile;
 
@@ -47,6 +48,7 @@ fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> {
         n if n.starts_with("proc-") => procs::attack(ctx, n),
         n if n.starts_with("fs-") => fs::attack(ctx, n),
         n if n.starts_with("out-") => output::attack(ctx, n),
+        n if n.starts_with("retry-") => retry::attack(ctx, n),
         "read-passwd" => read("/etc/passwd"),
         "traversal" => read(&format!("{dir}/../../../../etc/passwd")),
         "symlink" => read(&format!("{dir}/evil-link")),
