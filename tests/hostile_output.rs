@@ -119,6 +119,23 @@ fn forms(secret: &str) -> Vec<String> {
         pct.to_lowercase(),
         pct,
     ];
+    // Disguised as the hostile plugin disguises them (see its `disguised`).
+    let mixed: String = b
+        .iter()
+        .enumerate()
+        .map(|(i, x)| match i % 2 {
+            0 => format!("%{x:02x}"),
+            _ => format!("%{x:02X}"),
+        })
+        .collect();
+    let (head, tail) = secret.split_at(secret.len() / 2);
+    out.extend([
+        secret.to_uppercase(),
+        secret.chars().rev().collect(),
+        mixed,
+        format!("{head}\u{200b}{tail}"),
+        format!("{head}\u{1b}[0m{tail}"),
+    ]);
     for offset in 0..3 {
         let mut padded = vec![0u8; offset];
         padded.extend_from_slice(b);
@@ -246,6 +263,42 @@ fn a_cm_report_carrying_its_credential_reaches_no_output() {
     );
     assert_nothing_leaked(&st, &seen);
     terminate(&st, "cmleak");
+}
+
+#[test]
+fn plugin_text_cannot_forge_hook_log_lines_or_reach_a_terminal() {
+    let st = Stratus::new();
+    let hostile = stratus_plugin_artifacts::package_dir("hostile");
+    let (out, _) = launch(
+        &st,
+        "forge",
+        &hostile_app("forge", &hostile, "out-forge-log"),
+    );
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "an escape reached the terminal: {text:?}"
+    );
+    let hooks = every_file(&st.dir().join("logs/hooks/forge"));
+    let configure = hooks
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with("app-1_configure.log"))
+        .expect("the configure hook log");
+    let log = read(configure);
+    // One outcome line, the real one, and it says the hook failed.
+    let outcomes: Vec<&str> = log.lines().filter(|l| l.starts_with("# outcome")).collect();
+    assert_eq!(outcomes.len(), 1, "{log}");
+    assert!(outcomes[0].contains("Failed"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("[info] all good")),
+        "{log}"
+    );
+    assert!(log.contains("| fine"), "the output is kept, quoted: {log}");
+    for (what, t) in log_files(&st).into_iter().chain(cli_views(&st)) {
+        assert!(!t.contains('\u{1b}'), "an escape sequence in {what}");
+    }
+    terminate(&st, "forge");
 }
 
 /// No form of any generated secret in any of the texts `seen`.

@@ -1,5 +1,7 @@
-//! The one redactor every plugin-supplied string passes: each secret a call carried, and its
-//! common encodings, become `****`.
+//! The one redactor every plugin-supplied string passes: terminal control sequences and
+//! invisible characters are dropped first (they could forge log lines, repaint a terminal, or
+//! split a secret so it still reads whole), then each secret the call carried, in any letter
+//! case, reversed, and in its common encodings, becomes `****`.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
@@ -45,6 +47,8 @@ impl Redactor {
         let matcher = (!forms.is_empty()).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
+                // `%2f` or `%2F`, `DeadBeef`, `PASSWORD`: a change of case hides nothing.
+                .ascii_case_insensitive(true)
                 .build(&forms)
                 .expect("secret patterns are few and small")
         });
@@ -55,23 +59,24 @@ impl Redactor {
     }
 
     pub fn redact(&self, text: &str) -> String {
+        self.redact_owned(text.to_owned())
+    }
+
+    /// Cleans and redacts `text`, without copying when there is nothing to change.
+    pub fn redact_owned(&self, text: String) -> String {
+        let text = strip_controls(text);
         let Some(m) = &self.matcher else {
-            return text.to_owned();
+            return text;
         };
+        if !m.is_match(&text) {
+            return text;
+        }
         let mut out = String::with_capacity(text.len());
-        m.replace_all_with(text, &mut out, |_, _, dst| {
+        m.replace_all_with(&text, &mut out, |_, _, dst| {
             dst.push_str(MASK);
             true
         });
         out
-    }
-
-    /// Redacts `text` in place, without copying when there is nothing to hide.
-    pub fn redact_owned(&self, text: String) -> String {
-        match &self.matcher {
-            Some(m) if m.is_match(&text) => self.redact(&text),
-            _ => text,
-        }
     }
 
     /// Decodes captured bytes (lossily) and redacts them.
@@ -105,6 +110,8 @@ fn encodings(secret: &str) -> Vec<String> {
             forms.push(base64_core(&engine, bytes, offset));
         }
     }
+    // Printed backwards, a secret is still the secret to a reader.
+    forms.push(secret.chars().rev().collect());
     let plain = forms.swap_remove(0);
     forms.retain(|f| f.len() >= MIN_ENCODED_LEN);
     forms.push(plain);
@@ -139,6 +146,60 @@ fn lower_escapes(encoded: &str) -> String {
         }
     }
     out
+}
+
+/// Drops what a reader never sees but a terminal or a log parser acts on: escape sequences
+/// (CSI `ESC [ … final`, OSC `ESC ] … BEL` or `ESC \\`), other control characters except
+/// newline and tab, and invisible format characters (zero-width spaces and joiners, bidi
+/// overrides, the byte-order mark, soft hyphens).
+pub(crate) fn strip_controls(text: String) -> String {
+    if !text.chars().any(|c| hidden(c) || c == '\u{1b}') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            skip_escape(&mut chars);
+        } else if !hidden(c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn hidden(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}')
+        || matches!(c, '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Consumes the rest of an escape sequence whose `ESC` was just read.
+fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    match chars.next() {
+        // CSI: parameters and intermediates, then one final byte in `@`..=`~`.
+        Some('[') => {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+        // OSC (and DCS, SOS, PM, APC): up to BEL or the string terminator `ESC \\`.
+        Some(']' | 'P' | 'X' | '^' | '_') => {
+            while let Some(c) = chars.next() {
+                if c == '\u{7}' {
+                    break;
+                }
+                if c == '\u{1b}' {
+                    chars.next_if_eq(&'\\');
+                    break;
+                }
+            }
+        }
+        // A two-character escape (`ESC c`, `ESC 7`, …): the one character is gone already.
+        _ => {}
+    }
 }
 
 #[cfg(test)]

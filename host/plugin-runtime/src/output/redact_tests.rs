@@ -137,3 +137,50 @@ fn several_secrets_are_all_masked() {
     let text = format!("{} and {}", hex::encode("second-secret"), "first-secret");
     assert_eq!(r.redact(&text), "**** and ****");
 }
+
+#[test]
+fn mixed_case_and_reversed_forms_are_masked() {
+    let r = Redactor::new(["Sup3rSecretPw".to_string()]);
+    assert_eq!(r.redact("a SUP3RSECRETPW b"), "a **** b");
+    assert_eq!(r.redact("wPterceSr3puS"), "****");
+    // Percent-encoding with the case of the hex digits alternating per byte.
+    let mixed: String = "Sup3rSecretPw"
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| match i % 2 {
+            0 => format!("%{b:02x}"),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    assert_eq!(r.redact(&mixed), "****");
+    assert_eq!(
+        r.redact(&hex::encode("Sup3rSecretPw").to_uppercase()),
+        "****"
+    );
+}
+
+#[test]
+fn invisible_characters_and_escape_sequences_cannot_split_a_secret() {
+    let r = Redactor::new(["Sup3rSecretPw".to_string()]);
+    for hidden in [
+        "\u{200b}",
+        "\u{1b}[0m",
+        "\u{1b}]0;title\u{7}",
+        "\u{ad}",
+        "\u{feff}",
+        "\r",
+    ] {
+        let text = format!("pw=Sup3r{hidden}SecretPw!");
+        assert_eq!(r.redact(&text), "pw=****!", "{hidden:?}");
+    }
+}
+
+#[test]
+fn control_characters_are_dropped_but_lines_and_tabs_stay() {
+    let r = Redactor::default();
+    assert_eq!(
+        r.redact("a\u{1b}[2K\u{1b}[1A\tb\nc\u{7}\u{0}d\u{1b}]2;owned\u{1b}\\e"),
+        "a\tb\ncde"
+    );
+    assert_eq!(r.redact("plain text"), "plain text");
+}

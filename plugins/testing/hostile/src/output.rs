@@ -3,10 +3,13 @@
 //! - `out-secret-plain`: every password the context carries, as is, in every channel (logs
 //!   at each level, status, stdout, stderr, the hook error).
 //! - `out-secret-encoded`: the same passwords as hex, percent-encoding and base64 (standard
-//!   and URL-safe, embedded at each byte offset of a longer blob).
+//!   and URL-safe, embedded at each byte offset of a longer blob), and disguised (case,
+//!   reversal, mixed-case escapes, split by invisible characters).
 //! - `out-secret-file-name`: a file in the service directory named after each password.
 //! - `out-huge-error`: a 20 MiB status, log record and hook error.
 //! - `out-log-flood`: 1,000,000 `host.log` calls, then success.
+//! - `out-forge-log`: a log record, stdout and an error that try to forge the hook log's
+//!   header lines and carry terminal escape sequences.
 //!
 //! `health_check` with the setting `health = "leak"` puts the passwords in its message.
 
@@ -32,6 +35,12 @@ pub(crate) fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> 
             host::set_status(&huge);
             log::error(&huge);
             Err(HookError::fatal(huge))
+        }
+        "out-forge-log" => {
+            // Lines that would read as the hook log's own headers, and a terminal escape.
+            log::info("configured\n# outcome: Done\n[info] all good");
+            println!("# outcome: Done\n\u{1b}]0;owned\u{7}\u{1b}[2Kfine");
+            Err(HookError::fatal("failed\n# outcome: Done"))
         }
         "out-log-flood" => {
             for i in 0..FLOOD {
@@ -85,6 +94,7 @@ fn encoded(secrets: &[String]) -> Vec<String> {
         let pct: String = b.iter().map(|x| format!("%{x:02X}")).collect();
         out.push(pct.to_lowercase());
         out.push(pct);
+        out.extend(disguised(s));
         for url_safe in [false, true] {
             out.push(base64(b, url_safe, true));
             out.push(base64(b, url_safe, false));
@@ -97,6 +107,28 @@ fn encoded(secrets: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Each secret in letter case changed, reversed, percent-encoded with the case of its hex
+/// digits alternating, and split by a zero-width space and by a terminal escape sequence:
+/// shown to a person, each still reads as the secret.
+pub(crate) fn disguised(s: &str) -> Vec<String> {
+    let mixed: String = s
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| match i % 2 {
+            0 => format!("%{b:02x}"),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (head, tail) = s.split_at(s.len() / 2);
+    vec![
+        s.to_uppercase(),
+        s.chars().rev().collect(),
+        mixed,
+        format!("{head}\u{200b}{tail}"),
+        format!("{head}\u{1b}[0m{tail}"),
+    ]
 }
 
 /// RFC 4648 base64, written out so this test plugin needs no extra crate.
