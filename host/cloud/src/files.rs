@@ -76,6 +76,12 @@ pub enum FilesError {
     Special { package: PathBuf, entry: String },
     #[error("package {package}: entry {entry} leads outside the archive")]
     OutsideRoot { package: PathBuf, entry: String },
+    #[error(
+        "data source {path}: {what}; a data source must be a regular file with one name, not a link"
+    )]
+    NotRegular { path: PathBuf, what: String },
+    #[error("data source {path} is {size} bytes; at most {MAX_DATA_SOURCE_BYTES} are uploaded")]
+    DataSourceTooLarge { path: PathBuf, size: u64 },
     #[error("package {package} is too large: {what}")]
     TooLarge { package: PathBuf, what: String },
     #[error("invalid name {0:?}: use letters, digits, '-', '_' or '.' (not leading)")]
@@ -261,7 +267,10 @@ impl CloudFiles {
         if !package::safe_relative(key) {
             return Err(FilesError::InvalidPath(key.to_string()));
         }
-        let bytes = tokio::fs::read(path).await.map_err(FilesError::io(path))?;
+        let src = path.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || read_data_source(&src))
+            .await
+            .map_err(|e| FilesError::Task(e.to_string()))??;
         let file = FileRef {
             key: key.to_string(),
             sha256: package::sha256(&bytes),
@@ -277,7 +286,7 @@ impl CloudFiles {
         Ok(file)
     }
 
-    /// Downloads the file under `key` to `dir/rel` (parents created, mode 0644), verifying
+    /// Downloads the file under `key` to `dir/rel` (parents created, mode 0600), verifying
     /// its digest; no link beneath `dir` is followed.
     pub async fn fetch_file(
         &self,
@@ -299,7 +308,7 @@ impl CloudFiles {
                 actual,
             });
         }
-        dir.write_file(rel, &bytes, 0o644)
+        dir.write_file(rel, &bytes, 0o600)
             .map_err(FilesError::Beneath)?;
         Ok(file)
     }
@@ -310,6 +319,50 @@ impl CloudFiles {
             key: key.to_string(),
             source,
         })
+    }
+}
+
+/// Largest data source uploaded: it is held in memory on the way.
+pub const MAX_DATA_SOURCE_BYTES: u64 = 1 << 30;
+
+/// Reads a data source without following a link: a regular file with one name, bounded.
+fn read_data_source(path: &Path) -> Result<Vec<u8>, FilesError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::io::Read;
+    let not_regular = |what: &str| FilesError::NotRegular {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+    };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::LOOP => not_regular("it is a symbolic link"),
+        e => FilesError::io(path)(e.into()),
+    })?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| FilesError::io(path)(e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(not_regular("it is not a regular file"));
+    }
+    if stat.st_nlink > 1 {
+        return Err(not_regular("it has more than one name (a hard link)"));
+    }
+    let size = stat.st_size as u64;
+    if size > MAX_DATA_SOURCE_BYTES {
+        return Err(FilesError::DataSourceTooLarge {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::fs::File::from(fd)
+        .take(MAX_DATA_SOURCE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FilesError::io(path))?;
+    match bytes.len() as u64 > MAX_DATA_SOURCE_BYTES {
+        true => Err(FilesError::DataSourceTooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+        }),
+        false => Ok(bytes),
     }
 }
 

@@ -191,6 +191,10 @@ fn read_regular(
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Err(refused(root, rel.to_string(), false));
     }
+    // A second name of a file elsewhere (`ln /etc/shadow pkg/x`) delivers that file.
+    if stat.st_nlink > 1 {
+        return Err(refused(root, rel.to_string(), true));
+    }
     budget.bytes(root, stat.st_size as u64)?;
     let mut bytes = Vec::with_capacity(stat.st_size as usize);
     std::fs::File::from(fd)

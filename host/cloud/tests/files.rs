@@ -189,6 +189,12 @@ async fn data_files_round_trip_verified() {
         std::fs::read_to_string(&dest).unwrap(),
         "CREATE TABLE t (id INT);"
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o600,
+        "a data source is delivered readable by its owner only"
+    );
 
     std::fs::write(tmp.path().join("bucket/data/shop/datasource.sql"), "DROP").unwrap();
     let err = files

@@ -157,3 +157,47 @@ async fn archives_are_bounded_in_entries() {
     assert!(matches!(err, FilesError::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("10000 entries"), "{err}");
 }
+
+#[tokio::test]
+async fn a_hard_link_in_a_package_directory_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("pkg");
+    plugin_dir(&src);
+    // A second name of a file outside the package: uploading it would deliver that file.
+    let outside = tmp.path().join("secret");
+    std::fs::write(&outside, "outside").unwrap();
+    std::fs::hard_link(&outside, src.join("cfg/loot")).unwrap();
+    let err = bucket(tmp.path()).put_package("p", &src).await.unwrap_err();
+    assert!(
+        matches!(&err, FilesError::Link { entry, .. } if entry == "cfg/loot"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_data_source_must_be_a_regular_file_with_one_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = bucket(tmp.path());
+    let real = tmp.path().join("real.sql");
+    std::fs::write(&real, "CREATE TABLE t (id INT);").unwrap();
+    let link = tmp.path().join("link.sql");
+    symlink(&real, &link).unwrap();
+    let second = tmp.path().join("second.sql");
+    std::fs::hard_link(&real, &second).unwrap();
+    for (path, why) in [
+        (&link, "symbolic link"),
+        (&second, "more than one name"),
+        (&tmp.path().to_path_buf(), "not a regular file"),
+    ] {
+        let err = files.put_file("d/x.sql", path).await.unwrap_err();
+        assert!(matches!(err, FilesError::NotRegular { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(why) && text.contains(&path.display().to_string()),
+            "{text}"
+        );
+    }
+    std::fs::remove_file(&second).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    assert_eq!(files.put_file("d/x.sql", &real).await.unwrap().size, 24);
+}
