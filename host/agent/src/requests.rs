@@ -48,11 +48,12 @@ impl Hooks {
                     .map_err(|e| e.to_string())?;
                 Ok(AgentReply::Done)
             }
+            // Erased, not just unlinked: a plugin may have given the file a second name.
             AgentRequest::RemoveFiles { paths } => {
                 let root = self.root()?;
                 for p in paths {
                     self.inside(&p)?;
-                    root.remove_file(Path::new(&p)).map_err(|e| e.to_string())?;
+                    root.erase_file(Path::new(&p)).map_err(|e| e.to_string())?;
                 }
                 Ok(AgentReply::Done)
             }

@@ -216,6 +216,22 @@ impl Beneath {
         }
     }
 
+    /// Erases the regular file `rel`: empties it, then removes its name. Emptying reaches every
+    /// other name the file was given (a hard link a plugin made elsewhere), which removing one
+    /// name would not. A link or anything but a regular file is only removed.
+    pub fn erase_file(&self, rel: &Path) -> io::Result<bool> {
+        parts(rel)?;
+        let flags = OFlags::WRONLY | OFlags::NONBLOCK;
+        if let Ok(fd) = self.open_at(rel, flags, 0) {
+            let regular = rustix::fs::fstat(&fd)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
+            if regular {
+                rustix::fs::ftruncate(&fd, 0).map_err(|e| named(&self.path.join(rel), e.into()))?;
+            }
+        }
+        self.remove_file(rel)
+    }
+
     /// Reads the regular file `rel`, at most `limit` bytes (more is an error).
     pub fn read_file(&self, rel: &Path, limit: u64) -> io::Result<Vec<u8>> {
         parts(rel)?;

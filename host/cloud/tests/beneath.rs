@@ -160,3 +160,27 @@ fn usage_of_a_very_deep_tree_is_an_error_not_a_crash() {
     let err = b.usage(1_000_000).unwrap_err();
     assert!(err.to_string().contains("deeper than"), "{err}");
 }
+
+#[test]
+fn erasing_empties_every_name_of_the_file_and_only_unlinks_a_link() {
+    let (_tmp, root, outside) = setup();
+    let b = Beneath::open(&root).unwrap();
+    let key = Path::new("mnt/services/a1/validation.pem");
+    b.write_file(key, b"-----BEGIN KEY-----", 0o600).unwrap();
+    // The plugin gave the key a second name where it can read it later.
+    let copy = root.join("mnt/services/a1/kept.pem");
+    std::fs::hard_link(root.join(key), &copy).unwrap();
+    assert!(b.erase_file(key).unwrap());
+    assert!(!root.join(key).exists());
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        b"",
+        "the second name holds nothing"
+    );
+
+    // A link planted where the key was is removed; what it points at is left alone.
+    symlink(outside.join("secret"), root.join(key)).unwrap();
+    assert!(b.erase_file(key).unwrap());
+    assert!(std::fs::symlink_metadata(root.join(key)).is_err());
+    untouched(&outside);
+}
