@@ -1,0 +1,246 @@
+//! Terminate ends servers for real: their disks (root directories) are removed, without
+//! following the links a plugin may have left in them, so a relaunch starts from fresh
+//! servers; `--keep-disks` moves them aside for a post-mortem. The local provider's capacity
+//! (`max-servers`) refuses a launch that does not fit before any server starts, and a tier
+//! of a hundred million servers is an error in the file.
+
+mod common;
+
+use common::{Stratus, alive, hello_deployment, read, server_root, terminate};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const MARKER: &str = "left-by-the-first-launch";
+
+/// Every server of a deployment's status.
+fn all_servers(d: &Value) -> Vec<Value> {
+    d["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["servers"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// Leaves in every root what a plugin could: a marker file, links out of the root (to a
+/// directory, to a file, climbing with `..`) and a directory without permissions.
+fn fill_roots(st: &Stratus, dep: &str, outside: &Path) -> Vec<(String, PathBuf)> {
+    let mut roots = Vec::new();
+    for s in all_servers(&st.deployment(dep)) {
+        let root = server_root(st, dep, &s);
+        assert!(root.is_dir(), "{}", root.display());
+        std::fs::write(root.join(MARKER), "old data").unwrap();
+        let svc = root.join("mnt/services");
+        std::os::unix::fs::symlink(outside, svc.join("to-dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("precious"), svc.join("to-file")).unwrap();
+        let depth = svc.components().count();
+        let climbing = format!("{}{}", "../".repeat(depth), outside.display());
+        std::os::unix::fs::symlink(climbing, svc.join("climbing")).unwrap();
+        let locked = svc.join("locked");
+        std::fs::create_dir_all(locked.join("inner")).unwrap();
+        std::fs::write(locked.join("inner/file"), "x").unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        roots.push((s["id"].as_str().unwrap().to_string(), root));
+    }
+    roots
+}
+
+/// A directory outside every root with a file the links point at.
+fn outside(st: &Stratus) -> PathBuf {
+    let dir = st.dir().join("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("precious"), "keep me").unwrap();
+    dir
+}
+
+fn assert_outside_untouched(dir: &Path) {
+    assert_eq!(read(&dir.join("precious")), "keep me");
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_ne!(
+        mode & 0o700,
+        0,
+        "the link target's mode was changed: {mode:o}"
+    );
+}
+
+/// Every server root of `dep` exists and holds nothing the first launch left.
+fn assert_fresh(st: &Stratus, dep: &str) {
+    let servers = all_servers(&st.deployment(dep));
+    assert!(!servers.is_empty());
+    for s in servers {
+        let root = server_root(st, dep, &s);
+        assert!(root.join("agent").is_dir(), "{}", root.display());
+        assert!(!root.join(MARKER).exists(), "{} inherited", root.display());
+        assert!(!root.join("mnt/services/to-dir").exists());
+    }
+}
+
+#[test]
+fn a_relaunch_after_terminate_starts_from_fresh_servers() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("fresh", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let outside = outside(&st);
+    let roots = fill_roots(&st, "fresh", &outside);
+    assert_eq!(roots.len(), 3);
+
+    terminate(&st, "fresh");
+    for (id, root) in &roots {
+        assert!(!root.exists(), "{id}: {} is left", root.display());
+        assert!(
+            !root.parent().unwrap().exists(),
+            "{id}: its directory is left"
+        );
+    }
+    assert!(
+        !st.dir().join("servers/fresh").exists(),
+        "the deployment's servers/ directory goes with its last server"
+    );
+    assert!(!st.dir().join("kept-disks").exists());
+    assert_outside_untouched(&outside);
+    // The journal keeps its record of the deployment.
+    let d = st.deployment("fresh");
+    assert_eq!(d["state"], "TERMINATED", "{d}");
+    assert_eq!(all_servers(&d).len(), 3, "{d}");
+    assert!(
+        st.ok(&["events", "--deployment", "fresh"])
+            .contains("TERMINATED")
+    );
+    let log = read(&st.dir().join("logs/scaling-worker.log"));
+    assert_eq!(log.matches("disk removed").count(), 3, "{log}");
+
+    st.ok(&["launch", file.to_str().unwrap()]);
+    assert_eq!(st.deployment("fresh")["state"], "RUNNING");
+    assert_fresh(&st, "fresh");
+    terminate(&st, "fresh");
+    assert!(!st.dir().join("servers/fresh").exists());
+}
+
+#[test]
+fn keep_disks_moves_them_aside_says_where_and_a_relaunch_is_still_fresh() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("kept", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let outside = outside(&st);
+    let roots = fill_roots(&st, "kept", &outside);
+    let pids = st.agent_pids();
+
+    let out = st.ok(&["terminate", "kept", "--keep-disks"]);
+    let dir = out
+        .lines()
+        .find_map(|l| l.strip_prefix("server disks kept for a post-mortem under "))
+        .unwrap_or_else(|| panic!("no kept-disks line in: {out}"));
+    let dir = PathBuf::from(dir);
+    assert_eq!(dir, st.dir().join("kept-disks/kept/1"), "{out}");
+    for p in pids {
+        assert!(common::wait_gone(p, std::time::Duration::from_secs(10)));
+    }
+    for (id, root) in &roots {
+        assert!(!root.exists(), "{id} is still in servers/");
+        let kept = dir.join(id).join("root");
+        assert_eq!(read(&kept.join(MARKER)), "old data", "{id}");
+        assert!(kept.join("agent/agent.log").is_file(), "{id}");
+        let link = std::fs::read_link(kept.join("mnt/services/to-dir")).unwrap();
+        assert_eq!(link, outside, "links are kept as links");
+    }
+    assert_outside_untouched(&outside);
+
+    // A relaunch starts fresh; the next terminate removes its disks and leaves the kept ones.
+    st.ok(&["launch", file.to_str().unwrap()]);
+    assert_fresh(&st, "kept");
+    let out = st.ok(&["terminate", "kept"]);
+    assert!(!out.contains("kept for a post-mortem"), "{out}");
+    assert!(!st.dir().join("servers/kept").exists());
+    assert_eq!(
+        read(&dir.join(&roots[0].0).join("root").join(MARKER)),
+        "old data"
+    );
+    assert!(!st.dir().join("kept-disks/kept/2").exists());
+    // Kept disks hold links out: remove them as terminate does, without following any.
+    for (_, root) in &roots {
+        let locked = dir.join(root.parent().unwrap().file_name().unwrap());
+        let locked = locked.join("root/mnt/services/locked");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_outside_untouched(&outside);
+}
+
+/// Pids of live processes started for a server root under `state`.
+fn processes_of_state(state: &Path) -> Vec<u32> {
+    let marker = format!("STRATUS_SERVER_ROOT={}", state.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v.starts_with(marker.as_bytes()))
+            })
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+#[test]
+fn a_launch_beyond_capacity_is_refused_before_any_server_starts() {
+    let st = Stratus::new();
+    std::fs::create_dir_all(st.dir().join("provider")).unwrap();
+    std::fs::write(st.dir().join("provider/max-servers"), "3\n").unwrap();
+
+    // Four servers (app min 2) do not fit in three.
+    let big = st.write_file("big.toml", &hello_deployment("big", 2));
+    let out = st.run(&["launch", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("deployment big needs 4 servers, the local provider has room for 3 (max-servers 3, 0 in use)"),
+        "{err}"
+    );
+    assert!(
+        !st.dir().join("servers").exists(),
+        "a server directory was made"
+    );
+    assert!(processes_of_state(st.dir()).is_empty(), "an agent started");
+    let status = st.status();
+    assert_eq!(status["deployments"], serde_json::json!([]), "{status}");
+
+    // Three fit exactly; then nothing more does.
+    let small = st.write_file("small.toml", &hello_deployment("small", 1));
+    st.ok(&["launch", small.to_str().unwrap()]);
+    assert_eq!(st.deployment("small")["state"], "RUNNING");
+    let other = st.write_file("other.toml", &hello_deployment("other", 1));
+    let out = st.run(&["launch", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "needs 3 servers, the local provider has room for 0 (max-servers 3, 3 in use)"
+        ),
+        "{err}"
+    );
+    assert!(!st.dir().join("servers/other").exists());
+    assert!(processes_of_state(st.dir()).len() >= 3);
+    terminate(&st, "small");
+    assert!(processes_of_state(st.dir()).is_empty());
+}
+
+#[test]
+fn a_tier_of_a_hundred_million_servers_is_an_error_in_the_file() {
+    let st = Stratus::new();
+    let text =
+        hello_deployment("huge", 2).replace("min = 2\nmax = 4", "min = 100000000\nmax = 100000000");
+    let line = 1 + text.lines().position(|l| l == "min = 100000000").unwrap();
+    let file = st.write_file("huge.toml", &text);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let at =
+        format!("huge.toml:{line}:7: min (100000000) is above the limit of 10000 servers per tier");
+    assert!(err.contains(&at), "{at} missing from: {err}");
+    assert!(err.contains("nothing was launched"), "{err}");
+    assert!(!st.dir().join("stratus.db").exists());
+    assert!(!st.dir().join("servers").exists());
+}
