@@ -184,10 +184,7 @@ impl Engine {
                 next_at_ms: now_ms()
                     .saturating_add(i64::try_from(policy.wait_after(n).as_millis()).unwrap_or(0)),
             };
-            let wait = self.record_wait(dep, a.input, wait).await?;
-            self.parts
-                .logs
-                .warn(Component::ConfigurationWorker, subject, &wait.describe());
+            let wait = self.record_wait(dep, a.input, wait, subject).await?;
             sleep_until(wait.next_at_ms).await;
             return Ok(None);
         }

@@ -8,6 +8,7 @@
 //! time instead of starting the count again, and `stratus status` shows the wait.
 
 use crate::engine::{Engine, EngineError};
+use crate::logs::{Component, Subject};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stratus_store::{StepRow, StepState};
@@ -129,15 +130,24 @@ impl Engine {
         Ok(last)
     }
 
-    /// Journals `wait` as the step `<key>/retry-<attempt>`.
+    /// Journals `wait` as the step `<key>/retry-<attempt>`, with its event written inside the
+    /// step so that a restart after the step completed does not write it again.
     pub(crate) async fn record_wait(
         &self,
         dep: &str,
         input: &str,
         wait: RetryWait,
+        subject: Subject<'_>,
     ) -> Result<RetryWait, EngineError> {
         let key = retry_key(&wait.step, wait.attempt);
-        self.step(dep, &key, input, async { Ok(wait) }).await
+        self.step(dep, &key, input, async {
+            let line = wait.describe();
+            self.parts
+                .logs
+                .warn(Component::ConfigurationWorker, subject, &line);
+            Ok(wait)
+        })
+        .await
     }
 
     /// Ends the count of step `key` once it failed, so that running the step again (a new
