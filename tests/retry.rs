@@ -281,3 +281,29 @@ fn a_control_plane_killed_between_attempts_continues_the_count() {
     );
     terminate(&st, "resume");
 }
+
+#[test]
+fn a_trap_is_not_retried_even_with_a_retry_policy() {
+    let st = Stratus::new();
+    let text = retrying_app(
+        "trap",
+        "panic",
+        "{ attempts = 5, initial = \"100ms\", max = \"100ms\" }",
+    );
+    let file = st.write_file("trap.toml", &text);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let d = st.deployment("trap");
+    assert_eq!(d["state"], "FAILED", "{d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains("hook configure failed (trap)"), "{reason}");
+    assert!(!reason.contains("attempt"), "{reason}");
+    let ev = events(&st, "trap");
+    assert!(!ev.iter().any(|e| e.contains("asked to retry")), "{ev:?}");
+    one(&ev, "calling hook configure (service/app/app-1/configure)");
+    assert!(
+        !ev.iter().any(|e| e.contains("configure/attempt-")),
+        "{ev:?}"
+    );
+    terminate(&st, "trap");
+}
