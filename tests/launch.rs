@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     Stratus, alive, assert_no_secret_leaked, hello_deployment, read, server_root, servers,
-    terminate, wait_gone,
+    terminate_keeping_disks, wait_gone,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -96,11 +96,19 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
         p.extension().is_some_and(|e| e == "log" || e == "out")
     });
 
-    // Terminate: reverse order, every process gone.
-    assert_eq!(terminate(&st, "hello").len(), 4);
-    let lb_hooks = read(&service_dir(&st, "hello", &lb[0]).join("hooks.log"));
+    // Terminate: reverse order, every process gone; the disks are kept to read what ran.
+    let (pids, kept) = terminate_keeping_disks(&st, "hello");
+    assert_eq!(pids.len(), 4);
+    let kept_dir = |server: &Value| {
+        let live = service_dir(&st, "hello", server);
+        let root = server_root(&st, "hello", server);
+        kept.join(server["id"].as_str().unwrap())
+            .join("root")
+            .join(live.strip_prefix(&root).unwrap())
+    };
+    let lb_hooks = read(&kept_dir(&lb[0]).join("hooks.log"));
     assert!(lb_hooks.ends_with("remove-nodes\nstop\n"), "{lb_hooks}");
-    let revoked = read(&db_dir.join("grants.log"));
+    let revoked = read(&kept_dir(&db[0]).join("grants.log"));
     assert!(revoked.contains("revoke"), "{revoked}");
     // The control plane started by `launch` leaves once nothing is active.
     if let Some(c) = st.control_pid() {

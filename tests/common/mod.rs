@@ -172,6 +172,25 @@ pub fn terminate(st: &Stratus, name: &str) -> Vec<u32> {
     pids
 }
 
+/// [`terminate`] with `--keep-disks`: returns the agents' pids and the directory the servers'
+/// disks were moved to (`<dir>/<server-id>/root` is each server's root), read from the output.
+pub fn terminate_keeping_disks(st: &Stratus, name: &str) -> (Vec<u32>, PathBuf) {
+    let pids = st.agent_pids();
+    let out = st.ok(&["terminate", name, "--keep-disks"]);
+    assert_eq!(st.deployment(name)["state"], "TERMINATED");
+    for &p in &pids {
+        assert!(
+            wait_gone(p, Duration::from_secs(10)),
+            "agent {p} still running after terminate"
+        );
+    }
+    let dir = out
+        .lines()
+        .find_map(|l| l.strip_prefix("server disks kept for a post-mortem under "))
+        .unwrap_or_else(|| panic!("no kept disks in: {out}"));
+    (pids, PathBuf::from(dir))
+}
+
 /// The hello example deployment rewritten with absolute package paths, so it can live in a
 /// temporary directory.
 pub fn hello_deployment(name: &str, app_min: u32) -> String {
