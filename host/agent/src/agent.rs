@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_containment::{Cgroup, Containment, descendants};
-use stratus_plugin_runtime::{Runtime, RuntimeConfig, Supervisor};
+use stratus_plugin_runtime::{ProgramUser, Runtime, RuntimeConfig, Supervisor};
 use stratus_protocol::{AgentReply, AgentRequest, Connection, Envelope, Hello, Welcome};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub cache_key_file: Option<PathBuf>,
     /// Largest component loaded (`RuntimeConfig::max_component_bytes`).
     pub max_component_bytes: u64,
+    /// Who plugins' programs run as when the agent is root (`None`: the default,
+    /// [`stratus_plugin_runtime::DEFAULT_PROGRAM_USER`]).
+    pub program_user: Option<ProgramUser>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +67,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     .map_err(|e| AgentError::Runtime(e.to_string()))?;
     let log_dir = cfg.root.join("agent/processes");
     let services = contain();
-    let supervisor = match &services {
+    let mut supervisor = match &services {
         Some(parent) => Supervisor::contained(log_dir, parent.cgroup.clone()),
         None => Supervisor::new(log_dir),
     };
+    if let Some(user) = cfg.program_user {
+        supervisor = supervisor.with_program_user(user);
+    }
+    if let Some(user) = supervisor.program_user() {
+        crate::private::protect(&cfg.root, &cfg.credential_file, user);
+    }
     let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
     let stop = Arc::new(Notify::new());
 

@@ -5,8 +5,11 @@ use crate::call::State;
 use crate::command;
 use crate::network::record;
 use crate::output::{LogLevel, LogRecord};
+use crate::program_user::{ProgramUser, hand_over};
 use crate::supervisor::{ProcessSpec, ProcessState};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use stratus_model::plugin::capabilities::{Access, DirKind, RunAs};
 
 use stratus_protocol::bounds::{
     MAX_LOG_BYTES, MAX_LOG_RECORD_BYTES, MAX_LOG_RECORDS, MAX_MESSAGE_BYTES,
@@ -51,6 +54,38 @@ macro_rules! plugin_event {
 }
 
 impl crate::call::HostCtx {
+    /// Who this plugin's programs run as (`None`: the agent's own user), after the plugin's
+    /// writable directories were handed to that user so the program can work in them. The
+    /// server's `<root>/etc` (`server-config`) is never handed over: only a root CM tool may
+    /// change the server's configuration.
+    async fn program_user(&self) -> Result<Option<ProgramUser>, String> {
+        let user = match self.caps.run_as {
+            RunAs::Root => None,
+            RunAs::ProgramUser => self.supervisor.program_user(),
+        };
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        let dirs: Vec<PathBuf> = self
+            .caps
+            .dirs
+            .iter()
+            .filter(|g| g.access == Access::ReadWrite)
+            .filter(|g| matches!(g.dir, DirKind::Service | DirKind::WorkDir))
+            .filter_map(|g| self.dirs.get(&g.dir).cloned())
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for dir in &dirs {
+                hand_over(dir, user).map_err(|e| {
+                    format!("cannot hand {} to the program user: {e}", dir.display())
+                })?;
+            }
+            Ok(Some(user))
+        })
+        .await
+        .map_err(|e| format!("handing directories to the program user: {e}"))?
+    }
+
     /// Ends a call's log: one line says how many records the per-call bounds dropped.
     pub(crate) fn finish_logs(&mut self) {
         if self.dropped_logs == 0 {
@@ -132,7 +167,11 @@ impl host::Host for State {
             h,
             format!("run {}", checked.program.display())
         );
-        let leaf = match h.supervisor.run_leaf(&h.owner, h.caps.processes) {
+        let user = match h.program_user().await {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(e)),
+        };
+        let leaf = match h.supervisor.run_leaf(&h.owner, h.caps.processes, user) {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
         };
@@ -170,7 +209,11 @@ impl host::Host for State {
             working_dir: checked.working_dir,
             processes: h.caps.processes,
         };
-        Ok(h.supervisor.spawn(&h.owner, spec))
+        let user = match h.program_user().await {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(h.supervisor.spawn_as(&h.owner, spec, user))
     }
 
     async fn stop_process(

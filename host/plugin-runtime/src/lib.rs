@@ -34,13 +34,14 @@ pub use stratus_model::plugin::manifest;
 mod network;
 mod output;
 pub mod package;
+pub mod program_user;
 mod runtime;
 pub mod supervisor;
 
 pub use cache::CacheStatus;
 pub use capabilities::{
     Access, Capabilities, CapabilityOverride, DirGrant, DirKind, MAX_MEMORY_MB, NarrowError,
-    NetHost, NetworkGrant, Program,
+    NetHost, NetworkGrant, Program, RunAs,
 };
 pub use engine::Allocator;
 pub use env::{CallEnv, DirMap, Labels, dirs_of};
@@ -49,5 +50,6 @@ pub use inspect::{ComponentInfo, InterfaceInfo, inspect};
 pub use manifest::{Manifest, ManifestError, PluginInfo};
 pub use output::{HookOutcome, HookValue, LogLevel, LogRecord, Redactor};
 pub use package::Package;
+pub use program_user::{DEFAULT_PROGRAM_USER, ProgramUser};
 pub use runtime::{DEFAULT_MAX_COMPONENT_BYTES, Plugin, Runtime, RuntimeConfig, RuntimeError};
 pub use supervisor::{ProcessSpec, ProcessState, Supervisor};

@@ -9,6 +9,7 @@
 //! daemons that called `setsid` included. Without cgroups, stop kills the process group and
 //! every descendant found through `/proc`, and the process limit is not enforced.
 
+use crate::program_user::ProgramUser;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -60,6 +61,9 @@ struct Inner {
     cgroups: Option<Cgroup>,
     /// Numbers the leaves of `host.run` programs.
     runs: AtomicU64,
+    /// Who programs run as unless their plugin may run them as root; `None` when the
+    /// supervisor is not root.
+    program_user: Option<ProgramUser>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -80,27 +84,42 @@ fn valid_name(s: &str) -> bool {
         && !s.starts_with('.')
 }
 
-/// A cgroup leaf a program joins before exec; `None` parts without containment.
+/// A cgroup leaf a program joins before exec, and the user it then becomes; `None` parts
+/// without containment, or when the program keeps the agent's user.
 pub(crate) struct Leaf {
     pub cgroup: Option<Cgroup>,
     pub joiner: Option<Joiner>,
+    pub user: Option<ProgramUser>,
 }
 
 impl Leaf {
-    fn none() -> Leaf {
+    fn none(user: Option<ProgramUser>) -> Leaf {
         Leaf {
             cgroup: None,
             joiner: None,
+            user,
         }
     }
 
-    /// Arranges for the child of `cmd` to join the leaf before exec.
+    /// Arranges for the child of `cmd` to join the leaf, then drop to the program user,
+    /// before exec: joining first, because a v1 `pids` hierarchy lets only root move a task.
     pub fn attach(&mut self, cmd: &mut tokio::process::Command) {
-        if let Some(j) = self.joiner.take() {
-            // SAFETY: join_self only calls write(2), which is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(move || j.join_self());
-            }
+        let (joiner, user) = (self.joiner.take(), self.user);
+        if joiner.is_none() && user.is_none() {
+            return;
+        }
+        // SAFETY: join_self only calls write(2) and become_self only prctl, setgroups,
+        // setgid and setuid, all async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(j) = &joiner {
+                    j.join_self()?;
+                }
+                if let Some(u) = user {
+                    u.become_self()?;
+                }
+                Ok(())
+            });
         }
     }
 }
@@ -118,14 +137,31 @@ impl Supervisor {
     }
 
     fn build(log_dir: PathBuf, cgroups: Option<Cgroup>) -> Supervisor {
+        let euid = nix::unistd::geteuid().as_raw();
         Supervisor {
             inner: Arc::new(Inner {
                 log_dir,
                 procs: Mutex::new(HashMap::new()),
                 cgroups,
                 runs: AtomicU64::new(0),
+                program_user: ProgramUser::for_agent(None, euid),
             }),
         }
+    }
+
+    /// Programs run as `user` instead of the default program user (only when root; see
+    /// [`ProgramUser::for_agent`]). Call right after construction, before any clone.
+    pub fn with_program_user(mut self, user: ProgramUser) -> Supervisor {
+        let euid = nix::unistd::geteuid().as_raw();
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.program_user = ProgramUser::for_agent(Some(user), euid);
+        }
+        self
+    }
+
+    /// Who programs run as by default; `None` when they keep the supervisor's own user.
+    pub fn program_user(&self) -> Option<ProgramUser> {
+        self.inner.program_user
     }
 
     /// Where a process's stdout and stderr go.
@@ -172,9 +208,15 @@ impl Supervisor {
     }
 
     /// A fresh leaf `name` in the owner's cgroup; leftovers of an earlier run there are killed.
-    fn leaf(&self, owner: &str, name: &str, processes: u64) -> Result<Leaf, String> {
+    fn leaf(
+        &self,
+        owner: &str,
+        name: &str,
+        processes: u64,
+        user: Option<ProgramUser>,
+    ) -> Result<Leaf, String> {
         let Some(cg) = self.owner_cgroup(owner, processes)? else {
-            return Ok(Leaf::none());
+            return Ok(Leaf::none(user));
         };
         let leaf = cg.child(name);
         if leaf.exists() {
@@ -189,17 +231,34 @@ impl Supervisor {
         Ok(Leaf {
             cgroup: Some(leaf),
             joiner: Some(joiner),
+            user,
         })
     }
 
-    /// A leaf for one `host.run` program of `owner`.
-    pub(crate) fn run_leaf(&self, owner: &str, processes: u64) -> Result<Leaf, String> {
+    /// A leaf for one `host.run` program of `owner`, which then runs as `user`.
+    pub(crate) fn run_leaf(
+        &self,
+        owner: &str,
+        processes: u64,
+        user: Option<ProgramUser>,
+    ) -> Result<Leaf, String> {
         let n = self.inner.runs.fetch_add(1, Ordering::Relaxed);
-        self.leaf(owner, &format!("run-{n}"), processes)
+        self.leaf(owner, &format!("run-{n}"), processes, user)
     }
 
-    /// Starts `spec` for `owner` and returns its pid. Must be called inside a tokio runtime.
+    /// Starts `spec` for `owner` as the program user and returns its pid. Must be called
+    /// inside a tokio runtime.
     pub fn spawn(&self, owner: &str, spec: ProcessSpec) -> Result<u32, String> {
+        self.spawn_as(owner, spec, self.program_user())
+    }
+
+    /// Starts `spec` for `owner` as `user` (`None`: the supervisor's own user).
+    pub fn spawn_as(
+        &self,
+        owner: &str,
+        spec: ProcessSpec,
+        user: Option<ProgramUser>,
+    ) -> Result<u32, String> {
         if !valid_name(owner) || !valid_name(&spec.name) {
             return Err(format!(
                 "process name `{}` (owner `{owner}`) must use only letters, digits, `-`, `_`, `.`",
@@ -231,7 +290,7 @@ impl Supervisor {
         let log2 = log
             .try_clone()
             .map_err(|e| format!("cannot open log: {e}"))?;
-        let mut leaf = self.leaf(owner, &format!("p-{}", spec.name), spec.processes)?;
+        let mut leaf = self.leaf(owner, &format!("p-{}", spec.name), spec.processes, user)?;
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             .env_clear()

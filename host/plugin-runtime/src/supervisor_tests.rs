@@ -139,6 +139,15 @@ fn parent(name: &str) -> Option<Parent> {
     Some(Parent(cg))
 }
 
+/// A temporary directory the program user (a root supervisor's programs run as it) may
+/// write, as a service directory handed over to it is.
+fn writable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
 fn alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     !stat.is_empty()
@@ -164,7 +173,7 @@ async fn stop_kills_a_setsid_daemon_and_spares_the_owners_other_processes() {
     let Some(parent) = parent("daemon") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = writable_tempdir();
     let sup = Supervisor::contained(dir.path().join("logs"), parent.0.clone());
     let pidfile = dir.path().join("daemon.pid");
     // Double fork into a new session, as a daemon does; the spawned shell exits at once.

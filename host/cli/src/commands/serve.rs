@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// Largest plugin component the agent loads, in bytes.
     #[arg(long, default_value_t = stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES)]
     pub max_component_bytes: u64,
+    /// Who the programs plugins start run as when the agent is root: `<uid>` or
+    /// `<uid>:<gid>`, numeric, not 0 [default: 65534:65534, nobody:nogroup].
+    #[arg(long, env = "STRATUS_PROGRAM_USER")]
+    pub program_user: Option<stratus_plugin_runtime::ProgramUser>,
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +80,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         cache_dir: args.cache_dir,
         cache_key_file: args.cache_key_file,
         max_component_bytes: args.max_component_bytes,
+        program_user: args.program_user,
     }));
     if let Err(e) = &result {
         tracing::error!(error = %e, "agent stopped");

@@ -53,6 +53,53 @@ pub struct Capabilities {
     /// MiB the plugin's writable directories may use; checked after each hook (not a quota).
     #[serde(default = "default_disk_mb")]
     pub disk_mb: u64,
+    /// Who the plugin's programs run as when the agent is root (`cm` world only for `root`).
+    #[serde(default)]
+    pub run_as: RunAs,
+}
+
+/// Who a plugin's programs (`host.run`, `host.spawn`) run as when the agent runs as root.
+/// Ordered from least to most privileged, so narrowing compares them.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunAs {
+    /// The agent's unprivileged program user (no supplementary groups, no new privileges).
+    #[default]
+    ProgramUser,
+    /// The agent's own user (root): only configuration-management tools, which configure the
+    /// whole server, need it.
+    Root,
+}
+
+impl RunAs {
+    /// The worlds that may declare `root`.
+    pub fn root_supported_in(world: World) -> bool {
+        world == World::Cm
+    }
+}
+
+impl fmt::Display for RunAs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunAs::ProgramUser => "program-user",
+            RunAs::Root => "root",
+        })
+    }
+}
+
+impl TryFrom<&str> for RunAs {
+    type Error = String;
+    fn try_from(s: &str) -> Result<RunAs, String> {
+        match s {
+            "program-user" => Ok(RunAs::ProgramUser),
+            "root" => Ok(RunAs::Root),
+            other => Err(format!(
+                "run-as `{other}` is not known: expected `program-user` or `root`"
+            )),
+        }
+    }
 }
 
 fn default_memory_mb() -> u64 {
@@ -84,6 +131,7 @@ impl Default for Capabilities {
             program_env: Vec::new(),
             processes: default_processes(),
             disk_mb: default_disk_mb(),
+            run_as: RunAs::default(),
         }
     }
 }
@@ -332,6 +380,9 @@ pub struct CapabilityOverride {
     pub program_env: Option<Vec<EnvPattern>>,
     pub processes: Option<u64>,
     pub disk_mb: Option<u64>,
+    /// `program-user` takes `root` away; `root` on a `program-user` plugin widens.
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
 }
 
 /// The operator tried to grant more than the plugin's manifest declares.
@@ -427,6 +478,17 @@ impl Capabilities {
                 ps.clone()
             }
         };
+        let run_as = match op.run_as {
+            Some(r) if r > self.run_as => {
+                widened.push(format!(
+                    "run-as {r} is not granted (the manifest runs programs as the {})",
+                    self.run_as
+                ));
+                self.run_as
+            }
+            Some(r) => r,
+            None => self.run_as,
+        };
         if !widened.is_empty() {
             return Err(NarrowError { widened });
         }
@@ -441,6 +503,7 @@ impl Capabilities {
             program_env,
             processes,
             disk_mb,
+            run_as,
         })
     }
 

@@ -28,6 +28,7 @@ fn caps() -> Capabilities {
         ],
         processes: 64,
         disk_mb: 100,
+        run_as: RunAs::Root,
     }
 }
 
@@ -219,4 +220,22 @@ fn disk_mb_narrows_and_cannot_widen() {
         caps().narrow(&op).unwrap_err().widened,
         vec!["disk-mb 101 > 100".to_string()]
     );
+}
+
+#[test]
+fn run_as_root_can_be_taken_away_never_added() {
+    let root = caps();
+    let op = CapabilityOverride {
+        run_as: Some(RunAs::ProgramUser),
+        ..Default::default()
+    };
+    assert_eq!(root.narrow(&op).unwrap().run_as, RunAs::ProgramUser);
+    let plain = root.narrow(&op).unwrap();
+    let widen = CapabilityOverride {
+        run_as: Some(RunAs::Root),
+        ..Default::default()
+    };
+    let e = plain.narrow(&widen).unwrap_err();
+    assert!(e.to_string().contains("run-as root is not granted"), "{e}");
+    assert_eq!(root.narrow(&widen).unwrap().run_as, RunAs::Root);
 }

@@ -1,6 +1,8 @@
 //! `plugin.toml`: who the plugin is and what it may do.
 
-use super::capabilities::{Capabilities, DirKind, MAX_DISK_MB, MAX_MEMORY_MB, MAX_PROCESSES};
+use super::capabilities::{
+    Capabilities, DirKind, MAX_DISK_MB, MAX_MEMORY_MB, MAX_PROCESSES, RunAs,
+};
 use crate::context::World;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
@@ -132,6 +134,14 @@ impl Manifest {
                 d.dir,
                 self.plugin.world,
                 names.join(" and ")
+            ));
+        }
+        if caps.run_as == RunAs::Root && !RunAs::root_supported_in(self.plugin.world) {
+            return Err(format!(
+                "capabilities.run-as = \"root\" is only for the cm world (configuration \
+                 management configures the whole server); a {} plugin's programs run as the \
+                 agent's program user",
+                self.plugin.world
             ));
         }
         for key in caps.env.keys() {

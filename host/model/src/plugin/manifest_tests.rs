@@ -183,3 +183,21 @@ fn program_env_and_processes_are_checked() {
     let e = err(&format!("{head}program-env = [\"A=B\"]\n"));
     assert!(e.contains("A=B"), "{e}");
 }
+
+#[test]
+fn run_as_root_is_only_for_cm_and_named_when_refused() {
+    use crate::plugin::capabilities::RunAs;
+    assert_eq!(parse(FULL).unwrap().capabilities.run_as, RunAs::ProgramUser);
+    let m = parse(&format!("{CM}run-as = \"root\"\n")).unwrap();
+    assert_eq!(m.capabilities.run_as, RunAs::Root);
+    for world in ["service", "proxy"] {
+        let text = FULL.replace("world = \"service\"", &format!("world = \"{world}\""));
+        let e = err(&format!("{text}run-as = \"root\"\n"));
+        assert!(
+            e.contains("run-as") && e.contains("cm world") && e.contains(&format!("a {world}")),
+            "{e}"
+        );
+    }
+    let e = err(&format!("{CM}run-as = \"admin\"\n"));
+    assert!(e.contains("admin") && e.contains("run-as"), "{e}");
+}

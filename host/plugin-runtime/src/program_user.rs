@@ -1,0 +1,203 @@
+//! Who the programs a plugin starts (`host.run`, `host.spawn`) run as.
+//!
+//! The agent runs as root (it configures a server), but a granted program runs with
+//! arguments and files the plugin chose: haproxy's `lua-load`, mariadbd's `--plugin-load`,
+//! `cat <root>/agent/credential`. So when the agent is root, every program runs as an
+//! unprivileged *program user*: a numeric uid and gid with no supplementary groups and
+//! `PR_SET_NO_NEW_PRIVS` (a setuid binary cannot regain root). The drop happens in the child
+//! after it joined its cgroups (joining needs root on the v1 `pids` hierarchy) and before exec.
+//!
+//! The plugin (inside the agent, so root) and the agent create files in the plugin's writable
+//! directories; before a program starts, [`hand_over`] gives those directories to the program
+//! user, walking beneath them without following a link.
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `nobody:nogroup` (65534:65534): present on every common distribution and owning no files,
+/// so by default programs can reach nothing but world-readable files and what they are
+/// handed. A dedicated uid (`--program-user`) is better where other daemons also run as
+/// `nobody`, since processes of one uid can signal and trace each other.
+pub const DEFAULT_PROGRAM_USER: ProgramUser = ProgramUser {
+    uid: 65534,
+    gid: 65534,
+};
+
+/// Most entries [`hand_over`] changes or inspects in one directory tree, so a plugin's
+/// million-file tree costs it an error, not the agent minutes of `lchown`.
+pub const MAX_HAND_OVER_ENTRIES: u64 = 200_000;
+
+/// Deepest nesting [`hand_over`] walks (each level holds a descriptor and a stack frame).
+pub const MAX_HAND_OVER_DEPTH: usize = 128;
+
+/// An unprivileged uid and gid (never 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A `--program-user` value that is not `<uid>` or `<uid>:<gid>` with both non-zero.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("program user `{0}` must be `<uid>` or `<uid>:<gid>`, numeric and not 0 (root)")]
+pub struct InvalidProgramUser(pub String);
+
+impl std::str::FromStr for ProgramUser {
+    type Err = InvalidProgramUser;
+    /// `<uid>` (the gid is the same number) or `<uid>:<gid>`.
+    fn from_str(s: &str) -> Result<ProgramUser, InvalidProgramUser> {
+        let bad = || InvalidProgramUser(s.to_string());
+        let (uid, gid) = s.split_once(':').unwrap_or((s, s));
+        let uid: u32 = uid.parse().map_err(|_| bad())?;
+        let gid: u32 = gid.parse().map_err(|_| bad())?;
+        // u32::MAX is (uid_t)-1, which setuid reads as "leave unchanged".
+        if uid == 0 || gid == 0 || uid == u32::MAX || gid == u32::MAX {
+            return Err(bad());
+        }
+        Ok(ProgramUser { uid, gid })
+    }
+}
+
+impl fmt::Display for ProgramUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+impl ProgramUser {
+    /// The user programs run as in a process with effective uid `euid`: `configured` (or the
+    /// default) when root, `None` otherwise (an unprivileged agent has nothing to drop, and
+    /// could not switch users anyway).
+    pub fn for_agent(configured: Option<ProgramUser>, euid: u32) -> Option<ProgramUser> {
+        (euid == 0).then(|| configured.unwrap_or(DEFAULT_PROGRAM_USER))
+    }
+
+    /// Becomes this user for good: no new privileges, no supplementary groups, then gid and
+    /// uid (real, effective and saved). Only raw system calls, so it is async-signal-safe and
+    /// may run between fork and exec.
+    pub fn become_self(self) -> io::Result<()> {
+        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+        nix::sys::prctl::set_no_new_privs()?;
+        setgroups(&[])?;
+        setgid(Gid::from_raw(self.gid))?;
+        setuid(Uid::from_raw(self.uid))?;
+        Ok(())
+    }
+}
+
+/// What [`hand_over`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandOver {
+    /// Entries whose owner was changed.
+    pub changed: u64,
+    /// Entries looked at.
+    pub entries: u64,
+}
+
+/// Gives `dir` and everything beneath it to `user` without following any link: links are
+/// changed themselves (`lchown`), directories are opened with `O_NOFOLLOW`, and a regular
+/// file with more than one hard link is left alone (it may be another file's other name, e.g.
+/// one a root CM run linked in). Entries already owned by `user` are not touched.
+pub fn hand_over(dir: &Path, user: ProgramUser) -> io::Result<HandOver> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| named(dir, e))?;
+    let mut done = HandOver::default();
+    give(&fd, dir, user, &mut done)?;
+    walk(&fd, dir, user, &mut done, 0)?;
+    Ok(done)
+}
+
+fn named(path: &Path, e: rustix::io::Errno) -> io::Error {
+    let e = io::Error::from(e);
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Changes the owner of the file `fd` refers to (an `O_PATH` or directory fd), if needed.
+fn give(fd: &OwnedFd, path: &Path, user: ProgramUser, done: &mut HandOver) -> io::Result<()> {
+    let st = rustix::fs::fstat(fd).map_err(|e| named(path, e))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if st.st_uid == user.uid && st.st_gid == user.gid {
+        return Ok(());
+    }
+    if kind == FileType::RegularFile && st.st_nlink > 1 {
+        tracing::warn!(path = %path.display(), "not handing a hard-linked file to the program user");
+        return Ok(());
+    }
+    let (uid, gid) = (
+        rustix::fs::Uid::from_raw(user.uid),
+        rustix::fs::Gid::from_raw(user.gid),
+    );
+    rustix::fs::chownat(fd, "", Some(uid), Some(gid), AtFlags::EMPTY_PATH)
+        .map_err(|e| named(path, e))?;
+    done.changed += 1;
+    Ok(())
+}
+
+fn walk(
+    dir: &OwnedFd,
+    path: &Path,
+    user: ProgramUser,
+    done: &mut HandOver,
+    depth: usize,
+) -> io::Result<()> {
+    if depth > MAX_HAND_OVER_DEPTH {
+        return Err(io::Error::other(format!(
+            "{} is nested deeper than {MAX_HAND_OVER_DEPTH} directories",
+            path.display()
+        )));
+    }
+    let mut entries = rustix::fs::Dir::read_from(dir).map_err(|e| named(path, e))?;
+    while let Some(entry) = entries.read() {
+        let entry = entry.map_err(|e| named(path, e))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        done.entries += 1;
+        if done.entries > MAX_HAND_OVER_ENTRIES {
+            return Err(io::Error::other(format!(
+                "{} holds more than {MAX_HAND_OVER_ENTRIES} entries",
+                path.display()
+            )));
+        }
+        let child = path.join(name);
+        // O_PATH | O_NOFOLLOW names the entry itself, a link included, and opens nothing.
+        let fd = match rustix::fs::openat(
+            dir.as_fd(),
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // Removed meanwhile by a running program: nothing to hand over.
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(named(&child, e)),
+        };
+        give(&fd, &child, user, done)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| named(&child, e))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let sub = rustix::fs::openat(
+                dir.as_fd(),
+                name,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| named(&child, e))?;
+            walk(&sub, &child, user, done, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "program_user_tests.rs"]
+mod tests;
