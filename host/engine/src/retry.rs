@@ -204,7 +204,7 @@ mod tests {
             row(&retry_key(k, 1), StepState::Completed, "d", Some(&w1)),
             row(&retry_key(k, 2), StepState::Completed, "d", Some(&w2)),
         ];
-        assert_eq!(current_waits(&steps), [w2.clone()]);
+        assert_eq!(current_waits(&steps), std::slice::from_ref(&w2));
         assert_eq!(
             w2.describe(),
             "configure on app-1 asked to retry (db not up): attempt 3 of 8 at 12:01:03"
