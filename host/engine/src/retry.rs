@@ -83,9 +83,12 @@ pub(crate) async fn sleep_until(at: i64) {
 pub fn current_waits(steps: &[StepRow]) -> Vec<RetryWait> {
     let mut out: Vec<RetryWait> = Vec::new();
     for row in steps.iter().filter(|r| r.status == StepState::Completed) {
-        let Some((outer, _)) = row.key.rsplit_once("/retry-") else {
+        let Some((outer, n)) = row.key.rsplit_once("/retry-") else {
             continue;
         };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
         let running = steps.iter().any(|s| {
             s.key == outer && s.status == StepState::Started && s.input_digest == row.input_digest
         });
