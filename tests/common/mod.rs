@@ -15,12 +15,16 @@ pub struct Stratus {
 
 impl Stratus {
     pub fn new() -> Stratus {
-        Stratus {
-            state: tempfile::Builder::new()
-                .prefix("stratus-test-")
-                .tempdir()
-                .expect("tempdir"),
-        }
+        use std::os::unix::fs::PermissionsExt;
+        let state = tempfile::Builder::new()
+            .prefix("stratus-test-")
+            .tempdir()
+            .expect("tempdir");
+        // Searchable (not listable) by the program user, who must reach the service dirs
+        // inside by their absolute paths, as a real state directory must be.
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod state dir");
+        Stratus { state }
     }
 
     pub fn dir(&self) -> &Path {

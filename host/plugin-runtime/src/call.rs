@@ -1,13 +1,14 @@
 //! One hook call: a fresh store with exactly the granted capabilities, instantiate, call,
 //! collect output and map failures. A store is never reused, not even after success.
 
-use crate::capabilities::{Access, Capabilities};
+use crate::capabilities::{Access, Capabilities, RunAs};
 use crate::dispatch::{Instantiation, invoke};
 use crate::env::{CallEnv, DirMap, Labels};
 use crate::failure::{CallFailure, HookFailure, TrapEvidence, classify_trap};
 use crate::limits::Limiter;
 use crate::network::{Denials, NetPolicy, socket_check};
 use crate::output::{HookOutcome, LogRecord, Redactor};
+use crate::program_user::PROGRAM_USER_ENV;
 use crate::runtime::Plugin;
 use crate::supervisor::Supervisor;
 use std::sync::Arc;
@@ -271,6 +272,13 @@ fn wasi_ctx(
     }
     for (k, v) in &caps.env {
         b.env(k, v);
+    }
+    // A plugin setting up a server may need the name its programs run as (MariaDB's
+    // unix_socket account, a file owner in a config).
+    if caps.run_as == RunAs::ProgramUser
+        && let Some(user) = env.supervisor.program_user()
+    {
+        b.env(PROGRAM_USER_ENV, user.name());
     }
     b.stdout(out.clone()).stderr(err.clone());
     b.allow_tcp(true)

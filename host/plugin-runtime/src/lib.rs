@@ -50,6 +50,6 @@ pub use inspect::{ComponentInfo, InterfaceInfo, inspect};
 pub use manifest::{Manifest, ManifestError, PluginInfo};
 pub use output::{HookOutcome, HookValue, LogLevel, LogRecord, Redactor};
 pub use package::Package;
-pub use program_user::{DEFAULT_PROGRAM_USER, ProgramUser};
+pub use program_user::{DEFAULT_PROGRAM_USER, PROGRAM_USER_ENV, ProgramUser};
 pub use runtime::{DEFAULT_MAX_COMPONENT_BYTES, Plugin, Runtime, RuntimeConfig, RuntimeError};
 pub use supervisor::{ProcessSpec, ProcessState, Supervisor};

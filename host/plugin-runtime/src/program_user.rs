@@ -35,6 +35,10 @@ pub const MAX_HAND_OVER_ENTRIES: u64 = 200_000;
 /// Deepest nesting [`hand_over`] walks (each level holds a descriptor and a stack frame).
 pub const MAX_HAND_OVER_DEPTH: usize = 128;
 
+/// The variable in a plugin's own (WASI) environment naming the user its programs run as:
+/// the user name, or the uid where it has none. Absent when programs keep the agent's user.
+pub const PROGRAM_USER_ENV: &str = "STRATUS_PROGRAM_USER";
+
 /// An unprivileged uid and gid (never 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgramUser {
@@ -75,6 +79,14 @@ impl ProgramUser {
     /// could not switch users anyway).
     pub fn for_agent(configured: Option<ProgramUser>, euid: u32) -> Option<ProgramUser> {
         (euid == 0).then(|| configured.unwrap_or(DEFAULT_PROGRAM_USER))
+    }
+
+    /// The user's name from the password database, else its uid.
+    pub fn name(self) -> String {
+        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.uid)) {
+            Ok(Some(u)) => u.name,
+            _ => self.uid.to_string(),
+        }
     }
 
     /// Becomes this user for good: no new privileges, no supplementary groups, then gid and

@@ -23,7 +23,7 @@ pub fn run(
     let mut args = vec![
         "--no-defaults".to_string(),
         format!("--socket={}", socket_arg(target.socket)?),
-        "--user=root".into(),
+        format!("--user={}", crate::layout::os_user()),
         "--batch".into(),
         "--skip-column-names".into(),
         "--connect-timeout=5".into(),

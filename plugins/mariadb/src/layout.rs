@@ -7,6 +7,14 @@ pub const MARIADBD: &str = "/usr/sbin/mariadbd";
 pub const CLIENT: &str = "/usr/bin/mariadb";
 pub const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
 
+/// The system user mariadbd and the client run as: the agent's program user (named in
+/// `STRATUS_PROGRAM_USER`), else the agent's own user, root. The server's superuser account
+/// is this user's, authenticated by the socket peer's uid (unix_socket), so no password
+/// exists to leak.
+pub fn os_user() -> String {
+    std::env::var("STRATUS_PROGRAM_USER").unwrap_or_else(|_| "root".into())
+}
+
 /// The supervised server's process name.
 pub const SERVER_PROCESS: &str = "mariadbd";
 /// The temporary server install-data-source runs when the real one is not up.

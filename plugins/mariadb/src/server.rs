@@ -95,11 +95,9 @@ pub fn start(ctx: &ServiceContext) -> Result<(), HookError> {
     }
     let offset = log_offset(&l.error_log());
     if !running {
-        // --defaults-file must come first; --user=root because the agent runs as root.
-        let args = vec![
-            format!("--defaults-file={}", l.my_cnf().display()),
-            "--user=root".into(),
-        ];
+        // --defaults-file must come first. No --user: mariadbd runs as the user the agent
+        // starts it as (its program user), which owns the data directory.
+        let args = vec![format!("--defaults-file={}", l.my_cnf().display())];
         spawn(SERVER_PROCESS, args)?;
     }
     let began = Instant::now();
@@ -162,7 +160,6 @@ pub fn start_install_server(l: &Layout) -> Result<(), HookError> {
         format!("--pid-file={}", l.install_pid().display()),
         format!("--log-error={}", l.install_log().display()),
         "--skip-networking".into(),
-        "--user=root".into(),
     ];
     spawn(INSTALL_PROCESS, args)?;
     let began = Instant::now();
