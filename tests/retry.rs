@@ -2,7 +2,8 @@
 //! called again after the backoff and the launch completes, with status showing the wait in
 //! between and an event per attempt; one that never stops asking fails after the service's cap,
 //! naming its message and the attempts; a control plane killed between attempts continues the
-//! count and runs no completed call again.
+//! count and runs no completed call again; launching a failed deployment again runs its failed
+//! hook again instead of replaying the failure.
 
 mod common;
 
@@ -306,4 +307,30 @@ fn a_trap_is_not_retried_even_with_a_retry_policy() {
         "{ev:?}"
     );
     terminate(&st, "trap");
+}
+
+#[test]
+fn launching_a_failed_deployment_again_runs_the_failed_hook_again() {
+    let st = Stratus::new();
+    let text = retrying_app(
+        "again",
+        "retry-fail-once",
+        "{ attempts = 1, initial = \"100ms\", max = \"100ms\" }",
+    );
+    let file = st.write_file("again.toml", &text);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let d = st.deployment("again");
+    assert_eq!(d["state"], "FAILED", "{d}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("failing once"),
+        "{d}"
+    );
+    assert_eq!(calls(&st, "again"), 1);
+    // Same file, same inputs: the hook runs again (its cause was outside the file) and the
+    // launch completes, rather than the agent answering with the remembered failure.
+    st.ok(&["launch", file.to_str().unwrap()]);
+    assert_eq!(st.deployment("again")["state"], "RUNNING");
+    assert_eq!(calls(&st, "again"), 2);
+    terminate(&st, "again");
 }

@@ -47,6 +47,22 @@ impl Hooks {
         self.plugins.lock().await.remove(dir);
     }
 
+    /// Drops the remembered report of `call_id` if it is a failure.
+    async fn forget_failure(&self, call_id: &str, file: &Path) {
+        let failed = |r: &AgentReply| matches!(r, AgentReply::Hook { report } if matches!(report.outcome, HookResult::Failed { .. }));
+        let mut calls = self.calls.lock().await;
+        if calls.get(call_id).and_then(|c| c.get()).is_some_and(failed) {
+            calls.remove(call_id);
+        }
+        let on_disk = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<AgentReply>(&t).ok());
+        if on_disk.as_ref().is_some_and(failed) {
+            let _ = std::fs::remove_file(file);
+            tracing::info!(call_id, "a failed call runs again: its report is forgotten");
+        }
+    }
+
     fn call_file(&self, call_id: &str) -> PathBuf {
         let name = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(call_id.as_bytes()));
         self.cfg
@@ -55,15 +71,20 @@ impl Hooks {
             .join(format!("{name}.json"))
     }
 
-    /// Runs `call` once per `call_id`.
+    /// Runs `call` once per `call_id`; with `rerun_failed`, a remembered failure is forgotten
+    /// first, so it runs again (a success is never run twice).
     pub(crate) async fn run_once(
         &self,
         call_id: &str,
         package_dir: &str,
         capabilities: Option<serde_json::Value>,
         call: HookCall,
+        rerun_failed: bool,
     ) -> AgentReply {
         let file = self.call_file(call_id);
+        if rerun_failed {
+            self.forget_failure(call_id, &file).await;
+        }
         if let Some(done) = std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| serde_json::from_str::<AgentReply>(&t).ok())

@@ -62,10 +62,11 @@ impl Hooks {
                 package_dir,
                 capabilities,
                 call,
+                rerun_failed,
             } => {
                 self.inside(&package_dir)?;
                 Ok(self
-                    .run_once(&call_id, &package_dir, capabilities, *call)
+                    .run_once(&call_id, &package_dir, capabilities, *call, rerun_failed)
                     .await)
             }
             AgentRequest::Shutdown { grace_ms } => {

@@ -81,7 +81,10 @@ impl Engine {
             capabilities: &capabilities,
             call: &call,
         };
-        self.step(dep, key, &input, async {
+        let input: &str = &input;
+        // Afresh (a first run, or the operator launched a failed deployment again), a failure
+        // the agent remembers for this call runs again; resumed, its first report stands.
+        self.step_with(dep, key, &input, |resumed| async move {
             let mut n = match self.last_wait(dep, key, &input)? {
                 Some(wait) => {
                     sleep_until(wait.next_at_ms).await;
@@ -90,7 +93,7 @@ impl Engine {
                 None => 1,
             };
             loop {
-                match self.hook_attempt(&attempt, n, policy).await {
+                match self.hook_attempt(&attempt, n, policy, !resumed).await {
                     Ok(Some(report)) => return Ok(report),
                     Ok(None) => n += 1,
                     Err(e) => {
@@ -110,6 +113,7 @@ impl Engine {
         a: &Attempt<'_>,
         n: u32,
         policy: &RetryPolicy,
+        rerun_failed: bool,
     ) -> Result<Option<HookReport>, EngineError> {
         let (dep, server, key) = (a.dep, a.server, a.key);
         let hook = a.call.name();
@@ -133,6 +137,7 @@ impl Engine {
             package_dir: a.package_dir.to_string(),
             capabilities: a.capabilities.clone(),
             call: Box::new(a.call.clone()),
+            rerun_failed,
         };
         let report = match self.send(dep, server, key, request).await? {
             AgentReply::Hook { report } => report.within_bounds(),

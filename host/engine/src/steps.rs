@@ -68,18 +68,37 @@ impl Engine {
         T: Serialize + DeserializeOwned,
         F: Future<Output = Result<T, EngineError>>,
     {
+        self.step_with(deployment, key, input_digest, |_| work)
+            .await
+    }
+
+    /// [`Engine::step`], telling `work` whether it resumes a run of the step that a stopped
+    /// control plane left unfinished (`true`), or starts the step afresh.
+    pub async fn step_with<T, F, W>(
+        &self,
+        deployment: &str,
+        key: &str,
+        input_digest: &str,
+        work: W,
+    ) -> Result<T, EngineError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T, EngineError>>,
+        W: FnOnce(bool) -> F,
+    {
         let store = &self.parts.store;
         let deployment = &self.journal_id(deployment)?;
-        match store.step_begin(deployment, key, input_digest)? {
+        let resumed = match store.step_begin(deployment, key, input_digest)? {
             StepStatus::Completed { outcome } => {
                 return serde_json::from_value(outcome).map_err(|e| {
                     EngineError::Other(format!("journal entry of step {key} is unreadable: {e}"))
                 });
             }
-            StepStatus::Fresh { .. } | StepStatus::Retry { .. } => {}
-        }
+            StepStatus::Fresh { .. } => false,
+            StepStatus::Retry { .. } => true,
+        };
         fault(FAULT_BEFORE, key);
-        match work.await {
+        match work(resumed).await {
             Ok(value) => {
                 let json = serde_json::to_value(&value)
                     .map_err(|e| EngineError::Other(format!("step {key}: {e}")))?;

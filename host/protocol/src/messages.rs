@@ -74,6 +74,10 @@ pub enum AgentRequest {
         /// The operator's narrowing of the plugin's capabilities (TOML table as JSON).
         capabilities: Option<serde_json::Value>,
         call: Box<HookCall>,
+        /// Run again if the first run's report for this id is a failure (the operator launched
+        /// a failed deployment again); a report of success is still returned, never re-run.
+        #[serde(default)]
+        rerun_failed: bool,
     },
     /// Stop every supervised process and exit.
     Shutdown {

@@ -4,6 +4,8 @@
 //!
 //! - `retry-twice`: asks to be retried on its first two calls, then succeeds.
 //! - `retry-always`: always asks to be retried.
+//! - `retry-fail-once`: fails (not retryable) on its first call, then succeeds: the cause was
+//!   "fixed" between a failed launch and the operator's next one.
 
 use stratus_plugin_sdk::files::{append_line, read_to_string, service_path};
 use stratus_plugin_sdk::service::*;
@@ -20,6 +22,8 @@ pub(crate) fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> 
         "retry-twice" => Err(HookError::retryable(format!(
             "dependency not up yet (call {n})"
         ))),
+        "retry-fail-once" if n > 1 => Ok(()),
+        "retry-fail-once" => Err(HookError::fatal("failing once (call 1)")),
         "retry-always" => Err(HookError::retryable(format!(
             "dependency never comes up (call {n})"
         ))),
