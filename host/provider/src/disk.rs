@@ -9,6 +9,14 @@
 
 use crate::process::processes_of;
 use crate::{LaunchedServer, ProviderError};
+use nix::NixPath;
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmod, fchmodat, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use std::ffi::CString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// Where kept disks go, relative to the state directory.
@@ -78,32 +86,99 @@ fn move_aside(
     Ok(to)
 }
 
+/// Directories are opened for reading and never through a link.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
 /// Removes `dir` and everything in it without following links; a directory a plugin left
 /// without permissions (mode 000) is opened up first. A missing `dir` is already removed.
+///
+/// A plugin decides how deep its tree is, so the walk keeps the path from `dir` on the heap
+/// and holds at most three descriptors (climbing back through `..`): `std::fs::remove_dir_all`
+/// recurses once per level and aborts the process with a stack overflow on a 2 MiB stack (a
+/// tokio blocking thread) for a tree 50,000 levels deep (20,000 in a debug build).
 pub(crate) fn remove_tree(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            open_up(dir);
-            std::fs::remove_dir_all(dir)
+    let mut cur = match open_dir(AT_FDCWD, dir) {
+        Ok(d) => d,
+        Err(Errno::ENOENT) => return Ok(()),
+        // A link (or a file) where the directory was: remove it, not what it points at.
+        Err(Errno::ELOOP | Errno::ENOTDIR) => return std::fs::remove_file(dir),
+        Err(e) => return Err(e.into()),
+    };
+    let mut path: Vec<CString> = Vec::new();
+    loop {
+        match clear_files(&mut cur)? {
+            Some(name) => {
+                let child = open_dir(&cur, name.as_c_str())?;
+                path.push(name);
+                cur = child;
+            }
+            None => {
+                let Some(name) = path.pop() else { break };
+                // `..` of a directory opened without following links is the one we came from;
+                // nothing of the server runs any more to move it.
+                cur = Dir::openat(&cur, c"..", DIR_FLAGS, Mode::empty())?;
+                unlinkat(&cur, name.as_c_str(), UnlinkatFlags::RemoveDir)?;
+            }
         }
-        Err(e) => Err(e),
     }
+    drop(cur);
+    std::fs::remove_dir(dir)
 }
 
-/// Gives the owner rwx on every directory of the tree, never through a link (checked with
-/// `symlink_metadata`; nothing of the server runs any more to swap one in).
-fn open_up(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let is_dir = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_dir());
-    if !is_dir {
-        return;
+/// Opens the directory `name` (relative to `parent`) and gives its owner rwx so its entries
+/// can be removed; a directory without read permission is opened up first.
+fn open_dir<Fd: AsFd, P: ?Sized + NixPath>(parent: Fd, name: &P) -> nix::Result<Dir> {
+    let dir = match Dir::openat(&parent, name, DIR_FLAGS, Mode::empty()) {
+        Err(Errno::EACCES) => {
+            // O_NOFOLLOW refuses a link with ELOOP, so this is a directory (checked again).
+            let st = fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits() {
+                return Err(Errno::EACCES);
+            }
+            fchmodat(&parent, name, Mode::S_IRWXU, FchmodatFlags::FollowSymlink)?;
+            Dir::openat(&parent, name, DIR_FLAGS, Mode::empty())?
+        }
+        other => other?,
+    };
+    // A directory without write permission keeps its entries: ours to open up as well.
+    let _ = fchmod(&dir, Mode::S_IRWXU);
+    Ok(dir)
+}
+
+/// Unlinks every entry of `dir` that is not a directory (links included, never followed);
+/// returns the name of a subdirectory when one is left.
+fn clear_files(dir: &mut Dir) -> nix::Result<Option<CString>> {
+    let fd = dir
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|_| Errno::last())?;
+    let mut subdir = None;
+    for entry in dir.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            Some(t) => t == Type::Directory,
+            None => {
+                let st = fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+            }
+        };
+        if is_dir {
+            subdir.get_or_insert_with(|| name.to_owned());
+        } else {
+            match unlinkat(&fd, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        open_up(&entry.path());
-    }
+    Ok(subdir)
 }
 
 #[cfg(test)]
@@ -153,6 +228,57 @@ mod tests {
             "the target of a link keeps its mode"
         );
         remove_tree(&disk).unwrap();
+    }
+
+    const LEVELS: usize = 20_000;
+
+    /// A tree deeper than any path (20,000 levels, past PATH_MAX) goes on a thread with a
+    /// 2 MiB stack, tokio's blocking-thread size, where `std::fs::remove_dir_all` overflows
+    /// the stack and aborts the process.
+    #[test]
+    fn a_tree_deeper_than_any_path_is_removed_on_a_small_stack() {
+        let base = tempfile::tempdir().unwrap();
+        let top = base.path().join("disk");
+        std::fs::create_dir(&top).unwrap();
+        let mut fd = nix::fcntl::open(&top, DIR_FLAGS, Mode::empty()).unwrap();
+        for _ in 0..LEVELS {
+            nix::sys::stat::mkdirat(&fd, "d", Mode::S_IRWXU).unwrap();
+            fd = nix::fcntl::openat(&fd, "d", DIR_FLAGS, Mode::empty()).unwrap();
+        }
+        std::fs::write(
+            format!(
+                "/proc/self/fd/{}/leaf",
+                std::os::fd::AsRawFd::as_raw_fd(&fd)
+            ),
+            "x",
+        )
+        .unwrap();
+        drop(fd);
+        let t = top.clone();
+        let removed = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || remove_tree(&t))
+            .unwrap()
+            .join()
+            .unwrap();
+        removed.unwrap();
+        assert!(!top.exists());
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_disk_is_removed_not_followed() {
+        let base = tempfile::tempdir().unwrap();
+        let target = base.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("precious"), "keep me").unwrap();
+        let link = base.path().join("disk");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        remove_tree(&link).unwrap();
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        assert_eq!(
+            std::fs::read_to_string(target.join("precious")).unwrap(),
+            "keep me"
+        );
     }
 
     fn server(root: PathBuf) -> LaunchedServer {

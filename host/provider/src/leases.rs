@@ -234,6 +234,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_holder_is_refused_at_max_servers_and_a_holder_keeps_its_address() {
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        let holder = |s: &str| Lease {
+            deployment: "web".into(),
+            server_id: s.into(),
+        };
+        let a = leases.acquire(holder("app-1"), 2).unwrap();
+        let b = leases.acquire(holder("app-2"), 2).unwrap();
+        let full = leases.acquire(holder("app-3"), 2).unwrap_err();
+        assert!(
+            matches!(full, ProviderError::Full { max: 2, used: 2 }),
+            "{full}"
+        );
+        assert!(full.to_string().contains("max-servers 2"), "{full}");
+        assert_eq!(leases.acquire(holder("app-1"), 2).unwrap(), a);
+        leases.release(a).unwrap();
+        leases.release(b).unwrap();
+        assert!(leases.list().unwrap().is_empty());
+    }
+
+    #[test]
     fn candidates_skip_reserved_addresses_and_wrap() {
         let mut it = candidates(254);
         assert_eq!(it.next(), Some(Ipv4Addr::new(127, 254, 0, 1)));
