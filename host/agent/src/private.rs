@@ -53,19 +53,9 @@ fn close(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The first directory from `/` to `root` that `user` may not search, if any.
+/// The first directory from `/` to `root` (included) that `user` may not search, if any.
 fn unreachable(root: &Path, user: ProgramUser) -> Option<std::path::PathBuf> {
-    let mut ancestors: Vec<&Path> = root.ancestors().collect();
-    ancestors.reverse();
-    ancestors.into_iter().find_map(|dir| {
-        let m = std::fs::metadata(dir).ok()?;
-        let bits = match (m.uid() == user.uid, m.gid() == user.gid) {
-            (true, _) => m.mode() >> 6,
-            (false, true) => m.mode() >> 3,
-            _ => m.mode(),
-        };
-        (bits & 0o1 == 0).then(|| dir.to_path_buf())
-    })
+    stratus_plugin_runtime::program_user::unsearchable(root, user)
 }
 
 #[cfg(test)]

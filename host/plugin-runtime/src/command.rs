@@ -180,7 +180,9 @@ async fn run_in(
     cap: usize,
     leaf: &mut Leaf,
 ) -> Result<Finished, String> {
-    let mut cmd = tokio::process::Command::new(&checked.program);
+    let program = checked.program.display();
+    let (mut cmd, _file) = crate::program_user::command(&checked.program, leaf.user)
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
     cmd.args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -194,7 +196,6 @@ async fn run_in(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     leaf.attach(&mut cmd);
-    let program = checked.program.display();
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("program {program} not found"),
         _ => format!("cannot run {program}: {e}"),

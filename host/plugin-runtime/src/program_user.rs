@@ -11,13 +11,13 @@
 //! directories; before a program starts, [`hand_over`] gives those directories to the program
 //! user, walking beneath them without following a link.
 
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `nobody:nogroup` (65534:65534): present on every common distribution and owning no files,
 /// so by default programs can reach nothing but world-readable files and what they are
@@ -100,6 +100,79 @@ impl ProgramUser {
         setuid(Uid::from_raw(self.uid))?;
         Ok(())
     }
+}
+
+/// The first of `/`, the directories on the way to `path`, and `path` itself that `user`
+/// may not search (or, for a file, execute), judged by owner, group and mode bits (ACLs
+/// aside).
+pub fn unsearchable(path: &Path, user: ProgramUser) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&Path> = path.ancestors().collect();
+    dirs.reverse();
+    dirs.into_iter().find_map(|dir| {
+        let m = std::fs::metadata(dir).ok()?;
+        let bits = match (m.uid() == user.uid, m.gid() == user.gid) {
+            (true, _) => m.mode() >> 6,
+            (false, true) => m.mode() >> 3,
+            _ => m.mode(),
+        };
+        (bits & 0o1 == 0).then(|| dir.to_path_buf())
+    })
+}
+
+/// A program file the agent opened for a child that cannot reach it by its path (the sealed
+/// copy of a package in the agent-private `<root>/agent/`): the child executes
+/// `/proc/self/fd/<n>`, a link the kernel follows without searching the directories again;
+/// the file's own execute bits still apply. Keep it until the child was spawned.
+pub(crate) struct ProgramFile {
+    fd: OwnedFd,
+}
+
+impl ProgramFile {
+    /// Opens `program` when `user` cannot reach it by its path; `None` when it can.
+    pub fn for_user(program: &Path, user: Option<ProgramUser>) -> io::Result<Option<ProgramFile>> {
+        let Some(user) = user else { return Ok(None) };
+        if unsearchable(program, user).is_none() {
+            return Ok(None);
+        }
+        let fd = rustix::fs::open(program, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| named(program, e))?;
+        Ok(Some(ProgramFile { fd }))
+    }
+
+    /// What the child executes.
+    pub fn exec_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// Keeps the descriptor open across exec in the child only (the parent's copy stays
+    /// close-on-exec, so no other program the agent starts inherits it).
+    pub fn attach(&self, cmd: &mut tokio::process::Command) {
+        let raw = self.fd.as_raw_fd();
+        // SAFETY: fcntl(F_SETFD) is async-signal-safe; `raw` is open in the forked child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = rustix::fd::BorrowedFd::borrow_raw(raw);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The command that starts `program` as `user`, and the file it executes when `user`
+/// cannot reach `program` by its path (keep it until after spawn). `argv[0]` is `program`.
+pub(crate) fn command(
+    program: &Path,
+    user: Option<ProgramUser>,
+) -> io::Result<(tokio::process::Command, Option<ProgramFile>)> {
+    let Some(file) = ProgramFile::for_user(program, user)? else {
+        return Ok((tokio::process::Command::new(program), None));
+    };
+    let mut cmd = tokio::process::Command::new(file.exec_path());
+    cmd.arg0(program);
+    file.attach(&mut cmd);
+    Ok((cmd, Some(file)))
 }
 
 /// What [`hand_over`] did.

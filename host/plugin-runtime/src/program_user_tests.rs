@@ -218,3 +218,45 @@ fn root_of(cgroup: &Path) -> Option<std::path::PathBuf> {
         false => Some(base.to_path_buf()),
     }
 }
+
+/// A sealed package copy lives in the agent-private `<root>/agent/` (0700): the program user
+/// cannot reach it by its path, so the agent opens it and the child executes the descriptor.
+#[tokio::test]
+async fn a_program_in_a_private_directory_runs_by_descriptor() {
+    if !root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o700)).unwrap();
+    let bin = tmp.path().join("sealed/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/usr/bin/id", bin.join("id")).unwrap();
+    assert_eq!(unsearchable(&bin.join("id"), USER), Some(tmp.path().into()));
+    let sup = Supervisor::new(tmp.path().join("logs"));
+    let program = bin.join("id");
+    let id = run_as(&sup, Some(USER), program.to_str().unwrap(), &["-u"]).await;
+    assert_eq!(
+        (id.exit_code, id.stdout.trim()),
+        (Some(0), "65534"),
+        "{}",
+        id.stderr
+    );
+    // A plain file stays unrunnable: its own execute bits still count.
+    std::fs::set_permissions(bin.join("id"), PermissionsExt::from_mode(0o700)).unwrap();
+    let checked = Checked {
+        program: program.clone(),
+        working_dir: "/".into(),
+    };
+    let leaf = sup.run_leaf("priv", 64, Some(USER)).unwrap();
+    let e = command::run(
+        &checked,
+        &[],
+        &[],
+        None,
+        Duration::from_secs(10),
+        4096,
+        leaf,
+    )
+    .await;
+    assert!(e.is_err_and(|e| e.contains("Permission denied")));
+}

@@ -290,8 +290,9 @@ impl Supervisor {
         let log2 = log
             .try_clone()
             .map_err(|e| format!("cannot open log: {e}"))?;
+        let (mut cmd, _file) = crate::program_user::command(&spec.program, user)
+            .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
         let mut leaf = self.leaf(owner, &format!("p-{}", spec.name), spec.processes, user)?;
-        let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))

@@ -1,8 +1,9 @@
 //! Programs known to run arbitrary code. Granting one to a plugin is granting everything the
-//! agent's user can do, because the plugin chooses the arguments (`sh -c`, `env X`, `find
-//! -exec`, `python3 -c`, `sed e`, a Puppet manifest...). Validation and `stratus plugin
-//! inspect` warn about them; they are not refused, because configuration-management adapters
-//! exist precisely to run such tools.
+//! programs' user can do (the agent's program user, or root for a `run-as = "root"` CM
+//! adapter), because the plugin chooses the arguments and files (`sh -c`, `env X`, `find
+//! -exec`, `python3 -c`, `sed e`, haproxy's `lua-load`, a Puppet manifest...). Validation
+//! and `stratus plugin inspect` warn about them; they are not refused, because servers and
+//! configuration-management adapters exist precisely to run such tools.
 //!
 //! Matching is by file name (`/usr/bin/python3.11` is `python3.11`), so the list catches the
 //! programs whose purpose is to run other code wherever they are installed. It is a warning
@@ -22,6 +23,15 @@ pub enum Risk {
     Interpreter,
     /// A configuration-management tool that applies code (manifests, playbooks, recipes).
     ConfigurationManagement,
+    /// A server or tool that loads code named by its arguments or configuration (haproxy's
+    /// `lua-load`, mariadbd's `--plugin-load`, openssl engines, a compiler's output).
+    LoadsCode,
+    /// A program with an escape to a shell or command (`\\!` in the mariadb client, `!` in
+    /// an editor or pager, tar's `--checkpoint-action=exec`, git's hooks and aliases).
+    CommandEscape,
+    /// A program that writes any file its arguments name (`cp`, `tee`, `curl -o`), so it can
+    /// replace what another program later runs or reads.
+    WritesFiles,
 }
 
 impl Risk {
@@ -32,13 +42,21 @@ impl Risk {
             Risk::Launcher => "a program launcher",
             Risk::Interpreter => "an interpreter",
             Risk::ConfigurationManagement => "a configuration-management tool",
+            Risk::LoadsCode => "it loads code its arguments or configuration name",
+            Risk::CommandEscape => "it has an escape that runs commands",
+            Risk::WritesFiles => "it writes any file its arguments name",
         }
     }
 
-    /// Why granting it matters, as the end of a warning sentence.
+    /// Why granting it matters, as the end of a warning sentence. Programs run as the
+    /// agent's program user (see `run-as`), so that is the reach of what they run.
     pub fn why(self) -> String {
+        let what = match self {
+            Risk::WritesFiles => "writes what the plugin chooses",
+            _ => "runs other programs",
+        };
         format!(
-            "runs other programs ({}): a plugin granted it can run anything as the agent's user",
+            "{what} ({}): a plugin granted it can do anything its programs' user can",
             self.kind()
         )
     }
@@ -115,6 +133,66 @@ const RISKY: &[(Pattern, Risk)] = &[
     (Exact("chef-client"), Risk::ConfigurationManagement),
     (Exact("chef-solo"), Risk::ConfigurationManagement),
     (Family("salt"), Risk::ConfigurationManagement),
+    // Found by an outside test: each ran code the plugin chose.
+    // `lua-load` in a config runs Lua with `os.execute`.
+    (Exact("haproxy"), Risk::LoadsCode),
+    // `--plugin-dir` / `--plugin-load-add` load a shared library.
+    (Exact("mariadbd"), Risk::LoadsCode),
+    (Exact("mysqld"), Risk::LoadsCode),
+    (Exact("mariadb-install-db"), Risk::LoadsCode),
+    (Exact("mysql_install_db"), Risk::LoadsCode),
+    // The client's `\!` (`system`) runs a shell command from the SQL it reads.
+    (Exact("mariadb"), Risk::CommandEscape),
+    (Exact("mysql"), Risk::CommandEscape),
+    // The dynamic loader runs any binary it is given as its first argument.
+    (Family("ld-linux"), Risk::Launcher),
+    (Exact("ld-linux.so.2"), Risk::Launcher),
+    (Exact("ld.so"), Risk::Launcher),
+    // Each runs the program in its arguments (with a tweak: timing, scheduling, credentials,
+    // limits, namespaces, a new session or group).
+    (Exact("time"), Risk::Launcher),
+    (Exact("chrt"), Risk::Launcher),
+    (Exact("setpriv"), Risk::Launcher),
+    (Exact("prlimit"), Risk::Launcher),
+    (Exact("script"), Risk::Launcher),
+    (Exact("start-stop-daemon"), Risk::Launcher),
+    (Exact("capsh"), Risk::Launcher),
+    (Exact("sg"), Risk::Launcher),
+    (Exact("socat"), Risk::Launcher),
+    // `--checkpoint-action=exec=`, `--to-command`, `--use-compress-program`.
+    (Exact("tar"), Risk::CommandEscape),
+    // Hooks, aliases, `core.sshCommand`, `-c` config: all run commands.
+    (Exact("git"), Risk::CommandEscape),
+    // A Makefile's recipes are shell commands.
+    (Exact("make"), Risk::CommandEscape),
+    // `-o ProxyCommand=`, `LocalCommand`; rsync's `-e`/`--rsh`.
+    (Exact("ssh"), Risk::CommandEscape),
+    (Exact("rsync"), Risk::CommandEscape),
+    // Editors and pagers: `:!`, `!`, `|`.
+    (Family("vim"), Risk::CommandEscape),
+    (Exact("vim.basic"), Risk::CommandEscape),
+    (Exact("vim.tiny"), Risk::CommandEscape),
+    (Exact("vi"), Risk::CommandEscape),
+    (Exact("view"), Risk::CommandEscape),
+    (Exact("less"), Risk::CommandEscape),
+    (Exact("more"), Risk::CommandEscape),
+    // Maintainer scripts of any package file given; apt's `-o APT::Update::Pre-Invoke`.
+    (Exact("dpkg"), Risk::CommandEscape),
+    (Exact("apt"), Risk::CommandEscape),
+    (Exact("apt-get"), Risk::CommandEscape),
+    // They build and can run (`-wrapper`, plugins) code from their inputs.
+    (Family("gcc"), Risk::LoadsCode),
+    (Exact("cc"), Risk::LoadsCode),
+    (Family("clang"), Risk::LoadsCode),
+    // `-engine` / `-provider` load a shared library.
+    (Exact("openssl"), Risk::LoadsCode),
+    // `-o`/`-O` write any file; `file://` reads any.
+    (Exact("curl"), Risk::WritesFiles),
+    (Exact("wget"), Risk::WritesFiles),
+    (Exact("tee"), Risk::WritesFiles),
+    (Exact("dd"), Risk::WritesFiles),
+    (Exact("cp"), Risk::WritesFiles),
+    (Exact("install"), Risk::WritesFiles),
 ];
 
 /// Whether `program` (a path, or a bare file name) runs arbitrary code, judged by its file
@@ -177,12 +255,46 @@ mod tests {
         assert_eq!(risk_of("/bin/dash"), Some(Risk::Shell));
     }
 
+    /// What an outside test used to escape, each under its own kind.
+    #[test]
+    fn the_tested_escapes_are_flagged() {
+        for (p, risk) in [
+            ("/usr/sbin/haproxy", Risk::LoadsCode),
+            ("/usr/sbin/mariadbd", Risk::LoadsCode),
+            ("/usr/sbin/mysqld", Risk::LoadsCode),
+            ("/usr/bin/mariadb", Risk::CommandEscape),
+            ("/usr/bin/mysql", Risk::CommandEscape),
+            ("/lib64/ld-linux-x86-64.so.2", Risk::Launcher),
+            (
+                "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+                Risk::Launcher,
+            ),
+            ("/usr/bin/time", Risk::Launcher),
+            ("/usr/bin/chrt", Risk::Launcher),
+            ("/usr/bin/setpriv", Risk::Launcher),
+            ("/usr/bin/prlimit", Risk::Launcher),
+            ("/usr/bin/tar", Risk::CommandEscape),
+            ("/usr/bin/git", Risk::CommandEscape),
+            ("/usr/bin/vim.basic", Risk::CommandEscape),
+            ("/usr/bin/gcc-12", Risk::LoadsCode),
+            ("/usr/bin/openssl", Risk::LoadsCode),
+            ("/usr/bin/curl", Risk::WritesFiles),
+            ("/usr/bin/tee", Risk::WritesFiles),
+            ("/usr/bin/socat", Risk::Launcher),
+            ("/usr/sbin/start-stop-daemon", Risk::Launcher),
+        ] {
+            assert_eq!(risk_of(p), Some(risk), "{p}");
+        }
+    }
+
     #[test]
     fn ordinary_programs_and_look_alikes_are_not() {
         for p in [
-            "/usr/sbin/haproxy",
-            "/usr/sbin/mariadbd",
             "/usr/bin/echo",
+            "/usr/bin/id",
+            "/usr/bin/cat",
+            "/usr/bin/gccgo-like",
+            "/usr/bin/timeout-not",
             "/usr/bin/shred",
             "/usr/bin/envsubst",
             "/usr/bin/python-config-tool",
@@ -202,8 +314,8 @@ mod tests {
         assert_eq!(
             warning("/usr/bin/env").unwrap(),
             "/usr/bin/env, which runs other programs (a program launcher): a plugin granted \
-             it can run anything as the agent's user"
+             it can do anything its programs' user can"
         );
-        assert_eq!(warning("/usr/sbin/haproxy"), None);
+        assert_eq!(warning("/usr/bin/echo"), None);
     }
 }
