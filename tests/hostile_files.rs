@@ -420,3 +420,27 @@ fn the_operator_narrows_disk_mb_and_cannot_widen_it() {
     );
     terminate(&st, "hnarrow");
 }
+
+#[test]
+fn launching_again_after_a_package_changed_installs_and_loads_the_new_package() {
+    let st = Stratus::new();
+    // The manifest lacks the program the hook runs: the launch fails on the denial.
+    let package = hostile_package(&st, "changing", "hostile", |t| {
+        t.replace("programs = [\"/usr/bin/echo\"]", "programs = []")
+    });
+    let file = hostile_deployment(&st, "hchange", &package, "attack = \"shell-meta\"", "");
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("program /usr/bin/echo is not in"), "{err}");
+
+    // The author grants it; the same file launched again uploads, installs and loads the new
+    // package (not the sealed copy of the old one), and the failed hook runs again.
+    let src = stratus_plugin_artifacts::package_dir("hostile");
+    std::fs::copy(src.join("plugin.toml"), package.join("plugin.toml")).unwrap();
+    st.ok(&["launch", file.to_str().unwrap()]);
+    assert_running(&st, "hchange");
+    let (_, dir) = service_dir(&st, "hchange");
+    assert!(read(&dir.join("echo.out")).contains("hello; rm -rf"));
+    terminate(&st, "hchange");
+}

@@ -156,6 +156,22 @@ impl CloudFiles {
         self.put(name, source, Contents::Files).await
     }
 
+    /// The digest [`CloudFiles::put_package`] (`plugin`) or [`CloudFiles::put_files`] would give
+    /// `source` now, without uploading: what a launch compares to know a package changed.
+    pub async fn content_digest(source: &Path, plugin: bool) -> Result<String, FilesError> {
+        let contents = match plugin {
+            true => Contents::Plugin,
+            false => Contents::Files,
+        };
+        let src = source.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || package::collect(&src, contents))
+            .await
+            .map_err(|e| FilesError::Task(e.to_string()))??;
+        Ok(package::digest(files.iter().map(|f| {
+            (f.path.as_str(), f.executable, f.bytes.as_slice())
+        })))
+    }
+
     async fn put(
         &self,
         name: &str,

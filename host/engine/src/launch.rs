@@ -93,7 +93,17 @@ impl Engine {
             .into_iter()
             .filter_map(|u| u.files_key)
             .collect();
-        let input = digest(&wanted);
+        // The step's inputs are the packages' contents, not just their paths: a package fixed
+        // after a failed launch is uploaded and installed anew when the operator launches again.
+        let mut contents = Vec::with_capacity(wanted.len());
+        for (name, path) in &wanted {
+            let plugin = !files_keys.contains(name);
+            let d = stratus_cloud::CloudFiles::content_digest(path, plugin)
+                .await
+                .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
+            contents.push((name, path, d));
+        }
+        let input = digest(&contents);
         self.step(dep, "cloud-files/upload", &input, async {
             let mut out = BTreeMap::new();
             for (name, path) in &wanted {
