@@ -84,8 +84,8 @@ impl Engine {
         let input: &str = &input;
         // Afresh (a first run, or the operator launched a failed deployment again), a failure
         // the agent remembers for this call runs again; resumed, its first report stands.
-        self.step_with(dep, key, &input, |resumed| async move {
-            let mut n = match self.last_wait(dep, key, &input)? {
+        self.step_with(dep, key, input, |resumed| async move {
+            let mut n = match self.last_wait(dep, key, input)? {
                 Some(wait) => {
                     sleep_until(wait.next_at_ms).await;
                     wait.attempt + 1
