@@ -17,6 +17,7 @@ use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmod, fchmodat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use std::ffi::CString;
 use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where kept disks go, relative to the state directory.
@@ -76,8 +77,25 @@ fn move_aside(
     if !dir.exists() {
         return Ok(to);
     }
-    std::fs::create_dir_all(&parent)
+    // Kept disks hold what the servers held (configuration with passwords): owner only.
+    let kept = state_dir.join(KEPT_DISKS);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&kept)
+        .and_then(|()| std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|()| std::fs::create_dir_all(&parent))
         .map_err(ProviderError::io(format!("creating {}", parent.display())))?;
+    // The agent's credential is of no use to a post-mortem; a secret less on disk. Only
+    // through real directories: a link on the way would lead the removal elsewhere.
+    let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if real_dir(&dir.join("root")) && real_dir(&dir.join("root/agent")) {
+        match std::fs::remove_file(dir.join("root/agent/credential")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ProviderError::io("removing the agent's credential")(e)),
+        }
+    }
     std::fs::rename(dir, &to).map_err(ProviderError::io(format!(
         "moving {} to {}",
         dir.display(),
@@ -306,6 +324,8 @@ mod tests {
         let root = state.path().join("servers/web/app-1/root");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("marker"), "m").unwrap();
+        std::fs::create_dir_all(root.join("agent")).unwrap();
+        std::fs::write(root.join("agent/credential"), "secret").unwrap();
         let kept = end(state.path(), "web", &server(root.clone()), Some("3"))
             .unwrap()
             .unwrap();
@@ -315,6 +335,11 @@ mod tests {
             "m"
         );
         assert!(!state.path().join("servers/web").exists());
+        assert!(!kept.join("root/agent/credential").exists());
+        let mode = std::fs::metadata(state.path().join("kept-disks"))
+            .unwrap()
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o700);
         // A terminate resumed after the move finds it done.
         assert_eq!(
             end(state.path(), "web", &server(root.clone()), Some("3")).unwrap(),
