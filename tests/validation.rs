@@ -211,7 +211,7 @@ fn a_shell_grant_is_a_warning_at_launch_and_in_inspect_and_the_launch_goes_on() 
         &hello_manifest("programs = [\"/bin/sh\"]"),
     );
     let warning = "may run /bin/sh, which runs other programs (a shell): a plugin granted it \
-                   can run anything as the agent's user";
+                   can do anything its programs' user can";
 
     let inspect = st.ok(&["plugin", "inspect", pkg.to_str().unwrap()]);
     assert!(
@@ -265,6 +265,36 @@ fn the_shipped_cm_adapters_carry_the_warning() {
             )),
             "{out}"
         );
+        // They configure the whole server, so they run as root, and say that too.
+        assert!(out.contains("  run-as:       root"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "warning:   plugin `{adapter}` runs its programs as root (run-as = \"root\")"
+            )),
+            "{out}"
+        );
+    }
+    // Servers that load code their configuration names are flagged, though bounded to the
+    // program user.
+    for (plugin, program, kind) in [
+        ("haproxy", "/usr/sbin/haproxy", "it loads code"),
+        ("mariadb", "/usr/sbin/mariadbd", "it loads code"),
+        (
+            "mariadb",
+            "/usr/bin/mariadb",
+            "it has an escape that runs commands",
+        ),
+    ] {
+        let pkg = stratus_plugin_artifacts::package_dir(plugin);
+        let out = st.ok(&["plugin", "inspect", pkg.to_str().unwrap()]);
+        assert!(
+            out.contains(&format!(
+                "warning:   plugin `{plugin}` may run {program}, which runs other programs ({kind}"
+            )),
+            "{out}"
+        );
+        assert!(out.contains("  run-as:       program-user"), "{out}");
+        assert!(!out.contains("as root"), "{out}");
     }
     let hello = stratus_plugin_artifacts::package_dir("hello");
     let out = st.ok(&["plugin", "inspect", hello.to_str().unwrap()]);

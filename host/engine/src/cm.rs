@@ -29,6 +29,8 @@ pub struct CmUnit {
     pub files_key: Option<String>,
     pub run_list: Vec<String>,
     pub settings: BTreeMap<String, String>,
+    /// The operator's `run-as` narrowing of the adapter.
+    pub run_as: Option<stratus_model::plugin::capabilities::RunAs>,
 }
 
 /// Every CM unit of the deployment, per tier in run order: the adapter first, then the
@@ -46,6 +48,7 @@ pub fn units(spec: &DeploymentSpec) -> Vec<CmUnit> {
                 files_key: cm.files.as_ref().map(|_| format!("cm-files-{}", tier.name)),
                 run_list: cm.run_list.clone(),
                 settings: cm.settings.clone(),
+                run_as: cm.run_as,
             });
         }
         let personality = tier
@@ -65,6 +68,7 @@ pub fn units(spec: &DeploymentSpec) -> Vec<CmUnit> {
                     files_key: None,
                     run_list: Vec::new(),
                     settings: BTreeMap::new(),
+                    run_as: None,
                 });
             }
         }
@@ -160,7 +164,8 @@ impl Engine {
                     server,
                     &format!("{step}/{hook}"),
                     &package_dir,
-                    None,
+                    unit.run_as
+                        .map(|r| serde_json::json!({ "run-as": r.to_string() })),
                     call,
                 )
                 .await

@@ -77,6 +77,9 @@ pub(crate) struct RawCm {
     pub run_list: Vec<String>,
     #[serde(default)]
     pub settings: BTreeMap<Spanned<String>, Setting>,
+    /// `program-user` takes a manifest's `run-as = "root"` away.
+    #[serde(default)]
+    pub run_as: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -86,6 +86,9 @@ pub struct CmSpec {
     pub files: Option<SpecPath>,
     pub run_list: Vec<String>,
     pub settings: BTreeMap<String, String>,
+    /// The operator's `run-as`: `program-user` takes the adapter's root away (never adds it).
+    #[serde(default)]
+    pub run_as: Option<crate::plugin::capabilities::RunAs>,
 }
 
 /// A path from the file, as written and as resolved against [`DeploymentSpec::base_dir`]

@@ -125,6 +125,9 @@ fn inspect_cmd(path: &Path) -> anyhow::Result<ExitCode> {
 /// One warning per granted program known to run arbitrary code (the list is in
 /// `stratus_model::plugin::risky`), as `stratus launch` prints them.
 fn print_risky_programs(plugin: &str, c: &stratus_plugin_runtime::Capabilities) {
+    if let Some(why) = stratus_model::plugin::risky::run_as_warning(c.run_as) {
+        println!("warning:   plugin `{plugin}` {why}");
+    }
     for p in &c.programs {
         if let Some(why) = stratus_model::plugin::risky::warning(p.as_str()) {
             println!("warning:   plugin `{plugin}` may run {why}");
@@ -168,6 +171,7 @@ fn print_capabilities(c: &stratus_plugin_runtime::Capabilities) {
         list(c.program_env.iter().map(|p| p.to_string()).collect())
     );
     println!("  processes:    {}", c.processes);
+    println!("  run-as:       {}", c.run_as);
 }
 
 fn access(a: stratus_plugin_runtime::Access) -> &'static str {

@@ -481,7 +481,7 @@ impl Capabilities {
         let run_as = match op.run_as {
             Some(r) if r > self.run_as => {
                 widened.push(format!(
-                    "run-as {r} is not granted (the manifest runs programs as the {})",
+                    "run-as {r} is not granted (the manifest's run-as is {})",
                     self.run_as
                 ));
                 self.run_as

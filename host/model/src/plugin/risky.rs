@@ -10,6 +10,7 @@
 //! list, not a complete catalogue of programs with an escape hatch: many more (editors,
 //! pagers, `tar`, `git`...) can be coaxed into running commands.
 
+use crate::plugin::capabilities::RunAs;
 use std::path::Path;
 
 /// Why a program counts as one that runs arbitrary code.
@@ -207,6 +208,15 @@ pub fn risk_of(program: &str) -> Option<Risk> {
         .map(|(_, risk)| *risk)
 }
 
+/// The warning for a plugin whose programs run as `run_as`: `None` for the program user.
+pub fn run_as_warning(run_as: RunAs) -> Option<String> {
+    (run_as == RunAs::Root).then(|| {
+        "runs its programs as root (run-as = \"root\"): what they run can do anything on the \
+         server, including reading the agent's credential"
+            .to_string()
+    })
+}
+
 /// The warning for a plugin granted `program`, or `None` when the program is not on the list.
 pub fn warning(program: &str) -> Option<String> {
     Some(format!("{program}, which {}", risk_of(program)?.why()))
@@ -307,6 +317,12 @@ mod tests {
         ] {
             assert_eq!(risk_of(p), None, "{p} should not be risky");
         }
+    }
+
+    #[test]
+    fn only_root_programs_warn() {
+        assert_eq!(run_as_warning(RunAs::ProgramUser), None);
+        assert!(run_as_warning(RunAs::Root).unwrap().contains("as root"));
     }
 
     #[test]

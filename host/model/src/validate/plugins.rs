@@ -7,7 +7,7 @@
 //! - the operator's `capabilities` only narrow it;
 //! - the programs it is granted exist (an error where the server is this machine and nothing
 //!   runs before the plugin that could install them, a warning otherwise);
-//! - programs known to run arbitrary code are a warning.
+//! - programs known to run arbitrary code, and programs run as root, are a warning.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -20,7 +20,9 @@ use super::manifest_file::{self, PackageManifest};
 use super::service::{override_dir, override_program};
 use super::{Checker, in_file_order};
 use crate::context::World;
-use crate::plugin::capabilities::{Capabilities, CapabilityOverride, EnvPattern, NetworkGrant};
+use crate::plugin::capabilities::{
+    Capabilities, CapabilityOverride, EnvPattern, NetworkGrant, RunAs,
+};
 use crate::plugin::risky;
 use crate::raw::{RawCapabilities, RawFile};
 use crate::spec::*;
@@ -127,7 +129,8 @@ impl Checker<'_> {
                 written: &raw_svc.package,
                 package: &s.package,
             };
-            self.package_use(&at, &role, &machine, raw_svc.capabilities.as_ref());
+            let narrowing = raw_svc.capabilities.as_ref();
+            self.package_use(&at, &role, &machine, narrowing, None);
         }
     }
 
@@ -150,7 +153,8 @@ impl Checker<'_> {
                 written: &raw_cm.package,
                 package: &cm.package,
             };
-            self.package_use(&at, &Role::CmAdapter(key.get_ref()), &machine, None);
+            let role = Role::CmAdapter(key.get_ref());
+            self.package_use(&at, &role, &machine, None, raw_cm.run_as.as_ref());
         }
     }
 
@@ -185,7 +189,8 @@ impl Checker<'_> {
                     provider,
                 };
                 let at = Use { written, package };
-                self.package_use(&at, &Role::Component(key.get_ref()), &machine, None);
+                let role = Role::Component(key.get_ref());
+                self.package_use(&at, &role, &machine, None, None);
             }
         }
     }
@@ -197,6 +202,7 @@ impl Checker<'_> {
         role: &Role<'_>,
         machine: &Machine<'_>,
         narrowing: Option<&RawCapabilities>,
+        run_as: Option<&Spanned<String>>,
     ) {
         let Some(m) = self.manifest(at, role) else {
             return;
@@ -206,6 +212,7 @@ impl Checker<'_> {
             None => Some(m.manifest.capabilities.clone()),
             Some(raw) => self.narrowed(raw, &m.manifest.capabilities, &shown),
         };
+        let caps = caps.and_then(|c| self.run_as_narrowed(c, run_as, &shown));
         if let Some(caps) = caps {
             self.programs(at, &m.manifest.plugin.name, &shown, &caps, role, machine);
         }
@@ -281,6 +288,32 @@ impl Checker<'_> {
         manifest.narrow(&n.whole).ok()
     }
 
+    /// The CM table's `run-as`, which may take the adapter's root away and never add it.
+    fn run_as_narrowed(
+        &mut self,
+        caps: Capabilities,
+        run_as: Option<&Spanned<String>>,
+        shown: &str,
+    ) -> Option<Capabilities> {
+        let Some(r) = run_as else {
+            return Some(caps);
+        };
+        // An unknown value was reported where the tier was read.
+        let value = RunAs::try_from(r.get_ref().as_str()).ok()?;
+        let op = CapabilityOverride {
+            run_as: Some(value),
+            ..CapabilityOverride::default()
+        };
+        match caps.narrow(&op) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let msg = format!("widens the manifest: {} in {shown}", e.widened.join("; "));
+                self.error(r.span(), msg);
+                None
+            }
+        }
+    }
+
     /// Missing programs and programs that run arbitrary code.
     fn programs(
         &mut self,
@@ -291,6 +324,10 @@ impl Checker<'_> {
         role: &Role<'_>,
         machine: &Machine<'_>,
     ) {
+        if let Some(why) = risky::run_as_warning(caps.run_as) {
+            let msg = format!("plugin `{plugin}` ({}) {why}", role.who());
+            self.warn(at.span(), msg);
+        }
         for program in &caps.programs {
             let p = program.as_str();
             if let Some(rel) = p.strip_prefix("service:") {

@@ -6,6 +6,7 @@ use toml::Spanned;
 
 use super::{Checker, in_file_order};
 use crate::ids::Name;
+use crate::plugin::capabilities::RunAs;
 use crate::raw::{self, RawService, RawTier};
 use crate::spec::*;
 
@@ -54,12 +55,16 @@ impl Checker<'_> {
                 let package = self.package(&cm.package);
                 let files = cm.files.as_ref().map(|f| self.directory(f, "cm files"));
                 let settings = self.settings(&cm.settings);
+                let run_as = cm.run_as.as_ref().map(|r| {
+                    RunAs::try_from(r.get_ref().as_str()).map_err(|e| self.error(r.span(), e))
+                });
                 Some(CmSpec {
                     adapter: adapter?,
                     package: package?,
                     files: files.flatten(),
                     run_list: cm.run_list.clone(),
                     settings,
+                    run_as: run_as.transpose().ok()?,
                 })
             }
             None => None,
