@@ -244,3 +244,59 @@ fn a_tier_of_a_hundred_million_servers_is_an_error_in_the_file() {
     assert!(!st.dir().join("stratus.db").exists());
     assert!(!st.dir().join("servers").exists());
 }
+
+#[test]
+fn a_terminate_resumed_after_a_crash_keeps_the_disks_it_was_asked_to_keep() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("rk", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let roots = fill_roots(&st, "rk", &outside(&st));
+    let pids = st.agent_pids();
+    st.ok(&["shutdown"]);
+
+    // The control plane dies right after the app server's `stop`, in the middle of terminate.
+    let step = "terminate/app/app-1/stop";
+    let _ = st
+        .cmd()
+        .env("STRATUS_FAULT_EXIT_AFTER", step)
+        .args(["terminate", "rk", "--keep-disks", "--no-wait"])
+        .output()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !read(&st.dir().join("logs/control.out")).contains("exiting at") {
+        assert!(std::time::Instant::now() < deadline, "no fault at {step}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if let Some(pid) = st.control_pid() {
+        assert!(common::wait_gone(pid, std::time::Duration::from_secs(30)));
+    }
+    assert_eq!(st.deployment("rk")["state"], "STOPPING");
+
+    // A control plane started afresh resumes the terminate with the choice it was given.
+    let mut serve = st
+        .cmd()
+        .args(["serve", "--exit-when-idle"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while st.deployment("rk")["state"] != "TERMINATED" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "terminate did not resume"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for p in pids {
+        assert!(common::wait_gone(p, std::time::Duration::from_secs(10)));
+    }
+    let kept = st.dir().join("kept-disks/rk/1");
+    for (id, root) in &roots {
+        assert!(!root.exists(), "{id} is still in servers/");
+        assert_eq!(read(&kept.join(id).join("root").join(MARKER)), "old data");
+    }
+    assert!(!st.dir().join("servers/rk").exists());
+    st.ok(&["shutdown"]);
+    let _ = serve.wait();
+}
