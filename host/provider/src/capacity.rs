@@ -29,11 +29,12 @@ impl Capacity {
     }
 }
 
-/// `max-servers` of the state directory: the setting when present, else the default.
+/// `max-servers` of the state directory: the setting when present, else the default; never
+/// more than the addresses there are to lease.
 pub(crate) fn max_servers(state_dir: &Path) -> Result<u64, ProviderError> {
     let path = state_dir.join(SETTING_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse_setting(&path, &text),
+        Ok(text) => parse_setting(&path, &text).map(|n| n.min(ADDRESS_RANGE)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(default_max(mem_total())),
         Err(e) => Err(ProviderError::io(format!("reading {}", path.display()))(e)),
     }
