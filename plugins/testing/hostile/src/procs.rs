@@ -9,6 +9,20 @@
 //! - `proc-ld-preload`: runs and spawns allowed programs with `LD_PRELOAD`, `PYTHONPATH` and a
 //!   `PATH` pointing into the service directory; every refusal (or `LEAKED` for a variable
 //!   that got through) goes to `hostile.log` in the service directory, and the hook fails.
+//!
+//! Attacks through the programs a plugin is granted, which run as the agent's program user
+//! (each writes what happened to `hostile.log` and fails the hook only on a leak):
+//! - `proc-cat-credential`: a granted `/bin/cat` on `<server root>/agent/credential` and
+//!   `/etc/shadow`; the log says `refused: <cat's error>` or `LEAKED <n> bytes`, never the text.
+//! - `proc-whoami`: `/usr/bin/id` through `run`, and through `spawn` a `/bin/sh` writing `id`
+//!   into `spawned-id` in the service directory (so the handed-over directory is writable).
+//! - `proc-cgroup-escape`: a spawned `/bin/sh` writes its pid into every root
+//!   `cgroup.procs` (`ESCAPED <file>` or `refused <file>` in `escape.log`), then leaves a
+//!   `setsid` process carrying the marker.
+//! - `proc-haproxy-lua`: the shipped haproxy grant's escape: a config that `lua-load`s a
+//!   script whose `os.execute` records `id`, cats the credential and `/etc/shadow`, tries the
+//!   root cgroups and leaves a `setsid` process with the marker; `haproxy -c` runs it, and
+//!   the shell's output lands in `lua.log`.
 
 use stratus_plugin_sdk::files::{io_error, service_path};
 use stratus_plugin_sdk::service::*;
@@ -37,6 +51,10 @@ pub(crate) fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> 
             fork_bomb(marker, count)
         }
         "proc-ld-preload" => ld_preload(ctx),
+        "proc-cat-credential" => cat_credential(ctx),
+        "proc-whoami" => whoami(ctx),
+        "proc-cgroup-escape" => cgroup_escape(ctx, marker),
+        "proc-haproxy-lua" => haproxy_lua(ctx, marker),
         other => Err(HookError::fatal(format!("unknown attack `{other}`"))),
     }
 }
@@ -110,4 +128,113 @@ fn ld_preload(ctx: &ServiceContext) -> Result<(), HookError> {
     let log = service_path(ctx, "hostile.log");
     std::fs::write(&log, refusals.join("\n")).map_err(|e| io_error("writing", &log, &e))?;
     Err(HookError::fatal(refusals.join(" | ")))
+}
+
+/// `<root>` of `<root>/mnt/services/<service>`.
+fn server_root(ctx: &ServiceContext) -> String {
+    let dir = std::path::Path::new(&ctx.service_dir);
+    dir.ancestors().nth(3).unwrap_or(dir).display().to_string()
+}
+
+/// Writes `lines` to `hostile.log`; a line saying `LEAKED` fails the hook.
+fn report(ctx: &ServiceContext, lines: &[String]) -> Result<(), HookError> {
+    let log = service_path(ctx, "hostile.log");
+    std::fs::write(&log, lines.join("\n")).map_err(|e| io_error("writing", &log, &e))?;
+    match lines.iter().find(|l| l.contains("LEAKED")) {
+        Some(l) => Err(HookError::fatal(l.clone())),
+        None => Ok(()),
+    }
+}
+
+fn cat_credential(ctx: &ServiceContext) -> Result<(), HookError> {
+    let targets = [
+        format!("{}/agent/credential", server_root(ctx)),
+        "/etc/shadow".to_string(),
+    ];
+    let lines: Vec<String> = targets
+        .iter()
+        .map(|t| match host::run(&crate::command("/bin/cat", &[t])) {
+            Ok(o) if o.exit_code == Some(0) => format!("{t}: LEAKED {} bytes", o.stdout.len()),
+            Ok(o) => format!("{t}: refused: {}", o.stderr.trim()),
+            Err(e) => format!("{t}: refused: {e}"),
+        })
+        .collect();
+    report(ctx, &lines)
+}
+
+/// Waits (at most ten seconds) until the supervised process `name` has exited.
+fn wait_exit(name: &str) {
+    for _ in 0..200 {
+        if !matches!(host::query_process(name), host::ProcessState::Running(_)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn whoami(ctx: &ServiceContext) -> Result<(), HookError> {
+    let ran = host::run(&crate::command("/usr/bin/id", &[])).map_err(HookError::fatal)?;
+    let file = service_path(ctx, "spawned-id");
+    let target = file.display().to_string();
+    host::spawn(&spec(
+        "whoami",
+        &["-c", "id > \"$1\"", "whoami", &target],
+        Vec::new(),
+    ))
+    .map_err(HookError::fatal)?;
+    wait_exit("whoami");
+    let spawned = std::fs::read_to_string(&file).unwrap_or_else(|e| format!("no file: {e}"));
+    report(
+        ctx,
+        &[
+            format!("run: {}", ran.stdout.trim()),
+            format!("spawn: {}", spawned.trim()),
+        ],
+    )
+}
+
+/// Shell lines that try to move the shell into every root cgroup, appending to `$LOG`.
+const ESCAPE: &str = r#"for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/*/cgroup.procs; do
+  if echo $$ > "$f" 2>/dev/null; then echo "ESCAPED $f"; else echo "refused $f"; fi
+done >> "$LOG"
+setsid /bin/sh -c 'sleep 300; :' "$MARK" >/dev/null 2>&1 &
+"#;
+
+fn cgroup_escape(ctx: &ServiceContext, marker: &str) -> Result<(), HookError> {
+    let log = service_path(ctx, "escape.log").display().to_string();
+    let script = format!("LOG='{log}'; MARK='{marker}'\n{ESCAPE}");
+    host::spawn(&spec("escape", &["-c", &script], Vec::new())).map_err(HookError::fatal)?;
+    wait_exit("escape");
+    Ok(())
+}
+
+fn haproxy_lua(ctx: &ServiceContext, marker: &str) -> Result<(), HookError> {
+    let log = service_path(ctx, "lua.log").display().to_string();
+    let root = server_root(ctx);
+    let shell = format!(
+        "LOG='{log}'; MARK='{marker}'\nid >> \"$LOG\"\n\
+         cat '{root}/agent/credential' >> \"$LOG\" 2>&1\ncat /etc/shadow >> \"$LOG\" 2>&1\n{ESCAPE}"
+    );
+    let sh = service_path(ctx, "x.sh");
+    std::fs::write(&sh, shell).map_err(|e| io_error("writing", &sh, &e))?;
+    let lua = service_path(ctx, "x.lua");
+    let code = format!("os.execute([[/bin/sh {}]])\n", sh.display());
+    std::fs::write(&lua, code).map_err(|e| io_error("writing", &lua, &e))?;
+    let cfg = service_path(ctx, "x.cfg");
+    let text = format!(
+        "global\n  lua-load {}\ndefaults\n  mode http\n",
+        lua.display()
+    );
+    std::fs::write(&cfg, text).map_err(|e| io_error("writing", &cfg, &e))?;
+    let cfg = cfg.display().to_string();
+    let out = host::run(&crate::command("/usr/sbin/haproxy", &["-c", "-f", &cfg]))
+        .map_err(HookError::fatal)?;
+    report(
+        ctx,
+        &[format!(
+            "haproxy -c: exit {:?} {}",
+            out.exit_code,
+            out.stderr.trim()
+        )],
+    )
 }

@@ -1,0 +1,270 @@
+//! Attacks through the programs a plugin is granted, in real launches (the agent runs as root
+//! here). Every granted program runs as the agent's program user (65534:65534 by default): a
+//! granted `/bin/cat` cannot read the agent's credential or `/etc/shadow`, `id` through `run`
+//! and `spawn` shows the program user, a spawned shell cannot move itself into a root cgroup,
+//! and the shipped haproxy grant's `lua-load` escape runs as the program user, cannot read
+//! either file or leave its cgroup, and leaves nothing after terminate. Each test checks that
+//! the deployment and its agent stay healthy.
+
+mod common;
+
+use common::{Stratus, read, server_root, servers, terminate};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What `id` prints for the default program user (nobody:nogroup, no other group).
+const PROGRAM_USER_ID: &str = "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)";
+
+/// The hostile package copied to `<state>/<name>`, granted `programs`.
+fn hostile_package(st: &Stratus, name: &str, programs: &str) -> PathBuf {
+    let src = stratus_plugin_artifacts::package_dir("hostile");
+    let dest = st.dir().join(name);
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::copy(src.join("plugin.wasm"), dest.join("plugin.wasm")).unwrap();
+    let manifest = format!(
+        "[plugin]\nname = \"hostile\"\nversion = \"0.1.0\"\nworld = \"service\"\n\n\
+         [capabilities]\nmemory-mb = 64\ntimeout-ms = 20000\n\
+         dirs = [ {{ dir = \"service\", access = \"read-write\" }} ]\nprograms = [{programs}]\n"
+    );
+    std::fs::write(dest.join("plugin.toml"), manifest).unwrap();
+    dest
+}
+
+/// Launches one hostile service running `attack` (with `marker`), which must reach RUNNING;
+/// returns the server's root and the service directory.
+fn launch(
+    st: &Stratus,
+    dep: &str,
+    programs: &str,
+    attack: &str,
+    marker: &str,
+) -> (PathBuf, PathBuf) {
+    let pkg = hostile_package(st, dep, programs);
+    let text = format!(
+        "[deployment]\nname = \"{dep}\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
+         [services.h]\npackage = \"{}\"\nsettings = {{ attack = \"{attack}\", marker = \"{marker}\" }}\n",
+        pkg.display()
+    );
+    let file = st.write_file(&format!("{dep}.toml"), &text);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = st.deployment(dep);
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let server: Value = servers(&d, "h")[0].clone();
+    let id = server["services"][0]["id"].as_str().unwrap().to_string();
+    let root = server_root(st, dep, &server);
+    let dir = root.join("mnt/services").join(id);
+    (root, dir)
+}
+
+fn assert_healthy(st: &Stratus, dep: &str) {
+    let d = st.deployment(dep);
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    for s in servers(&d, "h") {
+        assert_eq!(s["agent"], "RUNNING", "{s}");
+    }
+}
+
+/// A marker no other process on the machine carries.
+fn marker(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("stratus-prog-{test}-{}-{nanos}", std::process::id())
+}
+
+/// Live processes whose command line carries `marker`.
+fn marked(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) && common::alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits up to ten seconds for a marked process.
+fn wait_marked(marker: &str) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = marked(marker);
+        if !found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ends the marked processes (ours, by pid) if a test fails half-way.
+struct Reap(String);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in marked(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output();
+        }
+    }
+}
+
+/// The real uid and the cgroups of `pid`.
+fn uid_and_cgroups(pid: u32) -> (String, String) {
+    let status = read(Path::new(&format!("/proc/{pid}/status")));
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    (uid, read(Path::new(&format!("/proc/{pid}/cgroup"))))
+}
+
+/// Every hierarchy line of a process's `/proc/<pid>/cgroup` that matters for containment
+/// (pids and the unified one) names a cgroup of deployment `dep`, not the root.
+fn assert_contained(cgroups: &str, dep: &str) {
+    for line in cgroups
+        .lines()
+        .filter(|l| l.contains(":pids:") || l.starts_with("0::"))
+    {
+        let path = line.rsplit(':').next().unwrap_or("");
+        assert!(
+            path.contains(&format!("stratus-{dep}-")),
+            "the process left its cgroup: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_granted_cat_cannot_read_the_agents_credential_or_shadow() {
+    let st = Stratus::new();
+    let (root, dir) = launch(&st, "pcat", "\"/bin/cat\"", "proc-cat-credential", "-");
+    let credential = root.join("agent/credential");
+    let log = read(&dir.join("hostile.log"));
+    for target in [credential.display().to_string(), "/etc/shadow".into()] {
+        assert!(
+            log.contains(&format!(
+                "{target}: refused: /bin/cat: {target}: Permission denied"
+            )),
+            "{target} not refused: {log}"
+        );
+    }
+    assert!(!log.contains(read(&credential).trim()), "{log}");
+    // The private area and the credential are closed to everyone but the agent.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root.join("agent")), 0o700);
+    assert_eq!(mode(&credential), 0o600);
+    assert_healthy(&st, "pcat");
+    terminate(&st, "pcat");
+}
+
+#[test]
+fn run_and_spawn_run_as_the_program_user_in_a_directory_it_was_handed() {
+    let st = Stratus::new();
+    let (_, dir) = launch(
+        &st,
+        "pwho",
+        "\"/usr/bin/id\", \"/bin/sh\"",
+        "proc-whoami",
+        "-",
+    );
+    let log = read(&dir.join("hostile.log"));
+    assert!(log.contains(&format!("run: {PROGRAM_USER_ID}")), "{log}");
+    assert!(log.contains(&format!("spawn: {PROGRAM_USER_ID}")), "{log}");
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(&dir).unwrap();
+    assert_eq!(
+        (owner.uid(), owner.gid()),
+        (65534, 65534),
+        "service dir not handed over"
+    );
+    assert_healthy(&st, "pwho");
+    terminate(&st, "pwho");
+}
+
+#[test]
+fn a_spawned_shell_cannot_move_into_a_root_cgroup_and_terminate_ends_its_daemon() {
+    let st = Stratus::new();
+    let mark = marker("escape");
+    let _reap = Reap(mark.clone());
+    let (_, dir) = launch(&st, "pesc", "\"/bin/sh\"", "proc-cgroup-escape", &mark);
+    let log = read(&dir.join("escape.log"));
+    assert!(log.contains("refused /sys/fs/cgroup/"), "{log}");
+    assert!(!log.contains("ESCAPED"), "{log}");
+    let daemons = wait_marked(&mark);
+    assert!(!daemons.is_empty(), "the daemon did not start");
+    for pid in &daemons {
+        let (uid, cgroups) = uid_and_cgroups(*pid);
+        assert_eq!(uid, "65534", "daemon {pid} runs as {uid}");
+        assert_contained(&cgroups, "pesc");
+    }
+    assert_healthy(&st, "pesc");
+    terminate(&st, "pesc");
+    assert_eq!(
+        marked(&mark),
+        Vec::<u32>::new(),
+        "the daemon survived terminate"
+    );
+}
+
+/// Finding 1 of the outside test, replayed: the shipped haproxy plugin's grant, a config that
+/// `lua-load`s the plugin's script, and `haproxy -c`.
+#[test]
+fn haproxy_lua_load_runs_as_the_program_user_and_leaves_nothing_after_terminate() {
+    let lua = std::process::Command::new("/usr/sbin/haproxy")
+        .arg("-vv")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("Built with Lua"))
+        .unwrap_or(false);
+    if !lua {
+        eprintln!("skipped: no haproxy built with Lua here");
+        return;
+    }
+    let st = Stratus::new();
+    let mark = marker("lua");
+    let _reap = Reap(mark.clone());
+    let (root, dir) = launch(
+        &st,
+        "plua",
+        "\"/usr/sbin/haproxy\"",
+        "proc-haproxy-lua",
+        &mark,
+    );
+    let log = read(&dir.join("lua.log"));
+    assert!(log.contains(PROGRAM_USER_ID), "the Lua ran as: {log}");
+    let credential = root.join("agent/credential");
+    assert!(
+        log.contains(&format!("cat: {}: Permission denied", credential.display())),
+        "{log}"
+    );
+    assert!(log.contains("cat: /etc/shadow: Permission denied"), "{log}");
+    assert!(!log.contains(read(&credential).trim()), "{log}");
+    assert!(!log.contains("root:"), "shadow leaked: {log}");
+    assert!(!log.contains("ESCAPED"), "{log}");
+    let daemons = wait_marked(&mark);
+    assert!(!daemons.is_empty(), "the Lua's daemon did not start");
+    for pid in &daemons {
+        let (uid, cgroups) = uid_and_cgroups(*pid);
+        assert_eq!(uid, "65534");
+        assert_contained(&cgroups, "plua");
+    }
+    assert_healthy(&st, "plua");
+    terminate(&st, "plua");
+    assert_eq!(
+        marked(&mark),
+        Vec::<u32>::new(),
+        "the Lua's daemon survived terminate"
+    );
+}
