@@ -300,3 +300,40 @@ fn a_terminate_resumed_after_a_crash_keeps_the_disks_it_was_asked_to_keep() {
     st.ok(&["shutdown"]);
     let _ = serve.wait();
 }
+
+/// Lines of the logs under `logs/` (a hook's log holds its last call) that report loading the
+/// data source into `shop`, and finding it already loaded.
+fn shop_loads(st: &Stratus) -> (usize, usize) {
+    let (mut loaded, mut already) = (0, 0);
+    for f in common::every_file(&st.dir().join("logs")) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+        for l in text.lines().filter(|l| l.contains("into `shop`")) {
+            if l.contains("data source already loaded") {
+                already += 1;
+            } else if l.contains("loaded ") && !l.contains("loading ") {
+                loaded += 1;
+            }
+        }
+    }
+    (loaded, already)
+}
+
+#[test]
+fn three_tier_relaunched_after_terminate_loads_its_data_source_again() {
+    let st = Stratus::new();
+    let file = stratus_plugin_artifacts::repo_root().join("examples/three-tier/deployment.toml");
+    st.ok(&["launch", file.to_str().unwrap()]);
+    assert_eq!(shop_loads(&st), (1, 0));
+    terminate(&st, "shop");
+    assert!(!st.dir().join("servers/shop").exists());
+
+    st.ok(&["launch", file.to_str().unwrap()]);
+    assert_eq!(st.deployment("shop")["state"], "RUNNING");
+    // Before terminate removed the disks, this said "data source already loaded into `shop`".
+    assert_eq!(
+        shop_loads(&st),
+        (1, 0),
+        "the relaunch inherited the old database"
+    );
+    terminate(&st, "shop");
+}
