@@ -308,6 +308,32 @@ mod tests {
         }
     }
 
+    /// A process of the server still alive (it carries the root marker) keeps the disk.
+    #[test]
+    fn a_disk_is_not_removed_while_a_process_of_its_server_lives() {
+        let state = tempfile::tempdir().unwrap();
+        let root = state.path().join("servers/web/app-1/root");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(crate::process::ROOT_MARKER, &root)
+            .spawn()
+            .unwrap();
+        let busy = end(state.path(), "web", &server(root.clone()), None);
+        let _ = child.kill();
+        let _ = child.wait();
+        match busy {
+            Err(ProviderError::DiskBusy { pids, .. }) => assert_eq!(pids, [child.id()]),
+            other => panic!("expected DiskBusy, got {other:?}"),
+        }
+        assert!(root.exists());
+        assert_eq!(
+            end(state.path(), "web", &server(root.clone()), None).unwrap(),
+            None
+        );
+        assert!(!root.exists());
+    }
+
     #[test]
     fn a_root_that_is_not_where_the_provider_puts_it_is_left_alone() {
         let state = tempfile::tempdir().unwrap();
