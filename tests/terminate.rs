@@ -337,3 +337,37 @@ fn three_tier_relaunched_after_terminate_loads_its_data_source_again() {
     );
     terminate(&st, "shop");
 }
+
+/// A process of a server that outlived terminate (here one the test started with the server's
+/// root marker, outside its cgroup) keeps that server's disk, and terminate says so.
+#[test]
+fn a_disk_whose_server_still_has_a_process_is_left_and_named() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("busy", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("busy");
+    let app = &common::servers(&d, "app")[0];
+    let root = server_root(&st, "busy", app);
+    let mut straggler = std::process::Command::new("sleep")
+        .arg("60")
+        .env("STRATUS_SERVER_ROOT", &root)
+        .current_dir(&root)
+        .spawn()
+        .unwrap();
+
+    let out = st.run(&["terminate", "busy"]);
+    let _ = straggler.kill();
+    let _ = straggler.wait();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ending the disk of app-1:")
+            && err.contains(&format!("[{}]", straggler.id()))
+            && err.contains("its disk is left in place"),
+        "{err}"
+    );
+    assert!(root.join("agent").is_dir(), "the busy disk was removed");
+    let lb = &common::servers(&d, "lb")[0];
+    assert!(!server_root(&st, "busy", lb).exists(), "the other disks go");
+    assert_eq!(st.deployment("busy")["state"], "TERMINATED");
+}

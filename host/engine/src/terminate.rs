@@ -27,6 +27,12 @@ pub fn kept_disks_key(dep: &str) -> String {
     format!("terminate/{dep}/kept-disks")
 }
 
+/// Why servers of a deployment's last terminate kept their disks, one line each (read by
+/// `stratus terminate`); empty when every disk was ended.
+pub fn disks_left_key(dep: &str) -> String {
+    format!("terminate/{dep}/disks-left")
+}
+
 impl Engine {
     /// Terminates the deployment `spec` describes, removing its servers' disks unless
     /// `keep_disks`; returns the failures it met on the way.
@@ -159,14 +165,18 @@ impl Engine {
                 .map(|s| self.terminate_server(dep, s, label.as_deref())),
         )
         .await;
-        let mut kept = None;
+        let (mut kept, mut left) = (None, Vec::new());
         for result in ended {
             match result {
                 Ok(Some(path)) => kept = path.parent().map(std::path::Path::to_path_buf),
                 Ok(None) => {}
-                Err(e) => problems.push(e),
+                Err(e) => left.push(e),
             }
         }
+        self.parts
+            .store
+            .set_meta(&disks_left_key(dep), &left.join("\n"))?;
+        problems.extend(left);
         if let Some(dir) = &kept {
             let dir = dir.display().to_string();
             self.parts.store.set_meta(&kept_disks_key(dep), &dir)?;

@@ -53,6 +53,10 @@ pub fn run(args: TerminateArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
                 args.name,
                 started.elapsed().as_secs_f64()
             );
+            let left = stratus_engine::terminate::disks_left_key(&args.name);
+            for line in store.meta(&left)?.unwrap_or_default().lines() {
+                eprintln!("warning: {line}");
+            }
             if args.keep_disks {
                 let key = stratus_engine::terminate::kept_disks_key(&args.name);
                 match store.meta(&key)?.filter(|d| !d.is_empty()) {
