@@ -330,6 +330,28 @@ mod tests {
     }
 
     #[test]
+    fn a_terminate_request_without_keep_disks_removes_them() {
+        let old: OperatorRequest =
+            serde_json::from_str(r#"{"type":"terminate","name":"web"}"#).unwrap();
+        assert!(matches!(
+            old,
+            OperatorRequest::Terminate {
+                keep_disks: false,
+                ..
+            }
+        ));
+        let keep: OperatorRequest =
+            serde_json::from_str(r#"{"type":"terminate","name":"web","keep_disks":true}"#).unwrap();
+        assert!(matches!(
+            keep,
+            OperatorRequest::Terminate {
+                keep_disks: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn a_reply_that_fits_is_unchanged() {
         assert_eq!(
             format!("{:?}", report("hi".into()).fit_frame()),
