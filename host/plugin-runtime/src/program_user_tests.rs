@@ -193,6 +193,19 @@ async fn programs_run_as_the_program_user_and_cannot_reach_root_files() {
     let as_root = run_as(&sup, None, "/bin/cat", &[path]).await;
     assert_eq!(as_root.stdout, "hunter2");
 
+    // It joined its leaf (as root) before dropping: every hierarchy names the test's cgroup.
+    if cg.is_some() {
+        let own = run_as(&sup, sup.program_user(), "/bin/cat", &["/proc/self/cgroup"]).await;
+        let mine = format!("stratus-priv-test-{}/svc-priv/run-", std::process::id());
+        assert!(own.stdout.contains(&mine), "{}", own.stdout);
+        for line in own
+            .stdout
+            .lines()
+            .filter(|l| l.contains(":pids:") || l.starts_with("0::"))
+        {
+            assert!(line.contains(&mine), "not in its leaf: {line}");
+        }
+    }
     // Leaving the cgroup: writing the root cgroup's cgroup.procs is refused.
     let c = stratus_containment::Containment::detect();
     for dir in c.own().paths().iter().filter_map(|p| root_of(p)) {
