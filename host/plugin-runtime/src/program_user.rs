@@ -46,17 +46,32 @@ pub struct ProgramUser {
     pub gid: u32,
 }
 
-/// A `--program-user` value that is not `<uid>` or `<uid>:<gid>` with both non-zero.
+/// A `--program-user` value that is not `<uid>`, `<uid>:<gid>` or a known user name, with
+/// neither id 0.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("program user `{0}` must be `<uid>` or `<uid>:<gid>`, numeric and not 0 (root)")]
+#[error(
+    "program user `{0}` must be `<uid>`, `<uid>:<gid>` or the name of a user, and not root (0)"
+)]
 pub struct InvalidProgramUser(pub String);
 
 impl std::str::FromStr for ProgramUser {
     type Err = InvalidProgramUser;
-    /// `<uid>` (the gid is the same number) or `<uid>:<gid>`.
+    /// `<uid>` (the gid is the same number), `<uid>:<gid>`, or a user name (with its primary
+    /// group) from the password database.
     fn from_str(s: &str) -> Result<ProgramUser, InvalidProgramUser> {
         let bad = || InvalidProgramUser(s.to_string());
-        let (uid, gid) = s.split_once(':').unwrap_or((s, s));
+        let named = !s.is_empty() && !s.starts_with(|c: char| c.is_ascii_digit() || c == '-');
+        let ids = match named {
+            true => nix::unistd::User::from_name(s)
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw().to_string(), u.gid.as_raw().to_string())),
+            false => None,
+        };
+        let (uid, gid) = match &ids {
+            Some((u, g)) => (u.as_str(), g.as_str()),
+            None => s.split_once(':').unwrap_or((s, s)),
+        };
         let uid: u32 = uid.parse().map_err(|_| bad())?;
         let gid: u32 = gid.parse().map_err(|_| bad())?;
         // u32::MAX is (uid_t)-1, which setuid reads as "leave unchanged".

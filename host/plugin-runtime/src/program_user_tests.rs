@@ -30,9 +30,24 @@ fn program_users_parse_and_root_is_refused() {
             gid: 1001
         })
     );
-    for bad in ["0", "0:5", "5:0", "nobody", "", "1:2:3", "4294967295", "-1"] {
+    assert_eq!(
+        "nobody".parse(),
+        Ok(USER),
+        "a name means its uid and primary group"
+    );
+    for bad in [
+        "0",
+        "0:5",
+        "5:0",
+        "root",
+        "no-such-user-here",
+        "",
+        "1:2:3",
+        "4294967295",
+        "-1",
+    ] {
         let e = bad.parse::<ProgramUser>().unwrap_err();
-        assert!(e.to_string().contains("not 0"), "{bad}: {e}");
+        assert!(e.to_string().contains("not root"), "{bad}: {e}");
     }
     assert_eq!(USER.to_string(), "65534:65534");
 }

@@ -55,8 +55,8 @@ pub struct AgentArgs {
     /// Largest plugin component the agent loads, in bytes.
     #[arg(long, default_value_t = stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES)]
     pub max_component_bytes: u64,
-    /// Who the programs plugins start run as when the agent is root: `<uid>` or
-    /// `<uid>:<gid>`, numeric, not 0 [default: 65534:65534, nobody:nogroup].
+    /// Who the programs plugins start run as when the agent is root: `<uid>`, `<uid>:<gid>`
+    /// or a user name, not root [default: 65534:65534, nobody:nogroup].
     #[arg(long, env = "STRATUS_PROGRAM_USER")]
     pub program_user: Option<stratus_plugin_runtime::ProgramUser>,
 }
