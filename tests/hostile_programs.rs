@@ -40,6 +40,18 @@ fn launch(
     attack: &str,
     marker: &str,
 ) -> (PathBuf, PathBuf) {
+    launch_as(st, None, dep, programs, attack, marker)
+}
+
+/// [`launch`] with `STRATUS_PROGRAM_USER` set to `user` for the control plane and its agents.
+fn launch_as(
+    st: &Stratus,
+    user: Option<&str>,
+    dep: &str,
+    programs: &str,
+    attack: &str,
+    marker: &str,
+) -> (PathBuf, PathBuf) {
     let pkg = hostile_package(st, dep, programs);
     let text = format!(
         "[deployment]\nname = \"{dep}\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
@@ -47,7 +59,14 @@ fn launch(
         pkg.display()
     );
     let file = st.write_file(&format!("{dep}.toml"), &text);
-    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let mut cmd = st.cmd();
+    if let Some(u) = user {
+        cmd.env("STRATUS_PROGRAM_USER", u);
+    }
+    let out = cmd
+        .args(["launch", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -192,6 +211,27 @@ fn run_and_spawn_run_as_the_program_user_in_a_directory_it_was_handed() {
     );
     assert_healthy(&st, "pwho");
     terminate(&st, "pwho");
+}
+
+/// The operator picks the program user (`STRATUS_PROGRAM_USER`, inherited by the agents).
+#[test]
+fn the_operator_chooses_the_program_user() {
+    let st = Stratus::new();
+    let programs = "\"/usr/bin/id\", \"/bin/sh\"";
+    let (_, dir) = launch_as(
+        &st,
+        Some("64000:64001"),
+        "pown",
+        programs,
+        "proc-whoami",
+        "-",
+    );
+    let log = read(&dir.join("hostile.log"));
+    let id = "uid=64000 gid=64001 groups=64001";
+    assert!(log.contains(&format!("run: {id}")), "{log}");
+    assert!(log.contains(&format!("spawn: {id}")), "{log}");
+    assert_healthy(&st, "pown");
+    terminate(&st, "pown");
 }
 
 #[test]
