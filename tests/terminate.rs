@@ -339,35 +339,61 @@ fn three_tier_relaunched_after_terminate_loads_its_data_source_again() {
 }
 
 /// A process of a server that outlived terminate (here one the test started with the server's
-/// root marker, outside its cgroup) keeps that server's disk, and terminate says so.
+/// root marker, outside its cgroup) keeps that server's disk, and terminate says so; the next
+/// launch of the server stops that process and starts from a fresh disk all the same.
 #[test]
-fn a_disk_whose_server_still_has_a_process_is_left_and_named() {
+fn a_disk_whose_server_still_has_a_process_is_left_named_and_cleared_at_relaunch() {
+    use std::os::unix::process::CommandExt;
     let st = Stratus::new();
     let file = st.write_file("hello.toml", &hello_deployment("busy", 1));
     st.ok(&["launch", file.to_str().unwrap()]);
     let d = st.deployment("busy");
     let app = &common::servers(&d, "app")[0];
     let root = server_root(&st, "busy", app);
+    std::fs::write(root.join(MARKER), "old data").unwrap();
+    // Its own process group, as a server's processes have: the launch signals that group.
     let mut straggler = std::process::Command::new("sleep")
         .arg("60")
         .env("STRATUS_SERVER_ROOT", &root)
         .current_dir(&root)
+        .process_group(0)
         .spawn()
         .unwrap();
 
     let out = st.run(&["terminate", "busy"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let still_there = root.join(MARKER).exists();
+    let lb = &common::servers(&d, "lb")[0];
+    let lb_gone = !server_root(&st, "busy", lb).exists();
+
+    let relaunch = st.run(&["launch", file.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stopped = loop {
+        match straggler.try_wait().unwrap() {
+            Some(_) => break true,
+            None if std::time::Instant::now() > deadline => break false,
+            None => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
     let _ = straggler.kill();
     let _ = straggler.wait();
+
     assert!(out.status.success(), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("warning: ending the disk of app-1:")
             && err.contains(&format!("[{}]", straggler.id()))
             && err.contains("its disk is left in place"),
         "{err}"
     );
-    assert!(root.join("agent").is_dir(), "the busy disk was removed");
-    let lb = &common::servers(&d, "lb")[0];
-    assert!(!server_root(&st, "busy", lb).exists(), "the other disks go");
-    assert_eq!(st.deployment("busy")["state"], "TERMINATED");
+    assert!(still_there, "the busy disk was removed");
+    assert!(lb_gone, "the other disks go");
+    assert!(relaunch.status.success(), "{relaunch:?}");
+    assert!(
+        stopped,
+        "the relaunch left the old server's process running"
+    );
+    assert_eq!(st.deployment("busy")["state"], "RUNNING");
+    assert_fresh(&st, "busy");
+    terminate(&st, "busy");
+    assert!(!st.dir().join("servers/busy").exists());
 }

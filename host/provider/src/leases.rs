@@ -143,6 +143,11 @@ impl Leases {
         })
     }
 
+    /// Whether `lease`'s holder holds an address.
+    pub fn holds(&self, lease: &Lease) -> Result<bool, ProviderError> {
+        self.with_locked(|table| Ok(table.values().any(|held| held == lease)))
+    }
+
     /// The current leases.
     pub fn list(&self) -> Result<BTreeMap<Ipv4Addr, Lease>, ProviderError> {
         self.with_locked(|table| Ok(table.clone()))
@@ -250,7 +255,10 @@ mod tests {
         );
         assert!(full.to_string().contains("max-servers 2"), "{full}");
         assert_eq!(leases.acquire(holder("app-1"), 2).unwrap(), a);
+        assert!(leases.holds(&holder("app-1")).unwrap());
+        assert!(!leases.holds(&holder("app-3")).unwrap());
         leases.release(a).unwrap();
+        assert!(!leases.holds(&holder("app-1")).unwrap());
         leases.release(b).unwrap();
         assert!(leases.list().unwrap().is_empty());
     }

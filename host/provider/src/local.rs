@@ -74,6 +74,7 @@ impl LocalProvider {
         check_name("deployment", &req.deployment)?;
         check_name("server id", &req.server_id)?;
         let root = self.server_root(&req.deployment, &req.server_id);
+        self.clear_leftover_disk(&req, &root)?;
         let agent_dir = root.join("agent");
         for dir in [root.join("mnt/services"), agent_dir.clone()] {
             std::fs::create_dir_all(&dir)
@@ -123,6 +124,31 @@ impl LocalProvider {
                 Err(e)
             }
         }
+    }
+
+    /// A disk of this server id whose address is not leased any more belongs to a terminated
+    /// server whose terminate could not remove it (a process of it was still alive): stop what
+    /// is left of it and remove it, so the new server starts fresh. A launch retried after a
+    /// crash still holds its lease and keeps its disk.
+    fn clear_leftover_disk(&self, req: &LaunchRequest, root: &Path) -> Result<(), ProviderError> {
+        let dir = root.parent().unwrap_or(root);
+        let lease = Lease {
+            deployment: req.deployment.clone(),
+            server_id: req.server_id.clone(),
+        };
+        if !dir.exists() || self.leases.holds(&lease)? {
+            return Ok(());
+        }
+        tracing::warn!(root = %root.display(), "removing the disk a terminated server left");
+        stop_stale_agents(root);
+        crate::cgroup::destroy(root).map_err(ProviderError::Cgroup)?;
+        let leftover = LaunchedServer {
+            server_id: req.server_id.clone(),
+            address: std::net::Ipv4Addr::LOCALHOST,
+            root: root.to_path_buf(),
+            pid: 0,
+        };
+        crate::disk::end(&self.state_dir, &req.deployment, &leftover, None).map(|_| ())
     }
 
     fn spawn_agent(
