@@ -7,7 +7,12 @@ example=${1:-examples/three-tier/deployment.toml}
 scripts/install-deps.sh mariadb-server mariadb-client haproxy
 cargo build --quiet -p stratus-plugin-artifacts
 cargo build --quiet --bin stratus
-export STRATUS_STATE_DIR=${STRATUS_STATE_DIR:-$PWD/.stratus}
+# As root, programs run as an unprivileged user who must reach the servers' directories: the
+# default state directory for root, /var/lib/stratus, is reachable wherever the clone lives.
+if [ "$(id -u)" != 0 ]; then
+  export STRATUS_STATE_DIR=${STRATUS_STATE_DIR:-$PWD/.stratus}
+fi
+STRATUS_STATE_DIR=${STRATUS_STATE_DIR:-/var/lib/stratus}
 target/debug/stratus launch "$example"
 name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$example" | head -n1)
 cat <<MSG

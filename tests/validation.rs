@@ -300,3 +300,36 @@ fn the_shipped_cm_adapters_carry_the_warning() {
     let out = st.ok(&["plugin", "inspect", hello.to_str().unwrap()]);
     assert!(!out.contains("may run"), "{out}");
 }
+
+#[test]
+fn as_root_a_state_dir_the_program_user_cannot_reach_is_refused_before_anything_starts() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only root runs programs as the program user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // Like /root: closed to everyone else.
+    let closed = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(closed.path(), PermissionsExt::from_mode(0o700)).unwrap();
+    let state = closed.path().join("state");
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file = closed.path().join("d.toml");
+    std::fs::write(&file, deployment("closed", &hello, "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .env("STRATUS_STATE_DIR", &state)
+        .args(["launch", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot search {}", closed.path().display()))
+            && err.contains("nothing was launched"),
+        "{err}"
+    );
+    assert!(
+        !state.join("control.json").exists(),
+        "no control plane started"
+    );
+    assert!(!state.join("servers").exists(), "no server started");
+}

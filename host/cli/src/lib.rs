@@ -56,7 +56,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The state directory: `--state-dir`, `STRATUS_STATE_DIR`, else `$XDG_STATE_HOME/stratus` or
+/// The state directory: `--state-dir`, `STRATUS_STATE_DIR`, else `$XDG_STATE_HOME/stratus`,
+/// else `/var/lib/stratus` for root (programs then run as the program user, who must be able
+/// to reach the servers' directories, and root's home is closed to others) or
 /// `~/.local/state/stratus`.
 pub fn default_state_dir(explicit: Option<PathBuf>) -> PathBuf {
     if let Some(dir) = explicit {
@@ -64,6 +66,9 @@ pub fn default_state_dir(explicit: Option<PathBuf>) -> PathBuf {
     }
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(xdg).join("stratus");
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/stratus");
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)

@@ -41,6 +41,11 @@ pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         eprintln!("{w}");
     }
+    if let Some(problem) = unreachable_state_dir(state_dir)? {
+        eprintln!("error: {problem}");
+        eprintln!("nothing was launched");
+        return Ok(ExitCode::from(2));
+    }
     let file = std::fs::canonicalize(&args.file)?;
     // The control plane records the same warnings as events, naming the canonical file.
     let shown: Vec<String> = warnings
@@ -86,6 +91,34 @@ pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         args.verbose,
         &shown,
     )
+}
+
+/// Run as root, Stratus runs the programs plugins start as the program user, and they reach
+/// their service directories by path beneath the state directory: every directory on the way
+/// must let that user search it, or mariadbd, haproxy and the rest fail at once.
+fn unreachable_state_dir(state_dir: &Path) -> anyhow::Result<Option<String>> {
+    use stratus_plugin_runtime::{PROGRAM_USER_ENV, ProgramUser, program_user::unsearchable};
+    let configured = match std::env::var(PROGRAM_USER_ENV) {
+        Ok(s) => Some(s.parse::<ProgramUser>()?),
+        Err(_) => None,
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    let Some(user) = ProgramUser::for_agent(configured, euid) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(state_dir)?;
+    Ok(unsearchable(state_dir, user).map(|blocked| {
+        format!(
+            "the program user {} ({user}) cannot search {}, on the way to the state directory {}, \
+             so the programs plugins run could not reach their service directories; use a state \
+             directory every user can reach (e.g. STRATUS_STATE_DIR=/var/lib/stratus, the default \
+             for root) or let others search {} (chmod o+x)",
+            user.name(),
+            blocked.display(),
+            state_dir.display(),
+            blocked.display()
+        )
+    }))
 }
 
 /// Prints progress until the deployment is RUNNING or FAILED.
