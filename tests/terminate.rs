@@ -397,3 +397,44 @@ fn a_disk_whose_server_still_has_a_process_is_left_named_and_cleared_at_relaunch
     terminate(&st, "busy");
     assert!(!st.dir().join("servers/busy").exists());
 }
+
+/// Live processes whose command line names a server directory under `state` (agents, and the
+/// programs they start, which name their files there).
+fn processes_naming(state: &Path) -> Vec<u32> {
+    let servers = state.join("servers");
+    let needle = servers.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+#[test]
+fn a_terminate_right_after_launch_leaves_no_server_it_was_starting() {
+    let st = Stratus::new();
+    let file = st.write_file("early.toml", &hello_deployment("early", 6));
+    st.ok(&["launch", "--no-wait", file.to_str().unwrap()]);
+    // While the launch is still bringing servers up.
+    st.ok(&["terminate", "early"]);
+    assert_eq!(st.deployment("early")["state"], "TERMINATED");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !processes_naming(st.dir()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        processes_naming(st.dir()),
+        Vec::<u32>::new(),
+        "a server outlived terminate"
+    );
+    let servers = st.dir().join("servers/early");
+    let left: Vec<_> = std::fs::read_dir(&servers)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "server disks left: {left:?}");
+}

@@ -133,6 +133,25 @@ impl Drop for Stratus {
                 kill_group(pid);
             }
         }
+        end_server_cgroups(self.dir());
+    }
+}
+
+/// Kills and removes the cgroup of every server root under `state`: whatever a failed test
+/// left running there (agents status never knew, the programs they started) ends with it.
+fn end_server_cgroups(state: &Path) {
+    let servers = state.join("servers");
+    let deployments = std::fs::read_dir(&servers).into_iter().flatten().flatten();
+    for dep in deployments {
+        for server in std::fs::read_dir(dep.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some((_, cg)) = stratus_provider::agent_cgroup(&server.path().join("root")) {
+                let _ = cg.destroy();
+            }
+        }
     }
 }
 

@@ -165,6 +165,14 @@ impl Engine {
                 .map(|s| self.terminate_server(dep, s, label.as_deref())),
         )
         .await;
+        // A launch that terminate stopped may have started a server it never recorded.
+        let known: Vec<String> = fleet.values().flatten().map(|s| s.id.to_string()).collect();
+        for id in self.parts.provider.end_unrecorded(dep, &known).await {
+            self.log_deployment(
+                dep,
+                &format!("ended server {id}, which was starting when terminate began"),
+            );
+        }
         let (mut kept, mut left) = (None, Vec::new());
         for result in ended {
             match result {

@@ -11,6 +11,7 @@ mod local;
 mod process;
 
 pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousands};
+pub use cgroup::agent_cgroup;
 pub use disk::KEPT_DISKS;
 pub use error::ProviderError;
 pub use local::LocalProvider;
@@ -92,4 +93,16 @@ pub trait CloudProvider: Send + Sync {
         server: &'a LaunchedServer,
         keep: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<PathBuf>, ProviderError>>;
+
+    /// Ends every server of `deployment` the provider holds that is not in `known` (a launch
+    /// stopped by terminate may have started one it never got to record), once no launch of
+    /// the deployment is in flight; returns their ids. Providers that cannot tell return none.
+    fn end_unrecorded<'a>(
+        &'a self,
+        deployment: &'a str,
+        known: &'a [String],
+    ) -> BoxFuture<'a, Vec<String>> {
+        let _ = (deployment, known);
+        Box::pin(async { Vec::new() })
+    }
 }

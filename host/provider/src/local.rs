@@ -6,12 +6,14 @@ use crate::leases::{Lease, Leases};
 use crate::process::{ROOT_MARKER, group_alive, marked_groups, signal_group};
 use crate::{BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, ProviderError};
 use nix::sys::signal::Signal;
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often terminate checks whether the group is gone.
@@ -33,7 +35,45 @@ pub struct LocalProvider {
     state_dir: PathBuf,
     agent_program: PathBuf,
     leases: Leases,
+    /// Launches under way per deployment. A launch runs on a blocking thread that outlives an
+    /// aborted caller, so terminate waits for these before it sweeps unrecorded servers.
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
 }
+
+/// Counts one launch of a deployment as in flight until dropped.
+struct InFlight {
+    map: Arc<Mutex<HashMap<String, usize>>>,
+    deployment: String,
+}
+
+impl InFlight {
+    fn start(map: &Arc<Mutex<HashMap<String, usize>>>, deployment: &str) -> InFlight {
+        *map.lock()
+            .unwrap()
+            .entry(deployment.to_string())
+            .or_default() += 1;
+        InFlight {
+            map: map.clone(),
+            deployment: deployment.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap();
+        if let Some(n) = map.get_mut(&self.deployment) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.deployment);
+            }
+        }
+    }
+}
+
+/// Longest terminate waits for launches in flight before sweeping: a launch blocks on a
+/// directory setup and one fork/exec, seconds at most.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
 
 impl LocalProvider {
     /// `agent_program` is the `stratus` binary (run as `<program> agent ...`).
@@ -46,6 +86,7 @@ impl LocalProvider {
             state_dir,
             agent_program,
             leases,
+            in_flight: Arc::default(),
         }
     }
 
@@ -257,6 +298,45 @@ async fn wait_gone(pgid: u32, root: &Path, limit: Duration) -> bool {
     }
 }
 
+impl LocalProvider {
+    /// The servers of `dep` on disk or leased that `known` lacks: their cgroups (agent and
+    /// everything it started) and marked process groups are killed, their leases released
+    /// and their disks removed.
+    fn end_unrecorded_blocking(&self, dep: &str, known: &[String]) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.state_dir.join("servers").join(dep))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let leases = self.leases.list().unwrap_or_default();
+        ids.extend(
+            leases
+                .values()
+                .filter(|l| l.deployment == dep)
+                .map(|l| l.server_id.clone()),
+        );
+        ids.sort();
+        ids.dedup();
+        ids.retain(|id| !known.contains(id) && check_name("server id", id).is_ok());
+        for id in &ids {
+            let root = self.server_root(dep, id);
+            tracing::warn!(deployment = dep, server = %id, "ending a server its launch never recorded");
+            let _ = crate::cgroup::destroy(&root);
+            stop_stale_agents(&root);
+            for (addr, l) in &leases {
+                if l.deployment == dep && &l.server_id == id {
+                    let _ = self.leases.release(*addr);
+                }
+            }
+            if let Some(dir) = root.parent() {
+                let _ = crate::disk::remove_tree(dir);
+            }
+        }
+        ids
+    }
+}
+
 /// Stops every process group still marked as running for `root` (blocking).
 fn stop_stale_agents(root: &Path) {
     for pgid in marked_groups(root).into_iter().filter(|p| *p > 1) {
@@ -311,11 +391,17 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), ProviderE
 impl CloudProvider for LocalProvider {
     fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<LaunchedServer, ProviderError>> {
         let this = self.clone();
+        let in_flight = InFlight::start(&self.in_flight, &req.deployment);
         Box::pin(async move {
             // Directory setup, the lease lock and fork/exec block; keep them off the runtime.
-            tokio::task::spawn_blocking(move || this.launch_blocking(req))
-                .await
-                .map_err(|e| ProviderError::Task(e.to_string()))?
+            // The guard goes with the blocking work, which goes on even if this future is
+            // dropped (terminate aborting a launch).
+            tokio::task::spawn_blocking(move || {
+                let _in_flight = in_flight;
+                this.launch_blocking(req)
+            })
+            .await
+            .map_err(|e| ProviderError::Task(e.to_string()))?
         })
     }
 
@@ -335,6 +421,28 @@ impl CloudProvider for LocalProvider {
         Ok(Capacity {
             max: crate::capacity::max_servers(&self.state_dir)?,
             used: self.leases.list()?.len() as u64,
+        })
+    }
+
+    fn end_unrecorded<'a>(
+        &'a self,
+        deployment: &'a str,
+        known: &'a [String],
+    ) -> BoxFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let deadline = Instant::now() + IN_FLIGHT_WAIT;
+            while self.in_flight.lock().unwrap().contains_key(deployment) {
+                if Instant::now() >= deadline {
+                    tracing::warn!(deployment, "a launch is still in flight; sweeping anyway");
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            let this = self.clone();
+            let (dep, known) = (deployment.to_string(), known.to_vec());
+            tokio::task::spawn_blocking(move || this.end_unrecorded_blocking(&dep, &known))
+                .await
+                .unwrap_or_default()
         })
     }
 
