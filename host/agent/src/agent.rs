@@ -66,6 +66,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     })
     .map_err(|e| AgentError::Runtime(e.to_string()))?;
     let log_dir = cfg.root.join("agent/processes");
+    tokio::spawn(bound_process_logs(log_dir.clone()));
     let services = contain();
     let mut supervisor = match &services {
         Some(parent) => Supervisor::contained(log_dir, parent.cgroup.clone()),
@@ -95,6 +96,26 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         "supervised processes stopped; agent exiting"
     );
     result
+}
+
+/// How often the supervised processes' logs are checked against their bound.
+const LOG_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Supervised processes write their own logs; the agent keeps each one bounded.
+async fn bound_process_logs(dir: std::path::PathBuf) {
+    let max = stratus_plugin_runtime::process_logs::MAX_PROCESS_LOG_BYTES;
+    loop {
+        tokio::time::sleep(LOG_CHECK_EVERY).await;
+        let dir = dir.clone();
+        let rotated = tokio::task::spawn_blocking(move || {
+            stratus_plugin_runtime::process_logs::bound(&dir, max)
+        })
+        .await
+        .unwrap_or(0);
+        if rotated > 0 {
+            tracing::info!(rotated, "supervised process logs rotated");
+        }
+    }
 }
 
 /// Where the services' cgroups go, and whether the agent made that parent itself.

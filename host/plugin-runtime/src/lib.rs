@@ -34,6 +34,7 @@ pub use stratus_model::plugin::manifest;
 mod network;
 mod output;
 pub mod package;
+pub mod process_logs;
 pub mod program_user;
 mod runtime;
 pub mod supervisor;

@@ -166,7 +166,7 @@ impl Supervisor {
 
     /// Where a process's stdout and stderr go.
     pub fn log_path(&self, owner: &str, name: &str) -> PathBuf {
-        self.inner.log_dir.join(format!("{owner}-{name}.log"))
+        crate::process_logs::log_path(&self.inner.log_dir, owner, name)
     }
 
     /// The owner's cgroup, created with its limit, refusing when the limit is reached
@@ -275,17 +275,8 @@ impl Supervisor {
                 spec.name, e.pid
             ));
         }
-        std::fs::create_dir_all(&self.inner.log_dir).map_err(|e| {
-            format!(
-                "cannot create log directory {}: {e}",
-                self.inner.log_dir.display()
-            )
-        })?;
         let log_path = self.log_path(owner, &spec.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let log = crate::process_logs::open(&log_path)
             .map_err(|e| format!("cannot open log {}: {e}", log_path.display()))?;
         let log2 = log
             .try_clone()
