@@ -184,6 +184,11 @@ pub enum EnvRefusal {
          something else in the program (/proc/self/cwd is its working directory)"
     )]
     PathInProc(String),
+    #[error(
+        "environment variable PATH entry `{0}` is writable by others than root (owned by \
+         another user, or group- or world-writable, like /tmp), where programs could be planted"
+    )]
+    PathWritable(String),
     #[error("environment variable {0} names a locale by path; only locale names are passed")]
     LocalePath(String),
 }
@@ -235,8 +240,21 @@ fn check_path<'a>(
         if inside {
             return Err(EnvRefusal::PathInGrant(entry.to_string()));
         }
+        if !only_root_writes(&real) {
+            return Err(EnvRefusal::PathWritable(entry.to_string()));
+        }
     }
     Ok(())
+}
+
+/// Whether only root can change what `dir` holds: it (or, where it does not exist yet, the
+/// nearest directory above it, where it could be made) is root's and not group- or
+/// world-writable.
+fn only_root_writes(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    dir.ancestors()
+        .find_map(|d| std::fs::metadata(d).ok())
+        .is_some_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
 #[cfg(test)]

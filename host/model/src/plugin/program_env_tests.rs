@@ -65,6 +65,15 @@ fn path_must_be_absolute_and_outside_the_grants() {
     std::os::unix::fs::symlink(&grant, &link).unwrap();
     let via = link.display().to_string();
     assert_eq!(check(&via), Err(EnvRefusal::PathInGrant(via.clone())));
+    // Directories others can write (or make entries in) are as good as a grant.
+    for shared in ["/tmp", "/var/tmp", "/tmp/not-there-yet/bin"] {
+        assert_eq!(check(shared), Err(EnvRefusal::PathWritable(shared.into())));
+    }
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let open = open.display().to_string();
+    assert_eq!(check(&open), Err(EnvRefusal::PathWritable(open.clone())));
 }
 
 #[test]
