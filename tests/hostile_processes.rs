@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::marks::{Reap, marked};
 use common::{Stratus, read, servers, terminate};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,51 +37,12 @@ fn deployment(st: &Stratus, name: &str, package: &Path, settings: &str, extra: &
 
 /// A marker no other process on the machine carries.
 fn marker(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("stratus-mark-{test}-{}-{nanos}", std::process::id())
-}
-
-/// Live processes whose command line carries `marker`.
-fn marked(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(marker) && common::alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Ends the marked processes (ours, by pid) if a test fails half-way.
-struct Reap(String);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        for pid in marked(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .output();
-        }
-    }
+    common::marks::marker("stratus-mark", test)
 }
 
 /// Waits until at least `n` marked processes run, and returns them.
 fn wait_marked(marker: &str, n: usize) -> Vec<u32> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = marked(marker);
-        if found.len() >= n || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::marks::wait_marked(marker, n, Duration::from_secs(20))
 }
 
 /// Cgroup directories of deployment `dep` in any hierarchy (the provider names them

@@ -8,10 +8,11 @@
 
 mod common;
 
+use common::marks::{Reap, marked};
 use common::{Stratus, read, server_root, servers, terminate};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What `id` prints for the default program user (nobody:nogroup, no other group).
 const PROGRAM_USER_ID: &str = "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)";
@@ -92,51 +93,12 @@ fn assert_healthy(st: &Stratus, dep: &str) {
 
 /// A marker no other process on the machine carries.
 fn marker(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("stratus-prog-{test}-{}-{nanos}", std::process::id())
-}
-
-/// Live processes whose command line carries `marker`.
-fn marked(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(marker) && common::alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
+    common::marks::marker("stratus-prog", test)
 }
 
 /// Waits up to ten seconds for a marked process.
 fn wait_marked(marker: &str) -> Vec<u32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = marked(marker);
-        if !found.is_empty() || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Ends the marked processes (ours, by pid) if a test fails half-way.
-struct Reap(String);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        for pid in marked(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .output();
-        }
-    }
+    common::marks::wait_marked(marker, 1, Duration::from_secs(10))
 }
 
 /// The real uid and the cgroups of `pid`.

@@ -401,18 +401,7 @@ fn a_disk_whose_server_still_has_a_process_is_left_named_and_cleared_at_relaunch
 /// Live processes whose command line names a server directory under `state` (agents, and the
 /// programs they start, which name their files there).
 fn processes_naming(state: &Path) -> Vec<u32> {
-    let servers = state.join("servers");
-    let needle = servers.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
+    common::marks::marked(&state.join("servers").to_string_lossy())
 }
 
 #[test]
