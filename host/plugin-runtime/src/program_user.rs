@@ -232,6 +232,12 @@ fn give(fd: &OwnedFd, path: &Path, user: ProgramUser, done: &mut HandOver) -> io
         tracing::warn!(path = %path.display(), "not handing a hard-linked file to the program user");
         return Ok(());
     }
+    // A secret the agent wrote (a CM credential, mode 0600 and root's) stays the agent's: the
+    // program user is shared by every plugin on the machine, so handing it over would hand it
+    // to all of them. A tool that needs it must run as root (`run-as = "root"`).
+    if kind == FileType::RegularFile && st.st_uid == 0 && st.st_mode & 0o077 == 0 {
+        return Ok(());
+    }
     let (uid, gid) = (
         rustix::fs::Uid::from_raw(user.uid),
         rustix::fs::Gid::from_raw(user.gid),

@@ -288,3 +288,25 @@ async fn a_program_in_a_private_directory_runs_by_descriptor() {
     .await;
     assert!(e.is_err_and(|e| e.contains("Permission denied")));
 }
+
+#[test]
+fn a_secret_the_agent_wrote_is_not_handed_over() {
+    if !root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = work.join("validation.pem");
+    std::fs::write(&key, "key").unwrap();
+    std::fs::set_permissions(&key, PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(work.join("site.pp"), "x").unwrap();
+    hand_over(&work, USER).unwrap();
+    let owner = |p: &Path| std::fs::metadata(p).unwrap().uid();
+    assert_eq!(
+        owner(&key),
+        0,
+        "the credential stays root's, unreadable to the program user"
+    );
+    assert_eq!(owner(&work.join("site.pp")), 65534);
+}
