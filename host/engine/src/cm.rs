@@ -68,7 +68,8 @@ pub fn units(spec: &DeploymentSpec) -> Vec<CmUnit> {
                     files_key: None,
                     run_list: Vec::new(),
                     settings: BTreeMap::new(),
-                    run_as: None,
+                    // Never root, even if the component changed since validation refused it.
+                    run_as: Some(stratus_model::plugin::capabilities::RunAs::ProgramUser),
                 });
             }
         }

@@ -213,6 +213,18 @@ impl Checker<'_> {
             Some(raw) => self.narrowed(raw, &m.manifest.capabilities, &shown),
         };
         let caps = caps.and_then(|c| self.run_as_narrowed(c, run_as, &shown));
+        // Only a tier's CM adapter may run as root, where its cm table can take that away; a
+        // personality component has no table an operator could veto it from.
+        if let (Role::Component(p), Some(c)) = (role, &caps)
+            && c.run_as == RunAs::Root
+        {
+            let msg = format!(
+                "{shown} declares run-as = \"root\", but a component of personality `{p}` runs \
+                 as the program user (only a tier's CM adapter may run as root)"
+            );
+            self.error(at.span(), msg);
+            return;
+        }
         if let Some(caps) = caps {
             self.programs(at, &m.manifest.plugin.name, &shown, &caps, role, machine);
         }
