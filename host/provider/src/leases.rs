@@ -156,18 +156,46 @@ impl Leases {
 
 /// Where state directories claim addresses machine-wide: two control planes with different
 /// state directories (parallel tests, two operators) must not hand out the same address.
+/// Root keeps it in `/run`, where no other user can plant a link in its place.
 fn claims_dir() -> PathBuf {
-    std::env::temp_dir().join("stratus-local-addresses")
+    let run = Path::new("/run");
+    let base = match nix::unistd::geteuid().is_root() && run.is_dir() {
+        true => run.to_path_buf(),
+        false => std::env::temp_dir(),
+    };
+    base.join("stratus-local-addresses")
+}
+
+/// The claims directory, made if absent, only if it is ours: a real directory (not a link
+/// another user planted in a shared /tmp), owned by this user and writable by no one else.
+fn own_claims_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = claims_dir();
+    let _ = std::fs::DirBuilder::new().mode(0o755).create(&dir);
+    let ours = owned_alone(&dir);
+    if !ours {
+        tracing::warn!(dir = %dir.display(), "not using an address claims directory this user does not own alone");
+    }
+    ours.then_some(dir)
+}
+
+/// Whether `dir` is a real directory (not a link) of this user that no one else may write.
+fn owned_alone(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.file_type().is_dir()
+            && m.uid() == nix::unistd::geteuid().as_raw()
+            && m.mode() & 0o022 == 0
+    })
 }
 
 /// Claims `addr` for `owner` (a state directory) unless another live state directory holds it.
 /// A claim whose state directory is gone is stale and taken over.
 fn claim_machine_wide(addr: Ipv4Addr, owner: &str) -> bool {
-    let dir = claims_dir();
-    if std::fs::create_dir_all(&dir).is_err() {
+    let Some(dir) = own_claims_dir() else {
         // Without a claims directory we fall back to the per-state-directory table alone.
         return true;
-    }
+    };
     let path = dir.join(addr.to_string());
     for _ in 0..2 {
         match OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -205,6 +233,27 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_claims_directory_planted_as_a_link_or_open_to_others_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, PermissionsExt::from_mode(0o755)).unwrap();
+        assert!(super::owned_alone(&real));
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(
+            !super::owned_alone(&link),
+            "a link is never the claims directory"
+        );
+        std::fs::set_permissions(&real, PermissionsExt::from_mode(0o777)).unwrap();
+        assert!(
+            !super::owned_alone(&real),
+            "nor a directory others may write"
+        );
+    }
 
     #[test]
     fn a_claim_is_exclusive_between_live_state_dirs_and_stale_ones_are_taken_over() {
