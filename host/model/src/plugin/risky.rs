@@ -160,6 +160,19 @@ const RISKY: &[(Pattern, Risk)] = &[
     (Exact("capsh"), Risk::Launcher),
     (Exact("sg"), Risk::Launcher),
     (Exact("socat"), Risk::Launcher),
+    (Exact("setarch"), Risk::Launcher),
+    (Exact("linux32"), Risk::Launcher),
+    (Exact("linux64"), Risk::Launcher),
+    (Exact("logsave"), Risk::Launcher),
+    (Exact("dbus-run-session"), Risk::Launcher),
+    (Exact("fakeroot"), Risk::Launcher),
+    (Exact("ssh-agent"), Risk::Launcher),
+    (Exact("perf"), Risk::Launcher),
+    // `--filter=` (split), `-TT` (zip), `.shell`/`.system` (sqlite3), `-P` pager (man).
+    (Exact("split"), Risk::CommandEscape),
+    (Exact("zip"), Risk::CommandEscape),
+    (Family("sqlite3"), Risk::CommandEscape),
+    (Exact("man"), Risk::CommandEscape),
     // `--checkpoint-action=exec=`, `--to-command`, `--use-compress-program`.
     (Exact("tar"), Risk::CommandEscape),
     // Hooks, aliases, `core.sshCommand`, `-c` config: all run commands.
@@ -292,6 +305,17 @@ mod tests {
             ("/usr/bin/tee", Risk::WritesFiles),
             ("/usr/bin/socat", Risk::Launcher),
             ("/usr/sbin/start-stop-daemon", Risk::Launcher),
+            ("/usr/bin/setarch", Risk::Launcher),
+            ("/usr/bin/linux64", Risk::Launcher),
+            ("/sbin/logsave", Risk::Launcher),
+            ("/usr/bin/dbus-run-session", Risk::Launcher),
+            ("/usr/bin/fakeroot", Risk::Launcher),
+            ("/usr/bin/ssh-agent", Risk::Launcher),
+            ("/usr/bin/perf", Risk::Launcher),
+            ("/usr/bin/split", Risk::CommandEscape),
+            ("/usr/bin/zip", Risk::CommandEscape),
+            ("/usr/bin/sqlite3", Risk::CommandEscape),
+            ("/usr/bin/man", Risk::CommandEscape),
         ] {
             assert_eq!(risk_of(p), Some(risk), "{p}");
         }
