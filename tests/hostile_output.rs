@@ -295,6 +295,10 @@ fn plugin_text_cannot_forge_hook_log_lines_or_reach_a_terminal() {
         "{log}"
     );
     assert!(log.contains("| fine"), "the output is kept, quoted: {log}");
+    // What plugins said is the operator's to read, not other plugins' programs'.
+    use std::os::unix::fs::PermissionsExt;
+    let logs = std::fs::metadata(st.dir().join("logs")).unwrap();
+    assert_eq!(logs.permissions().mode() & 0o777, 0o700);
     for (what, t) in log_files(&st).into_iter().chain(cli_views(&st)) {
         assert!(!t.contains('\u{1b}'), "an escape sequence in {what}");
     }

@@ -59,6 +59,13 @@ struct Control {
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let paths = StatePaths::new(&opts.state_dir);
     std::fs::create_dir_all(paths.logs()).map_err(setup("creating the state directory"))?;
+    // Hook logs carry what plugins said; the program user every plugin's programs share must
+    // not read one deployment's from another.
+    std::fs::set_permissions(
+        paths.logs(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .map_err(setup("closing the logs directory"))?;
     let _lock = lock(&paths)?;
     let store = Store::open(paths.db()).map_err(setup("opening the journal"))?;
     let logs = Logs::open(paths.path(), store.clone()).map_err(setup("opening logs"))?;
