@@ -38,6 +38,8 @@ const CALL_LIMIT: Duration = Duration::from_secs(600);
 const RECONNECT_LIMIT: Duration = Duration::from_secs(60);
 /// An agent the monitor saw go away gets only a short chance to come back.
 const LOST_RECONNECT_LIMIT: Duration = Duration::from_secs(3);
+/// Longest hook message kept with each wait to be retried (the final failure keeps it all).
+const MAX_WAIT_MESSAGE: usize = 1024;
 const ATTEMPTS: usize = 3;
 
 impl Engine {
@@ -185,7 +187,9 @@ impl Engine {
                 hook: hook.to_string(),
                 attempt: n,
                 attempts: policy.attempts,
-                message: message.clone(),
+                // One line per wait in the journal and the events: a plugin asking a hundred
+                // times with a 64 KiB reason must not fill them.
+                message: cut_str(&message, MAX_WAIT_MESSAGE),
                 next_at_ms: now_ms()
                     .saturating_add(i64::try_from(policy.wait_after(n).as_millis()).unwrap_or(0)),
             };
