@@ -197,7 +197,10 @@ pub fn follow(
                 bar.finish_and_clear();
                 eprintln!(
                     "deployment {name} FAILED: {}",
-                    d.reason.as_deref().unwrap_or("no reason recorded")
+                    super::status::indented(
+                        d.reason.as_deref().unwrap_or("no reason recorded"),
+                        "    "
+                    )
                 );
                 eprintln!("see `stratus events --deployment {name}` and `stratus logs`");
                 return Ok(ExitCode::FAILURE);

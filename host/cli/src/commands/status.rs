@@ -40,7 +40,7 @@ pub fn print_text(view: &StatusView) {
     for d in &view.deployments {
         println!("deployment {}: {}", d.name, d.state);
         if let Some(r) = &d.reason {
-            println!("  reason: {r}");
+            println!("  reason: {}", indented(r, "    "));
         }
         for e in &d.endpoints {
             println!("  endpoint: http://{e}/");
@@ -61,15 +61,36 @@ pub fn print_text(view: &StatusView) {
                     services.join(", ")
                 );
                 for c in &s.cm {
-                    println!("      cm {} {}: {}", c.unit, c.state, c.summary);
+                    let summary = indented(&c.summary, "        ");
+                    println!("      cm {} {}: {summary}", c.unit, c.state);
                 }
                 for w in &s.waiting {
                     println!(
                         "      {} {} ({}): attempt {} of {} at {}",
-                        w.hook, w.state, w.message, w.next_attempt, w.attempts, w.next_attempt_at
+                        w.hook,
+                        w.state,
+                        indented(&w.message, "        "),
+                        w.next_attempt,
+                        w.attempts,
+                        w.next_attempt_at
                     );
                 }
             }
         }
+    }
+}
+
+/// `text` with its further lines behind `indent`: a plugin's message can hold newlines, and
+/// none of its lines may read as a line of this report (`deployment … RUNNING`).
+pub(crate) fn indented(text: &str, indent: &str) -> String {
+    text.replace('\n', &format!("\n{indent}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn further_lines_of_a_message_are_indented() {
+        assert_eq!(super::indented("a\nb\nc", "  "), "a\n  b\n  c");
+        assert_eq!(super::indented("one line", "  "), "one line");
     }
 }
