@@ -280,6 +280,12 @@ fn plugin_text_cannot_forge_hook_log_lines_or_reach_a_terminal() {
         !text.contains('\u{1b}'),
         "an escape reached the terminal: {text:?}"
     );
+    // The error's second line stays inside the report of the failure, in launch and status.
+    let status = st.ok(&["status"]);
+    for out in [&text, &status] {
+        assert!(out.contains("failed"), "{out}");
+        assert!(!out.lines().any(|l| l.starts_with("# outcome")), "{out}");
+    }
     let hooks = every_file(&st.dir().join("logs/hooks/forge"));
     let configure = hooks
         .iter()
