@@ -69,11 +69,25 @@ fn exports(world: World, call: &HookCall) -> bool {
 }
 
 impl Plugin {
+    /// The redactor for `secrets`: the last call's when they are the same, else a new one.
+    fn redactor_for(&self, secrets: impl Iterator<Item = String>) -> Redactor {
+        let secrets: Vec<String> = secrets.collect();
+        let mut last = self.inner.last_redactor.lock().unwrap();
+        if let Some((known, r)) = last.as_ref()
+            && *known == secrets
+        {
+            return r.clone();
+        }
+        let r = Redactor::new(secrets.iter().cloned());
+        *last = Some((secrets, r.clone()));
+        r
+    }
+
     /// Runs one hook in a fresh sandbox. On failure the returned `CallFailure` still carries
     /// the captured output and logs. Either way every string the plugin supplied has passed
     /// the call's one redactor and the size bounds (`Redactor::seal`).
     pub async fn call(&self, call: &HookCall, env: &CallEnv) -> Result<HookOutcome, CallFailure> {
-        let redactor = Redactor::new(env.secrets.iter().cloned().chain(call.secrets()));
+        let redactor = self.redactor_for(env.secrets.iter().cloned().chain(call.secrets()));
         let result = self.call_unsealed(call, env, &redactor).await;
         redactor.seal(result)
     }
@@ -276,9 +290,9 @@ fn wasi_ctx(
     // A plugin setting up a server may need the name its programs run as (MariaDB's
     // unix_socket account, a file owner in a config).
     if caps.run_as == RunAs::ProgramUser
-        && let Some(user) = env.supervisor.program_user()
+        && let Some(name) = env.supervisor.program_user_name()
     {
-        b.env(PROGRAM_USER_ENV, user.name());
+        b.env(PROGRAM_USER_ENV, name);
     }
     b.stdout(out.clone()).stderr(err.clone());
     b.allow_tcp(true)

@@ -149,6 +149,7 @@ impl Runtime {
                 info,
                 pre,
                 dir: pkg.dir.clone(),
+                last_redactor: std::sync::Mutex::default(),
             }),
         })
     }
@@ -252,6 +253,9 @@ pub(crate) struct PluginInner {
     pub info: ComponentInfo,
     pub pre: Pre,
     pub dir: PathBuf,
+    /// The redactor of the last call and the secrets it was built for: consecutive calls of a
+    /// service carry the same secrets, and building one costs more than a trivial call.
+    pub last_redactor: std::sync::Mutex<Option<(Vec<String>, crate::output::Redactor)>>,
 }
 
 impl Plugin {

@@ -64,6 +64,9 @@ struct Inner {
     /// Who programs run as unless their plugin may run them as root; `None` when the
     /// supervisor is not root.
     program_user: Option<ProgramUser>,
+    /// Its name, looked up once: every hook call hands it to the plugin, and a password
+    /// database lookup per call costs more than the call itself.
+    program_user_name: Option<String>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -145,6 +148,7 @@ impl Supervisor {
                 cgroups,
                 runs: AtomicU64::new(0),
                 program_user: ProgramUser::for_agent(None, euid),
+                program_user_name: ProgramUser::for_agent(None, euid).map(ProgramUser::name),
             }),
         }
     }
@@ -155,6 +159,7 @@ impl Supervisor {
         let euid = nix::unistd::geteuid().as_raw();
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.program_user = ProgramUser::for_agent(Some(user), euid);
+            inner.program_user_name = inner.program_user.map(ProgramUser::name);
         }
         self
     }
@@ -162,6 +167,11 @@ impl Supervisor {
     /// Who programs run as by default; `None` when they keep the supervisor's own user.
     pub fn program_user(&self) -> Option<ProgramUser> {
         self.inner.program_user
+    }
+
+    /// The program user's name (or uid), as [`ProgramUser::name`] gave it at construction.
+    pub fn program_user_name(&self) -> Option<&str> {
+        self.inner.program_user_name.as_deref()
     }
 
     /// Where a process's stdout and stderr go.
