@@ -319,6 +319,15 @@ mod tests {
             .env(crate::process::ROOT_MARKER, &root)
             .spawn()
             .unwrap();
+        // Until it has exec'd, the child still shows the test's own environment.
+        let marker = format!("{}={}", crate::process::ROOT_MARKER, root.display());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read(format!("/proc/{}/environ", child.id()))
+            .is_ok_and(|e| e.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let busy = end(state.path(), "web", &server(root.clone()), None);
         let _ = child.kill();
         let _ = child.wait();
