@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{Stratus, assert_no_secret_leaked, read, server_root, servers, terminate};
+use common::{
+    Stratus, assert_no_secret_leaked, one_service, package_copy, read, server_root, servers,
+    terminate,
+};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,41 +33,6 @@ fn assert_untouched(file: &Path) {
         file.display()
     );
     assert_eq!(read(file), "keep me", "{} was written", file.display());
-}
-
-/// The hostile package copied to `<state>/<name>` with `plugin.toml` edited by `edit`.
-fn hostile_package(
-    st: &Stratus,
-    name: &str,
-    plugin: &str,
-    edit: impl Fn(String) -> String,
-) -> PathBuf {
-    let src = stratus_plugin_artifacts::package_dir(plugin);
-    let dest = st.dir().join(name);
-    std::fs::create_dir_all(&dest).unwrap();
-    std::fs::copy(src.join("plugin.wasm"), dest.join("plugin.wasm")).unwrap();
-    std::fs::write(
-        dest.join("plugin.toml"),
-        edit(read(&src.join("plugin.toml"))),
-    )
-    .unwrap();
-    dest
-}
-
-/// One tier `h` with one hostile service `h`; `extra` is added to the service table.
-fn hostile_deployment(
-    st: &Stratus,
-    name: &str,
-    package: &Path,
-    settings: &str,
-    extra: &str,
-) -> PathBuf {
-    let text = format!(
-        "[deployment]\nname = \"{name}\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
-         [services.h]\npackage = \"{}\"\nsettings = {{ {settings} }}\n{extra}",
-        package.display()
-    );
-    st.write_file(&format!("{name}.toml"), &text)
 }
 
 /// The service directory of the only server of tier `h`.
@@ -107,7 +75,7 @@ fn a_link_planted_as_the_data_source_is_replaced_not_written_through() {
         "data-source = {{ image = \"{}\", database = \"h\" }}\n",
         sql.display()
     );
-    let file = hostile_deployment(&st, "hds", &package, &settings, &ds);
+    let file = one_service(&st, "hds", &package, &settings, &ds);
     st.ok(&["launch", file.to_str().unwrap()]);
 
     assert_running(&st, "hds");
@@ -129,7 +97,7 @@ fn a_link_planted_as_the_data_source_is_replaced_not_written_through() {
 fn links_and_paths_towards_the_agent_private_area_lead_nowhere() {
     let st = Stratus::new();
     let package = stratus_plugin_artifacts::package_dir("hostile");
-    let file = hostile_deployment(&st, "hseal", &package, "attack = \"fs-symlink-sealed\"", "");
+    let file = one_service(&st, "hseal", &package, "attack = \"fs-symlink-sealed\"", "");
     st.ok(&["launch", file.to_str().unwrap()]);
 
     assert_running(&st, "hseal");
@@ -217,7 +185,7 @@ impl Drop for Restarted {
 fn a_plugin_rewriting_its_own_package_changes_nothing_the_agent_loads() {
     let st = Stratus::new();
     let package = stratus_plugin_artifacts::package_dir("hostile");
-    let file = hostile_deployment(
+    let file = one_service(
         &st,
         "hman",
         &package,
@@ -265,10 +233,10 @@ fn filling_the_disk_fails_the_hook_naming_the_limit_and_the_agent_stays_up() {
     // Succeeding, or failing with a retryable error after filling: the limit is the reason.
     for (name, then) in [("hdisk", "ok"), ("hdiskretry", "retry")] {
         let st = Stratus::new();
-        let package = hostile_package(&st, "small-disk", "hostile", |t| {
+        let package = package_copy(&st, "small-disk", "hostile", |t| {
             t.replace("[capabilities]\n", "[capabilities]\ndisk-mb = 4\n")
         });
-        let file = hostile_deployment(
+        let file = one_service(
             &st,
             name,
             &package,
@@ -333,9 +301,9 @@ fn a_hostile_cm_adapter_cannot_reach_the_agents_files() {
 #[test]
 fn a_package_holding_a_link_is_refused_at_launch_naming_the_entry() {
     let st = Stratus::new();
-    let package = hostile_package(&st, "linked", "hostile", |t| t);
+    let package = package_copy(&st, "linked", "hostile", |t| t);
     std::os::unix::fs::symlink("/etc/shadow", package.join("loot")).unwrap();
-    let file = hostile_deployment(&st, "hlink", &package, "attack = \"none\"", "");
+    let file = one_service(&st, "hlink", &package, "attack = \"none\"", "");
     let out = st.run(&["launch", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -348,13 +316,13 @@ fn a_package_holding_a_link_is_refused_at_launch_naming_the_entry() {
 #[test]
 fn a_server_root_grant_is_refused_naming_its_replacement() {
     let st = Stratus::new();
-    let package = hostile_package(&st, "rooted", "hostile", |t| {
+    let package = package_copy(&st, "rooted", "hostile", |t| {
         t.replace(
             "{ dir = \"service\", access = \"read-write\" }",
             "{ dir = \"service\", access = \"read-write\" }, { dir = \"server-root\", access = \"read-write\" }",
         )
     });
-    let file = hostile_deployment(&st, "hroot", &package, "attack = \"none\"", "");
+    let file = one_service(&st, "hroot", &package, "attack = \"none\"", "");
     let out = st.run(&["launch", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -367,7 +335,7 @@ fn a_server_root_grant_is_refused_naming_its_replacement() {
 #[test]
 fn a_component_over_the_size_cap_is_refused_before_it_is_read() {
     let st = Stratus::new();
-    let package = hostile_package(&st, "huge", "hostile", |t| t);
+    let package = package_copy(&st, "huge", "hostile", |t| t);
     // Sparse: 300 MB long, nothing on disk; reading it whole would take 300 MB of memory.
     let wasm = std::fs::OpenOptions::new()
         .write(true)
@@ -389,7 +357,7 @@ fn the_operator_narrows_disk_mb_and_cannot_widen_it() {
     let st = Stratus::new();
     let package = stratus_plugin_artifacts::package_dir("hostile");
     let settings = "attack = \"fs-fill-disk\", mb = \"8\"";
-    let wide = hostile_deployment(
+    let wide = one_service(
         &st,
         "hwide",
         &package,
@@ -403,7 +371,7 @@ fn the_operator_narrows_disk_mb_and_cannot_widen_it() {
         "{err}"
     );
 
-    let narrow = hostile_deployment(
+    let narrow = one_service(
         &st,
         "hnarrow",
         &package,
@@ -425,10 +393,10 @@ fn the_operator_narrows_disk_mb_and_cannot_widen_it() {
 fn launching_again_after_a_package_changed_installs_and_loads_the_new_package() {
     let st = Stratus::new();
     // The manifest lacks the program the hook runs: the launch fails on the denial.
-    let package = hostile_package(&st, "changing", "hostile", |t| {
+    let package = package_copy(&st, "changing", "hostile", |t| {
         t.replace("programs = [\"/usr/bin/echo\"]", "programs = []")
     });
-    let file = hostile_deployment(&st, "hchange", &package, "attack = \"shell-meta\"", "");
+    let file = one_service(&st, "hchange", &package, "attack = \"shell-meta\"", "");
     let out = st.run(&["launch", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");

@@ -12,27 +12,13 @@ use std::time::{Duration, Instant};
 
 /// The hostile package copied to `<state>/<name>` with its own `[capabilities]`.
 fn hostile_package(st: &Stratus, name: &str, capabilities: &str) -> PathBuf {
-    let src = stratus_plugin_artifacts::package_dir("hostile");
-    let dest = st.dir().join(name);
-    std::fs::create_dir_all(&dest).unwrap();
-    std::fs::copy(src.join("plugin.wasm"), dest.join("plugin.wasm")).unwrap();
-    let manifest = format!(
-        "[plugin]\nname = \"hostile\"\nversion = \"0.1.0\"\nworld = \"service\"\n\n\
-         [capabilities]\nmemory-mb = 64\ntimeout-ms = 10000\n\
-         dirs = [ {{ dir = \"service\", access = \"read-write\" }} ]\n{capabilities}\n"
-    );
-    std::fs::write(dest.join("plugin.toml"), manifest).unwrap();
-    dest
-}
-
-/// One tier `h` with one hostile service `h`.
-fn deployment(st: &Stratus, name: &str, package: &Path, settings: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        "[deployment]\nname = \"{name}\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
-         [services.h]\npackage = \"{}\"\nsettings = {{ {settings} }}\n{extra}",
-        package.display()
-    );
-    st.write_file(&format!("{name}.toml"), &text)
+    common::package_copy(st, name, "hostile", |_| {
+        format!(
+            "[plugin]\nname = \"hostile\"\nversion = \"0.1.0\"\nworld = \"service\"\n\n\
+             [capabilities]\nmemory-mb = 64\ntimeout-ms = 10000\n\
+             dirs = [ {{ dir = \"service\", access = \"read-write\" }} ]\n{capabilities}\n"
+        )
+    })
 }
 
 /// A marker no other process on the machine carries.
@@ -94,7 +80,7 @@ fn a_daemonizing_plugin_leaves_no_process_and_no_cgroup_after_terminate() {
     // 1 + 1 + 100 shells + 100 sleeps fit under 512.
     let pkg = hostile_package(&st, "pkg", "programs = [\"/bin/sh\"]\nprocesses = 512");
     let settings = format!("attack = \"proc-daemonize\", marker = \"{mark}\"");
-    let file = deployment(&st, "hpdaemon", &pkg, &settings, "");
+    let file = common::one_service(&st, "hpdaemon", &pkg, &settings, "");
     st.ok(&["launch", file.to_str().unwrap()]);
     assert_eq!(st.deployment("hpdaemon")["state"], "RUNNING");
 
@@ -140,7 +126,7 @@ fn a_fork_bomb_stops_at_the_process_limit_and_the_agent_stays_healthy() {
     let pkg = hostile_package(&st, "pkg", "programs = [\"/bin/sh\"]\nprocesses = 64");
     let settings = format!("attack = \"proc-fork-bomb\", marker = \"{mark}\", count = \"200\"");
     // The operator narrows the manifest's 64 to 16.
-    let file = deployment(
+    let file = common::one_service(
         &st,
         "hpbomb",
         &pkg,
@@ -187,7 +173,7 @@ fn loader_and_interpreter_variables_and_a_planted_path_never_reach_a_program() {
         "pkg",
         "programs = [\"/bin/sh\"]\nprogram-env = [\"PATH\", \"LANG\"]",
     );
-    let file = deployment(&st, "hpenv", &pkg, "attack = \"proc-ld-preload\"", "");
+    let file = common::one_service(&st, "hpenv", &pkg, "attack = \"proc-ld-preload\"", "");
     let out = st.run(&["launch", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -226,7 +212,7 @@ fn a_manifest_listing_a_loader_variable_is_refused_at_launch() {
         "pkg",
         "programs = [\"/bin/sh\"]\nprogram-env = [\"PATH\", \"LD_PRELOAD\"]",
     );
-    let file = deployment(&st, "hpman", &pkg, "attack = \"none\"", "");
+    let file = common::one_service(&st, "hpman", &pkg, "attack = \"none\"", "");
     let out = st.run(&["launch", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -249,7 +235,7 @@ fn a_deployment_file_cannot_widen_program_env_or_processes() {
         "programs = [\"/bin/sh\"]\nprogram-env = [\"PATH\"]\nprocesses = 32",
     );
     let wide = "capabilities = { program-env = [\"PATH\", \"LD_PRELOAD\"], processes = 33 }\n";
-    let file = deployment(&st, "hpwide", &pkg, "attack = \"none\"", wide);
+    let file = common::one_service(&st, "hpwide", &pkg, "attack = \"none\"", wide);
     let out = st.run(&["launch", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");

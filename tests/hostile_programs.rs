@@ -19,17 +19,13 @@ const PROGRAM_USER_ID: &str = "uid=65534(nobody) gid=65534(nogroup) groups=65534
 
 /// The hostile package copied to `<state>/<name>`, granted `programs`.
 fn hostile_package(st: &Stratus, name: &str, programs: &str) -> PathBuf {
-    let src = stratus_plugin_artifacts::package_dir("hostile");
-    let dest = st.dir().join(name);
-    std::fs::create_dir_all(&dest).unwrap();
-    std::fs::copy(src.join("plugin.wasm"), dest.join("plugin.wasm")).unwrap();
-    let manifest = format!(
-        "[plugin]\nname = \"hostile\"\nversion = \"0.1.0\"\nworld = \"service\"\n\n\
-         [capabilities]\nmemory-mb = 64\ntimeout-ms = 20000\n\
-         dirs = [ {{ dir = \"service\", access = \"read-write\" }} ]\nprograms = [{programs}]\n"
-    );
-    std::fs::write(dest.join("plugin.toml"), manifest).unwrap();
-    dest
+    common::package_copy(st, name, "hostile", |_| {
+        format!(
+            "[plugin]\nname = \"hostile\"\nversion = \"0.1.0\"\nworld = \"service\"\n\n\
+             [capabilities]\nmemory-mb = 64\ntimeout-ms = 20000\n\
+             dirs = [ {{ dir = \"service\", access = \"read-write\" }} ]\nprograms = [{programs}]\n"
+        )
+    })
 }
 
 /// Launches one hostile service running `attack` (with `marker`), which must reach RUNNING;
@@ -54,12 +50,8 @@ fn launch_as(
     marker: &str,
 ) -> (PathBuf, PathBuf) {
     let pkg = hostile_package(st, dep, programs);
-    let text = format!(
-        "[deployment]\nname = \"{dep}\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
-         [services.h]\npackage = \"{}\"\nsettings = {{ attack = \"{attack}\", marker = \"{marker}\" }}\n",
-        pkg.display()
-    );
-    let file = st.write_file(&format!("{dep}.toml"), &text);
+    let settings = format!("attack = \"{attack}\", marker = \"{marker}\"");
+    let file = common::one_service(st, dep, &pkg, &settings, "");
     let mut cmd = st.cmd();
     if let Some(u) = user {
         cmd.env("STRATUS_PROGRAM_USER", u);

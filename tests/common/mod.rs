@@ -324,3 +324,37 @@ pub fn assert_no_secret_leaked(st: &Stratus, scanned: impl Fn(&Path) -> bool) {
         }
     }
 }
+
+/// A copy of the built package `plugin` (its component only) in `<state>/<name>`, whose
+/// `plugin.toml` is `edit` of the original's.
+pub fn package_copy(
+    st: &Stratus,
+    name: &str,
+    plugin: &str,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
+    let src = stratus_plugin_artifacts::package_dir(plugin);
+    let dest = st.dir().join(name);
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::copy(src.join("plugin.wasm"), dest.join("plugin.wasm")).unwrap();
+    let manifest = edit(read(&src.join("plugin.toml")));
+    std::fs::write(dest.join("plugin.toml"), manifest).unwrap();
+    dest
+}
+
+/// The deployment file `<state>/<name>.toml`: one tier `h` with one service `h` of `package`,
+/// with `settings` and the lines `extra` in the service's table.
+pub fn one_service(
+    st: &Stratus,
+    name: &str,
+    package: &Path,
+    settings: &str,
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        "[deployment]\nname = \"{name}\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
+         [services.h]\npackage = \"{}\"\nsettings = {{ {settings} }}\n{extra}",
+        package.display()
+    );
+    st.write_file(&format!("{name}.toml"), &text)
+}
