@@ -201,17 +201,21 @@ pub struct CapabilityOverrides {
     pub disk_mb: Option<u64>,
 }
 
+/// The text of the deployment file at `path`, or an error naming it.
+pub(crate) fn read_file(path: &Path) -> Result<String, SpecError> {
+    std::fs::read_to_string(path).map_err(|e| SpecError {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read the deployment file: {e}"),
+    })
+}
+
 impl DeploymentSpec {
     /// Reads and validates a deployment file. Messages name `path` as given.
     pub fn from_file(path: impl AsRef<Path>) -> Result<DeploymentSpec, SpecErrors> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            file: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            message: format!("cannot read the deployment file: {e}"),
-        })?;
-        Self::from_str(&text, path)
+        Self::from_str(&read_file(path)?, path)
     }
 
     /// Validates `text`; `path` names it in messages and anchors relative paths.

@@ -68,13 +68,7 @@ impl DeploymentSpec {
         path: impl AsRef<Path>,
     ) -> Result<(DeploymentSpec, Vec<SpecError>), SpecErrors> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            file: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            message: format!("cannot read the deployment file: {e}"),
-        })?;
-        Self::from_str_for_launch(&text, path)
+        Self::from_str_for_launch(&crate::spec::read_file(path)?, path)
     }
 
     /// [`DeploymentSpec::from_file_for_launch`] of `text`; `path` names it and anchors paths.
