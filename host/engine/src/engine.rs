@@ -59,6 +59,8 @@ pub enum EngineError {
     Provider { step: String, message: String },
     #[error("journal: {0}")]
     Store(#[from] stratus_store::StoreError),
+    #[error(transparent)]
+    Target(#[from] crate::targets::TargetError),
     #[error("{0}")]
     Other(String),
 }

@@ -25,10 +25,12 @@ pub mod launch;
 pub mod logs;
 mod parallel;
 mod proxy;
+pub mod reconcile;
 pub mod retry;
 mod scale;
 mod states;
 pub mod steps;
+pub mod targets;
 pub mod terminate;
 
 pub use agents::{AgentLink, LinkError};

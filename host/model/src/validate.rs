@@ -7,6 +7,7 @@ mod relations;
 mod retry;
 mod service;
 mod tier;
+pub use tier::MAX_TIER_SERVERS;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
