@@ -7,6 +7,7 @@
 //! - `link.rs`: the dispatcher as the engine's `AgentLink`.
 //! - `monitor.rs`: agents LOST when their connection closes, RUNNING when they come back.
 //! - `paths.rs`: the state directory's layout.
+//! - `status.rs`: the operator's view of deployments, read from the store alone.
 //! - `client.rs`: how the CLI finds (or starts) the control plane and talks to it.
 
 pub mod client;
@@ -15,3 +16,4 @@ mod link;
 mod monitor;
 pub mod paths;
 pub mod server;
+pub mod status;

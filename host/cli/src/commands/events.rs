@@ -1,10 +1,10 @@
 //! `stratus events [--follow] [--deployment NAME]`: the journal of what happened, as events.
 
-use super::view;
 use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+use stratus_control::status as view;
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {

@@ -2,13 +2,14 @@
 //! needed), and follow it live until RUNNING (exit 0) or FAILED (exit 1, naming the failed
 //! step, server, hook and error).
 
-use super::{events::format_event, status::print_text, view};
+use super::{events::format_event, status::print_text};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stratus_control::client::ControlClient;
+use stratus_control::status as view;
 use stratus_model::SpecError;
 use stratus_model::spec::DeploymentSpec;
 use stratus_protocol::{OperatorReply, OperatorRequest};

@@ -1,9 +1,9 @@
 //! `stratus logs [COMPONENT|SERVER]`: the control plane's component logs and the agents' logs.
 
-use super::view;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use stratus_control::status as view;
 use stratus_model::state::AgentState;
 
 const COMPONENTS: [&str; 6] = [

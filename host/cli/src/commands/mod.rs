@@ -7,7 +7,6 @@ pub mod plugin;
 pub mod serve;
 pub mod status;
 pub mod terminate;
-mod view;
 
 use crate::{Cli, Command, default_state_dir};
 use std::process::ExitCode;

@@ -1,9 +1,9 @@
 //! `stratus status [NAME] [--output json]`.
 
-use super::view::{self, StatusView};
 use clap::{Args, ValueEnum};
 use std::path::Path;
 use std::process::ExitCode;
+use stratus_control::status::{self as view, StatusView, TierView};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Output {
@@ -46,7 +46,7 @@ pub fn print_text(view: &StatusView) {
             println!("  endpoint: http://{e}/");
         }
         for t in &d.tiers {
-            println!("  tier {}", t.name);
+            println!("  tier {}", tier_line(t));
             for s in &t.servers {
                 let services: Vec<String> = s
                     .services
@@ -77,6 +77,23 @@ pub fn print_text(view: &StatusView) {
                 }
             }
         }
+    }
+}
+
+/// `app: 2 of 1..4` (running servers of the target, within the bounds), or the name alone when
+/// the target is unknown.
+fn tier_line(t: &TierView) -> String {
+    let running = t.servers.iter().filter(|s| s.agent == "RUNNING").count();
+    match &t.target {
+        Some(target) if running as u64 == u64::from(target.count) => format!(
+            "{}: {} of {}..{}",
+            t.name, target.count, target.min, target.max
+        ),
+        Some(target) => format!(
+            "{}: {running} running, target {} of {}..{}",
+            t.name, target.count, target.min, target.max
+        ),
+        None => t.name.clone(),
     }
 }
 

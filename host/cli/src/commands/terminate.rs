@@ -1,11 +1,11 @@
 //! `stratus terminate NAME` and `stratus shutdown`.
 
-use super::view;
 use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stratus_control::client::ControlClient;
+use stratus_control::status as view;
 use stratus_model::state::DeploymentState;
 use stratus_protocol::{OperatorReply, OperatorRequest};
 

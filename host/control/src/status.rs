@@ -1,54 +1,60 @@
-//! The operator's view of the state directory, read straight from the store (no control plane
-//! needed), shared by `status`, `launch`'s progress display and the tests' JSON contract.
+//! The operator's view of deployments, read straight from the store (no control plane needed:
+//! `stratus status` works without one), shared by the application layer, `launch`'s progress
+//! display and the tests' JSON contract. Fields are only ever added, never renamed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
+use stratus_engine::targets::TierTarget;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentState, DeploymentState, ServiceState};
-use stratus_store::Store;
+use stratus_store::{Store, StoreError};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
     pub deployments: Vec<DeploymentView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeploymentView {
     pub name: String,
     pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Load balancers' `address:port`.
     pub endpoints: Vec<String>,
     pub tiers: Vec<TierView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TierView {
     pub name: String,
+    /// How many servers the tier should have and its bounds (`stratus scale` changes them);
+    /// absent when the deployment file no longer parses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TierTarget>,
     pub servers: Vec<ServerView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerView {
     pub id: String,
     pub name: String,
     pub address: String,
     /// The agent's process id (local provider).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub agent: String,
     /// Configuration-management runs on this server, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cm: Vec<CmView>,
     /// Hooks on this server waiting to be retried because they asked to be.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<WaitView>,
     pub services: Vec<ServiceView>,
 }
 
 /// A hook step waiting for its next attempt (see `stratus_engine::retry`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WaitView {
     /// The journaled step, e.g. `service/app/app-1/configure`.
     pub step: String,
@@ -65,7 +71,7 @@ pub struct WaitView {
     pub next_attempt_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CmView {
     pub unit: String,
     /// `RUNNING`, `DONE` or `FAILED`.
@@ -73,24 +79,26 @@ pub struct CmView {
     pub summary: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceView {
     pub name: String,
     pub id: String,
     pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
-pub fn open_store(state_dir: &Path) -> anyhow::Result<Option<Store>> {
-    let db = state_dir.join("stratus.db");
+/// The state directory's store opened read-only, or `None` before anything was launched there.
+pub fn open_store(state_dir: &Path) -> Result<Option<Store>, StoreError> {
+    let db = crate::paths::StatePaths::new(state_dir).db();
     if !db.exists() {
         return Ok(None);
     }
     Ok(Some(Store::open_read_only(db)?))
 }
 
-pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
+/// Every deployment (or only the one named `only`) with its tiers, servers and services.
+pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreError> {
     let mut deployments = Vec::new();
     for row in store.deployments::<DeploymentState>()? {
         if only.is_some_and(|n| n != row.name) {
@@ -99,8 +107,8 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
         let spec = DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).ok();
         let servers = store.servers::<AgentState>(&row.name)?;
         let services = store.service_instances::<ServiceState>(&row.name)?;
-        let epoch = store.meta(&format!("epoch/{}", row.name))?;
-        let steps = store.steps(&format!("{}#{}", row.name, epoch.as_deref().unwrap_or("1")))?;
+        let journal = journal_id(store, &row.name)?;
+        let steps = store.steps(&journal)?;
         let waits = stratus_engine::retry::current_waits(&steps);
         let mut tiers: Vec<TierView> = Vec::new();
         let tier_names: Vec<String> = match &spec {
@@ -142,8 +150,13 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
                     .and_then(|(_, n)| n.parse::<u64>().ok())
                     .unwrap_or(0)
             });
+            let target = match &spec {
+                Some(spec) => tier_target(store, &journal, spec, &tier)?,
+                None => None,
+            };
             tiers.push(TierView {
                 name: tier,
+                target,
                 servers: tier_servers,
             });
         }
@@ -164,6 +177,31 @@ pub fn status(store: &Store, only: Option<&str>) -> anyhow::Result<StatusView> {
         });
     }
     Ok(StatusView { deployments })
+}
+
+/// The journal of `deployment`'s current launch, named as `Engine::journal_id` names it.
+fn journal_id(store: &Store, deployment: &str) -> Result<String, StoreError> {
+    let epoch = store.meta(&format!("epoch/{deployment}"))?;
+    Ok(format!("{deployment}#{}", epoch.as_deref().unwrap_or("1")))
+}
+
+/// A tier's target as `Engine::targets` gives it (what `stratus scale` stored in this launch,
+/// else the file's bounds), read from the store alone so no control plane is needed.
+fn tier_target(
+    store: &Store,
+    journal: &str,
+    spec: &DeploymentSpec,
+    tier: &str,
+) -> Result<Option<TierTarget>, StoreError> {
+    let Some(tier_spec) = spec.tier(tier) else {
+        return Ok(None);
+    };
+    let stored = store
+        .meta(&format!("target/{journal}/{tier}"))?
+        .and_then(|t| serde_json::from_str::<TierTarget>(&t).ok());
+    Ok(Some(
+        stored.unwrap_or_else(|| TierTarget::of_spec(tier_spec)),
+    ))
 }
 
 /// Every load-balancer server's address with its service's first public port.
