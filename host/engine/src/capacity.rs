@@ -1,8 +1,25 @@
-//! The provider's capacity, held against a launch before any server of it starts.
+//! The provider's capacity, held against a launch or a scale-up before any server of it starts.
 
 use crate::engine::{Engine, EngineError};
 use stratus_model::spec::DeploymentSpec;
-use stratus_provider::thousands;
+use stratus_provider::{Capacity, thousands};
+
+/// The provider has no room for the servers a launch or scale-up needs; nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "deployment {deployment} needs {} servers, the local provider has room for {} \
+     (max-servers {}, {} in use); nothing was {done}",
+    thousands(*.needed), thousands(.capacity.left()), thousands(.capacity.max),
+    thousands(.capacity.used)
+)]
+pub struct NoRoom {
+    pub deployment: String,
+    /// Servers the request would start.
+    pub needed: u64,
+    pub capacity: Capacity,
+    /// What was refused, in the past tense: `launched`, `scaled`.
+    pub done: &'static str,
+}
 
 impl Engine {
     /// Refuses to launch `spec` when its tiers' `min` add up to more servers than the provider
@@ -12,8 +29,21 @@ impl Engine {
         let dep = spec.name.as_str();
         let wanted: u64 = spec.tiers.values().map(|t| u64::from(t.min)).sum();
         let have = self.fleet(dep)?.values().map(Vec::len).sum::<usize>() as u64;
-        let needed = wanted.saturating_sub(have);
-        let cap = self
+        match self.check_capacity_for(dep, wanted.saturating_sub(have), "launched")? {
+            Ok(()) => Ok(()),
+            Err(no_room) => Err(EngineError::Other(no_room.to_string())),
+        }
+    }
+
+    /// Whether the provider has room for `extra` more servers of `dep` (a scale-up's new
+    /// servers); the outer error is failing to ask the provider.
+    pub fn check_capacity_for(
+        &self,
+        dep: &str,
+        extra: u64,
+        done: &'static str,
+    ) -> Result<Result<(), NoRoom>, EngineError> {
+        let capacity = self
             .parts
             .provider
             .capacity()
@@ -21,16 +51,14 @@ impl Engine {
                 step: "capacity".into(),
                 message: e.to_string(),
             })?;
-        if needed <= cap.left() {
-            return Ok(());
+        if extra <= capacity.left() {
+            return Ok(Ok(()));
         }
-        Err(EngineError::Other(format!(
-            "deployment {dep} needs {} servers, the local provider has room for {} \
-             (max-servers {}, {} in use); nothing was launched",
-            thousands(needed),
-            thousands(cap.left()),
-            thousands(cap.max),
-            thousands(cap.used),
-        )))
+        Ok(Err(NoRoom {
+            deployment: dep.to_string(),
+            needed: extra,
+            capacity,
+            done,
+        }))
     }
 }

@@ -15,7 +15,7 @@
 
 pub mod agents;
 mod calls;
-mod capacity;
+pub mod capacity;
 pub mod cm;
 mod configure;
 pub mod engine;
