@@ -50,6 +50,11 @@ pub(crate) struct RawTier {
     pub balances: Option<Spanned<String>>,
     #[serde(default)]
     pub balance_port: Option<Spanned<String>>,
+    /// `"on"` (default) or `"off"`.
+    #[serde(default)]
+    pub recovery: Option<Spanned<String>>,
+    #[serde(default)]
+    pub recovery_grace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

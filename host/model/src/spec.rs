@@ -45,6 +45,28 @@ pub struct TierSpec {
     pub launch: LaunchConfig,
     /// Set for a load-balancer tier.
     pub balances: Option<BalanceSpec>,
+    /// Whether and when a lost server of the tier is replaced.
+    pub recovery: RecoverySpec,
+}
+
+/// Auto-recovery of a tier: a server whose agent stays LOST for `grace_ms`, or that the
+/// provider reports gone, is replaced while `enabled`; otherwise the deployment fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverySpec {
+    pub enabled: bool,
+    pub grace_ms: u64,
+}
+
+/// `recovery-grace` when the file gives none.
+pub const DEFAULT_RECOVERY_GRACE_MS: u64 = 10_000;
+
+impl Default for RecoverySpec {
+    fn default() -> RecoverySpec {
+        RecoverySpec {
+            enabled: true,
+            grace_ms: DEFAULT_RECOVERY_GRACE_MS,
+        }
+    }
 }
 
 /// What a load-balancer tier balances: a service carried by another tier, on one of its ports.

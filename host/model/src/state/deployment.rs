@@ -1,5 +1,6 @@
 //! The deployment's life: PENDING → LAUNCHING → RUNNING ⇄ SCALING → STOPPING → TERMINATED,
-//! with FAILED reachable from every live state.
+//! with DEGRADED while a tier is short of its target (a server lost, not yet replaced), and
+//! FAILED reachable from every live state.
 
 use std::fmt;
 
@@ -17,6 +18,11 @@ pub enum DeploymentState {
     Running,
     /// A scaling event (scale up/down or auto-recovery) is under way.
     Scaling,
+    /// Up, but some tier is short of its target count of running servers; the reason says
+    /// which servers are missing.
+    Degraded {
+        reason: String,
+    },
     /// Terminating: services stopped in reverse DAG order, servers released.
     Stopping,
     Terminated,
@@ -33,6 +39,10 @@ pub enum DeploymentEvent {
     AllServicesRunning,
     ScaleRequested,
     ScaleDone,
+    /// A server stopped answering (or is gone); the reason names it.
+    Degraded(String),
+    /// Every tier has its target again without a scaling event (a lost agent came back).
+    Recovered,
     TerminateRequested,
     AllStopped,
     Failed(String),
@@ -47,21 +57,30 @@ impl DeploymentState {
             (S::Pending | S::Failed { .. }, E::LaunchRequested) => S::Launching,
             (S::Launching, E::AllServicesRunning) => S::Running,
             // A scaling event arriving while one runs joins it.
-            (S::Running | S::Scaling, E::ScaleRequested) => S::Scaling,
+            (S::Running | S::Scaling | S::Degraded { .. }, E::ScaleRequested) => S::Scaling,
             (S::Scaling, E::ScaleDone) => S::Running,
+            // While launching or scaling, the reconciler itself deals with a lost server.
+            (S::Running | S::Degraded { .. }, E::Degraded(reason)) => S::Degraded { reason },
+            (S::Degraded { .. }, E::Recovered) => S::Running,
             // Repeating a terminate request is harmless, so STOPPING accepts it.
             (
                 S::Pending
                 | S::Launching
                 | S::Running
                 | S::Scaling
+                | S::Degraded { .. }
                 | S::Stopping
                 | S::Failed { .. },
                 E::TerminateRequested,
             ) => S::Stopping,
             (S::Stopping, E::AllStopped) => S::Terminated,
             (
-                S::Pending | S::Launching | S::Running | S::Scaling | S::Stopping,
+                S::Pending
+                | S::Launching
+                | S::Running
+                | S::Scaling
+                | S::Degraded { .. }
+                | S::Stopping,
                 E::Failed(reason),
             ) => S::Failed { reason },
             (state, event) => {
@@ -81,6 +100,7 @@ impl DeploymentState {
             DeploymentState::Launching => "LAUNCHING",
             DeploymentState::Running => "RUNNING",
             DeploymentState::Scaling => "SCALING",
+            DeploymentState::Degraded { .. } => "DEGRADED",
             DeploymentState::Stopping => "STOPPING",
             DeploymentState::Terminated => "TERMINATED",
             DeploymentState::Failed { .. } => "FAILED",
@@ -100,6 +120,8 @@ impl DeploymentEvent {
             DeploymentEvent::AllServicesRunning => "ALL_SERVICES_RUNNING",
             DeploymentEvent::ScaleRequested => "SCALE_REQUESTED",
             DeploymentEvent::ScaleDone => "SCALE_DONE",
+            DeploymentEvent::Degraded(_) => "DEGRADED",
+            DeploymentEvent::Recovered => "RECOVERED",
             DeploymentEvent::TerminateRequested => "TERMINATE_REQUESTED",
             DeploymentEvent::AllStopped => "ALL_STOPPED",
             DeploymentEvent::Failed(_) => "FAILED",
@@ -110,7 +132,9 @@ impl DeploymentEvent {
 impl fmt::Display for DeploymentState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let reason = match self {
-            DeploymentState::Failed { reason } => Some(reason.as_str()),
+            DeploymentState::Failed { reason } | DeploymentState::Degraded { reason } => {
+                Some(reason.as_str())
+            }
             _ => None,
         };
         fmt_state(f, self.name(), reason)
@@ -135,7 +159,10 @@ mod tests {
             S::Pending => Some(S::Launching),
             S::Launching => Some(S::Running),
             S::Running => Some(S::Scaling),
-            S::Scaling => Some(S::Stopping),
+            S::Scaling => Some(S::Degraded {
+                reason: "app-1 lost".into(),
+            }),
+            S::Degraded { .. } => Some(S::Stopping),
             S::Stopping => Some(S::Terminated),
             S::Terminated => Some(S::Failed {
                 reason: "boom".into(),
@@ -149,7 +176,9 @@ mod tests {
             E::LaunchRequested => Some(E::AllServicesRunning),
             E::AllServicesRunning => Some(E::ScaleRequested),
             E::ScaleRequested => Some(E::ScaleDone),
-            E::ScaleDone => Some(E::TerminateRequested),
+            E::ScaleDone => Some(E::Degraded("app-1 lost".into())),
+            E::Degraded(_) => Some(E::Recovered),
+            E::Recovered => Some(E::TerminateRequested),
             E::TerminateRequested => Some(E::AllStopped),
             E::AllStopped => Some(E::Failed("boom".into())),
             E::Failed(_) => None,
@@ -161,6 +190,8 @@ mod tests {
         PENDING ALL_SERVICES_RUNNING -> illegal
         PENDING SCALE_REQUESTED -> illegal
         PENDING SCALE_DONE -> illegal
+        PENDING DEGRADED -> illegal
+        PENDING RECOVERED -> illegal
         PENDING TERMINATE_REQUESTED -> STOPPING
         PENDING ALL_STOPPED -> illegal
         PENDING FAILED -> FAILED: boom
@@ -168,6 +199,8 @@ mod tests {
         LAUNCHING ALL_SERVICES_RUNNING -> RUNNING
         LAUNCHING SCALE_REQUESTED -> illegal
         LAUNCHING SCALE_DONE -> illegal
+        LAUNCHING DEGRADED -> illegal
+        LAUNCHING RECOVERED -> illegal
         LAUNCHING TERMINATE_REQUESTED -> STOPPING
         LAUNCHING ALL_STOPPED -> illegal
         LAUNCHING FAILED -> FAILED: boom
@@ -175,6 +208,8 @@ mod tests {
         RUNNING ALL_SERVICES_RUNNING -> illegal
         RUNNING SCALE_REQUESTED -> SCALING
         RUNNING SCALE_DONE -> illegal
+        RUNNING DEGRADED -> DEGRADED: app-1 lost
+        RUNNING RECOVERED -> illegal
         RUNNING TERMINATE_REQUESTED -> STOPPING
         RUNNING ALL_STOPPED -> illegal
         RUNNING FAILED -> FAILED: boom
@@ -182,13 +217,26 @@ mod tests {
         SCALING ALL_SERVICES_RUNNING -> illegal
         SCALING SCALE_REQUESTED -> SCALING
         SCALING SCALE_DONE -> RUNNING
+        SCALING DEGRADED -> illegal
+        SCALING RECOVERED -> illegal
         SCALING TERMINATE_REQUESTED -> STOPPING
         SCALING ALL_STOPPED -> illegal
         SCALING FAILED -> FAILED: boom
+        DEGRADED LAUNCH_REQUESTED -> illegal
+        DEGRADED ALL_SERVICES_RUNNING -> illegal
+        DEGRADED SCALE_REQUESTED -> SCALING
+        DEGRADED SCALE_DONE -> illegal
+        DEGRADED DEGRADED -> DEGRADED: app-1 lost
+        DEGRADED RECOVERED -> RUNNING
+        DEGRADED TERMINATE_REQUESTED -> STOPPING
+        DEGRADED ALL_STOPPED -> illegal
+        DEGRADED FAILED -> FAILED: boom
         STOPPING LAUNCH_REQUESTED -> illegal
         STOPPING ALL_SERVICES_RUNNING -> illegal
         STOPPING SCALE_REQUESTED -> illegal
         STOPPING SCALE_DONE -> illegal
+        STOPPING DEGRADED -> illegal
+        STOPPING RECOVERED -> illegal
         STOPPING TERMINATE_REQUESTED -> STOPPING
         STOPPING ALL_STOPPED -> TERMINATED
         STOPPING FAILED -> FAILED: boom
@@ -196,6 +244,8 @@ mod tests {
         TERMINATED ALL_SERVICES_RUNNING -> illegal
         TERMINATED SCALE_REQUESTED -> illegal
         TERMINATED SCALE_DONE -> illegal
+        TERMINATED DEGRADED -> illegal
+        TERMINATED RECOVERED -> illegal
         TERMINATED TERMINATE_REQUESTED -> illegal
         TERMINATED ALL_STOPPED -> illegal
         TERMINATED FAILED -> illegal
@@ -203,6 +253,8 @@ mod tests {
         FAILED ALL_SERVICES_RUNNING -> illegal
         FAILED SCALE_REQUESTED -> illegal
         FAILED SCALE_DONE -> illegal
+        FAILED DEGRADED -> illegal
+        FAILED RECOVERED -> illegal
         FAILED TERMINATE_REQUESTED -> STOPPING
         FAILED ALL_STOPPED -> illegal
         FAILED FAILED -> illegal

@@ -70,6 +70,7 @@ impl Checker<'_> {
             None => None,
         };
         let balances = self.balances(key.get_ref(), raw, services, carriers);
+        let recovery = self.recovery(raw);
         let services: Vec<Name> = raw
             .services
             .iter()
@@ -89,7 +90,34 @@ impl Checker<'_> {
                     .and_then(|p| self.personality_ref(p, personalities)),
             },
             balances,
+            recovery,
         })
+    }
+
+    /// `recovery = "on" | "off"` and `recovery-grace = "10s"` (1 s to 10 min).
+    fn recovery(&mut self, raw: &RawTier) -> RecoverySpec {
+        let mut spec = RecoverySpec::default();
+        if let Some(r) = &raw.recovery {
+            match r.get_ref().as_str() {
+                "on" => spec.enabled = true,
+                "off" => spec.enabled = false,
+                other => self.error(
+                    r.span(),
+                    format!("recovery `{other}` is not one of `on`, `off`"),
+                ),
+            }
+        }
+        if let Some(g) = &raw.recovery_grace {
+            match crate::retry::parse_wait(g.get_ref()) {
+                Ok(ms) if (1_000..=600_000).contains(&ms) => spec.grace_ms = ms,
+                Ok(ms) => self.error(
+                    g.span(),
+                    format!("recovery-grace of {ms} ms is out of range (expected 1s to 10m)"),
+                ),
+                Err(e) => self.error(g.span(), format!("recovery-grace: {e}")),
+            }
+        }
+        spec
     }
 
     fn balances(
@@ -204,5 +232,39 @@ impl Checker<'_> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{HEAD, in_temp_dir};
+    use crate::spec::RecoverySpec;
+
+    fn with_recovery(keys: &str) -> Result<RecoverySpec, String> {
+        let text = format!(
+            "{HEAD}[tiers.t]\nmin = 1\nmax = 1\nservices = [\"a\"]\n{keys}\n\
+             [services.a]\npackage = \"pkg\"\n"
+        );
+        let (_dir, result) = in_temp_dir(&text);
+        result.map(|spec| spec.tiers.values().next().unwrap().recovery)
+    }
+
+    #[test]
+    fn recovery_is_on_after_ten_seconds_unless_the_tier_says_otherwise() {
+        assert_eq!(with_recovery(""), Ok(RecoverySpec::default()));
+        let r = with_recovery("recovery = \"off\"\nrecovery-grace = \"3s\"").unwrap();
+        assert_eq!((r.enabled, r.grace_ms), (false, 3_000));
+    }
+
+    #[test]
+    fn bad_recovery_values_are_refused_where_they_are() {
+        for (keys, expected) in [
+            ("recovery = \"maybe\"", "recovery `maybe` is not one of `on`, `off`"),
+            ("recovery-grace = \"10ms\"", "recovery-grace of 10 ms is out of range"),
+            ("recovery-grace = \"10\"", "recovery-grace: invalid wait `10`"),
+        ] {
+            let err = with_recovery(keys).unwrap_err();
+            assert!(err.contains(expected), "{keys}: {err}");
+        }
     }
 }
