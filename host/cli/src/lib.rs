@@ -30,6 +30,8 @@ pub enum Command {
     Events(commands::events::EventsArgs),
     /// Print component logs or an agent's log.
     Logs(commands::logs::LogsArgs),
+    /// Change a tier's target count or bounds and follow until the tier has it.
+    Scale(commands::scale::ScaleArgs),
     /// Terminate a deployment: stop services in reverse order, end its servers.
     Terminate(commands::terminate::TerminateArgs),
     /// Stop the control plane of the state directory.

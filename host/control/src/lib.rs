@@ -2,7 +2,8 @@
 //! endpoint the CLI talks to, and the tasks that run the engine.
 //!
 //! # Layout
-//! - `server.rs`: the serve loop, resume after restart, operator requests.
+//! - `app.rs`: the application layer: launch, scale, terminate, status, events, typed errors.
+//! - `server.rs`: the serve loop, the handshake, operator requests handed to the app.
 //! - `dispatcher.rs`: agent authentication and the request/reply channel.
 //! - `link.rs`: the dispatcher as the engine's `AgentLink`.
 //! - `monitor.rs`: agents LOST when their connection closes, RUNNING when they come back.
@@ -10,6 +11,7 @@
 //! - `status.rs`: the operator's view of deployments, read from the store alone.
 //! - `client.rs`: how the CLI finds (or starts) the control plane and talks to it.
 
+pub mod app;
 pub mod client;
 pub mod dispatcher;
 mod link;

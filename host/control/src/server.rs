@@ -1,10 +1,11 @@
 //! `stratus serve`: the control plane process. It owns the state directory (one control plane
-//! per directory, enforced with a lock), accepts agents and operators on a loopback port,
-//! runs launches and terminations as tasks, and resumes unfinished work when it starts.
+//! per directory, enforced with a lock), accepts agents and operators on a loopback port, and
+//! hands operator requests to the application layer ([`App`]), which runs the work as tasks and
+//! resumes unfinished work when it starts.
 
+use crate::app::App;
 use crate::dispatcher::Dispatcher;
 use crate::paths::{CACHE_KEY, CONTROL_TOKEN, ControlInfo, StatePaths};
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,14 +13,12 @@ use std::time::Duration;
 use stratus_cloud::{CloudFiles, KeyStore};
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_engine::{Engine, EngineParts};
-use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::DeploymentState;
 use stratus_protocol::{Connection, Envelope, Hello, OperatorReply, OperatorRequest, Welcome};
 use stratus_provider::LocalProvider;
 use stratus_store::Store;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -44,14 +43,14 @@ pub struct ServeOptions {
     pub exit_when_idle: bool,
 }
 
+/// The serving side: sockets, the handshake, and operator requests handed to [`App`].
 #[derive(Clone)]
 struct Control {
-    engine: Engine,
+    app: App,
     store: Store,
     logs: Logs,
     dispatcher: Dispatcher,
     token: String,
-    tasks: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
     shutdown: Arc<Notify>,
 }
 
@@ -101,20 +100,19 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         control_addr: addr,
         agent_args,
     });
+    tokio::spawn(crate::monitor::watch_agents(
+        engine.clone(),
+        dispatcher.clone(),
+    ));
     let control = Control {
-        engine,
+        app: App::new(engine, store.clone(), logs.clone()),
         store: store.clone(),
         logs: logs.clone(),
         dispatcher,
         token: token.expose().to_string(),
-        tasks: Arc::default(),
         shutdown: Arc::new(Notify::new()),
     };
-    tokio::spawn(crate::monitor::watch_agents(
-        control.engine.clone(),
-        control.dispatcher.clone(),
-    ));
-    control.resume().await;
+    control.app.resume().await;
     publish(&paths, addr.port())?;
     logs.info(
         Component::Dispatcher,
@@ -207,88 +205,6 @@ fn publish(paths: &StatePaths, port: u16) -> Result<(), ServeError> {
 }
 
 impl Control {
-    /// Picks up where a previous control plane stopped: agents may reconnect, launches and
-    /// terminations in flight continue from their journal.
-    async fn resume(&self) {
-        let Ok(rows) = self.store.deployments::<DeploymentState>() else {
-            return;
-        };
-        for row in rows {
-            for s in self
-                .store
-                .servers::<stratus_model::state::AgentState>(&row.name)
-                .unwrap_or_default()
-            {
-                if s.agent_state != stratus_model::state::AgentState::Terminated {
-                    self.dispatcher
-                        .expect(
-                            (row.name.clone(), s.id.clone()),
-                            s.credential_digest.clone(),
-                        )
-                        .await;
-                }
-            }
-            let spec = match DeploymentSpec::from_str(&row.spec_toml, &row.spec_path) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    self.logs.error(
-                        Component::MonitorDeployment,
-                        Subject {
-                            deployment: Some(&row.name),
-                            ..Subject::default()
-                        },
-                        &format!("cannot resume: {e}"),
-                    );
-                    continue;
-                }
-            };
-            match row.state {
-                DeploymentState::Pending | DeploymentState::Launching => {
-                    self.logs.info(
-                        Component::MonitorDeployment,
-                        Subject {
-                            deployment: Some(&row.name),
-                            ..Subject::default()
-                        },
-                        "resuming launch after control plane restart",
-                    );
-                    self.spawn_launch(spec).await;
-                }
-                DeploymentState::Stopping => self.spawn_terminate(spec, None).await,
-                _ => {}
-            }
-        }
-    }
-
-    async fn spawn_launch(&self, spec: DeploymentSpec) {
-        let engine = self.engine.clone();
-        let name = spec.name.to_string();
-        let handle = tokio::spawn(async move {
-            let _ = engine.launch(&spec).await;
-        });
-        self.tasks.lock().await.insert(name, handle);
-    }
-
-    /// Terminates `spec`'s deployment; `keep_disks` is `None` for a resumed terminate, which
-    /// keeps to the choice it was started with.
-    async fn spawn_terminate(&self, spec: DeploymentSpec, keep_disks: Option<bool>) {
-        let engine = self.engine.clone();
-        let name = spec.name.to_string();
-        let previous = self.tasks.lock().await.remove(&name);
-        let handle = tokio::spawn(async move {
-            // A launch still running is stopped first: terminate wins.
-            if let Some(p) = previous {
-                p.abort();
-                let _ = p.await;
-            }
-            let _ = match keep_disks {
-                Some(keep) => engine.terminate(&spec, keep).await,
-                None => engine.resume_terminate(&spec).await,
-            };
-        });
-        self.tasks.lock().await.insert(name, handle);
-    }
-
     async fn connection(&self, stream: TcpStream) {
         let mut conn = Connection::new(stream);
         let hello = match tokio::time::timeout(Duration::from_secs(10), conn.recv::<Hello>()).await
@@ -342,99 +258,41 @@ impl Control {
         }
     }
 
+    /// One operator request, answered through the application layer.
     async fn operator(&self, req: OperatorRequest) -> OperatorReply {
-        match req {
-            OperatorRequest::Ping => OperatorReply::Pong {
-                pid: std::process::id(),
-            },
+        let accepted = |deployment: String| OperatorReply::Accepted { deployment };
+        let result = match req {
+            OperatorRequest::Ping => {
+                return OperatorReply::Pong {
+                    pid: std::process::id(),
+                };
+            }
             OperatorRequest::Shutdown => {
                 self.shutdown.notify_one();
-                OperatorReply::Done
+                return OperatorReply::Done;
             }
-            OperatorRequest::Launch { file } => match self.launch(&file).await {
-                Ok(name) => OperatorReply::Accepted { deployment: name },
-                Err(message) => OperatorReply::Error { message },
-            },
-            OperatorRequest::Terminate { name, keep_disks } => {
-                match self.terminate(&name, keep_disks).await {
-                    Ok(()) => OperatorReply::Accepted { deployment: name },
-                    Err(message) => OperatorReply::Error { message },
-                }
-            }
-        }
-    }
-
-    async fn launch(&self, file: &str) -> Result<String, String> {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-        let (spec, warnings) = validate_for_launch(&text, file).await?;
-        let name = spec.name.to_string();
-        if let Some(row) = self
-            .store
-            .deployment::<DeploymentState>(&name)
-            .map_err(|e| e.to_string())?
-        {
-            match row.state {
-                DeploymentState::Terminated => {}
-                DeploymentState::Failed { .. } => {
-                    // Launching a failed deployment again resumes it: done steps are skipped.
-                }
-                // The same file again is nothing to do; launch reports it RUNNING.
-                DeploymentState::Running if row.spec_toml == text => return Ok(name),
-                DeploymentState::Pending | DeploymentState::Launching => {
-                    // Already on its way (perhaps resumed after a restart): follow it.
-                    let tasks = self.tasks.lock().await;
-                    let running = tasks.get(&name).is_some_and(|h| !h.is_finished());
-                    drop(tasks);
-                    if !running {
-                        self.record_warnings(&name, &warnings);
-                        self.spawn_launch(spec).await;
-                    }
-                    return Ok(name);
-                }
-                other => {
-                    return Err(format!(
-                        "deployment {name} is {other}; terminate it before launching it again"
-                    ));
-                }
-            }
-        }
-        // Refused before the deployment is recorded or any server starts.
-        self.engine
-            .check_capacity(&spec)
-            .map_err(|e| e.to_string())?;
-        self.store
-            .put_deployment(&name, file, &text, &DeploymentState::Launching)
-            .map_err(|e| e.to_string())?;
-        self.record_warnings(&name, &warnings);
-        self.spawn_launch(spec).await;
-        Ok(name)
-    }
-
-    /// Launch validation's warnings (e.g. programs that run arbitrary code) become events.
-    fn record_warnings(&self, name: &str, warnings: &[stratus_model::SpecError]) {
-        for w in warnings {
-            let subject = Subject {
-                deployment: Some(name),
-                ..Subject::default()
-            };
-            self.logs
-                .warn(Component::ConfigurationWorker, subject, &w.to_string());
-        }
-    }
-
-    async fn terminate(&self, name: &str, keep_disks: bool) -> Result<(), String> {
-        let row = self
-            .store
-            .deployment::<DeploymentState>(name)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no deployment named {name}"))?;
-        if row.state == DeploymentState::Terminated {
-            return Err(format!("deployment {name} is already TERMINATED"));
-        }
-        let spec =
-            DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).map_err(|e| e.to_string())?;
-        self.spawn_terminate(spec, Some(keep_disks)).await;
-        Ok(())
+            OperatorRequest::Launch { file } => self.app.launch(&file).await.map(accepted),
+            OperatorRequest::Terminate { name, keep_disks } => self
+                .app
+                .terminate(&name, keep_disks)
+                .await
+                .map(|()| accepted(name)),
+            OperatorRequest::Scale {
+                name,
+                tier,
+                count,
+                min,
+                max,
+            } => self
+                .app
+                .scale(&name, &tier, count, min, max)
+                .await
+                .map(|_| accepted(name)),
+        };
+        result.unwrap_or_else(|e| OperatorReply::Error {
+            message: e.to_string(),
+            kind: e.kind(),
+        })
     }
 
     /// Resolves when the control plane has had nothing to do for a while.
@@ -445,7 +303,7 @@ impl Control {
         let mut idle_for = 0;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let busy_task = self.tasks.lock().await.values().any(|h| !h.is_finished());
+            let busy_task = self.app.busy().await;
             let active = self
                 .store
                 .deployments::<DeploymentState>()
@@ -464,19 +322,6 @@ impl Control {
             }
         }
     }
-}
-
-/// The launch checks of a deployment file (every package held against its manifest), off the
-/// async threads because they read package archives. Nothing is created when they fail.
-async fn validate_for_launch(
-    text: &str,
-    file: &str,
-) -> Result<(DeploymentSpec, Vec<stratus_model::SpecError>), String> {
-    let (text, file) = (text.to_string(), file.to_string());
-    tokio::task::spawn_blocking(move || DeploymentSpec::from_str_for_launch(&text, &file))
-        .await
-        .map_err(|e| format!("validating the deployment file: {e}"))?
-        .map_err(|e| e.to_string())
 }
 
 /// Compares secrets without leaking their common prefix length through timing.

@@ -146,6 +146,17 @@ pub enum OperatorRequest {
         #[serde(default)]
         keep_disks: bool,
     },
+    /// Change a tier's target count and/or bounds; the reconciler then works towards them.
+    Scale {
+        name: String,
+        tier: String,
+        #[serde(default)]
+        count: Option<u32>,
+        #[serde(default)]
+        min: Option<u32>,
+        #[serde(default)]
+        max: Option<u32>,
+    },
     /// Stop the control plane (deployments keep their state and resume at next start).
     Shutdown,
     Ping,
@@ -154,10 +165,37 @@ pub enum OperatorRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum OperatorReply {
-    Accepted { deployment: String },
+    Accepted {
+        deployment: String,
+    },
     Done,
-    Pong { pid: u32 },
-    Error { message: String },
+    Pong {
+        pid: u32,
+    },
+    Error {
+        message: String,
+        /// What kind of refusal this is; control planes older than the field send none.
+        #[serde(default)]
+        kind: ErrorKind,
+    },
+}
+
+/// Why the control plane refused a request, so a client can tell e.g. a missing deployment
+/// from bad input (an HTTP layer maps these to status codes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// No such deployment (or tier).
+    NotFound,
+    /// The request or the deployment file is wrong; fix it and ask again.
+    Invalid,
+    /// The deployment's state does not allow it now.
+    Conflict,
+    /// The provider has no room for the servers asked for.
+    Capacity,
+    /// Anything else: the control plane or its journal failed.
+    #[default]
+    Internal,
 }
 
 /// A numbered frame; the answer carries the same id.
@@ -346,6 +384,40 @@ mod tests {
             keep,
             OperatorRequest::Terminate {
                 keep_disks: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_error_reply_without_a_kind_is_internal() {
+        let old: OperatorReply =
+            serde_json::from_str(r#"{"type":"error","message":"no"}"#).unwrap();
+        assert!(matches!(
+            old,
+            OperatorReply::Error {
+                kind: ErrorKind::Internal,
+                ..
+            }
+        ));
+        let line = serde_json::to_string(&OperatorReply::Error {
+            message: "x".into(),
+            kind: ErrorKind::NotFound,
+        })
+        .unwrap();
+        assert!(line.contains(r#""kind":"not-found""#), "{line}");
+    }
+
+    #[test]
+    fn a_scale_request_may_name_only_bounds() {
+        let req: OperatorRequest =
+            serde_json::from_str(r#"{"type":"scale","name":"web","tier":"app","max":6}"#).unwrap();
+        assert!(matches!(
+            req,
+            OperatorRequest::Scale {
+                count: None,
+                min: None,
+                max: Some(6),
                 ..
             }
         ));

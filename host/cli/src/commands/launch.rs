@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use stratus_control::client::ControlClient;
-use stratus_control::status as view;
+use stratus_control::status::{self as view, DeploymentView};
 use stratus_model::SpecError;
 use stratus_model::spec::DeploymentSpec;
 use stratus_protocol::{OperatorReply, OperatorRequest};
@@ -72,7 +72,7 @@ pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     })?;
     match reply {
         OperatorReply::Accepted { .. } => {}
-        OperatorReply::Error { message } => {
+        OperatorReply::Error { message, .. } => {
             eprintln!("error: {message}");
             return Ok(ExitCode::FAILURE);
         }
@@ -91,6 +91,7 @@ pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
         Duration::from_secs(args.timeout),
         args.verbose,
         &shown,
+        &|d| d.state == "RUNNING",
     )
 }
 
@@ -122,13 +123,14 @@ fn unreachable_state_dir(state_dir: &Path) -> anyhow::Result<Option<String>> {
     }))
 }
 
-/// Prints progress until the deployment is RUNNING or FAILED.
+/// Prints progress until the deployment is `done` (exit 0) or FAILED (exit 1).
 pub fn follow(
     state_dir: &Path,
     name: &str,
     limit: Duration,
     verbose: bool,
     already_shown: &[String],
+    done: &dyn Fn(&DeploymentView) -> bool,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let bar = if verbose {
@@ -182,7 +184,7 @@ pub fn follow(
             services.len()
         ));
         match d.state.as_str() {
-            "RUNNING" => {
+            _ if done(d) => {
                 bar.finish_and_clear();
                 print_text(&status);
                 println!(
@@ -211,7 +213,7 @@ pub fn follow(
         if started.elapsed() > limit {
             bar.finish_and_clear();
             eprintln!(
-                "still {} after {} s; the launch goes on (follow it with `stratus events --follow`)",
+                "still {} after {} s; the work goes on (follow it with `stratus events --follow`)",
                 d.state,
                 limit.as_secs()
             );

@@ -4,6 +4,7 @@ pub mod events;
 pub mod launch;
 pub mod logs;
 pub mod plugin;
+pub mod scale;
 pub mod serve;
 pub mod status;
 pub mod terminate;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args, &state_dir),
         Command::Events(args) => events::run(args, &state_dir),
         Command::Logs(args) => logs::run(args, &state_dir),
+        Command::Scale(args) => scale::run(args, &state_dir),
         Command::Terminate(args) => terminate::run(args, &state_dir),
         Command::Shutdown => terminate::shutdown(&state_dir),
         Command::Serve(args) => serve::serve(args, state_dir),

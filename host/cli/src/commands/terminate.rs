@@ -33,7 +33,7 @@ pub fn run(args: TerminateArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
             })
             .await
     })?;
-    if let OperatorReply::Error { message } = reply {
+    if let OperatorReply::Error { message, .. } = reply {
         eprintln!("error: {message}");
         return Ok(ExitCode::FAILURE);
     }

@@ -1,0 +1,96 @@
+//! The application layer: what an operator can ask of the control plane (launch, scale,
+//! terminate, status, events), with typed errors. The line protocol calls it today and an HTTP
+//! API can call it next; neither holds any of this logic.
+//!
+//! - `app/error.rs`: [`AppError`] and its [`ErrorKind`](stratus_protocol::ErrorKind).
+//! - `app/lifecycle.rs`: launch, terminate and resume.
+//! - `app/scale.rs`: changing a tier's target.
+
+mod error;
+mod lifecycle;
+mod scale;
+
+pub use error::AppError;
+
+use crate::status::{self, StatusView};
+use std::collections::HashMap;
+use std::sync::Arc;
+use stratus_engine::Engine;
+use stratus_engine::logs::Logs;
+use stratus_model::spec::DeploymentSpec;
+use stratus_model::state::DeploymentState;
+use stratus_store::{DeploymentRow, EventRow, Store};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+/// Most events one `events` call returns, so no answer grows without bound.
+pub const MAX_EVENTS_PER_CALL: usize = 1000;
+
+/// The control plane's work, shared by every connection; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    engine: Engine,
+    store: Store,
+    logs: Logs,
+    /// The task working on each deployment (launch, reconcile or terminate).
+    tasks: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
+}
+
+impl App {
+    pub fn new(engine: Engine, store: Store, logs: Logs) -> App {
+        App {
+            engine,
+            store,
+            logs,
+            tasks: Arc::default(),
+        }
+    }
+
+    /// Every deployment, or only `name` (which must exist).
+    pub fn status(&self, name: Option<&str>) -> Result<StatusView, AppError> {
+        if let Some(name) = name {
+            self.row(name)?;
+        }
+        Ok(status::status(&self.store, name)?)
+    }
+
+    /// Up to `limit` (at most [`MAX_EVENTS_PER_CALL`]) events after `after_id`, oldest first,
+    /// of deployment `name` (which must exist) or of all.
+    pub fn events(
+        &self,
+        name: Option<&str>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, AppError> {
+        if let Some(name) = name {
+            self.row(name)?;
+        }
+        let limit = limit.min(MAX_EVENTS_PER_CALL);
+        Ok(self.store.events_since(after_id, name, limit)?)
+    }
+
+    /// Whether a task still works on some deployment.
+    pub async fn busy(&self) -> bool {
+        self.tasks.lock().await.values().any(|h| !h.is_finished())
+    }
+
+    /// The recorded deployment `name`.
+    fn row(&self, name: &str) -> Result<DeploymentRow<DeploymentState>, AppError> {
+        self.store
+            .deployment::<DeploymentState>(name)?
+            .ok_or_else(|| AppError::NotFound {
+                deployment: name.to_string(),
+            })
+    }
+
+    /// The deployment file `row` was launched with.
+    fn spec_of(row: &DeploymentRow<DeploymentState>) -> Result<DeploymentSpec, AppError> {
+        DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).map_err(AppError::InvalidFile)
+    }
+
+    /// Whether a task works on `name` now.
+    async fn working_on(&self, name: &str) -> bool {
+        let tasks = self.tasks.lock().await;
+        tasks.get(name).is_some_and(|h| !h.is_finished())
+    }
+}
