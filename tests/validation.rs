@@ -187,7 +187,7 @@ fn the_control_plane_refuses_a_widening_file_without_creating_the_deployment() {
             .await
             .unwrap()
     });
-    let OperatorReply::Error { message } = reply else {
+    let OperatorReply::Error { message, .. } = reply else {
         panic!("expected a refusal, got {reply:?}");
     };
     assert!(
