@@ -10,7 +10,8 @@ use crate::retry::{RetryWait, call_id, now_ms, sleep_until};
 use crate::steps::digest;
 use std::time::Duration;
 use stratus_model::context::HookCall;
-use stratus_model::spec::RetryPolicy;
+use crate::launch::{caps, service_package_dir};
+use stratus_model::spec::{DeploymentSpec, RetryPolicy, ServiceSpec};
 use stratus_model::state::AgentState;
 use stratus_protocol::bounds::{MARKER_BYTES, MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
 
@@ -30,10 +31,20 @@ struct Attempt<'a> {
     package_dir: &'a str,
     capabilities: &'a Option<serde_json::Value>,
     call: &'a HookCall,
+    /// The step's run (see `StepRun`): a later run with inputs seen before is a new call.
+    run: u32,
 }
 
 /// A hook may legitimately take long (loading a data source); the runtime enforces each
 /// plugin's own timeout, this only guards against a hung agent.
+/// The agent call id of a step's run: the first run keeps the id a hook always had.
+fn call_base(dep: &str, key: &str, input: &str, run: u32) -> String {
+    match run {
+        0 | 1 => format!("{dep}/{key}/{}", &input[..16]),
+        n => format!("{dep}/{key}/{}/run-{n}", &input[..16]),
+    }
+}
+
 const CALL_LIMIT: Duration = Duration::from_secs(600);
 const RECONNECT_LIMIT: Duration = Duration::from_secs(60);
 /// An agent the monitor saw go away gets only a short chance to come back.
@@ -55,7 +66,28 @@ impl Engine {
         call: HookCall,
     ) -> Result<HookReport, EngineError> {
         let policy = RetryPolicy::default();
-        self.hook_retrying(dep, server, key, package_dir, capabilities, call, &policy)
+        self.hook_retrying(dep, server, key, package_dir, capabilities, call, &policy, None)
+            .await
+    }
+
+    /// Runs a hook of service `svc` on `server` as the journaled step `key`, with the
+    /// service's capabilities and retry policy. A load balancer's hooks are journaled without
+    /// the servers it balances, which reach it through `start-proxy` and `remove-nodes`.
+    pub(crate) async fn service_hook(
+        &self,
+        spec: &DeploymentSpec,
+        svc: &ServiceSpec,
+        server: &Server,
+        key: &str,
+        call: HookCall,
+    ) -> Result<HookReport, EngineError> {
+        let balanced = spec
+            .tier(svc.tier.as_str())
+            .and_then(|t| t.balances.as_ref())
+            .map(|b| b.service.as_str());
+        let dir = service_package_dir(svc);
+        let (dep, policy) = (spec.name.as_str(), &svc.retry);
+        self.hook_retrying(dep, server, key, &dir, caps(svc), call, policy, balanced)
             .await
     }
 
@@ -72,21 +104,25 @@ impl Engine {
         capabilities: Option<serde_json::Value>,
         call: HookCall,
         policy: &RetryPolicy,
+        balanced: Option<&str>,
     ) -> Result<HookReport, EngineError> {
-        let input = digest(&(&call, &capabilities, package_dir));
-        let attempt = Attempt {
-            dep,
-            server,
-            key,
-            input: &input,
-            package_dir,
-            capabilities: &capabilities,
-            call: &call,
-        };
+        let view = balanced.map(|b| call.without_members_of(b));
+        let input = digest(&(view.as_ref().unwrap_or(&call), &capabilities, package_dir));
         let input: &str = &input;
+        let (capabilities, call) = (&capabilities, &call);
         // Afresh (a first run, or the operator launched a failed deployment again), a failure
         // the agent remembers for this call runs again; resumed, its first report stands.
-        self.step_with(dep, key, input, |resumed| async move {
+        self.step_with(dep, key, input, |step| async move {
+            let attempt = Attempt {
+                dep,
+                server,
+                key,
+                input,
+                package_dir,
+                capabilities,
+                call,
+                run: step.run,
+            };
             let mut n = match self.last_wait(dep, key, input)? {
                 Some(wait) => {
                     sleep_until(wait.next_at_ms).await;
@@ -95,7 +131,7 @@ impl Engine {
                 None => 1,
             };
             loop {
-                match self.hook_attempt(&attempt, n, policy, !resumed).await {
+                match self.hook_attempt(&attempt, n, policy, !step.resumed).await {
                     Ok(Some(report)) => return Ok(report),
                     Ok(None) => n += 1,
                     Err(e) => {
@@ -135,7 +171,7 @@ impl Engine {
             &format!("calling hook {hook} ({label})"),
         );
         let request = AgentRequest::Hook {
-            call_id: call_id(&format!("{dep}/{key}/{}", &a.input[..16]), n),
+            call_id: call_id(&call_base(dep, key, a.input, a.run), n),
             package_dir: a.package_dir.to_string(),
             capabilities: a.capabilities.clone(),
             call: Box::new(a.call.clone()),

@@ -4,7 +4,7 @@
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server, data_source_file};
-use crate::launch::{caps, data_source_key, service_package_dir};
+use crate::launch::data_source_key;
 use crate::parallel;
 use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
@@ -65,32 +65,17 @@ impl Engine {
                     },
                 )
                 .await?;
-                self.hook_retrying(
-                    dep,
-                    server,
-                    &format!("{base}/install-data-source"),
-                    &service_package_dir(svc),
-                    caps(svc),
-                    HookCall::InstallDataSource { ctx: ctx.clone() },
-                    &svc.retry,
-                )
-                .await?;
+                let call = HookCall::InstallDataSource { ctx: ctx.clone() };
+                let key = format!("{base}/install-data-source");
+                self.service_hook(spec, svc, server, &key, call).await?;
             }
             for (hook, call) in [
                 ("configure", HookCall::Configure { ctx: ctx.clone() }),
                 ("stop", HookCall::Stop { ctx: ctx.clone() }),
                 ("start", HookCall::Start { ctx: ctx.clone() }),
             ] {
-                self.hook_retrying(
-                    dep,
-                    server,
-                    &format!("{base}/{hook}"),
-                    &service_package_dir(svc),
-                    caps(svc),
-                    call,
-                    &svc.retry,
-                )
-                .await?;
+                self.service_hook(spec, svc, server, &format!("{base}/{hook}"), call)
+                    .await?;
             }
             self.service_event(dep, svc, &server.id, ServiceEvent::Started)?;
             Ok(())
@@ -109,37 +94,5 @@ impl Engine {
             self.service_event(dep, svc, &server.id, ServiceEvent::Failed(e.to_string()))?;
         }
         result
-    }
-
-    /// `grant-database-access` on every server of `db` for all its data-source dependents.
-    async fn grant_access(
-        &self,
-        spec: &DeploymentSpec,
-        fleet: &Fleet,
-        db: &ServiceSpec,
-    ) -> Result<(), EngineError> {
-        let dep = spec.name.as_str();
-        let grants = self.grants_for(spec, fleet, db)?;
-        let servers = fleet.get(db.tier.as_str()).cloned().unwrap_or_default();
-        parallel::all(servers.iter().map(|server| {
-            let grants = grants.clone();
-            async move {
-                let ctx = self.service_context(spec, fleet, db, server)?;
-                let key = format!("service/{}/{}/grant-database-access", db.name, server.id);
-                self.hook_retrying(
-                    dep,
-                    server,
-                    &key,
-                    &service_package_dir(db),
-                    caps(db),
-                    HookCall::GrantDatabaseAccess { ctx, grants },
-                    &db.retry,
-                )
-                .await
-                .map(|_| ())
-            }
-        }))
-        .await?;
-        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::Fleet;
-use crate::launch::{caps, service_package_dir};
+use crate::launch::service_package_dir;
 use crate::parallel;
 use std::collections::BTreeMap;
 use stratus_cloud::PackageRef;
@@ -50,16 +50,8 @@ impl Engine {
                         .await?;
                         let ctx = self.service_context(spec, fleet, svc, server)?;
                         let key = format!("service/{}/{}/install-service", svc.name, server.id);
-                        self.hook_retrying(
-                            dep,
-                            server,
-                            &key,
-                            &service_package_dir(svc),
-                            caps(svc),
-                            HookCall::InstallService { ctx },
-                            &svc.retry,
-                        )
-                        .await?;
+                        self.service_hook(spec, svc, server, &key, HookCall::InstallService { ctx })
+                            .await?;
                         Ok::<_, EngineError>(())
                     };
                     self.failing_marks_service(dep, svc, server, work.await)

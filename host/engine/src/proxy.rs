@@ -2,7 +2,6 @@
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, proxy_nodes};
-use crate::launch::{caps, service_package_dir};
 use crate::parallel;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
@@ -14,7 +13,6 @@ impl Engine {
         spec: &DeploymentSpec,
         fleet: &Fleet,
     ) -> Result<(), EngineError> {
-        let dep = spec.name.as_str();
         let mut jobs = Vec::new();
         for tier in spec.tiers.values() {
             let Some(b) = &tier.balances else { continue };
@@ -25,17 +23,10 @@ impl Engine {
                     jobs.push(async move {
                         let ctx = self.service_context(spec, fleet, svc, server)?;
                         let key = format!("service/{}/{}/start-proxy", svc.name, server.id);
-                        self.hook_retrying(
-                            dep,
-                            server,
-                            &key,
-                            &service_package_dir(svc),
-                            caps(svc),
-                            HookCall::StartProxy { ctx, nodes },
-                            &svc.retry,
-                        )
-                        .await
-                        .map(|_| ())
+                        let call = HookCall::StartProxy { ctx, nodes };
+                        self.service_hook(spec, svc, server, &key, call)
+                            .await
+                            .map(|_| ())
                     });
                 }
             }

@@ -183,6 +183,7 @@ mod tests {
             error: None,
             started_at: 0,
             finished_at: None,
+            runs: 1,
         }
     }
 

@@ -28,6 +28,14 @@ fn fault(var: &str, key: &str) {
     }
 }
 
+/// How a step's work starts: `resumed` when a stopped control plane left this run unfinished;
+/// `run` counts the step's starts with new inputs (see `StepStatus::Fresh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepRun {
+    pub resumed: bool,
+    pub run: u32,
+}
+
 /// A digest of a step's inputs: a completed step whose inputs changed runs again.
 pub fn digest<T: Serialize>(input: &T) -> String {
     let bytes = serde_json::to_vec(input).unwrap_or_default();
@@ -73,7 +81,7 @@ impl Engine {
     }
 
     /// [`Engine::step`], telling `work` whether it resumes a run of the step that a stopped
-    /// control plane left unfinished (`true`), or starts the step afresh.
+    /// control plane left unfinished, or starts the step afresh, and which run it is.
     pub async fn step_with<T, F, W>(
         &self,
         deployment: &str,
@@ -84,7 +92,7 @@ impl Engine {
     where
         T: Serialize + DeserializeOwned,
         F: Future<Output = Result<T, EngineError>>,
-        W: FnOnce(bool) -> F,
+        W: FnOnce(StepRun) -> F,
     {
         let store = &self.parts.store;
         let deployment = &self.journal_id(deployment)?;
@@ -94,8 +102,11 @@ impl Engine {
                     EngineError::Other(format!("journal entry of step {key} is unreadable: {e}"))
                 });
             }
-            StepStatus::Fresh { .. } => false,
-            StepStatus::Retry { .. } => true,
+            StepStatus::Fresh { run, .. } => StepRun {
+                resumed: false,
+                run,
+            },
+            StepStatus::Retry { run, .. } => StepRun { resumed: true, run },
         };
         fault(FAULT_BEFORE, key);
         match work(resumed).await {

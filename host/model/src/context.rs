@@ -255,6 +255,32 @@ impl HookCall {
         }
     }
 
+    /// The call with the servers of dependency `service` left out. A load balancer learns the
+    /// servers it balances through `start-proxy` and `remove-nodes`, so the engine journals
+    /// its other hooks by this view: a tier scaling behind it does not reconfigure it.
+    pub fn without_members_of(&self, service: &str) -> HookCall {
+        let mut call = self.clone();
+        let ctx = match &mut call {
+            HookCall::CmPrepare { .. } | HookCall::CmRun { .. } => None,
+            HookCall::InstallService { ctx }
+            | HookCall::InstallDataSource { ctx }
+            | HookCall::Configure { ctx }
+            | HookCall::Start { ctx }
+            | HookCall::Stop { ctx }
+            | HookCall::HealthCheck { ctx }
+            | HookCall::GrantDatabaseAccess { ctx, .. }
+            | HookCall::RevokeDatabaseAccess { ctx, .. }
+            | HookCall::StartProxy { ctx, .. }
+            | HookCall::RemoveNodes { ctx, .. } => Some(ctx),
+        };
+        if let Some(ctx) = ctx {
+            for d in ctx.dependencies.iter_mut().filter(|d| d.service == service) {
+                d.servers.clear();
+            }
+        }
+        call
+    }
+
     /// The context of a CM hook; `None` for a service or proxy hook.
     pub fn cm_context(&self) -> Option<&CmContext> {
         match self {

@@ -63,7 +63,11 @@ CREATE TABLE meta (
     key    TEXT PRIMARY KEY,
     value  TEXT NOT NULL
 );
-"#];
+"#,
+    // A step's runs: one more each time it starts afresh after completing with other inputs,
+    // so that a hook called again with inputs it had once before gets a new agent call id.
+    "ALTER TABLE steps ADD COLUMN runs INTEGER NOT NULL DEFAULT 1;",
+];
 
 /// The schema version this binary writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepStatus {
     /// Run the step: it never ran, its last attempt failed cleanly, or its inputs changed.
-    Fresh { attempt: u32 },
+    /// `run` counts the times it started with new inputs after completing, from 1.
+    Fresh { attempt: u32, run: u32 },
     /// Run the step again: it was started and never finished, so it may have partly happened.
-    Retry { attempt: u32 },
+    Retry { attempt: u32, run: u32 },
     /// Do not run the step: it completed with these inputs and this outcome.
     Completed { outcome: serde_json::Value },
 }
@@ -64,6 +65,8 @@ pub struct StepRow {
     /// Unix milliseconds of the latest start.
     pub started_at: i64,
     pub finished_at: Option<i64>,
+    /// See [`StepStatus::Fresh`].
+    pub runs: u32,
 }
 
 fn from_row(row: &Row<'_>) -> Result<StepRow, StoreError> {
@@ -78,11 +81,12 @@ fn from_row(row: &Row<'_>) -> Result<StepRow, StoreError> {
         error: row.get(5)?,
         started_at: row.get(6)?,
         finished_at: row.get(7)?,
+        runs: row.get(8)?,
     })
 }
 
 const COLUMNS: &str =
-    "key, status, attempts, input_digest, outcome, error, started_at, finished_at";
+    "key, status, attempts, input_digest, outcome, error, started_at, finished_at, runs";
 
 impl Store {
     /// Records durably that the step is starting (unless it already completed with the same
@@ -104,32 +108,34 @@ impl Store {
             )
             .optional()?
             .transpose()?;
-        let (status, attempt) = match existing {
+        let runs = |step: &Option<StepRow>| step.as_ref().map_or(1, |s| s.runs);
+        let (status, attempt, run) = match &existing {
             Some(step) if step.status == StepState::Completed => {
                 if step.input_digest == input_digest {
-                    let outcome = step.outcome.unwrap_or(serde_json::Value::Null);
+                    let outcome = step.outcome.clone().unwrap_or(serde_json::Value::Null);
                     return Ok(StepStatus::Completed { outcome });
                 }
-                (StepStatus::Fresh { attempt: 1 }, 1)
+                let run = step.runs + 1;
+                (StepStatus::Fresh { attempt: 1, run }, 1, run)
             }
             Some(step) if step.status == StepState::Started => {
-                let attempt = step.attempts + 1;
-                (StepStatus::Retry { attempt }, attempt)
+                let (attempt, run) = (step.attempts + 1, step.runs);
+                (StepStatus::Retry { attempt, run }, attempt, run)
             }
             Some(step) => {
-                let attempt = step.attempts + 1;
-                (StepStatus::Fresh { attempt }, attempt)
+                let (attempt, run) = (step.attempts + 1, step.runs);
+                (StepStatus::Fresh { attempt, run }, attempt, run)
             }
-            None => (StepStatus::Fresh { attempt: 1 }, 1),
+            None => (StepStatus::Fresh { attempt: 1, run: 1 }, 1, runs(&None)),
         };
         tx.execute(
             "INSERT INTO steps (deployment, key, status, attempts, input_digest, outcome, error,
-                 started_at, finished_at)
-             VALUES (?1, ?2, 'started', ?3, ?4, NULL, NULL, ?5, NULL)
+                 started_at, finished_at, runs)
+             VALUES (?1, ?2, 'started', ?3, ?4, NULL, NULL, ?5, NULL, ?6)
              ON CONFLICT (deployment, key) DO UPDATE SET status = 'started', attempts = ?3,
                  input_digest = ?4, outcome = NULL, error = NULL, started_at = ?5,
-                 finished_at = NULL",
-            params![deployment, key, attempt, input_digest, now_ms()],
+                 finished_at = NULL, runs = ?6",
+            params![deployment, key, attempt, input_digest, now_ms(), run],
         )?;
         tx.commit()?;
         Ok(status)

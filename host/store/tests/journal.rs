@@ -9,7 +9,7 @@ fn step_lifecycle() {
     let store = Store::open(dir.path().join("s.db")).unwrap();
     assert_eq!(
         store.step_begin("shop", "launch/s1", "d1").unwrap(),
-        StepStatus::Fresh { attempt: 1 }
+        StepStatus::Fresh { attempt: 1, run: 1 }
     );
     store
         .step_failed("shop", "launch/s1", "provider busy")
@@ -24,7 +24,7 @@ fn step_lifecycle() {
     // A clean failure is known, so the next attempt is fresh, counted.
     assert_eq!(
         store.step_begin("shop", "launch/s1", "d1").unwrap(),
-        StepStatus::Fresh { attempt: 2 }
+        StepStatus::Fresh { attempt: 2, run: 1 }
     );
     store
         .step_complete("shop", "launch/s1", &json!({"pid": 7}))
@@ -58,12 +58,20 @@ fn changed_inputs_make_a_completed_step_fresh() {
         .unwrap();
     assert_eq!(
         store.step_begin("shop", "configure/app/s1", "d2").unwrap(),
-        StepStatus::Fresh { attempt: 1 }
+        StepStatus::Fresh { attempt: 1, run: 2 }
     );
     let row = &store.steps("shop").unwrap()[0];
     assert_eq!(
         (row.status, row.input_digest.as_str(), row.outcome.clone()),
         (StepState::Started, "d2", None)
+    );
+    // Back to the first inputs after a completed run: a third run, not the first again.
+    store
+        .step_complete("shop", "configure/app/s1", &json!("ok"))
+        .unwrap();
+    assert_eq!(
+        store.step_begin("shop", "configure/app/s1", "d1").unwrap(),
+        StepStatus::Fresh { attempt: 1, run: 3 }
     );
 }
 
@@ -94,7 +102,7 @@ fn started_step_reopens_as_retry() {
     let store = Store::open(&path).unwrap();
     assert_eq!(
         store.step_begin("shop", "install/db/s1", "d1").unwrap(),
-        StepStatus::Retry { attempt: 2 }
+        StepStatus::Retry { attempt: 2, run: 1 }
     );
     assert_eq!(
         store.step_begin("shop", "install/app/s2", "d1").unwrap(),
