@@ -11,6 +11,34 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// First uid (and gid) of the per-server program users: the programs plugins start on a local
+/// server run as `PROGRAM_UID_BASE + index`, `index` being the position of the server's leased
+/// address among all 127.X.Y.Z candidates. 0x7000_0000 (1,879,048,192) lies above every range
+/// systems allocate: `/etc/login.defs` (`UID_MAX` 60000, `SUB_UID_MAX` 600,100,000) and
+/// systemd's ranges (system and regular users below 65536, container ranges up to
+/// 1,879,048,191, the foreign range from 2,147,352,576); the ids need no passwd or group entry.
+pub const PROGRAM_UID_BASE: u32 = 0x7000_0000;
+
+/// How many addresses (and so program uids) there are: 127.X.Y.Z, X in 1..=254, Y in 0..=255,
+/// Z in 1..=254.
+pub const ADDRESS_COUNT: u32 = 254 * 256 * 254;
+
+/// Where `addr` stands among all candidate addresses, `None` outside them (127.0.x.x, .0,
+/// .255, not 127/8).
+pub fn address_index(addr: Ipv4Addr) -> Option<u32> {
+    let [a, x, y, z] = addr.octets();
+    let usable = a == 127 && (1..=254).contains(&x) && (1..=254).contains(&z);
+    usable.then(|| (u32::from(x - 1) * 256 + u32::from(y)) * 254 + u32::from(z - 1))
+}
+
+/// The uid and gid (the same number) the programs of the server leasing `addr` run as, while
+/// the agent runs as root. Leases are unique on the machine (claimed in `/run`), so two live
+/// servers never share one; the same holder keeps its address, so its agent keeps its uid
+/// across restarts.
+pub fn program_uid(addr: Ipv4Addr) -> Option<u32> {
+    address_index(addr).map(|i| PROGRAM_UID_BASE + i)
+}
+
 /// Who holds an address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -310,6 +338,66 @@ mod tests {
         assert!(!leases.holds(&holder("app-1")).unwrap());
         leases.release(b).unwrap();
         assert!(leases.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_address_gets_its_own_program_uid_in_the_reserved_range() {
+        // Candidates from 127.1 come in address order: strictly rising uids are distinct ones.
+        let mut count = 0u32;
+        let mut last = None;
+        for addr in candidates(1) {
+            let uid = program_uid(addr).unwrap();
+            assert!(
+                (PROGRAM_UID_BASE..PROGRAM_UID_BASE + ADDRESS_COUNT).contains(&uid),
+                "{addr} -> {uid}"
+            );
+            assert!(last < Some(uid), "{addr} does not get a uid of its own");
+            last = Some(uid);
+            count += 1;
+        }
+        assert_eq!(count, ADDRESS_COUNT);
+        // Above login.defs' SUB_UID_MAX and systemd's container ranges, below its foreign range
+        // and far from (uid_t)-1.
+        assert!(PROGRAM_UID_BASE > 1_879_048_191 && PROGRAM_UID_BASE > 600_100_000);
+        assert!(PROGRAM_UID_BASE + ADDRESS_COUNT < 2_147_352_576);
+        for outside in [
+            "127.0.0.1",
+            "127.0.1.1",
+            "127.1.0.0",
+            "127.1.0.255",
+            "10.1.2.3",
+        ] {
+            assert_eq!(program_uid(outside.parse().unwrap()), None, "{outside}");
+        }
+        assert_eq!(
+            program_uid(Ipv4Addr::new(127, 1, 0, 1)),
+            Some(PROGRAM_UID_BASE)
+        );
+    }
+
+    #[test]
+    fn a_holder_keeps_its_program_uid_and_two_holders_never_share_one() {
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        let holder = |s: &str| Lease {
+            deployment: "uids".into(),
+            server_id: s.into(),
+        };
+        let a = leases.acquire(holder("db-1"), 10).unwrap();
+        let b = leases.acquire(holder("db-2"), 10).unwrap();
+        let uid = |addr| program_uid(addr).unwrap();
+        assert_ne!(uid(a), uid(b));
+        // A restarted agent of the same server is launched with the same lease, so the same uid.
+        assert_eq!(uid(leases.acquire(holder("db-1"), 10).unwrap()), uid(a));
+        // Another state directory on the machine never gets the same address, so never the uid.
+        let other = tempfile::tempdir().unwrap();
+        let theirs = Leases::new(other.path())
+            .acquire(holder("db-1"), 10)
+            .unwrap();
+        assert!(uid(theirs) != uid(a) && uid(theirs) != uid(b));
+        Leases::new(other.path()).release(theirs).unwrap();
+        leases.release(a).unwrap();
+        leases.release(b).unwrap();
     }
 
     #[test]

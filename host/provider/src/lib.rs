@@ -14,6 +14,7 @@ pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousand
 pub use cgroup::agent_cgroup;
 pub use disk::KEPT_DISKS;
 pub use error::ProviderError;
+pub use leases::{ADDRESS_COUNT, PROGRAM_UID_BASE, program_uid};
 pub use local::LocalProvider;
 
 use serde::{Deserialize, Serialize};

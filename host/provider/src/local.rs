@@ -147,7 +147,15 @@ impl LocalProvider {
                 return Err(e);
             }
         };
-        match self.spawn_agent(&req, address, &root, &credential_file, cgroup) {
+        let program_uid = match prepare_program_uid(address, &root) {
+            Ok(uid) => uid,
+            Err(e) => {
+                let _ = self.leases.release(address);
+                let _ = crate::cgroup::destroy(&root);
+                return Err(e);
+            }
+        };
+        match self.spawn_agent(&req, address, &root, &credential_file, cgroup, program_uid) {
             Ok(pid) => {
                 tracing::info!(deployment = %req.deployment, server = %req.server_id,
                     %address, pid, "local server launched");
@@ -199,6 +207,7 @@ impl LocalProvider {
         root: &Path,
         credential_file: &Path,
         cgroup: Option<(String, stratus_containment::Joiner)>,
+        program_uid: Option<u32>,
     ) -> Result<u32, ProviderError> {
         let out_path = root.join("agent/agent.out");
         let out = OpenOptions::new()
@@ -225,6 +234,7 @@ impl LocalProvider {
             .arg("--credential-file")
             .arg(credential_file)
             .args(&req.agent_args)
+            .args(program_uid.map(|uid| format!("--program-user={uid}:{uid}")))
             .env(ROOT_MARKER, root)
             .current_dir(root)
             .stdin(Stdio::null())
@@ -274,12 +284,17 @@ impl LocalProvider {
                 }
             }
         }
-        // Whatever the agent left behind (or everything, if the agent died) goes with its cgroup.
-        let root = server.root.clone();
-        tokio::task::spawn_blocking(move || crate::cgroup::destroy(&root))
-            .await
-            .map_err(|e| ProviderError::Task(e.to_string()))?
-            .map_err(ProviderError::Cgroup)?;
+        // Whatever the agent left behind (or everything, if the agent died) goes with its cgroup,
+        // and whatever still runs as the server's program uid (a program that escaped it where
+        // there are no cgroups) is killed before another server may get the uid.
+        let (root, address) = (server.root.clone(), server.address);
+        tokio::task::spawn_blocking(move || {
+            end_program_uid(address);
+            crate::cgroup::destroy(&root)
+        })
+        .await
+        .map_err(|e| ProviderError::Task(e.to_string()))?
+        .map_err(ProviderError::Cgroup)?;
         self.leases.release(server.address)
     }
 }
@@ -326,6 +341,7 @@ impl LocalProvider {
             stop_stale_agents(&root);
             for (addr, l) in &leases {
                 if l.deployment == dep && &l.server_id == id {
+                    end_program_uid(*addr);
                     let _ = self.leases.release(*addr);
                 }
             }
@@ -334,6 +350,69 @@ impl LocalProvider {
             }
         }
         ids
+    }
+}
+
+/// The variable through which the operator makes every server's programs run as one shared
+/// user (`stratus agent --program-user` reads it too, so agents inherit the choice).
+const PROGRAM_USER_ENV: &str = "STRATUS_PROGRAM_USER";
+
+/// Mode of a server root whose programs run as the server's own uid: root's, group the
+/// server's gid, 0750, so that only the agent and the server's own programs may enter it and
+/// other servers' programs reach nothing beneath it.
+const PRIVATE_ROOT_MODE: u32 = 0o750;
+
+/// Readies the program uid of the server leasing `address` (root only): kills whatever an
+/// earlier holder of the uid left running, and closes `root` to every other uid. Returns the
+/// uid the agent is to run programs as, or `None` when the agent is not root or the operator
+/// chose one shared program user (`STRATUS_PROGRAM_USER`).
+fn prepare_program_uid(
+    address: std::net::Ipv4Addr,
+    root: &Path,
+) -> Result<Option<u32>, ProviderError> {
+    let Some(uid) = crate::leases::program_uid(address) else {
+        return Ok(None);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let left = crate::process::kill_user(uid, KILL_WAIT);
+    if !left.is_empty() {
+        return Err(ProviderError::UidBusy { uid, pids: left });
+    }
+    if std::env::var_os(PROGRAM_USER_ENV).is_some() {
+        return Ok(None);
+    }
+    close_root(root, uid)?;
+    Ok(Some(uid))
+}
+
+/// Gives `root` (never through a link) to root and group `gid`, mode [`PRIVATE_ROOT_MODE`].
+fn close_root(root: &Path, gid: u32) -> Result<(), ProviderError> {
+    use std::os::unix::fs::PermissionsExt;
+    let context = || format!("closing {} to other servers", root.display());
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(root)
+        .map_err(ProviderError::io(context()))?;
+    std::os::unix::fs::fchown(&dir, Some(0), Some(gid)).map_err(ProviderError::io(context()))?;
+    dir.set_permissions(std::fs::Permissions::from_mode(PRIVATE_ROOT_MODE))
+        .map_err(ProviderError::io(context()))
+}
+
+/// Kills what still runs as the program uid of `address`'s server (root only): called while
+/// the server still holds the lease, so every such process is that server's.
+fn end_program_uid(address: std::net::Ipv4Addr) {
+    let Some(uid) = crate::leases::program_uid(address) else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let left = crate::process::kill_user(uid, KILL_WAIT);
+    if !left.is_empty() {
+        tracing::warn!(uid, pids = ?left, "processes of the program uid survived SIGKILL");
     }
 }
 

@@ -82,3 +82,118 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
         Err(e) => Err(e),
     }
 }
+
+/// Live (non-zombie) processes whose real, effective or saved uid is `uid`.
+pub fn processes_of_user(uid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mine = |status: &str| {
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+        let zombie = field("State:").is_some_and(|s| s.trim_start().starts_with('Z'));
+        let ids = field("Uid:").unwrap_or_default();
+        !zombie
+            && ids
+                .split_whitespace()
+                .take(3)
+                .any(|id| id == uid.to_string())
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| mine(&s))
+        })
+        .collect()
+}
+
+/// Kills every process running as `uid` and waits up to `limit` for them to be gone; returns
+/// the ones still alive. A forked child becomes `uid` and calls `kill(-1, SIGKILL)`, which the
+/// kernel delivers to every process that uid may signal in one pass (children forked meanwhile
+/// included), so a fork bomb cannot outrun it the way it outruns a scan of `/proc`. Root only;
+/// `uid` must be a per-server program uid, never a shared one.
+pub fn kill_user(uid: u32, limit: std::time::Duration) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = processes_of_user(uid);
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        if let Err(e) = kill_all_as(uid) {
+            tracing::warn!(uid, error = %e, "cannot kill the processes of a program uid");
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Forks a child that becomes `uid` and signals everything that uid may signal.
+fn kill_all_as(uid: u32) -> nix::Result<()> {
+    use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setgroups, setuid};
+    assert!(uid != 0, "never as root");
+    // SAFETY: the child only makes raw system calls (async-signal-safe) and then _exits.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            let ok = setgroups(&[]).is_ok()
+                && setgid(Gid::from_raw(uid)).is_ok()
+                && setuid(Uid::from_raw(uid)).is_ok()
+                && nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL).is_ok();
+            // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+            unsafe { nix::libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            nix::sys::wait::waitpid(child, None)?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::time::Duration;
+
+    /// Processes of a program uid, in a process group and session of their own and forking,
+    /// are all gone after `kill_user`; a process of another uid is left alone.
+    #[test]
+    fn kill_user_ends_every_process_of_the_uid_and_no_other() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        // Outside every range the provider hands out, so no real server can be hit.
+        let (uid, other) = (0x7fff_0101, 0x7fff_0102);
+        let start = |uid: u32, script: &str| {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", script])
+                .uid(uid)
+                .gid(uid)
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut victim = start(other, "sleep 60");
+        let mut parent = start(
+            uid,
+            "setsid sleep 60 & sleep 60 & while :; do sleep 60; done",
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while processes_of_user(uid).len() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            processes_of_user(uid).len() >= 3,
+            "{:?}",
+            processes_of_user(uid)
+        );
+        assert_eq!(kill_user(uid, Duration::from_secs(5)), Vec::<u32>::new());
+        let _ = parent.wait();
+        assert!(processes_of_user(uid).is_empty());
+        assert!(
+            processes_of_user(other).contains(&victim.id()),
+            "another uid was hit"
+        );
+        let _ = signal_group(victim.id(), Signal::SIGKILL);
+        victim.wait().unwrap();
+    }
+}
