@@ -5,12 +5,12 @@
 use crate::agents::LinkError;
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
+use crate::launch::{caps, service_package_dir};
 use crate::logs::{Component, Subject};
 use crate::retry::{RetryWait, call_id, now_ms, sleep_until};
 use crate::steps::digest;
 use std::time::Duration;
 use stratus_model::context::HookCall;
-use crate::launch::{caps, service_package_dir};
 use stratus_model::spec::{DeploymentSpec, RetryPolicy, ServiceSpec};
 use stratus_model::state::AgentState;
 use stratus_protocol::bounds::{MARKER_BYTES, MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
@@ -66,8 +66,17 @@ impl Engine {
         call: HookCall,
     ) -> Result<HookReport, EngineError> {
         let policy = RetryPolicy::default();
-        self.hook_retrying(dep, server, key, package_dir, capabilities, call, &policy, None)
-            .await
+        self.hook_retrying(
+            dep,
+            server,
+            key,
+            package_dir,
+            capabilities,
+            call,
+            &policy,
+            None,
+        )
+        .await
     }
 
     /// Runs a hook of service `svc` on `server` as the journaled step `key`, with the

@@ -21,7 +21,9 @@ struct Granted {
 
 impl Granted {
     fn has(&self, service: &str, address: &str) -> bool {
-        self.addresses.get(service).is_some_and(|s| s.contains(address))
+        self.addresses
+            .get(service)
+            .is_some_and(|s| s.contains(address))
     }
 
     /// The journal key of the next grant or revoke on `server`.
@@ -35,11 +37,26 @@ impl Granted {
 }
 
 impl Engine {
-    fn granted_key(&self, dep: &str, db: &ServiceSpec, server: &Server) -> Result<String, EngineError> {
-        Ok(format!("granted/{}/{}/{}", self.journal_id(dep)?, db.name, server.id))
+    fn granted_key(
+        &self,
+        dep: &str,
+        db: &ServiceSpec,
+        server: &Server,
+    ) -> Result<String, EngineError> {
+        Ok(format!(
+            "granted/{}/{}/{}",
+            self.journal_id(dep)?,
+            db.name,
+            server.id
+        ))
     }
 
-    fn granted(&self, dep: &str, db: &ServiceSpec, server: &Server) -> Result<Granted, EngineError> {
+    fn granted(
+        &self,
+        dep: &str,
+        db: &ServiceSpec,
+        server: &Server,
+    ) -> Result<Granted, EngineError> {
         let key = self.granted_key(dep, db, server)?;
         let text = self.parts.store.meta(&key)?;
         Ok(text
@@ -82,10 +99,17 @@ impl Engine {
                 }
                 let ctx = self.service_context(spec, fleet, db, server)?;
                 let key = granted.step(db, server, "grant-database-access");
-                let call = HookCall::GrantDatabaseAccess { ctx, grants: new.clone() };
+                let call = HookCall::GrantDatabaseAccess {
+                    ctx,
+                    grants: new.clone(),
+                };
                 self.service_hook(spec, db, server, &key, call).await?;
                 for g in new {
-                    granted.addresses.entry(g.service).or_default().extend(g.addresses);
+                    granted
+                        .addresses
+                        .entry(g.service)
+                        .or_default()
+                        .extend(g.addresses);
                 }
                 granted.changes += 1;
                 self.set_granted(dep, db, server, &granted)
@@ -134,7 +158,10 @@ impl Engine {
                 }
                 let ctx = self.service_context(spec, fleet, db, server)?;
                 let key = granted.step(db, server, "revoke-database-access");
-                let call = HookCall::RevokeDatabaseAccess { ctx, grants: gone.clone() };
+                let call = HookCall::RevokeDatabaseAccess {
+                    ctx,
+                    grants: gone.clone(),
+                };
                 self.service_hook(spec, db, server, &key, call).await?;
                 for g in gone {
                     if let Some(set) = granted.addresses.get_mut(&g.service) {

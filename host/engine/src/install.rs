@@ -50,8 +50,14 @@ impl Engine {
                         .await?;
                         let ctx = self.service_context(spec, fleet, svc, server)?;
                         let key = format!("service/{}/{}/install-service", svc.name, server.id);
-                        self.service_hook(spec, svc, server, &key, HookCall::InstallService { ctx })
-                            .await?;
+                        self.service_hook(
+                            spec,
+                            svc,
+                            server,
+                            &key,
+                            HookCall::InstallService { ctx },
+                        )
+                        .await?;
                         Ok::<_, EngineError>(())
                     };
                     self.failing_marks_service(dep, svc, server, work.await)

@@ -5,58 +5,21 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
 use crate::logs::{Component, Subject};
-use crate::parallel;
 use crate::steps::digest;
 use std::collections::BTreeMap;
 use stratus_cloud::PackageRef;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
-use stratus_model::state::{AgentState, DeploymentEvent};
+use stratus_model::state::AgentState;
 use stratus_store::ServerRow;
 
 impl Engine {
-    /// Launches `spec` (or resumes its launch) until it is RUNNING.
+    /// Launches `spec` (or resumes its launch) until it is RUNNING: a reconcile from nothing.
     pub async fn launch(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
-        let result = self.launch_steps(spec).await;
-        match &result {
-            Ok(()) => {
-                self.deployment_event(dep, DeploymentEvent::AllServicesRunning)?;
-                self.log_deployment(dep, "deployment RUNNING");
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                self.deployment_event(dep, DeploymentEvent::Failed(reason.clone()))?;
-                self.parts.logs.error(
-                    Component::MonitorDeployment,
-                    Subject {
-                        deployment: Some(dep),
-                        ..Subject::default()
-                    },
-                    &format!("deployment FAILED: {reason}"),
-                );
-            }
-        }
-        result
-    }
-
-    async fn launch_steps(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
-        let dep = spec.name.as_str();
         self.log_deployment(dep, "launch initiated: deployment LAUNCHING");
-        let packages = self.upload_packages(spec).await?;
-        let fleet = &self.scale_up(spec).await?;
-        self.run_cm(spec, fleet, &packages).await?;
-        self.install_services(spec, fleet, &packages).await?;
-        for layer in stratus_model::plan::Plan::new(spec).layers {
-            parallel::all(layer.iter().map(|name| async move {
-                let svc = spec.service(name.as_ref()).ok_or_else(|| {
-                    EngineError::Other(format!("plan names unknown service {name}"))
-                })?;
-                self.configure_service(spec, fleet, svc).await
-            }))
-            .await?;
-        }
-        self.start_proxies(spec, fleet).await?;
-        Ok(())
+        let result = self.reconcile_steps(spec).await;
+        self.settle(dep, &result)?;
+        result
     }
 
     pub(crate) fn log_deployment(&self, dep: &str, message: &str) {
@@ -71,7 +34,7 @@ impl Engine {
     }
 
     /// Step 0: every package, data source and CM adapter goes into cloud files once.
-    async fn upload_packages(
+    pub(crate) async fn upload_packages(
         &self,
         spec: &DeploymentSpec,
     ) -> Result<BTreeMap<String, PackageRef>, EngineError> {

@@ -27,6 +27,8 @@ pub mod logs;
 mod parallel;
 mod proxy;
 pub mod reconcile;
+pub mod recovery;
+mod retire;
 pub mod retry;
 mod scale;
 pub mod scaling_plan;

@@ -1,11 +1,306 @@
-//! The reconciler: brings a deployment's servers to every tier's target (see `targets.rs`).
+//! The reconciler: compares each tier's target (see `targets.rs`) with the servers observed
+//! (see `recovery.rs`), decides a journaled change set (see `scaling_plan.rs`), applies it
+//! (servers leave, then new ones start), and brings every server through the launch pipeline.
+//! The pipeline's steps are journaled per server with their inputs, so servers already done
+//! are skipped and only what changed runs: the new servers' whole pipeline, grants for their
+//! addresses, the load balancers' node sets, and dependents of a replaced server.
+//!
+//! A launch is a reconcile from nothing; scaling and recovery are changes of the target or of
+//! what is observed. A server lost during a pass is waited for until its tier's grace, then
+//! replaced (or, with recovery off, named in the failure).
 
 use crate::engine::{Engine, EngineError};
+use crate::facts::Fleet;
+use crate::logs::{Component, Subject};
+use crate::parallel;
+use crate::recovery::clock;
+use crate::retry::now_ms;
+use crate::scaling_plan::{TierChange, tier_change};
+use crate::steps::digest;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use stratus_cloud::PackageRef;
 use stratus_model::spec::DeploymentSpec;
+use stratus_model::state::DeploymentEvent;
+
+/// One reconcile generation's decision, journaled so that a resumed control plane carries
+/// on with the same servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    pub generation: u64,
+    pub tiers: Vec<TierChange>,
+}
+
+/// Failed passes (each after a backoff) before the deployment is FAILED.
+pub const MAX_FAILED_PASSES: u32 = 6;
+/// Longest wait between failed passes.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a pass waiting for a lost server looks again.
+const LOST_POLL: Duration = Duration::from_millis(250);
+
+fn generation_key(journal: &str) -> String {
+    format!("reconcile/{journal}/generation")
+}
+
+fn applied_key(journal: &str) -> String {
+    format!("reconcile/{journal}/applied")
+}
+
+fn next_index_key(journal: &str, tier: &str) -> String {
+    format!("reconcile/{journal}/next/{tier}")
+}
+
+/// The journal step holding generation `g`'s decision.
+pub fn changes_step(g: u64) -> String {
+    format!("reconcile/{g}/changes")
+}
 
 impl Engine {
-    /// Works until every tier of `spec` has its target count of running servers.
+    /// Brings `spec` to every tier's target: SCALING while it works, RUNNING after, FAILED
+    /// with the reason when it cannot get there.
     pub async fn reconcile(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
-        self.launch(spec).await
+        let dep = spec.name.as_str();
+        self.deployment_event(dep, DeploymentEvent::ScaleRequested)?;
+        let result = self.reconcile_steps(spec).await;
+        self.settle(dep, &result)?;
+        result
+    }
+
+    /// Records where a launch or reconcile ended: RUNNING, or FAILED with the reason.
+    pub(crate) fn settle(
+        &self,
+        dep: &str,
+        result: &Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        match result {
+            Ok(()) => {
+                self.deployment_event(dep, DeploymentEvent::ScaleDone)?;
+                self.deployment_event(dep, DeploymentEvent::AllServicesRunning)?;
+                self.log_deployment(dep, "deployment RUNNING");
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.deployment_event(dep, DeploymentEvent::Failed(reason.clone()))?;
+                let subject = Subject {
+                    deployment: Some(dep),
+                    ..Subject::default()
+                };
+                let message = format!("deployment FAILED: {reason}");
+                self.parts
+                    .logs
+                    .error(Component::MonitorDeployment, subject, &message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads the packages, then runs passes until one changes nothing.
+    pub(crate) async fn reconcile_steps(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
+        let packages = self.upload_packages(spec).await?;
+        let mut applied = Vec::new();
+        let mut failures = 0u32;
+        loop {
+            match self.reconcile_pass(spec, &packages).await {
+                Ok(Some(changes)) => applied.push(changes),
+                Ok(None) => break,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= MAX_FAILED_PASSES || !self.outwait_losses(spec).await? {
+                        return Err(e);
+                    }
+                    self.log_deployment(
+                        spec.name.as_str(),
+                        &format!("reconcile pass {failures} failed, trying again: {e}"),
+                    );
+                    let backoff = Duration::from_secs(1 << failures.min(5)).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+        self.report_replacements(spec, &applied);
+        Ok(())
+    }
+
+    /// One pass: the pending change set applied (if any), then every server through the
+    /// pipeline. Returns the change set it applied.
+    async fn reconcile_pass(
+        &self,
+        spec: &DeploymentSpec,
+        packages: &BTreeMap<String, PackageRef>,
+    ) -> Result<Option<Changes>, EngineError> {
+        let changes = self.pending_changes(spec).await?;
+        if let Some(c) = &changes {
+            self.apply_changes(spec, c).await?;
+        }
+        let fleet = self.fleet(spec.name.as_str())?;
+        self.pipeline(spec, &fleet, packages).await?;
+        Ok(changes)
+    }
+
+    /// Steps 3–8 of the launch over `fleet`: CM, install, configure in dependency order,
+    /// load balancers. Steps done before with the same inputs are skipped.
+    async fn pipeline(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        packages: &BTreeMap<String, PackageRef>,
+    ) -> Result<(), EngineError> {
+        self.run_cm(spec, fleet, packages).await?;
+        self.install_services(spec, fleet, packages).await?;
+        for layer in stratus_model::plan::Plan::new(spec).layers {
+            parallel::all(layer.iter().map(|name| async move {
+                let svc = spec.service(name.as_ref()).ok_or_else(|| {
+                    EngineError::Other(format!("plan names unknown service {name}"))
+                })?;
+                self.configure_service(spec, fleet, svc).await
+            }))
+            .await?;
+        }
+        self.start_proxies(spec, fleet).await
+    }
+
+    /// The change set to apply: one decided but not applied yet (a control plane stopped in
+    /// between), else a new one if some tier is off its target, else `None`.
+    async fn pending_changes(&self, spec: &DeploymentSpec) -> Result<Option<Changes>, EngineError> {
+        let dep = spec.name.as_str();
+        let journal = self.journal_id(dep)?;
+        let store = &self.parts.store;
+        let number = |key: &str| -> Result<u64, EngineError> {
+            Ok(store.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+        };
+        let generation = number(&generation_key(&journal))?;
+        if generation > number(&applied_key(&journal))?
+            && let Some(row) = store.step(&journal, &changes_step(generation))?
+            && let Some(outcome) = row.outcome
+        {
+            let changes = serde_json::from_value(outcome)
+                .map_err(|e| EngineError::Other(format!("journaled change set: {e}")))?;
+            return Ok(Some(changes));
+        }
+        let targets = self.targets(spec)?;
+        let observed = self.observe(spec)?;
+        let mut tiers = Vec::new();
+        for tier in spec.tiers.values() {
+            let next = number(&next_index_key(&journal, tier.name.as_str()))?.max(1);
+            let target = targets
+                .get(tier.name.as_str())
+                .map_or(tier.min, |t| t.count);
+            let servers = observed
+                .get(tier.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            let next = u32::try_from(next).unwrap_or(u32::MAX);
+            tiers.extend(tier_change(&tier.name, target, servers, next));
+        }
+        if tiers.is_empty() {
+            return Ok(None);
+        }
+        let decided = Changes {
+            generation: generation + 1,
+            tiers,
+        };
+        let key = changes_step(decided.generation);
+        let changes = self
+            .step(dep, &key, &digest(&decided), async { Ok(decided.clone()) })
+            .await?;
+        for t in &changes.tiers {
+            if let Some(last) = t.add.iter().map(|id| id.index).max() {
+                let key = next_index_key(&journal, t.tier.as_str());
+                store.set_meta(&key, &(u64::from(last) + 1).to_string())?;
+            }
+        }
+        store.set_meta(&generation_key(&journal), &changes.generation.to_string())?;
+        Ok(Some(changes))
+    }
+
+    /// Servers leave (dependents told first), then the new ones start and handshake.
+    async fn apply_changes(
+        &self,
+        spec: &DeploymentSpec,
+        changes: &Changes,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        for t in &changes.tiers {
+            let subject = Subject {
+                deployment: Some(dep),
+                tier: Some(t.tier.as_str()),
+                ..Subject::default()
+            };
+            let message = format!("scaling event: {}", t.describe());
+            self.parts
+                .logs
+                .info(Component::MonitorScalingEvent, subject, &message);
+        }
+        self.retire(spec, changes).await?;
+        let adds = changes.tiers.iter().flat_map(|t| {
+            let tier = spec.tier(t.tier.as_str());
+            t.add
+                .iter()
+                .filter_map(move |id| tier.map(|tier| (tier, id.index)))
+        });
+        parallel::all(adds.map(|(tier, n)| self.launch_server(spec, tier, n))).await?;
+        let journal = self.journal_id(dep)?;
+        self.parts
+            .store
+            .set_meta(&applied_key(&journal), &changes.generation.to_string())?;
+        Ok(())
+    }
+
+    /// After a failed pass: waits while a lost server is within its grace. `true` when the
+    /// pass should run again (every lost server came back or is gone and will be replaced),
+    /// `false` when nothing was lost (the failure stands); an error names a server lost in a
+    /// tier whose recovery is off.
+    async fn outwait_losses(&self, spec: &DeploymentSpec) -> Result<bool, EngineError> {
+        if self.lost_servers(spec)?.is_empty() {
+            return Ok(false);
+        }
+        loop {
+            let lost = self.lost_servers(spec)?;
+            if let Some(l) = lost.iter().find(|l| l.gone && !l.recovery) {
+                return Err(EngineError::Other(format!(
+                    "server {} lost at {}: its agent did not come back within {} s, and \
+                     its tier has recovery off",
+                    l.id,
+                    clock(l.since_ms),
+                    l.grace_ms / 1000
+                )));
+            }
+            if lost.iter().all(|l| l.gone) {
+                return Ok(true);
+            }
+            tokio::time::sleep(LOST_POLL).await;
+        }
+    }
+
+    /// One event per replaced server: when it was lost, what replaced it, how long it took.
+    fn report_replacements(&self, spec: &DeploymentSpec, applied: &[Changes]) {
+        let dep = spec.name.as_str();
+        for t in applied.iter().flat_map(|c| &c.tiers) {
+            for (old, new) in t.gone.iter().zip(&t.add) {
+                let since = self
+                    .parts
+                    .store
+                    .meta(&crate::recovery::lost_at_key(dep, &old.to_string()))
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.parse::<i64>().ok());
+                let message = match since {
+                    Some(ms) => format!(
+                        "{old} lost at {}, replaced by {new}, RUNNING after {:.1} s",
+                        clock(ms),
+                        (now_ms() - ms) as f64 / 1000.0
+                    ),
+                    None => format!("{old} replaced by {new}, RUNNING"),
+                };
+                let subject = Subject {
+                    deployment: Some(dep),
+                    tier: Some(t.tier.as_str()),
+                    ..Subject::default()
+                };
+                self.parts
+                    .logs
+                    .info(Component::MonitorScalingEvent, subject, &message);
+            }
+        }
     }
 }

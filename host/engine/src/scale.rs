@@ -1,11 +1,10 @@
-//! Steps 1–2 of the launch: one scaling event per tier (0 → min); the provider brings up each
-//! server, its agent starts (STARTING) and handshakes with the dispatcher (RUNNING).
+//! Steps 1–2 of the launch, per server: the provider brings it up, its agent starts
+//! (STARTING) and handshakes with the dispatcher (RUNNING). The reconciler decides which.
 
 use crate::engine::{Engine, EngineError};
-use crate::facts::{Fleet, Server};
+use crate::facts::Server;
 use crate::launch::{launched_of, server_from_row};
 use crate::logs::{Component, Subject};
-use crate::parallel;
 use crate::steps::digest;
 use std::time::Duration;
 use stratus_model::spec::{DeploymentSpec, TierSpec};
@@ -17,38 +16,9 @@ use stratus_store::ServerRow;
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 
 impl Engine {
-    /// Steps 1–2: one scaling event per tier (0 → min); servers start and agents handshake.
-    pub(crate) async fn scale_up(&self, spec: &DeploymentSpec) -> Result<Fleet, EngineError> {
-        let tiers = parallel::all(spec.tiers.values().map(|tier| async move {
-            let dep = spec.name.as_str();
-            let subject = Subject {
-                deployment: Some(dep),
-                tier: Some(tier.name.as_str()),
-                ..Subject::default()
-            };
-            self.parts.logs.info(
-                Component::MonitorScalingEvent,
-                subject.clone(),
-                &format!("scaling event: tier {} 0 -> {}", tier.name, tier.min),
-            );
-            let servers =
-                parallel::all((1..=tier.min).map(|n| self.launch_server(spec, tier, n))).await?;
-            self.parts.logs.info(
-                Component::MonitorScalingEvent,
-                subject,
-                &format!(
-                    "scaling event done: tier {} has {} server(s)",
-                    tier.name,
-                    servers.len()
-                ),
-            );
-            Ok::<_, EngineError>((tier.name.to_string(), servers))
-        }))
-        .await?;
-        Ok(tiers.into_iter().collect())
-    }
-
-    async fn launch_server(
+    /// Starts server `n` of `tier` (or adopts the one a stopped launch left) and waits for
+    /// its agent's handshake.
+    pub(crate) async fn launch_server(
         &self,
         spec: &DeploymentSpec,
         tier: &TierSpec,

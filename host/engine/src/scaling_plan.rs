@@ -102,7 +102,10 @@ mod tests {
 
     #[test]
     fn a_tier_at_its_target_changes_nothing() {
-        assert_eq!(tier_change(&tier(), 2, &servers(&[(1, false), (2, false)]), 3), None);
+        assert_eq!(
+            tier_change(&tier(), 2, &servers(&[(1, false), (2, false)]), 3),
+            None
+        );
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl Engine {
         };
         match row.agent_state.next(event) {
             Ok(next) => {
+                // When it was lost is what auto-recovery's grace counts from.
+                if next == AgentState::Lost {
+                    let key = crate::recovery::lost_at_key(dep, server);
+                    store.set_meta(&key, &crate::retry::now_ms().to_string())?;
+                }
                 store.set_agent_state(dep, server, &next)?;
                 Ok(Some(next))
             }

@@ -6,8 +6,8 @@
 use crate::engine::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use stratus_model::spec::{DeploymentSpec, TierSpec};
 use stratus_model::MAX_TIER_SERVERS;
+use stratus_model::spec::{DeploymentSpec, TierSpec};
 
 /// A tier's bounds and the number of servers it should have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +146,10 @@ mod tests {
     #[test]
     fn a_count_outside_the_bounds_is_refused_naming_them() {
         let e = T.changed("app", Some(5), None, None).unwrap_err();
-        assert_eq!(e.to_string(), "tier app: count 5 is outside its bounds 1..4");
+        assert_eq!(
+            e.to_string(),
+            "tier app: count 5 is outside its bounds 1..4"
+        );
         assert!(T.changed("app", Some(0), None, None).is_err());
         assert_eq!(T.changed("app", Some(4), None, None).unwrap().count, 4);
     }

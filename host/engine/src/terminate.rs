@@ -198,7 +198,7 @@ impl Engine {
 
     /// Ends one server and then its disk (kept under `keep` when given); returns where a kept
     /// disk is, or what went wrong.
-    async fn terminate_server(
+    pub(crate) async fn terminate_server(
         &self,
         dep: &str,
         server: &Server,

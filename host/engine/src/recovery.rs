@@ -1,0 +1,115 @@
+//! What the reconciler observes of a deployment's servers: which are serving, which lost
+//! their agent and since when, and which are gone (lost beyond their tier's grace, or ended
+//! as far as the provider knows). Gone servers are what auto-recovery replaces.
+
+use crate::engine::{Engine, EngineError};
+use crate::launch::launched_of;
+use crate::retry::now_ms;
+use crate::scaling_plan::Observed;
+use std::collections::BTreeMap;
+use stratus_model::ServerId;
+use stratus_model::spec::DeploymentSpec;
+use stratus_model::state::AgentState;
+
+/// A server whose agent is LOST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub id: ServerId,
+    /// Unix milliseconds when its agent was last seen.
+    pub since_ms: i64,
+    /// Beyond its tier's grace or ended: the reconciler replaces it (or, with recovery off,
+    /// the deployment cannot reach its target).
+    pub gone: bool,
+    /// Its tier replaces gone servers.
+    pub recovery: bool,
+    pub grace_ms: u64,
+}
+
+impl Lost {
+    /// `app-1 lost at 14:03:07`.
+    pub fn describe(&self) -> String {
+        format!("{} lost at {}", self.id, clock(self.since_ms))
+    }
+}
+
+/// `HH:MM:SS` UTC of a Unix millisecond time.
+pub fn clock(ms: i64) -> String {
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+pub(crate) fn lost_at_key(dep: &str, server: &str) -> String {
+    format!("lost-at/{dep}/{server}")
+}
+
+impl Engine {
+    /// The servers of `spec` whose agents are LOST, in id order.
+    pub fn lost_servers(&self, spec: &DeploymentSpec) -> Result<Vec<Lost>, EngineError> {
+        let dep = spec.name.as_str();
+        let now = now_ms();
+        let mut lost = Vec::new();
+        for row in self.parts.store.servers::<AgentState>(dep)? {
+            if row.agent_state != AgentState::Lost {
+                continue;
+            }
+            let Ok(id) = row.id.parse::<ServerId>() else {
+                continue;
+            };
+            let recovery = spec
+                .tier(row.tier.as_str())
+                .map(|t| t.recovery)
+                .unwrap_or_default();
+            let since_ms = self
+                .parts
+                .store
+                .meta(&lost_at_key(dep, &row.id))?
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(now);
+            let expired = now.saturating_sub(since_ms) >= recovery.grace_ms as i64;
+            let ended = row
+                .pid
+                .is_none_or(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)));
+            lost.push(Lost {
+                id,
+                since_ms,
+                gone: expired || ended,
+                recovery: recovery.enabled,
+                grace_ms: recovery.grace_ms,
+            });
+        }
+        lost.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(lost)
+    }
+
+    /// Every live server of `spec` by tier, with whether it is gone.
+    pub(crate) fn observe(
+        &self,
+        spec: &DeploymentSpec,
+    ) -> Result<BTreeMap<String, Vec<Observed>>, EngineError> {
+        let dep = spec.name.as_str();
+        let lost = self.lost_servers(spec)?;
+        let mut out: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
+        for row in self.parts.store.servers::<AgentState>(dep)? {
+            if row.agent_state == AgentState::Terminated {
+                continue;
+            }
+            let Ok(id) = row.id.parse::<ServerId>() else {
+                continue;
+            };
+            let gone = lost.iter().any(|l| l.id == id && l.gone && l.recovery);
+            out.entry(row.tier.clone())
+                .or_default()
+                .push(Observed { id, gone });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_shows_utc_time_of_day() {
+        assert_eq!(super::clock(0), "00:00:00");
+        assert_eq!(super::clock(86_400_000 + 3_723_000), "01:02:03");
+    }
+}
