@@ -7,7 +7,7 @@ use std::path::Path;
 use stratus_engine::targets::TierTarget;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentState, DeploymentState, ServiceState};
-use stratus_store::{Store, StoreError};
+use stratus_store::{ServerRow, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
@@ -119,9 +119,16 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
             if tiers.iter().any(|t| t.name == tier) {
                 continue;
             }
+            // Servers that left a live deployment (scaled down, replaced) are history; a
+            // terminated deployment still shows what it had.
+            let shown = |s: &&ServerRow<AgentState>| {
+                s.tier == tier
+                    && (s.agent_state != AgentState::Terminated
+                        || row.state == DeploymentState::Terminated)
+            };
             let mut tier_servers: Vec<ServerView> = servers
                 .iter()
-                .filter(|s| s.tier == tier)
+                .filter(shown)
                 .map(|s| ServerView {
                     id: s.id.clone(),
                     name: s.name.clone(),
@@ -136,7 +143,11 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                         .map(|i| ServiceView {
                             name: i.service.clone(),
                             id: i.service_id.clone(),
-                            state: i.state.name().to_string(),
+                            // Nobody can tell what runs on a server whose agent is lost.
+                            state: match s.agent_state {
+                                AgentState::Lost => "UNKNOWN".to_string(),
+                                _ => i.state.name().to_string(),
+                            },
                             reason: match &i.state {
                                 ServiceState::Failed { reason } => Some(reason.clone()),
                                 _ => None,
@@ -165,7 +176,9 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
             _ => Vec::new(),
         };
         let reason = match &row.state {
-            DeploymentState::Failed { reason } => Some(reason.clone()),
+            DeploymentState::Failed { reason } | DeploymentState::Degraded { reason } => {
+                Some(reason.clone())
+            }
             _ => None,
         };
         deployments.push(DeploymentView {

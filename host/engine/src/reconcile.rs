@@ -232,13 +232,13 @@ impl Engine {
                 .info(Component::MonitorScalingEvent, subject, &message);
         }
         self.retire(spec, changes).await?;
-        let adds = changes.tiers.iter().flat_map(|t| {
-            let tier = spec.tier(t.tier.as_str());
-            t.add
-                .iter()
-                .filter_map(move |id| tier.map(|tier| (tier, id.index)))
-        });
-        parallel::all(adds.map(|(tier, n)| self.launch_server(spec, tier, n))).await?;
+        let mut adds = Vec::new();
+        for t in &changes.tiers {
+            if let Some(tier) = spec.tier(t.tier.as_str()) {
+                adds.extend(t.add.iter().map(|id| (tier, id.index)));
+            }
+        }
+        parallel::all(adds.into_iter().map(|(tier, n)| self.launch_server(spec, tier, n))).await?;
         let journal = self.journal_id(dep)?;
         self.parts
             .store
