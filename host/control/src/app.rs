@@ -34,6 +34,9 @@ pub struct App {
     logs: Logs,
     /// The task working on each deployment (launch, reconcile or terminate).
     tasks: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
+    /// Held while a target is read, changed and stored, so two scale requests at once cannot
+    /// both start from the same target and lose one change.
+    targets: Arc<Mutex<()>>,
 }
 
 impl App {
@@ -43,6 +46,7 @@ impl App {
             store,
             logs,
             tasks: Arc::default(),
+            targets: Arc::default(),
         }
     }
 

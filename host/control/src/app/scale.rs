@@ -21,6 +21,7 @@ impl App {
         min: Option<u32>,
         max: Option<u32>,
     ) -> Result<(TierTarget, TierTarget), AppError> {
+        let _changing = self.targets.lock().await;
         let row = self.row(name)?;
         let state = row.state.name();
         if !SCALABLE_STATES.contains(&state) {
