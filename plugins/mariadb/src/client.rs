@@ -1,5 +1,6 @@
-//! Running SQL with the `mariadb` client as root over a unix socket. SQL always travels on
-//! stdin, never in argv, so passwords in it stay out of process listings and logs.
+//! Running SQL with the `mariadb` client as the server's admin over its unix socket, logging
+//! in with the option file `admin` wrote. SQL always travels on stdin, never in argv, so
+//! passwords in it stay out of process listings and logs.
 
 use crate::layout::{CLIENT, socket_arg};
 use std::path::Path;
@@ -7,6 +8,8 @@ use stratus_plugin_sdk::service::*;
 
 /// What a statement batch runs against.
 pub struct Target<'a> {
+    /// The admin option file (`Layout::admin_cnf`).
+    pub login: &'a Path,
     pub socket: &'a Path,
     pub database: Option<&'a str>,
     pub timeout_ms: u32,
@@ -21,9 +24,9 @@ pub fn run(
     secrets: &[&str],
 ) -> Result<String, HookError> {
     let mut args = vec![
-        "--no-defaults".to_string(),
+        // Must come first; the client then reads that file and no other (no /etc/mysql).
+        format!("--defaults-file={}", target.login.display()),
         format!("--socket={}", socket_arg(target.socket)?),
-        format!("--user={}", crate::layout::os_user()),
         "--batch".into(),
         "--skip-column-names".into(),
         "--connect-timeout=5".into(),

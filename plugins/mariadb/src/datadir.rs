@@ -24,6 +24,7 @@ pub fn ensure(l: &Layout) -> Result<(), HookError> {
         std::fs::remove_dir_all(&data).map_err(|e| files::io_error("removing", &data, &e))?;
     }
     l.make_tmpdir()?;
+    let password = crate::admin::prepare(l)?;
     log::status("initialising the MariaDB data directory");
     let cmd = host::Command {
         program: INSTALL_DB.into(),
@@ -32,8 +33,10 @@ pub fn ensure(l: &Layout) -> Result<(), HookError> {
             "--no-defaults".into(),
             format!("--datadir={}", data.display()),
             format!("--tmpdir={}", l.tmpdir().display()),
-            "--auth-root-authentication-method=socket".into(),
-            format!("--auth-root-socket-user={}", crate::layout::os_user()),
+            // A password (set by the extra file), not the unix socket: the program uid has
+            // no user name for unix_socket to match.
+            "--auth-root-authentication-method=normal".into(),
+            format!("--extra-file={}", l.admin_sql().display()),
             "--skip-test-db".into(),
         ],
         env: vec![],
@@ -41,8 +44,11 @@ pub fn ensure(l: &Layout) -> Result<(), HookError> {
         timeout_ms: INSTALL_DB_TIMEOUT_MS,
         stdin: None,
     };
-    let out = host::run(&cmd)
-        .map_err(|e| HookError::fatal(format!("running mariadb-install-db: {e}")))?;
+    let out = host::run(&cmd);
+    if out.as_ref().map_or(true, |o| o.exit_code != Some(0)) {
+        crate::admin::forget_sql(l);
+    }
+    let out = out.map_err(|e| HookError::fatal(format!("running mariadb-install-db: {e}")))?;
     if out.exit_code != Some(0) {
         // The script ends with pages of boilerplate; the lines naming the failure say ERROR.
         let all: Vec<&str> = out.stderr.lines().chain(out.stdout.lines()).collect();
@@ -59,6 +65,7 @@ pub fn ensure(l: &Layout) -> Result<(), HookError> {
             out.exit_code
         )));
     }
+    crate::admin::save(l, &password)?;
     files::write(l.initialised_marker(), "mariadb-install-db completed\n")?;
     stratus_plugin_sdk::info!("initialised {}", data.display());
     Ok(())
@@ -102,7 +109,7 @@ pub fn install_data_source(ctx: &ServiceContext) -> Result<(), HookError> {
         server::start_install_server(&l)?;
         l.install_socket()
     };
-    let loaded = load(&socket, &ds.database, text, &ds.image_path);
+    let loaded = load(&l, &socket, &ds.database, text, &ds.image_path);
     if !running {
         server::stop_install_server()?;
     }
@@ -112,9 +119,17 @@ pub fn install_data_source(ctx: &ServiceContext) -> Result<(), HookError> {
     Ok(())
 }
 
-fn load(socket: &std::path::Path, db: &str, image: String, path: &str) -> Result<(), HookError> {
+fn load(
+    l: &Layout,
+    socket: &std::path::Path,
+    db: &str,
+    image: String,
+    path: &str,
+) -> Result<(), HookError> {
     log::status(&format!("loading {path} into `{db}`"));
+    let login = l.admin_cnf();
     let admin = Target {
+        login: &login,
         socket,
         database: None,
         timeout_ms: 30_000,
@@ -122,6 +137,7 @@ fn load(socket: &std::path::Path, db: &str, image: String, path: &str) -> Result
     let what = format!("creating database `{db}`");
     client::run(&admin, &what, sql::recreate_database(db)?, &[])?;
     let into = Target {
+        login: &login,
         socket,
         database: Some(db),
         timeout_ms: LOAD_TIMEOUT_MS,

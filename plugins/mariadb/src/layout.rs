@@ -7,14 +7,6 @@ pub const MARIADBD: &str = "/usr/sbin/mariadbd";
 pub const CLIENT: &str = "/usr/bin/mariadb";
 pub const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
 
-/// The system user mariadbd and the client run as: the agent's program user (named in
-/// `STRATUS_PROGRAM_USER`), else the agent's own user, root. The server's superuser account
-/// is this user's, authenticated by the socket peer's uid (unix_socket), so no password
-/// exists to leak.
-pub fn os_user() -> String {
-    std::env::var("STRATUS_PROGRAM_USER").unwrap_or_else(|_| "root".into())
-}
-
 /// The supervised server's process name.
 pub const SERVER_PROCESS: &str = "mariadbd";
 /// The temporary server install-data-source runs when the real one is not up.
@@ -67,14 +59,33 @@ impl Layout {
     pub fn my_cnf(&self) -> PathBuf {
         self.at("my.cnf")
     }
+    /// Where the admin option file, the sockets and the one-off bootstrap SQL live. What
+    /// keeps them from other servers is the server root, which only this server's program uid
+    /// (and the agent) may enter; WASI cannot set file modes.
+    pub fn private_dir(&self) -> PathBuf {
+        self.at("private")
+    }
+    /// Creates [`Layout::private_dir`].
+    pub fn make_private_dir(&self) -> Result<(), HookError> {
+        let dir = self.private_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| files::io_error("creating", &dir, &e))
+    }
+    /// The client option file holding the server's generated admin (`root@localhost`) password.
+    pub fn admin_cnf(&self) -> PathBuf {
+        self.at("private/admin.cnf")
+    }
+    /// The SQL `mariadb-install-db` runs after creating the system tables; removed afterwards.
+    pub fn admin_sql(&self) -> PathBuf {
+        self.at("private/admin.sql")
+    }
     pub fn socket(&self) -> PathBuf {
-        self.at("mariadb.sock")
+        self.at("private/mariadb.sock")
     }
     pub fn error_log(&self) -> PathBuf {
         self.at("mariadbd.err")
     }
     pub fn install_socket(&self) -> PathBuf {
-        self.at("install.sock")
+        self.at("private/install.sock")
     }
     pub fn install_pid(&self) -> PathBuf {
         self.at("install.pid")

@@ -1,6 +1,7 @@
 //! MariaDB as a Stratus database service: a data directory and the supervised `mariadbd`
 //! live in the service directory; grants are by the dependents' IP addresses.
 
+mod admin;
 mod client;
 mod datadir;
 mod layout;
@@ -56,6 +57,7 @@ impl Guest for MariaDb {
         let cnf = template::render(&text, &vars)
             .map_err(|e| HookError::fatal(format!("rendering {}: {e}", path.display())))?;
         l.make_tmpdir()?;
+        l.make_private_dir()?;
         files::write(l.my_cnf(), cnf)?;
         stratus_plugin_sdk::info!("wrote {}", l.my_cnf().display());
         Ok(())
@@ -99,7 +101,7 @@ impl Guest for MariaDb {
     }
 }
 
-/// Runs the SQL `statement` builds for each grant, as root over the server's socket. An empty
+/// Runs the SQL `statement` builds for each grant, as the admin over the server's socket. An empty
 /// list does nothing, even while the server is down.
 fn for_each_grant(
     ctx: &ServiceContext,
@@ -109,8 +111,11 @@ fn for_each_grant(
     if grants.is_empty() {
         return Ok(());
     }
-    let socket = admin(&Layout::of(ctx))?;
+    let l = Layout::of(ctx);
+    let socket = admin(&l)?;
+    let login = l.admin_cnf();
     let target = Target {
+        login: &login,
         socket: &socket,
         database: None,
         timeout_ms: GRANT_TIMEOUT_MS,

@@ -96,7 +96,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), HookError> {
     let offset = log_offset(&l.error_log());
     if !running {
         // --defaults-file must come first. No --user: mariadbd runs as the user the agent
-        // starts it as (its program user), which owns the data directory.
+        // starts it as (the server's program uid), which owns the data directory.
         let args = vec![format!("--defaults-file={}", l.my_cnf().display())];
         spawn(SERVER_PROCESS, args)?;
     }
@@ -109,7 +109,7 @@ pub fn start(ctx: &ServiceContext) -> Result<(), HookError> {
             )));
         }
         // Something else may hold the port, so our server must also answer on its socket.
-        if port_open(address, port, 500)? && answers(&l.socket()) {
+        if port_open(address, port, 500)? && answers(&l, &l.socket()) {
             stratus_plugin_sdk::info!(
                 "mariadbd accepts connections on {address}:{port} after {} ms",
                 began.elapsed().as_millis()
@@ -128,8 +128,9 @@ pub fn start(ctx: &ServiceContext) -> Result<(), HookError> {
 }
 
 /// Whether `SELECT 1` succeeds over `socket`.
-fn answers(socket: &Path) -> bool {
+fn answers(l: &Layout, socket: &Path) -> bool {
     let target = Target {
+        login: &l.admin_cnf(),
         socket,
         database: None,
         timeout_ms: 5_000,
@@ -170,7 +171,7 @@ pub fn start_install_server(l: &Layout) -> Result<(), HookError> {
                 log_excerpt(&l.install_log(), offset)
             )));
         }
-        if socket.exists() && answers(&socket) {
+        if socket.exists() && answers(l, &socket) {
             return Ok(());
         }
         std::thread::sleep(POLL);
@@ -212,8 +213,9 @@ pub fn health(ctx: &ServiceContext) -> HealthReport {
             return report(HealthStatus::Critical, msg);
         }
     };
-    let socket = l.socket();
+    let (socket, login) = (l.socket(), l.admin_cnf());
     let target = Target {
+        login: &login,
         socket: &socket,
         database: None,
         timeout_ms: 10_000,

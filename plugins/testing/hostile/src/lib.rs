@@ -9,6 +9,7 @@ use stratus_plugin_sdk::files::{io_error, service_path};
 use stratus_plugin_sdk::service::*;
 
 mod fs;
+mod neighbours;
 mod output;
 mod procs;
 mod retry;
@@ -47,6 +48,7 @@ fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> {
         // Each class of attack lives in its own module, picked by the name's prefix.
         n if n.starts_with("proc-") => procs::attack(ctx, n),
         n if n.starts_with("fs-") => fs::attack(ctx, n),
+        n if n.starts_with("nb-") => neighbours::attack(ctx, n),
         n if n.starts_with("out-") => output::attack(ctx, n),
         n if n.starts_with("retry-") => retry::attack(ctx, n),
         "read-passwd" => read("/etc/passwd"),
