@@ -102,14 +102,15 @@ impl Db {
         }
     }
 
-    /// Runs SQL as root over the server's socket and returns the rows.
+    /// Runs SQL as the server's admin (the plugin's generated login) over its socket and
+    /// returns the rows.
     async fn root_sql(&self, sql: &str) -> String {
-        let socket = format!("--socket={}/mariadb.sock", self.ctx.service_dir);
+        let login = format!("--defaults-file={}/private/admin.cnf", self.ctx.service_dir);
+        let socket = format!("--socket={}/private/mariadb.sock", self.ctx.service_dir);
         let out = Command::new("/usr/bin/mariadb")
             .args([
-                "--no-defaults",
+                login.as_str(),
                 &socket,
-                "-uroot",
                 "--batch",
                 "--skip-column-names",
             ])
