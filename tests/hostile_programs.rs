@@ -1,5 +1,6 @@
 //! Attacks through the programs a plugin is granted, in real launches (the agent runs as root
-//! here). Every granted program runs as the agent's program user (65534:65534 by default): a
+//! here). Every granted program runs as the server's program uid (`0x7000_0000` + its address
+//! lease, `stratus_provider::program_uid`; `STRATUS_PROGRAM_USER` makes it one shared user): a
 //! granted `/bin/cat` cannot read the agent's credential or `/etc/shadow`, `id` through `run`
 //! and `spawn` shows the program user, a spawned shell cannot move itself into a root cgroup,
 //! and the shipped haproxy grant's `lua-load` escape runs as the program user, cannot read
@@ -14,8 +15,17 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// What `id` prints for the default program user (nobody:nogroup, no other group).
-const PROGRAM_USER_ID: &str = "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)";
+/// The program uid of the only server of deployment `dep` (tier `h`), from its address.
+fn program_uid(st: &Stratus, dep: &str) -> u32 {
+    let server = servers(&st.deployment(dep), "h")[0].clone();
+    let address = server["address"].as_str().unwrap().parse().unwrap();
+    stratus_provider::program_uid(address).unwrap()
+}
+
+/// What `id` prints for a per-server program uid (no name, its gid, no other group).
+fn program_user_id(uid: u32) -> String {
+    format!("uid={uid} gid={uid} groups={uid}")
+}
 
 /// The hostile package copied to `<state>/<name>`, granted `programs`.
 fn hostile_package(st: &Stratus, name: &str, programs: &str) -> PathBuf {
@@ -154,13 +164,15 @@ fn run_and_spawn_run_as_the_program_user_in_a_directory_it_was_handed() {
         "-",
     );
     let log = read(&dir.join("hostile.log"));
-    assert!(log.contains(&format!("run: {PROGRAM_USER_ID}")), "{log}");
-    assert!(log.contains(&format!("spawn: {PROGRAM_USER_ID}")), "{log}");
+    let uid = program_uid(&st, "pwho");
+    let id = program_user_id(uid);
+    assert!(log.contains(&format!("run: {id}")), "{log}");
+    assert!(log.contains(&format!("spawn: {id}")), "{log}");
     use std::os::unix::fs::MetadataExt;
     let owner = std::fs::metadata(&dir).unwrap();
     assert_eq!(
         (owner.uid(), owner.gid()),
-        (65534, 65534),
+        (uid, uid),
         "service dir not handed over"
     );
     assert_healthy(&st, "pwho");
@@ -199,9 +211,10 @@ fn a_spawned_shell_cannot_move_into_a_root_cgroup_and_terminate_ends_its_daemon(
     assert!(!log.contains("ESCAPED"), "{log}");
     let daemons = wait_marked(&mark);
     assert!(!daemons.is_empty(), "the daemon did not start");
+    let expected = program_uid(&st, "pesc").to_string();
     for pid in &daemons {
         let (uid, cgroups) = uid_and_cgroups(*pid);
-        assert_eq!(uid, "65534", "daemon {pid} runs as {uid}");
+        assert_eq!(uid, expected, "daemon {pid} runs as {uid}");
         assert_contained(&cgroups, "pesc");
     }
     assert_healthy(&st, "pesc");
@@ -237,7 +250,11 @@ fn haproxy_lua_load_runs_as_the_program_user_and_leaves_nothing_after_terminate(
         &mark,
     );
     let log = read(&dir.join("lua.log"));
-    assert!(log.contains(PROGRAM_USER_ID), "the Lua ran as: {log}");
+    let expected = program_uid(&st, "plua");
+    assert!(
+        log.contains(&program_user_id(expected)),
+        "the Lua ran as: {log}"
+    );
     let credential = root.join("agent/credential");
     assert!(
         log.contains(&format!("cat: {}: Permission denied", credential.display())),
@@ -251,7 +268,7 @@ fn haproxy_lua_load_runs_as_the_program_user_and_leaves_nothing_after_terminate(
     assert!(!daemons.is_empty(), "the Lua's daemon did not start");
     for pid in &daemons {
         let (uid, cgroups) = uid_and_cgroups(*pid);
-        assert_eq!(uid, "65534");
+        assert_eq!(uid, expected.to_string());
         assert_contained(&cgroups, "plua");
     }
     assert_healthy(&st, "plua");
