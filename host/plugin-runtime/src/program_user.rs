@@ -7,6 +7,11 @@
 //! `PR_SET_NO_NEW_PRIVS` (a setuid binary cannot regain root). The drop happens in the child
 //! after it joined its cgroups (joining needs root on the v1 `pids` hierarchy) and before exec.
 //!
+//! Which user: the local provider gives each server a uid of its own, derived from its address
+//! lease (`stratus_provider::program_uid`), and passes it as `stratus agent --program-user`;
+//! an operator's `STRATUS_PROGRAM_USER` makes one user shared by all servers; without either,
+//! [`DEFAULT_PROGRAM_USER`].
+//!
 //! The plugin (inside the agent, so root) and the agent create files in the plugin's writable
 //! directories; before a program starts, [`hand_over`] gives those directories to the program
 //! user, walking beneath them without following a link.
@@ -19,10 +24,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// `nobody:nogroup` (65534:65534): present on every common distribution and owning no files,
-/// so by default programs can reach nothing but world-readable files and what they are
-/// handed. A dedicated uid (`--program-user`) is better where other daemons also run as
-/// `nobody`, since processes of one uid can signal and trace each other.
+/// `nobody:nogroup` (65534:65534), for an agent no provider gave a user (another provider,
+/// `stratus plugin call`): present on every common distribution and owning no files, so
+/// programs can reach nothing but world-readable files and what they are handed. The local
+/// provider gives each server its own uid instead, since processes of one uid can signal and
+/// trace each other.
 pub const DEFAULT_PROGRAM_USER: ProgramUser = ProgramUser {
     uid: 65534,
     gid: 65534,
@@ -233,8 +239,9 @@ fn give(fd: &OwnedFd, path: &Path, user: ProgramUser, done: &mut HandOver) -> io
         return Ok(());
     }
     // A secret the agent wrote (a CM credential, mode 0600 and root's) stays the agent's: the
-    // program user is shared by every plugin on the machine, so handing it over would hand it
-    // to all of them. A tool that needs it must run as root (`run-as = "root"`).
+    // program user is shared by every plugin of the server (of the machine, with an operator's
+    // shared user), so handing it over would hand it to all of them. A tool that needs it must
+    // run as root (`run-as = "root"`).
     if kind == FileType::RegularFile && st.st_uid == 0 && st.st_mode & 0o077 == 0 {
         return Ok(());
     }
