@@ -191,7 +191,10 @@ fn a_failing_hook_fails_the_launch_naming_step_server_hook_and_error() {
 #[test]
 fn an_agent_that_dies_is_reported_lost() {
     let st = Stratus::new();
-    let file = st.write_file("lost.toml", &hello_deployment("lost", 1));
+    // Recovery off: this test is about the report, not the replacement (tests/recovery.rs).
+    let text =
+        hello_deployment("lost", 1).replace("[tiers.app]\n", "[tiers.app]\nrecovery = \"off\"\n");
+    let file = st.write_file("lost.toml", &text);
     st.ok(&["launch", file.to_str().unwrap()]);
     let d = st.deployment("lost");
     let app = &common::servers(&d, "app")[0];

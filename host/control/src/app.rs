@@ -5,9 +5,11 @@
 //! - `app/error.rs`: [`AppError`] and its [`ErrorKind`](stratus_protocol::ErrorKind).
 //! - `app/lifecycle.rs`: launch, terminate and resume.
 //! - `app/scale.rs`: changing a tier's target.
+//! - `app/recovery.rs`: replacing lost servers.
 
 mod error;
 mod lifecycle;
+mod recovery;
 mod scale;
 
 pub use error::AppError;

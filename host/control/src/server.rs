@@ -113,6 +113,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         shutdown: Arc::new(Notify::new()),
     };
     control.app.resume().await;
+    tokio::spawn(control.app.clone().watch_losses());
     publish(&paths, addr.port())?;
     logs.info(
         Component::Dispatcher,

@@ -17,7 +17,7 @@ impl Engine {
     pub async fn launch(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
         self.log_deployment(dep, "launch initiated: deployment LAUNCHING");
-        let result = self.reconcile_steps(spec).await;
+        let result = self.reconcile_steps(spec, false).await;
         self.settle(dep, &result)?;
         result
     }

@@ -32,8 +32,8 @@ pub struct Changes {
     pub tiers: Vec<TierChange>,
 }
 
-/// Failed passes (each after a backoff) before the deployment is FAILED.
-pub const MAX_FAILED_PASSES: u32 = 6;
+/// Failed passes (each after a backoff: 2 s, 4 s, 8 s…) before the deployment is FAILED.
+pub const MAX_FAILED_PASSES: u32 = 4;
 /// Longest wait between failed passes.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a pass waiting for a lost server looks again.
@@ -62,7 +62,7 @@ impl Engine {
     pub async fn reconcile(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
         self.deployment_event(dep, DeploymentEvent::ScaleRequested)?;
-        let result = self.reconcile_steps(spec).await;
+        let result = self.reconcile_steps(spec, true).await;
         self.settle(dep, &result)?;
         result
     }
@@ -95,8 +95,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Uploads the packages, then runs passes until one changes nothing.
-    pub(crate) async fn reconcile_steps(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
+    /// Uploads the packages, then runs passes until one changes nothing. A failed pass runs
+    /// again after a backoff when a server was lost during it, or always when `persistent`
+    /// (scaling and recovery: a replacement that fails is tried again); a launch fails at once.
+    pub(crate) async fn reconcile_steps(
+        &self,
+        spec: &DeploymentSpec,
+        persistent: bool,
+    ) -> Result<(), EngineError> {
         let packages = self.upload_packages(spec).await?;
         let mut applied = Vec::new();
         let mut failures = 0u32;
@@ -106,7 +112,8 @@ impl Engine {
                 Ok(None) => break,
                 Err(e) => {
                     failures += 1;
-                    if failures >= MAX_FAILED_PASSES || !self.outwait_losses(spec).await? {
+                    let again = self.outwait_losses(spec).await? || persistent;
+                    if failures >= MAX_FAILED_PASSES || !again {
                         return Err(e);
                     }
                     self.log_deployment(
@@ -231,14 +238,21 @@ impl Engine {
                 .logs
                 .info(Component::MonitorScalingEvent, subject, &message);
         }
-        self.retire(spec, changes).await?;
+        // Surplus servers leave before new ones come; a gone server is replaced before it is
+        // ended, so its replacement gets a new address while the old one is still held.
+        self.retire(spec, changes, false).await?;
         let mut adds = Vec::new();
         for t in &changes.tiers {
             if let Some(tier) = spec.tier(t.tier.as_str()) {
                 adds.extend(t.add.iter().map(|id| (tier, id.index)));
             }
         }
-        parallel::all(adds.into_iter().map(|(tier, n)| self.launch_server(spec, tier, n))).await?;
+        parallel::all(
+            adds.into_iter()
+                .map(|(tier, n)| self.launch_server(spec, tier, n)),
+        )
+        .await?;
+        self.retire(spec, changes, true).await?;
         let journal = self.journal_id(dep)?;
         self.parts
             .store

@@ -113,3 +113,60 @@ mod tests {
         assert_eq!(super::clock(86_400_000 + 3_723_000), "01:02:03");
     }
 }
+
+impl Engine {
+    /// Brings a RUNNING or DEGRADED deployment's state in line with its lost servers:
+    /// DEGRADED (with which servers and what happens to them) while any is lost, RUNNING again
+    /// when all are back. Returns whether a reconcile is due to replace gone servers.
+    pub fn note_losses(&self, spec: &DeploymentSpec) -> Result<bool, EngineError> {
+        use stratus_model::state::{DeploymentEvent, DeploymentState};
+        let dep = spec.name.as_str();
+        let Some(row) = self.parts.store.deployment::<DeploymentState>(dep)? else {
+            return Ok(false);
+        };
+        if !matches!(
+            row.state,
+            DeploymentState::Running | DeploymentState::Degraded { .. }
+        ) {
+            return Ok(false);
+        }
+        let lost = self.lost_servers(spec)?;
+        if lost.is_empty() {
+            if self
+                .deployment_event(dep, DeploymentEvent::Recovered)?
+                .is_some()
+            {
+                self.log_deployment(dep, "deployment RUNNING: every lost agent is back");
+            }
+            return Ok(false);
+        }
+        let reason = lost
+            .iter()
+            .map(|l| {
+                let fate = match (l.recovery, l.gone) {
+                    (true, true) => "being replaced".to_string(),
+                    (true, false) => format!("replaced if not back within {} s", l.grace_ms / 1000),
+                    (false, _) => "not replaced: its tier has recovery off".to_string(),
+                };
+                format!("{} ({fate})", l.describe())
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let same = matches!(&row.state, DeploymentState::Degraded { reason: r } if *r == reason);
+        if !same
+            && self
+                .deployment_event(dep, DeploymentEvent::Degraded(reason.clone()))?
+                .is_some()
+        {
+            let subject = crate::logs::Subject {
+                deployment: Some(dep),
+                ..crate::logs::Subject::default()
+            };
+            let message = format!("deployment DEGRADED: {reason}");
+            self.parts
+                .logs
+                .warn(crate::logs::Component::MonitorDeployment, subject, &message);
+        }
+        Ok(lost.iter().any(|l| l.gone && l.recovery))
+    }
+}

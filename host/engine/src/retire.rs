@@ -13,17 +13,19 @@ use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::ServiceEvent;
 
 impl Engine {
-    /// Takes the servers `changes` removes out of the deployment.
+    /// Takes the servers `changes` removes out of the deployment: the gone ones when
+    /// `gone`, else the others (surplus servers of a scale-down).
     pub(crate) async fn retire(
         &self,
         spec: &DeploymentSpec,
         changes: &Changes,
+        gone: bool,
     ) -> Result<(), EngineError> {
         let fleet = self.fleet(spec.name.as_str())?;
         let ids: BTreeSet<String> = changes
             .tiers
             .iter()
-            .flat_map(|t| &t.remove)
+            .flat_map(|t| t.remove.iter().filter(|id| t.gone.contains(id) == gone))
             .map(ToString::to_string)
             .collect();
         let leaving: Vec<Server> = fleet
@@ -41,14 +43,8 @@ impl Engine {
         for db in spec.services.values().filter(|s| s.data_source.is_some()) {
             self.revoke_access(spec, &fleet, db, &addresses).await?;
         }
-        let gone: BTreeSet<String> = changes
-            .tiers
-            .iter()
-            .flat_map(|t| &t.gone)
-            .map(ToString::to_string)
-            .collect();
         parallel::all(leaving.iter().map(|server| async {
-            if !gone.contains(&server.id) {
+            if !gone {
                 self.stop_leaving(spec, &fleet, server, g).await;
             }
             self.end_server(spec.name.as_str(), server).await

@@ -105,6 +105,12 @@ impl App {
                         .info(Component::MonitorDeployment, subject, message);
                     self.spawn_launch(spec).await;
                 }
+                DeploymentState::Scaling => {
+                    let message = "resuming scaling after control plane restart";
+                    self.logs
+                        .info(Component::MonitorDeployment, subject, message);
+                    self.spawn_reconcile(spec).await;
+                }
                 DeploymentState::Stopping => self.spawn_terminate(spec, None).await,
                 _ => {}
             }

@@ -73,7 +73,7 @@ impl App {
 
     /// Runs the reconciler for `spec` as its deployment's task, after the task working on it
     /// now (an earlier reconcile) ends, so two never work on one deployment at once.
-    async fn spawn_reconcile(&self, spec: DeploymentSpec) {
+    pub(super) async fn spawn_reconcile(&self, spec: DeploymentSpec) {
         let engine = self.engine.clone();
         let name = spec.name.to_string();
         let mut tasks = self.tasks.lock().await;
