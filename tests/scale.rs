@@ -13,7 +13,9 @@ use std::time::Duration;
 
 fn service_dir(st: &Stratus, server: &Value) -> PathBuf {
     let id = server["services"][0]["id"].as_str().unwrap().to_string();
-    server_root(st, "hello", server).join("mnt/services").join(id)
+    server_root(st, "hello", server)
+        .join("mnt/services")
+        .join(id)
 }
 
 fn addresses(list: &[Value]) -> BTreeSet<String> {
@@ -62,9 +64,18 @@ fn check_app_tier(st: &Stratus, n: usize) -> Vec<Value> {
         assert_eq!(s["services"][0]["state"], "RUNNING", "{s}");
     }
     let live = addresses(&app);
-    assert_eq!(balanced(st, &servers(&d, "lb")[0]), live, "load balancer nodes");
+    assert_eq!(
+        balanced(st, &servers(&d, "lb")[0]),
+        live,
+        "load balancer nodes"
+    );
     assert_eq!(granted(st, &servers(&d, "db")[0]), live, "database grants");
-    let tier = d["tiers"].as_array().unwrap().iter().find(|t| t["name"] == "app").unwrap();
+    let tier = d["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "app")
+        .unwrap();
     assert_eq!(tier["target"]["count"], n as u64, "{tier}");
     app
 }
@@ -101,26 +112,44 @@ fn hello_app_tier_scales_up_and_down_with_dependents_told() {
     let added = lb_hooks.strip_prefix(&lb_hooks_before).unwrap();
     assert_eq!(added, "start-proxy\n", "{lb_hooks}");
     let events = st.ok(&["events", "--deployment", "hello"]);
-    assert!(events.contains("scaling event: tier app 2 -> 5"), "{events}");
+    assert!(
+        events.contains("scaling event: tier app 2 -> 5"),
+        "{events}"
+    );
 
     // 5 → 1: the newest leave first; their processes are gone.
     let pids = |list: &[Value]| -> Vec<u32> {
-        list.iter().map(|s| s["pid"].as_u64().unwrap() as u32).collect()
+        list.iter()
+            .map(|s| s["pid"].as_u64().unwrap() as u32)
+            .collect()
     };
     let leaving = pids(&five[1..]);
     st.ok(&["scale", "hello", "app", "1"]);
     let one = check_app_tier(&st, 1);
     assert_eq!(one[0]["id"], "app-1");
     for p in leaving {
-        assert!(wait_gone(p, Duration::from_secs(10)), "agent {p} of a removed server is left");
+        assert!(
+            wait_gone(p, Duration::from_secs(10)),
+            "agent {p} of a removed server is left"
+        );
     }
     for s in &five[1..] {
-        assert!(!server_root(&st, "hello", s).exists(), "{} disk left", s["id"]);
+        assert!(
+            !server_root(&st, "hello", s).exists(),
+            "{} disk left",
+            s["id"]
+        );
     }
     let lb_hooks = read(&service_dir(&st, &lb).join("hooks.log"));
-    assert!(lb_hooks.ends_with("remove-nodes\nstart-proxy\n"), "{lb_hooks}");
+    assert!(
+        lb_hooks.ends_with("remove-nodes\nstart-proxy\n"),
+        "{lb_hooks}"
+    );
     let events = st.ok(&["events", "--deployment", "hello"]);
-    assert!(events.contains("scaling event: tier app 5 -> 1"), "{events}");
+    assert!(
+        events.contains("scaling event: tier app 5 -> 1"),
+        "{events}"
+    );
 
     // And back up: a reused address is granted again (a new call, not a replay).
     st.ok(&["scale", "hello", "app", "3"]);

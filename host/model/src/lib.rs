@@ -27,6 +27,6 @@ mod validate;
 
 pub use error::{SpecError, SpecErrors};
 pub use ids::{Name, ServerId, ServiceId};
-pub use validate::MAX_TIER_SERVERS;
 pub use plan::Plan;
 pub use spec::DeploymentSpec;
+pub use validate::MAX_TIER_SERVERS;

@@ -4,7 +4,8 @@ use crate::StoreError;
 use rusqlite::Connection;
 
 /// Each entry migrates from version `index` to `index + 1`; append, never edit.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE deployments (
     name        TEXT PRIMARY KEY,
     spec_path   TEXT NOT NULL,

@@ -259,9 +259,18 @@ mod tests {
     #[test]
     fn bad_recovery_values_are_refused_where_they_are() {
         for (keys, expected) in [
-            ("recovery = \"maybe\"", "recovery `maybe` is not one of `on`, `off`"),
-            ("recovery-grace = \"10ms\"", "recovery-grace of 10 ms is out of range"),
-            ("recovery-grace = \"10\"", "recovery-grace: invalid wait `10`"),
+            (
+                "recovery = \"maybe\"",
+                "recovery `maybe` is not one of `on`, `off`",
+            ),
+            (
+                "recovery-grace = \"10ms\"",
+                "recovery-grace of 10 ms is out of range",
+            ),
+            (
+                "recovery-grace = \"10\"",
+                "recovery-grace: invalid wait `10`",
+            ),
         ] {
             let err = with_recovery(keys).unwrap_err();
             assert!(err.contains(expected), "{keys}: {err}");
