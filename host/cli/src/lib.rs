@@ -32,6 +32,8 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Change a tier's target count or bounds and follow until the tier has it.
     Scale(commands::scale::ScaleArgs),
+    /// Show what a changed deployment file changes, then reconcile the deployment to it.
+    Apply(commands::apply::ApplyArgs),
     /// Terminate a deployment: stop services in reverse order, end its servers.
     Terminate(commands::terminate::TerminateArgs),
     /// Stop the control plane of the state directory.

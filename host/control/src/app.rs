@@ -6,7 +6,9 @@
 //! - `app/lifecycle.rs`: launch, terminate and resume.
 //! - `app/scale.rs`: changing a tier's target.
 //! - `app/recovery.rs`: replacing lost servers.
+//! - `app/apply.rs`: moving a running deployment to a new version of its file.
 
+mod apply;
 mod error;
 mod lifecycle;
 mod recovery;
@@ -90,8 +92,11 @@ impl App {
     }
 
     /// The deployment file `row` was launched with.
-    fn spec_of(row: &DeploymentRow<DeploymentState>) -> Result<DeploymentSpec, AppError> {
-        DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).map_err(AppError::InvalidFile)
+    fn spec_of(&self, row: &DeploymentRow<DeploymentState>) -> Result<DeploymentSpec, AppError> {
+        let mut spec = DeploymentSpec::from_str(&row.spec_toml, &row.spec_path)
+            .map_err(AppError::InvalidFile)?;
+        stratus_engine::apply::with_kept_ids(&self.store, &mut spec)?;
+        Ok(spec)
     }
 
     /// Whether a task works on `name` now.

@@ -289,6 +289,15 @@ impl Control {
                 .scale(&name, &tier, count, min, max)
                 .await
                 .map(|_| accepted(name)),
+            OperatorRequest::Apply { file, dry_run } => {
+                self.app
+                    .apply(&file, dry_run)
+                    .await
+                    .map(|plan| OperatorReply::Applied {
+                        deployment: plan.deployment,
+                        changes: plan.changes,
+                    })
+            }
         };
         result.unwrap_or_else(|e| OperatorReply::Error {
             message: e.to_string(),

@@ -107,7 +107,7 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
         let spec = DeploymentSpec::from_str(&row.spec_toml, &row.spec_path).ok();
         let servers = store.servers::<AgentState>(&row.name)?;
         let services = store.service_instances::<ServiceState>(&row.name)?;
-        let journal = journal_id(store, &row.name)?;
+        let journal = stratus_engine::steps::journal_of(store, &row.name)?;
         let steps = store.steps(&journal)?;
         let waits = stratus_engine::retry::current_waits(&steps);
         let mut tiers: Vec<TierView> = Vec::new();
@@ -190,12 +190,6 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
         });
     }
     Ok(StatusView { deployments })
-}
-
-/// The journal of `deployment`'s current launch, named as `Engine::journal_id` names it.
-fn journal_id(store: &Store, deployment: &str) -> Result<String, StoreError> {
-    let epoch = store.meta(&format!("epoch/{deployment}"))?;
-    Ok(format!("{deployment}#{}", epoch.as_deref().unwrap_or("1")))
 }
 
 /// A tier's target as `Engine::targets` gives it (what `stratus scale` stored in this launch,

@@ -115,8 +115,7 @@ impl Engine {
         policy: &RetryPolicy,
         balanced: Option<&str>,
     ) -> Result<HookReport, EngineError> {
-        let view = balanced.map(|b| call.without_members_of(b));
-        let input = digest(&(view.as_ref().unwrap_or(&call), &capabilities, package_dir));
+        let input = digest(&(call.journal_view(balanced), &capabilities, package_dir));
         let input: &str = &input;
         let (capabilities, call) = (&capabilities, &call);
         // Afresh (a first run, or the operator launched a failed deployment again), a failure

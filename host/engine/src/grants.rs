@@ -119,17 +119,21 @@ impl Engine {
         Ok(())
     }
 
-    /// `revoke-database-access` on every server of `db` that stays, for exactly `leaving`
-    /// addresses among those it granted.
+    /// `revoke-database-access` on every server of `db` that stays (its address is not
+    /// `leaving`), for exactly the granted addresses that `revoked(service, address)` picks.
+    /// Works from what was granted, so a dependent no longer in the file is revoked too.
     pub(crate) async fn revoke_access(
         &self,
         spec: &DeploymentSpec,
         fleet: &Fleet,
         db: &ServiceSpec,
         leaving: &BTreeSet<String>,
+        revoked: impl Fn(&str, &str) -> bool + Sync,
     ) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
-        let all = self.grants_for(spec, fleet, db)?;
+        let Some(ds) = &db.data_source else {
+            return Ok(());
+        };
         let servers: Vec<Server> = fleet
             .get(db.tier.as_str())
             .into_iter()
@@ -137,40 +141,46 @@ impl Engine {
             .filter(|s| !leaving.contains(&s.address))
             .cloned()
             .collect();
-        parallel::all(servers.iter().map(|server| {
-            let all = all.clone();
-            async move {
-                let mut granted = self.granted(dep, db, server)?;
-                let mut gone = all.clone();
-                for g in &mut gone {
-                    g.addresses = granted
-                        .addresses
-                        .get(&g.service)
-                        .into_iter()
-                        .flatten()
-                        .filter(|a| leaving.contains(*a))
-                        .cloned()
-                        .collect();
+        let revoked = &revoked;
+        parallel::all(servers.iter().map(|server| async move {
+            let mut granted = self.granted(dep, db, server)?;
+            let mut gone = Vec::new();
+            for (service, addresses) in &granted.addresses {
+                let addresses: Vec<String> = addresses
+                    .iter()
+                    .filter(|a| revoked(service, a))
+                    .cloned()
+                    .collect();
+                if addresses.is_empty() {
+                    continue;
                 }
-                gone.retain(|g| !g.addresses.is_empty());
-                if gone.is_empty() {
-                    return Ok(());
-                }
-                let ctx = self.service_context(spec, fleet, db, server)?;
-                let key = granted.step(db, server, "revoke-database-access");
-                let call = HookCall::RevokeDatabaseAccess {
-                    ctx,
-                    grants: gone.clone(),
-                };
-                self.service_hook(spec, db, server, &key, call).await?;
-                for g in gone {
-                    if let Some(set) = granted.addresses.get_mut(&g.service) {
-                        set.retain(|a| !g.addresses.contains(a));
-                    }
-                }
-                granted.changes += 1;
-                self.set_granted(dep, db, server, &granted)
+                let cred = self.grant_credential(spec, db.name.as_str(), service)?;
+                gone.push(DatabaseGrant {
+                    service: service.clone(),
+                    database: ds.database.clone(),
+                    user: cred.user,
+                    password: cred.password,
+                    addresses,
+                });
             }
+            if gone.is_empty() {
+                return Ok(());
+            }
+            let ctx = self.service_context(spec, fleet, db, server)?;
+            let key = granted.step(db, server, "revoke-database-access");
+            let call = HookCall::RevokeDatabaseAccess {
+                ctx,
+                grants: gone.clone(),
+            };
+            self.service_hook(spec, db, server, &key, call).await?;
+            for g in gone {
+                if let Some(set) = granted.addresses.get_mut(&g.service) {
+                    set.retain(|a| !g.addresses.contains(a));
+                }
+            }
+            granted.addresses.retain(|_, set| !set.is_empty());
+            granted.changes += 1;
+            self.set_granted(dep, db, server, &granted)
         }))
         .await?;
         Ok(())

@@ -67,7 +67,7 @@ impl Engine {
             contents.push((name, path, d));
         }
         let input = digest(&contents);
-        self.step(dep, "cloud-files/upload", &input, async {
+        self.step(dep, UPLOAD_STEP, &input, async {
             let mut out = BTreeMap::new();
             for (name, path) in &wanted {
                 let files = &self.parts.files;
@@ -95,6 +95,9 @@ impl Engine {
         .await
     }
 }
+
+/// The journal step of the upload; its outcome is every uploaded package by name.
+pub const UPLOAD_STEP: &str = "cloud-files/upload";
 
 /// Where a service's package lives, relative to the server root.
 pub fn service_package_dir(svc: &ServiceSpec) -> String {

@@ -14,6 +14,7 @@
 //! - `agents.rs`: the [`AgentLink`] trait the dispatcher implements.
 
 pub mod agents;
+pub mod apply;
 mod calls;
 pub mod capacity;
 pub mod cm;

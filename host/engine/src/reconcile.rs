@@ -67,6 +67,13 @@ impl Engine {
         result
     }
 
+    /// Records that a scaling event (scale, apply, recovery) was asked for: SCALING from now,
+    /// so whoever follows the deployment does not mistake the state before it for the end.
+    pub fn scaling_requested(&self, dep: &str) -> Result<(), EngineError> {
+        self.deployment_event(dep, DeploymentEvent::ScaleRequested)?;
+        Ok(())
+    }
+
     /// Records where a launch or reconcile ended: RUNNING, or FAILED with the reason.
     pub(crate) fn settle(
         &self,
@@ -198,6 +205,15 @@ impl Engine {
                 .map_or(&[][..], Vec::as_slice);
             let next = u32::try_from(next).unwrap_or(u32::MAX);
             tiers.extend(tier_change(&tier.name, target, servers, next));
+        }
+        // Servers of a tier the file no longer has all leave.
+        for (tier, servers) in &observed {
+            let Ok(name) = stratus_model::Name::new(tier) else {
+                continue;
+            };
+            if spec.tier(tier).is_none() {
+                tiers.extend(tier_change(&name, 0, servers, 1));
+            }
         }
         if tiers.is_empty() {
             return Ok(None);

@@ -41,7 +41,9 @@ impl Engine {
         self.drop_nodes(spec, &fleet, &ids, g).await?;
         let addresses: BTreeSet<String> = leaving.iter().map(|s| s.address.clone()).collect();
         for db in spec.services.values().filter(|s| s.data_source.is_some()) {
-            self.revoke_access(spec, &fleet, db, &addresses).await?;
+            let revoked = |_: &str, address: &str| addresses.contains(address);
+            self.revoke_access(spec, &fleet, db, &addresses, revoked)
+                .await?;
         }
         parallel::all(leaving.iter().map(|server| async {
             if !gone {

@@ -36,6 +36,16 @@ pub struct StepRun {
     pub run: u32,
 }
 
+/// The journal of `deployment`'s current launch, from the store alone (see
+/// [`Engine::journal_id`]); the status view reads it without an engine.
+pub fn journal_of(
+    store: &stratus_store::Store,
+    deployment: &str,
+) -> Result<String, stratus_store::StoreError> {
+    let epoch = store.meta(&format!("epoch/{deployment}"))?;
+    Ok(format!("{deployment}#{}", epoch.as_deref().unwrap_or("1")))
+}
+
 /// A digest of a step's inputs: a completed step whose inputs changed runs again.
 pub fn digest<T: Serialize>(input: &T) -> String {
     let bytes = serde_json::to_vec(input).unwrap_or_default();
@@ -46,8 +56,7 @@ impl Engine {
     /// The journal a deployment's steps go to: a new one for every launch after a terminate,
     /// so that launching a terminated deployment again does every step again.
     pub fn journal_id(&self, deployment: &str) -> Result<String, EngineError> {
-        let epoch = self.parts.store.meta(&format!("epoch/{deployment}"))?;
-        Ok(format!("{deployment}#{}", epoch.as_deref().unwrap_or("1")))
+        Ok(journal_of(&self.parts.store, deployment)?)
     }
 
     /// Starts a new journal for `deployment` (its previous launch was terminated).

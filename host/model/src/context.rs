@@ -255,11 +255,17 @@ impl HookCall {
         }
     }
 
-    /// The call with the servers of dependency `service` left out. A load balancer learns the
-    /// servers it balances through `start-proxy` and `remove-nodes`, so the engine journals
-    /// its other hooks by this view: a tier scaling behind it does not reconfigure it.
-    pub fn without_members_of(&self, service: &str) -> HookCall {
+    /// What the engine journals a hook call by: a step whose view changed runs again.
+    /// - A load balancer learns the servers it balances through `start-proxy` and
+    ///   `remove-nodes`, so the servers and settings of `balanced` (the service its tier
+    ///   balances) are left out: a tier scaling behind it, or a setting of the balanced
+    ///   service changing, does not reconfigure it (its ports do).
+    /// - `install-service` installs the package (whose contents the download step is keyed
+    ///   by), so settings and dependencies are left out: changing a setting re-runs
+    ///   `configure`, `stop` and `start`, not the installation.
+    pub fn journal_view(&self, balanced: Option<&str>) -> HookCall {
         let mut call = self.clone();
+        let install = matches!(call, HookCall::InstallService { .. });
         let ctx = match &mut call {
             HookCall::CmPrepare { .. } | HookCall::CmRun { .. } => None,
             HookCall::InstallService { ctx }
@@ -273,9 +279,17 @@ impl HookCall {
             | HookCall::StartProxy { ctx, .. }
             | HookCall::RemoveNodes { ctx, .. } => Some(ctx),
         };
-        if let Some(ctx) = ctx {
+        let Some(ctx) = ctx else {
+            return call;
+        };
+        if install {
+            ctx.settings.clear();
+            ctx.dependencies.clear();
+        }
+        if let Some(service) = balanced {
             for d in ctx.dependencies.iter_mut().filter(|d| d.service == service) {
                 d.servers.clear();
+                d.settings.clear();
             }
         }
         call

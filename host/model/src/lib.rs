@@ -22,6 +22,7 @@ pub mod plugin;
 mod raw;
 pub mod retry;
 pub mod spec;
+pub mod spec_diff;
 pub mod state;
 mod validate;
 

@@ -242,7 +242,7 @@ impl Checker<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use crate::context::DependencyKind;
@@ -253,7 +253,7 @@ mod tests {
     }
 
     /// A spec whose packages live in a fresh temporary directory.
-    pub(super) fn in_temp_dir(spec: &str) -> (tempfile::TempDir, Result<DeploymentSpec, String>) {
+    pub(crate) fn in_temp_dir(spec: &str) -> (tempfile::TempDir, Result<DeploymentSpec, String>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("pkg")).unwrap();
         write(
@@ -267,7 +267,7 @@ mod tests {
         (dir, result.map_err(|e| e.to_string()))
     }
 
-    pub(super) const HEAD: &str = "[deployment]\nname = \"d\"\n";
+    pub(crate) const HEAD: &str = "[deployment]\nname = \"d\"\n";
 
     #[test]
     fn dependency_forms_and_package_kinds() {

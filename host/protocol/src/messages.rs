@@ -157,6 +157,13 @@ pub enum OperatorRequest {
         #[serde(default)]
         max: Option<u32>,
     },
+    /// Move a running deployment to a new version of its file (an absolute path); with
+    /// `dry_run` only say what would change.
+    Apply {
+        file: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// Stop the control plane (deployments keep their state and resume at next start).
     Shutdown,
     Ping,
@@ -167,6 +174,12 @@ pub enum OperatorRequest {
 pub enum OperatorReply {
     Accepted {
         deployment: String,
+    },
+    /// What an apply changes (one line each, e.g. `~ service app: settings`); empty when the
+    /// file changes nothing.
+    Applied {
+        deployment: String,
+        changes: Vec<String>,
     },
     Done,
     Pong {

@@ -65,4 +65,19 @@ impl Store {
         let rows = stmt.query_map([deployment], |r| Ok(from_row(r)))?;
         rows.map(|r| r?).collect()
     }
+
+    /// Forgets the instance of `service` on `server_id` (the service left the deployment);
+    /// whether there was one.
+    pub fn delete_service_instance(
+        &self,
+        deployment: &str,
+        service: &str,
+        server_id: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "DELETE FROM service_instances WHERE deployment = ?1 AND service = ?2 AND server_id = ?3",
+            params![deployment, service, server_id],
+        )?;
+        Ok(n > 0)
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod apply;
 pub mod events;
 pub mod launch;
 pub mod logs;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => events::run(args, &state_dir),
         Command::Logs(args) => logs::run(args, &state_dir),
         Command::Scale(args) => scale::run(args, &state_dir),
+        Command::Apply(args) => apply::run(args, &state_dir),
         Command::Terminate(args) => terminate::run(args, &state_dir),
         Command::Shutdown => terminate::shutdown(&state_dir),
         Command::Serve(args) => serve::serve(args, state_dir),

@@ -27,6 +27,9 @@ pub enum AppError {
         /// What the operator can do instead.
         wanted: String,
     },
+    /// The new file changes something a running deployment cannot take.
+    #[error("deployment {deployment}: {reason}; nothing was applied")]
+    CannotApply { deployment: String, reason: String },
     #[error(transparent)]
     Capacity(NoRoom),
     #[error(transparent)]
@@ -61,7 +64,7 @@ impl AppError {
             AppError::Unreadable { .. } | AppError::InvalidFile(_) | AppError::Target(_) => {
                 ErrorKind::Invalid
             }
-            AppError::Conflict { .. } => ErrorKind::Conflict,
+            AppError::Conflict { .. } | AppError::CannotApply { .. } => ErrorKind::Conflict,
             AppError::Capacity(_) => ErrorKind::Capacity,
             AppError::Engine(_) | AppError::Store(_) | AppError::Internal(_) => ErrorKind::Internal,
         }

@@ -34,7 +34,9 @@ impl App {
                     return Err(AppError::Conflict {
                         deployment: name,
                         state: other.name().to_string(),
-                        wanted: "terminate it before launching it again".into(),
+                        wanted: "change it with `stratus apply FILE`, or terminate it before \
+                                 launching it again"
+                            .into(),
                     });
                 }
             }
@@ -72,7 +74,7 @@ impl App {
                 wanted: "there is nothing to terminate".into(),
             });
         }
-        let spec = Self::spec_of(&row)?;
+        let spec = self.spec_of(&row)?;
         self.spawn_terminate(spec, Some(keep_disks)).await;
         Ok(())
     }
@@ -89,7 +91,7 @@ impl App {
                 deployment: Some(&row.name),
                 ..Subject::default()
             };
-            let spec = match Self::spec_of(&row) {
+            let spec = match self.spec_of(&row) {
                 Ok(spec) => spec,
                 Err(e) => {
                     let message = format!("cannot resume: {e}");
@@ -164,7 +166,7 @@ impl App {
     }
 
     /// Launch validation's warnings (e.g. programs that run arbitrary code) become events.
-    fn record_warnings(&self, name: &str, warnings: &[stratus_model::SpecError]) {
+    pub(super) fn record_warnings(&self, name: &str, warnings: &[stratus_model::SpecError]) {
         for w in warnings {
             let subject = Subject {
                 deployment: Some(name),
@@ -178,7 +180,7 @@ impl App {
 
 /// The launch checks of a deployment file (every package held against its manifest), off the
 /// async threads because they read package archives. Nothing is created when they fail.
-async fn validate_for_launch(
+pub(super) async fn validate_for_launch(
     text: &str,
     file: &str,
 ) -> Result<(DeploymentSpec, Vec<stratus_model::SpecError>), AppError> {

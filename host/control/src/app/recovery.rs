@@ -32,7 +32,7 @@ impl App {
             if !live || self.working_on(&row.name).await {
                 continue;
             }
-            let Ok(spec) = Self::spec_of(&row) else {
+            let Ok(spec) = self.spec_of(&row) else {
                 continue;
             };
             match self.engine.note_losses(&spec) {

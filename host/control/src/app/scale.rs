@@ -31,7 +31,7 @@ impl App {
                 wanted: "only a RUNNING deployment can be scaled".into(),
             });
         }
-        let spec = Self::spec_of(&row)?;
+        let spec = self.spec_of(&row)?;
         let old = *self
             .engine
             .targets(&spec)?
