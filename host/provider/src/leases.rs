@@ -358,8 +358,10 @@ mod tests {
         assert_eq!(count, ADDRESS_COUNT);
         // Above login.defs' SUB_UID_MAX and systemd's container ranges, below its foreign range
         // and far from (uid_t)-1.
-        assert!(PROGRAM_UID_BASE > 1_879_048_191 && PROGRAM_UID_BASE > 600_100_000);
-        assert!(PROGRAM_UID_BASE + ADDRESS_COUNT < 2_147_352_576);
+        const {
+            assert!(PROGRAM_UID_BASE > 1_879_048_191 && PROGRAM_UID_BASE > 600_100_000);
+            assert!(PROGRAM_UID_BASE + ADDRESS_COUNT < 2_147_352_576);
+        }
         for outside in [
             "127.0.0.1",
             "127.0.1.1",

@@ -109,8 +109,10 @@ pub fn processes_of_user(uid: u32) -> Vec<u32> {
 /// Kills every process running as `uid` and waits up to `limit` for them to be gone; returns
 /// the ones still alive. A forked child becomes `uid` and calls `kill(-1, SIGKILL)`, which the
 /// kernel delivers to every process that uid may signal in one pass (children forked meanwhile
-/// included), so a fork bomb cannot outrun it the way it outruns a scan of `/proc`. Root only;
-/// `uid` must be a per-server program uid, never a shared one.
+/// included), so a fork bomb cannot outrun it the way it outruns a scan of `/proc`. (Its
+/// result cannot say whether anything was there: `kill(-1)` succeeds whenever any other
+/// process exists, so `/proc` is read first.) Root only; `uid` must be a per-server program
+/// uid, never a shared one.
 pub fn kill_user(uid: u32, limit: std::time::Duration) -> Vec<u32> {
     let deadline = std::time::Instant::now() + limit;
     loop {
@@ -127,23 +129,32 @@ pub fn kill_user(uid: u32, limit: std::time::Duration) -> Vec<u32> {
 }
 
 /// Forks a child that becomes `uid` and signals everything that uid may signal.
-fn kill_all_as(uid: u32) -> nix::Result<()> {
+fn kill_all_as(uid: u32) -> std::io::Result<()> {
+    use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setgroups, setuid};
     assert!(uid != 0, "never as root");
     // SAFETY: the child only makes raw system calls (async-signal-safe) and then _exits.
     match unsafe { fork() }? {
         ForkResult::Child => {
-            let ok = setgroups(&[]).is_ok()
-                && setgid(Gid::from_raw(uid)).is_ok()
-                && setuid(Uid::from_raw(uid)).is_ok()
-                && nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL).is_ok();
+            let dropped = setgroups(&[])
+                .and_then(|()| setgid(Gid::from_raw(uid)))
+                .and_then(|()| setuid(Uid::from_raw(uid)));
+            let code = match dropped {
+                Ok(()) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+                    0
+                }
+                Err(_) => 1,
+            };
             // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
-            unsafe { nix::libc::_exit(if ok { 0 } else { 1 }) }
+            unsafe { nix::libc::_exit(code) }
         }
-        ForkResult::Parent { child } => {
-            nix::sys::wait::waitpid(child, None)?;
-            Ok(())
-        }
+        ForkResult::Parent { child } => match waitpid(child, None)? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            other => Err(std::io::Error::other(format!(
+                "the child that kills as uid {uid} could not become it ({other:?})"
+            ))),
+        },
     }
 }
 
