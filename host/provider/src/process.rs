@@ -29,11 +29,22 @@ pub fn live_members(pgid: u32) -> Vec<u32> {
 }
 
 /// Whether `pid` carries our environment marker for `root`.
+/// Only a process of the provider's own user counts: agents run as it, the programs they
+/// start do not, and a program that put the marker into its own environment (naming another
+/// server's root, to keep that server's disk "busy" or draw its signals) is not ours.
 fn marked_for(pid: u32, root: &Path) -> bool {
     let marker = format!("{ROOT_MARKER}={}", root.display());
-    std::fs::read(format!("/proc/{pid}/environ"))
+    let marked = std::fs::read(format!("/proc/{pid}/environ"))
         .map(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    marked && real_uid(pid) == Some(nix::unistd::geteuid().as_raw())
+}
+
+/// The real uid of `pid`, from `/proc/<pid>/status`.
+fn real_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    ids.split_whitespace().next()?.parse().ok()
 }
 
 /// Process groups with a live member carrying our marker for `root`: what is left of an
@@ -206,5 +217,42 @@ mod tests {
         );
         let _ = signal_group(victim.id(), Signal::SIGKILL);
         victim.wait().unwrap();
+    }
+
+    /// A program that sets the marker of a server root in its own environment does not make
+    /// that server's disk busy nor draw its signals; the same marker on a process of ours does.
+    #[test]
+    fn only_the_providers_own_processes_carry_a_servers_marker() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let start = |uid: Option<u32>| {
+            let mut cmd = std::process::Command::new("/bin/sleep");
+            cmd.arg("60").env(ROOT_MARKER, root.path()).process_group(0);
+            if let Some(uid) = uid {
+                cmd.uid(uid).gid(uid);
+            }
+            cmd.spawn().unwrap()
+        };
+        let mut theirs = start(Some(0x7fff_0104));
+        let mut ours = start(None);
+        // Both have exec'd (before that, their environment is still the test's).
+        let execd = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !(execd(theirs.id()) && execd(ours.id())) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let busy = processes_of(root.path());
+        assert!(!busy.contains(&theirs.id()), "{busy:?}");
+        assert!(busy.contains(&ours.id()), "{busy:?}");
+        assert_eq!(marked_groups(root.path()), vec![ours.id()]);
+        for child in [&mut theirs, &mut ours] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 }
