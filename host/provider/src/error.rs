@@ -26,8 +26,6 @@ pub enum ProviderError {
     Signal { pgid: u32, errno: nix::errno::Errno },
     #[error("process group {pgid} survived SIGKILL")]
     StillAlive { pgid: u32 },
-    #[error("processes {pids:?} of program uid {uid} survived SIGKILL; the uid is not reused")]
-    UidBusy { uid: u32, pids: Vec<u32> },
     #[error("ending the server's cgroup: {0}")]
     Cgroup(String),
     #[error(

@@ -376,10 +376,9 @@ fn prepare_program_uid(
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
-    let left = crate::process::kill_user(uid, KILL_WAIT);
-    if !left.is_empty() {
-        return Err(ProviderError::UidBusy { uid, pids: left });
-    }
+    crate::process::kill_user(uid).map_err(ProviderError::io(format!(
+        "killing what still runs as program uid {uid}"
+    )))?;
     if std::env::var_os(PROGRAM_USER_ENV).is_some() {
         return Ok(None);
     }
@@ -410,9 +409,8 @@ fn end_program_uid(address: std::net::Ipv4Addr) {
     if !nix::unistd::geteuid().is_root() {
         return;
     }
-    let left = crate::process::kill_user(uid, KILL_WAIT);
-    if !left.is_empty() {
-        tracing::warn!(uid, pids = ?left, "processes of the program uid survived SIGKILL");
+    if let Err(e) = crate::process::kill_user(uid) {
+        tracing::warn!(uid, error = %e, "cannot kill what still runs as the program uid");
     }
 }
 

@@ -94,53 +94,13 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
     }
 }
 
-/// Live (non-zombie) processes whose real, effective or saved uid is `uid`.
-pub fn processes_of_user(uid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mine = |status: &str| {
-        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
-        let zombie = field("State:").is_some_and(|s| s.trim_start().starts_with('Z'));
-        let ids = field("Uid:").unwrap_or_default();
-        !zombie
-            && ids
-                .split_whitespace()
-                .take(3)
-                .any(|id| id == uid.to_string())
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| mine(&s))
-        })
-        .collect()
-}
-
-/// Kills every process running as `uid` and waits up to `limit` for them to be gone; returns
-/// the ones still alive. A forked child becomes `uid` and calls `kill(-1, SIGKILL)`, which the
-/// kernel delivers to every process that uid may signal in one pass (children forked meanwhile
-/// included), so a fork bomb cannot outrun it the way it outruns a scan of `/proc`. (Its
-/// result cannot say whether anything was there: `kill(-1)` succeeds whenever any other
-/// process exists, so `/proc` is read first.) Root only; `uid` must be a per-server program
-/// uid, never a shared one.
-pub fn kill_user(uid: u32, limit: std::time::Duration) -> Vec<u32> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let left = processes_of_user(uid);
-        if left.is_empty() || std::time::Instant::now() >= deadline {
-            return left;
-        }
-        if let Err(e) = kill_all_as(uid) {
-            tracing::warn!(uid, error = %e, "cannot kill the processes of a program uid");
-            return left;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-/// Forks a child that becomes `uid` and signals everything that uid may signal.
-fn kill_all_as(uid: u32) -> std::io::Result<()> {
+/// Kills every process running as `uid`: a forked child becomes `uid` and calls
+/// `kill(-1, SIGKILL)`, which the kernel delivers to every process that uid may signal in one
+/// pass (children forked meanwhile included), so a fork bomb cannot outrun it the way it
+/// outruns a scan of `/proc`, and a process with SIGKILL pending runs no further instruction
+/// of its own. One fork, no `/proc` scan, so it costs a launch about a millisecond. Root only;
+/// `uid` must be a per-server program uid, never a shared one.
+pub fn kill_user(uid: u32) -> std::io::Result<()> {
     use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setgroups, setuid};
     assert!(uid != 0, "never as root");
@@ -175,6 +135,29 @@ mod tests {
     use std::os::unix::process::CommandExt;
     use std::time::Duration;
 
+    /// Live (non-zombie) processes whose real, effective or saved uid is `uid`.
+    pub fn processes_of_user(uid: u32) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mine = |status: &str| {
+            let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+            let zombie = field("State:").is_some_and(|s| s.trim_start().starts_with('Z'));
+            let ids = field("Uid:").unwrap_or_default();
+            !zombie
+                && ids
+                    .split_whitespace()
+                    .take(3)
+                    .any(|id| id == uid.to_string())
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| mine(&s))
+            })
+            .collect()
+    }
+
     /// Processes of a program uid, in a process group and session of their own and forking,
     /// are all gone after `kill_user`; a process of another uid is left alone.
     #[test]
@@ -208,9 +191,13 @@ mod tests {
             "{:?}",
             processes_of_user(uid)
         );
-        assert_eq!(kill_user(uid, Duration::from_secs(5)), Vec::<u32>::new());
+        kill_user(uid).unwrap();
         let _ = parent.wait();
-        assert!(processes_of_user(uid).is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !processes_of_user(uid).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(processes_of_user(uid), Vec::<u32>::new());
         assert!(
             processes_of_user(other).contains(&victim.id()),
             "another uid was hit"
