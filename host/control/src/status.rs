@@ -7,6 +7,7 @@ use std::path::Path;
 use stratus_engine::targets::TierTarget;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentState, DeploymentState, ServiceState};
+use stratus_model::step_key::StepKey;
 use stratus_store::{ServerRow, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,16 +259,19 @@ fn waits_on(waits: &[stratus_engine::retry::RetryWait], server: &str) -> Vec<Wai
 
 /// CM runs of a server, read from the journal's `server/<id>/cm/<unit>/run` steps.
 fn cm_runs(steps: &[stratus_store::StepRow], server: &str) -> Vec<CmView> {
-    let prefix = format!("server/{server}/cm/");
     let mut out = Vec::new();
     for step in steps {
-        let Some(unit) = step
-            .key
-            .strip_prefix(&prefix)
-            .and_then(|k| k.strip_suffix("/run"))
+        let Ok(StepKey::Cm {
+            server: on,
+            unit,
+            action,
+        }) = step.key.parse::<StepKey>()
         else {
             continue;
         };
+        if on.to_string() != server || action.as_str() != "run" {
+            continue;
+        }
         let (state, summary) = match step.status {
             stratus_store::StepState::Started => ("RUNNING", String::new()),
             stratus_store::StepState::Completed => (

@@ -15,6 +15,7 @@ use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
 use stratus_model::spec_diff::Change;
 use stratus_model::state::{DeploymentEvent, ServiceEvent};
+use stratus_model::step_key::{Phase, StepKey};
 
 fn service_ids_key(journal: &str) -> String {
     format!("service-ids/{journal}")
@@ -47,7 +48,7 @@ impl Engine {
         let uploaded: BTreeMap<String, PackageRef> = match self
             .parts
             .store
-            .step(&journal, crate::launch::UPLOAD_STEP)?
+            .step(&journal, &StepKey::Upload.to_string())?
             .and_then(|row| row.outcome)
         {
             Some(outcome) => serde_json::from_value(outcome)
@@ -176,12 +177,17 @@ impl Engine {
                 let servers = fleet.get(svc.tier.as_str()).cloned().unwrap_or_default();
                 parallel::all(servers.iter().map(|server| async move {
                     let ctx = self.service_context(old, fleet, svc, server)?;
-                    let key = format!("apply/{n}/{}/{}/stop", svc.name, server.id);
+                    let key =
+                        StepKey::service(&svc.name, &server.id, "stop").in_phase(Phase::Apply(n));
                     self.service_hook(old, svc, server, &key, HookCall::Stop { ctx })
                         .await?;
                     self.service_event(dep, svc, &server.id, ServiceEvent::Stopped)?;
                     let store = &self.parts.store;
-                    store.delete_service_instance(dep, svc.name.as_str(), &server.id)?;
+                    store.delete_service_instance(
+                        dep,
+                        svc.name.as_str(),
+                        &server.id.to_string(),
+                    )?;
                     Ok::<_, EngineError>(())
                 }))
                 .await?;

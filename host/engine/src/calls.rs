@@ -13,6 +13,7 @@ use std::time::Duration;
 use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, RetryPolicy, ServiceSpec};
 use stratus_model::state::AgentState;
+use stratus_model::step_key::StepKey;
 use stratus_protocol::bounds::{MARKER_BYTES, MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
 
 /// What the engine keeps of an agent's message: the agent's own bound and its cut marker.
@@ -26,7 +27,7 @@ const RETRYABLE_KIND: &str = "hook-error";
 struct Attempt<'a> {
     dep: &'a str,
     server: &'a Server,
-    key: &'a str,
+    key: &'a StepKey,
     input: &'a str,
     package_dir: &'a str,
     capabilities: &'a Option<serde_json::Value>,
@@ -38,7 +39,7 @@ struct Attempt<'a> {
 /// A hook may legitimately take long (loading a data source); the runtime enforces each
 /// plugin's own timeout, this only guards against a hung agent.
 /// The agent call id of a step's run: the first run keeps the id a hook always had.
-fn call_base(dep: &str, key: &str, input: &str, run: u32) -> String {
+fn call_base(dep: &str, key: &StepKey, input: &str, run: u32) -> String {
     match run {
         0 | 1 => format!("{dep}/{key}/{}", &input[..16]),
         n => format!("{dep}/{key}/{}/run-{n}", &input[..16]),
@@ -60,7 +61,7 @@ impl Engine {
         &self,
         dep: &str,
         server: &Server,
-        key: &str,
+        key: &StepKey,
         package_dir: &str,
         capabilities: Option<serde_json::Value>,
         call: HookCall,
@@ -87,7 +88,7 @@ impl Engine {
         spec: &DeploymentSpec,
         svc: &ServiceSpec,
         server: &Server,
-        key: &str,
+        key: &StepKey,
         call: HookCall,
     ) -> Result<HookReport, EngineError> {
         let balanced = spec
@@ -108,7 +109,7 @@ impl Engine {
         &self,
         dep: &str,
         server: &Server,
-        key: &str,
+        key: &StepKey,
         package_dir: &str,
         capabilities: Option<serde_json::Value>,
         call: HookCall,
@@ -163,10 +164,11 @@ impl Engine {
     ) -> Result<Option<HookReport>, EngineError> {
         let (dep, server, key) = (a.dep, a.server, a.key);
         let hook = a.call.name();
+        let sid = server.id.to_string();
         let subject = Subject {
             deployment: Some(dep),
             tier: Some(&server.tier),
-            server: Some(&server.id),
+            server: Some(&sid),
             service: a.call.service_context().map(|c| c.service_name.as_str()),
         };
         let label = match n {
@@ -189,15 +191,15 @@ impl Engine {
             AgentReply::Hook { report } => report.within_bounds(),
             AgentReply::Error { message } => {
                 return Err(EngineError::Agent {
-                    step: key.into(),
-                    server: server.id.clone(),
+                    step: key.to_string(),
+                    server: server.id.to_string(),
                     message: cut(message, MAX_AGENT_MESSAGE),
                 });
             }
             AgentReply::Done => {
                 return Err(EngineError::Agent {
-                    step: key.into(),
-                    server: server.id.clone(),
+                    step: key.to_string(),
+                    server: server.id.to_string(),
                     message: "agent answered a hook call without a report".into(),
                 });
             }
@@ -227,7 +229,7 @@ impl Engine {
         if asks_retry && n < policy.attempts {
             let wait = RetryWait {
                 step: key.to_string(),
-                server: server.id.clone(),
+                server: server.id.to_string(),
                 hook: hook.to_string(),
                 attempt: n,
                 attempts: policy.attempts,
@@ -237,7 +239,7 @@ impl Engine {
                 next_at_ms: now_ms()
                     .saturating_add(i64::try_from(policy.wait_after(n).as_millis()).unwrap_or(0)),
             };
-            let wait = self.record_wait(dep, a.input, wait, subject).await?;
+            let wait = self.record_wait(dep, key, a.input, wait, subject).await?;
             sleep_until(wait.next_at_ms).await;
             return Ok(None);
         }
@@ -253,8 +255,8 @@ impl Engine {
             &format!("hook {hook} failed ({kind}): {message}"),
         );
         Err(EngineError::Hook {
-            step: key.into(),
-            server: server.id.clone(),
+            step: key.to_string(),
+            server: server.id.to_string(),
             hook: hook.into(),
             kind,
             message,
@@ -266,7 +268,7 @@ impl Engine {
         &self,
         dep: &str,
         server: &Server,
-        key: &str,
+        key: &StepKey,
         request: AgentRequest,
     ) -> Result<(), EngineError> {
         let input = digest(&format!("{request:?}"));
@@ -284,13 +286,13 @@ impl Engine {
         &self,
         dep: &str,
         server: &Server,
-        key: &str,
+        key: &StepKey,
         request: AgentRequest,
     ) -> Result<(), EngineError> {
         match self.send(dep, server, key, request).await? {
             AgentReply::Error { message } => Err(EngineError::Agent {
-                step: key.into(),
-                server: server.id.clone(),
+                step: key.to_string(),
+                server: server.id.to_string(),
                 message: cut(message, MAX_AGENT_MESSAGE),
             }),
             _ => Ok(()),
@@ -301,14 +303,14 @@ impl Engine {
         &self,
         dep: &str,
         server: &Server,
-        key: &str,
+        key: &StepKey,
         request: AgentRequest,
     ) -> Result<AgentReply, EngineError> {
         let agents = &self.parts.agents;
         let lost = self
             .parts
             .store
-            .server::<AgentState>(dep, &server.id)?
+            .server::<AgentState>(dep, &server.id.to_string())?
             .is_some_and(|row| row.agent_state == AgentState::Lost);
         let reconnect = if lost {
             LOST_RECONNECT_LIMIT
@@ -317,30 +319,33 @@ impl Engine {
         };
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            if let Err(source) = agents.wait_connected(dep, &server.id, reconnect).await {
+            if let Err(source) = agents
+                .wait_connected(dep, &server.id.to_string(), reconnect)
+                .await
+            {
                 return Err(EngineError::Link {
-                    step: key.into(),
+                    step: key.to_string(),
                     source,
                 });
             }
             match agents
-                .call(dep, &server.id, request.clone(), CALL_LIMIT)
+                .call(dep, &server.id.to_string(), request.clone(), CALL_LIMIT)
                 .await
             {
                 Ok(reply) => return Ok(reply),
                 Err(e @ LinkError::Disconnected { .. }) => last = Some(e),
                 Err(source) => {
                     return Err(EngineError::Link {
-                        step: key.into(),
+                        step: key.to_string(),
                         source,
                     });
                 }
             }
         }
         Err(EngineError::Link {
-            step: key.into(),
+            step: key.to_string(),
             source: last.unwrap_or(LinkError::Disconnected {
-                server: server.id.clone(),
+                server: server.id.to_string(),
             }),
         })
     }
@@ -354,7 +359,7 @@ impl Engine {
             .dir()
             .join("hooks")
             .join(dep)
-            .join(&server.id);
+            .join(server.id.to_string());
         if std::fs::create_dir_all(&dir).is_err() {
             return;
         }

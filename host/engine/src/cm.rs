@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use stratus_cloud::PackageRef;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
+use stratus_model::step_key::StepKey;
 use stratus_protocol::{AgentRequest, HookResult};
 
 /// One CM component to run on the servers of a tier.
@@ -122,20 +123,24 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
         let base = work_dir(&unit.name);
-        let step = format!("server/{}/cm/{}", server.id, unit.name);
+        let step = |action: &'static str| StepKey::Cm {
+            server: server.id.clone(),
+            unit: unit.name.clone(),
+            action: action.into(),
+        };
         let ctx = self.cm_context(spec, server, &unit.name, &unit.run_list, &unit.settings)?;
         let fetch = AgentRequest::InstallPackage {
             dest: format!("{base}/package"),
             package: self.package_source(&packages[&unit.package_key]),
         };
-        self.agent_request(dep, server, &format!("{step}/fetch"), fetch)
+        self.agent_request(dep, server, &step("fetch"), fetch)
             .await?;
         if let Some(key) = &unit.files_key {
             let files = AgentRequest::InstallPackage {
                 dest: format!("{base}/files"),
                 package: self.package_source(&packages[key]),
             };
-            self.agent_request(dep, server, &format!("{step}/fetch-files"), files)
+            self.agent_request(dep, server, &step("fetch-files"), files)
                 .await?;
         }
         let credential_files: Vec<String> = ctx
@@ -150,7 +155,7 @@ impl Engine {
                 contents: pem(&c.password),
                 mode: 0o600,
             };
-            self.send_untracked(dep, server, &format!("{step}/credentials"), write)
+            self.send_untracked(dep, server, &step("credentials"), write)
                 .await?;
         }
         let package_dir = format!("{base}/package");
@@ -163,7 +168,7 @@ impl Engine {
                 .hook(
                     dep,
                     server,
-                    &format!("{step}/{hook}"),
+                    &step(hook),
                     &package_dir,
                     unit.run_as
                         .map(|r| serde_json::json!({ "run-as": r.to_string() })),
@@ -178,7 +183,7 @@ impl Engine {
                             Subject {
                                 deployment: Some(dep),
                                 tier: Some(&server.tier),
-                                server: Some(&server.id),
+                                server: Some(&server.id.to_string()),
                                 ..Subject::default()
                             },
                             &format!(
@@ -198,7 +203,7 @@ impl Engine {
         let erase = AgentRequest::RemoveFiles {
             paths: credential_files,
         };
-        self.send_untracked(dep, server, &format!("{step}/erase-credentials"), erase)
+        self.send_untracked(dep, server, &step("erase-credentials"), erase)
             .await?;
         result
     }

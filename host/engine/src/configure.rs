@@ -9,6 +9,7 @@ use crate::parallel;
 use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
 use stratus_model::state::ServiceEvent;
+use stratus_model::step_key::StepKey;
 use stratus_protocol::AgentRequest;
 
 impl Engine {
@@ -52,12 +53,12 @@ impl Engine {
         let dep = spec.name.as_str();
         {
             let ctx = self.service_context(spec, fleet, svc, server)?;
-            let base = format!("service/{}/{}", svc.name, server.id);
+            let key = |action: &'static str| StepKey::service(&svc.name, &server.id, action);
             if let Some(ds) = &svc.data_source {
                 self.agent_request(
                     dep,
                     server,
-                    &format!("{base}/fetch-data-source"),
+                    &key("fetch-data-source"),
                     AgentRequest::FetchFile {
                         store: self.parts.cloud_files_dir.to_string_lossy().into_owned(),
                         key: data_source_key(dep, svc),
@@ -66,15 +67,15 @@ impl Engine {
                 )
                 .await?;
                 let call = HookCall::InstallDataSource { ctx: ctx.clone() };
-                let key = format!("{base}/install-data-source");
-                self.service_hook(spec, svc, server, &key, call).await?;
+                self.service_hook(spec, svc, server, &key("install-data-source"), call)
+                    .await?;
             }
             for (hook, call) in [
                 ("configure", HookCall::Configure { ctx: ctx.clone() }),
                 ("stop", HookCall::Stop { ctx: ctx.clone() }),
                 ("start", HookCall::Start { ctx: ctx.clone() }),
             ] {
-                self.service_hook(spec, svc, server, &format!("{base}/{hook}"), call)
+                self.service_hook(spec, svc, server, &key(hook), call)
                     .await?;
             }
             self.service_event(dep, svc, &server.id, ServiceEvent::Started)?;

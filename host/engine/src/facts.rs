@@ -5,6 +5,7 @@
 use crate::engine::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use stratus_model::ServerId;
 use stratus_model::context::{
     CmContext, Credential, DataSource, DatabaseGrant, Dependency, DependencyKind, ProxyNode,
     ServerInfo, ServiceContext,
@@ -14,7 +15,7 @@ use stratus_model::spec::{DeploymentSpec, ServiceSpec};
 /// A launched server as the engine remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
-    pub id: String,
+    pub id: ServerId,
     pub name: String,
     pub tier: String,
     pub address: String,
@@ -26,7 +27,7 @@ pub struct Server {
 impl Server {
     pub fn info(&self) -> ServerInfo {
         ServerInfo {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             name: self.name.clone(),
             address: self.address.clone(),
         }

@@ -8,6 +8,7 @@ use crate::parallel;
 use std::collections::{BTreeMap, BTreeSet};
 use stratus_model::context::{DatabaseGrant, HookCall};
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
+use stratus_model::step_key::StepKey;
 
 /// What one database server has granted.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -27,12 +28,8 @@ impl Granted {
     }
 
     /// The journal key of the next grant or revoke on `server`.
-    fn step(&self, db: &ServiceSpec, server: &Server, hook: &str) -> String {
-        let base = format!("service/{}/{}/{hook}", db.name, server.id);
-        match self.changes {
-            0 => base,
-            n => format!("{base}/{n}"),
-        }
+    fn step(&self, db: &ServiceSpec, server: &Server, hook: &'static str) -> StepKey {
+        StepKey::service(&db.name, &server.id, hook).repeated(self.changes)
     }
 }
 

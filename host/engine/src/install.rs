@@ -10,6 +10,7 @@ use stratus_cloud::PackageRef;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::ServiceEvent;
+use stratus_model::step_key::StepKey;
 use stratus_protocol::{AgentRequest, PackageSource};
 
 impl Engine {
@@ -41,7 +42,7 @@ impl Engine {
                         self.agent_request(
                             dep,
                             server,
-                            &format!("service/{}/{}/download", svc.name, server.id),
+                            &StepKey::service(&svc.name, &server.id, "download"),
                             AgentRequest::InstallPackage {
                                 dest: service_package_dir(svc),
                                 package: self.package_source(pkg),
@@ -49,7 +50,7 @@ impl Engine {
                         )
                         .await?;
                         let ctx = self.service_context(spec, fleet, svc, server)?;
-                        let key = format!("service/{}/{}/install-service", svc.name, server.id);
+                        let key = StepKey::service(&svc.name, &server.id, "install-service");
                         self.service_hook(
                             spec,
                             svc,

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use stratus_cloud::PackageRef;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
 use stratus_model::state::AgentState;
+use stratus_model::step_key::StepKey;
 use stratus_store::ServerRow;
 
 impl Engine {
@@ -67,7 +68,7 @@ impl Engine {
             contents.push((name, path, d));
         }
         let input = digest(&contents);
-        self.step(dep, UPLOAD_STEP, &input, async {
+        self.step(dep, &StepKey::Upload, &input, async {
             let mut out = BTreeMap::new();
             for (name, path) in &wanted {
                 let files = &self.parts.files;
@@ -95,9 +96,6 @@ impl Engine {
         .await
     }
 }
-
-/// The journal step of the upload; its outcome is every uploaded package by name.
-pub const UPLOAD_STEP: &str = "cloud-files/upload";
 
 /// Where a service's package lives, relative to the server root.
 pub fn service_package_dir(svc: &ServiceSpec) -> String {
@@ -168,13 +166,15 @@ pub(crate) fn launched_of(
     }
 }
 
-pub(crate) fn server_from_row(row: &ServerRow<AgentState>, pid: u32) -> Server {
-    Server {
-        id: row.id.clone(),
+/// The engine's view of a recorded server; `None` for a row whose id is not a server id
+/// (the engine never writes one).
+pub(crate) fn server_from_row(row: &ServerRow<AgentState>, pid: u32) -> Option<Server> {
+    Some(Server {
+        id: row.id.parse().ok()?,
         name: row.name.clone(),
         tier: row.tier.clone(),
         address: row.address.clone(),
         root: row.root.clone(),
         pid,
-    }
+    })
 }

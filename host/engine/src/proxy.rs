@@ -5,6 +5,7 @@ use crate::facts::{Fleet, proxy_nodes};
 use crate::parallel;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
+use stratus_model::step_key::StepKey;
 
 impl Engine {
     /// Step 8: each load balancer's services learn exactly the balanced nodes.
@@ -22,7 +23,7 @@ impl Engine {
                     let nodes = nodes.clone();
                     jobs.push(async move {
                         let ctx = self.service_context(spec, fleet, svc, server)?;
-                        let key = format!("service/{}/{}/start-proxy", svc.name, server.id);
+                        let key = StepKey::service(&svc.name, &server.id, "start-proxy");
                         let call = HookCall::StartProxy { ctx, nodes };
                         self.service_hook(spec, svc, server, &key, call)
                             .await

@@ -23,6 +23,7 @@ use std::time::Duration;
 use stratus_cloud::PackageRef;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::DeploymentEvent;
+use stratus_model::step_key::StepKey;
 
 /// One reconcile generation's decision, journaled so that a resumed control plane carries
 /// on with the same servers.
@@ -49,11 +50,6 @@ fn applied_key(journal: &str) -> String {
 
 fn next_index_key(journal: &str, tier: &str) -> String {
     format!("reconcile/{journal}/next/{tier}")
-}
-
-/// The journal step holding generation `g`'s decision.
-pub fn changes_step(g: u64) -> String {
-    format!("reconcile/{g}/changes")
 }
 
 impl Engine {
@@ -185,7 +181,7 @@ impl Engine {
         };
         let generation = number(&generation_key(&journal))?;
         if generation > number(&applied_key(&journal))?
-            && let Some(row) = store.step(&journal, &changes_step(generation))?
+            && let Some(row) = store.step(&journal, &StepKey::Changes(generation).to_string())?
             && let Some(outcome) = row.outcome
         {
             let changes = serde_json::from_value(outcome)
@@ -222,7 +218,7 @@ impl Engine {
             generation: generation + 1,
             tiers,
         };
-        let key = changes_step(decided.generation);
+        let key = StepKey::Changes(decided.generation);
         let changes = self
             .step(dep, &key, &digest(&decided), async { Ok(decided.clone()) })
             .await?;

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::ServiceEvent;
+use stratus_model::step_key::{Phase, StepKey};
 
 impl Engine {
     /// Takes the servers `changes` removes out of the deployment: the gone ones when
@@ -31,7 +32,7 @@ impl Engine {
         let leaving: Vec<Server> = fleet
             .values()
             .flatten()
-            .filter(|s| ids.contains(&s.id))
+            .filter(|s| ids.contains(&s.id.to_string()))
             .cloned()
             .collect();
         if leaving.is_empty() {
@@ -75,11 +76,12 @@ impl Engine {
             }
             for svc in spec.services_of(tier.name.as_str()) {
                 let balancers = fleet.get(tier.name.as_str()).into_iter().flatten();
-                for server in balancers.filter(|s| !leaving.contains(&s.id)) {
+                for server in balancers.filter(|s| !leaving.contains(&s.id.to_string())) {
                     let nodes = nodes.clone();
                     jobs.push(async move {
                         let ctx = self.service_context(spec, fleet, svc, server)?;
-                        let key = format!("reconcile/{g}/{}/{}/remove-nodes", svc.name, server.id);
+                        let key = StepKey::service(&svc.name, &server.id, "remove-nodes")
+                            .in_phase(Phase::Change(g));
                         let call = HookCall::RemoveNodes { ctx, nodes };
                         self.service_hook(spec, svc, server, &key, call)
                             .await
@@ -104,7 +106,7 @@ impl Engine {
             .filter_map(|name| spec.service(name.as_str()))
             .filter(|svc| svc.tier.as_str() == server.tier);
         for svc in services {
-            let key = format!("reconcile/{g}/{}/{}/stop", svc.name, server.id);
+            let key = StepKey::service(&svc.name, &server.id, "stop").in_phase(Phase::Change(g));
             let stopped = async {
                 let ctx = self.service_context(spec, fleet, svc, server)?;
                 self.service_hook(spec, svc, server, &key, HookCall::Stop { ctx })
@@ -119,13 +121,13 @@ impl Engine {
 
     /// Ends a leaving server and its disk, as a journaled step.
     async fn end_server(&self, dep: &str, server: &Server) -> Result<(), EngineError> {
-        let key = format!("server/{}/end", server.id);
+        let key = StepKey::End(server.id.clone());
         self.step(dep, &key, "", async {
             self.terminate_server(dep, server, None)
                 .await
                 .map(|_| ())
                 .map_err(|message| EngineError::Provider {
-                    step: key.clone(),
+                    step: key.to_string(),
                     message,
                 })
         })

@@ -11,6 +11,7 @@ use crate::engine::{Engine, EngineError};
 use crate::logs::{Component, Subject};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use stratus_model::step_key::StepKey;
 use stratus_store::{StepRow, StepState};
 
 /// An attempt that asked to be retried, and when the next one is due.
@@ -52,11 +53,6 @@ impl RetryWait {
     }
 }
 
-/// The journal key recording that attempt `n` of step `key` asked to be retried.
-pub fn retry_key(key: &str, n: u32) -> String {
-    format!("{key}/retry-{n}")
-}
-
 /// The agent call id of attempt `n`: the first keeps the id a hook always had.
 pub(crate) fn call_id(base: &str, n: u32) -> String {
     match n {
@@ -83,12 +79,10 @@ pub(crate) async fn sleep_until(at: i64) {
 pub fn current_waits(steps: &[StepRow]) -> Vec<RetryWait> {
     let mut out: Vec<RetryWait> = Vec::new();
     for row in steps.iter().filter(|r| r.status == StepState::Completed) {
-        let Some((outer, n)) = row.key.rsplit_once("/retry-") else {
+        let Ok(StepKey::Retry { step, .. }) = row.key.parse::<StepKey>() else {
             continue;
         };
-        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
+        let outer = step.to_string();
         let running = steps.iter().any(|s| {
             s.key == outer && s.status == StepState::Started && s.input_digest == row.input_digest
         });
@@ -113,13 +107,13 @@ impl Engine {
     pub(crate) fn last_wait(
         &self,
         dep: &str,
-        key: &str,
+        key: &StepKey,
         input: &str,
     ) -> Result<Option<RetryWait>, EngineError> {
         let journal = self.journal_id(dep)?;
         let mut last = None;
         for n in 1.. {
-            let Some(row) = self.parts.store.step(&journal, &retry_key(key, n))? else {
+            let Some(row) = self.parts.store.step(&journal, &key.retry(n).to_string())? else {
                 break;
             };
             if row.status != StepState::Completed || row.input_digest != input {
@@ -138,12 +132,12 @@ impl Engine {
     pub(crate) async fn record_wait(
         &self,
         dep: &str,
+        key: &StepKey,
         input: &str,
         wait: RetryWait,
         subject: Subject<'_>,
     ) -> Result<RetryWait, EngineError> {
-        let key = retry_key(&wait.step, wait.attempt);
-        self.step(dep, &key, input, async {
+        self.step(dep, &key.retry(wait.attempt), input, async {
             let line = wait.describe();
             self.parts
                 .logs
@@ -155,10 +149,15 @@ impl Engine {
 
     /// Ends the count of step `key` once it failed, so that running the step again (a new
     /// launch of a FAILED deployment) starts from attempt 1.
-    pub(crate) fn forget_waits(&self, dep: &str, key: &str, upto: u32) -> Result<(), EngineError> {
+    pub(crate) fn forget_waits(
+        &self,
+        dep: &str,
+        key: &StepKey,
+        upto: u32,
+    ) -> Result<(), EngineError> {
         let journal = self.journal_id(dep)?;
         for n in 1..upto {
-            let rk = retry_key(key, n);
+            let rk = key.retry(n).to_string();
             if self.parts.store.step(&journal, &rk)?.is_some() {
                 self.parts
                     .store
@@ -201,12 +200,23 @@ mod tests {
 
     #[test]
     fn only_the_latest_wait_of_a_running_step_with_the_same_inputs_is_current() {
-        let k = "service/app/app-1/configure";
+        let key: StepKey = "service/app/app-1/configure".parse().unwrap();
+        let k = &key.to_string();
         let (w1, w2) = (wait(k, 1), wait(k, 2));
         let mut steps = vec![
             row(k, StepState::Started, "d", None),
-            row(&retry_key(k, 1), StepState::Completed, "d", Some(&w1)),
-            row(&retry_key(k, 2), StepState::Completed, "d", Some(&w2)),
+            row(
+                &key.retry(1).to_string(),
+                StepState::Completed,
+                "d",
+                Some(&w1),
+            ),
+            row(
+                &key.retry(2).to_string(),
+                StepState::Completed,
+                "d",
+                Some(&w2),
+            ),
         ];
         assert_eq!(current_waits(&steps), std::slice::from_ref(&w2));
         assert_eq!(

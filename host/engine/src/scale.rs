@@ -7,8 +7,10 @@ use crate::launch::{launched_of, server_from_row};
 use crate::logs::{Component, Subject};
 use crate::steps::digest;
 use std::time::Duration;
+use stratus_model::ServerId;
 use stratus_model::spec::{DeploymentSpec, TierSpec};
 use stratus_model::state::{AgentEvent, AgentState};
+use stratus_model::step_key::StepKey;
 use stratus_provider::LaunchRequest;
 use stratus_store::ServerRow;
 
@@ -25,9 +27,10 @@ impl Engine {
         n: u32,
     ) -> Result<Server, EngineError> {
         let dep = spec.name.as_str();
-        let id = format!("{}-{n}", tier.name);
-        let name = format!("{dep}-{}-{n}", tier.name);
-        let key = format!("server/{id}/launch");
+        let sid = ServerId::new(tier.name.clone(), n);
+        let id = sid.to_string();
+        let name = sid.server_name(&spec.name);
+        let key = StepKey::Launch(sid.clone());
         let subject = Subject {
             deployment: Some(dep),
             tier: Some(tier.name.as_str()),
@@ -40,8 +43,9 @@ impl Engine {
                 if let Some(row) = self.parts.store.server::<AgentState>(dep, &id)?
                     && let Some(pid) = row.pid
                     && self.parts.provider.is_alive(&launched_of(&row, pid))
+                    && let Some(server) = server_from_row(&row, pid)
                 {
-                    return Ok(server_from_row(&row, pid));
+                    return Ok(server);
                 }
                 self.parts.logs.info(
                     Component::ScalingWorker,
@@ -71,11 +75,11 @@ impl Engine {
                     })
                     .await
                     .map_err(|e| EngineError::Provider {
-                        step: key.clone(),
+                        step: key.to_string(),
                         message: e.to_string(),
                     })?;
                 let server = Server {
-                    id: id.clone(),
+                    id: sid.clone(),
                     name: name.clone(),
                     tier: tier.name.to_string(),
                     address: launched.address.to_string(),
@@ -123,7 +127,7 @@ impl Engine {
             .logs
             .info(Component::MonitorServer, subject, "agent RUNNING");
         for svc in spec.services_of(tier.name.as_str()) {
-            self.service_created(dep, svc, &id)?;
+            self.service_created(dep, svc, &sid)?;
         }
         Ok(server)
     }

@@ -5,6 +5,7 @@
 //! the crash), and those must change nothing.
 
 use crate::engine::{Engine, EngineError};
+use stratus_model::ServerId;
 use stratus_model::spec::ServiceSpec;
 use stratus_model::state::{
     AgentEvent, AgentState, DeploymentEvent, DeploymentState, ServiceEvent, ServiceState,
@@ -44,8 +45,9 @@ impl Engine {
         &self,
         dep: &str,
         svc: &ServiceSpec,
-        server: &str,
+        server: &ServerId,
     ) -> Result<(), EngineError> {
+        let server = &server.to_string();
         if self.service_state(dep, svc, server)?.is_none() {
             self.write_service(dep, svc, server, &ServiceState::Paused)?;
         }
@@ -57,9 +59,10 @@ impl Engine {
         &self,
         dep: &str,
         svc: &ServiceSpec,
-        server: &str,
+        server: &ServerId,
         event: ServiceEvent,
     ) -> Result<Option<ServiceState>, EngineError> {
+        let server = &server.to_string();
         let current = self
             .service_state(dep, svc, server)?
             .unwrap_or(ServiceState::Paused);

@@ -7,6 +7,7 @@ use crate::engine::{Engine, EngineError};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use std::future::Future;
+use stratus_model::step_key::StepKey;
 use stratus_store::StepStatus;
 
 /// Environment variables that make the control plane exit at a step boundary, so that tests can
@@ -77,7 +78,7 @@ impl Engine {
     pub async fn step<T, F>(
         &self,
         deployment: &str,
-        key: &str,
+        key: &StepKey,
         input_digest: &str,
         work: F,
     ) -> Result<T, EngineError>
@@ -94,7 +95,7 @@ impl Engine {
     pub async fn step_with<T, F, W>(
         &self,
         deployment: &str,
-        key: &str,
+        key: &StepKey,
         input_digest: &str,
         work: W,
     ) -> Result<T, EngineError>
@@ -105,6 +106,7 @@ impl Engine {
     {
         let store = &self.parts.store;
         let deployment = &self.journal_id(deployment)?;
+        let key = &key.to_string();
         let resumed = match store.step_begin(deployment, key, input_digest)? {
             StepStatus::Completed { outcome } => {
                 return serde_json::from_value(outcome).map_err(|e| {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentEvent, AgentState, DeploymentEvent, ServiceEvent};
+use stratus_model::step_key::{Phase, StepKey};
 use stratus_protocol::AgentRequest;
 use stratus_provider::LaunchedServer;
 
@@ -87,7 +88,8 @@ impl Engine {
                         ctx,
                         nodes: nodes.clone(),
                     };
-                    let key = format!("terminate/{}/{}/remove-nodes", svc.name, server.id);
+                    let key = StepKey::service(&svc.name, &server.id, "remove-nodes")
+                        .in_phase(Phase::Terminate);
                     if let Err(e) = self
                         .hook(
                             dep,
@@ -118,7 +120,10 @@ impl Engine {
                     let grants = grants.clone();
                     async move {
                         let ctx = self.service_context(spec, fleet, svc, server)?;
-                        let base = format!("terminate/{}/{}", svc.name, server.id);
+                        let key = |action: &'static str| {
+                            StepKey::service(&svc.name, &server.id, action)
+                                .in_phase(Phase::Terminate)
+                        };
                         let dir = service_package_dir(svc);
                         if !grants.is_empty() {
                             let call = HookCall::RevokeDatabaseAccess {
@@ -128,7 +133,7 @@ impl Engine {
                             self.hook(
                                 dep,
                                 server,
-                                &format!("{base}/revoke-database-access"),
+                                &key("revoke-database-access"),
                                 &dir,
                                 caps(svc),
                                 call,
@@ -138,7 +143,7 @@ impl Engine {
                         self.hook(
                             dep,
                             server,
-                            &format!("{base}/stop"),
+                            &key("stop"),
                             &dir,
                             caps(svc),
                             HookCall::Stop { ctx },
@@ -204,15 +209,16 @@ impl Engine {
         server: &Server,
         keep: Option<&str>,
     ) -> Result<Option<std::path::PathBuf>, String> {
+        let sid = server.id.to_string();
         let subject = Subject {
             deployment: Some(dep),
             tier: Some(&server.tier),
-            server: Some(&server.id),
+            server: Some(&sid),
             ..Subject::default()
         };
         let ask = self.parts.agents.call(
             dep,
-            &server.id,
+            &sid,
             AgentRequest::Shutdown {
                 grace_ms: GRACE.as_millis() as u64,
             },
@@ -220,9 +226,9 @@ impl Engine {
         );
         // An agent that is gone or does not answer is terminated by the provider all the same.
         let _ = ask.await;
-        self.parts.agents.forget(dep, &server.id).await;
+        self.parts.agents.forget(dep, &server.id.to_string()).await;
         let launched = LaunchedServer {
-            server_id: server.id.clone(),
+            server_id: server.id.to_string(),
             address: server
                 .address
                 .parse()
@@ -247,7 +253,7 @@ impl Engine {
                 Err(message)
             }
         };
-        let _ = self.agent_event(dep, &server.id, AgentEvent::Terminated);
+        let _ = self.agent_event(dep, &server.id.to_string(), AgentEvent::Terminated);
         self.parts
             .logs
             .info(Component::MonitorServer, subject, "agent TERMINATED");
@@ -289,22 +295,14 @@ impl Engine {
                 continue;
             }
             let Some(pid) = row.pid else { continue };
-            fleet
-                .entry(row.tier.clone())
-                .or_default()
-                .push(server_from_row(&row, pid));
+            let Some(server) = server_from_row(&row, pid) else {
+                continue;
+            };
+            fleet.entry(row.tier.clone()).or_default().push(server);
         }
         for servers in fleet.values_mut() {
-            servers.sort_by_key(|s| server_index(&s.id));
+            servers.sort_by_key(|s| s.id.index);
         }
         Ok(fleet)
-    }
-}
-
-/// `app-10` sorts after `app-9`.
-fn server_index(id: &str) -> (String, u64) {
-    match id.rsplit_once('-') {
-        Some((t, n)) => (t.to_string(), n.parse().unwrap_or(0)),
-        None => (id.to_string(), 0),
     }
 }

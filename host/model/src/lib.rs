@@ -24,6 +24,7 @@ pub mod retry;
 pub mod spec;
 pub mod spec_diff;
 pub mod state;
+pub mod step_key;
 mod validate;
 
 pub use error::{SpecError, SpecErrors};
