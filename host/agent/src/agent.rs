@@ -30,7 +30,8 @@ pub struct AgentConfig {
     pub cache_key_file: Option<PathBuf>,
     /// Largest component loaded (`RuntimeConfig::max_component_bytes`).
     pub max_component_bytes: u64,
-    /// Who plugins' programs run as when the agent is root (`None`: the default,
+    /// Who plugins' programs run as when the agent is root: the server's own uid from the
+    /// local provider, or an operator's shared user (`None`: the default,
     /// [`stratus_plugin_runtime::DEFAULT_PROGRAM_USER`]).
     pub program_user: Option<ProgramUser>,
 }
@@ -76,6 +77,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         supervisor = supervisor.with_program_user(user);
     }
     if let Some(user) = supervisor.program_user() {
+        tracing::info!(%user, "plugins' programs run as this program user");
         crate::private::protect(&cfg.root, &cfg.credential_file, user);
     }
     let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
