@@ -108,3 +108,72 @@ fn apply_reruns_exactly_what_changed() {
     assert_eq!(hook_logs(&st), before);
     terminate(&st, "hello");
 }
+
+#[test]
+fn apply_adds_and_removes_tiers_and_services() {
+    let st = Stratus::new();
+    let text = hello_deployment("hello", 1);
+    let file = st.write_file("hello.toml", &text);
+    let file = file.to_str().unwrap();
+    st.ok(&["launch", file]);
+    let ids_before: Vec<String> = ["db", "app", "lb"]
+        .iter()
+        .map(|t| servers(&st.deployment("hello"), t)[0]["services"][0]["id"].to_string())
+        .collect();
+
+    // A new tier with a new service that sorts before the others: it goes through the whole
+    // pipeline, and no running service moves to another directory.
+    let hello_pkg = stratus_plugin_artifacts::package_dir("hello");
+    let with_cache = format!(
+        "{text}\n[tiers.cache]\nmin = 2\nmax = 2\nservices = [\"aaa-cache\"]\n\n\
+         [services.aaa-cache]\npackage = \"{}\"\nports = {{ http = 9090 }}\n",
+        hello_pkg.display()
+    );
+    std::fs::write(file, &with_cache).unwrap();
+    let out = st.ok(&["apply", file]);
+    assert!(out.contains("+ tier cache"), "{out}");
+    assert!(out.contains("+ service aaa-cache"), "{out}");
+    let d = st.deployment("hello");
+    let cache = servers(&d, "cache");
+    assert_eq!(cache.len(), 2, "{d}");
+    for s in &cache {
+        assert_eq!(s["services"][0]["state"], "RUNNING", "{s}");
+        assert_eq!(
+            hooks(&st, s).lines().collect::<Vec<_>>(),
+            ["install-service", "configure", "stop", "start"]
+        );
+    }
+    let ids_after: Vec<String> = ["db", "app", "lb"]
+        .iter()
+        .map(|t| servers(&d, t)[0]["services"][0]["id"].to_string())
+        .collect();
+    assert_eq!(ids_after, ids_before, "a running service moved");
+    let cache_id = cache[0]["services"][0]["id"].to_string();
+    assert!(!ids_before.contains(&cache_id), "{cache_id} is taken: {d}");
+
+    // Removed again: its servers end and the tier is gone from status.
+    let pids: Vec<u32> = cache
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap() as u32)
+        .collect();
+    std::fs::write(file, &text).unwrap();
+    let out = st.ok(&["apply", file]);
+    assert!(out.contains("- tier cache"), "{out}");
+    assert!(out.contains("- service aaa-cache"), "{out}");
+    for p in pids {
+        assert!(
+            common::wait_gone(p, std::time::Duration::from_secs(10)),
+            "agent {p} of a removed tier is left"
+        );
+    }
+    let d = st.deployment("hello");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let tiers: Vec<&str> = d["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tiers, ["app", "db", "lb"], "{d}");
+    terminate(&st, "hello");
+}
