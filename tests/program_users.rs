@@ -181,6 +181,19 @@ fn a_neighbour_cannot_read_signal_or_connect_to_another_servers_programs() {
     let owner = std::fs::metadata(&victim.dir).unwrap();
     assert_eq!((owner.uid(), owner.gid()), (victim.uid, victim.uid));
 
+    // The provider told the agent its uid; the agent says so in its log.
+    let agent = servers(&st.deployment("victim"), "h")[0]["pid"]
+        .as_u64()
+        .unwrap();
+    let cmdline = read(Path::new(&format!("/proc/{agent}/cmdline"))).replace('\0', " ");
+    let arg = format!("--program-user={0}:{0}", victim.uid);
+    assert!(cmdline.contains(&arg), "{cmdline}");
+    let agent_log = read(&victim.root.join("agent/agent.log"));
+    assert!(
+        agent_log.contains(&format!("user={0}:{0}", victim.uid)),
+        "{agent_log}"
+    );
+
     let (attacker, log) = attack(&st, "attacker", &victim.dir, pid, "");
     assert_ne!(attacker.address, victim.address);
     assert_ne!(attacker.uid, victim.uid);
