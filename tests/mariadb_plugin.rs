@@ -108,12 +108,7 @@ impl Db {
         let login = format!("--defaults-file={}/private/admin.cnf", self.ctx.service_dir);
         let socket = format!("--socket={}/private/mariadb.sock", self.ctx.service_dir);
         let out = Command::new("/usr/bin/mariadb")
-            .args([
-                login.as_str(),
-                &socket,
-                "--batch",
-                "--skip-column-names",
-            ])
+            .args([login.as_str(), &socket, "--batch", "--skip-column-names"])
             .args(["-e", sql])
             .output()
             .await
