@@ -105,15 +105,6 @@ impl Engine {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn clock_shows_utc_time_of_day() {
-        assert_eq!(super::clock(0), "00:00:00");
-        assert_eq!(super::clock(86_400_000 + 3_723_000), "01:02:03");
-    }
-}
-
 impl Engine {
     /// Brings a RUNNING or DEGRADED deployment's state in line with its lost servers:
     /// DEGRADED (with which servers and what happens to them) while any is lost, RUNNING again
@@ -168,5 +159,14 @@ impl Engine {
                 .warn(crate::logs::Component::MonitorDeployment, subject, &message);
         }
         Ok(lost.iter().any(|l| l.gone && l.recovery))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_shows_utc_time_of_day() {
+        assert_eq!(super::clock(0), "00:00:00");
+        assert_eq!(super::clock(86_400_000 + 3_723_000), "01:02:03");
     }
 }
