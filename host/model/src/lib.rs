@@ -12,10 +12,12 @@
 //! - [`context`]: the typed `enstratus.cfg` handed to hooks, mirrored from `wit/types.wit`.
 //! - [`plugin`]: a plugin package's manifest and the capabilities it declares.
 //! - [`retry`]: the backoff a service's retryable hook errors are retried with.
+//! - [`health`]: a running service's health schedule and what CRITICAL leads to.
 
 pub mod context;
 pub mod error;
 mod graph;
+pub mod health;
 pub mod ids;
 pub mod plan;
 pub mod plugin;

@@ -105,6 +105,23 @@ pub(crate) struct RawService {
     pub depends_on: Vec<Spanned<RawDependency>>,
     #[serde(default)]
     pub retry: Option<Spanned<RawRetry>>,
+    #[serde(default)]
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+/// `health = { interval = "10s", timeout = "2s", unhealthy-after = 3, restarts = 3 }`; a
+/// missing key keeps its default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawHealth {
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub unhealthy_after: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub restarts: Option<Spanned<i64>>,
 }
 
 /// `retry = { attempts = 8, initial = "500ms", max = "10s" }`; a missing key keeps its default.

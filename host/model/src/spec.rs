@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{DependencyKind, Port};
 use crate::error::{SpecError, SpecErrors};
+pub use crate::health::HealthPolicy;
 use crate::ids::{Name, ServiceId};
 pub use crate::retry::RetryPolicy;
 
@@ -157,6 +158,9 @@ pub struct ServiceSpec {
     /// How its retryable hook errors are retried.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// How often its health is checked once it runs, and what CRITICAL leads to.
+    #[serde(default)]
+    pub health: HealthPolicy,
 }
 
 /// The database image a database service installs before its dependents are configured.

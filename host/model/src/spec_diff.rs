@@ -166,6 +166,7 @@ fn service_changes(old: &ServiceSpec, new: &ServiceSpec) -> Vec<Change> {
         ("database", database(old) != database(new)),
         ("capabilities", old.capabilities != new.capabilities),
         ("retry", old.retry != new.retry),
+        ("health", old.health != new.health),
     ] {
         if changed {
             what.push(part);

@@ -48,6 +48,7 @@ impl Checker<'_> {
         let settings = self.settings(&raw.settings);
         let capabilities = self.capabilities(raw.capabilities.as_ref());
         let retry = self.retry(raw.retry.as_ref());
+        let health = self.health(raw.health.as_ref());
         let mut depends_on: Vec<DependencySpec> = Vec::new();
         for dep in &raw.depends_on {
             let (target, data_source) = (&dep.get_ref().service, dep.get_ref().data_source);
@@ -99,6 +100,7 @@ impl Checker<'_> {
             capabilities,
             depends_on,
             retry,
+            health,
         })
     }
 
