@@ -49,7 +49,15 @@ impl Engine {
         let now = now_ms();
         let mut lost = Vec::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
-            if row.agent_state != AgentState::Lost {
+            let ended = row
+                .pid
+                .is_none_or(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)));
+            // A server that ended while no control plane watched its connection (the agent
+            // never came back after a restart) is lost all the same.
+            if row.agent_state == AgentState::Running && ended {
+                let event = stratus_model::state::AgentEvent::Lost;
+                self.agent_event(dep, &row.id, event)?;
+            } else if row.agent_state != AgentState::Lost {
                 continue;
             }
             let Ok(id) = row.id.parse::<ServerId>() else {
@@ -66,9 +74,6 @@ impl Engine {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(now);
             let expired = now.saturating_sub(since_ms) >= recovery.grace_ms as i64;
-            let ended = row
-                .pid
-                .is_none_or(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)));
             lost.push(Lost {
                 id,
                 since_ms,

@@ -80,9 +80,12 @@ pub fn processes_of(root: &Path) -> Vec<u32> {
 
 /// Whether process group `pgid` has a live member that is ours (started for `root`).
 pub fn group_alive(pgid: u32, root: &Path) -> bool {
-    live_members(pgid)
-        .into_iter()
-        .any(|pid| belongs_to(pid, root))
+    // The leader (the agent) first: one process's files rather than a scan of all of /proc,
+    // which auto-recovery asks for every server twice a second.
+    belongs_to(pgid, root)
+        || live_members(pgid)
+            .into_iter()
+            .any(|pid| belongs_to(pid, root))
 }
 
 /// Sends `signal` to the group; `Ok(false)` if the group no longer exists.
