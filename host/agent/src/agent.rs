@@ -248,6 +248,7 @@ async fn serve_forever(
 async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>) {
     let (mut sink, mut stream) = conn.split();
     let (tx, mut rx) = mpsc::channel::<Envelope<AgentReply>>(64);
+    let health = forward_health(hooks.health.subscribe(), tx.clone());
     let writer = async move {
         while let Some(reply) = rx.recv().await {
             // `fit_frame` already bounds hook replies; anything else too large still gets an
@@ -295,6 +296,30 @@ async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>
     tokio::select! {
         _ = writer => {},
         _ = reader => {},
+        _ = health => {},
+    }
+}
+
+/// Sends each scheduled health result on this connection, unsolicited; results missed while
+/// the connection was slow are skipped, since a newer one follows.
+async fn forward_health(
+    mut results: tokio::sync::broadcast::Receiver<stratus_protocol::HealthResult>,
+    tx: mpsc::Sender<Envelope<AgentReply>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let result = match results.recv().await {
+            Ok(r) => r,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return std::future::pending().await,
+        };
+        let frame = Envelope {
+            id: stratus_protocol::UNSOLICITED_ID,
+            body: AgentReply::Health { result },
+        };
+        if tx.send(frame).await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Hooks {
     pub(crate) supervisor: Supervisor,
     plugins: Mutex<HashMap<PathBuf, Plugin>>,
     calls: Mutex<HashMap<String, Arc<OnceCell<AgentReply>>>>,
+    /// The services checked on a schedule (see `health.rs`).
+    pub(crate) health: crate::health::Watches,
 }
 
 impl Hooks {
@@ -39,6 +41,7 @@ impl Hooks {
             supervisor,
             plugins: Mutex::default(),
             calls: Mutex::default(),
+            health: crate::health::Watches::default(),
         }
     }
 
@@ -138,7 +141,8 @@ impl Hooks {
         Ok(plugin)
     }
 
-    async fn run(
+    /// Runs `call` of the package installed at `package_dir`, unremembered.
+    pub(crate) async fn run(
         &self,
         package_dir: &str,
         capabilities: Option<serde_json::Value>,

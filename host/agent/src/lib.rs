@@ -7,9 +7,11 @@
 //! - `agent.rs`: [`AgentConfig`], the connect/handshake/reconnect loop, shutdown.
 //! - `requests.rs`: carrying out one request.
 //! - `hooks.rs`: running a hook, with the per-call-id memory that makes repeats idempotent.
+//! - `health.rs`: calling each started service's `health-check` on its schedule.
 //! - `private.rs`: keeping `<root>/agent/` and the credential out of the program user's reach.
 
 mod agent;
+mod health;
 mod hooks;
 mod private;
 mod requests;

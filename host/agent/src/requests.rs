@@ -4,12 +4,13 @@
 
 use crate::hooks::Hooks;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use stratus_cloud::{Beneath, CloudFiles, PackageRef};
 use stratus_protocol::{AgentReply, AgentRequest, PackageSource};
 
 impl Hooks {
-    pub async fn handle(&self, req: AgentRequest) -> AgentReply {
+    pub async fn handle(self: &Arc<Self>, req: AgentRequest) -> AgentReply {
         match self.handle_inner(req).await {
             Ok(reply) => reply,
             Err(message) => {
@@ -19,7 +20,7 @@ impl Hooks {
         }
     }
 
-    async fn handle_inner(&self, req: AgentRequest) -> Result<AgentReply, String> {
+    async fn handle_inner(self: &Arc<Self>, req: AgentRequest) -> Result<AgentReply, String> {
         match req {
             AgentRequest::Ping => Ok(AgentReply::Done),
             AgentRequest::InstallPackage { dest, package } => {
@@ -69,7 +70,14 @@ impl Hooks {
                     .run_once(&call_id, &package_dir, capabilities, *call, rerun_failed)
                     .await)
             }
+            AgentRequest::WatchHealth { watch } => {
+                self.inside(&watch.package_dir)?;
+                self.watch_health(watch)?;
+                Ok(AgentReply::Done)
+            }
             AgentRequest::Shutdown { grace_ms } => {
+                // Checks of services being stopped would only report them CRITICAL.
+                self.health.stop_all();
                 let stopped = self
                     .supervisor
                     .stop_all(Duration::from_millis(grace_ms))

@@ -3,6 +3,9 @@
 
 /// Longest hook error, trap message, status line, health message or CM summary kept.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest health message kept from a scheduled check: results arrive every few seconds and
+/// each is stored, so they are kept to a status line.
+pub const MAX_HEALTH_MESSAGE_BYTES: usize = 1024;
 /// Longest single log record kept.
 pub const MAX_LOG_RECORD_BYTES: usize = 16 * 1024;
 /// Most log records one call keeps and writes to the agent log; the rest are only counted.

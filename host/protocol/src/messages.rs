@@ -79,12 +79,60 @@ pub enum AgentRequest {
         #[serde(default)]
         rerun_failed: bool,
     },
+    /// Check a started service's health on a schedule from now on (see [`HealthWatch`]); a
+    /// second watch of the same service replaces the first.
+    WatchHealth {
+        watch: HealthWatch,
+    },
     /// Stop every supervised process and exit.
     Shutdown {
         grace_ms: u64,
     },
     Ping,
 }
+
+/// A service whose `health-check` hook the agent calls every `interval_ms`, each call given at
+/// most `timeout_ms`. Results travel back unsolicited, as [`AgentReply::Health`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthWatch {
+    /// The service's name in the deployment file.
+    pub service: String,
+    /// Package directory relative to the server root.
+    pub package_dir: String,
+    /// The operator's narrowing of the plugin's capabilities (TOML table as JSON).
+    pub capabilities: Option<serde_json::Value>,
+    /// The `health-check` call with the service's context.
+    pub call: Box<HookCall>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+/// One health check's result, as an agent reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthResult {
+    pub service: String,
+    pub status: stratus_model::context::HealthStatus,
+    /// The hook's message (redacted by the runtime), or why there is no report.
+    pub message: String,
+    pub duration_ms: u64,
+}
+
+impl HealthResult {
+    /// The result with its service name and message within `crate::bounds`, whatever the
+    /// agent sent.
+    pub fn within_bounds(self) -> HealthResult {
+        use crate::bounds::{MAX_HEALTH_MESSAGE_BYTES, MAX_PATH_BYTES, cut};
+        HealthResult {
+            service: cut(self.service, MAX_PATH_BYTES),
+            message: cut(self.message, MAX_HEALTH_MESSAGE_BYTES),
+            ..self
+        }
+    }
+}
+
+/// The envelope id of a frame an agent sends on its own (a health result): the control plane
+/// numbers its requests from 1, so no reply is ever mistaken for one.
+pub const UNSOLICITED_ID: u64 = 0;
 
 /// A hook's result as it travels back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -127,8 +175,16 @@ pub enum HookResult {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AgentReply {
     Done,
-    Hook { report: HookReport },
-    Error { message: String },
+    Hook {
+        report: HookReport,
+    },
+    Error {
+        message: String,
+    },
+    /// Sent unsolicited (envelope id [`UNSOLICITED_ID`]): a watched service's health check.
+    Health {
+        result: HealthResult,
+    },
 }
 
 /// What an operator asks the control plane.
@@ -434,6 +490,21 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_health_result_is_cut_to_its_bound() {
+        use crate::bounds::{MARKER_BYTES, MAX_HEALTH_MESSAGE_BYTES};
+        let r = HealthResult {
+            service: "hello".into(),
+            status: stratus_model::context::HealthStatus::Critical,
+            message: "x".repeat(1 << 20),
+            duration_ms: 1,
+        }
+        .within_bounds();
+        assert!(r.message.len() <= MAX_HEALTH_MESSAGE_BYTES + MARKER_BYTES);
+        assert!(r.message.ends_with("(cut, 1048576 bytes)"), "{}", r.message);
+        assert_eq!(r.service, "hello");
     }
 
     #[test]
