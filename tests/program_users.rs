@@ -366,6 +366,10 @@ fn a_leftover_process_of_a_program_uid_dies_at_terminate_and_before_the_uid_is_r
     // One that appears after terminate (a holder whose terminate could not reach it) dies
     // before the next server with the same lease starts.
     let mut stale = leftover(first.uid);
+    // And what it left in /tmp: the next holder of the uid does not inherit it.
+    let left_file = std::env::temp_dir().join(format!("stratus-reuse-{}", std::process::id()));
+    std::fs::write(&left_file, "the earlier holder's").unwrap();
+    std::os::unix::fs::lchown(&left_file, Some(first.uid), Some(first.uid)).unwrap();
     launch(&st, &file);
     let second = server(&st, "reuse", "h");
     assert_eq!(
@@ -376,6 +380,12 @@ fn a_leftover_process_of_a_program_uid_dies_at_terminate_and_before_the_uid_is_r
         ended(&mut stale),
         "a stale process of the uid survived its reuse"
     );
+    if left_file.starts_with("/tmp") {
+        assert!(
+            !left_file.exists(),
+            "the earlier holder's /tmp file was inherited"
+        );
+    }
     assert_healthy(&st, "reuse", "h");
     terminate(&st, "reuse");
 }

@@ -9,6 +9,7 @@ mod error;
 mod leases;
 mod local;
 mod process;
+mod uid_leftovers;
 
 pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousands};
 pub use cgroup::agent_cgroup;

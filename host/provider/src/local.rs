@@ -379,6 +379,7 @@ fn prepare_program_uid(
     crate::process::kill_user(uid).map_err(ProviderError::io(format!(
         "killing what still runs as program uid {uid}"
     )))?;
+    forget_uid_leftovers(uid);
     if std::env::var_os(PROGRAM_USER_ENV).is_some() {
         return Ok(None);
     }
@@ -400,6 +401,18 @@ fn close_root(root: &Path, gid: u32) -> Result<(), ProviderError> {
         .map_err(ProviderError::io(context()))
 }
 
+/// Sweeps what the uid left in the shared temporary directories and System V IPC.
+fn forget_uid_leftovers(uid: u32) {
+    let swept = crate::uid_leftovers::sweep(uid);
+    if swept != crate::uid_leftovers::Swept::default() {
+        tracing::info!(
+            uid,
+            ?swept,
+            "swept what a program uid left outside its server"
+        );
+    }
+}
+
 /// Kills what still runs as the program uid of `address`'s server (root only): called while
 /// the server still holds the lease, so every such process is that server's.
 fn end_program_uid(address: std::net::Ipv4Addr) {
@@ -412,6 +425,7 @@ fn end_program_uid(address: std::net::Ipv4Addr) {
     if let Err(e) = crate::process::kill_user(uid) {
         tracing::warn!(uid, error = %e, "cannot kill what still runs as the program uid");
     }
+    forget_uid_leftovers(uid);
 }
 
 /// Stops every process group still marked as running for `root` (blocking).
