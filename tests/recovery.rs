@@ -2,7 +2,9 @@
 //! replaced (new id, new address), both sides of its dependencies are told (the load
 //! balancer's nodes and the database's grants follow exactly the live servers), and events
 //! say what happened. With `recovery = "off"` the deployment stays DEGRADED, naming the lost
-//! server, and its services show UNKNOWN.
+//! server, and its services show UNKNOWN. A server killed while a launch waits on the database
+//! (an app server, or the database itself) is replaced and the launch completes; with recovery
+//! off the launch fails naming the lost server instead of hanging.
 
 mod common;
 
@@ -159,5 +161,185 @@ fn with_recovery_off_a_lost_server_leaves_the_deployment_degraded_and_unknown() 
     let d = st.deployment("hello");
     assert_eq!(servers(&d, "app").len(), 2, "{d}");
     assert_eq!(d["state"], "DEGRADED");
+    terminate(&st, "hello");
+}
+
+/// hello with the database service replaced by the test plugin in `retry-twice` mode: its
+/// `configure` asks to be retried twice, `wait` apart, so the launch waits on the database
+/// while the app servers are up and installed. `app_tier` lines go into the app tier's table.
+fn slow_database_launch(name: &str, wait: &str, app_tier: &str) -> String {
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let hostile = stratus_plugin_artifacts::package_dir("hostile");
+    let text =
+        hello_deployment(name, 2).replace("[tiers.app]\n", &format!("[tiers.app]\n{app_tier}"));
+    let (head, rest) = text.split_once("[services.db]").unwrap();
+    let (db, tail) = rest.split_once("[services.app]").unwrap();
+    let db = db
+        .replacen(
+            &format!("package = \"{}\"", hello.display()),
+            &format!("package = \"{}\"", hostile.display()),
+            1,
+        )
+        .replace(
+            "settings = { greeting = \"database\" }",
+            &format!(
+                "settings = {{ attack = \"retry-twice\" }}\n\
+                 retry = {{ attempts = 5, initial = \"{wait}\", max = \"{wait}\" }}"
+            ),
+        );
+    let text = format!("{head}[services.db]{db}[services.app]{tail}");
+    assert!(
+        text.contains("retry-twice") && text.contains(app_tier),
+        "{text}"
+    );
+    text
+}
+
+/// Launches without following and returns once the database's configure waits for its
+/// next attempt, with the deployment as it was then.
+fn launch_until_database_waits(st: &Stratus, name: &str, text: &str) -> Value {
+    let file = st.write_file(&format!("{name}.toml"), text);
+    st.ok(&["launch", "--no-wait", file.to_str().unwrap()]);
+    let d = wait_for_named(st, name, Duration::from_secs(60), |d| {
+        servers(d, "db")
+            .first()
+            .is_some_and(|db| db["waiting"].as_array().is_some_and(|w| !w.is_empty()))
+    });
+    assert_eq!(d["state"], "LAUNCHING", "{d}");
+    let db = &servers(&d, "db")[0];
+    assert!(!db["waiting"].as_array().unwrap().is_empty(), "{d}");
+    assert_eq!(servers(&d, "app").len(), 2, "{d}");
+    d
+}
+
+/// [`wait_for`] on deployment `name`.
+fn wait_for_named(
+    st: &Stratus,
+    name: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let d = st.deployment(name);
+        if done(&d) || Instant::now() > deadline {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_server_killed_in_the_middle_of_a_launch_is_replaced_and_the_launch_completes() {
+    let st = Stratus::new();
+    let text = slow_database_launch("hello", "3s", "recovery-grace = \"1s\"\n");
+    let d = launch_until_database_waits(&st, "hello", &text);
+    kill_server(&servers(&d, "app")[0]);
+
+    let started = Instant::now();
+    let d = wait_for(&st, Duration::from_secs(90), |d| d["state"] != "LAUNCHING");
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    eprintln!(
+        "launch RUNNING {:.1} s after the kill",
+        started.elapsed().as_secs_f64()
+    );
+    let app = servers(&d, "app");
+    let ids: Vec<&str> = app.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["app-2", "app-3"], "{d}");
+    for s in &app {
+        assert_eq!(s["agent"], "RUNNING", "{s}");
+        assert_eq!(s["services"][0]["state"], "RUNNING", "{s}");
+    }
+    assert_eq!(balanced(&st, &servers(&d, "lb")[0]), addresses(&app));
+    // The replacement ran the whole pipeline once; the survivor too, once.
+    for s in &app {
+        assert_eq!(
+            service_file(&st, s, "hooks.log")
+                .lines()
+                .collect::<Vec<_>>(),
+            ["install-service", "configure", "stop", "start"],
+            "{}",
+            s["id"]
+        );
+    }
+    assert!(
+        events.contains("scaling event: tier app 1 -> 2 (replacing app-1)"),
+        "{events}"
+    );
+    assert!(
+        events.contains("replaced by app-3, RUNNING after"),
+        "{events}"
+    );
+    terminate(&st, "hello");
+}
+
+#[test]
+fn with_recovery_off_a_server_lost_during_a_launch_fails_it_after_the_grace_naming_it() {
+    let st = Stratus::new();
+    let text = slow_database_launch(
+        "hello",
+        "2s",
+        "recovery = \"off\"\nrecovery-grace = \"1s\"\n",
+    );
+    let d = launch_until_database_waits(&st, "hello", &text);
+    let killed_at = Instant::now();
+    kill_server(&servers(&d, "app")[0]);
+
+    let d = wait_for(&st, Duration::from_secs(60), |d| d["state"] != "LAUNCHING");
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(
+        d["state"], "FAILED",
+        "the launch never hangs: {d}\n{events}"
+    );
+    eprintln!(
+        "launch FAILED {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains("server app-1 lost at"), "{reason}");
+    assert!(reason.contains("recovery off"), "{reason}");
+    assert!(
+        events.contains("deployment FAILED: ") && events.contains("app-1 lost at"),
+        "{events}"
+    );
+    // Nothing was launched in its place.
+    let app = servers(&d, "app");
+    let ids: Vec<&str> = app.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["app-1", "app-2"], "{d}");
+    terminate(&st, "hello");
+}
+
+#[test]
+fn a_database_killed_while_the_launch_waits_on_it_is_replaced_and_the_launch_completes() {
+    let st = Stratus::new();
+    let text = slow_database_launch("hello", "1s", "");
+    let d = launch_until_database_waits(&st, "hello", &text);
+    kill_server(&servers(&d, "db")[0]);
+
+    let d = wait_for(&st, Duration::from_secs(90), |d| d["state"] != "LAUNCHING");
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    let db = servers(&d, "db");
+    let ids: Vec<&str> = db.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["db-2"], "{d}");
+    // The replacement's configure asked twice again, then succeeded.
+    assert_eq!(service_file(&st, &db[0], "retry-calls").lines().count(), 3);
+    // The app servers were configured once: after the replacement was up.
+    for s in servers(&d, "app") {
+        assert_eq!(s["services"][0]["state"], "RUNNING", "{s}");
+        assert_eq!(
+            service_file(&st, &s, "hooks.log")
+                .lines()
+                .collect::<Vec<_>>(),
+            ["install-service", "configure", "stop", "start"],
+            "{}",
+            s["id"]
+        );
+    }
+    assert!(
+        events.contains("replaced by db-2, RUNNING after"),
+        "{events}"
+    );
     terminate(&st, "hello");
 }
