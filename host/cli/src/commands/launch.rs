@@ -104,18 +104,29 @@ fn unreachable_state_dir(state_dir: &Path) -> anyhow::Result<Option<String>> {
         Ok(s) => Some(s.parse::<ProgramUser>()?),
         Err(_) => None,
     };
-    let euid = nix::unistd::geteuid().as_raw();
-    let Some(user) = ProgramUser::for_agent(configured, euid) else {
+    if !nix::unistd::geteuid().is_root() {
         return Ok(None);
+    }
+    // Unless one user is configured for all, each server's programs run as a uid of its own
+    // that owns nothing on the way to the state directory: it searches as "others" do.
+    let base = stratus_provider::PROGRAM_UID_BASE;
+    let (user, who) = match configured {
+        Some(user) => (user, format!("the program user {} ({user})", user.name())),
+        None => (
+            ProgramUser {
+                uid: base,
+                gid: base,
+            },
+            "the servers' program users (uids from 1879048192)".to_string(),
+        ),
     };
     std::fs::create_dir_all(state_dir)?;
     Ok(unsearchable(state_dir, user).map(|blocked| {
         format!(
-            "the program user {} ({user}) cannot search {}, on the way to the state directory {}, \
+            "{who} cannot search {}, on the way to the state directory {}, \
              so the programs plugins run could not reach their service directories; use a state \
              directory every user can reach (e.g. STRATUS_STATE_DIR=/var/lib/stratus, the default \
              for root) or let others search {} (chmod o+x)",
-            user.name(),
             blocked.display(),
             state_dir.display(),
             blocked.display()

@@ -56,7 +56,9 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES)]
     pub max_component_bytes: u64,
     /// Who the programs plugins start run as when the agent is root: `<uid>`, `<uid>:<gid>`
-    /// or a user name, not root [default: 65534:65534, nobody:nogroup].
+    /// or a user name, not root. The local provider passes each server's own uid; set by the
+    /// operator (STRATUS_PROGRAM_USER), one user is shared by every server [default without
+    /// either: 65534:65534, nobody:nogroup].
     #[arg(long, env = "STRATUS_PROGRAM_USER")]
     pub program_user: Option<stratus_plugin_runtime::ProgramUser>,
 }
