@@ -343,3 +343,33 @@ fn a_database_killed_while_the_launch_waits_on_it_is_replaced_and_the_launch_com
     );
     terminate(&st, "hello");
 }
+
+#[test]
+fn a_server_that_died_while_no_control_plane_ran_is_replaced_when_one_starts() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("hello", 2));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let app = servers(&st.deployment("hello"), "app");
+    // Its connection closes while nobody watches: no control plane sees it go.
+    st.ok(&["shutdown"]);
+    kill_server(&app[0]);
+    // The next command brings a control plane back (a scale to the same count changes
+    // nothing by itself); the dead server's agent never dials in.
+    st.ok(&["scale", "--no-wait", "hello", "app", "2"]);
+
+    let d = wait_for(&st, Duration::from_secs(60), |d| {
+        d["state"] == "RUNNING" && servers(d, "app").iter().all(|s| s["id"] != "app-1")
+    });
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    let app = servers(&d, "app");
+    let ids: Vec<&str> = app.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["app-2", "app-3"], "{d}");
+    assert_eq!(balanced(&st, &servers(&d, "lb")[0]), addresses(&app));
+    assert_eq!(granted(&st, &servers(&d, "db")[0]), addresses(&app));
+    assert!(
+        events.contains("replaced by app-3, RUNNING after"),
+        "{events}"
+    );
+    terminate(&st, "hello");
+}
