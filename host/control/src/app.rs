@@ -6,10 +6,12 @@
 //! - `app/lifecycle.rs`: launch, terminate and resume.
 //! - `app/scale.rs`: changing a tier's target.
 //! - `app/recovery.rs`: replacing lost servers.
+//! - `app/health.rs`: recording health results, restarting unhealthy services.
 //! - `app/apply.rs`: moving a running deployment to a new version of its file.
 
 mod apply;
 mod error;
+mod health;
 mod lifecycle;
 mod recovery;
 mod scale;

@@ -11,9 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stratus_engine::logs::{Component, Logs, Subject};
-use stratus_protocol::{AgentReply, AgentRequest, Connection, Envelope, Welcome};
+use stratus_protocol::{
+    AgentReply, AgentRequest, Connection, Envelope, HealthResult, UNSOLICITED_ID, Welcome,
+};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot, watch};
+
+/// Health results buffered for the application layer; a slower reader skips the oldest.
+const HEALTH_BUFFER: usize = 1024;
 
 /// A server is named by its deployment and its id.
 pub type ServerKey = (String, String);
@@ -50,6 +55,8 @@ pub struct Dispatcher {
     ids: Arc<AtomicU64>,
     logs: Logs,
     digest: fn(&str) -> String,
+    /// Health results agents report, each with the server of the connection it came on.
+    health: broadcast::Sender<(ServerKey, HealthResult)>,
 }
 
 impl Dispatcher {
@@ -61,7 +68,14 @@ impl Dispatcher {
             ids: Arc::new(AtomicU64::new(1)),
             logs,
             digest,
+            health: broadcast::channel(HEALTH_BUFFER).0,
         }
+    }
+
+    /// Every health result an agent reports from now on, named by the connection's server
+    /// (never by what the frame says).
+    pub fn health_results(&self) -> broadcast::Receiver<(ServerKey, HealthResult)> {
+        self.health.subscribe()
     }
 
     /// Allows the agent of `key` to connect with the credential whose digest is given.
@@ -242,6 +256,12 @@ impl Dispatcher {
                     }
                 };
                 match serde_json::from_str::<Envelope<AgentReply>>(&line) {
+                    Ok(Envelope {
+                        id: UNSOLICITED_ID,
+                        body: AgentReply::Health { result },
+                    }) => {
+                        let _ = self.health.send((key.clone(), result.within_bounds()));
+                    }
                     Ok(env) => {
                         if let Some(waiter) = pending.lock().await.remove(&env.id) {
                             let _ = waiter.send(env.body);

@@ -114,6 +114,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     };
     control.app.resume().await;
     tokio::spawn(control.app.clone().watch_losses());
+    let health = control.dispatcher.health_results();
+    tokio::spawn(control.app.clone().watch_health(health));
     publish(&paths, addr.port())?;
     logs.info(
         Component::Dispatcher,

@@ -52,6 +52,10 @@ pub struct ServerView {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<WaitView>,
     pub services: Vec<ServiceView>,
+    /// Why the server is being replaced for its health (a service stayed CRITICAL through
+    /// its restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<String>,
 }
 
 /// A hook step waiting for its next attempt (see `stratus_engine::retry`).
@@ -87,6 +91,25 @@ pub struct ServiceView {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The last scheduled health check; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthView>,
+}
+
+/// A service's last health check (see `stratus_engine::health`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthView {
+    /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN` (always `UNKNOWN` on a LOST server).
+    pub status: String,
+    pub message: String,
+    /// Unix milliseconds of the last result, and the same as `HH:MM:SS` UTC.
+    pub checked_at_ms: i64,
+    pub checked_at: String,
+    /// CRITICAL results in a row so far.
+    pub critical_in_a_row: u32,
+    /// Restarts for its health in all, and since it was last OK.
+    pub restarts: u32,
+    pub restarts_since_ok: u32,
 }
 
 /// The state directory's store opened read-only, or `None` before anything was launched there.
@@ -153,8 +176,12 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                                 ServiceState::Failed { reason } => Some(reason.clone()),
                                 _ => None,
                             },
+                            health: health_view(store, &journal, s, &i.service),
                         })
                         .collect(),
+                    replacing: stratus_engine::health::condemned(store, &journal, &s.id)
+                        .ok()
+                        .flatten(),
                 })
                 .collect();
             tier_servers.sort_by_key(|s| {
@@ -191,6 +218,32 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
         });
     }
     Ok(StatusView { deployments })
+}
+
+/// The last health of `service` on `server`; UNKNOWN whatever it was while the server is
+/// LOST, since nobody can tell.
+fn health_view(
+    store: &Store,
+    journal: &str,
+    server: &ServerRow<AgentState>,
+    service: &str,
+) -> Option<HealthView> {
+    let rec = stratus_engine::health::health_of(store, journal, &server.id, service)
+        .ok()
+        .flatten()?;
+    let (status, message) = match server.agent_state {
+        AgentState::Lost => ("UNKNOWN", format!("server {} is lost", server.id)),
+        _ => (stratus_engine::health::status_word(rec.status), rec.message),
+    };
+    Some(HealthView {
+        status: status.to_string(),
+        message,
+        checked_at_ms: rec.checked_at_ms,
+        checked_at: stratus_engine::recovery::clock(rec.checked_at_ms),
+        critical_in_a_row: rec.critical_in_a_row,
+        restarts: rec.restarts,
+        restarts_since_ok: rec.restarts_since_ok,
+    })
 }
 
 /// A tier's target as `Engine::targets` gives it (what `stratus scale` stored in this launch,

@@ -79,6 +79,9 @@ impl Engine {
                     .await?;
             }
             self.service_event(dep, svc, &server.id, ServiceEvent::Started)?;
+            // Sent on every pass, not journaled: an agent that was replaced or restarted
+            // learns its checks again.
+            self.watch_health(spec, fleet, svc, server).await?;
             Ok(())
         }
     }

@@ -10,6 +10,7 @@
 //! - `retry.rs`: retrying a hook that asks for it, each attempt a new call, each wait journaled.
 //! - `states.rs`: recording states through the model's transition functions.
 //! - `facts.rs`: building the typed `enstratus.cfg` contexts, grants and proxy nodes.
+//! - `health.rs`: scheduled health checks, restarts of unhealthy services, condemned servers.
 //! - `terminate.rs`: reverse-order shutdown.
 //! - `agents.rs`: the [`AgentLink`] trait the dispatcher implements.
 
@@ -22,6 +23,7 @@ mod configure;
 pub mod engine;
 pub mod facts;
 mod grants;
+pub mod health;
 mod install;
 pub mod launch;
 pub mod logs;

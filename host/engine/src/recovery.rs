@@ -93,6 +93,8 @@ impl Engine {
     ) -> Result<BTreeMap<String, Vec<Observed>>, EngineError> {
         let dep = spec.name.as_str();
         let lost = self.lost_servers(spec)?;
+        // A server whose service stayed CRITICAL through its restarts is gone too (health.rs).
+        let condemned = self.condemned_servers(spec)?;
         let mut out: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
             if row.agent_state == AgentState::Terminated {
@@ -101,7 +103,8 @@ impl Engine {
             let Ok(id) = row.id.parse::<ServerId>() else {
                 continue;
             };
-            let gone = lost.iter().any(|l| l.id == id && l.gone && l.recovery);
+            let gone = lost.iter().any(|l| l.id == id && l.gone && l.recovery)
+                || condemned.contains(&row.id);
             out.entry(row.tier.clone())
                 .or_default()
                 .push(Observed { id, gone });
@@ -127,6 +130,7 @@ impl Engine {
             return Ok(false);
         }
         let lost = self.lost_servers(spec)?;
+        let condemned = !self.condemned_servers(spec)?.is_empty();
         if lost.is_empty() {
             if self
                 .deployment_event(dep, DeploymentEvent::Recovered)?
@@ -134,7 +138,7 @@ impl Engine {
             {
                 self.log_deployment(dep, "deployment RUNNING: every lost agent is back");
             }
-            return Ok(false);
+            return Ok(condemned);
         }
         let reason = lost
             .iter()
@@ -163,7 +167,7 @@ impl Engine {
                 .logs
                 .warn(crate::logs::Component::MonitorDeployment, subject, &message);
         }
-        Ok(lost.iter().any(|l| l.gone && l.recovery))
+        Ok(condemned || lost.iter().any(|l| l.gone && l.recovery))
     }
 }
 

@@ -1,6 +1,7 @@
 //! A load balancer that balances nothing: `start-proxy` writes the nodes it was given to
 //! `nodes.txt` (one `name address:port` line each) so tests and operators can see exactly what
-//! a real proxy plugin would be told. Its own service hooks are recorded in `hooks.log`.
+//! a real proxy plugin would be told. Its own service hooks are recorded in `hooks.log`, its
+//! scheduled health checks in `health.log`.
 
 use stratus_plugin_sdk::proxy::*;
 
@@ -46,7 +47,8 @@ impl ServiceGuest for HelloProxy {
         record(&ctx, "revoke-database-access")
     }
     fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
-        record(&ctx, "health-check")?;
+        // Not in hooks.log: checks run on a schedule, and hooks.log counts lifecycle runs.
+        files::append_line(files::service_path(&ctx, "health.log"), "health-check")?;
         Ok(HealthReport {
             status: HealthStatus::Ok,
             message: "nothing to check".into(),

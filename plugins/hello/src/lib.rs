@@ -1,5 +1,6 @@
 //! The smallest useful service plugin: renders `cfg/hello.conf` into `hello.conf` and records
-//! every hook call in `hooks.log` so tests can count runs. Setting `write = "false"` makes `configure` touch no
+//! every hook call in `hooks.log` so tests can count runs (scheduled health checks go to
+//! `health.log` instead, so `hooks.log` stays the lifecycle's). Setting `write = "false"` makes `configure` touch no
 //! files at all, which is what the sandbox-overhead benchmark measures.
 
 use stratus_plugin_sdk::service::*;
@@ -104,7 +105,8 @@ impl Guest for Hello {
     }
 
     fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
-        record(&ctx, "health-check")?;
+        // Not in hooks.log: checks run on a schedule, and hooks.log counts lifecycle runs.
+        files::append_line(files::service_path(&ctx, "health.log"), "health-check")?;
         let conf = files::service_path(&ctx, "hello.conf");
         Ok(if conf.exists() {
             HealthReport {

@@ -124,6 +124,7 @@ mod tests {
             cm: Vec::new(),
             waiting: Vec::new(),
             services: Vec::new(),
+            replacing: None,
         }
     }
 

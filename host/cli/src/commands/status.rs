@@ -64,6 +64,21 @@ pub fn print_text(view: &StatusView) {
                     let summary = indented(&c.summary, "        ");
                     println!("      cm {} {}: {summary}", c.unit, c.state);
                 }
+                for v in &s.services {
+                    if let Some(h) = &v.health {
+                        println!(
+                            "      health {} {}: {} (at {}, restarts {})",
+                            v.name,
+                            h.status,
+                            indented(&h.message, "        "),
+                            h.checked_at,
+                            h.restarts
+                        );
+                    }
+                }
+                if let Some(r) = &s.replacing {
+                    println!("      being replaced: {}", indented(r, "        "));
+                }
                 for w in &s.waiting {
                     println!(
                         "      {} {} ({}): attempt {} of {} at {}",

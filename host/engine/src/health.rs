@@ -1,0 +1,349 @@
+//! Health on a schedule, the engine's part. Once a service starts, its agent is told to call
+//! its `health-check` hook every interval (`watch_health`). Each result the agent reports is
+//! recorded (`note_health`): the status view shows the last one, an event is written only when
+//! the status changes, and a service CRITICAL `unhealthy-after` times in a row is restarted
+//! (stop, start) with exponential backoff. After `restarts` restarts not followed by an OK,
+//! its server is condemned: auto-recovery counts it gone and the reconciler replaces it.
+
+use crate::engine::{Engine, EngineError};
+use crate::facts::{Fleet, Server};
+use crate::launch::{caps, service_package_dir};
+use crate::logs::{Component, Subject};
+use crate::retry::now_ms;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use stratus_model::context::{HealthStatus, HookCall};
+use stratus_model::spec::{DeploymentSpec, ServiceSpec};
+use stratus_model::state::{AgentState, ServiceState};
+use stratus_model::step_key::StepKey;
+use stratus_protocol::bounds::{MAX_HEALTH_MESSAGE_BYTES, cut};
+use stratus_protocol::{AgentReply, AgentRequest, HealthResult, HealthWatch, HookResult};
+use stratus_store::{Store, StoreError};
+
+/// How long a restart's stop or start hook may take before the restart counts as failed.
+const RESTART_CALL_LIMIT: Duration = Duration::from_secs(300);
+
+/// What the control plane keeps of a service's health on one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    pub status: HealthStatus,
+    pub message: String,
+    /// Unix milliseconds of the last result.
+    pub checked_at_ms: i64,
+    /// CRITICAL results in a row, counted again from 0 after each restart.
+    pub critical_in_a_row: u32,
+    /// Restarts since the service was last OK: at the service's `restarts`, the next
+    /// unhealthy streak replaces the server.
+    pub restarts_since_ok: u32,
+    /// Restarts in all.
+    pub restarts: u32,
+    /// Unix milliseconds before which no restart starts (the backoff).
+    pub next_restart_at_ms: i64,
+}
+
+/// What a health result calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthAction {
+    None,
+    /// Stop and start the service (restart number `n` since it was last OK).
+    Restart {
+        n: u32,
+    },
+    /// The server was condemned: the reconciler replaces it.
+    Replace,
+}
+
+/// The word status shows for a health status.
+pub fn status_word(s: HealthStatus) -> &'static str {
+    match s {
+        HealthStatus::Ok => "OK",
+        HealthStatus::Warning => "WARNING",
+        HealthStatus::Critical => "CRITICAL",
+        HealthStatus::Unknown => "UNKNOWN",
+    }
+}
+
+fn record_key(journal: &str, server: &str, service: &str) -> String {
+    format!("health/{journal}/{server}/{service}")
+}
+
+fn condemned_key(journal: &str, server: &str) -> String {
+    format!("condemned/{journal}/{server}")
+}
+
+/// The last health recorded for `service` on `server` in the journal `journal`.
+pub fn health_of(
+    store: &Store,
+    journal: &str,
+    server: &str,
+    service: &str,
+) -> Result<Option<HealthRecord>, StoreError> {
+    Ok(store
+        .meta(&record_key(journal, server, service))?
+        .and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// Why `server` was condemned, if it was.
+pub fn condemned(store: &Store, journal: &str, server: &str) -> Result<Option<String>, StoreError> {
+    store.meta(&condemned_key(journal, server))
+}
+
+impl Engine {
+    /// Tells the agent of `server` to check `svc` on its schedule from now on.
+    pub(crate) async fn watch_health(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        svc: &ServiceSpec,
+        server: &Server,
+    ) -> Result<(), EngineError> {
+        let ctx = self.service_context(spec, fleet, svc, server)?;
+        let watch = HealthWatch {
+            service: svc.name.to_string(),
+            package_dir: service_package_dir(svc),
+            capabilities: caps(svc),
+            call: Box::new(HookCall::HealthCheck { ctx }),
+            interval_ms: svc.health.interval_ms,
+            timeout_ms: svc.health.timeout_ms,
+        };
+        let key = StepKey::service(&svc.name, &server.id, "watch-health");
+        let request = AgentRequest::WatchHealth { watch };
+        self.send_untracked(spec.name.as_str(), server, &key, request)
+            .await
+    }
+
+    /// Records a health result the agent of `server` reported, writes an event when the
+    /// status changed, and says what it calls for (always nothing unless `may_act`: another
+    /// task works on the deployment). Results for a service that is not RUNNING on a RUNNING
+    /// agent of this deployment are ignored.
+    pub fn note_health(
+        &self,
+        spec: &DeploymentSpec,
+        server: &str,
+        result: HealthResult,
+        may_act: bool,
+    ) -> Result<HealthAction, EngineError> {
+        let dep = spec.name.as_str();
+        let result = result.within_bounds();
+        let Some(svc) = spec.service(&result.service) else {
+            return Ok(HealthAction::None);
+        };
+        if !self.serving(dep, svc, server)? {
+            return Ok(HealthAction::None);
+        }
+        let journal = self.journal_id(dep)?;
+        let store = &self.parts.store;
+        let key = record_key(&journal, server, svc.name.as_str());
+        let before = health_of(store, &journal, server, svc.name.as_str())?;
+        let mut rec = before.clone().unwrap_or(HealthRecord {
+            status: result.status,
+            message: String::new(),
+            checked_at_ms: 0,
+            critical_in_a_row: 0,
+            restarts_since_ok: 0,
+            restarts: 0,
+            next_restart_at_ms: 0,
+        });
+        let now = now_ms();
+        rec.status = result.status;
+        rec.message = cut(result.message, MAX_HEALTH_MESSAGE_BYTES);
+        rec.checked_at_ms = now;
+        match result.status {
+            HealthStatus::Critical => {
+                rec.critical_in_a_row = rec.critical_in_a_row.saturating_add(1)
+            }
+            HealthStatus::Ok => {
+                rec.critical_in_a_row = 0;
+                rec.restarts_since_ok = 0;
+                rec.next_restart_at_ms = 0;
+            }
+            _ => rec.critical_in_a_row = 0,
+        }
+        if before.as_ref().is_none_or(|b| b.status != rec.status) {
+            self.log_health_change(dep, svc, server, &rec);
+        }
+        let action = match may_act {
+            true => self.health_action(spec, svc, server, &journal, &mut rec, now)?,
+            false => HealthAction::None,
+        };
+        let text = serde_json::to_string(&rec)
+            .map_err(|e| EngineError::Other(format!("encoding a health record: {e}")))?;
+        store.set_meta(&key, &text)?;
+        Ok(action)
+    }
+
+    /// Whether `svc` is RUNNING on `server`, a RUNNING server of its tier that is not
+    /// condemned.
+    fn serving(&self, dep: &str, svc: &ServiceSpec, server: &str) -> Result<bool, EngineError> {
+        let store = &self.parts.store;
+        let up = store.servers::<AgentState>(dep)?.into_iter().any(|r| {
+            r.id == server && r.tier == svc.tier.as_str() && r.agent_state == AgentState::Running
+        });
+        let running = store
+            .service_instances::<ServiceState>(dep)?
+            .into_iter()
+            .any(|i| {
+                i.server_id == server
+                    && i.service == svc.name.as_str()
+                    && i.state == ServiceState::Running
+            });
+        let journal = self.journal_id(dep)?;
+        Ok(up && running && condemned(store, &journal, server)?.is_none())
+    }
+
+    /// Restart or replace once the streak reaches `unhealthy-after` and the backoff is over;
+    /// `rec` is updated as if the action already happened, so later results do not repeat it.
+    fn health_action(
+        &self,
+        spec: &DeploymentSpec,
+        svc: &ServiceSpec,
+        server: &str,
+        journal: &str,
+        rec: &mut HealthRecord,
+        now: i64,
+    ) -> Result<HealthAction, EngineError> {
+        let policy = &svc.health;
+        if rec.critical_in_a_row < policy.unhealthy_after || now < rec.next_restart_at_ms {
+            return Ok(HealthAction::None);
+        }
+        let recovery = spec
+            .tier(svc.tier.as_str())
+            .is_some_and(|t| t.recovery.enabled);
+        if recovery && rec.restarts_since_ok >= policy.restarts {
+            let reason = format!(
+                "{} CRITICAL {} times in a row after {} restart(s): {}",
+                svc.name, rec.critical_in_a_row, rec.restarts_since_ok, rec.message
+            );
+            self.parts
+                .store
+                .set_meta(&condemned_key(journal, server), &reason)?;
+            let message = format!("server {server} will be replaced: {reason}");
+            self.health_log(spec.name.as_str(), svc, server, true, &message);
+            return Ok(HealthAction::Replace);
+        }
+        rec.restarts_since_ok += 1;
+        rec.restarts += 1;
+        rec.critical_in_a_row = 0;
+        let backoff = policy.backoff_after(rec.restarts_since_ok);
+        rec.next_restart_at_ms = now + i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX / 2);
+        Ok(HealthAction::Restart {
+            n: rec.restarts_since_ok,
+        })
+    }
+
+    /// Restarts `service` on `server` (its `stop`, then its `start` hook), outside the
+    /// journal: a restart is decided again from the results if the control plane stops
+    /// during one. `n` is the restart's number since the service was last OK.
+    pub async fn restart_unhealthy(
+        &self,
+        spec: &DeploymentSpec,
+        server: &str,
+        service: &str,
+        n: u32,
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        let svc = spec
+            .service(service)
+            .ok_or_else(|| EngineError::Other(format!("no service {service} in {dep}")))?;
+        let fleet = self.fleet(dep)?;
+        let host = fleet
+            .values()
+            .flatten()
+            .find(|s| s.id.to_string() == server)
+            .ok_or_else(|| EngineError::Other(format!("no running server {server} in {dep}")))?;
+        let journal = self.journal_id(dep)?;
+        let total =
+            health_of(&self.parts.store, &journal, server, service)?.map_or(n, |r| r.restarts);
+        let message = format!(
+            "restarting {service} on {server} (restart {n} of at most {}, with backoff): {} \
+             times CRITICAL in a row",
+            svc.health.restarts, svc.health.unhealthy_after
+        );
+        self.health_log(dep, svc, server, true, &message);
+        let ctx = self.service_context(spec, &fleet, svc, host)?;
+        for call in [
+            HookCall::Stop { ctx: ctx.clone() },
+            HookCall::Start { ctx: ctx.clone() },
+        ] {
+            let hook = call.name();
+            let request = AgentRequest::Hook {
+                call_id: format!("{journal}/health/{server}/{service}/restart-{total}/{hook}"),
+                package_dir: service_package_dir(svc),
+                capabilities: caps(svc),
+                call: Box::new(call),
+                rerun_failed: false,
+            };
+            let failed = |message: String| EngineError::Agent {
+                step: format!("health/{server}/{service}/restart-{total}/{hook}"),
+                server: server.to_string(),
+                message,
+            };
+            let reply = self
+                .parts
+                .agents
+                .call(dep, server, request, RESTART_CALL_LIMIT)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            match reply {
+                AgentReply::Hook { report } => {
+                    if let HookResult::Failed { kind, message, .. } = report.within_bounds().outcome
+                    {
+                        return Err(failed(format!("hook {hook} failed ({kind}): {message}")));
+                    }
+                }
+                AgentReply::Error { message } => {
+                    return Err(failed(cut(message, MAX_HEALTH_MESSAGE_BYTES)));
+                }
+                AgentReply::Done | AgentReply::Health { .. } => {
+                    return Err(failed(format!("agent answered {hook} without a report")));
+                }
+            }
+        }
+        let message = format!("{service} on {server} restarted (stop, start)");
+        self.health_log(dep, svc, server, false, &message);
+        Ok(())
+    }
+
+    /// Whether any live server of `spec` was condemned by its health (see `recovery.rs`).
+    pub(crate) fn condemned_servers(
+        &self,
+        spec: &DeploymentSpec,
+    ) -> Result<Vec<String>, EngineError> {
+        let dep = spec.name.as_str();
+        let journal = self.journal_id(dep)?;
+        let mut out = Vec::new();
+        for row in self.parts.store.servers::<AgentState>(dep)? {
+            if row.agent_state != AgentState::Terminated
+                && condemned(&self.parts.store, &journal, &row.id)?.is_some()
+            {
+                out.push(row.id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_health_change(&self, dep: &str, svc: &ServiceSpec, server: &str, rec: &HealthRecord) {
+        let word = status_word(rec.status);
+        let message = format!(
+            "health of {} on {server}: {word}: {}",
+            svc.name, rec.message
+        );
+        let bad = !matches!(rec.status, HealthStatus::Ok);
+        self.health_log(dep, svc, server, bad, &message);
+    }
+
+    fn health_log(&self, dep: &str, svc: &ServiceSpec, server: &str, warn: bool, message: &str) {
+        let subject = Subject {
+            deployment: Some(dep),
+            tier: Some(svc.tier.as_str()),
+            server: Some(server),
+            service: Some(svc.name.as_str()),
+        };
+        let logs = &self.parts.logs;
+        if warn {
+            logs.warn(Component::MonitorServer, subject, message);
+        } else {
+            logs.info(Component::MonitorServer, subject, message);
+        }
+    }
+}

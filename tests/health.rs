@@ -1,0 +1,181 @@
+//! Health on a schedule through the real binary and real agents: the hello plugin's
+//! `health-check` is OK while its `hello.conf` exists. Once the test removes it, the service is
+//! CRITICAL, restarted (stop, start: hooks.log shows them) after `unhealthy-after` checks with
+//! backoff, and, since a restart does not bring the file back, its server is replaced after
+//! `restarts` restarts. Status shows the last result and message; events are written only when
+//! the result changes.
+
+mod common;
+
+use common::{Stratus, one_service, read, server_root, servers, terminate};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const HEALTH: &str =
+    "health = { interval = \"1s\", timeout = \"1s\", unhealthy-after = 2, restarts = 2 }";
+
+fn service_dir(st: &Stratus, server: &Value) -> PathBuf {
+    let id = server["services"][0]["id"].as_str().unwrap();
+    server_root(st, "health", server)
+        .join("mnt/services")
+        .join(id)
+}
+
+/// Polls the deployment until `done` holds, for at most `limit`.
+fn wait_for(st: &Stratus, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let d = st.deployment("health");
+        if done(&d) || Instant::now() > deadline {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn health_of(server: &Value) -> Value {
+    server["services"][0]["health"].clone()
+}
+
+/// The lifecycle hooks after the launch's own, as `(stop, start)` pairs seen.
+fn restarts_in(hooks: &str) -> usize {
+    let lines: Vec<&str> = hooks.lines().collect();
+    let after = lines.get(4..).unwrap_or_default();
+    after.chunks(2).filter(|p| *p == ["stop", "start"]).count()
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+#[test]
+fn a_critical_service_is_restarted_then_its_server_is_replaced() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file = one_service(&st, "health", &hello, "", HEALTH);
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    let d = wait_for(&st, Duration::from_secs(20), |d| {
+        health_of(&servers(d, "h")[0])["status"] == "OK"
+    });
+    let first = servers(&d, "h")[0].clone();
+    assert_eq!(first["id"], "h-1", "{d}");
+    let health = health_of(&first);
+    assert_eq!(health["status"], "OK", "{d}");
+    assert_eq!(health["message"], "hello.conf present", "{d}");
+    assert_eq!(health["restarts"], 0, "{d}");
+    let dir = service_dir(&st, &first);
+    let text = st.ok(&["status", "health"]);
+    assert!(text.contains("health h OK: hello.conf present"), "{text}");
+
+    std::fs::remove_file(dir.join("hello.conf")).unwrap();
+    let d = wait_for(&st, Duration::from_secs(20), |d| {
+        health_of(&servers(d, "h")[0])["status"] == "CRITICAL"
+    });
+    let health = health_of(&servers(&d, "h")[0]);
+    assert_eq!(health["status"], "CRITICAL", "{d}");
+    assert_eq!(health["message"], "hello.conf missing", "{d}");
+
+    // Two restarts (the second after a backoff), each after two CRITICAL checks in a row;
+    // hooks.log is read before the server is replaced and its disk removed.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut hooks = String::new();
+    while Instant::now() < deadline {
+        hooks = std::fs::read_to_string(dir.join("hooks.log")).unwrap_or(hooks);
+        if restarts_in(&hooks) >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        hooks.lines().collect::<Vec<_>>(),
+        [
+            "install-service",
+            "configure",
+            "stop",
+            "start",
+            "stop",
+            "start",
+            "stop",
+            "start"
+        ],
+        "two restarts, each stop then start"
+    );
+    let checks = read(&dir.join("health.log")).lines().count();
+    assert!(
+        checks >= 5,
+        "only {checks} checks before the second restart"
+    );
+
+    // The restarts did not bring hello.conf back: the server is replaced.
+    let d = wait_for(&st, Duration::from_secs(60), |d| {
+        let h = servers(d, "h");
+        d["state"] == "RUNNING"
+            && h.len() == 1
+            && h[0]["id"] == "h-2"
+            && health_of(&h[0])["status"] == "OK"
+    });
+    let h = servers(&d, "h");
+    assert_eq!(h.len(), 1, "{d}");
+    assert_eq!(h[0]["id"], "h-2", "{d}");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    assert_eq!(health_of(&h[0])["status"], "OK", "{d}");
+    assert_eq!(
+        read(&service_dir(&st, &h[0]).join("hooks.log"))
+            .lines()
+            .collect::<Vec<_>>(),
+        ["install-service", "configure", "stop", "start"]
+    );
+
+    let events = st.ok(&["events", "--deployment", "health"]);
+    // Each change once, however many results repeated it.
+    assert_eq!(
+        count(&events, "health of h on h-1: OK: hello.conf present"),
+        1,
+        "{events}"
+    );
+    assert_eq!(
+        count(&events, "health of h on h-1: CRITICAL: hello.conf missing"),
+        1,
+        "{events}"
+    );
+    assert_eq!(count(&events, "restarting h on h-1"), 2, "{events}");
+    assert_eq!(
+        count(&events, "h on h-1 restarted (stop, start)"),
+        2,
+        "{events}"
+    );
+    assert!(
+        events.contains("server h-1 will be replaced: h CRITICAL 2 times in a row after 2 restart(s): hello.conf missing"),
+        "{events}"
+    );
+    assert!(events.contains("replaced by h-2, RUNNING"), "{events}");
+    assert_eq!(
+        count(&events, "health of h on h-2: OK: hello.conf present"),
+        1,
+        "{events}"
+    );
+    terminate(&st, "health");
+}
+
+#[test]
+fn a_bad_health_table_is_refused_where_it_is() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file = one_service(
+        &st,
+        "health",
+        &hello,
+        "",
+        "health = { interval = \"1s\", timeout = \"5s\" }",
+    );
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":12:39: health timeout (5000 ms) is over the health interval (1000 ms)"),
+        "{err}"
+    );
+    assert!(st.status()["deployments"].as_array().unwrap().is_empty());
+}
