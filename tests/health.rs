@@ -179,3 +179,72 @@ fn a_bad_health_table_is_refused_where_it_is() {
     );
     assert!(st.status()["deployments"].as_array().unwrap().is_empty());
 }
+
+/// The deployment `hostile`: one server running the hostile plugin three times, whose checks
+/// leak the passwords, never answer, and answer CRITICAL with 60 KB. Restarts are put off
+/// (`unhealthy-after` high) so the checks alone are seen.
+fn hostile_deployment(st: &Stratus) -> PathBuf {
+    let hostile = stratus_plugin_artifacts::package_dir("hostile");
+    let mut text = "[deployment]\nname = \"hostile\"\n\n[tiers.h]\nmin = 1\nmax = 1\n\
+                    services = [\"leak\", \"spin\", \"huge\"]\n"
+        .to_string();
+    for mode in ["leak", "spin", "huge"] {
+        text.push_str(&format!(
+            "\n[services.{mode}]\npackage = \"{}\"\ncredentials = [\"admin\"]\n\
+             settings = {{ health = \"{mode}\" }}\n\
+             health = {{ interval = \"1s\", timeout = \"500ms\", unhealthy-after = 100 }}\n",
+            hostile.display()
+        ));
+    }
+    st.write_file("hostile.toml", &text)
+}
+
+#[test]
+fn hostile_health_checks_are_redacted_bounded_and_timed_out() {
+    let st = Stratus::new();
+    let file = hostile_deployment(&st);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = |d: &Value, name: &str| -> Value {
+        let server = &servers(d, "h")[0];
+        let services = server["services"].as_array().unwrap();
+        let s = services.iter().find(|s| s["name"] == name).unwrap();
+        s["health"].clone()
+    };
+    let mut d = st.deployment("hostile");
+    while Instant::now() < deadline
+        && ["leak", "spin", "huge"]
+            .iter()
+            .any(|n| health(&d, n).is_null())
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        d = st.deployment("hostile");
+    }
+    let leak = health(&d, "leak");
+    assert_eq!(leak["status"], "OK", "{d}");
+    assert_eq!(leak["message"], "fine; passwords: ****", "{d}");
+    let spin = health(&d, "spin");
+    assert_eq!(spin["status"], "CRITICAL", "{d}");
+    assert_eq!(
+        spin["message"], "health-check did not answer within 500 ms",
+        "{d}"
+    );
+    let huge = health(&d, "huge");
+    assert_eq!(huge["status"], "CRITICAL", "{d}");
+    let message = huge["message"].as_str().unwrap();
+    assert!(
+        message.len() < 1200 && message.ends_with("…(cut, 60000 bytes)"),
+        "{message}"
+    );
+    // The server still answers: a check that never ends holds no request up.
+    st.ok(&["status", "hostile"]);
+    common::assert_no_secret_leaked(&st, |_| true);
+    let events = st.ok(&["events", "--deployment", "hostile"]);
+    assert_eq!(
+        count(&events, "health of spin on h-1: CRITICAL"),
+        1,
+        "{events}"
+    );
+    assert!(!events.contains("restarting"), "{events}");
+    terminate(&st, "hostile");
+}

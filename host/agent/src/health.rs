@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stratus_model::context::{HealthStatus, HookCall};
 use stratus_model::health::{MIN_INTERVAL_MS, MIN_TIMEOUT_MS};
+use stratus_protocol::bounds::{MAX_HEALTH_MESSAGE_BYTES, cut};
 use stratus_protocol::{AgentReply, HealthResult, HealthWatch, HookResult};
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
@@ -141,7 +142,7 @@ async fn check(hooks: &Hooks, watch: &HealthWatch) -> HealthResult {
     HealthResult {
         service: watch.service.clone(),
         status,
-        message,
+        message: cut(message, MAX_HEALTH_MESSAGE_BYTES),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
     .within_bounds()

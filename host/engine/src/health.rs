@@ -146,7 +146,7 @@ impl Engine {
         });
         let now = now_ms();
         rec.status = result.status;
-        rec.message = cut(result.message, MAX_HEALTH_MESSAGE_BYTES);
+        rec.message = result.message;
         rec.checked_at_ms = now;
         match result.status {
             HealthStatus::Critical => {

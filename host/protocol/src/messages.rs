@@ -118,13 +118,14 @@ pub struct HealthResult {
 }
 
 impl HealthResult {
-    /// The result with its service name and message within `crate::bounds`, whatever the
-    /// agent sent.
+    /// The result with its service name and message within `crate::bounds` (plus room for a
+    /// marker, so a message the agent already cut at the bound passes unchanged), whatever
+    /// the agent sent.
     pub fn within_bounds(self) -> HealthResult {
-        use crate::bounds::{MAX_HEALTH_MESSAGE_BYTES, MAX_PATH_BYTES, cut};
+        use crate::bounds::{MARKER_BYTES as M, MAX_HEALTH_MESSAGE_BYTES, MAX_PATH_BYTES, cut};
         HealthResult {
-            service: cut(self.service, MAX_PATH_BYTES),
-            message: cut(self.message, MAX_HEALTH_MESSAGE_BYTES),
+            service: cut(self.service, MAX_PATH_BYTES + M),
+            message: cut(self.message, MAX_HEALTH_MESSAGE_BYTES + M),
             ..self
         }
     }
@@ -502,9 +503,19 @@ mod tests {
             duration_ms: 1,
         }
         .within_bounds();
-        assert!(r.message.len() <= MAX_HEALTH_MESSAGE_BYTES + MARKER_BYTES);
+        assert!(r.message.len() <= MAX_HEALTH_MESSAGE_BYTES + 2 * MARKER_BYTES);
+        assert!(r.message.ends_with("(cut, 1048576 bytes)"), "{}", r.message);
+        let r = HealthResult {
+            message: crate::bounds::cut("x".repeat(1 << 20), MAX_HEALTH_MESSAGE_BYTES),
+            ..r
+        };
         assert!(r.message.ends_with("(cut, 1048576 bytes)"), "{}", r.message);
         assert_eq!(r.service, "hello");
+        assert_eq!(
+            r.clone().within_bounds(),
+            r,
+            "a second cut keeps the first marker"
+        );
     }
 
     #[test]

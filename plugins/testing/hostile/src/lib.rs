@@ -146,11 +146,22 @@ impl Guest for Hostile {
         Ok(())
     }
 
+    /// `health = "spin"` never answers; `health = "huge"` answers CRITICAL at length (under
+    /// the output limit); `health = "leak"` puts the passwords in its message.
     fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
-        Ok(HealthReport {
-            status: HealthStatus::Ok,
-            message: output::health_message(&ctx),
-        })
+        match setting(&ctx, "health") {
+            Some("spin") => loop {
+                black_box(0u64);
+            },
+            Some("huge") => Ok(HealthReport {
+                status: HealthStatus::Critical,
+                message: "h".repeat(60_000),
+            }),
+            _ => Ok(HealthReport {
+                status: HealthStatus::Ok,
+                message: output::health_message(&ctx),
+            }),
+        }
     }
 }
 
