@@ -248,3 +248,80 @@ fn hostile_health_checks_are_redacted_bounded_and_timed_out() {
     assert!(!events.contains("restarting"), "{events}");
     terminate(&st, "hostile");
 }
+
+#[test]
+fn an_ok_after_a_restart_forgets_it_and_keeps_the_server() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file = one_service(&st, "health", &hello, "", HEALTH);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = wait_for(&st, Duration::from_secs(20), |d| {
+        health_of(&servers(d, "h")[0])["status"] == "OK"
+    });
+    let dir = service_dir(&st, &servers(&d, "h")[0]);
+    let conf = dir.join("hello.conf");
+    let text = read(&conf);
+    std::fs::remove_file(&conf).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && restarts_in(&read(&dir.join("hooks.log"))) < 1 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(restarts_in(&read(&dir.join("hooks.log"))), 1);
+    // What a working restart would have done: the file is back before the next streak.
+    std::fs::write(&conf, text).unwrap();
+    let d = wait_for(&st, Duration::from_secs(20), |d| {
+        health_of(&servers(d, "h")[0])["status"] == "OK"
+    });
+    let health = health_of(&servers(&d, "h")[0]);
+    assert_eq!(health["status"], "OK", "{d}");
+    assert_eq!(health["restarts"], 1, "{d}");
+    assert_eq!(health["restarts_since_ok"], 0, "{d}");
+    // Healthy from now on: no further restart, the same server.
+    std::thread::sleep(Duration::from_secs(3));
+    let d = st.deployment("health");
+    assert_eq!(servers(&d, "h")[0]["id"], "h-1", "{d}");
+    assert_eq!(restarts_in(&read(&dir.join("hooks.log"))), 1);
+    let events = st.ok(&["events", "--deployment", "health"]);
+    assert_eq!(
+        count(&events, "health of h on h-1: OK: hello.conf present"),
+        2,
+        "{events}"
+    );
+    assert!(!events.contains("will be replaced"), "{events}");
+    terminate(&st, "health");
+}
+
+#[test]
+fn a_service_on_a_lost_server_is_unknown() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let text = format!(
+        "[deployment]\nname = \"health\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\
+         recovery = \"off\"\n\n[services.h]\npackage = \"{}\"\n{HEALTH}\n",
+        hello.display()
+    );
+    let file = st.write_file("health.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = wait_for(&st, Duration::from_secs(20), |d| {
+        health_of(&servers(d, "h")[0])["status"] == "OK"
+    });
+    let pid = servers(&d, "h")[0]["pid"].as_u64().unwrap() as u32;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(common::wait_gone(pid, Duration::from_secs(10)));
+    let d = wait_for(&st, Duration::from_secs(20), |d| {
+        servers(d, "h")[0]["agent"] == "LOST"
+    });
+    let health = health_of(&servers(&d, "h")[0]);
+    assert_eq!(health["status"], "UNKNOWN", "{d}");
+    assert_eq!(health["message"], "server h-1 is lost", "{d}");
+    let text = st.ok(&["status", "health"]);
+    assert!(
+        text.contains("health h UNKNOWN: server h-1 is lost"),
+        "{text}"
+    );
+    terminate(&st, "health");
+}
