@@ -150,7 +150,10 @@ fn a_critical_service_is_restarted_then_its_server_is_replaced() {
         events.contains("server h-1 will be replaced: h CRITICAL 2 times in a row after 2 restart(s): hello.conf missing"),
         "{events}"
     );
-    assert!(events.contains("replaced by h-2, RUNNING"), "{events}");
+    assert!(
+        events.contains("h-1 replaced by h-2 for its health, RUNNING"),
+        "{events}"
+    );
     assert_eq!(
         count(&events, "health of h on h-2: OK: hello.conf present"),
         1,

@@ -310,7 +310,13 @@ impl Engine {
                     .ok()
                     .flatten()
                     .and_then(|v| v.parse::<i64>().ok());
+                // A condemned server's agent closes only as it is ended: it was never lost.
+                let condemned = self.journal_id(dep).ok().is_some_and(|j| {
+                    crate::health::condemned(&self.parts.store, &j, &old.to_string())
+                        .is_ok_and(|c| c.is_some())
+                });
                 let message = match since {
+                    _ if condemned => format!("{old} replaced by {new} for its health, RUNNING"),
                     Some(ms) => format!(
                         "{old} lost at {}, replaced by {new}, RUNNING after {:.1} s",
                         clock(ms),
