@@ -5,7 +5,7 @@
 use crate::agents::LinkError;
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
-use crate::launch::{caps, service_package_dir};
+use crate::launch::{caps, launched_of, service_package_dir};
 use crate::logs::{Component, Subject};
 use crate::retry::{RetryWait, call_id, now_ms, sleep_until};
 use crate::steps::digest;
@@ -307,18 +307,10 @@ impl Engine {
         request: AgentRequest,
     ) -> Result<AgentReply, EngineError> {
         let agents = &self.parts.agents;
-        let lost = self
-            .parts
-            .store
-            .server::<AgentState>(dep, &server.id.to_string())?
-            .is_some_and(|row| row.agent_state == AgentState::Lost);
-        let reconnect = if lost {
-            LOST_RECONNECT_LIMIT
-        } else {
-            RECONNECT_LIMIT
-        };
         let mut last = None;
         for _ in 0..ATTEMPTS {
+            // Looked at again after each dropped call: the agent may have died in it.
+            let reconnect = self.reconnect_limit(dep, server)?;
             if let Err(source) = agents
                 .wait_connected(dep, &server.id.to_string(), reconnect)
                 .await
@@ -347,6 +339,26 @@ impl Engine {
             source: last.unwrap_or(LinkError::Disconnected {
                 server: server.id.to_string(),
             }),
+        })
+    }
+
+    /// How long a call waits for `server`'s agent to (re)connect: briefly once the monitor
+    /// saw it go or its process is gone (it cannot come back), else long enough for a restart.
+    fn reconnect_limit(&self, dep: &str, server: &Server) -> Result<Duration, EngineError> {
+        let row = self
+            .parts
+            .store
+            .server::<AgentState>(dep, &server.id.to_string())?;
+        let gone = row.is_some_and(|row| {
+            row.agent_state == AgentState::Lost
+                || row
+                    .pid
+                    .is_some_and(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)))
+        });
+        Ok(if gone {
+            LOST_RECONNECT_LIMIT
+        } else {
+            RECONNECT_LIMIT
         })
     }
 
