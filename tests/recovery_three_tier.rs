@@ -367,3 +367,49 @@ async fn a_killed_database_server_is_replaced_and_the_app_servers_follow_it() {
     assert!(ev.contains("replaced by db-2, RUNNING after"), "{ev}");
     terminate_all(&st);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_server_killed_during_the_launch_is_replaced_and_the_launch_completes() {
+    let st = Stratus::new();
+    let file = stratus_plugin_artifacts::repo_root().join("examples/three-tier/deployment.toml");
+    st.ok(&["launch", "--no-wait", file.to_str().unwrap()]);
+    // Its agent is up and MariaDB is being installed: the launch is well under way.
+    let d = wait_for(&st, Duration::from_secs(60), |d| {
+        d["tiers"].as_array().is_some_and(|t| !t.is_empty())
+            && servers(d, "db")
+                .first()
+                .is_some_and(|db| db["agent"] == "RUNNING")
+    });
+    let db = servers(&d, "db")[0].clone();
+    assert_eq!(db["agent"], "RUNNING", "{d}");
+    kill_server(&st, &db);
+    let killed = Instant::now();
+    let after = st.deployment(DEP);
+    assert_eq!(
+        after["state"], "LAUNCHING",
+        "killed during the launch: {after}"
+    );
+
+    let d = wait_for(&st, Duration::from_secs(150), |d| d["state"] != "LAUNCHING");
+    let ev = events(&st);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{ev}");
+    // A call cut short by the dead agent waits only briefly for it (seconds, not the minute
+    // a restarting control plane's agents get), so the replacement comes soon.
+    assert!(
+        killed.elapsed() < Duration::from_secs(45),
+        "RUNNING {:?} after the kill\n{ev}",
+        killed.elapsed()
+    );
+    let db = servers(&d, "db");
+    assert_eq!(db.len(), 1, "{d}");
+    assert_eq!(db[0]["id"], "db-2", "{d}");
+    let app = servers(&d, "app");
+    for s in &app {
+        assert_eq!(s["services"][0]["state"], "RUNNING", "{s}");
+        assert_eq!(db_host_of(&st, s), db[0]["address"].as_str().unwrap());
+    }
+    assert_eq!(account_hosts(&st, &db[0]), addresses(&app));
+    let endpoint = d["endpoints"][0].as_str().unwrap();
+    rows_from_every_app(endpoint, &["shop-app-1".into(), "shop-app-2".into()]);
+    terminate_all(&st);
+}
