@@ -373,3 +373,85 @@ fn a_server_that_died_while_no_control_plane_ran_is_replaced_when_one_starts() {
     );
     terminate(&st, "hello");
 }
+
+#[test]
+fn every_app_server_killed_at_once_is_replaced_and_the_dependents_know_only_the_new_ones() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("hello", 2));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let before = servers(&st.deployment("hello"), "app");
+    for s in &before {
+        kill_server(s);
+    }
+
+    let d = wait_for(&st, Duration::from_secs(60), |d| {
+        d["state"] == "RUNNING"
+            && servers(d, "app")
+                .iter()
+                .all(|s| s["id"] != "app-1" && s["id"] != "app-2")
+    });
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    let app = servers(&d, "app");
+    let ids: Vec<&str> = app.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["app-3", "app-4"], "{d}");
+    let live = addresses(&app);
+    assert!(live.is_disjoint(&addresses(&before)), "{live:?}");
+    assert_eq!(balanced(&st, &servers(&d, "lb")[0]), live);
+    assert_eq!(granted(&st, &servers(&d, "db")[0]), live);
+    for old in ["app-1", "app-2"] {
+        assert!(
+            events.contains(&format!("{old} lost at"))
+                && events
+                    .lines()
+                    .any(|l| l.contains(&format!("{old} lost at"))
+                        && l.contains(", replaced by app-")),
+            "{events}"
+        );
+    }
+    terminate(&st, "hello");
+}
+
+#[test]
+fn a_killed_load_balancer_is_replaced_and_balances_every_app_server() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("hello", 2));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("hello");
+    let old_endpoint = d["endpoints"][0].as_str().unwrap().to_string();
+    kill_server(&servers(&d, "lb")[0]);
+
+    let d = wait_for(&st, Duration::from_secs(60), |d| {
+        d["state"] == "RUNNING" && servers(d, "lb").iter().all(|s| s["id"] != "lb-1")
+    });
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    let lb = servers(&d, "lb");
+    assert_eq!(lb.len(), 1, "{d}");
+    assert_eq!(lb[0]["id"], "lb-2");
+    let app = servers(&d, "app");
+    assert_eq!(balanced(&st, &lb[0]), addresses(&app));
+    assert_eq!(
+        service_file(&st, &lb[0], "hooks.log")
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "install-service",
+            "configure",
+            "stop",
+            "start",
+            "start-proxy"
+        ]
+    );
+    // The app servers ran nothing again, and the endpoint moved to the new address.
+    for s in &app {
+        assert_eq!(service_file(&st, s, "hooks.log").lines().count(), 4);
+    }
+    let endpoint = d["endpoints"][0].as_str().unwrap();
+    assert_ne!(endpoint, old_endpoint, "{d}");
+    assert!(
+        endpoint.contains(lb[0]["address"].as_str().unwrap()),
+        "{endpoint} {d}"
+    );
+    terminate(&st, "hello");
+}
