@@ -182,6 +182,16 @@ impl Event {
     }
 }
 
+/// The 1, 5 and 15 minute load averages: the machine is shared, so every part says how busy
+/// it was.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn now_ms_of_day() -> i64 {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -367,69 +377,126 @@ fn kind_of(e: &Event) -> String {
     format!("{component}: {message}")
 }
 
-/// Scale-up 10 → 100 and scale-down 100 → 10 of hello's app tier, `runs` cycles.
+/// Longest a `stratus scale` is followed before the run counts as failed (the CLI's own
+/// default is 900 s).
+const SCALE_TIMEOUT: &str = "120";
+
+/// Times of the scale cycles that completed.
+#[derive(Default)]
+struct ScaleSamples {
+    ups: Vec<f64>,
+    downs: Vec<f64>,
+    gones: Vec<f64>,
+}
+
+/// Scale-up 10 → 100 and scale-down 100 → 10 of hello's app tier, `runs` cycles. A failed
+/// cycle ends the part; the cycles before it are still summarized.
 fn scale(runs: usize) -> Result<(), String> {
     println!("## hello app tier: scale-up 10 -> 100, scale-down 100 -> 10");
     let bench = Bench::new("hello");
     let file = bench.write_file("hello.toml", &hello(10, 100, ""));
     let launch = bench.timed(&["launch", file.to_str().unwrap()])?;
     println!("launch with 10 app servers: {launch:.2} s");
-    let (mut ups, mut downs, mut gones) = (Vec::new(), Vec::new(), Vec::new());
+    let mut samples = ScaleSamples::default();
+    let mut result = Ok(());
     for run in 1..=runs {
-        let start = now_ms_of_day();
-        let up = bench.timed(&["scale", "hello", "app", "100"])?;
-        let end = now_ms_of_day();
-        let d = bench.deployment()?;
-        let app = servers(&d, "app");
-        if d["state"] != "RUNNING" || app.len() != 100 || !all_running(&app) {
-            return Err(format!("after scale-up: {d}"));
+        result = scale_cycle(&bench, run, &mut samples);
+        if result.is_err() {
+            break;
         }
-        println!("run {run}: scale-up 10 -> 100: {up:.2} s");
-        if run == 1 {
-            breakdown(&bench.events(), start, end);
-        }
-        ups.push(up);
-
-        let before: Vec<u32> = app
-            .iter()
-            .filter_map(|s| s["pid"].as_u64())
-            .map(|p| p as u32)
-            .collect();
-        let start = now_ms_of_day();
-        let started = Instant::now();
-        let down = bench.timed(&["scale", "hello", "app", "10"])?;
-        let end = now_ms_of_day();
-        let d = bench.deployment()?;
-        let app = servers(&d, "app");
-        let kept = pids(&d);
-        let leaving: Vec<u32> = before.into_iter().filter(|p| !kept.contains(p)).collect();
-        let left = leaving.len() == 90
-            && leaving
-                .iter()
-                .all(|&p| wait_gone(p, Duration::from_secs(30)));
-        let gone = started.elapsed().as_secs_f64();
-        if d["state"] != "RUNNING" || app.len() != 10 || !all_running(&app) || !left {
-            return Err(format!(
-                "after scale-down (removed agents all gone: {left}): {d}"
-            ));
-        }
-        println!(
-            "run {run}: scale-down 100 -> 10: {down:.2} s (the 90 removed agents gone after \
-             {gone:.2} s)"
-        );
-        if run == 1 {
-            breakdown(&bench.events(), start, end);
-        }
-        downs.push(down);
-        gones.push(gone);
     }
-    println!("scale-up 10 -> 100: {} (target <= 3 s)", summary(&ups));
-    println!("scale-down 100 -> 10: {} (target <= 2 s)", summary(&downs));
+    println!(
+        "scale-up 10 -> 100: {} (target <= 3 s)",
+        summary(&samples.ups)
+    );
+    println!(
+        "scale-down 100 -> 10: {} (target <= 2 s)",
+        summary(&samples.downs)
+    );
     println!(
         "scale-down, until the removed agents are gone: {}",
-        summary(&gones)
+        summary(&samples.gones)
     );
+    result
+}
+
+/// One cycle 10 → 100 → 10; the event breakdown is shown for the first cycle and for any
+/// step that missed its target.
+fn scale_cycle(bench: &Bench, run: usize, samples: &mut ScaleSamples) -> Result<(), String> {
+    let start = now_ms_of_day();
+    let up = bench.timed(&["scale", "hello", "app", "100", "--timeout", SCALE_TIMEOUT])?;
+    let end = now_ms_of_day();
+    let d = bench.deployment()?;
+    let app = servers(&d, "app");
+    if d["state"] != "RUNNING" || app.len() != 100 || !all_running(&app) {
+        return Err(format!("after scale-up: {}", brief(&d)));
+    }
+    println!("run {run}: scale-up 10 -> 100: {up:.2} s");
+    if run == 1 || up > 3.0 {
+        breakdown(&bench.events(), start, end);
+    }
+    samples.ups.push(up);
+
+    let before: Vec<u32> = app
+        .iter()
+        .filter_map(|s| s["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    let start = now_ms_of_day();
+    let started = Instant::now();
+    let down = bench.timed(&["scale", "hello", "app", "10", "--timeout", SCALE_TIMEOUT]);
+    let end = now_ms_of_day();
+    let down = down.map_err(|e| {
+        breakdown(&bench.events(), start, end);
+        format!(
+            "{e}; now: {}",
+            bench.deployment().map(|d| brief(&d)).unwrap_or(e.clone())
+        )
+    })?;
+    let d = bench.deployment()?;
+    let app = servers(&d, "app");
+    let kept = pids(&d);
+    let leaving: Vec<u32> = before.into_iter().filter(|p| !kept.contains(p)).collect();
+    let left = leaving.len() == 90
+        && leaving
+            .iter()
+            .all(|&p| wait_gone(p, Duration::from_secs(30)));
+    let gone = started.elapsed().as_secs_f64();
+    if d["state"] != "RUNNING" || app.len() != 10 || !all_running(&app) || !left {
+        return Err(format!(
+            "after scale-down (removed agents all gone: {left}): {}",
+            brief(&d)
+        ));
+    }
+    println!(
+        "run {run}: scale-down 100 -> 10: {down:.2} s (the 90 removed agents gone after \
+         {gone:.2} s)"
+    );
+    if run == 1 || down > 2.0 {
+        breakdown(&bench.events(), start, end);
+    }
+    samples.downs.push(down);
+    samples.gones.push(gone);
     Ok(())
+}
+
+/// A deployment's state and reason, and its servers that are not RUNNING.
+fn brief(d: &Value) -> String {
+    let odd: Vec<String> = d["tiers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["servers"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["agent"] != "RUNNING" && s["agent"] != "TERMINATED")
+        .map(|s| format!("{} agent {}", s["id"], s["agent"]))
+        .collect();
+    format!(
+        "deployment {} {} (reason: {}); servers not RUNNING: [{}]",
+        d["name"],
+        d["state"],
+        d["reason"],
+        odd.join(", ")
+    )
 }
 
 /// What one loss measured.
@@ -469,8 +536,9 @@ fn lose_one(bench: &Bench, tier: &str, show_breakdown: bool) -> Result<Recovery,
         }
         if start.elapsed() > RECOVERY_LIMIT {
             return Err(format!(
-                "{victim_id} not replaced within {} s: {d}",
-                RECOVERY_LIMIT.as_secs()
+                "{victim_id} not replaced within {} s: {}",
+                RECOVERY_LIMIT.as_secs(),
+                brief(&d)
             ));
         }
         std::thread::sleep(POLL);
@@ -485,6 +553,18 @@ fn lose_one(bench: &Bench, tier: &str, show_breakdown: bool) -> Result<Recovery,
         .unwrap_or_else(|| "no replacement event".to_string());
     if show_breakdown {
         breakdown(&events, start_ms, end_ms);
+        let d = bench.deployment()?;
+        let new = servers(&d, tier)
+            .into_iter()
+            .filter_map(|s| s["id"].as_str().map(String::from))
+            .find(|id| before.iter().all(|b| b["id"] != id.as_str()));
+        if let Some(id) = new {
+            println!("    agent log of {id}:");
+            let log = bench.ok(&["logs", &id]).unwrap_or_default();
+            for line in log.lines().take(60) {
+                println!("      {}", line.chars().take(200).collect::<String>());
+            }
+        }
     }
     Ok(Recovery { observed, reported })
 }
@@ -543,6 +623,7 @@ fn main() {
         named
     };
     for part in chosen {
+        println!("load average before {part}: {}", load_average());
         let result = match part {
             "scale" => scale(runs),
             "hello-loss" => hello_loss(runs),
@@ -552,6 +633,7 @@ fn main() {
         if let Err(e) = result {
             println!("{part} FAILED: {e}");
         }
+        println!("load average after {part}: {}", load_average());
         println!();
     }
 }
