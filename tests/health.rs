@@ -328,3 +328,115 @@ fn a_service_on_a_lost_server_is_unknown() {
     );
     terminate(&st, "health");
 }
+
+/// Every live process whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && common::alive(pid) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// The three-tier example (HAProxy, greeters, MariaDB) with absolute paths and checks every
+/// 2 s.
+fn three_tier(st: &Stratus) -> PathBuf {
+    let root = stratus_plugin_artifacts::repo_root();
+    let dir = root.join("examples/three-tier");
+    let text = std::fs::read_to_string(dir.join("deployment.toml")).unwrap();
+    let health = "health = { interval = \"2s\", timeout = \"2s\", unhealthy-after = 2 }";
+    let text = text
+        .replace(
+            "\"../../plugins/",
+            &format!("\"{}/plugins/", root.display()),
+        )
+        .replace(
+            "\"datasource.sql\"",
+            &format!("\"{}\"", dir.join("datasource.sql").display()),
+        )
+        .replace("ports = {", &format!("{health}\nports = {{"));
+    st.write_file("shop.toml", &text)
+}
+
+#[test]
+fn real_services_are_healthy_and_a_killed_greeter_is_restarted() {
+    let st = Stratus::new();
+    let file = three_tier(&st);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let all_ok = |d: &Value| {
+        ["db", "app", "lb"].iter().all(|t| {
+            servers(d, t)
+                .iter()
+                .all(|s| s["services"][0]["health"]["status"] == "OK")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut d = st.deployment("shop");
+    while !all_ok(&d) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        d = st.deployment("shop");
+    }
+    assert!(all_ok(&d), "{d}");
+    let message = |d: &Value, tier: &str| -> String {
+        servers(d, tier)[0]["services"][0]["health"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(message(&d, "app").contains("accepts on port 8080"), "{d}");
+    assert!(message(&d, "lb").contains("accepts on port 8000"), "{d}");
+
+    // The greeter of app-1 crashes: its check turns CRITICAL and a restart brings it back.
+    let app1 = st.dir().join("servers/shop/app-1/");
+    let greeters = processes_with(&app1.to_string_lossy())
+        .into_iter()
+        .filter(|(_, c)| c.contains("greeter"))
+        .collect::<Vec<_>>();
+    assert_eq!(greeters.len(), 1, "{greeters:?}");
+    let (pid, _) = greeters[0];
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let restarted = |d: &Value| {
+        let s = &servers(d, "app")[0];
+        s["id"] == "app-1"
+            && s["services"][0]["health"]["status"] == "OK"
+            && s["services"][0]["health"]["restarts"] == 1
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut d = st.deployment("shop");
+    while !restarted(&d) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        d = st.deployment("shop");
+    }
+    assert!(restarted(&d), "{d}");
+    let events = st.ok(&["events", "--deployment", "shop"]);
+    assert!(
+        events.contains("health of app on app-1: CRITICAL: greeter is not running"),
+        "{events}"
+    );
+    assert!(
+        events.contains("app on app-1 restarted (stop, start)"),
+        "{events}"
+    );
+    let greeters: Vec<_> = processes_with(&app1.to_string_lossy())
+        .into_iter()
+        .filter(|(_, c)| c.contains("greeter"))
+        .collect();
+    assert_eq!(greeters.len(), 1, "one greeter again: {greeters:?}");
+    assert_ne!(greeters[0].0, pid);
+    terminate(&st, "shop");
+}
