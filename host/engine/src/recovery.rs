@@ -103,11 +103,13 @@ impl Engine {
             let Ok(id) = row.id.parse::<ServerId>() else {
                 continue;
             };
-            let gone = lost.iter().any(|l| l.id == id && l.gone && l.recovery)
-                || condemned.contains(&row.id);
+            let lost_here = lost.iter().find(|l| l.id == id);
+            let gone =
+                lost_here.is_some_and(|l| l.gone && l.recovery) || condemned.contains(&row.id);
+            let lost = lost_here.is_some() && !gone;
             out.entry(row.tier.clone())
                 .or_default()
-                .push(Observed { id, gone });
+                .push(Observed { id, gone, lost });
         }
         Ok(out)
     }

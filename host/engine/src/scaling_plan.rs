@@ -1,6 +1,7 @@
 //! What one reconcile pass changes in a tier, decided from its target and what is observed:
-//! servers that are gone are replaced, surplus servers leave newest first, and new servers
-//! take the next numbers never used in this launch. Pure, so that it is tested on its own.
+//! servers that are gone are replaced, surplus servers leave (lost ones first, then the
+//! newest), and new servers take the next numbers never used in this launch. Pure, so that it
+//! is tested on its own.
 
 use serde::{Deserialize, Serialize};
 use stratus_model::{Name, ServerId};
@@ -11,6 +12,9 @@ pub struct Observed {
     pub id: ServerId,
     /// Lost beyond its tier's grace, or reported gone by the provider.
     pub gone: bool,
+    /// Its agent is LOST but it is not replaced (within its grace, or its tier has recovery
+    /// off): it is the first to leave when the tier shrinks.
+    pub lost: bool,
 }
 
 /// One tier's scaling event.
@@ -48,7 +52,8 @@ pub fn tier_change(
     next_index: u32,
 ) -> Option<TierChange> {
     let mut healthy: Vec<&Observed> = servers.iter().filter(|s| !s.gone).collect();
-    healthy.sort_by_key(|s| s.id.index);
+    // Kept in this order: serving servers oldest first, then lost ones.
+    healthy.sort_by_key(|s| (s.lost, s.id.index));
     let gone: Vec<ServerId> = servers
         .iter()
         .filter(|s| s.gone)
@@ -92,6 +97,7 @@ mod tests {
             .map(|&(index, gone)| Observed {
                 id: ServerId::new(tier(), index),
                 gone,
+                lost: false,
             })
             .collect()
     }
@@ -138,6 +144,19 @@ mod tests {
         let c = tier_change(&tier(), 1, &servers(&[(1, false), (2, true)]), 3).unwrap();
         assert_eq!(ids(&c.remove), ["app-2"]);
         assert!(c.add.is_empty());
+    }
+
+    #[test]
+    fn scale_down_removes_a_lost_server_before_serving_ones() {
+        let mut s = servers(&[(1, false), (2, false), (3, false)]);
+        s[0].lost = true;
+        let c = tier_change(&tier(), 2, &s, 4).unwrap();
+        assert_eq!(ids(&c.remove), ["app-1"]);
+        assert!(c.add.is_empty() && c.gone.is_empty());
+        let c = tier_change(&tier(), 1, &s, 4).unwrap();
+        assert_eq!(ids(&c.remove), ["app-1", "app-3"]);
+        // At its target, a lost server that is not replaced stays.
+        assert_eq!(tier_change(&tier(), 3, &s, 4), None);
     }
 
     #[test]
