@@ -455,3 +455,30 @@ fn a_killed_load_balancer_is_replaced_and_balances_every_app_server() {
     );
     terminate(&st, "hello");
 }
+
+#[test]
+fn with_recovery_off_a_scale_down_removes_the_lost_server_first() {
+    let st = Stratus::new();
+    let text = hello_deployment("hello", 2).replace(
+        "[tiers.app]\n",
+        "[tiers.app]\nrecovery = \"off\"\nrecovery-grace = \"1s\"\n",
+    );
+    let file = st.write_file("hello.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    kill_server(&servers(&st.deployment("hello"), "app")[0]);
+    let d = wait_for(&st, Duration::from_secs(20), |d| d["state"] == "DEGRADED");
+    assert_eq!(d["state"], "DEGRADED", "{d}");
+
+    st.ok(&["scale", "hello", "app", "1", "--min", "1"]);
+    let d = wait_for(&st, Duration::from_secs(30), |d| {
+        d["state"] == "RUNNING" && servers(d, "app").len() == 1
+    });
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    let app = servers(&d, "app");
+    assert_eq!(app[0]["id"], "app-2", "the live server stays: {d}");
+    assert_eq!(app[0]["agent"], "RUNNING", "{d}");
+    assert_eq!(balanced(&st, &servers(&d, "lb")[0]), addresses(&app));
+    assert_eq!(granted(&st, &servers(&d, "db")[0]), addresses(&app));
+    terminate(&st, "hello");
+}
