@@ -135,6 +135,16 @@ impl Engine {
         let store = &self.parts.store;
         let key = record_key(&journal, server, svc.name.as_str());
         let before = health_of(store, &journal, server, svc.name.as_str())?;
+        let now = now_ms();
+        // The agent spaces checks an interval apart: closer results are not its schedule (a
+        // flood must not count as `unhealthy-after` results in a row).
+        let spacing = i64::try_from(svc.health.interval_ms / 2).unwrap_or(i64::MAX);
+        if before
+            .as_ref()
+            .is_some_and(|b| now.saturating_sub(b.checked_at_ms) < spacing)
+        {
+            return Ok(HealthAction::None);
+        }
         let mut rec = before.clone().unwrap_or(HealthRecord {
             status: result.status,
             message: String::new(),
@@ -144,7 +154,6 @@ impl Engine {
             restarts: 0,
             next_restart_at_ms: 0,
         });
-        let now = now_ms();
         rec.status = result.status;
         rec.message = result.message;
         rec.checked_at_ms = now;
@@ -176,9 +185,9 @@ impl Engine {
     /// condemned.
     fn serving(&self, dep: &str, svc: &ServiceSpec, server: &str) -> Result<bool, EngineError> {
         let store = &self.parts.store;
-        let up = store.servers::<AgentState>(dep)?.into_iter().any(|r| {
-            r.id == server && r.tier == svc.tier.as_str() && r.agent_state == AgentState::Running
-        });
+        let up = store
+            .server::<AgentState>(dep, server)?
+            .is_some_and(|r| r.tier == svc.tier.as_str() && r.agent_state == AgentState::Running);
         let running = store
             .service_instances::<ServiceState>(dep)?
             .into_iter()
