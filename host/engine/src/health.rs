@@ -13,7 +13,7 @@ use crate::retry::now_ms;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use stratus_model::context::{HealthStatus, HookCall};
-use stratus_model::spec::{DeploymentSpec, ServiceSpec};
+use stratus_model::spec::{DeploymentSpec, HealthPolicy, ServiceSpec};
 use stratus_model::state::{AgentState, ServiceState};
 use stratus_model::step_key::StepKey;
 use stratus_protocol::bounds::{MAX_HEALTH_MESSAGE_BYTES, cut};
@@ -39,6 +39,48 @@ pub struct HealthRecord {
     pub restarts: u32,
     /// Unix milliseconds before which no restart starts (the backoff).
     pub next_restart_at_ms: i64,
+}
+
+impl HealthRecord {
+    /// A new result at `now`: CRITICAL extends the streak, anything else ends it, and OK also
+    /// forgets the restarts and their backoff.
+    fn record(&mut self, status: HealthStatus, message: String, now: i64) {
+        self.status = status;
+        self.message = message;
+        self.checked_at_ms = now;
+        match status {
+            HealthStatus::Critical => {
+                self.critical_in_a_row = self.critical_in_a_row.saturating_add(1)
+            }
+            HealthStatus::Ok => {
+                self.critical_in_a_row = 0;
+                self.restarts_since_ok = 0;
+                self.next_restart_at_ms = 0;
+            }
+            HealthStatus::Warning | HealthStatus::Unknown => self.critical_in_a_row = 0,
+        }
+    }
+
+    /// Restart or replace once the streak reaches `unhealthy-after` and the backoff is over
+    /// (replace only when the tier has `recovery`); a restart is counted here, with its
+    /// backoff and a new streak, so later results do not repeat it.
+    fn decide(&mut self, policy: &HealthPolicy, recovery: bool, now: i64) -> HealthAction {
+        if self.critical_in_a_row < policy.unhealthy_after || now < self.next_restart_at_ms {
+            return HealthAction::None;
+        }
+        if recovery && self.restarts_since_ok >= policy.restarts {
+            return HealthAction::Replace;
+        }
+        self.restarts_since_ok = self.restarts_since_ok.saturating_add(1);
+        self.restarts = self.restarts.saturating_add(1);
+        self.critical_in_a_row = 0;
+        let backoff = policy.backoff_after(self.restarts_since_ok);
+        self.next_restart_at_ms =
+            now.saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX));
+        HealthAction::Restart {
+            n: self.restarts_since_ok,
+        }
+    }
 }
 
 /// What a health result calls for.
@@ -154,20 +196,7 @@ impl Engine {
             restarts: 0,
             next_restart_at_ms: 0,
         });
-        rec.status = result.status;
-        rec.message = result.message;
-        rec.checked_at_ms = now;
-        match result.status {
-            HealthStatus::Critical => {
-                rec.critical_in_a_row = rec.critical_in_a_row.saturating_add(1)
-            }
-            HealthStatus::Ok => {
-                rec.critical_in_a_row = 0;
-                rec.restarts_since_ok = 0;
-                rec.next_restart_at_ms = 0;
-            }
-            _ => rec.critical_in_a_row = 0,
-        }
+        rec.record(result.status, result.message, now);
         if before.as_ref().is_none_or(|b| b.status != rec.status) {
             self.log_health_change(dep, svc, server, &rec);
         }
@@ -200,8 +229,8 @@ impl Engine {
         Ok(up && running && condemned(store, &journal, server)?.is_none())
     }
 
-    /// Restart or replace once the streak reaches `unhealthy-after` and the backoff is over;
-    /// `rec` is updated as if the action already happened, so later results do not repeat it.
+    /// What `rec` calls for now (see [`HealthRecord::decide`]); a replacement condemns the
+    /// server here.
     fn health_action(
         &self,
         spec: &DeploymentSpec,
@@ -211,14 +240,11 @@ impl Engine {
         rec: &mut HealthRecord,
         now: i64,
     ) -> Result<HealthAction, EngineError> {
-        let policy = &svc.health;
-        if rec.critical_in_a_row < policy.unhealthy_after || now < rec.next_restart_at_ms {
-            return Ok(HealthAction::None);
-        }
         let recovery = spec
             .tier(svc.tier.as_str())
             .is_some_and(|t| t.recovery.enabled);
-        if recovery && rec.restarts_since_ok >= policy.restarts {
+        let action = rec.decide(&svc.health, recovery, now);
+        if action == HealthAction::Replace {
             let reason = format!(
                 "{} CRITICAL {} times in a row after {} restart(s): {}",
                 svc.name, rec.critical_in_a_row, rec.restarts_since_ok, rec.message
@@ -228,16 +254,8 @@ impl Engine {
                 .set_meta(&condemned_key(journal, server), &reason)?;
             let message = format!("server {server} will be replaced: {reason}");
             self.health_log(spec.name.as_str(), svc, server, true, &message);
-            return Ok(HealthAction::Replace);
         }
-        rec.restarts_since_ok += 1;
-        rec.restarts += 1;
-        rec.critical_in_a_row = 0;
-        let backoff = policy.backoff_after(rec.restarts_since_ok);
-        rec.next_restart_at_ms = now + i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX / 2);
-        Ok(HealthAction::Restart {
-            n: rec.restarts_since_ok,
-        })
+        Ok(action)
     }
 
     /// Restarts `service` on `server` (its `stop`, then its `start` hook), outside the
@@ -354,5 +372,98 @@ impl Engine {
         } else {
             logs.info(Component::MonitorServer, subject, message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> HealthRecord {
+        HealthRecord {
+            status: HealthStatus::Ok,
+            message: String::new(),
+            checked_at_ms: 0,
+            critical_in_a_row: 0,
+            restarts_since_ok: 0,
+            restarts: 0,
+            next_restart_at_ms: 0,
+        }
+    }
+
+    const POLICY: HealthPolicy = HealthPolicy {
+        interval_ms: 1_000,
+        timeout_ms: 1_000,
+        unhealthy_after: 2,
+        restarts: 2,
+    };
+
+    /// Feeds `statuses` one second apart and returns every action that was not `None`, with
+    /// the second it came at.
+    fn run(
+        rec: &mut HealthRecord,
+        statuses: &[HealthStatus],
+        recovery: bool,
+    ) -> Vec<(i64, HealthAction)> {
+        let mut out = Vec::new();
+        for (i, s) in statuses.iter().enumerate() {
+            let now = (i as i64 + 1) * 1_000;
+            rec.record(*s, String::new(), now);
+            match rec.decide(&POLICY, recovery, now) {
+                HealthAction::None => {}
+                a => out.push((now / 1_000, a)),
+            }
+        }
+        out
+    }
+
+    use HealthStatus::{Critical as C, Ok as K, Unknown as U, Warning as W};
+
+    #[test]
+    fn critical_in_a_row_restarts_with_backoff_then_replaces() {
+        let mut rec = fresh();
+        let actions = run(&mut rec, &[C; 9], true);
+        assert_eq!(
+            actions,
+            [
+                (2, HealthAction::Restart { n: 1 }),
+                // Two more CRITICAL results (3, 4) and the 1 s backoff are over at 4.
+                (4, HealthAction::Restart { n: 2 }),
+                // The 2 s backoff holds the streak of 5, 6 until 6; 6 is at the backoff's end.
+                (6, HealthAction::Replace),
+                (7, HealthAction::Replace),
+                (8, HealthAction::Replace),
+                (9, HealthAction::Replace),
+            ]
+        );
+        assert_eq!((rec.restarts, rec.restarts_since_ok), (2, 2));
+    }
+
+    #[test]
+    fn anything_but_critical_ends_the_streak_and_only_ok_forgets_the_restarts() {
+        let mut rec = fresh();
+        let actions = run(&mut rec, &[C, W, C, U, C, C], true);
+        assert_eq!(actions, [(6, HealthAction::Restart { n: 1 })]);
+        run(&mut rec, &[K], true);
+        assert_eq!(
+            (rec.restarts, rec.restarts_since_ok, rec.next_restart_at_ms),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn without_recovery_restarts_go_on_with_a_doubling_backoff() {
+        let mut rec = fresh();
+        let actions = run(&mut rec, &[C; 12], false);
+        let restart = |n| HealthAction::Restart { n };
+        assert_eq!(
+            actions,
+            [
+                (2, restart(1)),
+                (4, restart(2)),
+                (6, restart(3)),
+                (10, restart(4))
+            ]
+        );
     }
 }
