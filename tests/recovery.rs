@@ -4,7 +4,9 @@
 //! say what happened. With `recovery = "off"` the deployment stays DEGRADED, naming the lost
 //! server, and its services show UNKNOWN. A server killed while a launch waits on the database
 //! (an app server, or the database itself) is replaced and the launch completes; with recovery
-//! off the launch fails naming the lost server instead of hanging.
+//! off the launch fails naming the lost server instead of hanging. A new server killed during a
+//! scale-up is replaced too; several servers lost at once, a lost load balancer, a server that
+//! died while no control plane ran, and a scale-down with a lost server are covered as well.
 
 mod common;
 
@@ -480,5 +482,59 @@ fn with_recovery_off_a_scale_down_removes_the_lost_server_first() {
     assert_eq!(app[0]["agent"], "RUNNING", "{d}");
     assert_eq!(balanced(&st, &servers(&d, "lb")[0]), addresses(&app));
     assert_eq!(granted(&st, &servers(&d, "db")[0]), addresses(&app));
+    terminate(&st, "hello");
+}
+
+#[test]
+fn a_new_server_killed_in_the_middle_of_a_scale_up_is_replaced_and_the_scale_completes() {
+    let st = Stratus::new();
+    // App servers of the test plugin, whose configure asks twice to be retried, 2 s apart.
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let hostile = stratus_plugin_artifacts::package_dir("hostile");
+    let text = hello_deployment("hello", 1);
+    let (head, app) = text.split_once("[services.app]").unwrap();
+    let app = app
+        .replacen(
+            &format!("package = \"{}\"", hello.display()),
+            &format!("package = \"{}\"", hostile.display()),
+            1,
+        )
+        .replace(
+            "settings = { greeting = \"application\" }",
+            "settings = { attack = \"retry-twice\" }\n\
+             retry = { attempts = 5, initial = \"2s\", max = \"2s\" }",
+        );
+    let file = st.write_file("hello.toml", &format!("{head}[services.app]{app}"));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    st.ok(&["scale", "--no-wait", "hello", "app", "2"]);
+    let d = wait_for(&st, Duration::from_secs(30), |d| {
+        servers(d, "app")
+            .iter()
+            .any(|s| s["id"] == "app-2" && s["waiting"].as_array().is_some_and(|w| !w.is_empty()))
+    });
+    assert_eq!(d["state"], "SCALING", "{d}");
+    let new = servers(&d, "app")
+        .into_iter()
+        .find(|s| s["id"] == "app-2")
+        .unwrap();
+    kill_server(&new);
+
+    let d = wait_for(&st, Duration::from_secs(90), |d| {
+        d["state"] == "RUNNING" && servers(d, "app").iter().all(|s| s["id"] != "app-2")
+    });
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    let app = servers(&d, "app");
+    let ids: Vec<&str> = app.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["app-1", "app-3"], "{d}");
+    assert_eq!(balanced(&st, &servers(&d, "lb")[0]), addresses(&app));
+    assert_eq!(granted(&st, &servers(&d, "db")[0]), addresses(&app));
+    // The replacement asked twice and then succeeded; the first server ran nothing again.
+    assert_eq!(service_file(&st, &app[1], "retry-calls").lines().count(), 3);
+    assert_eq!(service_file(&st, &app[0], "retry-calls").lines().count(), 3);
+    assert!(
+        events.contains("replaced by app-3, RUNNING after"),
+        "{events}"
+    );
     terminate(&st, "hello");
 }
