@@ -440,3 +440,68 @@ fn real_services_are_healthy_and_a_killed_greeter_is_restarted() {
     assert_ne!(greeters[0].0, pid);
     terminate(&st, "shop");
 }
+
+#[test]
+fn a_service_removed_by_apply_is_no_longer_checked() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let file_with = |services: &[&str]| {
+        let list = services
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut text = format!(
+            "[deployment]\nname = \"health\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [{list}]\n"
+        );
+        for s in services {
+            text.push_str(&format!(
+                "\n[services.{s}]\npackage = \"{}\"\n{HEALTH}\n",
+                hello.display()
+            ));
+        }
+        st.write_file("health.toml", &text)
+    };
+    let file = file_with(&["h", "gone"]);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let both_ok = |d: &Value| {
+        let s = &servers(d, "h")[0];
+        s["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["health"]["status"] == "OK")
+    };
+    let d = wait_for(&st, Duration::from_secs(20), both_ok);
+    assert!(both_ok(&d), "{d}");
+    let server = servers(&d, "h")[0].clone();
+    let gone_id = server["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "gone")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gone_log = server_root(&st, "health", &server)
+        .join("mnt/services")
+        .join(&gone_id)
+        .join("health.log");
+
+    let file = file_with(&["h"]);
+    st.ok(&["apply", file.to_str().unwrap()]);
+    // The next result of the removed service makes the control plane stop its checks.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = read(&gone_log).lines().count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        read(&gone_log).lines().count(),
+        before,
+        "the removed service is still checked"
+    );
+    let d = st.deployment("health");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    assert_eq!(health_of(&servers(&d, "h")[0])["status"], "OK", "{d}");
+    terminate(&st, "health");
+}

@@ -40,6 +40,15 @@ impl Watches {
         self.results.subscribe()
     }
 
+    /// Stops the scheduled checks of `service`, if any.
+    pub(crate) fn unwatch(&self, service: &str) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = tasks.remove(service) {
+            task.abort();
+            tracing::info!(%service, "health checks stopped");
+        }
+    }
+
     /// Stops every scheduled check (the agent is shutting its services down).
     pub(crate) fn stop_all(&self) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());

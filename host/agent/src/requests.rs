@@ -75,6 +75,10 @@ impl Hooks {
                 self.watch_health(watch)?;
                 Ok(AgentReply::Done)
             }
+            AgentRequest::UnwatchHealth { service } => {
+                self.health.unwatch(&service);
+                Ok(AgentReply::Done)
+            }
             AgentRequest::Shutdown { grace_ms } => {
                 // Checks of services being stopped would only report them CRITICAL.
                 self.health.stop_all();

@@ -20,6 +20,8 @@ use stratus_protocol::bounds::{MAX_HEALTH_MESSAGE_BYTES, cut};
 use stratus_protocol::{AgentReply, AgentRequest, HealthResult, HealthWatch, HookResult};
 use stratus_store::{Store, StoreError};
 
+/// How long an agent may take to stop checking a service.
+const UNWATCH_LIMIT: Duration = Duration::from_secs(10);
 /// How long a restart's stop or start hook may take before the restart counts as failed.
 const RESTART_CALL_LIMIT: Duration = Duration::from_secs(300);
 
@@ -93,6 +95,8 @@ pub enum HealthAction {
     },
     /// The server was condemned: the reconciler replaces it.
     Replace,
+    /// The file has no such service on this server (any more): its checks should stop.
+    Unwatch,
 }
 
 /// The word status shows for a health status.
@@ -167,8 +171,16 @@ impl Engine {
     ) -> Result<HealthAction, EngineError> {
         let dep = spec.name.as_str();
         let result = result.within_bounds();
-        let Some(svc) = spec.service(&result.service) else {
-            return Ok(HealthAction::None);
+        let here = |s: &&ServiceSpec| {
+            self.parts
+                .store
+                .server::<AgentState>(dep, server)
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.tier == s.tier.as_str())
+        };
+        let Some(svc) = spec.service(&result.service).filter(here) else {
+            return Ok(HealthAction::Unwatch);
         };
         if !self.serving(dep, svc, server)? {
             return Ok(HealthAction::None);
@@ -329,6 +341,31 @@ impl Engine {
         let message = format!("{service} on {server} restarted (stop, start)");
         self.health_log(dep, svc, server, false, &message);
         Ok(())
+    }
+
+    /// Tells the agent of `server` to stop checking `service` (it left the deployment).
+    pub async fn unwatch_health(
+        &self,
+        dep: &str,
+        server: &str,
+        service: &str,
+    ) -> Result<(), EngineError> {
+        let request = AgentRequest::UnwatchHealth {
+            service: service.to_string(),
+        };
+        let reply = self
+            .parts
+            .agents
+            .call(dep, server, request, UNWATCH_LIMIT)
+            .await
+            .map_err(|e| EngineError::Other(format!("unwatching {service} on {server}: {e}")))?;
+        match reply {
+            AgentReply::Error { message } => Err(EngineError::Other(format!(
+                "unwatching {service} on {server}: {}",
+                cut(message, MAX_HEALTH_MESSAGE_BYTES)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Whether any live server of `spec` was condemned by its health (see `recovery.rs`).

@@ -84,6 +84,10 @@ pub enum AgentRequest {
     WatchHealth {
         watch: HealthWatch,
     },
+    /// Stop checking `service` (it left the deployment); nothing to do if it was not checked.
+    UnwatchHealth {
+        service: String,
+    },
     /// Stop every supervised process and exit.
     Shutdown {
         grace_ms: u64,

@@ -45,6 +45,21 @@ impl App {
                 self.spawn_restart(spec, server.to_string(), service, n)
                     .await;
             }
+            // Not waited for: results keep arriving while the request travels.
+            Ok(HealthAction::Unwatch) => {
+                let (engine, logs) = (self.engine.clone(), self.logs.clone());
+                let (dep, server) = (dep.to_string(), server.to_string());
+                tokio::spawn(async move {
+                    if let Err(e) = engine.unwatch_health(&dep, &server, &service).await {
+                        let subject = Subject {
+                            deployment: Some(&dep),
+                            server: Some(&server),
+                            ..Subject::default()
+                        };
+                        logs.warn(Component::MonitorServer, subject, &e.to_string());
+                    }
+                });
+            }
             // Auto-recovery sees the condemned server on its next look and replaces it.
             Ok(HealthAction::Replace | HealthAction::None) => {}
             Err(e) => {
