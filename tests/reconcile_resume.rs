@@ -1,9 +1,11 @@
 //! Crash safety of the reconciler: the control plane is killed at step boundaries of a
-//! scale-up, a scale-down and a recovery of hello's app tier (fault injection at the change
-//! set, server launches and ends, grants and revokes, the load balancer's remove-nodes and
-//! start-proxy, service hooks). Each time a fresh control plane resumes, the deployment
-//! reaches its target, no server is launched twice, and no completed hook runs again (the
-//! hello plugins append every hook they run to hooks.log).
+//! scale-up, a scale-down and a recovery of hello's app tier, then of a database recovery
+//! whose dependents run configure/stop/start again with its new address (fault injection at
+//! the change set, server launches and ends, grants and revokes, the load balancer's
+//! remove-nodes and start-proxy, service hooks, a step re-run with new inputs). Each time a
+//! fresh control plane resumes, the deployment reaches its target, no server is launched
+//! twice, and no completed hook runs again (the hello plugins append every hook they run to
+//! hooks.log).
 
 mod common;
 
@@ -164,9 +166,9 @@ fn addresses(list: &[Value]) -> BTreeSet<String> {
 }
 
 /// The addresses the database has granted now: grants.log replayed in order.
-fn granted(st: &Stratus) -> BTreeSet<String> {
+fn granted(st: &Stratus, db: &str) -> BTreeSet<String> {
     let mut set = BTreeSet::new();
-    for line in read(&service_dir(st, "db-1").join("grants.log")).lines() {
+    for line in read(&service_dir(st, db).join("grants.log")).lines() {
         let list = line.rsplit_once("addresses=").map_or("", |(_, a)| a);
         let addrs = list.split(',').filter(|a| !a.is_empty()).map(String::from);
         match line.split_whitespace().next() {
@@ -194,15 +196,21 @@ fn check_dependents(st: &Stratus, d: &Value) {
     let app = servers(d, "app");
     let live = addresses(&app);
     assert_eq!(balanced(st), live, "load balancer nodes");
-    assert_eq!(granted(st), live, "database grants");
+    let db = servers(d, "db");
+    assert_eq!(db.len(), 1, "{d}");
+    assert_eq!(
+        granted(st, db[0]["id"].as_str().unwrap()),
+        live,
+        "database grants"
+    );
     let pids = st.agent_pids();
     assert_eq!(pids.len(), app.len() + 2, "one agent per server: {d}");
     assert!(pids.iter().all(|&p| common::alive(p)), "{d}");
 }
 
 /// The pid of a server's agent.
-fn agent_pid(d: &Value, id: &str) -> u32 {
-    servers(d, "app")
+fn agent_pid(d: &Value, tier: &str, id: &str) -> u32 {
+    servers(d, tier)
         .iter()
         .find(|s| s["id"] == id)
         .and_then(|s| s["pid"].as_u64())
@@ -239,7 +247,7 @@ fn a_control_plane_killed_while_scaling_and_recovering_resumes_without_repeating
     }
 
     // Scale-down 3 -> 2: generation 3; app-3 leaves.
-    let app3 = agent_pid(&d, "app-3");
+    let app3 = agent_pid(&d, "app", "app-3");
     crash_at(&st, BEFORE, "reconcile/3/changes", || scale("2"));
     for (var, key) in [
         (AFTER, "reconcile/3/lb/lb-1/remove-nodes"),
@@ -265,13 +273,8 @@ fn a_control_plane_killed_while_scaling_and_recovering_resumes_without_repeating
 
     // Recovery: app-1 is killed under a control plane set to stop once the replacement is
     // decided (generation 4); app-4 replaces it.
-    let app1 = agent_pid(&d, "app-1");
-    crash_at(&st, AFTER, "reconcile/4/changes", || {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{app1}")])
-            .output();
-        assert!(wait_gone(app1, Duration::from_secs(10)));
-    });
+    let app1 = agent_pid(&d, "app", "app-1");
+    crash_at(&st, AFTER, "reconcile/4/changes", || kill(app1));
     for (var, key) in [
         (AFTER, "server/app-4/launch"),
         (BEFORE, "reconcile/4/lb/lb-1/remove-nodes"),
@@ -286,7 +289,7 @@ fn a_control_plane_killed_while_scaling_and_recovering_resumes_without_repeating
     check_dependents(&st, &d);
     assert!(!st.dir().join("servers").join(DEP).join("app-1").exists());
 
-    // Every hook ran exactly once per change, across 19 crashes.
+    // Every hook ran exactly once per change, across 19 crashes so far.
     for id in ["app-2", "app-4"] {
         assert_eq!(hooks(&st, id), APP_PIPELINE, "{id}");
     }
@@ -326,5 +329,52 @@ fn a_control_plane_killed_while_scaling_and_recovering_resumes_without_repeating
             "grant-database-access",
         ]
     );
+
+    // The database is killed (generation 5): db-2 replaces it, loads the data source again and
+    // grants both app servers, which are reconfigured to its address and restarted.
+    let d = st.deployment(DEP);
+    let db1 = agent_pid(&d, "db", "db-1");
+    crash_at(&st, AFTER, "reconcile/5/changes", || kill(db1));
+    for (var, key) in [
+        (AFTER, "server/db-2/launch"),
+        (BEFORE, "service/db/db-2/install-data-source"),
+        (AFTER, "service/db/db-2/grant-database-access"),
+        (AFTER, "service/app/app-2/configure"),
+        (BEFORE, "service/app/app-4/start"),
+    ] {
+        crash_at(&st, var, key, || {});
+    }
+    let d = resume_to(&st, &["app-2", "app-4"]);
+    assert_eq!(servers(&d, "db")[0]["id"], "db-2", "{d}");
+    check_dependents(&st, &d);
+    let mut reconfigured = APP_PIPELINE.to_vec();
+    reconfigured.extend(["configure", "stop", "start"]);
+    for id in ["app-2", "app-4"] {
+        assert_eq!(hooks(&st, id), reconfigured, "{id}");
+    }
+    assert_eq!(
+        hooks(&st, "db-2"),
+        [
+            "install-service",
+            "install-data-source",
+            "configure",
+            "stop",
+            "start",
+            "grant-database-access",
+        ]
+    );
+    assert_eq!(
+        hooks(&st, "lb-1").len(),
+        10,
+        "the load balancer did nothing new"
+    );
     common::terminate(&st, DEP);
+}
+
+/// Kills a server's agent and everything in its process group, and waits until it is gone.
+fn kill(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .output();
+    assert!(wait_gone(pid, Duration::from_secs(10)), "{pid} survived");
 }
