@@ -270,6 +270,13 @@ fn a_control_plane_killed_while_scaling_and_recovering_resumes_without_repeating
     check_dependents(&st, &d);
     assert!(wait_gone(app3, Duration::from_secs(10)), "app-3's agent");
     assert!(!st.dir().join("servers").join(DEP).join("app-3").exists());
+    // Its disk is gone with its hooks.log: the events show its stop was asked for once.
+    let events = st.ok(&["events", "--deployment", DEP]);
+    let stops = events
+        .lines()
+        .filter(|l| l.contains("calling hook stop (reconcile/3/app/app-3/stop)"))
+        .count();
+    assert_eq!(stops, 1, "{events}");
 
     // Recovery: app-1 is killed under a control plane set to stop once the replacement is
     // decided (generation 4); app-4 replaces it.
