@@ -3,6 +3,7 @@
 //! Each verb lives in `commands/<verb>.rs`; this file only parses arguments and dispatches.
 
 mod commands;
+mod inherited_fds;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ pub enum Command {
 
 /// Entry point used by `src/main.rs`.
 pub fn main() -> ExitCode {
+    inherited_fds::seal();
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,
