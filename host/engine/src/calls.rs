@@ -196,7 +196,7 @@ impl Engine {
                     message: cut(message, MAX_AGENT_MESSAGE),
                 });
             }
-            AgentReply::Done | AgentReply::Health { .. } => {
+            AgentReply::Done | AgentReply::Health { .. } | AgentReply::Supervision { .. } => {
                 return Err(EngineError::Agent {
                     step: key.to_string(),
                     server: server.id.to_string(),

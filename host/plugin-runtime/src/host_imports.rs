@@ -208,6 +208,7 @@ impl host::Host for State {
             env: spec.env,
             working_dir: checked.working_dir,
             processes: h.caps.processes,
+            redactor: h.redactor.clone(),
         };
         let user = match h.program_user().await {
             Ok(u) => u,

@@ -36,6 +36,7 @@ mod output;
 pub mod package;
 pub mod process_logs;
 pub mod program_user;
+pub mod restart;
 mod runtime;
 pub mod supervisor;
 

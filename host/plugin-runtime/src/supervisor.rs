@@ -8,18 +8,26 @@
 //! between fork and exec, so no process escapes; stopping a process kills its whole leaf,
 //! daemons that called `setsid` included. Without cgroups, stop kills the process group and
 //! every descendant found through `/proc`, and the process limit is not enforced.
+//!
+//! Restarts: a process that exits without being asked to, with a status other than 0, is
+//! started again after a backoff (see `restart`), in a fresh leaf, and counted; a `stop` (or
+//! a new `spawn` of the same name) ends that. [`Supervisor::crashes`] tells what crashed.
 
+use crate::output::Redactor;
 use crate::program_user::ProgramUser;
+use crate::restart::{Exit, Restarts};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stratus_containment::{Cgroup, Joiner, descendants};
-use tokio::sync::watch;
+use stratus_protocol::bounds::MAX_REPORTED_PROCESSES;
+use stratus_protocol::{ProcessReport, SupervisionReport};
+use tokio::sync::{Notify, watch};
 
 /// A process to start, already checked against the plugin's capabilities.
 #[derive(Debug, Clone)]
@@ -31,6 +39,8 @@ pub struct ProcessSpec {
     pub working_dir: PathBuf,
     /// The owner's task limit (`capabilities.processes`), applied to its cgroup.
     pub processes: u64,
+    /// The spawning call's redactor: the output tail a crash report carries passes it.
+    pub redactor: Redactor,
 }
 
 /// What the supervisor knows of a process.
@@ -42,10 +52,31 @@ pub enum ProcessState {
     Unknown,
 }
 
+/// One process as its plugin started it, through all its restarts.
 struct Entry {
+    life: Arc<Life>,
+}
+
+/// The current run of a process: its pid, and how it ended once reaped.
+#[derive(Debug, Clone, Copy)]
+struct Run {
     pid: u32,
-    /// `None` while running; the exit code once reaped.
-    exit: watch::Receiver<Option<Option<i32>>>,
+    exit: Option<Exit>,
+}
+
+struct Life {
+    run: watch::Sender<Run>,
+    /// Set (under the process table's lock) once it is asked to stop: it is not started again.
+    stopping: AtomicBool,
+    /// Cuts a backoff wait short when it is stopped.
+    wake: Notify,
+    restarts: Mutex<Restarts>,
+}
+
+impl Life {
+    fn exit(&self) -> Option<Exit> {
+        self.run.borrow().exit
+    }
 }
 
 /// Supervises processes per owner (a service); cheap to clone.
@@ -67,6 +98,8 @@ struct Inner {
     /// Its name, looked up once: every hook call hands it to the plugin, and a password
     /// database lookup per call costs more than the call itself.
     program_user_name: Option<String>,
+    /// Counts crashes and restarts, so a reporter knows when to look again.
+    crashes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -149,6 +182,7 @@ impl Supervisor {
                 runs: AtomicU64::new(0),
                 program_user: ProgramUser::for_agent(None, euid),
                 program_user_name: ProgramUser::for_agent(None, euid).map(ProgramUser::name),
+                crashes: watch::channel(0).0,
             }),
         }
     }
@@ -262,7 +296,8 @@ impl Supervisor {
         self.spawn_as(owner, spec, self.program_user())
     }
 
-    /// Starts `spec` for `owner` as `user` (`None`: the supervisor's own user).
+    /// Starts `spec` for `owner` as `user` (`None`: the supervisor's own user); it is
+    /// started again whenever it crashes, until it is stopped.
     pub fn spawn_as(
         &self,
         owner: &str,
@@ -278,13 +313,40 @@ impl Supervisor {
         let key = (owner.to_owned(), spec.name.clone());
         let mut procs = self.inner.procs.lock().unwrap();
         if let Some(e) = procs.get(&key)
-            && e.exit.borrow().is_none()
+            && e.life.exit().is_none()
         {
             return Err(format!(
                 "process `{}` is already running (pid {})",
-                spec.name, e.pid
+                spec.name,
+                e.life.run.borrow().pid
             ));
         }
+        // A new start replaces a crashed one waiting for its restart.
+        if let Some(old) = procs.remove(&key) {
+            old.life.stopping.store(true, Ordering::SeqCst);
+            old.life.wake.notify_waiters();
+        }
+        let child = self.start_child(owner, &spec, user)?;
+        let pid = child.id().ok_or("process exited before it got a pid")?;
+        let life = Arc::new(Life {
+            run: watch::channel(Run { pid, exit: None }).0,
+            stopping: AtomicBool::new(false),
+            wake: Notify::new(),
+            restarts: Mutex::new(Restarts::default()),
+        });
+        tracing::info!(owner, name = %spec.name, pid, program = %spec.program.display(), "supervised process started");
+        procs.insert(key.clone(), Entry { life: life.clone() });
+        tokio::spawn(self.clone().keep(key, life, child, spec, user));
+        Ok(pid)
+    }
+
+    /// Starts one run of `spec` in a fresh leaf, logging to its file.
+    fn start_child(
+        &self,
+        owner: &str,
+        spec: &ProcessSpec,
+        user: Option<ProgramUser>,
+    ) -> Result<tokio::process::Child, String> {
         let log_path = self.log_path(owner, &spec.name);
         let log = crate::process_logs::open(&log_path)
             .map_err(|e| format!("cannot open log {}: {e}", log_path.display()))?;
@@ -304,34 +366,142 @@ impl Supervisor {
             // Its own process group, so stop() reaches the children a service forks.
             .process_group(0);
         leaf.attach(&mut cmd);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(cg) = &leaf.cgroup {
-                    let _ = cg.remove();
-                }
-                return Err(format!("cannot start {}: {e}", spec.program.display()));
+        cmd.spawn().map_err(|e| {
+            if let Some(cg) = &leaf.cgroup {
+                let _ = cg.remove();
             }
-        };
+            format!("cannot start {}: {e}", spec.program.display())
+        })
+    }
+
+    /// Reaps each run of a process and, after a crash, starts it again after its backoff,
+    /// until it is stopped, replaced, or finishes with status 0.
+    async fn keep(
+        self,
+        key: (String, String),
+        life: Arc<Life>,
+        mut child: tokio::process::Child,
+        spec: ProcessSpec,
+        user: Option<ProgramUser>,
+    ) {
+        let (owner, name) = (key.0.as_str(), key.1.as_str());
+        loop {
+            let began = Instant::now();
+            let exit = Exit::of(child.wait().await);
+            life.run.send_modify(|r| r.exit = Some(exit));
+            if life.stopping.load(Ordering::SeqCst) || exit.finished() {
+                return;
+            }
+            let log = self.log_path(owner, name);
+            let redactor = spec.redactor.clone();
+            let tail =
+                tokio::task::spawn_blocking(move || crate::restart::output_tail(&log, &redactor))
+                    .await
+                    .unwrap_or_default();
+            let mut wait = self.crashed(&life, exit.describe(), began.elapsed(), tail);
+            tracing::warn!(owner, name, exit = %exit.describe(), wait_ms = wait.as_millis() as u64,
+                "supervised process crashed; starting it again after the backoff");
+            child = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = life.wake.notified() => {}
+                }
+                match self.restart(&key, &life, &spec, user) {
+                    Ok(Some(c)) => break c,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let why = format!("could not start: {e}");
+                        wait = self.crashed(&life, why, Duration::ZERO, String::new());
+                    }
+                }
+            };
+        }
+    }
+
+    /// Records a crash of `life`, tells the reporters, and returns the wait before its restart.
+    fn crashed(&self, life: &Life, why: String, ran: Duration, tail: String) -> Duration {
+        let wait = life
+            .restarts
+            .lock()
+            .unwrap()
+            .crashed(why, ran, tail, now_ms());
+        self.inner.crashes.send_modify(|n| *n += 1);
+        wait
+    }
+
+    /// Starts `life` again unless it was stopped or replaced meanwhile (`Ok(None)`); the
+    /// process table stays locked throughout, so a stop sees either no run or the new one.
+    fn restart(
+        &self,
+        key: &(String, String),
+        life: &Arc<Life>,
+        spec: &ProcessSpec,
+        user: Option<ProgramUser>,
+    ) -> Result<Option<tokio::process::Child>, String> {
+        let procs = self.inner.procs.lock().unwrap();
+        let current = procs.get(key).is_some_and(|e| Arc::ptr_eq(&e.life, life));
+        if !current || life.stopping.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let child = self.start_child(&key.0, spec, user)?;
         let pid = child.id().ok_or("process exited before it got a pid")?;
-        let (tx, rx) = watch::channel(None);
-        tokio::spawn(async move {
-            let code = child.wait().await.ok().and_then(|s| s.code());
-            let _ = tx.send(Some(code));
+        life.run.send_replace(Run { pid, exit: None });
+        life.restarts.lock().unwrap().restarted();
+        self.inner.crashes.send_modify(|n| *n += 1);
+        tracing::info!(owner = %key.0, name = %key.1, pid, "supervised process started again");
+        Ok(Some(child))
+    }
+
+    /// Changes whenever a process crashes or is started again.
+    pub fn crash_changes(&self) -> watch::Receiver<u64> {
+        self.inner.crashes.subscribe()
+    }
+
+    /// Every process that crashed since its plugin started it, with its restarts, at most
+    /// [`MAX_REPORTED_PROCESSES`] of them (crash loops first).
+    pub fn crashes(&self) -> SupervisionReport {
+        let procs = self.inner.procs.lock().unwrap();
+        let mut processes: Vec<ProcessReport> = procs
+            .iter()
+            .filter_map(|((owner, name), e)| {
+                let r = e.life.restarts.lock().unwrap().clone();
+                if r.last_exit.is_empty() {
+                    return None;
+                }
+                let run = *e.life.run.borrow();
+                Some(ProcessReport {
+                    owner: owner.clone(),
+                    name: name.clone(),
+                    pid: run.exit.is_none().then_some(run.pid),
+                    restarts: r.restarts,
+                    quick_exits_in_a_row: r.quick_exits_in_a_row,
+                    crash_loop: r.crash_loop(),
+                    last_exit: r.last_exit,
+                    last_exit_at_ms: r.last_exit_at_ms,
+                    next_start_at_ms: r.next_start_at_ms,
+                    output_tail: r.output_tail,
+                })
+            })
+            .collect();
+        processes.sort_by(|a, b| {
+            (b.crash_loop, &a.owner, &a.name).cmp(&(a.crash_loop, &b.owner, &b.name))
         });
-        tracing::info!(owner, name = %spec.name, pid, program = %spec.program.display(), "supervised process started");
-        procs.insert(key, Entry { pid, exit: rx });
-        Ok(pid)
+        let omitted = processes.len().saturating_sub(MAX_REPORTED_PROCESSES) as u32;
+        processes.truncate(MAX_REPORTED_PROCESSES);
+        SupervisionReport { processes, omitted }
     }
 
     pub fn state(&self, owner: &str, name: &str) -> ProcessState {
         let procs = self.inner.procs.lock().unwrap();
         match procs.get(&(owner.to_owned(), name.to_owned())) {
             None => ProcessState::Unknown,
-            Some(e) => match *e.exit.borrow() {
-                None => ProcessState::Running(e.pid),
-                Some(code) => ProcessState::Exited(code),
-            },
+            Some(e) => {
+                let run = *e.life.run.borrow();
+                match run.exit {
+                    None => ProcessState::Running(run.pid),
+                    Some(exit) => ProcessState::Exited(exit.code),
+                }
+            }
         }
     }
 
@@ -349,11 +519,15 @@ impl Supervisor {
     /// kills what is left of its tree (its cgroup leaf, or its group and descendants).
     /// Stopping an unknown or exited process succeeds.
     pub async fn stop(&self, owner: &str, name: &str, grace: Duration) -> Result<(), String> {
+        // Marked under the table's lock: a restart then either happened already (this sees
+        // its run) or never will.
         let entry = {
             let procs = self.inner.procs.lock().unwrap();
-            procs
-                .get(&(owner.to_owned(), name.to_owned()))
-                .map(|e| (e.pid, e.exit.clone()))
+            procs.get(&(owner.to_owned(), name.to_owned())).map(|e| {
+                e.life.stopping.store(true, Ordering::SeqCst);
+                e.life.wake.notify_waiters();
+                (e.life.run.borrow().pid, e.life.run.subscribe())
+            })
         };
         let Some((pid, mut exit)) = entry else {
             return Ok(());
@@ -365,14 +539,14 @@ impl Supervisor {
             Some(_) => Vec::new(),
             None => descendants::descendants(pid),
         };
-        if exit.borrow().is_none() {
+        if exit.borrow().exit.is_none() {
             let group = Pid::from_raw(pid as i32);
             let _ = killpg(group, Signal::SIGTERM);
             if let Some(l) = &leaf {
                 signal_all(&l.procs(), Signal::SIGTERM);
             }
             // The watch `Ref` is dropped at once: holding it would block the reaper's send.
-            let exited = tokio::time::timeout(grace, exit.wait_for(|e| e.is_some()))
+            let exited = tokio::time::timeout(grace, exit.wait_for(|r| r.exit.is_some()))
                 .await
                 .is_ok();
             if !exited {
@@ -381,10 +555,12 @@ impl Supervisor {
                 if let Some(l) = &leaf {
                     signal_all(&l.procs(), Signal::SIGKILL);
                 }
-                let killed =
-                    tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some()))
-                        .await
-                        .is_ok();
+                let killed = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    exit.wait_for(|r| r.exit.is_some()),
+                )
+                .await
+                .is_ok();
                 if !killed {
                     return Err(format!(
                         "process {name} (pid {pid}) did not exit after SIGKILL"
@@ -404,7 +580,10 @@ impl Supervisor {
             let procs = self.inner.procs.lock().unwrap();
             procs
                 .iter()
-                .filter(|(_, e)| e.exit.borrow().is_none())
+                .filter(|(_, e)| {
+                    e.life.exit().is_none()
+                        || e.life.restarts.lock().unwrap().next_start_at_ms.is_some()
+                })
                 .map(|(k, _)| k.clone())
                 .collect()
         };
@@ -466,6 +645,13 @@ async fn end_tree(leaf: Option<Cgroup>, pid: u32, tree: Vec<u32>) -> Result<(), 
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Instant;
 
 fn spec(name: &str, program: &str, args: &[&str], dir: &std::path::Path) -> ProcessSpec {
     ProcessSpec {
@@ -8,6 +9,7 @@ fn spec(name: &str, program: &str, args: &[&str], dir: &std::path::Path) -> Proc
         env: vec![("GREETING".into(), "hi".into())],
         working_dir: dir.to_owned(),
         processes: 16,
+        redactor: crate::output::Redactor::default(),
     }
 }
 
@@ -245,4 +247,131 @@ async fn spawning_beyond_the_process_limit_fails_clearly() {
     assert_eq!(svc.pids_usage(), Some((3, 3)));
     sup.stop_all(Duration::from_secs(1)).await;
     assert!(!svc.exists());
+}
+
+/// Waits until `done` holds for the crash report, for up to `secs`.
+async fn report_until(
+    sup: &Supervisor,
+    secs: u64,
+    done: impl Fn(&stratus_protocol::SupervisionReport) -> bool,
+) -> stratus_protocol::SupervisionReport {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = sup.crashes();
+        if done(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_process_is_started_again_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(dir.path().join("logs"));
+    let pid = sup
+        .spawn("svc", spec("d", "/bin/sleep", &["30"], dir.path()))
+        .unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let r = report_until(&sup, 5, |r| r.processes.iter().any(|p| p.pid.is_some())).await;
+    let p = &r.processes[0];
+    assert_eq!(
+        (p.owner.as_str(), p.name.as_str(), p.restarts),
+        ("svc", "d", 1),
+        "{r:?}"
+    );
+    assert_eq!(p.last_exit, "killed by signal 9 (SIGKILL)");
+    assert!(!p.crash_loop);
+    let ProcessState::Running(again) = sup.state("svc", "d") else {
+        panic!("not running again: {:?}", sup.state("svc", "d"));
+    };
+    assert_ne!(again, pid);
+    // Asked to stop, it stays stopped.
+    sup.stop("svc", "d", Duration::from_secs(2)).await.unwrap();
+    tokio::time::sleep(crate::restart::RESTART_BACKOFF_INITIAL * 2).await;
+    assert!(matches!(sup.state("svc", "d"), ProcessState::Exited(_)));
+    assert_eq!(sup.crashes().processes[0].restarts, 1);
+}
+
+#[tokio::test]
+async fn a_process_that_exits_at_once_waits_longer_each_time_and_is_a_crash_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(dir.path().join("logs"));
+    let s = ProcessSpec {
+        redactor: crate::output::Redactor::new(["hunter2".to_string()]),
+        ..spec(
+            "bad",
+            "/bin/sh",
+            &["-c", "echo pw=hunter2 no config; exit 7"],
+            dir.path(),
+        )
+    };
+    let began = Instant::now();
+    sup.spawn("svc", s).unwrap();
+    // Waits of 1, 2 and 4 s: the third restart comes 7 s after the start, not before.
+    let r = report_until(&sup, 12, |r| {
+        r.processes.first().is_some_and(|p| p.restarts >= 3)
+    })
+    .await;
+    let took = began.elapsed();
+    let p = &r.processes[0];
+    assert!(p.restarts >= 3, "{r:?}");
+    assert!(took >= Duration::from_secs(7), "{took:?}");
+    assert!(p.crash_loop && p.quick_exits_in_a_row >= 3, "{r:?}");
+    assert_eq!(p.last_exit, "exit code 7");
+    assert!(
+        p.output_tail.ends_with("pw=**** no config\n"),
+        "{:?}",
+        p.output_tail
+    );
+    // While it waits, it is Exited and stopping it ends the wait for good.
+    sup.stop("svc", "bad", Duration::from_secs(1))
+        .await
+        .unwrap();
+    let n = sup.crashes().processes[0].restarts;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sup.crashes().processes[0].restarts, n);
+}
+
+#[tokio::test]
+async fn a_process_that_finishes_with_status_0_is_not_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(dir.path().join("logs"));
+    sup.spawn(
+        "svc",
+        spec("once", "/bin/sh", &["-c", "echo done"], dir.path()),
+    )
+    .unwrap();
+    assert_eq!(
+        wait_exit(&sup, "svc", "once").await,
+        ProcessState::Exited(Some(0))
+    );
+    tokio::time::sleep(crate::restart::RESTART_BACKOFF_INITIAL + Duration::from_millis(300)).await;
+    assert_eq!(sup.state("svc", "once"), ProcessState::Exited(Some(0)));
+    assert!(sup.crashes().processes.is_empty());
+    let log = std::fs::read_to_string(sup.log_path("svc", "once")).unwrap();
+    assert_eq!(log, "done\n");
+}
+
+#[tokio::test]
+async fn a_new_spawn_replaces_a_crashed_process_waiting_for_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(dir.path().join("logs"));
+    sup.spawn("svc", spec("p", "/bin/sh", &["-c", "exit 2"], dir.path()))
+        .unwrap();
+    report_until(&sup, 3, |r| !r.processes.is_empty()).await;
+    let pid = sup
+        .spawn("svc", spec("p", "/bin/sleep", &["30"], dir.path()))
+        .unwrap();
+    tokio::time::sleep(crate::restart::RESTART_BACKOFF_INITIAL * 2).await;
+    assert_eq!(
+        sup.state("svc", "p"),
+        ProcessState::Running(pid),
+        "started once, not twice"
+    );
+    assert!(
+        sup.crashes().processes.is_empty(),
+        "a new start begins a new record"
+    );
+    sup.stop_all(Duration::from_secs(2)).await;
 }

@@ -17,6 +17,12 @@ pub const MAX_PRODUCED: usize = 1_000;
 /// Longest `produced` entry or capability denial kept (a path is at most 4 KiB on Linux).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Most bytes of a crashed process's output an agent reports (its last ones): enough for the
+/// error that ended it, and the report of a whole agent stays far below a frame.
+pub const MAX_OUTPUT_TAIL_BYTES: usize = 2048;
+/// Most crashed processes one supervision report names; the rest are only counted.
+pub const MAX_REPORTED_PROCESSES: usize = 64;
+
 /// Most bytes a cut marker adds: a string already cut at `n` is at most `n + MARKER_BYTES`, so a
 /// second, defensive cut at that size keeps the first marker.
 pub const MARKER_BYTES: usize = 64;

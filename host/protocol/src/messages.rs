@@ -190,6 +190,62 @@ pub enum AgentReply {
     Health {
         result: HealthResult,
     },
+    /// Sent unsolicited, at most once a second: every supervised process that exited without
+    /// being asked to, as the agent's supervisor sees them now (a snapshot, not a delta).
+    Supervision {
+        report: SupervisionReport,
+    },
+}
+
+/// An agent's supervised processes that crashed (exited without being asked to, with a
+/// failure), each with its restarts; the rest run as started and are not named.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SupervisionReport {
+    pub processes: Vec<ProcessReport>,
+    /// Processes left out past [`crate::bounds::MAX_REPORTED_PROCESSES`].
+    #[serde(default)]
+    pub omitted: u32,
+}
+
+/// One supervised process that crashed at least once since its plugin started it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessReport {
+    /// The service (or plugin) that started it, and the name it gave it.
+    pub owner: String,
+    pub name: String,
+    /// Its pid while it runs; `None` while it waits for its next start.
+    pub pid: Option<u32>,
+    /// Times the supervisor started it again.
+    pub restarts: u32,
+    /// Exits in a row, each after a run shorter than the supervisor's stable run.
+    pub quick_exits_in_a_row: u32,
+    /// Whether those quick exits make a crash loop.
+    pub crash_loop: bool,
+    /// e.g. `exit code 3`, `killed by signal 9 (SIGKILL)`, `could not start: …`.
+    pub last_exit: String,
+    /// Unix milliseconds of the last exit, and of the next start while it waits for one.
+    pub last_exit_at_ms: i64,
+    pub next_start_at_ms: Option<i64>,
+    /// The end of its output (stdout and stderr) when it last exited, redacted and bounded.
+    pub output_tail: String,
+}
+
+impl SupervisionReport {
+    /// The report within `crate::bounds`, whatever the agent sent.
+    pub fn within_bounds(mut self) -> SupervisionReport {
+        use crate::bounds::{MARKER_BYTES as M, MAX_OUTPUT_TAIL_BYTES, MAX_REPORTED_PROCESSES};
+        let over = self.processes.len().saturating_sub(MAX_REPORTED_PROCESSES);
+        self.processes.truncate(MAX_REPORTED_PROCESSES);
+        self.omitted = self.omitted.saturating_add(over as u32);
+        for p in &mut self.processes {
+            p.owner = crate::bounds::cut(std::mem::take(&mut p.owner), 64 + M);
+            p.name = crate::bounds::cut(std::mem::take(&mut p.name), 64 + M);
+            p.last_exit = crate::bounds::cut(std::mem::take(&mut p.last_exit), 1024 + M);
+            p.output_tail =
+                crate::bounds::cut(std::mem::take(&mut p.output_tail), MAX_OUTPUT_TAIL_BYTES + M);
+        }
+        self
+    }
 }
 
 /// What an operator asks the control plane.
