@@ -103,6 +103,10 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 /// outruns a scan of `/proc`, and a process with SIGKILL pending runs no further instruction
 /// of its own. One fork, no `/proc` scan, so it costs a launch about a millisecond. Root only;
 /// `uid` must be a per-server program uid, never a shared one.
+///
+/// The same child then empties the uid's kernel keyrings (see [`clear_user_keyrings`]): the
+/// kernel keeps them after the uid's last process, so the next holder of the uid would read
+/// them.
 pub fn kill_user(uid: u32) -> std::io::Result<()> {
     use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setgroups, setuid};
@@ -116,7 +120,7 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
             let code = match dropped {
                 Ok(()) => {
                     let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-                    0
+                    if clear_user_keyrings() { 0 } else { 2 }
                 }
                 Err(_) => 1,
             };
@@ -125,11 +129,45 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
         }
         ForkResult::Parent { child } => match waitpid(child, None)? {
             WaitStatus::Exited(_, 0) => Ok(()),
+            WaitStatus::Exited(_, 2) => Err(std::io::Error::other(format!(
+                "the keyrings of uid {uid} could not be cleared"
+            ))),
             other => Err(std::io::Error::other(format!(
                 "the child that kills as uid {uid} could not become it ({other:?})"
             ))),
         },
     }
+}
+
+/// Empties, as the calling process's uid, its user keyring, user-session keyring and
+/// persistent keyring (which outlive its processes); `false` if one could not be cleared for a
+/// reason other than the kernel lacking keys. Only raw system calls: it runs between fork and
+/// `_exit`.
+fn clear_user_keyrings() -> bool {
+    use nix::errno::Errno;
+    use nix::libc::{
+        KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT,
+        SYS_keyctl, c_long, syscall,
+    };
+    let unsupported = || matches!(Errno::last(), Errno::ENOSYS | Errno::EOPNOTSUPP);
+    // SAFETY: keyctl with integer arguments only; no memory is passed.
+    let keyctl = |op: u32, a: c_long, b: c_long| unsafe { syscall(SYS_keyctl, op as c_long, a, b) };
+    let mut ok = true;
+    // Linked into the user-session keyring, which is cleared last, so nothing else keeps it.
+    let persistent = keyctl(
+        KEYCTL_GET_PERSISTENT,
+        -1,
+        c_long::from(KEY_SPEC_USER_SESSION_KEYRING),
+    );
+    if persistent >= 0 {
+        ok &= keyctl(KEYCTL_CLEAR, persistent, 0) == 0 || unsupported();
+    } else {
+        ok &= unsupported();
+    }
+    for ring in [KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING] {
+        ok &= keyctl(KEYCTL_CLEAR, c_long::from(ring), 0) == 0 || unsupported();
+    }
+    ok
 }
 
 #[cfg(test)]
@@ -207,6 +245,98 @@ mod tests {
         );
         let _ = signal_group(victim.id(), Signal::SIGKILL);
         victim.wait().unwrap();
+    }
+
+    /// Runs `f` in a forked child that became `uid`; its result.
+    fn as_uid(uid: u32, f: fn() -> bool) -> bool {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setuid};
+        // SAFETY: the child makes system calls only and then _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let ok = setgid(Gid::from_raw(uid)).is_ok() && setuid(Uid::from_raw(uid)).is_ok();
+                // SAFETY: _exit skips the parent's atexit handlers.
+                unsafe { nix::libc::_exit(if ok && f() { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                waitpid(child, None).unwrap() == WaitStatus::Exited(child, 0)
+            }
+        }
+    }
+
+    /// The key descriptions [`add_keys`] uses, one per keyring it fills.
+    const KEYS: [(&std::ffi::CStr, i32); 3] = [
+        (c"stratus-test-user", nix::libc::KEY_SPEC_USER_KEYRING),
+        (
+            c"stratus-test-user-session",
+            nix::libc::KEY_SPEC_USER_SESSION_KEYRING,
+        ),
+        (c"stratus-test-persistent", 0),
+    ];
+
+    /// The keyring `ring` of [`KEYS`] names (0: the persistent keyring).
+    fn keyring(ring: i32) -> nix::libc::c_long {
+        if ring != 0 {
+            return ring.into();
+        }
+        // SAFETY: integer arguments only.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_keyctl,
+                nix::libc::KEYCTL_GET_PERSISTENT as nix::libc::c_long,
+                -1 as nix::libc::c_long,
+                nix::libc::KEY_SPEC_USER_SESSION_KEYRING as nix::libc::c_long,
+            )
+        }
+    }
+
+    /// Adds a key to each keyring of [`KEYS`].
+    fn add_keys() -> bool {
+        KEYS.iter().all(|(name, ring)| {
+            // SAFETY: NUL-terminated type and description, a payload of the length given.
+            unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_add_key,
+                    c"user".as_ptr(),
+                    name.as_ptr(),
+                    c"secret".as_ptr(),
+                    6usize,
+                    keyring(*ring),
+                ) > 0
+            }
+        })
+    }
+
+    /// Whether no key of [`KEYS`] can be found in its keyring.
+    fn no_key_found() -> bool {
+        KEYS.iter().all(|(name, ring)| {
+            // SAFETY: NUL-terminated type and description, no destination keyring.
+            unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_keyctl,
+                    nix::libc::KEYCTL_SEARCH as nix::libc::c_long,
+                    keyring(*ring),
+                    c"user".as_ptr(),
+                    name.as_ptr(),
+                    0 as nix::libc::c_long,
+                ) < 0
+            }
+        })
+    }
+
+    /// Keys a uid put in its user, user-session and persistent keyrings, which the kernel
+    /// keeps after its last process, are gone after `kill_user`.
+    #[test]
+    fn kill_user_empties_the_uids_keyrings() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        let uid = 0x7fff_0105;
+        assert!(as_uid(uid, add_keys), "keys could not be added");
+        assert!(!as_uid(uid, no_key_found), "the keys were not kept");
+        kill_user(uid).unwrap();
+        assert!(as_uid(uid, no_key_found), "a key of the uid survived");
     }
 
     /// A program that sets the marker of a server root in its own environment does not make
