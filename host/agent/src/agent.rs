@@ -249,6 +249,7 @@ async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>
     let (mut sink, mut stream) = conn.split();
     let (tx, mut rx) = mpsc::channel::<Envelope<AgentReply>>(64);
     let health = forward_health(hooks.health.subscribe(), tx.clone());
+    let crashes = forward_crashes(hooks.supervisor.clone(), tx.clone());
     let writer = async move {
         while let Some(reply) = rx.recv().await {
             // `fit_frame` already bounds hook replies; anything else too large still gets an
@@ -297,6 +298,38 @@ async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>
         _ = writer => {},
         _ = reader => {},
         _ = health => {},
+        _ = crashes => {},
+    }
+}
+
+/// Least time between two supervision reports on a connection: processes that crash in a
+/// loop, however many, cannot make the agent flood the control plane.
+pub const SUPERVISION_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Sends the supervisor's crash report on this connection, unsolicited: once at once (a
+/// control plane that just started learns it), then whenever it changed, at most once every
+/// [`SUPERVISION_REPORT_EVERY`].
+async fn forward_crashes(supervisor: Supervisor, tx: mpsc::Sender<Envelope<AgentReply>>) {
+    let mut changes = supervisor.crash_changes();
+    let mut last = None;
+    loop {
+        let report = supervisor.crashes();
+        if last.as_ref() != Some(&report) {
+            let frame = Envelope {
+                id: stratus_protocol::UNSOLICITED_ID,
+                body: AgentReply::Supervision {
+                    report: report.clone(),
+                },
+            };
+            if tx.send(frame).await.is_err() {
+                return std::future::pending().await;
+            }
+            last = Some(report);
+        }
+        tokio::time::sleep(SUPERVISION_REPORT_EVERY).await;
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_protocol::{
-    AgentReply, AgentRequest, Connection, Envelope, HealthResult, UNSOLICITED_ID, Welcome,
+    AgentReply, AgentRequest, Connection, Envelope, HealthResult, SupervisionReport,
+    UNSOLICITED_ID, Welcome,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot, watch};
@@ -57,6 +58,8 @@ pub struct Dispatcher {
     digest: fn(&str) -> String,
     /// Health results agents report, each with the server of the connection it came on.
     health: broadcast::Sender<(ServerKey, HealthResult)>,
+    /// Supervision reports agents send, each with the server of its connection.
+    supervision: broadcast::Sender<(ServerKey, SupervisionReport)>,
 }
 
 impl Dispatcher {
@@ -69,6 +72,7 @@ impl Dispatcher {
             logs,
             digest,
             health: broadcast::channel(HEALTH_BUFFER).0,
+            supervision: broadcast::channel(HEALTH_BUFFER).0,
         }
     }
 
@@ -76,6 +80,12 @@ impl Dispatcher {
     /// (never by what the frame says).
     pub fn health_results(&self) -> broadcast::Receiver<(ServerKey, HealthResult)> {
         self.health.subscribe()
+    }
+
+    /// Every supervision report an agent sends from now on, bounded, named by the
+    /// connection's server.
+    pub fn supervision_reports(&self) -> broadcast::Receiver<(ServerKey, SupervisionReport)> {
+        self.supervision.subscribe()
     }
 
     /// Allows the agent of `key` to connect with the credential whose digest is given.
@@ -261,6 +271,13 @@ impl Dispatcher {
                         body: AgentReply::Health { result },
                     }) => {
                         let _ = self.health.send((key.clone(), result.within_bounds()));
+                    }
+                    Ok(Envelope {
+                        id: UNSOLICITED_ID,
+                        body: AgentReply::Supervision { report },
+                    }) => {
+                        let report = report.within_bounds();
+                        let _ = self.supervision.send((key.clone(), report));
                     }
                     Ok(env) => {
                         if let Some(waiter) = pending.lock().await.remove(&env.id) {

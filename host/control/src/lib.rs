@@ -9,6 +9,7 @@
 //! - `monitor.rs`: agents LOST when their connection closes, RUNNING when they come back.
 //! - `paths.rs`: the state directory's layout.
 //! - `status.rs`: the operator's view of deployments, read from the store alone.
+//! - `supervision.rs`: the crashed processes agents report, kept for status.
 //! - `client.rs`: how the CLI finds (or starts) the control plane and talks to it.
 
 pub mod app;
@@ -19,3 +20,4 @@ mod monitor;
 pub mod paths;
 pub mod server;
 pub mod status;
+pub mod supervision;

@@ -94,6 +94,36 @@ pub struct ServiceView {
     /// The last scheduled health check; absent before the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthView>,
+    /// Its supervised processes that crashed and were started again (none: every process
+    /// runs as started), as its agent last reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessView>,
+}
+
+/// A supervised process that exited without being asked to (see `stratus_plugin_runtime::
+/// restart`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessView {
+    pub name: String,
+    /// `RUNNING` (started again), `RESTARTING` (waiting for its next start), or
+    /// `CRASH-LOOP` (exited quickly several times in a row).
+    pub state: String,
+    /// Its pid while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub quick_exits_in_a_row: u32,
+    pub crash_loop: bool,
+    /// e.g. `exit code 3` or `killed by signal 9 (SIGKILL)`.
+    pub last_exit: String,
+    /// Unix milliseconds of the last exit, and the same as `HH:MM:SS` UTC.
+    pub last_exit_at_ms: i64,
+    pub last_exit_at: String,
+    /// When it is started next, while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_at_ms: Option<i64>,
+    /// The end of its output when it last exited, redacted and bounded.
+    pub output_tail: String,
 }
 
 /// A service's last health check (see `stratus_engine::health`).
@@ -153,7 +183,8 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
             let mut tier_servers: Vec<ServerView> = servers
                 .iter()
                 .filter(shown)
-                .map(|s| ServerView {
+                .map(|s| (s, crate::supervision::report_of(store, &journal, &s.id)))
+                .map(|(s, crashed)| ServerView {
                     id: s.id.clone(),
                     name: s.name.clone(),
                     address: s.address.clone(),
@@ -177,6 +208,7 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                                 _ => None,
                             },
                             health: health_view(store, &journal, s, &i.service),
+                            processes: process_views(&crashed, &i.service),
                         })
                         .collect(),
                     replacing: stratus_engine::health::condemned(store, &journal, &s.id)
@@ -218,6 +250,33 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
         });
     }
     Ok(StatusView { deployments })
+}
+
+/// The crashed processes of `service` in its server's last supervision report.
+fn process_views(report: &stratus_protocol::SupervisionReport, service: &str) -> Vec<ProcessView> {
+    report
+        .processes
+        .iter()
+        .filter(|p| p.owner == service)
+        .map(|p| ProcessView {
+            name: p.name.clone(),
+            state: match (p.crash_loop, p.pid) {
+                (true, _) => "CRASH-LOOP",
+                (false, Some(_)) => "RUNNING",
+                (false, None) => "RESTARTING",
+            }
+            .to_string(),
+            pid: p.pid,
+            restarts: p.restarts,
+            quick_exits_in_a_row: p.quick_exits_in_a_row,
+            crash_loop: p.crash_loop,
+            last_exit: p.last_exit.clone(),
+            last_exit_at_ms: p.last_exit_at_ms,
+            last_exit_at: stratus_engine::recovery::clock(p.last_exit_at_ms),
+            next_start_at_ms: p.next_start_at_ms,
+            output_tail: p.output_tail.clone(),
+        })
+        .collect()
 }
 
 /// The last health of `service` on `server`; UNKNOWN whatever it was while the server is

@@ -325,6 +325,8 @@ impl Supervisor {
         if let Some(old) = procs.remove(&key) {
             old.life.stopping.store(true, Ordering::SeqCst);
             old.life.wake.notify_waiters();
+            // Its crashes leave the report.
+            self.inner.crashes.send_modify(|n| *n += 1);
         }
         let child = self.start_child(owner, &spec, user)?;
         let pid = child.id().ok_or("process exited before it got a pid")?;

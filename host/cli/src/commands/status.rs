@@ -76,6 +76,11 @@ pub fn print_text(view: &StatusView) {
                         );
                     }
                 }
+                for v in &s.services {
+                    for p in &v.processes {
+                        print_process(&v.name, p);
+                    }
+                }
                 if let Some(r) = &s.replacing {
                     println!("      being replaced: {}", indented(r, "        "));
                 }
@@ -92,6 +97,26 @@ pub fn print_text(view: &StatusView) {
                 }
             }
         }
+    }
+}
+
+/// Lines of a crashed process's output tail the text view shows (`--output json` has it
+/// all).
+const TAIL_LINES: usize = 5;
+
+/// A supervised process that crashed: its restarts, how it last ended, and, while it is in a
+/// crash loop, the last lines of its output.
+fn print_process(service: &str, p: &stratus_control::status::ProcessView) {
+    println!(
+        "      process {service}/{} {}: restarts {}, last {} at {}",
+        p.name, p.state, p.restarts, p.last_exit, p.last_exit_at
+    );
+    if !p.crash_loop {
+        return;
+    }
+    let lines: Vec<&str> = p.output_tail.lines().collect();
+    for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+        println!("        | {line}");
     }
 }
 
