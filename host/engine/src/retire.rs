@@ -10,7 +10,7 @@ use crate::reconcile::Changes;
 use std::collections::BTreeSet;
 use stratus_model::context::HookCall;
 use stratus_model::spec::DeploymentSpec;
-use stratus_model::state::ServiceEvent;
+use stratus_model::state::{AgentEvent, ServiceEvent};
 use stratus_model::step_key::{Phase, StepKey};
 
 impl Engine {
@@ -122,15 +122,22 @@ impl Engine {
     /// Ends a leaving server and its disk, as a journaled step.
     async fn end_server(&self, dep: &str, server: &Server) -> Result<(), EngineError> {
         let key = StepKey::End(server.id.clone());
-        self.step(dep, &key, "", async {
-            self.terminate_server(dep, server, None)
-                .await
-                .map(|_| ())
-                .map_err(|message| EngineError::Provider {
-                    step: key.to_string(),
-                    message,
-                })
-        })
-        .await
+        let ended = self
+            .step(dep, &key, "", async {
+                self.terminate_server(dep, server, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|message| EngineError::Provider {
+                        step: key.to_string(),
+                        message,
+                    })
+            })
+            .await;
+        // An ended server is TERMINATED whatever else was recorded meanwhile, or the next
+        // pass would see it gone and "replace" it again, forever.
+        if ended.is_ok() {
+            self.agent_event(dep, &server.id.to_string(), AgentEvent::Terminated)?;
+        }
+        ended
     }
 }

@@ -86,22 +86,26 @@ impl Engine {
         event: AgentEvent,
     ) -> Result<Option<AgentState>, EngineError> {
         let store = &self.parts.store;
-        let Some(row) = store.server::<AgentState>(dep, server)? else {
-            return Ok(None);
-        };
-        match row.agent_state.next(event) {
-            Ok(next) => {
-                // When it was lost is what auto-recovery's grace counts from.
-                if next == AgentState::Lost {
-                    let key = crate::recovery::lost_at_key(dep, server);
-                    store.set_meta(&key, &crate::retry::now_ms().to_string())?;
+        // Compare and swap: another writer (terminate, the monitor, recovery) may change the
+        // state between the read and the write; then the event is judged again from its state.
+        loop {
+            let Some(row) = store.server::<AgentState>(dep, server)? else {
+                return Ok(None);
+            };
+            let next = match row.agent_state.next(event) {
+                Ok(next) => next,
+                Err(illegal) => {
+                    tracing::debug!(%illegal, deployment = dep, server, "event ignored");
+                    return Ok(None);
                 }
-                store.set_agent_state(dep, server, &next)?;
-                Ok(Some(next))
+            };
+            // When it was lost is what auto-recovery's grace counts from.
+            if next == AgentState::Lost {
+                let key = crate::recovery::lost_at_key(dep, server);
+                store.set_meta(&key, &crate::retry::now_ms().to_string())?;
             }
-            Err(illegal) => {
-                tracing::debug!(%illegal, deployment = dep, server, "event ignored");
-                Ok(None)
+            if store.swap_agent_state(dep, server, &row.agent_state, &next)? {
+                return Ok(Some(next));
             }
         }
     }

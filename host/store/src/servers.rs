@@ -105,6 +105,25 @@ impl Store {
         not_found_if_zero(n, deployment, id)
     }
 
+    /// Sets the agent state of an existing server only if it still is `expected`; whether it
+    /// did. Two writers deciding from the same old state (a terminate and the monitor seeing
+    /// the connection close) cannot overwrite each other's outcome.
+    pub fn swap_agent_state<A: Serialize>(
+        &self,
+        deployment: &str,
+        id: &str,
+        expected: &A,
+        state: &A,
+    ) -> Result<bool, StoreError> {
+        let (expected, state) = (encode_state(expected)?, encode_state(state)?);
+        let n = self.conn().execute(
+            "UPDATE servers SET agent_state = ?4, updated_at = ?5
+             WHERE deployment = ?1 AND id = ?2 AND agent_state = ?3",
+            params![deployment, id, expected, state, now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Records (or clears) the pid of an existing server's agent.
     pub fn set_server_pid(
         &self,

@@ -292,3 +292,35 @@ fn read_only_handle_works_when_no_writer_is_running() {
     let reader = Store::open_read_only(&path).unwrap();
     assert_eq!(reader.deployments::<State>().unwrap().len(), 1);
 }
+
+#[test]
+fn an_agent_state_is_swapped_only_from_the_state_it_was_read_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    store
+        .upsert_server(&stratus_store::ServerRow {
+            deployment: "shop".into(),
+            id: "app-1".into(),
+            tier: "app".into(),
+            name: "shop-app-1".into(),
+            address: "127.0.0.2".into(),
+            root: "/r".into(),
+            pid: Some(7),
+            agent_state: "RUNNING".to_string(),
+            credential_digest: "d".into(),
+        })
+        .unwrap();
+    // Terminate wrote first; the monitor's LOST, decided from RUNNING, must not land.
+    assert!(
+        store
+            .swap_agent_state("shop", "app-1", &"RUNNING", &"TERMINATED")
+            .unwrap()
+    );
+    assert!(
+        !store
+            .swap_agent_state("shop", "app-1", &"RUNNING", &"LOST")
+            .unwrap()
+    );
+    let row = store.server::<String>("shop", "app-1").unwrap().unwrap();
+    assert_eq!(row.agent_state, "TERMINATED");
+}
