@@ -1,20 +1,42 @@
 //! What a server's programs leave outside its root under its program uid: entries in the
-//! machine's shared temporary directories and System V IPC objects. The server's disk goes at
-//! terminate; these are swept when the server ends and again before its uid is reused, so the
-//! next holder of the uid inherits none of them.
+//! machine's world-writable directories, POSIX message queues and System V IPC objects (its
+//! kernel keyrings are emptied by `process::kill_user`). The server's disk goes at terminate;
+//! these are swept when the server ends and again before its uid is reused, so the next holder
+//! of the uid inherits none of them.
 //!
-//! Only the top level of each temporary directory is swept: a file, socket, fifo or link of the
-//! uid is unlinked (the directories are sticky, so no one else can have swapped the name), a
-//! directory of the uid is given to root with mode 0700 (its contents stay, unreachable to the
-//! uid; removing a tree in a directory every user writes is not safe against renames).
+//! The directories swept are [`SHARED_TEMP_DIRS`] and every other root-owned, world-writable,
+//! sticky directory found (once per process) within [`SCAN_DEPTH`] levels of `/`, descending only
+//! through root-owned directories no one else may rename in, on writable local filesystems.
+//! Only the top level of each is swept: a file, socket, fifo or link of the uid is unlinked
+//! (the directories are sticky, so no one else can have swapped the name), a directory of the
+//! uid is given to root with mode 0700 (its contents stay, unreachable to the uid; removing a
+//! tree in a directory every user writes is not safe against renames).
 
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{Mode, SFlag, fchmodat, fstatat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, unlinkat};
-use std::os::fd::AsFd;
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
-/// The directories every user may write, where programs leave files.
+/// The directories every user may write, where programs leave files; always swept.
 pub const SHARED_TEMP_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+/// How many levels below `/` the search for other world-writable sticky directories goes
+/// (`/var/lib/php/sessions` is at 4).
+pub const SCAN_DEPTH: usize = 4;
+
+/// Most directories the search opens, so a huge tree costs the first sweep a bounded time
+/// (what lies beyond is not found, as a warning says).
+pub const MAX_SCANNED_DIRS: usize = 20_000;
+
+/// Filesystems the search enters: local ones with unix owners. Others (network and FUSE
+/// filesystems, which could stall a read, `/proc`, `/sys`, ...) are skipped, as are read-only
+/// mounts, where no program writes.
+const SCANNED_FS_TYPES: [&str; 12] = [
+    "tmpfs", "ramfs", "devtmpfs", "ext2", "ext3", "ext4", "xfs", "btrfs", "overlay", "zfs", "f2fs",
+    "bcachefs",
+];
 
 /// Most entries looked at per directory, so a directory of millions costs a launch a bounded
 /// time (what lies beyond stays, as a warning says).
@@ -29,37 +51,240 @@ pub struct Swept {
     pub closed: usize,
     /// System V shared-memory segments, message queues and semaphore sets removed.
     pub ipc: usize,
+    /// POSIX message queues removed.
+    pub mqueues: usize,
 }
 
-/// Sweeps what `uid` left in [`SHARED_TEMP_DIRS`] and System V IPC. Root only; `uid` must be a
-/// per-server program uid, never a shared one, and none of its processes may run any more.
+/// Sweeps what `uid` left in [`shared_dirs`], POSIX message queues and System V IPC. Root only;
+/// `uid` must be a per-server program uid, never a shared one, and none of its processes may
+/// run any more.
 pub fn sweep(uid: u32) -> Swept {
     assert!(uid != 0, "never root's files");
     let mut done = Swept::default();
-    for dir in SHARED_TEMP_DIRS {
-        if let Err(e) = sweep_dir(std::path::Path::new(dir), uid, &mut done) {
-            tracing::warn!(dir, uid, error = %e, "cannot sweep what a program uid left");
+    for dir in shared_dirs() {
+        if let Err(e) = open_dir(dir).and_then(|d| sweep_dir(d, dir, uid, &mut done)) {
+            tracing::warn!(dir = %dir.display(), uid, error = %e, "cannot sweep what a program uid left");
         }
+    }
+    match mqueue_dir() {
+        Ok(d) => {
+            let mut queues = Swept::default();
+            if let Err(e) = sweep_dir(d, Path::new("mqueue"), uid, &mut queues) {
+                tracing::warn!(uid, error = %e, "cannot sweep a program uid's message queues");
+            }
+            done.mqueues = queues.unlinked;
+        }
+        Err(e) => tracing::warn!(error = %e, "no POSIX message queue filesystem to sweep"),
     }
     done.ipc = remove_ipc(uid);
     done
 }
 
-/// Sweeps the top level of `dir` (opened without following a link).
-fn sweep_dir(dir: &std::path::Path, uid: u32, done: &mut Swept) -> nix::Result<()> {
-    let mut d = nix::dir::Dir::open(
-        dir,
+/// [`SHARED_TEMP_DIRS`] and the world-writable sticky directories [`find_shared_dirs`] finds,
+/// searched once per process: only root makes such a directory.
+pub fn shared_dirs() -> &'static [PathBuf] {
+    static DIRS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    DIRS.get_or_init(|| {
+        let skipped =
+            skipped_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+        let mut dirs: Vec<PathBuf> = SHARED_TEMP_DIRS.iter().map(PathBuf::from).collect();
+        for dir in find_shared_dirs(Path::new("/"), &skipped) {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        tracing::debug!(
+            ?dirs,
+            "world-writable directories swept of a program uid's leftovers"
+        );
+        dirs
+    })
+}
+
+/// Opens directory `path`, its last component not through a link.
+fn open_dir(path: &Path) -> nix::Result<nix::dir::Dir> {
+    nix::dir::Dir::open(
+        path,
         OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
-    )?;
+    )
+}
+
+/// Whether `st` is a directory.
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// Whether no one but root may swap a name in the directory `st`: root's, and sticky or
+/// writable by root alone.
+fn renames_only_by_owners(st: &FileStat) -> bool {
+    st.st_uid == 0 && (st.st_mode & 0o022 == 0 || st.st_mode & 0o1000 != 0)
+}
+
+/// Whether every user may leave entries in the directory `st`: root's, world-writable, sticky.
+fn shared(st: &FileStat) -> bool {
+    st.st_uid == 0 && st.st_mode & 0o002 != 0 && st.st_mode & 0o1000 != 0
+}
+
+/// The world-writable sticky directories within [`SCAN_DEPTH`] levels of `top` (itself
+/// included), never through a link, nor into a mount point in `skipped`, nor below a directory
+/// someone other than root could rename in; at most [`MAX_SCANNED_DIRS`] directories opened.
+pub fn find_shared_dirs(top: &Path, skipped: &std::collections::HashSet<PathBuf>) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut budget = MAX_SCANNED_DIRS;
+    if let Ok(d) = open_dir(top) {
+        walk(d, top.to_path_buf(), 0, skipped, &mut budget, &mut found);
+    }
+    if budget == 0 {
+        tracing::warn!(
+            "too many directories to search for world-writable ones; the rest stay unswept"
+        );
+    }
+    found
+}
+
+/// Depth-first step of [`find_shared_dirs`]: at most [`SCAN_DEPTH`] descriptors open at once.
+fn walk(
+    mut d: nix::dir::Dir,
+    path: PathBuf,
+    depth: usize,
+    skipped: &std::collections::HashSet<PathBuf>,
+    budget: &mut usize,
+    found: &mut Vec<PathBuf>,
+) {
+    let Ok(st) = fstat(d.as_fd()) else { return };
+    if shared(&st) {
+        found.push(path.clone());
+    }
+    if depth == SCAN_DEPTH || !renames_only_by_owners(&st) {
+        return;
+    }
+    let names: Vec<std::ffi::CString> = d
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e.file_type(), Some(nix::dir::Type::Directory) | None))
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .take(MAX_SWEPT_ENTRIES)
+        .collect();
+    for name in names {
+        if *budget == 0 {
+            return;
+        }
+        let child = path.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        if skipped.contains(&child) {
+            continue;
+        }
+        *budget -= 1;
+        let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        if let Ok(sub) = nix::dir::Dir::openat(d.as_fd(), name.as_c_str(), flags, Mode::empty()) {
+            walk(sub, child, depth + 1, skipped, budget, found);
+        }
+    }
+}
+
+/// The mount points in a `/proc/self/mountinfo` text the search must not enter: read-only
+/// mounts and filesystems not in [`SCANNED_FS_TYPES`].
+fn skipped_mounts(mountinfo: &str) -> std::collections::HashSet<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mine, theirs) = line.split_once(" - ")?;
+            let fields: Vec<&str> = mine.split(' ').collect();
+            let (point, options) = (fields.get(4)?, fields.get(5)?);
+            let fs_type = theirs.split(' ').next()?;
+            let read_only = options.split(',').any(|o| o == "ro");
+            (read_only || !SCANNED_FS_TYPES.contains(&fs_type)).then(|| unescape_mount_point(point))
+        })
+        .collect()
+}
+
+/// A mountinfo path with its `\ooo` octal escapes (space, tab, newline, backslash) undone.
+fn unescape_mount_point(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|o| b[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(o) => {
+                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// The root of this IPC namespace's POSIX message queue filesystem, as a detached mount
+/// (`fsopen`/`fsmount`: it appears in no mount table), or `/dev/mqueue` where that API is
+/// missing and the filesystem is mounted there.
+fn mqueue_dir() -> nix::Result<nix::dir::Dir> {
+    match detached_mqueue() {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            let d = open_dir(Path::new("/dev/mqueue"))?;
+            const MQUEUE_MAGIC: nix::libc::c_long = 0x1980_0202;
+            let fs = nix::sys::statfs::fstatfs(d.as_fd())?;
+            if fs.filesystem_type().0 as nix::libc::c_long == MQUEUE_MAGIC {
+                Ok(d)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A detached mount of the message queue filesystem of the caller's IPC namespace (the same
+/// queues `mq_open` sees), opened as a directory.
+fn detached_mqueue() -> nix::Result<nix::dir::Dir> {
+    use nix::libc::{SYS_fsconfig, SYS_fsmount, SYS_fsopen, c_int, c_long, c_uint, syscall};
+    const FSOPEN_CLOEXEC: c_uint = 1;
+    const FSCONFIG_CMD_CREATE: c_uint = 6;
+    const FSMOUNT_CLOEXEC: c_uint = 1;
+    let owned = |r: c_long| {
+        // SAFETY: a descriptor the kernel just returned, owned by nothing else.
+        nix::errno::Errno::result(r).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    };
+    // SAFETY: a NUL-terminated name and flags.
+    let fs = owned(unsafe { syscall(SYS_fsopen, c"mqueue".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: CREATE takes no key or value.
+    nix::errno::Errno::result(unsafe {
+        syscall(
+            SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            0usize,
+            0usize,
+            0 as c_int,
+        )
+    })?;
+    // SAFETY: a filesystem context descriptor and flags.
+    let mount =
+        owned(unsafe { syscall(SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0 as c_uint) })?;
+    nix::dir::Dir::openat(
+        mount.as_fd(),
+        c".",
+        OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Sweeps the top level of the directory `d` (named `dir` in messages) of `uid`'s entries.
+fn sweep_dir(mut d: nix::dir::Dir, dir: &Path, uid: u32, done: &mut Swept) -> nix::Result<()> {
     let fd = d
         .as_fd()
         .try_clone_to_owned()
         .map_err(|_| nix::errno::Errno::EMFILE)?;
     // Only where no one but the uid itself (dead by now) could swap one of its names: a
     // root-owned directory that is sticky or that others may not write.
-    let own = nix::sys::stat::fstat(&fd)?;
-    if own.st_uid != 0 || (own.st_mode & 0o022 != 0 && own.st_mode & 0o1000 == 0) {
+    if !renames_only_by_owners(&fstat(&fd)?) {
         tracing::warn!(dir = %dir.display(), "not sweeping a directory others may rename in");
         return Ok(());
     }
@@ -80,21 +305,8 @@ fn sweep_dir(dir: &std::path::Path, uid: u32, done: &mut Swept) -> nix::Result<(
         if st.st_uid != uid {
             continue;
         }
-        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        if is_dir {
-            fchownat(
-                &fd,
-                name.as_c_str(),
-                Some(Uid::from_raw(0)),
-                Some(Gid::from_raw(0)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
-            fchmodat(
-                &fd,
-                name.as_c_str(),
-                Mode::S_IRWXU,
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )?;
+        if is_dir(&st) {
+            close_dir(&fd, &name, uid)?;
             done.closed += 1;
         } else {
             unlinkat(&fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir)?;
@@ -102,6 +314,18 @@ fn sweep_dir(dir: &std::path::Path, uid: u32, done: &mut Swept) -> nix::Result<(
         }
     }
     Ok(())
+}
+
+/// Gives directory `name` of `parent`, if still `uid`'s, to root with mode 0700, through its
+/// own descriptor (never a link).
+fn close_dir(parent: &OwnedFd, name: &std::ffi::CStr, uid: u32) -> nix::Result<()> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let raw = nix::fcntl::openat(parent, name, flags, Mode::empty())?;
+    if fstat(&raw)?.st_uid != uid {
+        return Ok(());
+    }
+    nix::unistd::fchown(&raw, Some(0.into()), Some(0.into()))?;
+    nix::sys::stat::fchmod(&raw, Mode::S_IRWXU)
 }
 
 /// Removes every System V IPC object whose owner or creator is `uid`; how many.
@@ -169,6 +393,137 @@ mod tests {
                      0 7 600 4096 1 1 0 7 7 7 7\n";
         assert_eq!(ipc_ids_of(table, 42), vec![5, 6]);
         assert_eq!(ipc_ids_of("", 42), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn read_only_and_foreign_mounts_are_skipped() {
+        let info = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    23 22 0:5 / /proc rw,nosuid - proc proc rw\n\
+                    24 22 0:6 / /run/lock rw - tmpfs tmpfs rw\n\
+                    25 22 0:7 / /mnt/my\\040share rw - nfs4 host:/x rw\n\
+                    26 22 0:8 / /mnt/ro ro,relatime - tmpfs tmpfs rw\n\
+                    27 22 0:9 / /home/u/fuse rw - fuse.sshfs u@h: rw\n";
+        let skipped = skipped_mounts(info);
+        let want: std::collections::HashSet<PathBuf> =
+            ["/proc", "/mnt/my share", "/mnt/ro", "/home/u/fuse"]
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+        assert_eq!(skipped, want);
+    }
+
+    /// The search finds root's world-writable sticky directories at any level it reaches, but
+    /// not through a link, not another user's, not below a directory others may rename in, not
+    /// in a skipped mount, and not deeper than [`SCAN_DEPTH`].
+    #[test]
+    fn world_writable_sticky_directories_are_found_and_nothing_else() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        let t = top.path();
+        let mk = |rel: &str, mode: u32, owner: u32| {
+            let p = t.join(rel);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::lchown(&p, Some(owner), Some(owner)).unwrap();
+            p
+        };
+        let shared_top = mk("lock", 0o1777, 0);
+        let deep = mk("a/b/c", 0o1777, 0);
+        let _too_deep = mk("a/b/c2/d/e", 0o1777, 0);
+        let _theirs = mk("theirs", 0o1777, 0x7fff_0203);
+        let _open = mk("open/inner", 0o1777, 0);
+        mk("open", 0o777, 0);
+        let _mounted = mk("mounted/inner", 0o1777, 0);
+        std::os::unix::fs::symlink(&shared_top, t.join("link")).unwrap();
+        let skipped = [t.join("mounted")].into_iter().collect();
+        let mut found = find_shared_dirs(t, &skipped);
+        found.sort();
+        let mut want = vec![deep, shared_top];
+        want.sort();
+        assert_eq!(found, want);
+    }
+
+    /// Runs `f` in a forked child that became `uid`; whether it returned true.
+    fn as_uid(uid: u32, f: impl FnOnce() -> bool) -> bool {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setuid};
+        // SAFETY: the child makes system calls only and then _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let ok = setgid(Gid::from_raw(uid)).is_ok() && setuid(Uid::from_raw(uid)).is_ok();
+                // SAFETY: _exit skips the parent's atexit handlers.
+                unsafe { nix::libc::_exit(if ok && f() { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                waitpid(child, None).unwrap() == WaitStatus::Exited(child, 0)
+            }
+        }
+    }
+
+    /// Creates POSIX message queue `name` (as the calling uid).
+    fn create_queue(name: &std::ffi::CStr) -> bool {
+        // SAFETY: a NUL-terminated name, a mode and no attributes.
+        let q = unsafe {
+            nix::libc::mq_open(
+                name.as_ptr(),
+                nix::libc::O_RDWR | nix::libc::O_CREAT,
+                0o600 as nix::libc::c_uint,
+                std::ptr::null_mut::<nix::libc::mq_attr>(),
+            )
+        };
+        // SAFETY: closing the descriptor just opened.
+        q >= 0 && unsafe { nix::libc::mq_close(q) } == 0
+    }
+
+    /// Whether POSIX message queue `name` exists.
+    fn queue_exists(name: &std::ffi::CStr) -> bool {
+        // SAFETY: a NUL-terminated name.
+        let q = unsafe { nix::libc::mq_open(name.as_ptr(), nix::libc::O_RDONLY) };
+        // SAFETY: closing the descriptor just opened.
+        q >= 0 && unsafe { nix::libc::mq_close(q) } == 0
+    }
+
+    /// A file of the uid in /run/lock (a world-writable directory not among
+    /// [`SHARED_TEMP_DIRS`]) and its POSIX message queue go; another uid's stay.
+    #[test]
+    fn a_uids_files_in_other_world_writable_dirs_and_its_message_queues_are_swept() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (uid, other) = (0x7fff_0204u32, 0x7fff_0205u32);
+        let pid = std::process::id();
+        let lock = Path::new("/run/lock");
+        let found = shared_dirs().iter().any(|d| d == lock);
+        if !std::fs::symlink_metadata(lock).is_ok_and(|m| m.is_dir()) {
+            eprintln!("skipped in part: no /run/lock here");
+        } else {
+            assert!(found, "{:?}", shared_dirs());
+        }
+        let mine = std::ffi::CString::new(format!("/stratus-sweep-test-{pid}-mine")).unwrap();
+        let theirs = std::ffi::CString::new(format!("/stratus-sweep-test-{pid}-theirs")).unwrap();
+        assert!(as_uid(uid, || create_queue(&mine)));
+        assert!(as_uid(other, || create_queue(&theirs)));
+        let file = lock.join(format!("stratus-sweep-test-{pid}"));
+        if found {
+            std::fs::write(&file, "x").unwrap();
+            std::os::unix::fs::lchown(&file, Some(uid), Some(uid)).unwrap();
+        }
+
+        let done = sweep(uid);
+        assert!(!queue_exists(&mine), "the uid's queue survived");
+        assert!(queue_exists(&theirs), "another uid's queue was swept");
+        assert!(done.mqueues >= 1, "{done:?}");
+        assert!(
+            !found || std::fs::symlink_metadata(&file).is_err(),
+            "{done:?}"
+        );
+        // SAFETY: a NUL-terminated name.
+        assert_eq!(unsafe { nix::libc::mq_unlink(theirs.as_ptr()) }, 0);
     }
 
     /// Entries of the uid in /tmp go (a directory is closed instead), other users' and links'
