@@ -22,7 +22,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 /// Everything the guest's store holds.
 pub(crate) struct State {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub limiter: Limiter,
     pub host: HostCtx,
 }

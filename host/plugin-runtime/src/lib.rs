@@ -27,6 +27,7 @@ mod dispatch;
 mod engine;
 mod env;
 mod failure;
+mod guest_open;
 mod host_imports;
 mod inspect;
 mod limits;

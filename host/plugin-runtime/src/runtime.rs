@@ -64,6 +64,7 @@ pub(crate) struct RuntimeInner {
 fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<State>> {
     let mut l = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut l)?;
+    crate::guest_open::add_to_linker(&mut l)?;
     match world {
         World::Service => {
             crate::bindings::service::Service::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?

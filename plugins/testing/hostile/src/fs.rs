@@ -68,6 +68,8 @@ pub(crate) fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> 
         "fs-symlink-sealed" => sealed(ctx),
         "fs-rewrite-manifest" => rewrite_manifest(ctx),
         "fs-fill-disk" => fill(ctx),
+        "fs-fifo" => fifo(ctx),
+        "fs-spawn-writer" => spawn_writer(ctx),
         other => Err(HookError::fatal(format!("unknown attack `{other}`"))),
     }
 }
@@ -138,4 +140,53 @@ fn fill(ctx: &ServiceContext) -> Result<(), HookError> {
         Some("retry") => Err(HookError::retryable("filled the disk; try me again")),
         _ => Ok(()),
     }
+}
+
+/// The FIFO the `fs-fifo` attack plants and the `fifo` health check writes to.
+pub(crate) const FIFO: &str = "planted-fifo";
+
+/// Plants FIFOs with a program (`/usr/bin/mkfifo`), then writes to one and reads the other
+/// through WASI: either open would wait for a peer that never comes.
+fn fifo(ctx: &ServiceContext) -> Result<(), HookError> {
+    let svc = Path::new(&ctx.service_dir);
+    let (w, r) = (svc.join(FIFO), svc.join("planted-fifo-r"));
+    for p in [&w, &r] {
+        let p = p.display().to_string();
+        host::run(&crate::command("/usr/bin/mkfifo", &[&p])).map_err(HookError::fatal)?;
+    }
+    outcome(ctx, "write planted fifo", std::fs::write(&w, "hostile"))?;
+    outcome(ctx, "read planted fifo", std::fs::read(&r))
+}
+
+/// The `fifo` health check: writes to the planted FIFO every time it is asked.
+pub(crate) fn fifo_health(ctx: &ServiceContext) -> Result<HealthReport, HookError> {
+    let path = Path::new(&ctx.service_dir).join(FIFO);
+    std::fs::write(&path, "hostile").map_err(|e| io_error("writing", &path, &e))?;
+    Ok(HealthReport {
+        status: HealthStatus::Ok,
+        message: "wrote to the planted fifo".into(),
+    })
+}
+
+/// Spawns `writer`, a shell that waits a second (the hook is over by then, and its disk
+/// check passed), writes `mb` MiB (setting, default 300) into `big` in the service directory
+/// and then sleeps: only a check while processes run can see it.
+fn spawn_writer(ctx: &ServiceContext) -> Result<(), HookError> {
+    let mb: u64 = setting(ctx, "mb")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(300);
+    let big = Path::new(&ctx.service_dir).join("big");
+    let script = format!(
+        "sleep 1; head -c {mb}M /dev/zero > '{}'; echo written; exec sleep 100000",
+        big.display()
+    );
+    host::spawn(&host::ProcessSpec {
+        name: "writer".into(),
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script],
+        env: Vec::new(),
+        working_dir: None,
+    })
+    .map_err(HookError::fatal)?;
+    record(ctx, "spawned writer")
 }

