@@ -169,6 +169,14 @@ fn invisible_characters_and_escape_sequences_cannot_split_a_secret() {
         "\u{ad}",
         "\u{feff}",
         "\r",
+        // Found by a review: variation selector, grapheme joiner, tag, Mongolian vowel
+        // separator, Arabic letter mark, Hangul filler.
+        "\u{fe0f}",
+        "\u{34f}",
+        "\u{e0020}",
+        "\u{180e}",
+        "\u{61c}",
+        "\u{3164}",
     ] {
         let text = format!("pw=Sup3r{hidden}SecretPw!");
         assert_eq!(r.redact(&text), "pw=****!", "{hidden:?}");
