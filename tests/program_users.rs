@@ -2,7 +2,8 @@
 //! side by side, and a hostile plugin on one, granted a shell, goes after the other's files,
 //! processes, unix socket and MariaDB. Each attempt must be refused and the victim must stay
 //! healthy. A process left running as a server's program uid is killed at terminate and before
-//! the uid is reused.
+//! the uid is reused, and what it left in /run/lock, its message queues and its keyring go then
+//! too.
 
 mod common;
 
@@ -346,6 +347,122 @@ fn ended(child: &mut std::process::Child) -> bool {
     false
 }
 
+/// Runs `f` as `uid`, between fork and the exec of `/bin/true`: whether it returned true. `f`
+/// may make raw system calls only.
+fn as_uid(uid: u32, f: impl FnMut() -> bool + Send + Sync + 'static) -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut f = f;
+    let mut cmd = std::process::Command::new("/bin/true");
+    cmd.uid(uid).gid(uid);
+    // SAFETY: `f` makes raw system calls only, and the error is built without allocating.
+    unsafe {
+        cmd.pre_exec(move || match f() {
+            true => Ok(()),
+            false => Err(std::io::Error::from_raw_os_error(nix::libc::EPERM)),
+        })
+    };
+    cmd.status().is_ok_and(|s| s.success())
+}
+
+/// What a holder of a program uid leaves outside its server that the kernel or a shared
+/// directory keeps after its last process: a file in `/run/lock` (when the host has that
+/// world-writable directory), a POSIX message queue and a key in its user keyring.
+struct Leftovers {
+    lock_file: Option<PathBuf>,
+    queue: std::ffi::CString,
+    key: std::ffi::CString,
+}
+
+/// Leaves [`Leftovers`] of `uid`, named after `tag`.
+fn leave(uid: u32, tag: &str) -> Leftovers {
+    let name = format!("stratus-reuse-{}-{tag}", std::process::id());
+    let lock = Path::new("/run/lock");
+    let lock_file = std::fs::symlink_metadata(lock)
+        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o1002 == 0o1002)
+        .then(|| lock.join(&name));
+    if let Some(f) = &lock_file {
+        std::fs::write(f, "the earlier holder's").unwrap();
+        std::os::unix::fs::lchown(f, Some(uid), Some(uid)).unwrap();
+    }
+    let queue = std::ffi::CString::new(format!("/{name}")).unwrap();
+    let key = std::ffi::CString::new(name).unwrap();
+    let q = queue.clone();
+    assert!(
+        as_uid(uid, move || {
+            // SAFETY: a NUL-terminated name, a mode and no attributes.
+            let fd = unsafe {
+                nix::libc::mq_open(
+                    q.as_ptr(),
+                    nix::libc::O_RDWR | nix::libc::O_CREAT,
+                    0o600 as nix::libc::c_uint,
+                    std::ptr::null_mut::<nix::libc::mq_attr>(),
+                )
+            };
+            fd >= 0
+        }),
+        "cannot create a message queue as the program uid"
+    );
+    let k = key.clone();
+    assert!(
+        as_uid(uid, move || {
+            // SAFETY: NUL-terminated type and description, a payload of the length given.
+            unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_add_key,
+                    c"user".as_ptr(),
+                    k.as_ptr(),
+                    c"secret".as_ptr(),
+                    6usize,
+                    nix::libc::KEY_SPEC_USER_KEYRING as nix::libc::c_long,
+                ) > 0
+            }
+        }),
+        "cannot add a key as the program uid"
+    );
+    assert!(!key_gone(uid, &key), "the kernel did not keep the key");
+    Leftovers {
+        lock_file,
+        queue,
+        key,
+    }
+}
+
+/// Whether `uid` finds no key `key` in its user keyring.
+fn key_gone(uid: u32, key: &std::ffi::CStr) -> bool {
+    let k = key.to_owned();
+    as_uid(uid, move || {
+        // SAFETY: NUL-terminated type and description, no destination keyring.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_keyctl,
+                nix::libc::KEYCTL_SEARCH as nix::libc::c_long,
+                nix::libc::KEY_SPEC_USER_KEYRING as nix::libc::c_long,
+                c"user".as_ptr(),
+                k.as_ptr(),
+                0 as nix::libc::c_long,
+            ) < 0
+        }
+    })
+}
+
+/// Asserts that none of `left` remains for `uid` after `when`.
+fn assert_gone(uid: u32, left: &Leftovers, when: &str) {
+    if let Some(f) = &left.lock_file {
+        assert!(
+            std::fs::symlink_metadata(f).is_err(),
+            "{}: the earlier holder's /run/lock file survived {when}",
+            f.display()
+        );
+    }
+    // SAFETY: a NUL-terminated name.
+    let q = unsafe { nix::libc::mq_open(left.queue.as_ptr(), nix::libc::O_RDONLY) };
+    assert!(q < 0, "the earlier holder's message queue survived {when}");
+    assert!(
+        key_gone(uid, &left.key),
+        "the earlier holder's key survived {when}"
+    );
+}
+
 #[test]
 fn a_leftover_process_of_a_program_uid_dies_at_terminate_and_before_the_uid_is_reused() {
     if !root() {
@@ -357,11 +474,13 @@ fn a_leftover_process_of_a_program_uid_dies_at_terminate_and_before_the_uid_is_r
     launch(&st, &file);
     let first = server(&st, "reuse", "h");
     let mut during = leftover(first.uid);
+    let left = leave(first.uid, "during");
     terminate(&st, "reuse");
     assert!(
         ended(&mut during),
         "a process of the uid outlived terminate"
     );
+    assert_gone(first.uid, &left, "terminate");
 
     // One that appears after terminate (a holder whose terminate could not reach it) dies
     // before the next server with the same lease starts.
@@ -370,6 +489,7 @@ fn a_leftover_process_of_a_program_uid_dies_at_terminate_and_before_the_uid_is_r
     let left_file = std::env::temp_dir().join(format!("stratus-reuse-{}", std::process::id()));
     std::fs::write(&left_file, "the earlier holder's").unwrap();
     std::os::unix::fs::lchown(&left_file, Some(first.uid), Some(first.uid)).unwrap();
+    let left = leave(first.uid, "after");
     launch(&st, &file);
     let second = server(&st, "reuse", "h");
     assert_eq!(
@@ -386,6 +506,7 @@ fn a_leftover_process_of_a_program_uid_dies_at_terminate_and_before_the_uid_is_r
             "the earlier holder's /tmp file was inherited"
         );
     }
+    assert_gone(second.uid, &left, "the uid's reuse");
     assert_healthy(&st, "reuse", "h");
     terminate(&st, "reuse");
 }
