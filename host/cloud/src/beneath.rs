@@ -128,8 +128,12 @@ impl Beneath {
         &self.path
     }
 
+    /// Always non-blocking: a FIFO a plugin's program planted where the agent reads must fail
+    /// the caller's file-type check at once, not hold an agent thread in `open` until a
+    /// writer comes (regular files and directories ignore the flag).
     fn open_at(&self, rel: &Path, flags: OFlags, mode: u32) -> io::Result<OwnedFd> {
-        open_beneath(&self.fd, rel, flags | OFlags::CLOEXEC, mode, true)
+        let flags = flags | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        open_beneath(&self.fd, rel, flags, mode, true)
             .map_err(|e| named(&self.path.join(rel), e.into()))
     }
 
@@ -221,8 +225,7 @@ impl Beneath {
     /// name would not. A link or anything but a regular file is only removed.
     pub fn erase_file(&self, rel: &Path) -> io::Result<bool> {
         parts(rel)?;
-        let flags = OFlags::WRONLY | OFlags::NONBLOCK;
-        if let Ok(fd) = self.open_at(rel, flags, 0) {
+        if let Ok(fd) = self.open_at(rel, OFlags::WRONLY, 0) {
             let regular = rustix::fs::fstat(&fd)
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile);
             if regular {
@@ -348,5 +351,28 @@ mod tests {
             std::fs::remove_file(root.join("a/b/new")).unwrap();
             assert!(open("a/lb/new", OFlags::CREATE | OFlags::WRONLY).is_err());
         }
+    }
+
+    /// A FIFO where the agent reads, erases or looks for a directory fails (or is removed) at
+    /// once: no writer ever comes, so a blocking open would hang the test.
+    #[test]
+    fn a_fifo_never_blocks_the_agent() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let fifo = tmp.path().join("d/fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let dir = Beneath::open(tmp.path()).unwrap();
+        let err = dir.read_file(Path::new("d/fifo"), 10).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(dir.open_dir(Path::new("d/fifo")).is_err());
+        assert!(dir.erase_file(Path::new("d/fifo")).unwrap());
+        assert!(!fifo.exists());
     }
 }
