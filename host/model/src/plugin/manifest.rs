@@ -31,6 +31,30 @@ fn default_component() -> String {
     "plugin.wasm".into()
 }
 
+/// Whether `c` would act on a terminal or hide in one (controls, bidi and zero-width marks):
+/// no manifest string may hold one, since `plugin inspect` and launch errors print them to
+/// the operator who is vetting the plugin.
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
+        )
+}
+
+/// Every string inside a JSON value.
+fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| {
+            out.push(k.clone());
+            strings(v, out);
+        }),
+        _ => {}
+    }
+}
+
 /// A manifest that cannot be used; the message names the file and, for syntax and type
 /// errors, the line and column.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +69,21 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// Refuses any string holding a character that acts on or hides in a terminal, showing
+    /// the string escaped.
+    fn printable(&self) -> Result<(), String> {
+        let mut all = Vec::new();
+        strings(&serde_json::to_value(self).unwrap_or_default(), &mut all);
+        match all.iter().find(|s| s.chars().any(unprintable)) {
+            Some(bad) => Err(format!(
+                "the string \"{}\" holds a control or invisible character, which no manifest \
+                 string may",
+                bad.escape_default()
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
@@ -67,6 +106,7 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.printable()?;
         let caps = &self.capabilities;
         if self.plugin.name.is_empty() || !self.plugin.name.chars().all(name_char) {
             return Err(format!(

@@ -201,3 +201,19 @@ fn run_as_root_is_only_for_cm_and_named_when_refused() {
     let e = err(&format!("{CM}run-as = \"admin\"\n"));
     assert!(e.contains("admin") && e.contains("run-as"), "{e}");
 }
+
+#[test]
+fn strings_that_would_act_on_a_terminal_are_refused_shown_escaped() {
+    for (from, to) in [
+        ("version = \"0.1.0\"", "version = \"1.0.0\\u001b[8m\""),
+        ("name = \"hello\"", "name = \"hel\\u001b]0;x\\u0007lo\""),
+        ("GREETING = \"hi\"", "GREETING = \"h\\u202ei\""),
+        ("\"/usr/bin/echo\"", "\"/usr/bin/ec\\u200bho\""),
+    ] {
+        let text = FULL.replace(from, to);
+        assert_ne!(text, FULL);
+        let e = err(&text);
+        assert!(e.contains("holds a control or invisible character"), "{e}");
+        assert!(!e.contains('\u{1b}') && !e.contains('\u{202e}'), "{e:?}");
+    }
+}
