@@ -101,7 +101,7 @@ impl std::fmt::Debug for CallEnv {
 
 impl CallEnv {
     /// Supervised processes are grouped by this owner: the service name, else the plugin's.
-    pub(crate) fn owner(&self, plugin: &str) -> String {
+    pub fn owner(&self, plugin: &str) -> String {
         let raw = if self.labels.service.is_empty() {
             plugin
         } else {

@@ -507,6 +507,22 @@ impl Supervisor {
         }
     }
 
+    /// The names of `owner`'s processes that run or wait to be started again, not those
+    /// asked to stop (for a caller that must stop them all, such as the disk watch).
+    pub fn live_names(&self, owner: &str) -> Vec<String> {
+        let procs = self.inner.procs.lock().unwrap();
+        procs
+            .iter()
+            .filter(|((o, _), e)| {
+                o == owner
+                    && !e.life.stopping.load(Ordering::SeqCst)
+                    && (e.life.exit().is_none()
+                        || e.life.restarts.lock().unwrap().next_start_at_ms.is_some())
+            })
+            .map(|((_, n), _)| n.clone())
+            .collect()
+    }
+
     /// The leaf of a supervised process, when contained.
     fn process_leaf(&self, owner: &str, name: &str) -> Option<Cgroup> {
         let parent = self.inner.cgroups.as_ref()?;
