@@ -117,7 +117,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let health = control.dispatcher.health_results();
     tokio::spawn(control.app.clone().watch_health(health));
     let reports = control.dispatcher.supervision_reports();
-    tokio::spawn(crate::supervision::watch(store.clone(), logs.clone(), reports));
+    tokio::spawn(crate::supervision::watch(
+        store.clone(),
+        logs.clone(),
+        reports,
+    ));
     publish(&paths, addr.port())?;
     logs.info(
         Component::Dispatcher,

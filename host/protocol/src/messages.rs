@@ -241,8 +241,10 @@ impl SupervisionReport {
             p.owner = crate::bounds::cut(std::mem::take(&mut p.owner), 64 + M);
             p.name = crate::bounds::cut(std::mem::take(&mut p.name), 64 + M);
             p.last_exit = crate::bounds::cut(std::mem::take(&mut p.last_exit), 1024 + M);
-            p.output_tail =
-                crate::bounds::cut(std::mem::take(&mut p.output_tail), MAX_OUTPUT_TAIL_BYTES + M);
+            p.output_tail = crate::bounds::cut(
+                std::mem::take(&mut p.output_tail),
+                MAX_OUTPUT_TAIL_BYTES + M,
+            );
         }
         self
     }

@@ -23,6 +23,8 @@
 //!   script whose `os.execute` records `id`, cats the credential and `/etc/shadow`, tries the
 //!   root cgroups and leaves a `setsid` process with the marker; `haproxy -c` runs it, and
 //!   the shell's output lands in `lua.log`.
+//! - `proc-crash`: spawns `crash`, a shell that prints the service's first password and a
+//!   fatal error, then exits 3 at once, every time the supervisor starts it again.
 
 use stratus_plugin_sdk::files::{io_error, service_path};
 use stratus_plugin_sdk::service::*;
@@ -55,6 +57,7 @@ pub(crate) fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> 
         "proc-whoami" => whoami(ctx),
         "proc-cgroup-escape" => cgroup_escape(ctx, marker),
         "proc-haproxy-lua" => haproxy_lua(ctx, marker),
+        "proc-crash" => crash(ctx),
         other => Err(HookError::fatal(format!("unknown attack `{other}`"))),
     }
 }
@@ -67,6 +70,26 @@ fn spec(name: &str, args: &[&str], env: Vec<(String, String)>) -> host::ProcessS
         env,
         working_dir: None,
     }
+}
+
+/// A process that crashes at once with output on both streams, a password among it.
+const CRASH: &str =
+    r#"echo "starting with password $1"; echo "fatal: no configuration" >&2; exit 3"#;
+
+fn crash(ctx: &ServiceContext) -> Result<(), HookError> {
+    let password = ctx
+        .credentials
+        .first()
+        .map(|c| c.password.clone())
+        .unwrap_or_default();
+    let pid = host::spawn(&spec(
+        "crash",
+        &["-c", CRASH, "crash", &password],
+        Vec::new(),
+    ))
+    .map_err(HookError::fatal)?;
+    log::info(&format!("crashing process started as pid {pid}"));
+    Ok(())
 }
 
 fn daemonize(ctx: &ServiceContext, marker: &str) -> Result<(), HookError> {

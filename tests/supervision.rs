@@ -1,0 +1,233 @@
+//! Supervision in real launches: a greeter killed from outside is started again by its
+//! agent's supervisor and counted in status; a process that exits at once is started again
+//! with growing waits and shows as a crash loop with its exit status and the tail of its
+//! output (redacted), in status text and JSON, and in one event.
+
+mod common;
+
+use common::{Stratus, servers, terminate};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The three-tier example (HAProxy, greeters, MariaDB) with absolute paths.
+fn three_tier(st: &Stratus) -> PathBuf {
+    let root = stratus_plugin_artifacts::repo_root();
+    let dir = root.join("examples/three-tier");
+    let text = std::fs::read_to_string(dir.join("deployment.toml")).unwrap();
+    let text = text
+        .replace(
+            "\"../../plugins/",
+            &format!("\"{}/plugins/", root.display()),
+        )
+        .replace(
+            "\"datasource.sql\"",
+            &format!("\"{}\"", dir.join("datasource.sql").display()),
+        );
+    st.write_file("shop.toml", &text)
+}
+
+/// Every live process whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && common::alive(pid) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// The greeters of server `server` of deployment `shop`.
+fn greeters(st: &Stratus, server: &str) -> Vec<u32> {
+    let root = st.dir().join(format!("servers/shop/{server}/"));
+    processes_with(&root.to_string_lossy())
+        .into_iter()
+        .filter(|(_, c)| c.contains("greeter"))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The first crashed process of the first service of the first server of `tier`, if any.
+fn process_of(d: &Value, tier: &str) -> Value {
+    servers(d, tier)[0]["services"][0]["processes"][0].clone()
+}
+
+/// Polls `deployment` until `done` holds, for up to `limit`; returns the last view.
+fn wait_for(st: &Stratus, dep: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut d = st.deployment(dep);
+    while !done(&d) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        d = st.deployment(dep);
+    }
+    d
+}
+
+#[test]
+fn a_killed_greeter_is_started_again_by_its_supervisor_and_counted() {
+    let st = Stratus::new();
+    let file = three_tier(&st);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("shop");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    assert!(process_of(&d, "app").is_null(), "nothing crashed yet: {d}");
+    let before = greeters(&st, "app-1");
+    assert_eq!(before.len(), 1, "{before:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &before[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let d = wait_for(&st, "shop", Duration::from_secs(20), |d| {
+        process_of(d, "app")["state"] == "RUNNING"
+    });
+    let p = process_of(&d, "app");
+    assert_eq!(p["name"], "greeter", "{d}");
+    assert_eq!(p["state"], "RUNNING", "{d}");
+    assert_eq!(p["restarts"], 1, "{d}");
+    assert_eq!(p["last_exit"], "killed by signal 9 (SIGKILL)", "{d}");
+    assert_eq!(p["crash_loop"], false, "{d}");
+    let after = greeters(&st, "app-1");
+    assert_eq!(after.len(), 1, "one greeter again, not two: {after:?}");
+    assert_ne!(after[0], before[0]);
+    assert_eq!(p["pid"], after[0], "{d}");
+    // The other app server's greeter was left alone.
+    assert!(process_of(&d, "app").is_object());
+    assert!(
+        servers(&d, "app")[1]["services"][0]["processes"].is_null(),
+        "{d}"
+    );
+
+    let text = st.ok(&["status", "shop"]);
+    assert!(
+        text.contains("process app/greeter RUNNING: restarts 1, last killed by signal 9 (SIGKILL)"),
+        "{text}"
+    );
+    let events = st.ok(&["events", "--deployment", "shop"]);
+    assert!(
+        events.contains(
+            "process greeter of app on app-1 started again by its supervisor (1 restart(s)"
+        ),
+        "{events}"
+    );
+    // The restarted greeter serves: the load balancer answers through it.
+    let lb = servers(&d, "lb")[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = http_get(&format!("{lb}:8000"));
+    assert!(body.contains("200"), "{body}");
+    let pids = terminate(&st, "shop");
+    assert!(!pids.is_empty());
+    assert!(
+        greeters(&st, "app-1").is_empty(),
+        "no greeter outlives terminate"
+    );
+}
+
+/// The status line and body of `GET /` at `addr`, with a short timeout.
+fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The hostile package allowed `/bin/sh`, with one service `crash` whose configure spawns a
+/// process that prints a password and a fatal error, then exits 3.
+fn crashing_deployment(st: &Stratus) -> PathBuf {
+    let pkg = common::package_copy(st, "pkg", "hostile", |_| {
+        "[plugin]\nname = \"hostile\"\nversion = \"0.1.0\"\nworld = \"service\"\n\n\
+         [capabilities]\nmemory-mb = 64\ntimeout-ms = 10000\nprograms = [\"/bin/sh\"]\n\
+         dirs = [ { dir = \"service\", access = \"read-write\" } ]\n"
+            .to_string()
+    });
+    let text = format!(
+        "[deployment]\nname = \"crash\"\n\n[tiers.h]\nmin = 1\nmax = 1\nservices = [\"h\"]\n\n\
+         [services.h]\npackage = \"{}\"\ncredentials = [\"admin\"]\n\
+         settings = {{ attack = \"proc-crash\" }}\n",
+        pkg.display()
+    );
+    st.write_file("crash.toml", &text)
+}
+
+#[test]
+fn a_process_that_exits_at_once_waits_longer_each_time_and_shows_as_a_crash_loop() {
+    let st = Stratus::new();
+    let file = crashing_deployment(&st);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    // Each wait the agent announces: the time from an exit to the next start.
+    let mut waits: Vec<i64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut d = st.deployment("crash");
+    while waits.len() < 4 && Instant::now() < deadline {
+        let p = process_of(&d, "h");
+        if let (Some(next), Some(exit)) = (
+            p["next_start_at_ms"].as_i64(),
+            p["last_exit_at_ms"].as_i64(),
+        ) && waits.last() != Some(&(next - exit))
+        {
+            waits.push(next - exit);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        d = st.deployment("crash");
+    }
+    assert_eq!(waits, [1000, 2000, 4000, 8000], "{d}");
+    let p = process_of(&d, "h");
+    assert_eq!(p["name"], "crash", "{d}");
+    assert_eq!(p["crash_loop"], true, "{d}");
+    assert_eq!(p["state"], "CRASH-LOOP", "{d}");
+    assert!(p["restarts"].as_u64().unwrap() >= 3, "{d}");
+    assert!(p["quick_exits_in_a_row"].as_u64().unwrap() >= 4, "{d}");
+    assert_eq!(p["last_exit"], "exit code 3", "{d}");
+    let tail = p["output_tail"].as_str().unwrap();
+    assert!(tail.contains("fatal: no configuration"), "{tail}");
+    assert!(tail.contains("starting with password ****"), "{tail}");
+
+    // Backoff, not a spin: each start printed one line, and there were no more starts than
+    // restarts plus the first.
+    let restarts = p["restarts"].as_u64().unwrap();
+    let log =
+        common::server_root(&st, "crash", &servers(&d, "h")[0]).join("agent/processes/h/crash.log");
+    let starts = common::read(&log).matches("starting with").count() as u64;
+    assert!(
+        starts <= restarts + 2,
+        "{starts} starts for {restarts} restarts"
+    );
+
+    let text = st.ok(&["status", "crash"]);
+    assert!(
+        text.contains("process h/crash CRASH-LOOP: restarts "),
+        "{text}"
+    );
+    assert!(text.contains("        | fatal: no configuration"), "{text}");
+    let events = st.ok(&["events", "--deployment", "crash"]);
+    assert_eq!(
+        events
+            .matches("process crash of h on h-1 is in a crash loop")
+            .count(),
+        1,
+        "{events}"
+    );
+    // The process writes its own log unredacted, like any program; everything Stratus
+    // reports or stores of it is redacted.
+    common::assert_no_secret_leaked(&st, |f| !f.to_string_lossy().contains("agent/processes/"));
+    terminate(&st, "crash");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        processes_with("starting with password").is_empty(),
+        "nothing starts it again after terminate"
+    );
+}
