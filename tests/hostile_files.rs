@@ -343,13 +343,18 @@ fn a_component_over_the_size_cap_is_refused_before_it_is_read() {
         .open(package.join("plugin.wasm"))
         .unwrap();
     wasm.set_len(300_000_000).unwrap();
-    let out = st.run(&["plugin", "call", package.to_str().unwrap(), "configure"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("300000000 bytes, over the limit of 256000000 bytes"),
-        "{err}"
-    );
+    for args in [
+        vec!["plugin", "call", package.to_str().unwrap(), "configure"],
+        vec!["plugin", "inspect", package.to_str().unwrap()],
+    ] {
+        let out = st.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("300000000 bytes, over the limit of 256000000 bytes"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -82,6 +82,17 @@ pub fn run(cmd: PluginCommand, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
 
 fn inspect_cmd(path: &Path) -> anyhow::Result<ExitCode> {
     let pkg = Package::open(path)?;
+    // The same cap the agent holds components to, checked before anything is read.
+    let cap = stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES;
+    let size = std::fs::metadata(&pkg.component_path)
+        .with_context(|| format!("reading {}", pkg.component_path.display()))?
+        .len();
+    if size > cap {
+        anyhow::bail!(
+            "{} is {size} bytes, over the limit of {cap} bytes for components; nothing was read",
+            pkg.component_path.display()
+        );
+    }
     let bytes = std::fs::read(&pkg.component_path)
         .with_context(|| format!("reading {}", pkg.component_path.display()))?;
     let info =
