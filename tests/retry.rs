@@ -334,3 +334,64 @@ fn launching_a_failed_deployment_again_runs_the_failed_hook_again() {
     assert_eq!(calls(&st, "again"), 2);
     terminate(&st, "again");
 }
+
+#[test]
+fn following_a_launch_whose_control_plane_dies_says_so_instead_of_waiting() {
+    let st = Stratus::new();
+    let text = retrying_app(
+        "orphan",
+        "retry-always",
+        "{ attempts = 50, initial = \"1s\", max = \"1s\" }",
+    );
+    let file = st.write_file("orphan.toml", &text);
+    let mut child = st
+        .cmd()
+        .args(["launch", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the hook is being retried, then end the control plane under the follower.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !events(&st, "orphan")
+        .iter()
+        .any(|e| e.contains("asked to retry"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the hook never asked to be retried"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let control = st.control_pid().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &control.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the follower still waits"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("control plane of"), "{err}");
+    assert!(
+        err.contains("stopped while orphan was in progress"),
+        "{err}"
+    );
+    // A new control plane takes over (terminate starts one) and ends everything.
+    let pids = st.agent_pids();
+    st.ok(&["terminate", "orphan"]);
+    for p in pids {
+        assert!(wait_gone(p, Duration::from_secs(10)));
+    }
+}

@@ -157,8 +157,27 @@ pub fn follow(
     let mut after = 0;
     // The step the configuration worker is on, shown beside the counts.
     let mut current = String::new();
+    let mut control_gone_since: Option<Instant> = None;
     loop {
         std::thread::sleep(Duration::from_millis(150));
+        // Nobody works on the deployment once the control plane is gone: say so rather than
+        // wait for the timeout (a second's grace covers a control plane being replaced).
+        if control_plane_alive(state_dir) {
+            control_gone_since = None;
+        } else if control_gone_since
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            > Duration::from_secs(1)
+        {
+            bar.finish_and_clear();
+            eprintln!(
+                "the control plane of {} stopped while {name} was in progress; start it again \
+                 with `stratus serve` (it resumes the work from the journal) and follow with \
+                 `stratus events --follow`",
+                state_dir.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         let Some(store) = view::open_store(state_dir)? else {
             continue;
         };
@@ -230,5 +249,25 @@ pub fn follow(
             );
             return Ok(ExitCode::FAILURE);
         }
+    }
+}
+
+/// Whether the control plane named in the state directory's `control.json` runs (a zombie
+/// left to its parent does not count).
+fn control_plane_alive(state_dir: &Path) -> bool {
+    let paths = stratus_control::paths::StatePaths::new(state_dir);
+    let Ok(text) = std::fs::read_to_string(paths.control_file()) else {
+        return false;
+    };
+    let Ok(info) = serde_json::from_str::<stratus_control::paths::ControlInfo>(&text) else {
+        return false;
+    };
+    match std::fs::read_to_string(format!("/proc/{}/stat", info.pid)) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
