@@ -16,13 +16,23 @@ pub struct EventsArgs {
     pub deployment: Option<String>,
 }
 
+/// Events read from the journal at a time.
+const PAGE: usize = 1000;
+
 pub fn run(args: EventsArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     let mut after = 0;
     loop {
         if let Some(store) = view::open_store(state_dir)? {
-            for e in store.events_since(after, args.deployment.as_deref(), 1000)? {
-                after = e.seq;
-                println!("{}", format_event(&e));
+            // Page by page, so a long journal is printed whole without holding it at once.
+            loop {
+                let page = store.events_since(after, args.deployment.as_deref(), PAGE)?;
+                for e in &page {
+                    after = e.seq;
+                    println!("{}", format_event(e));
+                }
+                if page.len() < PAGE {
+                    break;
+                }
             }
         }
         if !args.follow {
