@@ -192,9 +192,14 @@ fn skipped_mounts(mountinfo: &str) -> std::collections::HashSet<PathBuf> {
             let (mine, theirs) = line.split_once(" - ")?;
             let fields: Vec<&str> = mine.split(' ').collect();
             let (point, options) = (fields.get(4)?, fields.get(5)?);
-            let fs_type = theirs.split(' ').next()?;
-            let read_only = options.split(',').any(|o| o == "ro");
-            (read_only || !SCANNED_FS_TYPES.contains(&fs_type)).then(|| unescape_mount_point(point))
+            let theirs: Vec<&str> = theirs.split(' ').collect();
+            let fs_type = theirs.first()?;
+            // Read-only as a mount or as a filesystem (the super options, third after " - ").
+            let read_only = [Some(*options), theirs.get(2).copied()]
+                .into_iter()
+                .flatten()
+                .any(|opts| opts.split(',').any(|o| o == "ro"));
+            (read_only || !SCANNED_FS_TYPES.contains(fs_type)).then(|| unescape_mount_point(point))
         })
         .collect()
 }
@@ -402,13 +407,20 @@ mod tests {
                     24 22 0:6 / /run/lock rw - tmpfs tmpfs rw\n\
                     25 22 0:7 / /mnt/my\\040share rw - nfs4 host:/x rw\n\
                     26 22 0:8 / /mnt/ro ro,relatime - tmpfs tmpfs rw\n\
-                    27 22 0:9 / /home/u/fuse rw - fuse.sshfs u@h: rw\n";
+                    27 22 0:9 / /home/u/fuse rw - fuse.sshfs u@h: rw\n\
+                    28 22 0:10 / /srv/ro-fs rw - ext4 /dev/sdb1 ro,errors=remount-ro\n\
+                    29 22 0:11 / /srv/errors rw - ext4 /dev/sdc1 rw,errors=remount-ro\n";
         let skipped = skipped_mounts(info);
-        let want: std::collections::HashSet<PathBuf> =
-            ["/proc", "/mnt/my share", "/mnt/ro", "/home/u/fuse"]
-                .iter()
-                .map(PathBuf::from)
-                .collect();
+        let want: std::collections::HashSet<PathBuf> = [
+            "/proc",
+            "/mnt/my share",
+            "/mnt/ro",
+            "/home/u/fuse",
+            "/srv/ro-fs",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         assert_eq!(skipped, want);
     }
 
