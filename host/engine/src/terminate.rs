@@ -216,6 +216,9 @@ impl Engine {
             server: Some(&sid),
             ..Subject::default()
         };
+        // Recorded before the agent is asked to go, so its connection closing is not taken
+        // for a loss (a warning, and a replacement) by the monitor.
+        let _ = self.agent_event(dep, &sid, AgentEvent::Terminated);
         let ask = self.parts.agents.call(
             dep,
             &sid,
@@ -253,7 +256,6 @@ impl Engine {
                 Err(message)
             }
         };
-        let _ = self.agent_event(dep, &server.id.to_string(), AgentEvent::Terminated);
         self.parts
             .logs
             .info(Component::MonitorServer, subject, "agent TERMINATED");
