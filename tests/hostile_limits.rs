@@ -98,3 +98,68 @@ fn a_planted_fifo_is_refused_at_open_and_never_holds_an_agent_thread() {
     );
     terminate(&st, "hfifo");
 }
+
+/// Pids whose working directory is `dir` (the service's processes start there).
+fn processes_in(dir: &std::path::Path) -> Vec<u32> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir))
+        .collect()
+}
+
+#[test]
+fn a_process_writing_past_disk_mb_after_the_last_hook_is_stopped_and_the_service_critical() {
+    let st = Stratus::new();
+    let package = package_copy(&st, "writer", "hostile", |t| {
+        t.replace(
+            "programs = [\"/usr/bin/echo\"]",
+            "programs = [\"/usr/bin/echo\", \"/bin/sh\"]\ndisk-mb = 20",
+        )
+    });
+    let health = "health = { interval = \"1s\", timeout = \"1s\" }\n";
+    let file = one_service(
+        &st,
+        "hwriter",
+        &package,
+        "attack = \"fs-spawn-writer\", mb = \"300\"",
+        health,
+    );
+    // The writer waits a second: every hook, and so the launch, is within the limit.
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let launched = Instant::now();
+    let dir = service_dir(&st, "hwriter");
+
+    let d = wait_for(&st, "hwriter", Duration::from_secs(20), |d| {
+        health_of(d)["status"] == "CRITICAL"
+    });
+    let h = health_of(&d);
+    assert_eq!(h["status"], "CRITICAL", "{d}");
+    let message = h["message"].as_str().unwrap();
+    assert!(
+        message.contains("over its disk-mb limit of 20 MiB")
+            && message.contains("processes were stopped: writer"),
+        "{message}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_in(&dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        processes_in(&dir),
+        Vec::<u32>::new(),
+        "the writer still runs"
+    );
+    assert!(
+        launched.elapsed() < Duration::from_secs(15),
+        "stopped only after {:?}",
+        launched.elapsed()
+    );
+    // It stays CRITICAL: its own health check (OK) does not hide the reason.
+    std::thread::sleep(Duration::from_secs(3));
+    let d = st.deployment("hwriter");
+    assert_eq!(health_of(&d)["status"], "CRITICAL", "{d}");
+    terminate(&st, "hwriter");
+}

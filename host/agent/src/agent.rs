@@ -81,6 +81,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         crate::private::protect(&cfg.root, &cfg.credential_file, user);
     }
     let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
+    tokio::spawn(crate::disk_watch::watch_disks(hooks.clone()));
     let stop = Arc::new(Notify::new());
 
     let result = tokio::select! {

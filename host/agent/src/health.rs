@@ -40,6 +40,15 @@ impl Watches {
         self.results.subscribe()
     }
 
+    /// Sends `result` now, outside the schedule (the disk watch stopped the service).
+    pub(crate) fn report(&self, result: HealthResult) {
+        let result = HealthResult {
+            message: cut(result.message, MAX_HEALTH_MESSAGE_BYTES),
+            ..result
+        };
+        let _ = self.results.send(result.within_bounds());
+    }
+
     /// Stops the scheduled checks of `service`, if any.
     pub(crate) fn unwatch(&self, service: &str) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,7 +126,27 @@ async fn check(hooks: &Hooks, watch: &HealthWatch) -> HealthResult {
     let (_, timeout) = schedule(watch.interval_ms, watch.timeout_ms);
     let started = Instant::now();
     let call = hooks.run(&watch.package_dir, watch.capabilities.clone(), &watch.call);
-    let (status, message) = match tokio::time::timeout(timeout, call).await {
+    // Over its disk limit it stays CRITICAL whatever its own check would say.
+    let held = hooks.disk.over(&watch.service);
+    let (status, message) = match held {
+        Some(reason) => (HealthStatus::Critical, reason),
+        None => answer(tokio::time::timeout(timeout, call).await, timeout),
+    };
+    HealthResult {
+        service: watch.service.clone(),
+        status,
+        message: cut(message, MAX_HEALTH_MESSAGE_BYTES),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+    .within_bounds()
+}
+
+/// The status and message of a check's reply (`Err`: it did not answer within `timeout`).
+fn answer(
+    reply: Result<AgentReply, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> (HealthStatus, String) {
+    match reply {
         Err(_) => (
             HealthStatus::Critical,
             format!(
@@ -144,14 +173,7 @@ async fn check(hooks: &Hooks, watch: &HealthWatch) -> HealthResult {
             HealthStatus::Unknown,
             "health-check returned no health report".to_string(),
         ),
-    };
-    HealthResult {
-        service: watch.service.clone(),
-        status,
-        message: cut(message, MAX_HEALTH_MESSAGE_BYTES),
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
-    .within_bounds()
 }
 
 #[cfg(test)]

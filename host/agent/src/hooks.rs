@@ -31,6 +31,8 @@ pub struct Hooks {
     calls: Mutex<HashMap<String, Arc<OnceCell<AgentReply>>>>,
     /// The services checked on a schedule (see `health.rs`).
     pub(crate) health: crate::health::Watches,
+    /// The services whose disk use is checked while their processes run.
+    pub(crate) disk: crate::disk_watch::DiskWatch,
 }
 
 impl Hooks {
@@ -42,6 +44,7 @@ impl Hooks {
             plugins: Mutex::default(),
             calls: Mutex::default(),
             health: crate::health::Watches::default(),
+            disk: crate::disk_watch::DiskWatch::default(),
         }
     }
 
@@ -199,12 +202,21 @@ impl Hooks {
         // Checked after failures too: a plugin must not fill the disk and then fail (or ask to
         // be retried) to escape the check; the limit is the truer reason, and not retryable.
         let caps = env.capabilities.as_ref().unwrap_or(plugin.capabilities());
-        if let Err(message) = self.disk_check(caps, &env).await {
-            report.outcome = HookResult::Failed {
-                kind: "disk-limit".into(),
-                message,
-                retryable: false,
-            };
+        match self.disk_check(caps, &env).await {
+            Err(message) => {
+                report.outcome = HookResult::Failed {
+                    kind: "disk-limit".into(),
+                    message,
+                    retryable: false,
+                };
+            }
+            Ok(rels) if !env.labels.service.is_empty() => {
+                let service = &env.labels.service;
+                self.disk.within(service);
+                self.disk
+                    .note(service, env.owner(plugin.name()), rels, caps.disk_mb);
+            }
+            Ok(_) => {}
         }
         let outcome = outcome_word(&report.outcome);
         tracing::info!(
@@ -217,14 +229,11 @@ impl Hooks {
     }
 }
 
-/// Most entries counted in a plugin's directories after a hook; more fails the hook, so that
-/// a plugin cannot make the check itself slow.
-const MAX_DISK_ENTRIES: u64 = 1_000_000;
-
 impl Hooks {
     /// The plugin's writable directories together must fit its `disk-mb`. A check after the
     /// hook, not a quota: what was written stays, but the hook (and so the launch) fails.
-    async fn disk_check(&self, caps: &Capabilities, env: &CallEnv) -> Result<(), String> {
+    /// Returns the directories it counted (relative to the server root), for the disk watch.
+    async fn disk_check(&self, caps: &Capabilities, env: &CallEnv) -> Result<Vec<PathBuf>, String> {
         let mut rels = Vec::new();
         for g in caps.dirs.iter().filter(|g| g.access == Access::ReadWrite) {
             if let Some(d) = env.dirs.get(&g.dir) {
@@ -236,19 +245,10 @@ impl Hooks {
             }
         }
         let root = self.root()?;
-        let used = tokio::task::spawn_blocking(move || {
-            let mut bytes = 0u64;
-            for rel in rels {
-                let dir = root.open_dir(&rel).map_err(|e| e.to_string())?;
-                bytes += dir
-                    .usage(MAX_DISK_ENTRIES)
-                    .map_err(|e| e.to_string())?
-                    .bytes;
-            }
-            Ok::<_, String>(bytes)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let counted = rels.clone();
+        let used = tokio::task::spawn_blocking(move || crate::disk_watch::usage(&root, &counted))
+            .await
+            .map_err(|e| e.to_string())??;
         let limit = caps.disk_mb << 20;
         if used > limit {
             return Err(format!(
@@ -258,7 +258,7 @@ impl Hooks {
                 caps.disk_mb
             ));
         }
-        Ok(())
+        Ok(rels)
     }
 
     /// Creates the call's directories beneath the server root without following links.

@@ -11,6 +11,7 @@
 //! - `private.rs`: keeping `<root>/agent/` and the credential out of the program user's reach.
 
 mod agent;
+mod disk_watch;
 mod health;
 mod hooks;
 mod private;

@@ -77,6 +77,7 @@ impl Hooks {
             }
             AgentRequest::UnwatchHealth { service } => {
                 self.health.unwatch(&service);
+                self.disk.forget(&service);
                 Ok(AgentReply::Done)
             }
             AgentRequest::Shutdown { grace_ms } => {
