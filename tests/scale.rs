@@ -150,6 +150,8 @@ fn hello_app_tier_scales_up_and_down_with_dependents_told() {
         events.contains("scaling event: tier app 5 -> 1"),
         "{events}"
     );
+    // Servers ended on purpose are not taken for lost ones.
+    assert!(!events.contains("agent LOST"), "{events}");
 
     // And back up: a reused address is granted again (a new call, not a replay).
     st.ok(&["scale", "hello", "app", "3"]);
