@@ -106,7 +106,7 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 ///
 /// The same child then empties the uid's kernel keyrings (see [`clear_user_keyrings`]): the
 /// kernel keeps them after the uid's last process, so the next holder of the uid would read
-/// them.
+/// them. One that cannot be emptied is a warning, not an error.
 pub fn kill_user(uid: u32) -> std::io::Result<()> {
     use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setgroups, setuid};
@@ -129,9 +129,12 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
         }
         ForkResult::Parent { child } => match waitpid(child, None)? {
             WaitStatus::Exited(_, 0) => Ok(()),
-            WaitStatus::Exited(_, 2) => Err(std::io::Error::other(format!(
-                "the keyrings of uid {uid} could not be cleared"
-            ))),
+            // Only the holder itself can lock its keyrings (and it could read them anyway):
+            // failing the launch would let it deny its lease to every later server.
+            WaitStatus::Exited(_, 2) => {
+                tracing::warn!(uid, "a keyring of the program uid could not be cleared");
+                Ok(())
+            }
             other => Err(std::io::Error::other(format!(
                 "the child that kills as uid {uid} could not become it ({other:?})"
             ))),
@@ -140,32 +143,38 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
 }
 
 /// Empties, as the calling process's uid, its user keyring, user-session keyring and
-/// persistent keyring (which outlive its processes); `false` if one could not be cleared for a
-/// reason other than the kernel lacking keys. Only raw system calls: it runs between fork and
-/// `_exit`.
+/// persistent keyring (which outlive its processes), or invalidates one it cannot empty (its
+/// holder took its write permission away, but left search); `false` if one could be neither
+/// for a reason other than the kernel lacking keys. Only raw system calls: it runs between
+/// fork and `_exit`.
 fn clear_user_keyrings() -> bool {
     use nix::errno::Errno;
     use nix::libc::{
         KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT,
-        SYS_keyctl, c_long, syscall,
+        KEYCTL_INVALIDATE, SYS_keyctl, c_long, syscall,
     };
     let unsupported = || matches!(Errno::last(), Errno::ENOSYS | Errno::EOPNOTSUPP);
     // SAFETY: keyctl with integer arguments only; no memory is passed.
     let keyctl = |op: u32, a: c_long, b: c_long| unsafe { syscall(SYS_keyctl, op as c_long, a, b) };
-    let mut ok = true;
-    // Linked into the user-session keyring, which is cleared last, so nothing else keeps it.
+    let forget = |ring: c_long| {
+        keyctl(KEYCTL_CLEAR, ring, 0) == 0
+            || keyctl(KEYCTL_INVALIDATE, ring, 0) == 0
+            || unsupported()
+    };
+    // Linked into the user-session keyring, which is emptied next, so nothing else keeps it.
     let persistent = keyctl(
         KEYCTL_GET_PERSISTENT,
         -1,
         c_long::from(KEY_SPEC_USER_SESSION_KEYRING),
     );
-    if persistent >= 0 {
-        ok &= keyctl(KEYCTL_CLEAR, persistent, 0) == 0 || unsupported();
+    let mut ok = if persistent >= 0 {
+        forget(persistent)
     } else {
-        ok &= unsupported();
-    }
-    for ring in [KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING] {
-        ok &= keyctl(KEYCTL_CLEAR, c_long::from(ring), 0) == 0 || unsupported();
+        unsupported()
+    };
+    // The user keyring last: once it is invalidated, the user-session one cannot be looked up.
+    for ring in [KEY_SPEC_USER_SESSION_KEYRING, KEY_SPEC_USER_KEYRING] {
+        ok &= forget(c_long::from(ring));
     }
     ok
 }
@@ -248,7 +257,7 @@ mod tests {
     }
 
     /// Runs `f` in a forked child that became `uid`; its result.
-    fn as_uid(uid: u32, f: fn() -> bool) -> bool {
+    fn as_uid(uid: u32, f: impl FnOnce() -> bool) -> bool {
         use nix::sys::wait::{WaitStatus, waitpid};
         use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setuid};
         // SAFETY: the child makes system calls only and then _exits.
@@ -337,6 +346,48 @@ mod tests {
         assert!(!as_uid(uid, no_key_found), "the keys were not kept");
         kill_user(uid).unwrap();
         assert!(as_uid(uid, no_key_found), "a key of the uid survived");
+    }
+
+    /// Takes write and set-attribute permission on its user keyring away from the uid
+    /// (`perm` = what possessor and user keep), after putting a key in it.
+    fn lock_user_keyring(perm: u32) -> bool {
+        add_keys()
+            // SAFETY: integer arguments only.
+            && unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_keyctl,
+                    nix::libc::KEYCTL_SETPERM as nix::libc::c_long,
+                    nix::libc::KEY_SPEC_USER_KEYRING as nix::libc::c_long,
+                    nix::libc::c_long::from(perm << 24 | perm << 16),
+                )
+            } == 0
+    }
+
+    /// A holder that took write permission away from its user keyring does not keep its keys
+    /// (the keyring is invalidated instead), and one that took everything away does not make
+    /// `kill_user` fail, which would deny the uid to every later server.
+    #[test]
+    fn a_locked_keyring_neither_keeps_its_keys_nor_blocks_the_uid() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        // View, read and search, no write, link or set-attribute.
+        let (readable, closed) = (0x7fff_0106, 0x7fff_0107);
+        // An earlier run's locked keyring would refuse the keys.
+        kill_user(readable).unwrap();
+        assert!(as_uid(readable, || lock_user_keyring(0x0b)));
+        assert!(!as_uid(readable, no_key_found), "the keys were not kept");
+        kill_user(readable).unwrap();
+        assert!(as_uid(readable, no_key_found), "a key of the uid survived");
+
+        // No one can undo this one, so on a rerun it is locked already.
+        as_uid(closed, || lock_user_keyring(0));
+        assert!(
+            as_uid(closed, no_key_found),
+            "a closed keyring is not even searchable"
+        );
+        kill_user(closed).unwrap();
     }
 
     /// A program that sets the marker of a server root in its own environment does not make
