@@ -310,12 +310,14 @@ fn sweep_dir(mut d: nix::dir::Dir, dir: &Path, uid: u32, done: &mut Swept) -> ni
         if st.st_uid != uid {
             continue;
         }
-        if is_dir(&st) {
-            close_dir(&fd, &name, uid)?;
-            done.closed += 1;
+        // One entry that resists does not shield the ones after it.
+        let result = if is_dir(&st) {
+            close_dir(&fd, &name, uid).map(|()| done.closed += 1)
         } else {
-            unlinkat(&fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir)?;
-            done.unlinked += 1;
+            unlinkat(&fd, name.as_c_str(), UnlinkatFlags::NoRemoveDir).map(|()| done.unlinked += 1)
+        };
+        if let Err(e) = result {
+            tracing::warn!(dir = %dir.display(), uid, error = %e, "cannot sweep an entry a program uid left");
         }
     }
     Ok(())
