@@ -4,10 +4,16 @@
 //! start of a crash loop becomes an event.
 
 use crate::dispatcher::ServerKey;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_protocol::{ProcessReport, SupervisionReport};
 use stratus_store::{Store, StoreError};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
+
+/// Least time between two reports of one server that are recorded: agents send at most one a
+/// second, so only a misbehaving agent is slowed down (each recorded report is a store write).
+pub const MIN_REPORT_GAP: Duration = Duration::from_millis(500);
 
 /// Where the last report of `server` is kept for this launch of the deployment.
 fn key(journal: &str, server: &str) -> String {
@@ -30,9 +36,19 @@ pub async fn watch(
     logs: Logs,
     mut reports: Receiver<(ServerKey, SupervisionReport)>,
 ) {
+    let mut last: HashMap<ServerKey, Instant> = HashMap::new();
     loop {
         match reports.recv().await {
             Ok(((dep, server), report)) => {
+                let key = (dep.clone(), server.clone());
+                if last.get(&key).is_some_and(|t| t.elapsed() < MIN_REPORT_GAP) {
+                    continue;
+                }
+                // Servers come and go: only the recent ones need remembering.
+                if last.len() >= 4096 {
+                    last.retain(|_, t| t.elapsed() < MIN_REPORT_GAP);
+                }
+                last.insert(key, Instant::now());
                 if let Err(e) = note(&store, &logs, &dep, &server, report) {
                     let subject = Subject {
                         deployment: Some(&dep),
