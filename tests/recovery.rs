@@ -538,3 +538,33 @@ fn a_new_server_killed_in_the_middle_of_a_scale_up_is_replaced_and_the_scale_com
     );
     terminate(&st, "hello");
 }
+
+#[test]
+fn a_frozen_server_is_noticed_by_its_missed_pings_and_replaced() {
+    let st = Stratus::new();
+    let text = hello_deployment("hello", 2).replace(
+        "[tiers.app]\n",
+        "[tiers.app]\nrecovery-grace = \"1s\"\n",
+    );
+    let file = st.write_file("hello.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let app = servers(&st.deployment("hello"), "app");
+    let pid = app[0]["pid"].as_u64().unwrap() as u32;
+    // Frozen, not dead: the connection stays open, the process stays, nothing answers.
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let d = wait_for(&st, Duration::from_secs(60), |d| {
+        d["state"] == "RUNNING" && servers(d, "app").iter().all(|s| s["id"] != "app-1")
+    });
+    let app = servers(&d, "app");
+    let ids: Vec<&str> = app.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["app-2", "app-3"], "{d}");
+    let events = st.ok(&["events", "--deployment", "hello"]);
+    assert!(events.contains("did not answer a ping within"), "{events}");
+    // Ending the replaced server ended its frozen processes too.
+    assert!(wait_gone(pid, Duration::from_secs(10)), "frozen agent {pid} left");
+    terminate(&st, "hello");
+}

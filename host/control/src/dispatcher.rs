@@ -304,6 +304,14 @@ impl Dispatcher {
         self.changed.send_modify(|n| *n += 1);
     }
 
+    /// Drops the agent's connection (it stopped answering): the monitor records it LOST,
+    /// and an agent that was only frozen reconnects once it runs again.
+    pub async fn sever(&self, key: &ServerKey) {
+        if self.state.lock().await.live.remove(key).is_some() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
     async fn drop_live(&self, key: &ServerKey, generation: u64) {
         let mut st = self.state.lock().await;
         if st.live.get(key).is_some_and(|l| l.generation == generation) {

@@ -5,9 +5,11 @@
 
 use crate::dispatcher::{Dispatcher, ServerKey};
 use std::collections::HashSet;
+use std::time::Duration;
 use stratus_engine::Engine;
 use stratus_engine::logs::{Component, Subject};
 use stratus_model::state::{AgentEvent, AgentState};
+use stratus_protocol::AgentRequest;
 
 /// Runs until the dispatcher goes away.
 pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
@@ -54,5 +56,48 @@ fn record(engine: &Engine, dep: &str, server: &str, event: AgentEvent, message: 
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "recording an agent's state"),
+    }
+}
+
+/// How often every connected agent is pinged.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long an agent may take to answer a ping before its connection is dropped. An agent
+/// answers pings while it runs hooks (each request has its own task), so only a frozen or
+/// wedged agent misses it.
+pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs until the control plane stops: an agent whose process is frozen (stopped, swapped
+/// out, its machine hung) keeps its connection open but answers nothing; without this it
+/// would stay RUNNING for ever and never be replaced.
+pub async fn heartbeat(engine: Engine, dispatcher: Dispatcher) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let keys = dispatcher.connected().await;
+        let pings = keys.into_iter().map(|key| {
+            let dispatcher = dispatcher.clone();
+            let engine = engine.clone();
+            async move {
+                let answer = dispatcher
+                    .call(&key, AgentRequest::Ping, HEARTBEAT_LIMIT)
+                    .await;
+                if let Err(crate::dispatcher::DispatchError::Timeout(..)) = answer {
+                    let subject = Subject {
+                        deployment: Some(&key.0),
+                        server: Some(&key.1),
+                        ..Subject::default()
+                    };
+                    let message = format!(
+                        "agent did not answer a ping within {} s: dropping its connection",
+                        HEARTBEAT_LIMIT.as_secs()
+                    );
+                    engine
+                        .parts()
+                        .logs
+                        .warn(Component::MonitorServer, subject, &message);
+                    dispatcher.sever(&key).await;
+                }
+            }
+        });
+        futures::future::join_all(pings).await;
     }
 }

@@ -100,6 +100,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         control_addr: addr,
         agent_args,
     });
+    tokio::spawn(crate::monitor::heartbeat(
+        engine.clone(),
+        dispatcher.clone(),
+    ));
     tokio::spawn(crate::monitor::watch_agents(
         engine.clone(),
         dispatcher.clone(),
