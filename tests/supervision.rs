@@ -231,3 +231,55 @@ fn a_process_that_exits_at_once_waits_longer_each_time_and_shows_as_a_crash_loop
         "nothing starts it again after terminate"
     );
 }
+
+/// Adoption across an agent restart is not built (see docs/operating.md, "Supervision"):
+/// today an agent that dies leaves its processes running, its server is LOST and replaced,
+/// and the replacement ends them with the old server's cgroup. This pins down that nothing
+/// is orphaned and nothing runs twice meanwhile.
+#[test]
+fn a_killed_agent_leaves_no_orphan_once_its_server_is_replaced() {
+    let st = Stratus::new();
+    let file = three_tier(&st);
+    let text =
+        common::read(&file).replace("[tiers.app]\n", "[tiers.app]\nrecovery-grace = \"1s\"\n");
+    std::fs::write(&file, text).unwrap();
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("shop");
+    let agent = servers(&d, "app")[0]["pid"].as_u64().unwrap() as u32;
+    let greeter = greeters(&st, "app-1");
+    assert_eq!(greeter.len(), 1, "{greeter:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &agent.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(common::wait_gone(agent, Duration::from_secs(5)));
+    // The agent's children outlive it: they are in the server's cgroup, not its pipes.
+    assert!(common::alive(greeter[0]), "the greeter died with its agent");
+    assert_eq!(
+        greeters(&st, "app-1").len(),
+        1,
+        "and nothing started a second one"
+    );
+
+    let replaced = |d: &Value| {
+        d["state"] == "RUNNING"
+            && servers(d, "app")
+                .iter()
+                .all(|s| s["id"] != "app-1" && s["agent"] == "RUNNING")
+    };
+    let d = wait_for(&st, "shop", Duration::from_secs(60), replaced);
+    assert!(replaced(&d), "{d}");
+    assert!(
+        common::wait_gone(greeter[0], Duration::from_secs(10)),
+        "the old greeter outlived its replaced server"
+    );
+    let ids: Vec<String> = servers(&d, "app")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &ids {
+        assert_eq!(greeters(&st, id).len(), 1, "one greeter on {id}");
+    }
+    terminate(&st, "shop");
+}

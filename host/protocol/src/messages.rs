@@ -610,4 +610,34 @@ mod tests {
         };
         assert!(encode(&envelope).is_ok());
     }
+
+    #[test]
+    fn a_supervision_report_is_held_to_its_bounds() {
+        use crate::bounds::{MARKER_BYTES, MAX_OUTPUT_TAIL_BYTES, MAX_REPORTED_PROCESSES};
+        let p = ProcessReport {
+            owner: "o".repeat(10_000),
+            name: "n".into(),
+            pid: None,
+            restarts: 1,
+            quick_exits_in_a_row: 1,
+            crash_loop: false,
+            last_exit: "x".repeat(100_000),
+            last_exit_at_ms: 0,
+            next_start_at_ms: None,
+            output_tail: "t".repeat(1 << 20),
+        };
+        let r = SupervisionReport {
+            processes: vec![p; MAX_REPORTED_PROCESSES + 10],
+            omitted: 5,
+        }
+        .within_bounds();
+        assert_eq!(r.processes.len(), MAX_REPORTED_PROCESSES);
+        assert_eq!(r.omitted, 15);
+        let p = &r.processes[0];
+        assert!(p.output_tail.len() <= MAX_OUTPUT_TAIL_BYTES + 2 * MARKER_BYTES);
+        assert!(
+            p.owner.len() <= 64 + 2 * MARKER_BYTES && p.last_exit.len() <= 1024 + 2 * MARKER_BYTES
+        );
+        assert!(encode(&r).unwrap().len() < 256 * 1024);
+    }
 }
