@@ -38,6 +38,7 @@ pub mod package;
 pub mod process_logs;
 pub mod program_user;
 pub mod restart;
+mod adoption;
 mod runtime;
 pub mod supervisor;
 

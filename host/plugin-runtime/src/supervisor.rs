@@ -12,7 +12,10 @@
 //! Restarts: a process that exits without being asked to, with a status other than 0, is
 //! started again after a backoff (see `restart`), in a fresh leaf, and counted; a `stop` (or
 //! a new `spawn` of the same name) ends that. [`Supervisor::crashes`] tells what crashed.
+//! Every kept process is written down with its start time, so that a supervisor started again
+//! on the same log directory can take them back ([`Supervisor::adopt`], see `adoption`).
 
+use crate::adoption::Record;
 use crate::output::Redactor;
 use crate::program_user::ProgramUser;
 use crate::restart::{Exit, Restarts};
@@ -64,8 +67,48 @@ struct Run {
     exit: Option<Exit>,
 }
 
+/// What a keeper waits on: a child of this supervisor, a process an earlier supervisor
+/// started (its pid and start time; it ends when that pid no longer has that start time),
+/// or a recorded process found gone.
+enum Watched {
+    Child(tokio::process::Child),
+    Adopted(u32, u64),
+    Gone,
+}
+
+/// How often an adopted process is looked at: it is not this supervisor's child, so no
+/// wait tells when it ends.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+
+impl Watched {
+    /// Waits for the end of the run; an adopted process's exit status is unknown.
+    async fn end(&mut self) -> Exit {
+        let unknown = Exit {
+            code: None,
+            signal: None,
+        };
+        match self {
+            Watched::Child(c) => Exit::of(c.wait().await),
+            Watched::Adopted(pid, started) => {
+                while crate::adoption::start_time(*pid) == Some(*started) {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                }
+                unknown
+            }
+            Watched::Gone => unknown,
+        }
+    }
+}
+
 struct Life {
+    spec: ProcessSpec,
+    user: Option<ProgramUser>,
+    /// Whether its output can be redacted: not once adopted, since the secrets of the call
+    /// that spawned it are not written down.
+    redactable: bool,
     run: watch::Sender<Run>,
+    /// The current run's start time (`/proc/<pid>/stat` field 22), written down with its pid.
+    start_time: Mutex<Option<u64>>,
     /// Set (under the process table's lock) once it is asked to stop: it is not started again.
     stopping: AtomicBool,
     /// Cuts a backoff wait short when it is stopped.
@@ -74,8 +117,54 @@ struct Life {
 }
 
 impl Life {
+    fn new(
+        spec: ProcessSpec,
+        user: Option<ProgramUser>,
+        redactable: bool,
+        pid: Option<u32>,
+    ) -> Arc<Life> {
+        let exit = match pid {
+            Some(_) => None,
+            None => Some(Exit {
+                code: None,
+                signal: None,
+            }),
+        };
+        Arc::new(Life {
+            spec,
+            user,
+            redactable,
+            run: watch::channel(Run {
+                pid: pid.unwrap_or(0),
+                exit,
+            })
+            .0,
+            start_time: Mutex::new(pid.and_then(crate::adoption::start_time)),
+            stopping: AtomicBool::new(false),
+            wake: Notify::new(),
+            restarts: Mutex::new(Restarts::default()),
+        })
+    }
+
     fn exit(&self) -> Option<Exit> {
         self.run.borrow().exit
+    }
+
+    /// Whether it is still kept: running, or waiting for its next start, and not stopped.
+    fn kept(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst)
+            && (self.exit().is_none() || self.restarts.lock().unwrap().next_start_at_ms.is_some())
+    }
+
+    /// How it is written down for a supervisor that comes after this one.
+    fn record(&self, owner: &str) -> Record {
+        let run = *self.run.borrow();
+        let mut r = Record::new(owner, &self.spec, self.user, None);
+        if run.exit.is_none() {
+            r.pid = Some(run.pid);
+            r.start_time = *self.start_time.lock().unwrap();
+        }
+        r
     }
 }
 
@@ -330,15 +419,11 @@ impl Supervisor {
         }
         let child = self.start_child(owner, &spec, user)?;
         let pid = child.id().ok_or("process exited before it got a pid")?;
-        let life = Arc::new(Life {
-            run: watch::channel(Run { pid, exit: None }).0,
-            stopping: AtomicBool::new(false),
-            wake: Notify::new(),
-            restarts: Mutex::new(Restarts::default()),
-        });
         tracing::info!(owner, name = %spec.name, pid, program = %spec.program.display(), "supervised process started");
+        let life = Life::new(spec, user, true, Some(pid));
         procs.insert(key.clone(), Entry { life: life.clone() });
-        tokio::spawn(self.clone().keep(key, life, child, spec, user));
+        self.save_table(&procs);
+        tokio::spawn(self.clone().keep(key, life, Watched::Child(child)));
         Ok(pid)
     }
 
@@ -378,38 +463,38 @@ impl Supervisor {
 
     /// Reaps each run of a process and, after a crash, starts it again after its backoff,
     /// until it is stopped, replaced, or finishes with status 0.
-    async fn keep(
-        self,
-        key: (String, String),
-        life: Arc<Life>,
-        mut child: tokio::process::Child,
-        spec: ProcessSpec,
-        user: Option<ProgramUser>,
-    ) {
+    async fn keep(self, key: (String, String), life: Arc<Life>, mut watched: Watched) {
         let (owner, name) = (key.0.as_str(), key.1.as_str());
         loop {
             let began = Instant::now();
-            let exit = Exit::of(child.wait().await);
+            let exit = watched.end().await;
             life.run.send_modify(|r| r.exit = Some(exit));
             if life.stopping.load(Ordering::SeqCst) || exit.finished() {
+                self.save_table(&self.inner.procs.lock().unwrap());
                 return;
             }
-            let log = self.log_path(owner, name);
-            let redactor = spec.redactor.clone();
-            let tail =
-                tokio::task::spawn_blocking(move || crate::restart::output_tail(&log, &redactor))
+            let tail = match life.redactable {
+                true => {
+                    let log = self.log_path(owner, name);
+                    let redactor = life.spec.redactor.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::restart::output_tail(&log, &redactor)
+                    })
                     .await
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                }
+                false => String::new(),
+            };
             let mut wait = self.crashed(&life, exit.describe(), began.elapsed(), tail);
             tracing::warn!(owner, name, exit = %exit.describe(), wait_ms = wait.as_millis() as u64,
                 "supervised process crashed; starting it again after the backoff");
-            child = loop {
+            watched = loop {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = life.wake.notified() => {}
                 }
-                match self.restart(&key, &life, &spec, user) {
-                    Ok(Some(c)) => break c,
+                match self.restart(&key, &life) {
+                    Ok(Some(c)) => break Watched::Child(c),
                     Ok(None) => return,
                     Err(e) => {
                         let why = format!("could not start: {e}");
@@ -428,6 +513,7 @@ impl Supervisor {
             .unwrap()
             .crashed(why, ran, tail, now_ms());
         self.inner.crashes.send_modify(|n| *n += 1);
+        self.save_table(&self.inner.procs.lock().unwrap());
         wait
     }
 
@@ -437,21 +523,64 @@ impl Supervisor {
         &self,
         key: &(String, String),
         life: &Arc<Life>,
-        spec: &ProcessSpec,
-        user: Option<ProgramUser>,
     ) -> Result<Option<tokio::process::Child>, String> {
         let procs = self.inner.procs.lock().unwrap();
         let current = procs.get(key).is_some_and(|e| Arc::ptr_eq(&e.life, life));
         if !current || life.stopping.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let child = self.start_child(&key.0, spec, user)?;
+        let child = self.start_child(&key.0, &life.spec, life.user)?;
         let pid = child.id().ok_or("process exited before it got a pid")?;
         life.run.send_replace(Run { pid, exit: None });
+        *life.start_time.lock().unwrap() = crate::adoption::start_time(pid);
         life.restarts.lock().unwrap().restarted();
+        self.save_table(&procs);
         self.inner.crashes.send_modify(|n| *n += 1);
         tracing::info!(owner = %key.0, name = %key.1, pid, "supervised process started again");
         Ok(Some(child))
+    }
+
+    /// Writes down every kept process for a supervisor that comes after this one; a failure
+    /// only costs adoption, so it is logged.
+    fn save_table(&self, procs: &HashMap<(String, String), Entry>) {
+        let records: Vec<Record> = procs
+            .iter()
+            .filter(|(_, e)| e.life.kept())
+            .map(|((owner, _), e)| e.life.record(owner))
+            .collect();
+        if let Err(e) = crate::adoption::save(&self.inner.log_dir, &records) {
+            tracing::warn!(error = %e, "cannot write down the supervised processes");
+        }
+    }
+
+    /// Takes back the processes an earlier supervisor on the same log directory kept: each
+    /// whose pid still has its recorded start time is watched as if started here; each that
+    /// is gone is started again after the first backoff. Returns `(owner, name, adopted pid)`
+    /// for each, `None` for those started again. Must be called inside a tokio runtime,
+    /// before any spawn.
+    pub fn adopt(&self) -> Vec<(String, String, Option<u32>)> {
+        let mut procs = self.inner.procs.lock().unwrap();
+        let mut out = Vec::new();
+        for r in crate::adoption::load(&self.inner.log_dir) {
+            let key = (r.owner.clone(), r.name.clone());
+            if !valid_name(&r.owner) || !valid_name(&r.name) || procs.contains_key(&key) {
+                continue;
+            }
+            let (spec, user) = r.spec();
+            let alive = r.still_running();
+            let life = Life::new(spec, user, false, alive);
+            let watched = match (alive, r.start_time) {
+                (Some(pid), Some(t)) => Watched::Adopted(pid, t),
+                _ => Watched::Gone,
+            };
+            tracing::info!(owner = %key.0, name = %key.1, pid = ?alive,
+                "supervised process taken back from an earlier supervisor");
+            procs.insert(key.clone(), Entry { life: life.clone() });
+            out.push((key.0.clone(), key.1.clone(), alive));
+            tokio::spawn(self.clone().keep(key, life, watched));
+        }
+        self.save_table(&procs);
+        out
     }
 
     /// Changes whenever a process crashes or is started again.
@@ -541,11 +670,13 @@ impl Supervisor {
         // its run) or never will.
         let entry = {
             let procs = self.inner.procs.lock().unwrap();
-            procs.get(&(owner.to_owned(), name.to_owned())).map(|e| {
+            let entry = procs.get(&(owner.to_owned(), name.to_owned())).map(|e| {
                 e.life.stopping.store(true, Ordering::SeqCst);
                 e.life.wake.notify_waiters();
                 (e.life.run.borrow().pid, e.life.run.subscribe())
-            })
+            });
+            self.save_table(&procs);
+            entry
         };
         let Some((pid, mut exit)) = entry else {
             return Ok(());

@@ -375,3 +375,93 @@ async fn a_new_spawn_replaces_a_crashed_process_waiting_for_its_restart() {
     );
     sup.stop_all(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_second_supervisor_adopts_what_the_first_kept_and_never_a_reused_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    // The first supervisor runs on a runtime of its own, dropped like a dying agent's: its
+    // processes keep running with nobody watching.
+    let (first_logs, d) = (logs.clone(), dir.path().to_owned());
+    let (kept, gone, stopped) = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let first = Supervisor::new(first_logs);
+            let run = |n: &str| {
+                first
+                    .spawn("svc", spec(n, "/bin/sleep", &["30"], &d))
+                    .unwrap()
+            };
+            let (kept, gone, stopped) = (run("kept"), run("gone"), run("stopped"));
+            first
+                .stop("svc", "stopped", Duration::from_secs(2))
+                .await
+                .unwrap();
+            (kept, gone, stopped)
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(!common_alive(stopped));
+    // "gone" ends while no supervisor watches; a process now holding its pid would differ
+    // in start time, which the record is checked against.
+    kill(Pid::from_raw(gone as i32), Signal::SIGKILL).unwrap();
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(gone as i32), None);
+
+    // The second supervisor (an agent started again) reads what the first wrote down.
+    let second = Supervisor::new(logs.clone());
+    let mut adopted = second.adopt();
+    adopted.sort();
+    assert_eq!(
+        adopted,
+        [
+            ("svc".to_string(), "gone".to_string(), None),
+            ("svc".to_string(), "kept".to_string(), Some(kept)),
+        ],
+        "the stopped one is not taken back"
+    );
+    assert_eq!(second.state("svc", "kept"), ProcessState::Running(kept));
+    let again = second
+        .spawn("svc", spec("kept", "/bin/sleep", &["30"], dir.path()))
+        .unwrap_err();
+    assert!(
+        again.contains("already running"),
+        "never started twice: {again}"
+    );
+    // The gone one is started again after the first backoff.
+    let r = report_until(&second, 5, |r| {
+        r.processes
+            .iter()
+            .any(|p| p.name == "gone" && p.pid.is_some())
+    })
+    .await;
+    let p = r.processes.iter().find(|p| p.name == "gone").unwrap();
+    assert_eq!(
+        (p.restarts, p.last_exit.as_str()),
+        (1, "ended, status unknown")
+    );
+    assert_eq!(
+        p.output_tail, "",
+        "an adopted process's output cannot be redacted"
+    );
+    // An adopted process that is killed is noticed and started again; stop ends it for good.
+    kill(Pid::from_raw(kept as i32), Signal::SIGKILL).unwrap();
+    let r = report_until(&second, 5, |r| {
+        r.processes
+            .iter()
+            .any(|p| p.name == "kept" && p.pid.is_some())
+    })
+    .await;
+    assert!(r.processes.iter().any(|p| p.name == "kept"), "{r:?}");
+    second.stop_all(Duration::from_secs(2)).await;
+    let third = Supervisor::new(logs);
+    assert!(
+        third.adopt().is_empty(),
+        "nothing is kept after a stop of all"
+    );
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn common_alive(pid: u32) -> bool {
+    crate::adoption::start_time(pid).is_some()
+}
