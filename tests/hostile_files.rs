@@ -192,6 +192,9 @@ fn a_plugin_rewriting_its_own_package_changes_nothing_the_agent_loads() {
         "attack = \"fs-rewrite-manifest\"",
         "",
     );
+    // The agent is restarted by hand below: recovery must not replace the server meanwhile.
+    let text = read(&file).replace("[tiers.h]\n", "[tiers.h]\nrecovery = \"off\"\n");
+    std::fs::write(&file, text).unwrap();
     st.ok(&["launch", file.to_str().unwrap()]);
 
     assert_running(&st, "hman");

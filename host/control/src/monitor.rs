@@ -26,7 +26,14 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
                 "agent LOST: its connection closed",
             );
         }
-        for (dep, server) in now.difference(&known) {
+        for key in now.difference(&known) {
+            // An agent started again by other means (a reboot) has a new pid: the provider
+            // must watch and end that one, and recovery must not take the old one's death
+            // for the server's.
+            if let Some(pid) = dispatcher.pid_of(key).await {
+                note_pid(&engine, key, pid);
+            }
+            let (dep, server) = key;
             record(
                 &engine,
                 dep,
@@ -36,6 +43,18 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
             );
         }
         known = now;
+    }
+}
+
+fn note_pid(engine: &Engine, (dep, server): &ServerKey, pid: u32) {
+    let store = &engine.parts().store;
+    let Ok(Some(row)) = store.server::<AgentState>(dep, server) else {
+        return;
+    };
+    if row.pid != Some(pid)
+        && let Err(e) = store.set_server_pid(dep, server, Some(pid))
+    {
+        tracing::warn!(error = %e, "recording a reconnected agent's pid");
     }
 }
 
