@@ -5,7 +5,7 @@
 use crate::hooks::Hooks;
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_containment::{Cgroup, Containment, descendants};
@@ -80,6 +80,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         tracing::info!(%user, "plugins' programs run as this program user");
         crate::private::protect(&cfg.root, &cfg.credential_file, user);
     }
+    // An agent started again on this server takes back the processes its predecessor kept.
+    let adopted = supervisor.adopt();
+    if !adopted.is_empty() {
+        tracing::info!(processes = ?adopted, "supervised processes taken back (none means started again)");
+    }
     let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
     tokio::spawn(crate::disk_watch::watch_disks(hooks.clone()));
     let stop = Arc::new(Notify::new());
@@ -137,11 +142,18 @@ fn contain() -> Option<Services> {
             return Err("no usable cgroup hierarchy".into());
         }
         let own = c.own();
+        // An agent started again inside the provider's cgroup lands in its `agent` leaf.
         let from_provider = std::env::var(stratus_containment::AGENT_CGROUP_ENV)
             .ok()
-            .filter(|n| own.paths().iter().all(|p| p.ends_with(n)));
+            .filter(|n| {
+                let leaf = Path::new(n).join("agent");
+                own.paths()
+                    .iter()
+                    .all(|p| p.ends_with(n) || p.ends_with(&leaf))
+            });
         let services = match from_provider {
-            Some(_) => {
+            Some(n) => {
+                let own = c.root().child(&n);
                 let leaf = own.child("agent");
                 leaf.create().map_err(|e| e.to_string())?;
                 leaf.enter(std::process::id()).map_err(|e| e.to_string())?;

@@ -67,13 +67,11 @@ struct Run {
     exit: Option<Exit>,
 }
 
-/// What a keeper waits on: a child of this supervisor, a process an earlier supervisor
-/// started (its pid and start time; it ends when that pid no longer has that start time),
-/// or a recorded process found gone.
+/// What a keeper waits on: a child of this supervisor, or a process an earlier supervisor
+/// started (its pid and start time; it ends when that pid no longer has that start time).
 enum Watched {
     Child(tokio::process::Child),
     Adopted(u32, u64),
-    Gone,
 }
 
 /// How often an adopted process is looked at: it is not this supervisor's child, so no
@@ -83,19 +81,17 @@ const ADOPTED_POLL: Duration = Duration::from_millis(250);
 impl Watched {
     /// Waits for the end of the run; an adopted process's exit status is unknown.
     async fn end(&mut self) -> Exit {
-        let unknown = Exit {
-            code: None,
-            signal: None,
-        };
         match self {
             Watched::Child(c) => Exit::of(c.wait().await),
             Watched::Adopted(pid, started) => {
                 while crate::adoption::start_time(*pid) == Some(*started) {
                     tokio::time::sleep(ADOPTED_POLL).await;
                 }
-                unknown
+                Exit {
+                    code: None,
+                    signal: None,
+                }
             }
-            Watched::Gone => unknown,
         }
     }
 }
@@ -554,10 +550,11 @@ impl Supervisor {
     }
 
     /// Takes back the processes an earlier supervisor on the same log directory kept: each
-    /// whose pid still has its recorded start time is watched as if started here; each that
-    /// is gone is started again after the first backoff. Returns `(owner, name, adopted pid)`
-    /// for each, `None` for those started again. Must be called inside a tokio runtime,
-    /// before any spawn.
+    /// whose pid still has its recorded start time is watched as if started here (and started
+    /// again when it crashes). One that is gone is left to its plugin, whose `start` finds it
+    /// not running: the server may be being relaunched, and its hooks start what it needs.
+    /// Returns `(owner, name, adopted pid)` for each, `None` for those gone. Must be called
+    /// inside a tokio runtime, before any spawn.
     pub fn adopt(&self) -> Vec<(String, String, Option<u32>)> {
         let mut procs = self.inner.procs.lock().unwrap();
         let mut out = Vec::new();
@@ -566,18 +563,20 @@ impl Supervisor {
             if !valid_name(&r.owner) || !valid_name(&r.name) || procs.contains_key(&key) {
                 continue;
             }
-            let (spec, user) = r.spec();
-            let alive = r.still_running();
-            let life = Life::new(spec, user, false, alive);
-            let watched = match (alive, r.start_time) {
-                (Some(pid), Some(t)) => Watched::Adopted(pid, t),
-                _ => Watched::Gone,
+            let Some(pid) = r.still_running() else {
+                tracing::info!(owner = %key.0, name = %key.1,
+                    "a supervised process ended while no supervisor watched it");
+                out.push((key.0, key.1, None));
+                continue;
             };
-            tracing::info!(owner = %key.0, name = %key.1, pid = ?alive,
+            let (spec, user) = r.spec();
+            let life = Life::new(spec, user, false, Some(pid));
+            let started = r.start_time.unwrap_or_default();
+            tracing::info!(owner = %key.0, name = %key.1, pid,
                 "supervised process taken back from an earlier supervisor");
             procs.insert(key.clone(), Entry { life: life.clone() });
-            out.push((key.0.clone(), key.1.clone(), alive));
-            tokio::spawn(self.clone().keep(key, life, watched));
+            out.push((key.0.clone(), key.1.clone(), Some(pid)));
+            tokio::spawn(self.clone().keep(key, life, Watched::Adopted(pid, started)));
         }
         self.save_table(&procs);
         out
