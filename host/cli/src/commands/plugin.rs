@@ -265,7 +265,8 @@ async fn call_cmd(
             .unwrap_or("not granted".into());
         println!("{kind} directory: {} ({granted})", dir.display());
     }
-    let supervisor = Supervisor::new(state.join("logs/plugin-call"));
+    let supervisor =
+        Supervisor::new(state.join("logs/plugin-call")).with_program_user(call_user()?);
     let env = CallEnv {
         sealed_package: None,
         dirs: dirs.clone(),
@@ -295,4 +296,15 @@ async fn call_cmd(
         );
     }
     Ok(code)
+}
+
+/// Who a local call's programs run as (when root): `STRATUS_PROGRAM_USER` if set, else a uid
+/// of the program range that no server gets (one past the last), so a call shares nothing
+/// with a server's programs nor with `nobody`'s (daemons' sockets often belong to nobody).
+fn call_user() -> anyhow::Result<stratus_plugin_runtime::ProgramUser> {
+    if let Ok(configured) = std::env::var(stratus_plugin_runtime::PROGRAM_USER_ENV) {
+        return Ok(configured.parse()?);
+    }
+    let uid = stratus_provider::PROGRAM_UID_BASE + stratus_provider::ADDRESS_COUNT;
+    Ok(stratus_plugin_runtime::ProgramUser { uid, gid: uid })
 }
