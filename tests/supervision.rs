@@ -283,3 +283,210 @@ fn a_killed_agent_leaves_no_orphan_once_its_server_is_replaced() {
     }
     terminate(&st, "shop");
 }
+
+/// The command line, environment, directory and cgroup leaf (`/sys/fs/cgroup/...`) of the
+/// agent `pid`, as the provider started it.
+struct Launch {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    cgroup: Option<PathBuf>,
+}
+
+fn launch_of(pid: u32) -> Launch {
+    let split = |f: &str| -> Vec<String> {
+        std::fs::read(format!("/proc/{pid}/{f}"))
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let env = split("environ")
+        .into_iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("0::")
+                .map(|p| PathBuf::from(format!("/sys/fs/cgroup{p}")))
+        })
+        .filter(|p| p.join("cgroup.procs").exists());
+    Launch {
+        argv: split("cmdline"),
+        env,
+        cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        cgroup,
+    }
+}
+
+/// An agent this test started again; killed (by its own pid) and reaped when dropped.
+struct Relaunched(std::process::Child);
+
+impl Drop for Relaunched {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts an agent again as the provider had (same arguments, environment, directory and
+/// cgroup leaf), as a reboot or an operator would.
+fn relaunch(l: &Launch) -> Relaunched {
+    use std::os::unix::process::CommandExt;
+    // The shell joins the leaf, then becomes the agent.
+    let script = match &l.cgroup {
+        Some(_) => "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"",
+        None => "exec \"$@\"",
+    };
+    let child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .arg(l.cgroup.clone().unwrap_or_default())
+        .args(&l.argv)
+        .env_clear()
+        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&l.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    Relaunched(child)
+}
+
+/// The pids of live processes whose command line mentions both `a` and `b`.
+fn pids_with(a: &str, b: &str) -> Vec<u32> {
+    let mut p: Vec<u32> = processes_with(a)
+        .into_iter()
+        .filter(|(_, c)| c.contains(b))
+        .map(|(p, _)| p)
+        .collect();
+    p.sort();
+    p
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn agents_killed_and_started_again_adopt_their_processes() {
+    let st = Stratus::new();
+    let file = three_tier(&st);
+    let health = "health = { interval = \"1s\", timeout = \"1s\", unhealthy-after = 3 }";
+    // The agents are started again by hand: recovery must not replace their servers meanwhile.
+    let text = common::read(&file)
+        .replace("ports = {", &format!("{health}\nports = {{"))
+        .replace("min = 1\n", "min = 1\nrecovery = \"off\"\n")
+        .replace("min = 2\n", "min = 2\nrecovery = \"off\"\n");
+    std::fs::write(&file, text).unwrap();
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("shop");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let root = |id: &str| {
+        st.dir()
+            .join(format!("servers/shop/{id}/"))
+            .display()
+            .to_string()
+    };
+    let processes = || {
+        (
+            pids_with(&root("db-1"), "mariadbd"),
+            pids_with(&root("lb-1"), "haproxy"),
+            greeters(&st, "app-1"),
+        )
+    };
+    let before = processes();
+    assert_eq!(
+        (before.0.len(), before.1.len(), before.2.len()),
+        (1, 1, 1),
+        "{before:?}"
+    );
+
+    // The agents of db-1, lb-1 and app-1 are killed alone (their children stay) and started
+    // again.
+    let agents: Vec<(String, u32)> = ["db", "lb", "app"]
+        .iter()
+        .map(|t| {
+            let s = &servers(&d, t)[0];
+            let id = s["id"].as_str().unwrap().to_string();
+            (id, s["pid"].as_u64().unwrap() as u32)
+        })
+        .collect();
+    let launches: Vec<Launch> = agents.iter().map(|(_, p)| launch_of(*p)).collect();
+    for (_, pid) in &agents {
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        assert!(common::wait_gone(*pid, Duration::from_secs(5)));
+    }
+    assert_eq!(processes(), before, "the processes outlive their agents");
+    let restarted_at = now_ms();
+    let _agents: Vec<Relaunched> = launches.iter().map(relaunch).collect();
+
+    // Back, with fresh health results all OK: mariadb's and haproxy's checks find their
+    // daemons through the new agents' supervisors.
+    let fresh_ok = |d: &Value| {
+        agents.iter().all(|(id, old)| {
+            let tier = id.rsplit_once('-').unwrap().0;
+            let s = servers(d, tier)
+                .into_iter()
+                .find(|s| s["id"] == *id.as_str());
+            s.is_some_and(|s| {
+                s["agent"] == "RUNNING"
+                    && s["pid"] != *old
+                    && s["services"][0]["health"]["status"] == "OK"
+                    && s["services"][0]["health"]["checked_at_ms"]
+                        .as_i64()
+                        .is_some_and(|t| t > restarted_at + 1000)
+            })
+        })
+    };
+    let d = wait_for(&st, "shop", Duration::from_secs(40), fresh_ok);
+    assert!(fresh_ok(&d), "{d}");
+    assert_eq!(
+        processes(),
+        before,
+        "the same processes, adopted: none started twice"
+    );
+    for tier in ["db", "lb", "app"] {
+        let s = &servers(&d, tier)[0];
+        assert!(
+            s["services"][0]["processes"].is_null(),
+            "nothing restarted: {s}"
+        );
+    }
+
+    // The new app-1 agent supervises its adopted greeter: killed, it is started again.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &before.2[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let d = wait_for(&st, "shop", Duration::from_secs(20), |d| {
+        process_of(d, "app")["state"] == "RUNNING"
+    });
+    let p = process_of(&d, "app");
+    assert_eq!(p["name"], "greeter", "{d}");
+    assert_eq!(p["restarts"], 1, "{d}");
+    assert_eq!(p["last_exit"], "ended, status unknown", "{d}");
+    assert_eq!(greeters(&st, "app-1").len(), 1);
+
+    terminate(&st, "shop");
+    let everything = st.dir().display().to_string();
+    assert!(pids_with(&everything, "mariadbd").is_empty());
+    assert!(pids_with(&everything, "haproxy").is_empty());
+    assert!(pids_with(&everything, "greeter").is_empty());
+}

@@ -30,8 +30,16 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
             // An agent started again by other means (a reboot) has a new pid: the provider
             // must watch and end that one, and recovery must not take the old one's death
             // for the server's.
-            if let Some(pid) = dispatcher.pid_of(key).await {
-                note_pid(&engine, key, pid);
+            if let Some(pid) = dispatcher.pid_of(key).await
+                && note_pid(&engine, key, pid)
+            {
+                // A new agent process: the health checks died with the old one.
+                let (engine, (dep, server)) = (engine.clone(), key.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = engine.rewatch_health(&dep, &server).await {
+                        tracing::warn!(error = %e, %server, "health checks not scheduled again");
+                    }
+                });
             }
             let (dep, server) = key;
             record(
@@ -46,16 +54,19 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
     }
 }
 
-fn note_pid(engine: &Engine, (dep, server): &ServerKey, pid: u32) {
+/// Records a reconnected agent's pid; says whether it changed (a new agent process).
+fn note_pid(engine: &Engine, (dep, server): &ServerKey, pid: u32) -> bool {
     let store = &engine.parts().store;
     let Ok(Some(row)) = store.server::<AgentState>(dep, server) else {
-        return;
+        return false;
     };
-    if row.pid != Some(pid)
-        && let Err(e) = store.set_server_pid(dep, server, Some(pid))
-    {
+    if row.pid == Some(pid) {
+        return false;
+    }
+    if let Err(e) = store.set_server_pid(dep, server, Some(pid)) {
         tracing::warn!(error = %e, "recording a reconnected agent's pid");
     }
+    true
 }
 
 fn record(engine: &Engine, dep: &str, server: &str, event: AgentEvent, message: &str) {

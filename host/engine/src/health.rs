@@ -343,6 +343,33 @@ impl Engine {
         Ok(())
     }
 
+    /// Tells an agent started again on `server` (its checks died with its predecessor) to
+    /// check again every service RUNNING there.
+    pub async fn rewatch_health(&self, dep: &str, server: &str) -> Result<(), EngineError> {
+        let store = &self.parts.store;
+        let Some(row) = store.deployment::<stratus_model::state::DeploymentState>(dep)? else {
+            return Ok(());
+        };
+        let mut spec = DeploymentSpec::from_str(&row.spec_toml, &row.spec_path)
+            .map_err(|e| EngineError::Other(format!("reading the file of {dep}: {e}")))?;
+        crate::apply::with_kept_ids(store, &mut spec)?;
+        let fleet = self.fleet(dep)?;
+        let Some(host) = fleet
+            .values()
+            .flatten()
+            .find(|s| s.id.to_string() == server)
+        else {
+            return Ok(());
+        };
+        for inst in store.service_instances::<ServiceState>(dep)? {
+            let running = inst.server_id == server && inst.state == ServiceState::Running;
+            if let (true, Some(svc)) = (running, spec.service(&inst.service)) {
+                self.watch_health(&spec, &fleet, svc, host).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Tells the agent of `server` to stop checking `service` (it left the deployment).
     pub async fn unwatch_health(
         &self,
