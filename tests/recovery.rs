@@ -542,10 +542,8 @@ fn a_new_server_killed_in_the_middle_of_a_scale_up_is_replaced_and_the_scale_com
 #[test]
 fn a_frozen_server_is_noticed_by_its_missed_pings_and_replaced() {
     let st = Stratus::new();
-    let text = hello_deployment("hello", 2).replace(
-        "[tiers.app]\n",
-        "[tiers.app]\nrecovery-grace = \"1s\"\n",
-    );
+    let text = hello_deployment("hello", 2)
+        .replace("[tiers.app]\n", "[tiers.app]\nrecovery-grace = \"1s\"\n");
     let file = st.write_file("hello.toml", &text);
     st.ok(&["launch", file.to_str().unwrap()]);
     let app = servers(&st.deployment("hello"), "app");
@@ -565,6 +563,9 @@ fn a_frozen_server_is_noticed_by_its_missed_pings_and_replaced() {
     let events = st.ok(&["events", "--deployment", "hello"]);
     assert!(events.contains("did not answer a ping within"), "{events}");
     // Ending the replaced server ended its frozen processes too.
-    assert!(wait_gone(pid, Duration::from_secs(10)), "frozen agent {pid} left");
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "frozen agent {pid} left"
+    );
     terminate(&st, "hello");
 }

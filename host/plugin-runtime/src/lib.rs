@@ -32,13 +32,13 @@ mod host_imports;
 mod inspect;
 mod limits;
 pub use stratus_model::plugin::manifest;
+mod adoption;
 mod network;
 mod output;
 pub mod package;
 pub mod process_logs;
 pub mod program_user;
 pub mod restart;
-mod adoption;
 mod runtime;
 pub mod supervisor;
 
