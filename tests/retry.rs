@@ -353,10 +353,12 @@ fn following_a_launch_whose_control_plane_dies_says_so_instead_of_waiting() {
         .unwrap();
     // Wait until the hook is being retried, then end the control plane under the follower.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !events(&st, "orphan")
-        .iter()
-        .any(|e| e.contains("asked to retry"))
-    {
+    // `events` may run before the control plane has created the journal: not yet, then.
+    let asked = || {
+        let out = st.run(&["events", "--deployment", "orphan"]);
+        String::from_utf8_lossy(&out.stdout).contains("asked to retry")
+    };
+    while !asked() {
         assert!(
             Instant::now() < deadline,
             "the hook never asked to be retried"
