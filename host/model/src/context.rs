@@ -255,18 +255,9 @@ impl HookCall {
         }
     }
 
-    /// What the engine journals a hook call by: a step whose view changed runs again.
-    /// - A load balancer learns the servers it balances through `start-proxy` and
-    ///   `remove-nodes`, so the servers and settings of `balanced` (the service its tier
-    ///   balances) are left out: a tier scaling behind it, or a setting of the balanced
-    ///   service changing, does not reconfigure it (its ports do).
-    /// - `install-service` installs the package (whose contents the download step is keyed
-    ///   by), so settings and dependencies are left out: changing a setting re-runs
-    ///   `configure`, `stop` and `start`, not the installation.
-    pub fn journal_view(&self, balanced: Option<&str>) -> HookCall {
-        let mut call = self.clone();
-        let install = matches!(call, HookCall::InstallService { .. });
-        let ctx = match &mut call {
+    /// [`HookCall::service_context`], mutable.
+    fn service_context_mut(&mut self) -> Option<&mut ServiceContext> {
+        match self {
             HookCall::CmPrepare { .. } | HookCall::CmRun { .. } => None,
             HookCall::InstallService { ctx }
             | HookCall::InstallDataSource { ctx }
@@ -278,7 +269,21 @@ impl HookCall {
             | HookCall::RevokeDatabaseAccess { ctx, .. }
             | HookCall::StartProxy { ctx, .. }
             | HookCall::RemoveNodes { ctx, .. } => Some(ctx),
-        };
+        }
+    }
+
+    /// What the engine journals a hook call by: a step whose view changed runs again.
+    /// - A load balancer learns the servers it balances through `start-proxy` and
+    ///   `remove-nodes`, so the servers and settings of `balanced` (the service its tier
+    ///   balances) are left out: a tier scaling behind it, or a setting of the balanced
+    ///   service changing, does not reconfigure it (its ports do).
+    /// - `install-service` installs the package (whose contents the download step is keyed
+    ///   by), so settings and dependencies are left out: changing a setting re-runs
+    ///   `configure`, `stop` and `start`, not the installation.
+    pub fn journal_view(&self, balanced: Option<&str>) -> HookCall {
+        let mut call = self.clone();
+        let install = matches!(call, HookCall::InstallService { .. });
+        let ctx = call.service_context_mut();
         let Some(ctx) = ctx else {
             return call;
         };
