@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Stratus, hello_deployment, read, servers, wait_gone};
+use common::{Stratus, addresses, hello_deployment, read, servers, wait_gone};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -167,35 +167,13 @@ fn hooks(st: &Stratus, server: &str) -> Vec<String> {
 
 const APP_PIPELINE: [&str; 4] = ["install-service", "configure", "stop", "start"];
 
-fn addresses(list: &[Value]) -> BTreeSet<String> {
-    list.iter()
-        .map(|s| s["address"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The addresses the database has granted now: grants.log replayed in order.
 fn granted(st: &Stratus, db: &str) -> BTreeSet<String> {
-    let mut set = BTreeSet::new();
-    for line in read(&service_dir(st, db).join("grants.log")).lines() {
-        let list = line.rsplit_once("addresses=").map_or("", |(_, a)| a);
-        let addrs = list.split(',').filter(|a| !a.is_empty()).map(String::from);
-        match line.split_whitespace().next() {
-            Some("grant") => set.extend(addrs),
-            Some("revoke") => addrs.for_each(|a| {
-                set.remove(&a);
-            }),
-            _ => {}
-        }
-    }
-    set
+    common::granted_in(&read(&service_dir(st, db).join("grants.log")))
 }
 
 fn balanced(st: &Stratus) -> BTreeSet<String> {
-    read(&service_dir(st, "lb-1").join("nodes.txt"))
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|a| a.rsplit_once(':').unwrap().0.to_string())
-        .collect()
+    common::nodes_in(&read(&service_dir(st, "lb-1").join("nodes.txt")))
 }
 
 /// The live app servers are exactly what the load balancer and the database know, every

@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::{Stratus, hello_deployment, read, server_root, servers, terminate, wait_gone};
+use common::{
+    Stratus, addresses, hello_deployment, read, server_root, servers, terminate, wait_gone,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -25,35 +27,13 @@ fn service_file(st: &Stratus, server: &Value, file: &str) -> String {
     )
 }
 
-fn addresses(list: &[Value]) -> BTreeSet<String> {
-    list.iter()
-        .map(|s| s["address"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The addresses the database has granted now: grants.log replayed in order.
 fn granted(st: &Stratus, db: &Value) -> BTreeSet<String> {
-    let mut set = BTreeSet::new();
-    for line in service_file(st, db, "grants.log").lines() {
-        let list = line.rsplit_once("addresses=").map_or("", |(_, a)| a);
-        let addrs = list.split(',').filter(|a| !a.is_empty()).map(String::from);
-        match line.split_whitespace().next() {
-            Some("grant") => set.extend(addrs),
-            Some("revoke") => addrs.for_each(|a| {
-                set.remove(&a);
-            }),
-            _ => {}
-        }
-    }
-    set
+    common::granted_in(&service_file(st, db, "grants.log"))
 }
 
 fn balanced(st: &Stratus, lb: &Value) -> BTreeSet<String> {
-    service_file(st, lb, "nodes.txt")
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|a| a.rsplit_once(':').unwrap().0.to_string())
-        .collect()
+    common::nodes_in(&service_file(st, lb, "nodes.txt"))
 }
 
 /// Kills every process of a server at once, as a crashed machine would end them.

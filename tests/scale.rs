@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Stratus, alive, hello_deployment, read, server_root, servers, terminate, wait_gone};
+use common::{
+    Stratus, addresses, alive, hello_deployment, read, server_root, servers, terminate, wait_gone,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -18,38 +20,14 @@ fn service_dir(st: &Stratus, server: &Value) -> PathBuf {
         .join(id)
 }
 
-fn addresses(list: &[Value]) -> BTreeSet<String> {
-    list.iter()
-        .map(|s| s["address"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The addresses the database has granted to `app` now: grants.log replayed in order.
 fn granted(st: &Stratus, db: &Value) -> BTreeSet<String> {
-    let mut set = BTreeSet::new();
-    for line in read(&service_dir(st, db).join("grants.log")).lines() {
-        let list = line.rsplit_once("addresses=").map_or("", |(_, a)| a);
-        let addrs = list.split(',').filter(|a| !a.is_empty()).map(String::from);
-        match line.split_whitespace().next() {
-            Some("grant") => set.extend(addrs),
-            Some("revoke") => {
-                for a in addrs {
-                    set.remove(&a);
-                }
-            }
-            _ => {}
-        }
-    }
-    set
+    common::granted_in(&read(&service_dir(st, db).join("grants.log")))
 }
 
 /// The addresses in the load balancer's nodes.txt.
 fn balanced(st: &Stratus, lb: &Value) -> BTreeSet<String> {
-    read(&service_dir(st, lb).join("nodes.txt"))
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|a| a.rsplit_once(':').unwrap().0.to_string())
-        .collect()
+    common::nodes_in(&read(&service_dir(st, lb).join("nodes.txt")))
 }
 
 /// Checks the deployment is RUNNING with `n` app servers that the load balancer and the

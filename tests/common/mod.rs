@@ -358,3 +358,40 @@ pub fn one_service(
     );
     st.write_file(&format!("{name}.toml"), &text)
 }
+
+/// The addresses of `servers` (status JSON).
+#[allow(dead_code)] // not every test file uses every helper
+pub fn addresses(servers: &[Value]) -> std::collections::BTreeSet<String> {
+    servers
+        .iter()
+        .map(|s| s["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The addresses a hello database has granted now: its `grants.log` replayed in order.
+#[allow(dead_code)]
+pub fn granted_in(grants_log: &str) -> std::collections::BTreeSet<String> {
+    let mut set = std::collections::BTreeSet::new();
+    for line in grants_log.lines() {
+        let list = line.rsplit_once("addresses=").map_or("", |(_, a)| a);
+        let addrs = list.split(',').filter(|a| !a.is_empty()).map(String::from);
+        match line.split_whitespace().next() {
+            Some("grant") => set.extend(addrs),
+            Some("revoke") => addrs.for_each(|a| {
+                set.remove(&a);
+            }),
+            _ => {}
+        }
+    }
+    set
+}
+
+/// The addresses in a hello load balancer's `nodes.txt`.
+#[allow(dead_code)]
+pub fn nodes_in(nodes_txt: &str) -> std::collections::BTreeSet<String> {
+    nodes_txt
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|a| a.rsplit_once(':').unwrap().0.to_string())
+        .collect()
+}
