@@ -13,16 +13,20 @@
 //! - [`plugin`]: a plugin package's manifest and the capabilities it declares.
 //! - [`retry`]: the backoff a service's retryable hook errors are retried with.
 //! - [`health`]: a running service's health schedule and what CRITICAL leads to.
+//! - [`metrics`]: a server's CPU and memory samples and the window kept of them.
+//! - [`scaling`]: a tier's scaling rules, its servers' votes and the decision they make.
 
 pub mod context;
 pub mod error;
 mod graph;
 pub mod health;
+pub mod metrics;
 pub mod ids;
 pub mod plan;
 pub mod plugin;
 mod raw;
 pub mod retry;
+pub mod scaling;
 pub mod spec;
 pub mod spec_diff;
 pub mod state;
