@@ -36,6 +36,9 @@ pub(crate) struct RawDeployment {
     pub name: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// How often agents report CPU and memory, e.g. `"5s"`.
+    #[serde(default)]
+    pub metrics_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +58,32 @@ pub(crate) struct RawTier {
     pub recovery: Option<Spanned<String>>,
     #[serde(default)]
     pub recovery_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub scaling: Option<Spanned<RawScaling>>,
+}
+
+/// `[tiers.x.scaling]`: thresholds in percent, periods as waits (`"2m"`), a custom rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawScaling {
+    #[serde(default)]
+    pub cpu_high: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub cpu_low: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub ram_high: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub ram_low: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub breach: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cooldown: Option<Spanned<String>>,
+    #[serde(default)]
+    pub settle: Option<Spanned<String>>,
+    #[serde(default)]
+    pub increment: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub rule: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

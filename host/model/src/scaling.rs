@@ -9,11 +9,10 @@
 //! never leaving `min..=max`, and never within `settle` of the tier's last scaling event.
 
 use std::fmt;
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Sample, ServerWindow};
+use crate::spec::PackageRef;
 
 /// The longest `breach` or `cooldown` a file may ask for: the window the control plane keeps.
 pub const MAX_PERIOD_MS: u64 = 600_000;
@@ -48,7 +47,7 @@ pub struct ScalingPolicy {
     /// Servers added or removed by one decision.
     pub increment: u32,
     /// A `scaler` package directory whose votes replace the threshold rule's.
-    pub rule: Option<PathBuf>,
+    pub rule: Option<PackageRef>,
 }
 
 /// Percent thresholds; a missing one never triggers.

@@ -14,6 +14,7 @@ use crate::error::{SpecError, SpecErrors};
 pub use crate::health::HealthPolicy;
 use crate::ids::{Name, ServiceId};
 pub use crate::retry::RetryPolicy;
+pub use crate::scaling::ScalingPolicy;
 
 /// The provider a launch configuration uses when it names none.
 pub const DEFAULT_PROVIDER: &str = "local";
@@ -30,6 +31,13 @@ pub struct DeploymentSpec {
     pub tiers: BTreeMap<Name, TierSpec>,
     pub services: BTreeMap<Name, ServiceSpec>,
     pub personalities: BTreeMap<Name, PersonalitySpec>,
+    /// How often agents report their server's CPU and memory (`metrics-interval`).
+    #[serde(default = "default_metrics_interval")]
+    pub metrics_interval_ms: u64,
+}
+
+fn default_metrics_interval() -> u64 {
+    crate::metrics::DEFAULT_INTERVAL_MS
 }
 
 /// A scalable group of servers.
@@ -48,6 +56,9 @@ pub struct TierSpec {
     pub balances: Option<BalanceSpec>,
     /// Whether and when a lost server of the tier is replaced.
     pub recovery: RecoverySpec,
+    /// Scaling rules (`[tiers.x.scaling]`); without them the tier scales only when asked.
+    #[serde(default)]
+    pub scaling: Option<ScalingPolicy>,
 }
 
 /// Auto-recovery of a tier: a server whose agent stays LOST for `grace_ms`, or that the

@@ -19,7 +19,7 @@ pub enum Change {
         from: (u32, u32),
         to: (u32, u32),
     },
-    /// Launch configuration (provider, CM, personality), balancing or recovery changed.
+    /// Launch configuration (provider, CM, personality), balancing, recovery or scaling changed.
     TierChanged {
         tier: Name,
         what: Vec<&'static str>,
@@ -136,6 +136,9 @@ fn tier_changes(old: &TierSpec, new: &TierSpec) -> Vec<Change> {
     }
     if old.recovery != new.recovery {
         what.push("recovery");
+    }
+    if old.scaling != new.scaling {
+        what.push("scaling");
     }
     if !what.is_empty() {
         out.push(Change::TierChanged {

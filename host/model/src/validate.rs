@@ -6,6 +6,7 @@ mod manifest_file;
 mod plugins;
 mod relations;
 mod retry;
+mod scaling;
 mod service;
 mod tier;
 pub use tier::MAX_TIER_SERVERS;
@@ -48,6 +49,7 @@ fn check(
         errors: Vec::new(),
         warnings: Vec::new(),
         manifests: plugins::Manifests::new(),
+        metrics_interval_ms: crate::metrics::DEFAULT_INTERVAL_MS,
     };
     let spec = c.deployment(&raw);
     if with_plugins && let Some(spec) = &spec {
@@ -90,6 +92,8 @@ struct Checker<'a> {
     /// Located like errors; they do not refuse the file.
     warnings: Vec<SpecError>,
     manifests: plugins::Manifests,
+    /// The file's metrics interval, which scaling periods are checked against.
+    metrics_interval_ms: u64,
 }
 
 /// Entries of a TOML table in file order (`toml` hands them over sorted by key).
@@ -201,6 +205,7 @@ impl Checker<'_> {
                 services.insert(s.name.clone(), s);
             }
         }
+        self.metrics_interval_ms = self.metrics_interval(raw.deployment.metrics_interval.as_ref());
         let mut tiers = BTreeMap::new();
         for (key, tier) in &raw.tiers {
             if let Some(t) = self.tier(
@@ -225,6 +230,7 @@ impl Checker<'_> {
             tiers,
             services,
             personalities,
+            metrics_interval_ms: self.metrics_interval_ms,
         })
     }
 

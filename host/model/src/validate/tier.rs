@@ -71,6 +71,7 @@ impl Checker<'_> {
         };
         let balances = self.balances(key.get_ref(), raw, services, carriers);
         let recovery = self.recovery(raw);
+        let scaling = raw.scaling.as_ref().and_then(|s| self.scaling(s, min, max));
         let services: Vec<Name> = raw
             .services
             .iter()
@@ -91,6 +92,7 @@ impl Checker<'_> {
             },
             balances,
             recovery,
+            scaling,
         })
     }
 
