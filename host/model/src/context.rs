@@ -351,6 +351,8 @@ pub enum World {
     Service,
     Proxy,
     Cm,
+    /// A scaling rule (`wit/scaler.wit`): no hooks, no host functions, no grants.
+    Scaler,
 }
 
 impl std::fmt::Display for World {
@@ -359,6 +361,7 @@ impl std::fmt::Display for World {
             World::Service => "service",
             World::Proxy => "proxy",
             World::Cm => "cm",
+            World::Scaler => "scaler",
         })
     }
 }

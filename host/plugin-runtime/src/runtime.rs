@@ -73,6 +73,8 @@ fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<State>> {
             crate::bindings::proxy::Proxy::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?
         }
         World::Cm => crate::bindings::cm::Cm::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?,
+        // A scaler imports no host functions; it has its own linker (scaler.rs).
+        World::Scaler => {}
     }
     Ok(l)
 }
@@ -161,6 +163,11 @@ impl Runtime {
             World::Service => Pre::Service(ServicePre::new(i.service.instantiate_pre(component)?)?),
             World::Proxy => Pre::Proxy(ProxyPre::new(i.proxy.instantiate_pre(component)?)?),
             World::Cm => Pre::Cm(CmPre::new(i.cm.instantiate_pre(component)?)?),
+            World::Scaler => {
+                return Err(wasmtime::Error::msg(
+                    "a scaler has no hooks; it is called through Runtime::scale_check",
+                ));
+            }
         })
     }
 

@@ -156,6 +156,7 @@ impl DirKind {
         match world {
             World::Service | World::Proxy => &[DirKind::Service],
             World::Cm => &[DirKind::WorkDir, DirKind::ServerConfig],
+            World::Scaler => &[],
         }
     }
 }

@@ -102,6 +102,9 @@ impl Manifest {
         // toml's Display renders the line, column and a caret under the offending span.
         let manifest: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         manifest.validate().map_err(invalid)?;
+        if manifest.plugin.world == World::Scaler {
+            scaler_keys(text).map_err(invalid)?;
+        }
         Ok(manifest)
     }
 
@@ -192,6 +195,26 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+}
+
+/// The only `[capabilities]` keys a scaler may write: a scaling rule is pure computation over
+/// the window it is given, so it gets no directories, programs, network or environment.
+pub const SCALER_KEYS: &[&str] = &["memory-mb", "timeout-ms"];
+
+/// Refuses a scaler manifest whose `[capabilities]` holds any key but [`SCALER_KEYS`], naming
+/// the key (read from the text, since a default value written out is still a grant asked for).
+fn scaler_keys(text: &str) -> Result<(), String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let Some(caps) = table.get("capabilities").and_then(|c| c.as_table()) else {
+        return Ok(());
+    };
+    match caps.keys().find(|k| !SCALER_KEYS.contains(&k.as_str())) {
+        Some(key) => Err(format!(
+            "capabilities.{key} is not allowed in a scaler: a scaling rule may only set \
+             memory-mb and timeout-ms"
+        )),
+        None => Ok(()),
     }
 }
 

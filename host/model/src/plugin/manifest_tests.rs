@@ -217,3 +217,37 @@ fn strings_that_would_act_on_a_terminal_are_refused_shown_escaped() {
         assert!(!e.contains('\u{1b}') && !e.contains('\u{202e}'), "{e:?}");
     }
 }
+
+const SCALER_HEAD: &str = "[plugin]\nname = \"rule\"\nversion = \"1\"\nworld = \"scaler\"\n";
+
+#[test]
+fn a_scaler_may_set_only_its_memory_and_time() {
+    let m = parse(&format!(
+        "{SCALER_HEAD}[capabilities]\nmemory-mb = 16\ntimeout-ms = 200\n"
+    ))
+    .unwrap();
+    assert_eq!(m.plugin.world, World::Scaler);
+    assert_eq!(
+        (m.capabilities.memory_mb, m.capabilities.timeout_ms),
+        (16, 200)
+    );
+    assert!(parse(SCALER_HEAD).is_ok());
+    for (line, key) in [
+        ("dirs = []", "dirs"),
+        ("programs = [\"/bin/sh\"]", "programs"),
+        ("network = [\"127.0.0.1:80\"]", "network"),
+        ("env = { A = \"b\" }", "env"),
+        ("output-bytes = 65536", "output-bytes"),
+        ("processes = 1", "processes"),
+        ("run-as = \"program-user\"", "run-as"),
+    ] {
+        let e = err(&format!(
+            "{SCALER_HEAD}[capabilities]\nmemory-mb = 16\n{line}\n"
+        ));
+        assert!(
+            e.contains(&format!("capabilities.{key} is not allowed in a scaler"))
+                && e.contains("pkg/plugin.toml"),
+            "{line}: {e}"
+        );
+    }
+}

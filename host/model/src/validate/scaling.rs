@@ -5,6 +5,8 @@
 use toml::Spanned;
 
 use super::Checker;
+use super::manifest_file;
+use crate::context::World;
 use crate::metrics::{DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS};
 use crate::raw::RawScaling;
 use crate::retry::parse_wait;
@@ -12,6 +14,7 @@ use crate::scaling::{
     DEFAULT_BREACH_MS, DEFAULT_COOLDOWN_MS, DEFAULT_SETTLE_MS, MAX_CPU_PERCENT, MAX_INCREMENT,
     MAX_PERIOD_MS, MAX_RAM_PERCENT, MAX_SETTLE_MS, MIN_PERIOD_MS, ScalingPolicy, Thresholds,
 };
+use crate::spec::{PackageKind, PackageRef};
 
 impl Checker<'_> {
     /// `metrics-interval` of `[deployment]`, or the default.
@@ -47,7 +50,7 @@ impl Checker<'_> {
             thresholds.ram_high,
             "ram",
         );
-        let rule = r.rule.as_ref().and_then(|p| self.package(p));
+        let rule = r.rule.as_ref().and_then(|p| self.rule(p));
         if r.rule.is_none() && thresholds.cpu_high.is_none() && thresholds.ram_high.is_none() {
             self.error(
                 raw.span(),
@@ -74,6 +77,36 @@ impl Checker<'_> {
             increment,
             rule,
         })
+    }
+
+    /// A `rule` package: a directory (the control plane loads it from there) whose manifest
+    /// declares the `scaler` world.
+    fn rule(&mut self, raw: &Spanned<String>) -> Option<PackageRef> {
+        let package = self.package(raw)?;
+        if package.kind != PackageKind::Directory {
+            let msg = format!(
+                "rule `{}` is an archive: a scaling rule must be a package directory",
+                raw.get_ref()
+            );
+            self.error(raw.span(), msg);
+            return None;
+        }
+        let loaded = self
+            .manifests
+            .entry(package.path.resolved.clone())
+            .or_insert_with(|| manifest_file::load(&package))
+            .clone();
+        let msg = match loaded {
+            Ok(m) if m.manifest.plugin.world == World::Scaler => return Some(package),
+            Ok(m) => format!(
+                "{} declares world `{}`, but a scaling rule needs a `scaler` plugin",
+                m.shown(&package),
+                m.manifest.plugin.world
+            ),
+            Err(e) => format!("rule `{}` cannot be used: {e}", raw.get_ref()),
+        };
+        self.error(raw.span(), msg);
+        None
     }
 
     fn percent(&mut self, raw: Option<&Spanned<i64>>, what: &str, max: u32) -> Option<u32> {
@@ -262,6 +295,47 @@ mod tests {
             let err =
                 with_scaling(deployment, &format!("[tiers.t.scaling]\n{scaling}")).unwrap_err();
             assert!(err.contains(expected), "{scaling}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_rule_must_be_a_scaler_package_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, world) in [("rule", "scaler"), ("svc", "service")] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            let manifest =
+                format!("[plugin]\nname = \"{name}\"\nversion = \"1\"\nworld = \"{world}\"\n");
+            std::fs::write(dir.path().join(name).join("plugin.toml"), manifest).unwrap();
+        }
+        std::fs::write(dir.path().join("rule.tgz"), "").unwrap();
+        let spec = |rule: &str| {
+            let text = format!(
+                "{HEAD}[tiers.t]\nmin = 1\nmax = 4\nservices = [\"a\"]\n\
+                 [tiers.t.scaling]\nrule = \"{rule}\"\n[services.a]\npackage = \"svc\"\n"
+            );
+            std::fs::write(dir.path().join("deploy.toml"), text).unwrap();
+            crate::spec::DeploymentSpec::from_file(dir.path().join("deploy.toml"))
+                .map_err(|e| e.to_string())
+        };
+        let ok = spec("rule").unwrap();
+        let policy = ok.tiers.values().next().unwrap().scaling.clone().unwrap();
+        assert!(policy.rule.unwrap().path.resolved.ends_with("rule"));
+        for (rule, expected) in [
+            (
+                "svc",
+                "svc/plugin.toml declares world `service`, but a scaling rule needs a `scaler` plugin",
+            ),
+            (
+                "rule.tgz",
+                "rule `rule.tgz` is an archive: a scaling rule must be a package directory",
+            ),
+            ("nowhere", "package `nowhere` does not exist"),
+        ] {
+            let err = spec(rule).unwrap_err();
+            assert!(
+                err.contains(expected) && err.contains("deploy.toml:8:"),
+                "{rule}: {err}"
+            );
         }
     }
 }
