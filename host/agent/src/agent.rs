@@ -85,12 +85,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     if !adopted.is_empty() {
         tracing::info!(processes = ?adopted, "supervised processes taken back (none means started again)");
     }
+    let measured = crate::metrics::Source {
+        supervisor: supervisor.clone(),
+        services: services.as_ref().map(|s| s.cgroup.clone()),
+    };
     let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
     tokio::spawn(crate::disk_watch::watch_disks(hooks.clone()));
     let stop = Arc::new(Notify::new());
 
     let result = tokio::select! {
-        r = serve_forever(&cfg, &credential, hooks.clone(), stop.clone()) => r,
+        r = serve_forever(&cfg, &credential, hooks.clone(), measured, stop.clone()) => r,
         _ = stop.notified() => Ok(()),
         _ = terminate_signal() => {
             tracing::info!("terminated by signal");
@@ -224,6 +228,7 @@ async fn serve_forever(
     cfg: &AgentConfig,
     credential: &str,
     hooks: Arc<Hooks>,
+    measured: crate::metrics::Source,
     stop: Arc<Notify>,
 ) -> Result<(), AgentError> {
     let mut backoff = Duration::from_millis(100);
@@ -242,7 +247,7 @@ async fn serve_forever(
                     match conn.recv::<Welcome>().await {
                         Ok(Welcome::Welcome) => {
                             tracing::info!(control = %cfg.control, "handshake accepted");
-                            serve(conn, hooks.clone(), stop.clone()).await;
+                            serve(conn, hooks.clone(), measured.clone(), stop.clone()).await;
                             tracing::warn!("control plane connection lost; reconnecting");
                         }
                         Ok(Welcome::Refused { reason }) => return Err(AgentError::Refused(reason)),
@@ -258,11 +263,17 @@ async fn serve_forever(
 }
 
 /// Serves one connection: requests run concurrently, replies go back as they finish.
-async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>) {
+async fn serve(
+    conn: Connection<TcpStream>,
+    hooks: Arc<Hooks>,
+    measured: crate::metrics::Source,
+    stop: Arc<Notify>,
+) {
     let (mut sink, mut stream) = conn.split();
     let (tx, mut rx) = mpsc::channel::<Envelope<AgentReply>>(64);
     let health = forward_health(hooks.health.subscribe(), tx.clone());
     let crashes = forward_crashes(hooks.supervisor.clone(), tx.clone());
+    let metrics = crate::metrics::report(hooks.metrics.subscribe(), measured, tx.clone());
     let writer = async move {
         while let Some(reply) = rx.recv().await {
             // `fit_frame` already bounds hook replies; anything else too large still gets an
@@ -312,6 +323,7 @@ async fn serve(conn: Connection<TcpStream>, hooks: Arc<Hooks>, stop: Arc<Notify>
         _ = reader => {},
         _ = health => {},
         _ = crashes => {},
+        _ = metrics => {},
     }
 }
 

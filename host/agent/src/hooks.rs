@@ -33,6 +33,8 @@ pub struct Hooks {
     pub(crate) health: crate::health::Watches,
     /// The services whose disk use is checked while their processes run.
     pub(crate) disk: crate::disk_watch::DiskWatch,
+    /// How often the services' metrics are reported (see `metrics.rs`).
+    pub(crate) metrics: crate::metrics::Interval,
 }
 
 impl Hooks {
@@ -45,6 +47,7 @@ impl Hooks {
             calls: Mutex::default(),
             health: crate::health::Watches::default(),
             disk: crate::disk_watch::DiskWatch::default(),
+            metrics: crate::metrics::Interval::default(),
         }
     }
 

@@ -8,12 +8,14 @@
 //! - `requests.rs`: carrying out one request.
 //! - `hooks.rs`: running a hook, with the per-call-id memory that makes repeats idempotent.
 //! - `health.rs`: calling each started service's `health-check` on its schedule.
+//! - `metrics.rs`: the CPU and memory of the server's own services, reported every interval.
 //! - `private.rs`: keeping `<root>/agent/` and the credential out of the program user's reach.
 
 mod agent;
 mod disk_watch;
 mod health;
 mod hooks;
+mod metrics;
 mod private;
 mod requests;
 

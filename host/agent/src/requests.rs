@@ -80,6 +80,11 @@ impl Hooks {
                 self.disk.forget(&service);
                 Ok(AgentReply::Done)
             }
+            AgentRequest::WatchMetrics { interval_ms } => {
+                let every = self.metrics.set(interval_ms);
+                tracing::info!(interval_ms = every.as_millis() as u64, "metrics reported");
+                Ok(AgentReply::Done)
+            }
             AgentRequest::Shutdown { grace_ms } => {
                 // Checks of services being stopped would only report them CRITICAL.
                 self.health.stop_all();

@@ -196,7 +196,10 @@ impl Engine {
                     message: cut(message, MAX_AGENT_MESSAGE),
                 });
             }
-            AgentReply::Done | AgentReply::Health { .. } | AgentReply::Supervision { .. } => {
+            AgentReply::Done
+            | AgentReply::Health { .. }
+            | AgentReply::Supervision { .. }
+            | AgentReply::Metrics { .. } => {
                 return Err(EngineError::Agent {
                     step: key.to_string(),
                     server: server.id.to_string(),

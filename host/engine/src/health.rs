@@ -333,7 +333,10 @@ impl Engine {
                 AgentReply::Error { message } => {
                     return Err(failed(cut(message, MAX_HEALTH_MESSAGE_BYTES)));
                 }
-                AgentReply::Done | AgentReply::Health { .. } | AgentReply::Supervision { .. } => {
+                AgentReply::Done
+                | AgentReply::Health { .. }
+                | AgentReply::Supervision { .. }
+                | AgentReply::Metrics { .. } => {
                     return Err(failed(format!("agent answered {hook} without a report")));
                 }
             }

@@ -651,6 +651,19 @@ impl Supervisor {
             .collect()
     }
 
+    /// The pid of every supervised process running now (started here or adopted), for the
+    /// agent's metrics; the processes they started are found from these.
+    pub fn running_pids(&self) -> Vec<u32> {
+        let procs = self.inner.procs.lock().unwrap();
+        procs
+            .values()
+            .filter_map(|e| {
+                let run = *e.life.run.borrow();
+                (run.exit.is_none() && run.pid > 0).then_some(run.pid)
+            })
+            .collect()
+    }
+
     /// The leaf of a supervised process, when contained.
     fn process_leaf(&self, owner: &str, name: &str) -> Option<Cgroup> {
         let parent = self.inner.cgroups.as_ref()?;

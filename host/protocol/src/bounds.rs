@@ -23,6 +23,13 @@ pub const MAX_OUTPUT_TAIL_BYTES: usize = 2048;
 /// Most crashed processes one supervision report names; the rest are only counted.
 pub const MAX_REPORTED_PROCESSES: usize = 64;
 
+/// Highest CPU percentage kept from a metrics report: 100 per core, for a machine of up to
+/// 4096 cores; anything above is an agent's error, not a measurement.
+pub const MAX_CPU_PERCENT: f64 = 409_600.0;
+/// Highest memory percentage kept from a metrics report: resident memory counted per process
+/// may exceed the machine's (shared pages count once per process), but not by this much.
+pub const MAX_MEMORY_PERCENT: f64 = 1_000.0;
+
 /// Most bytes a cut marker adds: a string already cut at `n` is at most `n + MARKER_BYTES`, so a
 /// second, defensive cut at that size keeps the first marker.
 pub const MARKER_BYTES: usize = 64;

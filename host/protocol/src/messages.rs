@@ -88,6 +88,12 @@ pub enum AgentRequest {
     UnwatchHealth {
         service: String,
     },
+    /// Report this server's CPU and memory every `interval_ms` from now on (the agent holds it
+    /// to the model's bounds, `stratus_model::metrics::{MIN,MAX}_INTERVAL_MS`), unsolicited,
+    /// as [`AgentReply::Metrics`]; a second watch replaces the first.
+    WatchMetrics {
+        interval_ms: u64,
+    },
     /// Stop every supervised process and exit.
     Shutdown {
         grace_ms: u64,
@@ -195,6 +201,45 @@ pub enum AgentReply {
     Supervision {
         report: SupervisionReport,
     },
+    /// Sent unsolicited, once per metrics interval once asked (`WatchMetrics`): the CPU and
+    /// memory of the server's own services.
+    Metrics {
+        report: MetricsReport,
+    },
+}
+
+/// The CPU and memory of a server's own services (the processes its agent supervises and
+/// their descendants) over the last metrics interval, as an agent reports it. The control
+/// plane stamps the time and the server itself.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricsReport {
+    /// CPU time used over the interval in percent of one CPU (one busy core is 100).
+    pub cpu_percent: f64,
+    /// Resident memory, in bytes.
+    pub memory_bytes: u64,
+    /// `memory_bytes` in percent of the server's memory.
+    pub memory_percent: f64,
+}
+
+impl MetricsReport {
+    /// The report with every number finite and within its bounds, whatever the agent sent:
+    /// NaN, infinite or negative numbers become 0, and each percentage is capped (see
+    /// [`crate::bounds::MAX_CPU_PERCENT`]).
+    pub fn within_bounds(self) -> MetricsReport {
+        use crate::bounds::{MAX_CPU_PERCENT, MAX_MEMORY_PERCENT};
+        let held = |v: f64, max: f64| {
+            if v.is_finite() && v > 0.0 {
+                v.min(max)
+            } else {
+                0.0
+            }
+        };
+        MetricsReport {
+            cpu_percent: held(self.cpu_percent, MAX_CPU_PERCENT),
+            memory_bytes: self.memory_bytes,
+            memory_percent: held(self.memory_percent, MAX_MEMORY_PERCENT),
+        }
+    }
 }
 
 /// An agent's supervised processes that crashed (exited without being asked to, with a
@@ -578,6 +623,42 @@ mod tests {
             r,
             "a second cut keeps the first marker"
         );
+    }
+
+    #[test]
+    fn a_metrics_report_is_held_to_finite_non_negative_numbers() {
+        use crate::bounds::{MAX_CPU_PERCENT, MAX_MEMORY_PERCENT};
+        let wild = MetricsReport {
+            cpu_percent: f64::NAN,
+            memory_bytes: 7,
+            memory_percent: f64::INFINITY,
+        }
+        .within_bounds();
+        assert_eq!((wild.cpu_percent, wild.memory_percent), (0.0, 0.0));
+        assert_eq!(wild.memory_bytes, 7);
+        let negative = MetricsReport {
+            cpu_percent: -5.0,
+            memory_percent: f64::NEG_INFINITY,
+            ..wild
+        };
+        assert_eq!(negative.within_bounds().cpu_percent, 0.0);
+        let huge = MetricsReport {
+            cpu_percent: 1e300,
+            memory_bytes: u64::MAX,
+            memory_percent: 1e9,
+        }
+        .within_bounds();
+        assert_eq!(huge.cpu_percent, MAX_CPU_PERCENT);
+        assert_eq!(huge.memory_percent, MAX_MEMORY_PERCENT);
+        let fine = MetricsReport {
+            cpu_percent: 97.5,
+            memory_bytes: 1 << 20,
+            memory_percent: 1.5,
+        };
+        assert_eq!(fine.within_bounds(), fine);
+        // An unsolicited metrics frame reads back as sent.
+        let line = serde_json::to_string(&AgentReply::Metrics { report: fine }).unwrap();
+        assert!(line.contains(r#""type":"metrics""#), "{line}");
     }
 
     #[test]

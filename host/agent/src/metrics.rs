@@ -1,0 +1,479 @@
+//! The CPU and memory of this server's own services: the processes the agent's supervisor
+//! started (or adopted) and their descendants, never the agent itself. Once the control plane
+//! asks (`WatchMetrics`), one report per interval travels back unsolicited on every connection.
+//!
+//! Two sources, chosen at each sample:
+//! - **cgroup v2**, where the services' parent cgroup sits in a unified hierarchy whose
+//!   `cpu.stat` (usage_usec) and `memory.current` exist: those counters, minus the agent's own
+//!   CPU time and resident memory when the agent is inside that cgroup (the provider's cgroup
+//!   holds the agent in its `agent` leaf beside the services). `memory.current` also counts
+//!   the page cache and kernel memory the services caused.
+//! - **/proc** otherwise: utime+stime of each process (fields 14 and 15 of `/proc/<pid>/stat`,
+//!   in clock ticks) and its resident set (`/proc/<pid>/statm` × page size), over the
+//!   supervised pids, every process of the services' cgroups, and their descendants, at most
+//!   [`MAX_PROCESSES`] of them. CPU is counted per process since the previous sample, so a
+//!   process that exits takes only its last partial interval with it; one first seen after
+//!   it started counts from then on. Resident sets are summed, so pages shared between
+//!   processes count once per process (as `ps` shows them).
+//!
+//! Plugins choose their processes' names, may fork without end and may churn pids while a
+//! sample reads them: names are skipped (fields are read after the last `)`), a pid that
+//! vanished between two reads is skipped, a reused pid is told apart by its start time, and
+//! the walk stops at [`MAX_PROCESSES`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use stratus_containment::{Cgroup, descendants};
+use stratus_model::metrics::{MAX_INTERVAL_MS, MIN_INTERVAL_MS};
+use stratus_plugin_runtime::Supervisor;
+use stratus_protocol::{AgentReply, Envelope, MetricsReport};
+use tokio::sync::{mpsc, watch};
+
+/// Most processes one sample reads: a service that forks more is measured on the first ones
+/// found (supervised processes first, then their children), and a sample's cost stays bounded.
+pub const MAX_PROCESSES: usize = 4096;
+
+/// The interval the control plane asked for, kept across connections (a reconnecting agent
+/// goes on reporting); `None` until it asks.
+#[derive(Debug)]
+pub(crate) struct Interval(watch::Sender<Option<Duration>>);
+
+impl Default for Interval {
+    fn default() -> Interval {
+        Interval(watch::channel(None).0)
+    }
+}
+
+impl Interval {
+    /// Reports every `ms` from now on, held to the model's bounds; returns what was kept.
+    pub(crate) fn set(&self, ms: u64) -> Duration {
+        let every = Duration::from_millis(ms.clamp(MIN_INTERVAL_MS, MAX_INTERVAL_MS));
+        self.0.send_replace(Some(every));
+        every
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Duration>> {
+        self.0.subscribe()
+    }
+}
+
+/// What is measured: the supervisor's processes and the cgroup their cgroups live beneath.
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub supervisor: Supervisor,
+    pub services: Option<Cgroup>,
+}
+
+/// Sends a report every interval on this connection, once the control plane asked for one.
+pub(crate) async fn report(
+    mut every: watch::Receiver<Option<Duration>>,
+    source: Source,
+    tx: mpsc::Sender<Envelope<AgentReply>>,
+) {
+    let mut sampler = Sampler::new(source);
+    loop {
+        let Some(period) = *every.borrow_and_update() else {
+            if every.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            continue;
+        };
+        // The first sample of a connection, or of a new interval, only sets the baseline.
+        sampler = measure(sampler).await.0;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = every.changed() => break,
+            }
+            let (next, report) = measure(sampler).await;
+            sampler = next;
+            let Some(report) = report else { continue };
+            let frame = Envelope {
+                id: stratus_protocol::UNSOLICITED_ID,
+                body: AgentReply::Metrics { report },
+            };
+            if tx.send(frame).await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+/// One sample off the async threads (it reads `/proc`).
+async fn measure(mut sampler: Sampler) -> (Sampler, Option<MetricsReport>) {
+    tokio::task::spawn_blocking(move || {
+        let report = sampler.sample();
+        (sampler, report)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// The counters of the previous sample, which the next one is measured against.
+enum Previous {
+    None,
+    Cgroup {
+        at: Instant,
+        cpu_usec: u64,
+    },
+    Procs {
+        at: Instant,
+        procs: HashMap<u32, ProcCpu>,
+    },
+}
+
+/// Measures the services' CPU and memory, one sample after another.
+pub(crate) struct Sampler {
+    source: Source,
+    previous: Previous,
+    ticks_per_second: u64,
+    page_size: u64,
+}
+
+impl Sampler {
+    pub(crate) fn new(source: Source) -> Sampler {
+        let conf = |v| nix::unistd::sysconf(v).ok().flatten().filter(|n| *n > 0);
+        Sampler {
+            source,
+            previous: Previous::None,
+            ticks_per_second: conf(nix::unistd::SysconfVar::CLK_TCK).map_or(100, |n| n as u64),
+            page_size: conf(nix::unistd::SysconfVar::PAGE_SIZE).map_or(4096, |n| n as u64),
+        }
+    }
+
+    /// A report of the time since the previous sample; `None` for the first one (nothing to
+    /// measure against) and when the source changed (cgroup to /proc or back).
+    pub(crate) fn sample(&mut self) -> Option<MetricsReport> {
+        let now = Instant::now();
+        let (cpu_seconds, memory_bytes) = match self.unified_dir() {
+            Some(dir) => self.sample_cgroup(&dir, now)?,
+            None => self.sample_procs(now)?,
+        };
+        let memory_total = memory_total_bytes(&read("/proc/meminfo")?)?;
+        Some(MetricsReport {
+            cpu_percent: cpu_seconds * 100.0,
+            memory_bytes,
+            memory_percent: memory_bytes as f64 / memory_total as f64 * 100.0,
+        })
+    }
+
+    /// The services' cgroup in a unified hierarchy, when it has the counters needed.
+    fn unified_dir(&self) -> Option<PathBuf> {
+        let services = self.source.services.as_ref()?;
+        services.paths().into_iter().find(|p| {
+            p.join("cgroup.controllers").exists()
+                && p.join("cpu.stat").exists()
+                && p.join("memory.current").exists()
+        })
+    }
+
+    /// CPU seconds per wall second and memory, from the cgroup's counters.
+    fn sample_cgroup(&mut self, dir: &Path, now: Instant) -> Option<(f64, u64)> {
+        let mut cpu_usec = cpu_usage_usec(&read(dir.join("cpu.stat"))?)?;
+        let mut memory: u64 = read(dir.join("memory.current"))?.trim().parse().ok()?;
+        if self.agent_inside() {
+            let own = read("/proc/self/stat").and_then(|s| parse_stat(&s))?;
+            let own_usec = own.ticks * 1_000_000 / self.ticks_per_second;
+            cpu_usec = cpu_usec.saturating_sub(own_usec);
+            let own_rss = read("/proc/self/statm").and_then(|s| rss_pages(&s))?;
+            memory = memory.saturating_sub(own_rss * self.page_size);
+        }
+        let previous =
+            std::mem::replace(&mut self.previous, Previous::Cgroup { at: now, cpu_usec });
+        let Previous::Cgroup {
+            at,
+            cpu_usec: before,
+        } = previous
+        else {
+            return None;
+        };
+        let used = cpu_usec.saturating_sub(before) as f64 / 1e6;
+        Some((used / seconds_since(at, now), memory))
+    }
+
+    /// Whether the agent itself is in the services' cgroup (or beneath it).
+    fn agent_inside(&self) -> bool {
+        let me = std::process::id();
+        self.source
+            .services
+            .as_ref()
+            .is_some_and(|c| c.procs().contains(&me))
+    }
+
+    /// CPU seconds per wall second and memory, summed over the services' processes.
+    fn sample_procs(&mut self, now: Instant) -> Option<(f64, u64)> {
+        let boot_ticks = uptime_ticks(&read("/proc/uptime")?, self.ticks_per_second)?;
+        let pids = self.tracked_pids();
+        let mut procs = HashMap::with_capacity(pids.len());
+        let mut memory = 0u64;
+        for pid in pids {
+            // Either file may be gone by now: the process exited, which is no error.
+            let Some(stat) = read(format!("/proc/{pid}/stat")).and_then(|s| parse_stat(&s)) else {
+                continue;
+            };
+            let Some(rss) = read(format!("/proc/{pid}/statm")).and_then(|s| rss_pages(&s)) else {
+                continue;
+            };
+            memory = memory.saturating_add(rss.saturating_mul(self.page_size));
+            procs.insert(pid, stat);
+        }
+        let previous = std::mem::replace(
+            &mut self.previous,
+            Previous::Procs {
+                at: now,
+                procs: procs.clone(),
+            },
+        );
+        let Previous::Procs { at, procs: before } = previous else {
+            return None;
+        };
+        let since =
+            boot_ticks.saturating_sub(ticks_of(now.duration_since(at), self.ticks_per_second));
+        let used = cpu_ticks_between(&before, &procs, since) as f64 / self.ticks_per_second as f64;
+        Some((used / seconds_since(at, now), memory))
+    }
+
+    /// The supervised processes, every process of the services' cgroups, and all their
+    /// descendants, at most [`MAX_PROCESSES`]; never the agent.
+    fn tracked_pids(&self) -> Vec<u32> {
+        let mut roots = self.source.supervisor.running_pids();
+        if let Some(c) = &self.source.services {
+            roots.extend(c.procs());
+        }
+        let links: Vec<(u32, u32)> = descendants::live_processes()
+            .iter()
+            .map(|p| (p.pid, p.ppid))
+            .collect();
+        tree_of(&roots, &links, std::process::id(), MAX_PROCESSES)
+    }
+}
+
+/// `roots` and their descendants through the `(pid, ppid)` links, without `exclude` (nor
+/// what only it started), at most `max` of them, roots first.
+fn tree_of(roots: &[u32], links: &[(u32, u32)], exclude: u32, max: usize) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, ppid) in links {
+        children.entry(*ppid).or_default().push(*pid);
+    }
+    let mut seen: HashSet<u32> = HashSet::from([exclude, 0]);
+    let mut out = Vec::new();
+    let mut queue: std::collections::VecDeque<u32> = roots.iter().copied().collect();
+    while let Some(pid) = queue.pop_front() {
+        if out.len() >= max {
+            break;
+        }
+        if !seen.insert(pid) {
+            continue;
+        }
+        out.push(pid);
+        queue.extend(children.get(&pid).into_iter().flatten().copied());
+    }
+    out
+}
+
+/// What a sample keeps of one process: when it started and the CPU it used, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcCpu {
+    start: u64,
+    ticks: u64,
+}
+
+/// Ticks used between two samples: each process's growth since the previous one (the same
+/// pid with the same start time); a process new since then counts whole if it started after
+/// `since` (ticks since boot of the previous sample), else from now on.
+fn cpu_ticks_between(
+    before: &HashMap<u32, ProcCpu>,
+    now: &HashMap<u32, ProcCpu>,
+    since: u64,
+) -> u64 {
+    now.iter()
+        .map(|(pid, p)| match before.get(pid) {
+            Some(b) if b.start == p.start => p.ticks.saturating_sub(b.ticks),
+            _ if p.start >= since => p.ticks,
+            _ => 0,
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Start time (field 22) and utime+stime (fields 14, 15) of a `/proc/<pid>/stat` line. The
+/// command name (field 2) is whatever the process chose, spaces and parentheses included,
+/// so fields are counted from the last `)`.
+fn parse_stat(text: &str) -> Option<ProcCpu> {
+    let rest = text.rsplit_once(')')?.1;
+    // After the name come field 3 (state) onwards: field n is at index n - 3.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(ProcCpu {
+        start: field(22)?,
+        ticks: field(14)?.saturating_add(field(15)?),
+    })
+}
+
+/// Resident pages, the second field of `/proc/<pid>/statm`.
+fn rss_pages(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `usage_usec` of a cgroup v2 `cpu.stat`.
+fn cpu_usage_usec(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes (never 0).
+fn memory_total_bytes(text: &str) -> Option<u64> {
+    let line = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    (kib > 0).then_some(kib.saturating_mul(1024))
+}
+
+/// Seconds since boot, from `/proc/uptime`, in clock ticks.
+fn uptime_ticks(text: &str, ticks_per_second: u64) -> Option<u64> {
+    let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((seconds * ticks_per_second as f64) as u64)
+}
+
+fn ticks_of(d: Duration, ticks_per_second: u64) -> u64 {
+    (d.as_secs_f64() * ticks_per_second as f64) as u64
+}
+
+/// Wall seconds between two samples, never 0.
+fn seconds_since(at: Instant, now: Instant) -> f64 {
+    now.duration_since(at).as_secs_f64().max(1e-3)
+}
+
+fn read(path: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stat line as the kernel writes it, with `comm` as the name.
+    fn stat_line(pid: u32, comm: &str, utime: u64, stime: u64, start: u64) -> String {
+        // Fields 3..=13, then 14 utime, 15 stime, 16..=21, 22 starttime, then the rest.
+        format!(
+            "{pid} ({comm}) R 1 {pid} {pid} 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 1 0 \
+             {start} 1000000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0"
+        )
+    }
+
+    #[test]
+    fn a_hostile_command_name_does_not_shift_the_fields() {
+        for comm in [
+            "greeter",
+            "a) 1 2 (b",
+            ") ) )",
+            "x y z",
+            "(",
+            ")123 456 789 (",
+        ] {
+            let got = parse_stat(&stat_line(42, comm, 300, 20, 9_000)).unwrap();
+            assert_eq!(
+                got,
+                ProcCpu {
+                    start: 9_000,
+                    ticks: 320
+                },
+                "{comm}"
+            );
+        }
+        assert_eq!(parse_stat("42 (cut"), None);
+        assert_eq!(parse_stat("42 (short) R 1 2"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn this_process_parses_as_itself() {
+        let me = parse_stat(&read("/proc/self/stat").unwrap()).unwrap();
+        assert!(me.start > 0);
+        assert!(rss_pages(&read("/proc/self/statm").unwrap()).unwrap() > 0);
+        assert!(memory_total_bytes(&read("/proc/meminfo").unwrap()).unwrap() > 1 << 20);
+    }
+
+    #[test]
+    fn counters_files_parse() {
+        assert_eq!(rss_pages("1000 250 30 1 0 200 0\n"), Some(250));
+        assert_eq!(rss_pages("1000"), None);
+        let stat = "usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\n";
+        assert_eq!(cpu_usage_usec(stat), Some(123_456));
+        assert_eq!(cpu_usage_usec("user_usec 5\n"), None);
+        assert_eq!(
+            memory_total_bytes("MemTotal:       16384 kB\nMemFree: 1 kB\n"),
+            Some(16 << 20)
+        );
+        assert_eq!(memory_total_bytes("MemTotal: 0 kB\n"), None);
+        assert_eq!(uptime_ticks("12.50 40.00\n", 100), Some(1_250));
+    }
+
+    #[test]
+    fn cpu_counts_growth_new_processes_and_not_reused_pids() {
+        let p = |start, ticks| ProcCpu { start, ticks };
+        let before = HashMap::from([(1, p(10, 100)), (2, p(20, 50)), (3, p(30, 7))]);
+        let now = HashMap::from([
+            (1, p(10, 150)),  // grew by 50
+            (2, p(999, 40)),  // pid reused after the previous sample: counted whole
+            (4, p(1_000, 5)), // new: counted whole
+            (5, p(5, 900)),   // old but first seen now (adopted): from now on
+        ]);
+        assert_eq!(cpu_ticks_between(&before, &now, 500), 50 + 40 + 5);
+        // A process whose counter went back (never, but a hostile /proc is no reason to
+        // panic) counts nothing.
+        let back = HashMap::from([(1, p(10, 10))]);
+        assert_eq!(cpu_ticks_between(&before, &back, 500), 0);
+    }
+
+    #[test]
+    fn the_tree_is_walked_from_the_roots_without_the_agent_and_bounded() {
+        let links = [
+            (10, 1),
+            (11, 10),
+            (12, 11),
+            (20, 1),
+            (30, 99),
+            (31, 30),
+            (99, 1),
+        ];
+        let mut got = tree_of(&[10, 30], &links, 99, 100);
+        got.sort();
+        assert_eq!(got, [10, 11, 12, 30, 31]);
+        // The agent is never counted, even when named as a root.
+        assert_eq!(tree_of(&[99], &links, 99, 100), Vec::<u32>::new());
+        // A cycle (pid reuse between reads) ends; a fork bomb stops at the bound.
+        assert_eq!(tree_of(&[1], &[(2, 1), (1, 2)], 0, 10).len(), 2);
+        let bomb: Vec<(u32, u32)> = (2..100_000).map(|p| (p, p / 2)).collect();
+        assert_eq!(tree_of(&[1], &bomb, 0, MAX_PROCESSES).len(), MAX_PROCESSES);
+    }
+
+    #[tokio::test]
+    async fn a_busy_supervised_process_shows_as_one_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let supervisor = Supervisor::new(dir.path().join("logs"));
+        let spec = stratus_plugin_runtime::ProcessSpec {
+            name: "burn".into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "while :; do :; done".into()],
+            env: Vec::new(),
+            working_dir: dir.path().to_owned(),
+            processes: 16,
+            redactor: Default::default(),
+        };
+        let pid = supervisor.spawn("svc", spec).unwrap();
+        let mut sampler = Sampler::new(Source {
+            supervisor: supervisor.clone(),
+            services: None,
+        });
+        assert!(
+            sampler.sample().is_none(),
+            "the first sample is the baseline"
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        let report = sampler.sample().unwrap();
+        supervisor.stop_all(Duration::from_secs(1)).await;
+        assert!(report.cpu_percent > 30.0, "{report:?} (pid {pid})");
+        assert!(report.memory_bytes > 0 && report.memory_percent > 0.0);
+    }
+}
