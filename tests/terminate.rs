@@ -255,7 +255,7 @@ fn a_terminate_resumed_after_a_crash_keeps_the_disks_it_was_asked_to_keep() {
     st.ok(&["shutdown"]);
 
     // The control plane dies right after the app server's `stop`, in the middle of terminate.
-    let step = "terminate/app/app-1/stop";
+    let step = "reconcile/2/app/app-1/stop";
     let _ = st
         .cmd()
         .env("STRATUS_FAULT_EXIT_AFTER", step)

@@ -11,7 +11,8 @@
 //! - `states.rs`: recording states through the model's transition functions.
 //! - `facts.rs`: building the typed `enstratus.cfg` contexts, grants and proxy nodes.
 //! - `health.rs`: scheduled health checks, restarts of unhealthy services, condemned servers.
-//! - `terminate.rs`: reverse-order shutdown.
+//! - `reconcile.rs`, `retire.rs`, `end.rs`: change sets applied; servers leaving, and ending.
+//! - `terminate.rs`: a reconcile to nothing.
 //! - `agents.rs`: the [`AgentLink`] trait the dispatcher implements.
 
 pub mod agents;
@@ -20,6 +21,7 @@ mod calls;
 pub mod capacity;
 pub mod cm;
 mod configure;
+mod end;
 pub mod engine;
 pub mod facts;
 mod grants;

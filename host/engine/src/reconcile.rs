@@ -5,18 +5,21 @@
 //! are skipped and only what changed runs: the new servers' whole pipeline, grants for their
 //! addresses, the load balancers' node sets, and dependents of a replaced server.
 //!
-//! A launch is a reconcile from nothing; scaling and recovery are changes of the target or of
-//! what is observed. A server lost during a pass is waited for until its tier's grace, then
-//! replaced (or, with recovery off, named in the failure).
+//! A launch is a reconcile from nothing, terminate a reconcile to nothing (see `terminate.rs`);
+//! scaling and recovery are changes of the target or of what is observed. A server lost during
+//! a pass is waited for until its tier's grace, then replaced (or, with recovery off, named in
+//! the failure).
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::Fleet;
 use crate::logs::{Component, Subject};
 use crate::parallel;
 use crate::recovery::clock;
+use crate::retire::{Departed, Leaving};
 use crate::retry::now_ms;
 use crate::scaling_plan::{TierChange, tier_change};
 use crate::steps::digest;
+use crate::targets::Goal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +34,15 @@ use stratus_model::step_key::StepKey;
 pub struct Changes {
     pub generation: u64,
     pub tiers: Vec<TierChange>,
+    /// Terminate's change set: every server leaves, hooks failing on the way or not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub to_nothing: bool,
+}
+
+/// Change sets before terminate was one are journaled without `to_nothing`, and keep their
+/// digest.
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// Failed passes (each after a backoff: 2 s, 4 s, 8 s…) before the deployment is FAILED.
@@ -50,6 +62,11 @@ fn applied_key(journal: &str) -> String {
 
 fn next_index_key(journal: &str, tier: &str) -> String {
     format!("reconcile/{journal}/next/{tier}")
+}
+
+/// A number kept in the store's `meta`, 0 when absent.
+fn meta_number(store: &stratus_store::Store, key: &str) -> Result<u64, EngineError> {
+    Ok(store.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 impl Engine {
@@ -139,9 +156,9 @@ impl Engine {
         spec: &DeploymentSpec,
         packages: &BTreeMap<String, PackageRef>,
     ) -> Result<Option<Changes>, EngineError> {
-        let changes = self.pending_changes(spec).await?;
+        let changes = self.pending_changes(spec, Goal::Targets).await?;
         if let Some(c) = &changes {
-            self.apply_changes(spec, c).await?;
+            self.apply_changes(spec, c, None).await?;
         }
         let fleet = self.fleet(spec.name.as_str())?;
         self.pipeline(spec, &fleet, packages).await?;
@@ -170,53 +187,31 @@ impl Engine {
         self.start_proxies(spec, fleet).await
     }
 
-    /// The change set to apply: one decided but not applied yet (a control plane stopped in
-    /// between), else a new one if some tier is off its target, else `None`.
-    async fn pending_changes(&self, spec: &DeploymentSpec) -> Result<Option<Changes>, EngineError> {
+    /// The change set to apply towards `goal`: one decided but not applied yet (a control
+    /// plane stopped in between; going to nothing, only a terminate's), else a new one if some
+    /// tier is off the goal, else `None`.
+    pub(crate) async fn pending_changes(
+        &self,
+        spec: &DeploymentSpec,
+        goal: Goal,
+    ) -> Result<Option<Changes>, EngineError> {
         let dep = spec.name.as_str();
         let journal = self.journal_id(dep)?;
         let store = &self.parts.store;
-        let number = |key: &str| -> Result<u64, EngineError> {
-            Ok(store.meta(key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
-        };
-        let generation = number(&generation_key(&journal))?;
-        if generation > number(&applied_key(&journal))?
-            && let Some(row) = store.step(&journal, &StepKey::Changes(generation).to_string())?
-            && let Some(outcome) = row.outcome
+        let generation = meta_number(store, &generation_key(&journal))?;
+        if let Some(changes) = self.unapplied(&journal, generation)?
+            && (goal == Goal::Targets || changes.to_nothing)
         {
-            let changes = serde_json::from_value(outcome)
-                .map_err(|e| EngineError::Other(format!("journaled change set: {e}")))?;
             return Ok(Some(changes));
         }
-        let targets = self.targets(spec)?;
-        let observed = self.observe(spec)?;
-        let mut tiers = Vec::new();
-        for tier in spec.tiers.values() {
-            let next = number(&next_index_key(&journal, tier.name.as_str()))?.max(1);
-            let target = targets
-                .get(tier.name.as_str())
-                .map_or(tier.min, |t| t.count);
-            let servers = observed
-                .get(tier.name.as_str())
-                .map_or(&[][..], Vec::as_slice);
-            let next = u32::try_from(next).unwrap_or(u32::MAX);
-            tiers.extend(tier_change(&tier.name, target, servers, next));
-        }
-        // Servers of a tier the file no longer has all leave.
-        for (tier, servers) in &observed {
-            let Ok(name) = stratus_model::Name::new(tier) else {
-                continue;
-            };
-            if spec.tier(tier).is_none() {
-                tiers.extend(tier_change(&name, 0, servers, 1));
-            }
-        }
+        let tiers = self.tier_changes(spec, goal, &journal)?;
         if tiers.is_empty() {
             return Ok(None);
         }
         let decided = Changes {
             generation: generation + 1,
             tiers,
+            to_nothing: goal == Goal::Nothing,
         };
         let key = StepKey::Changes(decided.generation);
         let changes = self
@@ -232,12 +227,63 @@ impl Engine {
         Ok(Some(changes))
     }
 
-    /// Servers leave (dependents told first), then the new ones start and handshake.
-    async fn apply_changes(
+    /// Change set `generation` when it was decided and not applied.
+    fn unapplied(&self, journal: &str, generation: u64) -> Result<Option<Changes>, EngineError> {
+        let store = &self.parts.store;
+        if generation <= meta_number(store, &applied_key(journal))? {
+            return Ok(None);
+        }
+        let key = StepKey::Changes(generation).to_string();
+        let Some(outcome) = store.step(journal, &key)?.and_then(|row| row.outcome) else {
+            return Ok(None);
+        };
+        serde_json::from_value(outcome)
+            .map(Some)
+            .map_err(|e| EngineError::Other(format!("journaled change set: {e}")))
+    }
+
+    /// Every tier's change towards `goal`, from what is observed; servers of a tier the file
+    /// no longer has all leave.
+    fn tier_changes(
+        &self,
+        spec: &DeploymentSpec,
+        goal: Goal,
+        journal: &str,
+    ) -> Result<Vec<TierChange>, EngineError> {
+        let wanted = self.wanted(spec, goal)?;
+        let observed = self.observe(spec)?;
+        let mut tiers = Vec::new();
+        for tier in spec.tiers.values() {
+            let next = meta_number(
+                &self.parts.store,
+                &next_index_key(journal, tier.name.as_str()),
+            )?;
+            let next = u32::try_from(next.max(1)).unwrap_or(u32::MAX);
+            let target = wanted.get(tier.name.as_str()).copied().unwrap_or(tier.min);
+            let servers = observed
+                .get(tier.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            tiers.extend(tier_change(&tier.name, target, servers, next));
+        }
+        for (tier, servers) in &observed {
+            let Ok(name) = stratus_model::Name::new(tier) else {
+                continue;
+            };
+            if spec.tier(tier).is_none() {
+                tiers.extend(tier_change(&name, 0, servers, 1));
+            }
+        }
+        Ok(tiers)
+    }
+
+    /// Servers leave (dependents told first), then the new ones start and handshake; disks
+    /// of servers going to nothing are kept under the label `keep` when given.
+    pub(crate) async fn apply_changes(
         &self,
         spec: &DeploymentSpec,
         changes: &Changes,
-    ) -> Result<(), EngineError> {
+        keep: Option<&str>,
+    ) -> Result<Departed, EngineError> {
         let dep = spec.name.as_str();
         for t in &changes.tiers {
             let subject = Subject {
@@ -252,7 +298,12 @@ impl Engine {
         }
         // Surplus servers leave before new ones come; a gone server is replaced before it is
         // ended, so its replacement gets a new address while the old one is still held.
-        self.retire(spec, changes, false).await?;
+        // Going to nothing, every server leaves at once, in one dependency order.
+        let first = match changes.to_nothing {
+            true => Leaving::All,
+            false => Leaving::Surplus,
+        };
+        let mut departed = self.retire(spec, changes, first, keep).await?;
         let mut adds = Vec::new();
         for t in &changes.tiers {
             if let Some(tier) = spec.tier(t.tier.as_str()) {
@@ -264,12 +315,15 @@ impl Engine {
                 .map(|(tier, n)| self.launch_server(spec, tier, n)),
         )
         .await?;
-        self.retire(spec, changes, true).await?;
+        if !changes.to_nothing {
+            let gone = self.retire(spec, changes, Leaving::Gone, keep).await?;
+            departed.problems.extend(gone.problems);
+        }
         let journal = self.journal_id(dep)?;
         self.parts
             .store
             .set_meta(&applied_key(&journal), &changes.generation.to_string())?;
-        Ok(())
+        Ok(departed)
     }
 
     /// After a failed pass: waits while a lost server is within its grace. `true` when the

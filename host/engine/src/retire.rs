@@ -1,143 +1,261 @@
-//! Servers leaving a deployment while it runs (scale-down, or a gone server replaced), in
-//! the order that keeps dependents whole: load balancers drop the nodes, databases revoke
-//! the addresses, the leaving servers' services stop (unless the server is gone), then the
-//! servers and their disks end.
+//! Servers leaving a deployment, the one way they leave: a scale-down, a gone server replaced,
+//! and terminate (a change set to nothing). Dependents are told first: load balancers drop the
+//! leaving nodes, databases revoke the leaving addresses. Then the leaving servers' services
+//! stop layer by layer across the whole departure, last dependency layer first (load
+//! balancers, then what they balance, then databases), and the servers and their disks end.
+//! No hook runs on a gone server.
 
+use crate::end::ended_message;
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server, proxy_nodes};
-use crate::parallel;
 use crate::reconcile::Changes;
+use futures::future::join_all;
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use stratus_model::context::HookCall;
-use stratus_model::spec::DeploymentSpec;
-use stratus_model::state::{AgentEvent, ServiceEvent};
+use stratus_model::spec::{DeploymentSpec, ServiceSpec};
+use stratus_model::state::ServiceEvent;
 use stratus_model::step_key::{Phase, StepKey};
 
+/// Which of a change set's leaving servers one departure takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaving {
+    /// Those still serving (surplus servers of a scale-down).
+    Surplus,
+    /// The gone ones, after their replacements started.
+    Gone,
+    /// Every one (terminate).
+    All,
+}
+
+impl Leaving {
+    fn takes(self, gone: bool) -> bool {
+        match self {
+            Leaving::Surplus => !gone,
+            Leaving::Gone => gone,
+            Leaving::All => true,
+        }
+    }
+}
+
+/// What a departure met: failures reported together, and where kept disks went.
+#[derive(Debug, Default)]
+pub(crate) struct Departed {
+    /// Hooks that failed on the way (the servers ended all the same).
+    pub problems: Vec<String>,
+    /// Servers whose processes or disk could not be ended, one line each.
+    pub disks_left: Vec<String>,
+    /// The directory kept disks were moved to (`--keep-disks`).
+    pub kept: Option<PathBuf>,
+}
+
+/// One departure's servers and the change set they leave in.
+struct Departure<'a> {
+    spec: &'a DeploymentSpec,
+    fleet: &'a Fleet,
+    changes: &'a Changes,
+    leaving: Vec<Server>,
+    /// Ids of the change set's gone servers, which no hook can reach.
+    gone: BTreeSet<String>,
+}
+
+impl Departure<'_> {
+    fn dep(&self) -> &str {
+        self.spec.name.as_str()
+    }
+
+    fn reachable(&self, server: &Server) -> bool {
+        !self.gone.contains(&server.id.to_string())
+    }
+
+    fn key(&self, svc: &ServiceSpec, server: &Server, action: &'static str) -> StepKey {
+        StepKey::service(&svc.name, &server.id, action)
+            .in_phase(Phase::Change(self.changes.generation))
+    }
+}
+
 impl Engine {
-    /// Takes the servers `changes` removes out of the deployment: the gone ones when
-    /// `gone`, else the others (surplus servers of a scale-down).
+    /// Takes the servers of `changes` that `which` picks out of the deployment, their disks
+    /// kept under the label `keep` when given. While the deployment runs, a failed
+    /// `remove-nodes` or revoke stops the departure (dependents would lose a server still in
+    /// use) and a server that cannot be ended fails it; going to nothing, every server ends
+    /// whatever fails, and the failures are returned together.
     pub(crate) async fn retire(
         &self,
         spec: &DeploymentSpec,
         changes: &Changes,
-        gone: bool,
-    ) -> Result<(), EngineError> {
+        which: Leaving,
+        keep: Option<&str>,
+    ) -> Result<Departed, EngineError> {
         let fleet = self.fleet(spec.name.as_str())?;
-        let ids: BTreeSet<String> = changes
-            .tiers
-            .iter()
-            .flat_map(|t| t.remove.iter().filter(|id| t.gone.contains(id) == gone))
-            .map(ToString::to_string)
-            .collect();
-        let leaving: Vec<Server> = fleet
-            .values()
-            .flatten()
-            .filter(|s| ids.contains(&s.id.to_string()))
-            .cloned()
-            .collect();
-        if leaving.is_empty() {
-            return Ok(());
+        let d = departure(spec, &fleet, changes, which);
+        let mut departed = Departed::default();
+        if d.leaving.is_empty() {
+            return Ok(departed);
         }
-        let g = changes.generation;
-        self.drop_nodes(spec, &fleet, &ids, g).await?;
-        let addresses: BTreeSet<String> = leaving.iter().map(|s| s.address.clone()).collect();
-        for db in spec.services.values().filter(|s| s.data_source.is_some()) {
-            let revoked = |_: &str, address: &str| addresses.contains(address);
-            self.revoke_access(spec, &fleet, db, &addresses, revoked)
-                .await?;
-        }
-        parallel::all(leaving.iter().map(|server| async {
-            if !gone {
-                self.stop_leaving(spec, &fleet, server, g).await;
+        for e in self.tell_dependents(&d).await {
+            if !changes.to_nothing {
+                return Err(e);
             }
-            self.end_server(spec.name.as_str(), server).await
-        }))
-        .await?;
-        Ok(())
+            self.log_deployment(d.dep(), &format!("telling dependents: {e}"));
+            departed.problems.push(e.to_string());
+        }
+        departed.problems.extend(self.stop_leaving(&d).await);
+        self.end_leaving(&d, keep, &mut departed).await?;
+        Ok(departed)
     }
 
-    /// `remove-nodes` on every load balancer that stays, for exactly its leaving nodes.
-    async fn drop_nodes(
-        &self,
-        spec: &DeploymentSpec,
-        fleet: &Fleet,
-        leaving: &BTreeSet<String>,
-        g: u64,
-    ) -> Result<(), EngineError> {
+    /// Load balancers drop the leaving nodes, then databases revoke the leaving addresses;
+    /// while the deployment runs, the first failure stops there.
+    async fn tell_dependents(&self, d: &Departure<'_>) -> Vec<EngineError> {
+        let mut errors = self.drop_nodes(d).await;
+        if !errors.is_empty() && !d.changes.to_nothing {
+            return errors;
+        }
+        let addresses: BTreeSet<String> = d.leaving.iter().map(|s| s.address.clone()).collect();
+        let unreachable: BTreeSet<String> = d
+            .fleet
+            .values()
+            .flatten()
+            .filter(|s| !d.reachable(s))
+            .map(|s| s.address.clone())
+            .collect();
+        for db in d.spec.services.values().filter(|s| s.data_source.is_some()) {
+            let revoked = |_: &str, address: &str| addresses.contains(address);
+            let result = self
+                .revoke_access(d.spec, d.fleet, db, &unreachable, revoked)
+                .await;
+            if let Err(e) = result {
+                errors.push(e);
+                if !d.changes.to_nothing {
+                    break;
+                }
+            }
+        }
+        errors
+    }
+
+    /// `remove-nodes` on every reachable load balancer, for exactly its leaving nodes.
+    async fn drop_nodes(&self, d: &Departure<'_>) -> Vec<EngineError> {
         let mut jobs = Vec::new();
-        for tier in spec.tiers.values() {
+        for tier in d.spec.tiers.values() {
             let Some(b) = &tier.balances else { continue };
-            let nodes: Vec<_> = proxy_nodes(spec, fleet, b.service.as_str(), b.port.as_str())
+            let nodes: Vec<_> = proxy_nodes(d.spec, d.fleet, b.service.as_str(), b.port.as_str())
                 .into_iter()
-                .filter(|n| leaving.contains(&n.server.id))
+                .filter(|n| d.leaving.iter().any(|s| s.id.to_string() == n.server.id))
                 .collect();
             if nodes.is_empty() {
                 continue;
             }
-            for svc in spec.services_of(tier.name.as_str()) {
-                let balancers = fleet.get(tier.name.as_str()).into_iter().flatten();
-                for server in balancers.filter(|s| !leaving.contains(&s.id.to_string())) {
+            for svc in d.spec.services_of(tier.name.as_str()) {
+                let balancers = d.fleet.get(tier.name.as_str()).into_iter().flatten();
+                for server in balancers.filter(|s| d.reachable(s)) {
                     let nodes = nodes.clone();
                     jobs.push(async move {
-                        let ctx = self.service_context(spec, fleet, svc, server)?;
-                        let key = StepKey::service(&svc.name, &server.id, "remove-nodes")
-                            .in_phase(Phase::Change(g));
+                        let ctx = self.service_context(d.spec, d.fleet, svc, server)?;
+                        let key = d.key(svc, server, "remove-nodes");
                         let call = HookCall::RemoveNodes { ctx, nodes };
-                        self.service_hook(spec, svc, server, &key, call)
-                            .await
-                            .map(|_| ())
+                        self.service_hook(d.spec, svc, server, &key, call).await
                     });
                 }
             }
         }
-        parallel::all(jobs).await?;
-        Ok(())
+        join_all(jobs)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect()
     }
 
-    /// `stop` of a leaving server's services, last layer first. A failure is logged: the
-    /// server ends all the same.
-    async fn stop_leaving(&self, spec: &DeploymentSpec, fleet: &Fleet, server: &Server, g: u64) {
-        let dep = spec.name.as_str();
-        let mut layers = stratus_model::plan::Plan::new(spec).layers;
-        layers.reverse();
-        let services = layers
-            .into_iter()
-            .flatten()
-            .filter_map(|name| spec.service(name.as_str()))
-            .filter(|svc| svc.tier.as_str() == server.tier);
-        for svc in services {
-            let key = StepKey::service(&svc.name, &server.id, "stop").in_phase(Phase::Change(g));
-            let stopped = async {
-                let ctx = self.service_context(spec, fleet, svc, server)?;
-                self.service_hook(spec, svc, server, &key, HookCall::Stop { ctx })
-                    .await?;
-                self.service_event(dep, svc, &server.id, ServiceEvent::Stopped)
-            };
-            if let Err(e) = stopped.await {
-                self.log_deployment(dep, &format!("stopping {} on {}: {e}", svc.name, server.id));
+    /// `stop` of the leaving servers' services, one dependency layer at a time from the last.
+    /// Failures are logged and returned: the servers end all the same.
+    async fn stop_leaving(&self, d: &Departure<'_>) -> Vec<String> {
+        let mut problems = Vec::new();
+        for layer in stratus_model::plan::Plan::new(d.spec).terminate_order() {
+            let services = layer.iter().filter_map(|n| d.spec.service(n.as_str()));
+            let jobs = services.flat_map(|svc| {
+                d.leaving
+                    .iter()
+                    .filter(move |s| s.tier == svc.tier.as_str() && d.reachable(s))
+                    .map(move |server| self.stop_one(d, svc, server))
+            });
+            problems.extend(join_all(jobs).await.into_iter().flatten());
+        }
+        problems
+    }
+
+    /// `stop` of one service on one leaving server; what went wrong, if anything.
+    async fn stop_one(
+        &self,
+        d: &Departure<'_>,
+        svc: &ServiceSpec,
+        server: &Server,
+    ) -> Option<String> {
+        let key = d.key(svc, server, "stop");
+        let stopped = async {
+            let ctx = self.service_context(d.spec, d.fleet, svc, server)?;
+            self.service_hook(d.spec, svc, server, &key, HookCall::Stop { ctx })
+                .await?;
+            self.service_event(d.dep(), svc, &server.id, ServiceEvent::Stopped)
+        };
+        let e = stopped.await.err()?;
+        let message = format!("stopping {} on {}: {e}", svc.name, server.id);
+        self.log_deployment(d.dep(), &message);
+        Some(message)
+    }
+
+    /// Ends every leaving server and its disk, side by side. While the deployment runs, the
+    /// first server that cannot be ended is the error; going to nothing, it is noted.
+    async fn end_leaving(
+        &self,
+        d: &Departure<'_>,
+        keep: Option<&str>,
+        departed: &mut Departed,
+    ) -> Result<(), EngineError> {
+        let ends = d.leaving.iter().map(|s| self.end_server(d.dep(), s, keep));
+        for result in join_all(ends).await {
+            match result {
+                Ok(Some(path)) => departed.kept = path.parent().map(PathBuf::from),
+                Ok(None) => {}
+                Err(e) if !d.changes.to_nothing => return Err(e),
+                Err(e) => departed.disks_left.push(ended_message(e)),
             }
         }
+        Ok(())
     }
+}
 
-    /// Ends a leaving server and its disk, as a journaled step.
-    async fn end_server(&self, dep: &str, server: &Server) -> Result<(), EngineError> {
-        let key = StepKey::End(server.id.clone());
-        let ended = self
-            .step(dep, &key, "", async {
-                self.terminate_server(dep, server, None)
-                    .await
-                    .map(|_| ())
-                    .map_err(|message| EngineError::Provider {
-                        step: key.to_string(),
-                        message,
-                    })
-            })
-            .await;
-        // An ended server is TERMINATED whatever else was recorded meanwhile, or the next
-        // pass would see it gone and "replace" it again, forever.
-        if ended.is_ok() {
-            self.agent_event(dep, &server.id.to_string(), AgentEvent::Terminated)?;
-        }
-        ended
+/// The servers of `fleet` that `changes` removes and `which` picks, with the gone ones named.
+fn departure<'a>(
+    spec: &'a DeploymentSpec,
+    fleet: &'a Fleet,
+    changes: &'a Changes,
+    which: Leaving,
+) -> Departure<'a> {
+    let gone: BTreeSet<String> = changes
+        .tiers
+        .iter()
+        .flat_map(|t| &t.gone)
+        .map(ToString::to_string)
+        .collect();
+    let ids: BTreeSet<String> = changes
+        .tiers
+        .iter()
+        .flat_map(|t| &t.remove)
+        .map(ToString::to_string)
+        .filter(|id| which.takes(gone.contains(id)))
+        .collect();
+    let leaving = fleet
+        .values()
+        .flatten()
+        .filter(|s| ids.contains(&s.id.to_string()))
+        .cloned()
+        .collect();
+    Departure {
+        spec,
+        fleet,
+        changes,
+        leaving,
+        gone,
     }
 }

@@ -1,7 +1,8 @@
 //! Desired state per tier: how many servers it should have (its target) within its bounds.
 //! The deployment file gives the first bounds and `min` as the first target; `stratus scale`
 //! changes them, and the reconciler works towards them. They live in the journal of the
-//! current launch, so a relaunch after terminate starts again from the file.
+//! current launch, so a relaunch after terminate starts again from the file. Terminate's
+//! desired state is nothing: no server in any tier, whatever the bounds say.
 
 use crate::engine::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,15 @@ impl TierTarget {
     }
 }
 
+/// What a reconcile works towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Every tier at its target (launch, scale, recovery, apply).
+    Targets,
+    /// No server in any tier, whatever its `min` (terminate).
+    Nothing,
+}
+
 fn target_key(journal: &str, tier: &str) -> String {
     format!("target/{journal}/{tier}")
 }
@@ -108,6 +118,20 @@ impl Engine {
             );
         }
         Ok(out)
+    }
+
+    /// How many servers each tier of `spec` should have to reach `goal`.
+    pub(crate) fn wanted(
+        &self,
+        spec: &DeploymentSpec,
+        goal: Goal,
+    ) -> Result<BTreeMap<String, u32>, EngineError> {
+        let targets = self.targets(spec)?;
+        let count = |t: &TierTarget| match goal {
+            Goal::Targets => t.count,
+            Goal::Nothing => 0,
+        };
+        Ok(targets.iter().map(|(k, t)| (k.clone(), count(t))).collect())
     }
 
     /// Records `target` as what tier `tier` of `spec` should have from now on.
