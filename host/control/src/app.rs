@@ -43,6 +43,8 @@ pub struct App {
     /// Held while a target is read, changed and stored, so two scale requests at once cannot
     /// both start from the same target and lose one change.
     targets: Arc<Mutex<()>>,
+    /// The CPU and memory windows of every server (see `metrics.rs`).
+    metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -53,7 +55,13 @@ impl App {
             logs,
             tasks: Arc::default(),
             targets: Arc::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// The servers' metrics windows, which scaling rules read and the dispatcher feeds.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Every deployment, or only `name` (which must exist).

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_protocol::{
-    AgentReply, AgentRequest, Connection, Envelope, HealthResult, SupervisionReport,
+    AgentReply, AgentRequest, Connection, Envelope, HealthResult, MetricsReport, SupervisionReport,
     UNSOLICITED_ID, Welcome,
 };
 use tokio::net::TcpStream;
@@ -60,6 +60,8 @@ pub struct Dispatcher {
     health: broadcast::Sender<(ServerKey, HealthResult)>,
     /// Supervision reports agents send, each with the server of its connection.
     supervision: broadcast::Sender<(ServerKey, SupervisionReport)>,
+    /// Metrics reports agents send, each with the server of its connection.
+    metrics: broadcast::Sender<(ServerKey, MetricsReport)>,
 }
 
 impl Dispatcher {
@@ -73,6 +75,7 @@ impl Dispatcher {
             digest,
             health: broadcast::channel(HEALTH_BUFFER).0,
             supervision: broadcast::channel(HEALTH_BUFFER).0,
+            metrics: broadcast::channel(HEALTH_BUFFER).0,
         }
     }
 
@@ -86,6 +89,12 @@ impl Dispatcher {
     /// connection's server.
     pub fn supervision_reports(&self) -> broadcast::Receiver<(ServerKey, SupervisionReport)> {
         self.supervision.subscribe()
+    }
+
+    /// Every metrics report an agent sends from now on, bounded, named by the connection's
+    /// server.
+    pub fn metrics_reports(&self) -> broadcast::Receiver<(ServerKey, MetricsReport)> {
+        self.metrics.subscribe()
     }
 
     /// Allows the agent of `key` to connect with the credential whose digest is given.
@@ -283,6 +292,12 @@ impl Dispatcher {
                     }) => {
                         let report = report.within_bounds();
                         let _ = self.supervision.send((key.clone(), report));
+                    }
+                    Ok(Envelope {
+                        id: UNSOLICITED_ID,
+                        body: AgentReply::Metrics { report },
+                    }) => {
+                        let _ = self.metrics.send((key.clone(), report.within_bounds()));
                     }
                     Ok(env) => {
                         if let Some(waiter) = pending.lock().await.remove(&env.id) {

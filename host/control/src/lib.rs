@@ -8,6 +8,7 @@
 //! - `link.rs`: the dispatcher as the engine's `AgentLink`.
 //! - `monitor.rs`: agents LOST when their connection closes, RUNNING when they come back.
 //! - `paths.rs`: the state directory's layout.
+//! - `metrics.rs`: the CPU and memory agents report, kept in a bounded window per server.
 //! - `status.rs`: the operator's view of deployments, read from the store alone.
 //! - `supervision.rs`: the crashed processes agents report, kept for status.
 //! - `client.rs`: how the CLI finds (or starts) the control plane and talks to it.
@@ -16,6 +17,7 @@ pub mod app;
 pub mod client;
 pub mod dispatcher;
 mod link;
+pub mod metrics;
 mod monitor;
 pub mod paths;
 pub mod server;

@@ -120,6 +120,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     tokio::spawn(control.app.clone().watch_losses());
     let health = control.dispatcher.health_results();
     tokio::spawn(control.app.clone().watch_health(health));
+    tokio::spawn(crate::metrics::watch(
+        control.app.metrics().clone(),
+        store.clone(),
+        control.dispatcher.clone(),
+    ));
     let reports = control.dispatcher.supervision_reports();
     tokio::spawn(crate::supervision::watch(
         store.clone(),

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use stratus_engine::targets::TierTarget;
+use stratus_model::metrics::Sample;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentState, DeploymentState, ServiceState};
 use stratus_model::step_key::StepKey;
@@ -56,6 +57,46 @@ pub struct ServerView {
     /// its restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<String>,
+    /// The latest metrics sample of the server's own services (see `crate::metrics`): CPU
+    /// in percent of one CPU, resident memory in bytes and in percent of the machine's, and
+    /// when it came (Unix milliseconds); all null before the first sample and while the
+    /// agent is not RUNNING.
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub memory_percent: Option<f64>,
+    #[serde(default)]
+    pub sampled_at_ms: Option<u64>,
+}
+
+impl ServerView {
+    /// `cpu 97.3 %  mem 12.4 MiB (0.2 %) at 12:01:02`, once the server has a sample.
+    pub fn metrics_line(&self) -> Option<String> {
+        let (cpu, bytes, percent, at) = (
+            self.cpu_percent?,
+            self.memory_bytes?,
+            self.memory_percent?,
+            self.sampled_at_ms?,
+        );
+        let mib = bytes as f64 / (1024.0 * 1024.0);
+        let at = stratus_engine::recovery::clock(i64::try_from(at).unwrap_or(i64::MAX));
+        Some(format!(
+            "cpu {cpu:.1} %  mem {mib:.1} MiB ({percent:.1} %) at {at}"
+        ))
+    }
+
+    /// The same view with `sample` as its metrics.
+    fn with_sample(self, sample: Option<Sample>) -> ServerView {
+        ServerView {
+            cpu_percent: sample.map(|s| s.cpu_percent),
+            memory_bytes: sample.map(|s| s.memory_bytes),
+            memory_percent: sample.map(|s| s.memory_percent),
+            sampled_at_ms: sample.map(|s| s.at_ms),
+            ..self
+        }
+    }
 }
 
 /// A hook step waiting for its next attempt (see `stratus_engine::retry`).
@@ -184,36 +225,43 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                 .iter()
                 .filter(shown)
                 .map(|s| (s, crate::supervision::report_of(store, &journal, &s.id)))
-                .map(|(s, crashed)| ServerView {
-                    id: s.id.clone(),
-                    name: s.name.clone(),
-                    address: s.address.clone(),
-                    pid: s.pid,
-                    agent: s.agent_state.name().to_string(),
-                    cm: cm_runs(&steps, &s.id),
-                    waiting: waits_on(&waits, &s.id),
-                    services: services
-                        .iter()
-                        .filter(|i| i.server_id == s.id)
-                        .map(|i| ServiceView {
-                            name: i.service.clone(),
-                            id: i.service_id.clone(),
-                            // Nobody can tell what runs on a server whose agent is lost.
-                            state: match s.agent_state {
-                                AgentState::Lost => "UNKNOWN".to_string(),
-                                _ => i.state.name().to_string(),
-                            },
-                            reason: match &i.state {
-                                ServiceState::Failed { reason } => Some(reason.clone()),
-                                _ => None,
-                            },
-                            health: health_view(store, &journal, s, &i.service),
-                            processes: process_views(&crashed, &i.service),
-                        })
-                        .collect(),
-                    replacing: stratus_engine::health::condemned(store, &journal, &s.id)
-                        .ok()
-                        .flatten(),
+                .map(|(s, crashed)| {
+                    ServerView {
+                        id: s.id.clone(),
+                        name: s.name.clone(),
+                        address: s.address.clone(),
+                        pid: s.pid,
+                        agent: s.agent_state.name().to_string(),
+                        cm: cm_runs(&steps, &s.id),
+                        waiting: waits_on(&waits, &s.id),
+                        services: services
+                            .iter()
+                            .filter(|i| i.server_id == s.id)
+                            .map(|i| ServiceView {
+                                name: i.service.clone(),
+                                id: i.service_id.clone(),
+                                // Nobody can tell what runs on a server whose agent is lost.
+                                state: match s.agent_state {
+                                    AgentState::Lost => "UNKNOWN".to_string(),
+                                    _ => i.state.name().to_string(),
+                                },
+                                reason: match &i.state {
+                                    ServiceState::Failed { reason } => Some(reason.clone()),
+                                    _ => None,
+                                },
+                                health: health_view(store, &journal, s, &i.service),
+                                processes: process_views(&crashed, &i.service),
+                            })
+                            .collect(),
+                        replacing: stratus_engine::health::condemned(store, &journal, &s.id)
+                            .ok()
+                            .flatten(),
+                        cpu_percent: None,
+                        memory_bytes: None,
+                        memory_percent: None,
+                        sampled_at_ms: None,
+                    }
+                    .with_sample(sample_of(store, &journal, s))
                 })
                 .collect();
             tier_servers.sort_by_key(|s| {
@@ -250,6 +298,15 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
         });
     }
     Ok(StatusView { deployments })
+}
+
+/// The latest metrics of `server` while its agent is RUNNING (a LOST agent's are stale, a
+/// TERMINATED one's history).
+fn sample_of(store: &Store, journal: &str, server: &ServerRow<AgentState>) -> Option<Sample> {
+    if server.agent_state != AgentState::Running {
+        return None;
+    }
+    crate::metrics::latest_stored(store, journal, &server.id)
 }
 
 /// The crashed processes of `service` in its server's last supervision report.

@@ -125,6 +125,10 @@ mod tests {
             waiting: Vec::new(),
             services: Vec::new(),
             replacing: None,
+            cpu_percent: None,
+            memory_bytes: None,
+            memory_percent: None,
+            sampled_at_ms: None,
         }
     }
 

@@ -60,6 +60,9 @@ pub fn print_text(view: &StatusView) {
                     s.agent,
                     services.join(", ")
                 );
+                if let Some(line) = s.metrics_line() {
+                    println!("      {line}");
+                }
                 for c in &s.cm {
                     let summary = indented(&c.summary, "        ");
                     println!("      cm {} {}: {summary}", c.unit, c.state);

@@ -1,0 +1,401 @@
+//! Metrics, the control plane's part: each agent is asked for its services' CPU and memory
+//! every `metrics-interval` of its deployment (when it connects, when the interval changes,
+//! and again when it stays silent), and each report is kept in a bounded window per server,
+//! which scaling rules read through [`Metrics`]. The latest sample of each server is also
+//! written to the store, at most once per [`STORE_EVERY`], where `stratus status` reads it.
+//!
+//! Reports are stamped on receipt and named by the connection's server, never by what the
+//! frame says; one closer than half the interval to the previous one of its server is ignored,
+//! so a flooding agent cannot fill its window.
+
+use crate::dispatcher::{Dispatcher, ServerKey};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stratus_model::ids::ServerId;
+use stratus_model::metrics::{DEFAULT_INTERVAL_MS, MAX_SAMPLES, Sample, ServerWindow};
+use stratus_model::spec::DeploymentSpec;
+use stratus_model::state::{AgentState, DeploymentState};
+use stratus_protocol::{AgentRequest, MetricsReport};
+use stratus_store::{Store, StoreError};
+use tokio::sync::broadcast::error::RecvError;
+
+/// Least time between two writes of a server's latest sample to the store: status needs no
+/// more, and a deployment of many servers at the shortest interval would otherwise write to
+/// the journal's database several times a second.
+pub const STORE_EVERY: Duration = Duration::from_secs(1);
+/// How often the deployments' intervals and servers are looked at again: a changed interval
+/// is sent to the agents, the windows of servers that left are dropped, and silent agents
+/// are asked again.
+pub const REFRESH: Duration = Duration::from_secs(2);
+/// How long an agent may send no report, in intervals, before it is asked again (an agent
+/// started again forgets what it was asked).
+const SILENT_INTERVALS: u32 = 3;
+/// How long an agent may take to accept a metrics watch.
+const ASK_LIMIT: Duration = Duration::from_secs(10);
+
+/// The windows of every server, per deployment; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    windows: Arc<Mutex<HashMap<ServerKey, VecDeque<Sample>>>>,
+}
+
+impl Metrics {
+    /// Keeps `report`, received at `now_ms` from `server` of `deployment` whose agents report
+    /// every `interval_ms`, as that server's newest sample (its oldest dropped past
+    /// [`MAX_SAMPLES`]); `None` when it came closer than half an interval to the previous one.
+    pub fn record(
+        &self,
+        deployment: &str,
+        server: &str,
+        interval_ms: u64,
+        report: MetricsReport,
+        now_ms: u64,
+    ) -> Option<Sample> {
+        let report = report.within_bounds();
+        let mut windows = self.lock();
+        let window = windows
+            .entry((deployment.to_string(), server.to_string()))
+            .or_default();
+        if window
+            .back()
+            .is_some_and(|last| now_ms.saturating_sub(last.at_ms) < interval_ms / 2)
+        {
+            return None;
+        }
+        let sample = Sample {
+            at_ms: now_ms,
+            cpu_percent: report.cpu_percent,
+            memory_bytes: report.memory_bytes,
+            memory_percent: report.memory_percent,
+        };
+        if window.len() >= MAX_SAMPLES {
+            window.pop_front();
+        }
+        window.push_back(sample);
+        Some(sample)
+    }
+
+    /// The window of each server asked, in that order (no samples for a server never heard).
+    pub fn windows(&self, deployment: &str, servers: &[ServerId]) -> Vec<ServerWindow> {
+        let windows = self.lock();
+        servers
+            .iter()
+            .map(|id| ServerWindow {
+                server: id.clone(),
+                samples: windows
+                    .get(&(deployment.to_string(), id.to_string()))
+                    .map(|w| w.iter().copied().collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The newest sample of `server`, if any.
+    pub fn latest(&self, deployment: &str, server: &ServerId) -> Option<Sample> {
+        let windows = self.lock();
+        windows
+            .get(&(deployment.to_string(), server.to_string()))
+            .and_then(|w| w.back().copied())
+    }
+
+    /// Drops the window of every server for which `keep` says no (it left its deployment).
+    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.lock().retain(|(dep, server), _| keep(dep, server));
+    }
+
+    /// The servers that have a window.
+    #[cfg(test)]
+    fn servers(&self) -> Vec<ServerKey> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerKey, VecDeque<Sample>>> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where the latest sample of `server` is kept for this launch of the deployment.
+fn latest_key(journal: &str, server: &str) -> String {
+    format!("metrics/{journal}/{server}")
+}
+
+/// The latest sample of `server` written to the store, if any (read by `status`).
+pub fn latest_stored(store: &Store, journal: &str, server: &str) -> Option<Sample> {
+    store
+        .meta(&latest_key(journal, server))
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// Runs for as long as the control plane does: asks agents for their metrics and keeps what
+/// they report.
+pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
+    let mut reports = dispatcher.metrics_reports();
+    let mut connections = dispatcher.subscribe();
+    let mut feed = Feed {
+        metrics,
+        store,
+        dispatcher,
+        intervals: HashMap::new(),
+        heard: HashMap::new(),
+        asked: HashMap::new(),
+        stored: HashMap::new(),
+    };
+    let mut refresh = tokio::time::interval(REFRESH);
+    loop {
+        tokio::select! {
+            report = reports.recv() => match report {
+                Ok((key, report)) => feed.note(key, report),
+                // Missed reports leave a gap in the windows; the next ones follow.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            },
+            changed = connections.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                feed.forget_disconnected().await;
+                feed.ask_silent().await;
+            }
+            _ = refresh.tick() => feed.refresh().await,
+        }
+    }
+}
+
+/// The feeding task's memory.
+struct Feed {
+    metrics: Metrics,
+    store: Store,
+    dispatcher: Dispatcher,
+    /// Each deployment's interval, as last read from its file.
+    intervals: HashMap<String, u64>,
+    /// When each server's last report came, and when its agent was last asked.
+    heard: HashMap<ServerKey, Instant>,
+    asked: HashMap<ServerKey, (Instant, u64)>,
+    /// When each server's latest sample was last written to the store.
+    stored: HashMap<ServerKey, Instant>,
+}
+
+impl Feed {
+    /// Keeps a report from a RUNNING server of a deployment this control plane knows.
+    fn note(&mut self, key: ServerKey, report: MetricsReport) {
+        let (dep, server) = (&key.0, &key.1);
+        let running = self
+            .store
+            .server::<AgentState>(dep, server)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.agent_state == AgentState::Running);
+        let Some(interval) = self.interval(dep).filter(|_| running) else {
+            return;
+        };
+        let Some(sample) = self
+            .metrics
+            .record(dep, server, interval, report, unix_ms())
+        else {
+            return;
+        };
+        self.heard.insert(key.clone(), Instant::now());
+        if self
+            .stored
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < STORE_EVERY)
+        {
+            return;
+        }
+        self.stored.insert(key.clone(), Instant::now());
+        if let Err(e) = self.store_latest(dep, server, &sample) {
+            tracing::warn!(error = %e, %server, "recording a server's metrics");
+        }
+    }
+
+    fn store_latest(&self, dep: &str, server: &str, sample: &Sample) -> Result<(), StoreError> {
+        let journal = stratus_engine::steps::journal_of(&self.store, dep)?;
+        let text = serde_json::to_string(sample).unwrap_or_default();
+        self.store.set_meta(&latest_key(&journal, server), &text)
+    }
+
+    /// The metrics interval of `dep`, read from its file the first time; `None` when the
+    /// deployment is unknown or terminated.
+    fn interval(&mut self, dep: &str) -> Option<u64> {
+        if let Some(ms) = self.intervals.get(dep) {
+            return Some(*ms);
+        }
+        let ms = read_interval(&self.store, dep)?;
+        self.intervals.insert(dep.to_string(), ms);
+        Some(ms)
+    }
+
+    /// Reads every interval again, drops what belongs to servers that left, and asks the
+    /// agents that need it.
+    async fn refresh(&mut self) {
+        self.intervals.clear();
+        let live = live_servers(&self.store);
+        self.metrics
+            .retain(|dep, server| live.contains(&(dep.to_string(), server.to_string())));
+        self.forget_disconnected().await;
+        self.ask_silent().await;
+    }
+
+    /// Forgets what was asked of agents no longer connected: one that connects again may be
+    /// a new process, which knows nothing of it.
+    async fn forget_disconnected(&mut self) {
+        let connected = self.dispatcher.connected().await;
+        self.heard.retain(|k, _| connected.contains(k));
+        self.asked.retain(|k, _| connected.contains(k));
+        self.stored.retain(|k, _| connected.contains(k));
+    }
+
+    /// Asks every connected agent that was not asked for its deployment's current interval,
+    /// or has been silent for [`SILENT_INTERVALS`] since it was last asked.
+    async fn ask_silent(&mut self) {
+        for key in self.dispatcher.connected().await {
+            let Some(interval) = self.interval(&key.0) else {
+                continue;
+            };
+            let silent = Duration::from_millis(interval) * SILENT_INTERVALS;
+            let quiet = self.heard.get(&key).is_none_or(|t| t.elapsed() >= silent);
+            let due = match self.asked.get(&key) {
+                None => true,
+                Some((_, ms)) if *ms != interval => true,
+                Some((at, _)) => quiet && at.elapsed() >= silent,
+            };
+            if due {
+                self.asked.insert(key.clone(), (Instant::now(), interval));
+                let dispatcher = self.dispatcher.clone();
+                tokio::spawn(async move {
+                    let ask = AgentRequest::WatchMetrics {
+                        interval_ms: interval,
+                    };
+                    if let Err(e) = dispatcher.call(&key, ask, ASK_LIMIT).await {
+                        tracing::debug!(error = %e, server = %key.1, "metrics not asked for");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The interval of a deployment that is not terminated (the default when its file no longer
+/// parses: its agents still report).
+fn read_interval(store: &Store, dep: &str) -> Option<u64> {
+    let row = store.deployment::<DeploymentState>(dep).ok().flatten()?;
+    if row.state == DeploymentState::Terminated {
+        return None;
+    }
+    let ms = DeploymentSpec::from_str(&row.spec_toml, &row.spec_path)
+        .map_or(DEFAULT_INTERVAL_MS, |s| s.metrics_interval_ms);
+    Some(ms)
+}
+
+/// Every server not terminated of every deployment not terminated.
+fn live_servers(store: &Store) -> HashSet<ServerKey> {
+    let Ok(rows) = store.deployments::<DeploymentState>() else {
+        return HashSet::new();
+    };
+    let mut out = HashSet::new();
+    for row in rows
+        .iter()
+        .filter(|r| r.state != DeploymentState::Terminated)
+    {
+        for s in store.servers::<AgentState>(&row.name).unwrap_or_default() {
+            if s.agent_state != AgentState::Terminated {
+                out.insert((row.name.clone(), s.id));
+            }
+        }
+    }
+    out
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(cpu: f64) -> MetricsReport {
+        MetricsReport {
+            cpu_percent: cpu,
+            memory_bytes: 1 << 20,
+            memory_percent: 0.5,
+        }
+    }
+
+    fn id(s: &str) -> ServerId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_window_keeps_the_newest_samples_up_to_its_bound() {
+        let m = Metrics::default();
+        for i in 0..(MAX_SAMPLES as u64 + 10) {
+            assert!(
+                m.record("web", "app-1", 500, report(i as f64), i * 500)
+                    .is_some()
+            );
+        }
+        let w = m.windows("web", &[id("app-1"), id("app-2")]);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].samples.len(), MAX_SAMPLES);
+        assert_eq!(w[0].samples[0].cpu_percent, 10.0, "the oldest were dropped");
+        assert!(
+            w[1].samples.is_empty(),
+            "a server never heard has no samples"
+        );
+        assert_eq!(w[1].server, id("app-2"));
+        let last = m.latest("web", &id("app-1")).unwrap();
+        assert_eq!(last.cpu_percent, (MAX_SAMPLES + 9) as f64);
+        assert!(m.latest("other", &id("app-1")).is_none());
+    }
+
+    #[test]
+    fn a_flooding_agent_cannot_fill_its_window() {
+        let m = Metrics::default();
+        assert!(
+            m.record("web", "app-1", 1_000, report(1.0), 10_000)
+                .is_some()
+        );
+        // A thousand reports within the same interval: only those half an interval apart count.
+        let kept = (1..1_000)
+            .filter(|i| {
+                m.record("web", "app-1", 1_000, report(2.0), 10_000 + i)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(kept, 1, "only the one at +500 ms");
+        assert!(
+            m.record("web", "app-1", 1_000, report(3.0), 11_000)
+                .is_some()
+        );
+        // Another server's reports are its own.
+        assert!(
+            m.record("web", "app-2", 1_000, report(3.0), 11_001)
+                .is_some()
+        );
+        assert_eq!(m.windows("web", &[id("app-1")])[0].samples.len(), 3);
+    }
+
+    #[test]
+    fn reports_are_held_to_their_bounds_and_servers_that_left_are_dropped() {
+        let m = Metrics::default();
+        let wild = MetricsReport {
+            cpu_percent: f64::NAN,
+            memory_bytes: 5,
+            memory_percent: -1.0,
+        };
+        let s = m.record("web", "app-1", 500, wild, 1).unwrap();
+        assert_eq!((s.cpu_percent, s.memory_percent, s.at_ms), (0.0, 0.0, 1));
+        m.record("web", "app-2", 500, report(1.0), 1);
+        m.record("old", "app-1", 500, report(1.0), 1);
+        m.retain(|dep, server| dep == "web" && server == "app-2");
+        let mut left = m.servers();
+        left.sort();
+        assert_eq!(left, [("web".to_string(), "app-2".to_string())]);
+    }
+}
