@@ -19,6 +19,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("chef", "chef"),
     ("motd", "motd"),
     ("mariadb", "mariadb"),
+    ("threshold-scaler", "threshold-scaler"),
+    ("hostile-scaler", "testing/hostile-scaler"),
 ];
 
 fn main() {

@@ -1,4 +1,4 @@
-//! Host bindings for the three worlds of `wit/`. The `service` world owns the generated
+//! Host bindings for the worlds of `wit/`. The `service` world owns the generated
 //! `types` and `host` interfaces; the others reuse them so one set of conversions and one
 //! `host` implementation serve every world.
 
@@ -34,6 +34,15 @@ pub mod cm {
             "stratus:plugin/types": super::service::stratus::plugin::types,
             "stratus:plugin/host": super::service::stratus::plugin::host,
         },
+    });
+}
+
+/// A scaling rule: no imports, one export (`scale-rule`).
+pub mod scaler {
+    wasmtime::component::bindgen!({
+        world: "stratus:plugin/scaler",
+        path: "../../wit",
+        exports: { default: async },
     });
 }
 

@@ -156,7 +156,7 @@ fn shadow_stack_overflow(error: &wasmtime::Error, trap: Option<&wasmtime::Trap>)
 }
 
 /// The Rust panic report in captured stderr (`thread '…' panicked at …:\n<message>`).
-fn panic_message(stderr: &str) -> Option<String> {
+pub(crate) fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.find("panicked at")?;
     let rest = &stderr[start..];
     let text: Vec<&str> = rest.lines().take(2).collect();

@@ -40,6 +40,7 @@ pub mod process_logs;
 pub mod program_user;
 pub mod restart;
 mod runtime;
+mod scaler;
 pub mod supervisor;
 
 pub use cache::CacheStatus;
@@ -56,4 +57,7 @@ pub use output::{HookOutcome, HookValue, LogLevel, LogRecord, Redactor};
 pub use package::Package;
 pub use program_user::{DEFAULT_PROGRAM_USER, PROGRAM_USER_ENV, ProgramUser};
 pub use runtime::{DEFAULT_MAX_COMPONENT_BYTES, Plugin, Runtime, RuntimeConfig, RuntimeError};
+pub use scaler::{
+    MAX_SCALER_ERROR_BYTES, MAX_SCALER_MEMORY_MB, MAX_SCALER_TIMEOUT_MS, ScalerError,
+};
 pub use supervisor::{ProcessSpec, ProcessState, Supervisor};

@@ -56,7 +56,9 @@ pub(crate) struct RuntimeInner {
     proxy: Linker<State>,
     cm: Linker<State>,
     cache: Option<CodeCache>,
-    max_component_bytes: u64,
+    pub max_component_bytes: u64,
+    /// Compiled scaling rules (scaler.rs).
+    pub scalers: crate::scaler::Scalers,
     /// Bounds concurrent calls to what the pool was sized for.
     pub calls: Semaphore,
 }
@@ -88,6 +90,8 @@ impl Runtime {
             engine::build(n).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let link = |w| linker(&engine, w).map_err(|e| RuntimeError::Linker(format!("{e:#}")));
         let (service, proxy, cm) = (link(World::Service)?, link(World::Proxy)?, link(World::Cm)?);
+        let scalers = crate::scaler::Scalers::new(&engine)
+            .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
         engine::start_ticker(&engine);
         let cache = config.cache_dir.map(|dir| CodeCache {
             dir,
@@ -103,6 +107,7 @@ impl Runtime {
                 cm,
                 cache,
                 max_component_bytes: config.max_component_bytes,
+                scalers,
                 calls: Semaphore::new(n as usize),
             }),
         })
@@ -172,7 +177,7 @@ impl Runtime {
     }
 
     /// Loads verified compiled code from the cache, else compiles and caches it.
-    fn compile(
+    pub(crate) fn compile(
         &self,
         bytes: &[u8],
         path: &Path,
@@ -214,7 +219,7 @@ impl Runtime {
 }
 
 /// Reads a component file, refusing one over `limit` bytes before reading it whole.
-fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+pub(crate) fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
     use std::io::Read;
     let io = |source| LoadError::Io {
         path: path.to_owned(),
