@@ -1,7 +1,13 @@
 //! A small real HTTP service for the three-tier example: `GET /` answers with this server's
 //! name and the rows of table `greetings`, read from MariaDB over a connection made from this
 //! server's own address (so the database's per-address grant is what lets it in).
+//!
+//! For tests of metrics and scaling rules it also burns one core while a file named `burn`
+//! exists in its service directory, beside its config file (`mnt/services/a<id>/burn` under
+//! the server root), looking every 100 ms and for at most 10 minutes of CPU in all (see
+//! `burn.rs`).
 
+mod burn;
 mod config;
 
 use config::Config;
@@ -22,6 +28,7 @@ fn main() {
     let server =
         Server::http(listen).unwrap_or_else(|e| exit(&format!("listening on {listen}: {e}")));
     println!("greeter {} listening on {listen}", cfg.server_name);
+    burn::start(std::path::Path::new(&path));
     for request in server.incoming_requests() {
         let (status, body) = answer(&cfg, request.method().as_str(), request.url());
         println!("{} {} {status}", request.method(), request.url());
