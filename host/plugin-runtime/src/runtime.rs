@@ -219,7 +219,7 @@ impl Runtime {
 }
 
 /// Reads a component file, refusing one over `limit` bytes before reading it whole.
-pub(crate) fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
     use std::io::Read;
     let io = |source| LoadError::Io {
         path: path.to_owned(),

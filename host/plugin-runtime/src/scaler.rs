@@ -12,9 +12,12 @@ use crate::bindings::scaler::exports::stratus::plugin::scale_rule as wit;
 use crate::cache::sha256_hex;
 use crate::capabilities::Capabilities;
 use crate::limits::Limiter;
+use crate::manifest::Manifest;
 use crate::output::Redactor;
-use crate::package::Package;
 use crate::runtime::Runtime;
+use rustix::fd::OwnedFd;
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,8 @@ pub const MAX_SCALER_MEMORY_MB: u64 = 256;
 pub const MAX_SCALER_TIMEOUT_MS: u64 = 10_000;
 /// Longest error message kept from a scaler (after control characters are stripped).
 pub const MAX_SCALER_ERROR_BYTES: usize = 1024;
+/// Largest `plugin.toml` read from a scaler package; real manifests are a few hundred bytes.
+const MAX_SCALER_MANIFEST_BYTES: u64 = 64 * 1024;
 /// Bytes of a scaler's stderr kept, to name a panic.
 const STDERR_BYTES: usize = 4096;
 /// Slack for the tokio backstop beyond the epoch deadline, which normally fires first; it
@@ -161,22 +166,14 @@ impl Runtime {
         };
         let dir = package.to_owned();
         let limit = self.inner.max_component_bytes;
-        let (pkg, bytes) = tokio::task::spawn_blocking(move || {
-            if !dir.is_dir() {
-                return Err("is not a package directory (plugin.toml and plugin.wasm)".into());
-            }
-            let pkg = Package::open(&dir).map_err(|e| e.to_string())?;
-            let bytes = crate::runtime::read_component(&pkg.component_path, limit)
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((pkg, bytes))
-        })
-        .await
-        .map_err(|e| bad(format!("read task failed: {e}")))?
-        .map_err(bad)?;
-        if pkg.manifest.is_none() || pkg.world() != Some(World::Scaler) {
-            let world = pkg.world().map_or("none".into(), |w| w.to_string());
+        let (manifest, bytes) = tokio::task::spawn_blocking(move || read_package(&dir, limit))
+            .await
+            .map_err(|e| bad(format!("read task failed: {e}")))?
+            .map_err(bad)?;
+        if manifest.plugin.world != World::Scaler {
             return Err(bad(format!(
-                "declares world `{world}`, but a scaling rule needs a `scaler` plugin"
+                "declares world `{}`, but a scaling rule needs a `scaler` plugin",
+                manifest.plugin.world
             )));
         }
         let sha = sha256_hex(&bytes);
@@ -192,7 +189,7 @@ impl Runtime {
             return Ok(l);
         }
         let rt = self.clone();
-        let path = pkg.component_path.clone();
+        let path = package.join(&manifest.plugin.component);
         let (component, _, sha256) = tokio::task::spawn_blocking(move || rt.compile(&bytes, &path))
             .await
             .map_err(|e| bad(format!("compile task failed: {e}")))?
@@ -206,8 +203,8 @@ impl Runtime {
             .map_err(|e| bad(format!("not a scaler component: {e:#}")))?;
         let loaded = Arc::new(Loaded {
             sha256,
-            name: pkg.name(),
-            capabilities: pkg.capabilities(),
+            name: manifest.plugin.name,
+            capabilities: manifest.capabilities,
             pre,
         });
         let mut all = self.inner.scalers.loaded.lock().unwrap();
@@ -286,6 +283,47 @@ impl Runtime {
             }),
         }
     }
+}
+
+/// A scaler package's manifest and component, each a regular file directly in `dir`, opened
+/// without following a link and without blocking on a FIFO, and read within bounds: the
+/// control plane runs as a user that can read what the package's author cannot.
+fn read_package(dir: &Path, limit: u64) -> Result<(Manifest, Vec<u8>), String> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::empty())
+        .map_err(|e| format!("is not a package directory (plugin.toml and plugin.wasm): {e}"))?;
+    let toml = read_file(&fd, dir, "plugin.toml", MAX_SCALER_MANIFEST_BYTES)?;
+    let text = String::from_utf8(toml).map_err(|_| "plugin.toml is not UTF-8".to_string())?;
+    let manifest = Manifest::parse(&text, &dir.join("plugin.toml")).map_err(|e| e.to_string())?;
+    let wasm = read_file(&fd, dir, &manifest.plugin.component, limit)?;
+    Ok((manifest, wasm))
+}
+
+/// The file `name` directly beneath `dir`, at most `limit` bytes.
+fn read_file(dir: &OwnedFd, shown: &Path, name: &str, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| match e {
+        Errno::LOOP => format!("{name} is a symbolic link, which a scaler package may not hold"),
+        e => format!("cannot open {}: {e}", shown.join(name).display()),
+    })?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| format!("cannot stat {name}: {e}"))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(format!("{name} is not a regular file"));
+    }
+    let too_large = |size: u64| format!("{name} is {size} bytes, over the limit of {limit}");
+    if stat.st_size as u64 > limit {
+        return Err(too_large(stat.st_size as u64));
+    }
+    let mut bytes = Vec::with_capacity(stat.st_size as usize);
+    std::fs::File::from(fd)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// The WASI context of a scaler: nothing granted, clocks frozen at `now_ms`.

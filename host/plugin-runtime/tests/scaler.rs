@@ -234,6 +234,15 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
     );
     assert!(took < Duration::from_secs(3), "{took:?}");
 
+    // Waiting in a host call, where epochs are not checked: the backstop ends it.
+    let (r, took) = hostile(&rt, "sleep").await;
+    let e = r.unwrap_err();
+    assert!(
+        matches!(e, ScalerError::Timeout { limit_ms: 500, .. }),
+        "{e:?}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
     let (r, _) = hostile(&rt, "count").await;
     assert_eq!(
         r.unwrap_err().to_string(),
@@ -377,4 +386,45 @@ async fn a_changed_component_is_compiled_again() {
         matches!(e, ScalerError::VoteRange { value: 7, .. }),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn a_scaler_package_holding_links_or_special_files_is_refused() {
+    let rt = shared_runtime();
+    let name = tier("app");
+    let windows = two_servers(&name);
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = copy_package("threshold-scaler", dir.path());
+    let check = |pkg: PathBuf| {
+        let rt = rt.clone();
+        let windows = windows.clone();
+        let name = name.clone();
+        async move {
+            let started = Instant::now();
+            let e = rt
+                .scale_check(&pkg, &name, &any_policy(), 5_000, &windows)
+                .await
+                .unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(3));
+            e.to_string()
+        }
+    };
+    // The component replaced by a link to a device that never ends.
+    std::fs::remove_file(pkg.join("plugin.wasm")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", pkg.join("plugin.wasm")).unwrap();
+    let text = check(pkg.clone()).await;
+    assert!(
+        text.contains("plugin.wasm is a symbolic link, which a scaler package may not hold"),
+        "{text}"
+    );
+    // A FIFO nobody writes to.
+    std::fs::remove_file(pkg.join("plugin.wasm")).unwrap();
+    nix::unistd::mkfifo(&pkg.join("plugin.wasm"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let text = check(pkg.clone()).await;
+    assert!(text.contains("plugin.wasm is not a regular file"), "{text}");
+    // The manifest as a link to a file the package's author cannot read.
+    std::fs::rename(pkg.join("plugin.toml"), dir.path().join("elsewhere.toml")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere.toml"), pkg.join("plugin.toml")).unwrap();
+    let text = check(pkg.clone()).await;
+    assert!(text.contains("plugin.toml is a symbolic link"), "{text}");
 }

@@ -104,6 +104,12 @@ impl Manifest {
         manifest.validate().map_err(invalid)?;
         if manifest.plugin.world == World::Scaler {
             scaler_keys(text).map_err(invalid)?;
+            if manifest.plugin.component.contains('/') {
+                return Err(invalid(format!(
+                    "plugin.component `{}` must be a file directly in a scaler's package",
+                    manifest.plugin.component
+                )));
+            }
         }
         Ok(manifest)
     }

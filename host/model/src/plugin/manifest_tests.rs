@@ -232,6 +232,8 @@ fn a_scaler_may_set_only_its_memory_and_time() {
         (16, 200)
     );
     assert!(parse(SCALER_HEAD).is_ok());
+    let nested = SCALER_HEAD.replace("world", "component = \"lib/rule.wasm\"\nworld");
+    assert!(err(&nested).contains("must be a file directly in a scaler's package"));
     for (line, key) in [
         ("dirs = []", "dirs"),
         ("programs = [\"/bin/sh\"]", "programs"),

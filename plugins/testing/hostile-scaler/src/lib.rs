@@ -1,5 +1,6 @@
 //! Test-only scaling rule that misbehaves as its tier's name says: `loop` spins forever,
-//! `alloc` allocates without end, `count` returns one vote too many, `range` votes 7, `wasi`
+//! `alloc` allocates without end, `sleep` waits a
+//! minute in a WASI call, `count` returns one vote too many, `range` votes 7, `wasi`
 //! looks for files, environment, arguments, the network and the clock and returns what it found as its
 //! error, `bigerr` returns a 10 MiB error full of control characters. Any other tier gets
 //! one 0 per server.
@@ -49,6 +50,10 @@ impl Guest for HostileScaler {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                Ok(vec![0; n])
             }
             "count" => Ok(vec![0; n + 1]),
             "range" => Ok(vec![7; n]),
