@@ -427,3 +427,112 @@ fn a_terminate_right_after_launch_leaves_no_server_it_was_starting() {
         .unwrap_or_default();
     assert!(left.is_empty(), "server disks left: {left:?}");
 }
+
+/// A server's only service directory inside its disk kept under `kept`.
+fn kept_service_dir(st: &Stratus, dep: &str, kept: &Path, server: &Value) -> PathBuf {
+    assert!(
+        !server_root(st, dep, server).exists(),
+        "{server} is still in servers/"
+    );
+    let service = server["services"][0]["id"].as_str().unwrap();
+    let id = server["id"].as_str().unwrap();
+    kept.join(id)
+        .join("root")
+        .join("mnt/services")
+        .join(service)
+}
+
+/// Index of the first line of `log` that names `server` and contains `text`.
+fn line_of(log: &[&str], server: &str, text: &str) -> usize {
+    let who = format!("server={server} ");
+    log.iter()
+        .position(|l| l.contains(&who) && l.contains(text))
+        .unwrap_or_else(|| panic!("no `{text}` for {server} in:\n{}", log.join("\n")))
+}
+
+fn mtime(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+/// Terminate is the launch backwards across the whole deployment: the load balancer drops
+/// every node before any app server stops, every app server stops before the database does,
+/// and the database revokes every app server's grant first. What the plugins wrote shows each
+/// hook ran; the control plane's log (one file, in order) and the plugins' file times show the
+/// order.
+#[test]
+fn terminate_drops_nodes_then_stops_apps_then_revokes_and_stops_the_database() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("order", 2));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("order");
+    let (lb, app, db) = (
+        common::servers(&d, "lb"),
+        common::servers(&d, "app"),
+        common::servers(&d, "db"),
+    );
+    let (_, kept) = common::terminate_keeping_disks(&st, "order");
+    let dir = |s: &Value| kept_service_dir(&st, "order", &kept, s);
+
+    let lb_dir = dir(&lb[0]);
+    let lb_hooks = read(&lb_dir.join("hooks.log"));
+    assert!(
+        lb_hooks.ends_with("start-proxy\nremove-nodes\nstop\n"),
+        "{lb_hooks}"
+    );
+    let nodes = read(&lb_dir.join("nodes.txt"));
+    assert!(common::nodes_in(&nodes).is_empty(), "nodes left: {nodes}");
+    for s in &app {
+        let hooks = read(&dir(s).join("hooks.log"));
+        assert!(hooks.ends_with("start\nstop\n"), "{}: {hooks}", s["id"]);
+    }
+    let db_dir = dir(&db[0]);
+    let grants = read(&db_dir.join("grants.log"));
+    assert!(grants.lines().any(|l| l.starts_with("revoke ")), "{grants}");
+    assert!(
+        common::granted_in(&grants).is_empty(),
+        "still granted: {grants}"
+    );
+    let revoked_lines = grants.lines().filter(|l| l.starts_with("revoke "));
+    let revoked: String = revoked_lines.collect::<Vec<_>>().join("\n");
+    for a in common::addresses(&app) {
+        assert!(revoked.contains(&a), "{a} not revoked: {grants}");
+    }
+    let db_hooks = read(&db_dir.join("hooks.log"));
+    assert!(
+        db_hooks.ends_with("revoke-database-access\nstop\n"),
+        "{db_hooks}"
+    );
+
+    // The control plane's record of the terminate's change set, in the order things happened.
+    let log = read(&st.dir().join("logs/configuration-worker.log"));
+    let from = log
+        .find("(reconcile/2/")
+        .expect("terminate is change set 2");
+    let log: Vec<&str> = log[log[..from].rfind('\n').map_or(0, |i| i + 1)..]
+        .lines()
+        .collect();
+    let lb_id = lb[0]["id"].as_str().unwrap();
+    let db_id = db[0]["id"].as_str().unwrap();
+    let dropped = line_of(&log, lb_id, "hook remove-nodes done");
+    let revoked = line_of(&log, db_id, "hook revoke-database-access done");
+    let db_stops = line_of(&log, db_id, "calling hook stop");
+    for s in &app {
+        let id = s["id"].as_str().unwrap();
+        let stops = line_of(&log, id, "calling hook stop");
+        let stopped = line_of(&log, id, "hook stop done");
+        assert!(
+            dropped < stops,
+            "{id} stopped before the nodes were dropped"
+        );
+        assert!(stopped < db_stops, "the database stopped before {id}");
+    }
+    assert!(revoked < db_stops, "the database stopped before revoking");
+    // The plugins' own writes agree: the last write of each file is the hook named above.
+    let app_last = app.iter().map(|s| mtime(&dir(s).join("hooks.log")));
+    let db_stop = mtime(&db_dir.join("hooks.log"));
+    for app_stop in app_last {
+        assert!(mtime(&lb_dir.join("nodes.txt")) <= app_stop);
+        assert!(app_stop <= db_stop);
+    }
+    assert!(mtime(&db_dir.join("grants.log")) <= db_stop);
+}

@@ -390,3 +390,23 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_set_journaled_before_terminate_was_one_reads_back_and_keeps_its_digest() {
+        let old = serde_json::json!({ "generation": 3, "tiers": [] });
+        let changes: Changes = serde_json::from_value(old.clone()).unwrap();
+        assert!(!changes.to_nothing);
+        assert_eq!(serde_json::to_value(&changes).unwrap(), old);
+        let to_nothing = Changes {
+            to_nothing: true,
+            ..changes
+        };
+        let json = serde_json::to_value(&to_nothing).unwrap();
+        assert_eq!(json["to_nothing"], true);
+        assert_eq!(serde_json::from_value::<Changes>(json).unwrap(), to_nothing);
+    }
+}

@@ -32,12 +32,13 @@ pub struct TierChange {
 }
 
 impl TierChange {
-    /// `tier app 2 -> 5`, plus what was replaced.
+    /// `tier app 2 -> 5`, plus what was replaced (or, when nothing is added, what was gone).
     pub fn describe(&self) -> String {
         let mut text = format!("tier {} {} -> {}", self.tier, self.from, self.to);
         if !self.gone.is_empty() {
             let gone: Vec<String> = self.gone.iter().map(ToString::to_string).collect();
-            text.push_str(&format!(" (replacing {})", gone.join(", ")));
+            let how = if self.add.is_empty() { "gone:" } else { "replacing" };
+            text.push_str(&format!(" ({how} {})", gone.join(", ")));
         }
         text
     }
@@ -157,6 +158,18 @@ mod tests {
         assert_eq!(ids(&c.remove), ["app-1", "app-3"]);
         // At its target, a lost server that is not replaced stays.
         assert_eq!(tier_change(&tier(), 3, &s, 4), None);
+    }
+
+    #[test]
+    fn terminate_removes_every_server_gone_and_lost_ones_too_and_adds_none() {
+        let mut s = servers(&[(1, false), (2, true), (3, false)]);
+        s[2].lost = true;
+        let c = tier_change(&tier(), 0, &s, 4).unwrap();
+        assert_eq!(ids(&c.remove), ["app-2", "app-3", "app-1"]);
+        assert_eq!(ids(&c.gone), ["app-2"]);
+        assert!(c.add.is_empty());
+        assert_eq!(c.describe(), "tier app 2 -> 0 (gone: app-2)");
+        assert_eq!(tier_change(&tier(), 0, &[], 4), None);
     }
 
     #[test]

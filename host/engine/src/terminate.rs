@@ -43,10 +43,10 @@ impl Engine {
         self.parts
             .store
             .set_meta(&key, if keep_disks { "true" } else { "false" })?;
-        // Nothing kept yet by this terminate: an earlier one's answer must not show.
-        self.parts
-            .store
-            .set_meta(&kept_disks_key(spec.name.as_str()), "")?;
+        // Nothing kept or left yet by this terminate: an earlier one's answer must not show.
+        for key in [kept_disks_key, disks_left_key] {
+            self.parts.store.set_meta(&key(spec.name.as_str()), "")?;
+        }
         self.terminate_as_recorded(spec).await
     }
 
@@ -75,8 +75,10 @@ impl Engine {
         };
         self.sweep_unrecorded(dep, changes.as_ref()).await?;
         let problems = self.record_departure(dep, departed)?;
-        self.deployment_event(dep, DeploymentEvent::AllStopped)?;
+        // The new journal first: a TERMINATED deployment relaunched on the old one would skip
+        // every step; a control plane stopped in between terminates again, finding nothing.
         self.new_journal(dep)?;
+        self.deployment_event(dep, DeploymentEvent::AllStopped)?;
         self.log_deployment(dep, "deployment TERMINATED");
         Ok(problems)
     }
@@ -124,7 +126,9 @@ impl Engine {
     /// every failure met.
     fn record_departure(&self, dep: &str, departed: Departed) -> Result<Vec<String>, EngineError> {
         let store = &self.parts.store;
-        store.set_meta(&disks_left_key(dep), &departed.disks_left.join("\n"))?;
+        if !departed.disks_left.is_empty() {
+            store.set_meta(&disks_left_key(dep), &departed.disks_left.join("\n"))?;
+        }
         if let Some(dir) = &departed.kept {
             let dir = dir.display().to_string();
             store.set_meta(&kept_disks_key(dep), &dir)?;
