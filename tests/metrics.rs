@@ -1,0 +1,200 @@
+//! Metrics in real launches: agents report their services' CPU and memory every
+//! `metrics-interval`, and status shows each server's latest sample. The greeter's bounded
+//! CPU burner, switched on in one app server, shows there as about one busy core while the
+//! other app server stays low, and drops again once switched off; the memory shown is at
+//! least the greeter's own resident set.
+//!
+//! The database is the hello plugin's (files only): the greeter reads it only when asked for a
+//! page, and these tests never ask, so no MariaDB is needed.
+
+mod common;
+
+use common::{Stratus, servers, terminate};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A database tier and an app tier of two greeters, reporting every 500 ms.
+fn deployment(st: &Stratus, name: &str) -> PathBuf {
+    let root = stratus_plugin_artifacts::repo_root();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let app = stratus_plugin_artifacts::package_dir("app");
+    let text = format!(
+        r#"[deployment]
+name = "{name}"
+metrics-interval = "500ms"
+
+[tiers.db]
+min = 1
+max = 1
+services = ["db"]
+
+[tiers.app]
+min = 2
+max = 2
+services = ["app"]
+
+[services.db]
+package = "{hello}"
+data-source = {{ image = "{sql}", database = "hello" }}
+ports = {{ mysql = 3306 }}
+credentials = ["admin"]
+
+[services.app]
+package = "{app}"
+ports = {{ http = 8080 }}
+depends-on = [{{ data-source = "db" }}]
+"#,
+        hello = hello.display(),
+        app = app.display(),
+        sql = root.join("examples/hello/datasource.sql").display(),
+    );
+    st.write_file(&format!("{name}.toml"), &text)
+}
+
+/// The greeter of `server`: its pid and the config file its command line names (the burner's
+/// switch lives beside it).
+fn greeter(st: &Stratus, dep: &str, server: &str) -> (u32, PathBuf) {
+    let root = st.dir().join(format!("servers/{dep}/{server}/"));
+    let root = root.to_string_lossy();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_greeter = args.first().is_some_and(|p| p.ends_with("/bin/greeter"));
+        let config = args.iter().skip_while(|a| *a != "--config").nth(1);
+        if let (true, Some(config)) = (is_greeter, config)
+            && config.starts_with(&*root)
+            && common::alive(pid)
+        {
+            return (pid, PathBuf::from(config));
+        }
+    }
+    panic!("no greeter runs for {server} under {root}")
+}
+
+/// A process's resident set, from `VmRSS` in `/proc/<pid>/status`, in bytes.
+fn vm_rss(pid: u32) -> u64 {
+    let status = common::read(&PathBuf::from(format!("/proc/{pid}/status")));
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib * 1024
+}
+
+/// Server `id` of `tier` in a deployment's status JSON.
+fn server(d: &Value, tier: &str, id: &str) -> Value {
+    servers(d, tier)
+        .into_iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no server {id} in {d}"))
+}
+
+fn cpu(d: &Value, id: &str) -> Option<f64> {
+    server(d, "app", id)["cpu_percent"].as_f64()
+}
+
+fn sampled_at(d: &Value, id: &str) -> u64 {
+    server(d, "app", id)["sampled_at_ms"].as_u64().unwrap_or(0)
+}
+
+/// Polls `dep` until `done` holds, for up to `limit`; returns the last view.
+fn wait_for(st: &Stratus, dep: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut d = st.deployment(dep);
+    while !done(&d) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        d = st.deployment(dep);
+    }
+    d
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Removes the burner's switch even when an assertion fails first.
+struct Switch(PathBuf);
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_burning_greeter_shows_as_a_busy_core_while_the_other_stays_low() {
+    let st = Stratus::new();
+    let file = deployment(&st, "busy");
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("busy");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    // Every server row carries the fields, null until its first sample.
+    assert!(server(&d, "db", "db-1").get("cpu_percent").is_some(), "{d}");
+
+    let d = wait_for(&st, "busy", Duration::from_secs(20), |d| {
+        cpu(d, "app-1").is_some() && cpu(d, "app-2").is_some()
+    });
+    assert!(cpu(&d, "app-2").is_some(), "no metrics reached status: {d}");
+    let (pid, config) = greeter(&st, "busy", "app-1");
+    let rss = vm_rss(pid);
+    let since = now_ms();
+    let d = wait_for(&st, "busy", Duration::from_secs(10), |d| {
+        sampled_at(d, "app-1") > since
+    });
+    let s1 = server(&d, "app", "app-1");
+    let memory = s1["memory_bytes"].as_u64().unwrap();
+    assert!(
+        memory >= rss,
+        "the server's memory ({memory}) is below its greeter's resident set ({rss}): {s1}"
+    );
+    let percent = s1["memory_percent"].as_f64().unwrap();
+    assert!(percent > 0.0 && percent < 100.0, "{s1}");
+    assert!(cpu(&d, "app-1").unwrap() < 30.0, "idle greeter busy? {s1}");
+
+    let switch = Switch(config.with_file_name("burn"));
+    std::fs::write(&switch.0, "").unwrap();
+    let d = wait_for(&st, "busy", Duration::from_secs(30), |d| {
+        cpu(d, "app-1").is_some_and(|c| c > 60.0)
+    });
+    let (busy, calm) = (cpu(&d, "app-1").unwrap(), cpu(&d, "app-2").unwrap());
+    assert!(busy > 60.0, "the burning server shows {busy} % CPU: {d}");
+    assert!(calm < 30.0, "the other app server shows {calm} % CPU: {d}");
+    assert!(busy < 150.0, "the burner uses one thread only: {busy} %");
+    let text = st.ok(&["status", "busy"]);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("cpu ") && l.contains(" MiB"))
+        .unwrap_or_else(|| panic!("no metrics line in status: {text}"));
+    assert!(line.contains(" %  mem "), "{line}");
+
+    drop(switch);
+    let d = wait_for(&st, "busy", Duration::from_secs(30), |d| {
+        cpu(d, "app-1").is_some_and(|c| c < 30.0)
+    });
+    assert!(
+        cpu(&d, "app-1").unwrap() < 30.0,
+        "the CPU did not drop once switched off: {d}"
+    );
+
+    terminate(&st, "busy");
+    let d = st.deployment("busy");
+    for s in servers(&d, "app") {
+        assert!(
+            s["cpu_percent"].is_null(),
+            "a terminated server shows metrics: {s}"
+        );
+    }
+}
