@@ -113,7 +113,13 @@ impl App {
                         .info(Component::MonitorDeployment, subject, message);
                     self.spawn_reconcile(spec).await;
                 }
-                DeploymentState::Stopping => self.spawn_terminate(spec, None).await,
+                DeploymentState::Stopping => {
+                    // Its journaled change set to nothing and disk choice carry on.
+                    let message = "resuming terminate after control plane restart";
+                    self.logs
+                        .info(Component::MonitorDeployment, subject, message);
+                    self.spawn_terminate(spec, None).await;
+                }
                 _ => {}
             }
         }
