@@ -70,6 +70,8 @@ pub(crate) fn describe(engine: &Engine, component: &Component) -> ComponentInfo 
         Some(World::Proxy)
     } else if has("stratus:plugin/service-hooks") {
         Some(World::Service)
+    } else if has("stratus:plugin/scale-rule") {
+        Some(World::Scaler)
     } else {
         None
     };

@@ -428,3 +428,16 @@ async fn a_scaler_package_holding_links_or_special_files_is_refused() {
     let text = check(pkg.clone()).await;
     assert!(text.contains("plugin.toml is a symbolic link"), "{text}");
 }
+
+#[test]
+fn inspect_names_the_scaler_world_and_its_imports() {
+    let bytes = std::fs::read(package("threshold-scaler").join("plugin.wasm")).unwrap();
+    let info = stratus_plugin_runtime::inspect(&bytes).unwrap();
+    assert_eq!(info.world, Some(stratus_model::context::World::Scaler));
+    // Rust's standard library brings WASI; no Stratus host interface is imported.
+    assert!(
+        !info.imports.iter().any(|i| i.starts_with("stratus:")),
+        "{:?}",
+        info.imports
+    );
+}
