@@ -224,7 +224,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
         e.to_string(),
         "scaler `hostile-scaler` ran past its time limit of 500 ms"
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 
     let (r, took) = hostile(&rt, "alloc").await;
     let e = r.unwrap_err();
@@ -232,7 +232,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
         matches!(e, ScalerError::OutOfMemory { limit_mb: 32, .. }),
         "{e:?}"
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 
     // Waiting in a host call, where epochs are not checked: the backstop ends it.
     let (r, took) = hostile(&rt, "sleep").await;
@@ -241,7 +241,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
         matches!(e, ScalerError::Timeout { limit_ms: 500, .. }),
         "{e:?}"
     );
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 
     let (r, _) = hostile(&rt, "count").await;
     assert_eq!(
@@ -266,7 +266,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
     assert!(message.starts_with("red red red"), "{message:?}");
     assert!(message.ends_with(" bytes)"), "{message:?}");
     assert!(!message.chars().any(char::is_control), "{message:?}");
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 
     // After all of that the same runtime still runs rules, hostile and not.
     let (r, _) = hostile(&rt, "calm").await;
@@ -405,7 +405,7 @@ async fn a_scaler_package_holding_links_or_special_files_is_refused() {
                 .scale_check(&pkg, &name, &any_policy(), 5_000, &windows)
                 .await
                 .unwrap_err();
-            assert!(started.elapsed() < Duration::from_secs(3));
+            assert!(started.elapsed() < Duration::from_secs(5));
             e.to_string()
         }
     };
