@@ -10,8 +10,9 @@
 //!   the page cache and kernel memory the services caused.
 //! - **/proc** otherwise: utime+stime of each process (fields 14 and 15 of `/proc/<pid>/stat`,
 //!   in clock ticks) and its resident set (`/proc/<pid>/statm` × page size), over the
-//!   supervised pids, every process of the services' cgroups, and their descendants, at most
-//!   [`MAX_PROCESSES`] of them. CPU is counted per process since the previous sample, so a
+//!   supervised pids and every process of the services' cgroups (children stay in their
+//!   parent's cgroup), or without cgroups over every descendant of the agent (the subreaper
+//!   of the services' orphans), at most [`MAX_PROCESSES`] of them. CPU is counted per process since the previous sample, so a
 //!   process that exits takes only its last partial interval with it; one first seen after
 //!   it started counts from then on. Resident sets are summed, so pages shared between
 //!   processes count once per process (as `ps` shows them).
@@ -235,16 +236,28 @@ impl Sampler {
     }
 
     /// The supervised processes, every process of the services' cgroups, and all their
-    /// descendants, at most [`MAX_PROCESSES`]; never the agent.
+    /// descendants, at most [`MAX_PROCESSES`]; never the agent. Children stay in their
+    /// parent's cgroup, so with cgroups the tree is the cgroups' processes; without, it is
+    /// every descendant of the agent, found through the parents in `/proc`.
     fn tracked_pids(&self) -> Vec<u32> {
         let mut roots = self.source.supervisor.running_pids();
-        if let Some(c) = &self.source.services {
-            roots.extend(c.procs());
-        }
-        let links: Vec<(u32, u32)> = descendants::live_processes()
-            .iter()
-            .map(|p| (p.pid, p.ppid))
-            .collect();
+        let links: Vec<(u32, u32)> = match &self.source.services {
+            Some(c) => {
+                roots.extend(c.procs());
+                Vec::new()
+            }
+            None => {
+                let links: Vec<(u32, u32)> = descendants::live_processes()
+                    .iter()
+                    .map(|p| (p.pid, p.ppid))
+                    .collect();
+                // Orphans of the services (daemons that double-forked) are re-parented to
+                // the agent, their subreaper.
+                let me = std::process::id();
+                roots.extend(links.iter().filter(|l| l.1 == me).map(|l| l.0));
+                links
+            }
+        };
         tree_of(&roots, &links, std::process::id(), MAX_PROCESSES)
     }
 }
@@ -446,6 +459,40 @@ mod tests {
         assert_eq!(tree_of(&[1], &[(2, 1), (1, 2)], 0, 10).len(), 2);
         let bomb: Vec<(u32, u32)> = (2..100_000).map(|p| (p, p / 2)).collect();
         assert_eq!(tree_of(&[1], &bomb, 0, MAX_PROCESSES).len(), MAX_PROCESSES);
+    }
+
+    #[test]
+    fn cgroup_counters_give_cpu_over_wall_time_and_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |usec: u64, bytes: u64| {
+            let stat = format!("usage_usec {usec}\nuser_usec {usec}\nsystem_usec 0\n");
+            std::fs::write(dir.path().join("cpu.stat"), stat).unwrap();
+            std::fs::write(dir.path().join("memory.current"), format!("{bytes}\n")).unwrap();
+        };
+        let mut sampler = Sampler::new(Source {
+            supervisor: Supervisor::new(dir.path().join("logs")),
+            services: None,
+        });
+        write(1_000_000, 4096);
+        let start = Instant::now();
+        assert!(
+            sampler.sample_cgroup(dir.path(), start).is_none(),
+            "baseline"
+        );
+        write(1_050_000, 8192);
+        let later = start + Duration::from_millis(100);
+        let (cpu, memory) = sampler.sample_cgroup(dir.path(), later).unwrap();
+        assert!((cpu - 0.5).abs() < 1e-9, "50 ms of CPU in 100 ms: {cpu}");
+        assert_eq!(memory, 8192);
+        // A counter that went back (a cgroup made again) counts nothing, not a wrap.
+        write(10, 1);
+        let (cpu, _) = sampler
+            .sample_cgroup(dir.path(), later + Duration::from_millis(100))
+            .unwrap();
+        assert_eq!(cpu, 0.0);
+        // A cgroup without the counters is no source.
+        std::fs::remove_file(dir.path().join("cpu.stat")).unwrap();
+        assert!(sampler.sample_cgroup(dir.path(), later).is_none());
     }
 
     #[tokio::test]
