@@ -170,6 +170,9 @@ fn a_burning_greeter_shows_as_a_busy_core_while_the_other_stays_low() {
         cpu(d, "app-1").is_some_and(|c| c > 60.0)
     });
     let (busy, calm) = (cpu(&d, "app-1").unwrap(), cpu(&d, "app-2").unwrap());
+    eprintln!(
+        "burning: app-1 {busy:.1} % CPU, app-2 {calm:.1} %; greeter VmRSS {rss}, server memory {memory}"
+    );
     assert!(busy > 60.0, "the burning server shows {busy} % CPU: {d}");
     assert!(calm < 30.0, "the other app server shows {calm} % CPU: {d}");
     assert!(busy < 150.0, "the burner uses one thread only: {busy} %");
