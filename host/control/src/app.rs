@@ -10,12 +10,14 @@
 //! - `app/apply.rs`: moving a running deployment to a new version of its file.
 
 mod apply;
+mod autoscale;
 mod error;
 mod health;
 mod lifecycle;
 mod recovery;
 mod scale;
 
+pub use autoscale::{SCALING_POLL, ScalerRules};
 pub use error::AppError;
 
 use crate::status::{self, StatusView};
@@ -45,6 +47,10 @@ pub struct App {
     targets: Arc<Mutex<()>>,
     /// The CPU and memory windows of every server (see `metrics.rs`).
     metrics: crate::metrics::Metrics,
+    /// What the scaling-rule passes remember between them.
+    settling: autoscale::Settling,
+    /// Runs custom `scaler` components; `None` where the binary gave none.
+    scalers: Option<Arc<dyn ScalerRules>>,
 }
 
 impl App {
@@ -56,7 +62,15 @@ impl App {
             tasks: Arc::default(),
             targets: Arc::default(),
             metrics: crate::metrics::Metrics::default(),
+            settling: autoscale::Settling::default(),
+            scalers: None,
         }
+    }
+
+    /// The same, running tiers' custom scaling rules with `scalers`.
+    pub fn with_scalers(mut self, scalers: Arc<dyn ScalerRules>) -> App {
+        self.scalers = Some(scalers);
+        self
     }
 
     /// The servers' metrics windows, which scaling rules read and the dispatcher feeds.

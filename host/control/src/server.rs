@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub agent_program: PathBuf,
     /// Exit once no deployment is active (set when `stratus launch` started us).
     pub exit_when_idle: bool,
+    /// Runs tiers' custom scaling rules (`[tiers.x.scaling] rule`); without it they warn.
+    pub scalers: Option<Arc<dyn crate::app::ScalerRules>>,
 }
 
 /// The serving side: sockets, the handshake, and operator requests handed to [`App`].
@@ -108,8 +110,12 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         engine.clone(),
         dispatcher.clone(),
     ));
+    let mut app = App::new(engine, store.clone(), logs.clone());
+    if let Some(scalers) = opts.scalers.clone() {
+        app = app.with_scalers(scalers);
+    }
     let control = Control {
-        app: App::new(engine, store.clone(), logs.clone()),
+        app,
         store: store.clone(),
         logs: logs.clone(),
         dispatcher,
@@ -118,6 +124,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     };
     control.app.resume().await;
     tokio::spawn(control.app.clone().watch_losses());
+    tokio::spawn(control.app.clone().watch_scaling_rules());
     let health = control.dispatcher.health_results();
     tokio::spawn(control.app.clone().watch_health(health));
     tokio::spawn(crate::metrics::watch(

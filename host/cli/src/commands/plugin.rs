@@ -193,7 +193,7 @@ fn access(a: stratus_plugin_runtime::Access) -> &'static str {
 }
 
 /// The cache key: 32 random bytes kept hex-encoded in a 0600 file, created on first use.
-fn cache_key(state: &Path) -> anyhow::Result<[u8; 32]> {
+pub(crate) fn cache_key(state: &Path) -> anyhow::Result<[u8; 32]> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let path = state.join("keys/cache.key");

@@ -18,12 +18,14 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&log_dir)?;
     log_to(&log_dir.join("control.log"))?;
     let program = std::env::current_exe()?;
+    let scalers = std::sync::Arc::new(crate::scalers::RuntimeScalers::new(state_dir.clone()));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(stratus_control::server::serve(
         stratus_control::server::ServeOptions {
             state_dir,
             agent_program: program,
             exit_when_idle: args.exit_when_idle,
+            scalers: Some(scalers),
         },
     ))?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,257 @@
+//! Scaling rules, the control plane's part: twice a second, each RUNNING deployment's tiers
+//! with a `[scaling]` table are judged on their servers' metrics windows. Every server votes
+//! (the built-in threshold rule, or the tier's `scaler` component), the majority decides
+//! (see `stratus_model::scaling`), and a decision becomes an event showing the vote and a new
+//! target reconciled to like `stratus scale`.
+//!
+//! `settle` counts from the end of the last scaling event of the tier, whoever asked for it:
+//! the pass sees the tier's target change or the deployment busy, and restarts the clock, so
+//! the servers a scale-up added warm up inside it.
+
+use super::App;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use stratus_engine::logs::{Component, Subject};
+use stratus_model::ids::{Name, ServerId};
+use stratus_model::metrics::ServerWindow;
+use stratus_model::scaling::{Decision, ScalingPolicy, Vote, threshold_reason};
+use stratus_model::spec::{DeploymentSpec, TierSpec};
+use stratus_model::state::DeploymentState;
+
+/// How often tiers with scaling rules are judged.
+pub const SCALING_POLL: Duration = Duration::from_millis(500);
+
+/// Runs a tier's custom `scaler` component: one vote per window, in order. The binary gives
+/// one backed by the plugin runtime, so this crate stays free of wasmtime.
+pub trait ScalerRules: Send + Sync {
+    fn scale_check<'a>(
+        &'a self,
+        package: &'a Path,
+        tier: &'a Name,
+        policy: &'a ScalingPolicy,
+        now_ms: u64,
+        windows: &'a [ServerWindow],
+    ) -> BoxFuture<'a, Result<Vec<Vote>, String>>;
+}
+
+/// What the passes remember of one tier: the target last seen and since when the tier has
+/// been quiet (no scaling event, no task on the deployment).
+#[derive(Clone, Copy)]
+struct Quiet {
+    count: u32,
+    since: Instant,
+}
+
+/// The autoscaler's memory across passes, keyed by (deployment, tier): how long each tier
+/// has been quiet, and the last warning written about it (so a failing rule is one event, not
+/// one per pass).
+#[derive(Clone, Default)]
+pub(super) struct Settling {
+    quiet: Arc<Mutex<HashMap<(String, String), Quiet>>>,
+    warned: Arc<Mutex<HashMap<(String, String), String>>>,
+}
+
+impl Settling {
+    /// Whether the tier has been quiet for `settle`, given its target `count` now; a changed
+    /// target starts the clock again.
+    fn settled(&self, dep: &str, tier: &str, count: u32, settle: Duration) -> bool {
+        let mut map = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let quiet = map
+            .entry((dep.to_string(), tier.to_string()))
+            .or_insert(Quiet { count, since: now });
+        if quiet.count != count {
+            *quiet = Quiet { count, since: now };
+        }
+        now.duration_since(quiet.since) >= settle
+    }
+
+    /// Restarts the clock of every tier of `dep` (a task works on it).
+    fn busy(&self, dep: &str) {
+        let mut map = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        for ((d, _), quiet) in map.iter_mut() {
+            if d == dep {
+                quiet.since = now;
+            }
+        }
+    }
+
+    /// Forgets deployments that are gone.
+    fn retain(&self, live: &[String]) {
+        let mut map = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(d, _), _| live.contains(d));
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        warned.retain(|(d, _), _| live.contains(d));
+    }
+
+    /// Whether `message` about the tier is new (the last pass said something else, or
+    /// nothing); `None` clears the tier's last warning.
+    fn first_time(&self, dep: &str, tier: &str, message: Option<&str>) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (dep.to_string(), tier.to_string());
+        match message {
+            None => {
+                warned.remove(&key);
+                false
+            }
+            Some(m) => warned.insert(key, m.to_string()).as_deref() != Some(m),
+        }
+    }
+}
+
+impl App {
+    /// Runs for as long as the control plane does.
+    pub async fn watch_scaling_rules(self) {
+        loop {
+            tokio::time::sleep(SCALING_POLL).await;
+            self.judge_deployments().await;
+        }
+    }
+
+    async fn judge_deployments(&self) {
+        let Ok(rows) = self.store.deployments::<DeploymentState>() else {
+            return;
+        };
+        self.settling
+            .retain(&rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>());
+        for row in rows {
+            let Ok(spec) = self.spec_of(&row) else {
+                continue;
+            };
+            if spec.tiers.values().all(|t| t.scaling.is_none()) {
+                continue;
+            }
+            if row.state != DeploymentState::Running || self.working_on(&row.name).await {
+                self.settling.busy(&row.name);
+                continue;
+            }
+            for tier in spec.tiers.values() {
+                if let Some(policy) = &tier.scaling {
+                    self.judge_tier(&spec, tier, policy).await;
+                }
+            }
+        }
+    }
+
+    /// Votes on one tier and acts on a majority.
+    async fn judge_tier(&self, spec: &DeploymentSpec, tier: &TierSpec, policy: &ScalingPolicy) {
+        let dep = spec.name.as_str();
+        let Ok(targets) = self.engine.targets(spec) else {
+            return;
+        };
+        let Some(target) = targets.get(tier.name.as_str()).copied() else {
+            return;
+        };
+        let settle = Duration::from_millis(policy.settle_ms);
+        if !self
+            .settling
+            .settled(dep, tier.name.as_str(), target.count, settle)
+        {
+            return;
+        }
+        let windows = self.tier_windows(dep, tier);
+        let now_ms = unix_ms();
+        let votes = match self.votes(tier, policy, &windows, now_ms).await {
+            Ok(v) => v,
+            Err(message) => return self.scaling_warning(dep, tier, &message),
+        };
+        self.settling.first_time(dep, tier.name.as_str(), None);
+        let Some(decision) = policy.decide(&votes, target.count, target.min, target.max) else {
+            return;
+        };
+        let message = decision_message(tier, policy, &decision);
+        let subject = Subject {
+            deployment: Some(dep),
+            tier: Some(tier.name.as_str()),
+            ..Subject::default()
+        };
+        self.logs
+            .info(Component::MonitorScalingEvent, subject, &message);
+        if let Err(e) = self
+            .scale(dep, tier.name.as_str(), Some(decision.to), None, None)
+            .await
+        {
+            self.scaling_warning(dep, tier, &format!("scaling refused: {e}"));
+        }
+    }
+
+    /// The metrics windows of the tier's servers, in server order.
+    fn tier_windows(&self, dep: &str, tier: &TierSpec) -> Vec<ServerWindow> {
+        let Ok(fleet) = self.engine.fleet(dep) else {
+            return Vec::new();
+        };
+        let ids: Vec<ServerId> = fleet
+            .get(tier.name.as_str())
+            .map(|servers| servers.iter().map(|s| s.id.clone()).collect())
+            .unwrap_or_default();
+        self.metrics().windows(dep, &ids)
+    }
+
+    /// The servers' votes: the tier's `scaler` component's, or the threshold rule's.
+    async fn votes(
+        &self,
+        tier: &TierSpec,
+        policy: &ScalingPolicy,
+        windows: &[ServerWindow],
+        now_ms: u64,
+    ) -> Result<Vec<Vote>, String> {
+        match &policy.rule {
+            None => Ok(policy.threshold_votes(windows, now_ms)),
+            Some(rule) => match &self.scalers {
+                Some(scalers) => {
+                    let package = &rule.path.resolved;
+                    scalers
+                        .scale_check(package, &tier.name, policy, now_ms, windows)
+                        .await
+                }
+                None => Err("custom scaling rules cannot run in this control plane".into()),
+            },
+        }
+    }
+
+    fn scaling_warning(&self, dep: &str, tier: &TierSpec, message: &str) {
+        if !self
+            .settling
+            .first_time(dep, tier.name.as_str(), Some(message))
+        {
+            return;
+        }
+        let subject = Subject {
+            deployment: Some(dep),
+            tier: Some(tier.name.as_str()),
+            ..Subject::default()
+        };
+        self.logs
+            .warn(Component::MonitorScalingEvent, subject, message);
+    }
+}
+
+/// "scale app 2→3: 2 of 2 servers above 75 % CPU for 2s".
+fn decision_message(tier: &TierSpec, policy: &ScalingPolicy, d: &Decision) -> String {
+    let reason = match &policy.rule {
+        None => threshold_reason(policy, d.is_up()),
+        Some(rule) => format!(
+            "voted {} by rule {}",
+            if d.is_up() { "up" } else { "down" },
+            rule.path.written.display()
+        ),
+    };
+    format!(
+        "scale {} {}→{}: {} of {} servers {reason}",
+        tier.name,
+        d.from,
+        d.to,
+        d.voters(),
+        d.tally.servers
+    )
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
