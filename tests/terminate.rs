@@ -252,6 +252,7 @@ fn a_terminate_resumed_after_a_crash_keeps_the_disks_it_was_asked_to_keep() {
     st.ok(&["launch", file.to_str().unwrap()]);
     let roots = fill_roots(&st, "rk", &outside(&st));
     let pids = st.agent_pids();
+    let d = st.deployment("rk");
     st.ok(&["shutdown"]);
 
     // The control plane dies right after the app server's `stop`, in the middle of terminate.
@@ -296,6 +297,25 @@ fn a_terminate_resumed_after_a_crash_keeps_the_disks_it_was_asked_to_keep() {
         assert!(!root.exists(), "{id} is still in servers/");
         assert_eq!(read(&kept.join(id).join("root").join(MARKER)), "old data");
     }
+    // The hooks completed before the crash did not run again; the others ran once.
+    let hooks = |tier: &str| {
+        let server = &common::servers(&d, tier)[0];
+        read(&kept_service_dir(&st, "rk", &kept, server).join("hooks.log"))
+    };
+    let app = hooks("app");
+    assert_eq!(
+        app.lines().collect::<Vec<_>>(),
+        ["install-service", "configure", "stop", "start", "stop"],
+        "{app}"
+    );
+    let lb = hooks("lb");
+    assert!(
+        lb.ends_with("start\nstart-proxy\nremove-nodes\nstop\n"),
+        "{lb}"
+    );
+    let db = hooks("db");
+    assert_eq!(db.matches("revoke-database-access").count(), 1, "{db}");
+    assert!(db.ends_with("stop\n"), "{db}");
     assert!(!st.dir().join("servers/rk").exists());
     st.ok(&["shutdown"]);
     let _ = serve.wait();
