@@ -2,7 +2,8 @@
 //! `metrics-interval`, and status shows each server's latest sample. The greeter's bounded
 //! CPU burner, switched on in one app server, shows there as about one busy core while the
 //! other app server stays low, and drops again once switched off; the memory shown is at
-//! least the greeter's own resident set.
+//! least the greeter's own resident set. An agent killed and started again (it adopts its
+//! greeter) is asked for its metrics again, and measures the adopted greeter.
 //!
 //! The database is the hello plugin's (files only): the greeter reads it only when asked for a
 //! page, and these tests never ask, so no MariaDB is needed.
@@ -16,6 +17,11 @@ use std::time::{Duration, Instant};
 
 /// A database tier and an app tier of two greeters, reporting every 500 ms.
 fn deployment(st: &Stratus, name: &str) -> PathBuf {
+    deployment_with(st, name, "")
+}
+
+/// [`deployment`] with `app_extra` lines in the app tier.
+fn deployment_with(st: &Stratus, name: &str, app_extra: &str) -> PathBuf {
     let root = stratus_plugin_artifacts::repo_root();
     let hello = stratus_plugin_artifacts::package_dir("hello");
     let app = stratus_plugin_artifacts::package_dir("app");
@@ -33,6 +39,7 @@ services = ["db"]
 min = 2
 max = 2
 services = ["app"]
+{app_extra}
 
 [services.db]
 package = "{hello}"
@@ -200,4 +207,123 @@ fn a_burning_greeter_shows_as_a_busy_core_while_the_other_stays_low() {
             "a terminated server shows metrics: {s}"
         );
     }
+}
+
+/// How the provider started an agent: what it takes to start it again by hand.
+struct Launch {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    /// Its cgroup v2 leaf, where the host has one.
+    cgroup: Option<PathBuf>,
+}
+
+fn launch_of(pid: u32) -> Launch {
+    let split = |f: &str| -> Vec<String> {
+        std::fs::read(format!("/proc/{pid}/{f}"))
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    Launch {
+        argv: split("cmdline"),
+        env: split("environ")
+            .into_iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
+            .collect(),
+        cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        cgroup: std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(|p| format!("/sys/fs/cgroup{p}")))
+            .map(PathBuf::from)
+            .filter(|p| p.join("cgroup.procs").exists()),
+    }
+}
+
+/// An agent this test started again; killed (by its own pid) and reaped when dropped.
+struct Relaunched(std::process::Child);
+
+impl Drop for Relaunched {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts an agent again as the provider had (same arguments, environment, directory and
+/// cgroup leaf), as a reboot or an operator would.
+fn relaunch(l: &Launch) -> Relaunched {
+    use std::os::unix::process::CommandExt;
+    // The shell joins the leaf, then becomes the agent.
+    let script = match &l.cgroup {
+        Some(_) => "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"",
+        None => "exec \"$@\"",
+    };
+    let child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .arg(l.cgroup.clone().unwrap_or_default())
+        .args(&l.argv)
+        .env_clear()
+        .envs(l.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&l.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    Relaunched(child)
+}
+
+#[test]
+fn an_agent_started_again_is_asked_again_and_measures_its_adopted_greeter() {
+    let st = Stratus::new();
+    // The agent is started again by hand: recovery must not replace its server meanwhile.
+    let file = deployment_with(&st, "again", "recovery = \"off\"");
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = wait_for(&st, "again", Duration::from_secs(20), |d| {
+        cpu(d, "app-1").is_some()
+    });
+    assert!(cpu(&d, "app-1").is_some(), "no metrics: {d}");
+    let old = server(&d, "app", "app-1")["pid"].as_u64().unwrap() as u32;
+    let (greeter_pid, config) = greeter(&st, "again", "app-1");
+    let launch = launch_of(old);
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(common::wait_gone(old, Duration::from_secs(5)));
+    let d = wait_for(&st, "again", Duration::from_secs(10), |d| {
+        server(d, "app", "app-1")["agent"] == "LOST"
+    });
+    assert!(
+        cpu(&d, "app-1").is_none(),
+        "a LOST server shows no metrics: {d}"
+    );
+
+    let restarted_at = now_ms();
+    let _agent = relaunch(&launch);
+    let switch = Switch(config.with_file_name("burn"));
+    std::fs::write(&switch.0, "").unwrap();
+    let d = wait_for(&st, "again", Duration::from_secs(30), |d| {
+        sampled_at(d, "app-1") > restarted_at && cpu(d, "app-1").is_some_and(|c| c > 60.0)
+    });
+    let s = server(&d, "app", "app-1");
+    assert_ne!(s["pid"], old, "a new agent: {s}");
+    assert!(
+        sampled_at(&d, "app-1") > restarted_at && cpu(&d, "app-1").unwrap() > 60.0,
+        "the new agent does not report its adopted greeter burning: {d}"
+    );
+    assert_eq!(
+        greeter(&st, "again", "app-1").0,
+        greeter_pid,
+        "the greeter was adopted, not started again"
+    );
+    drop(switch);
+    terminate(&st, "again");
 }
