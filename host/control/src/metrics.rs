@@ -381,6 +381,75 @@ mod tests {
         assert_eq!(m.windows("web", &[id("app-1")])[0].samples.len(), 3);
     }
 
+    /// A hostile agent's metrics frames: each is named by its connection's server whatever
+    /// it claims, held to its bounds, and one with a request's id is no report.
+    #[tokio::test]
+    async fn the_dispatcher_names_and_bounds_what_an_agent_reports() {
+        use stratus_protocol::Connection;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("stratus.db")).unwrap();
+        let logs = stratus_engine::logs::Logs::open(dir.path(), store).unwrap();
+        let d = Dispatcher::new(logs, |c| format!("digest:{c}"));
+        let key = ("dep".to_string(), "app-1".to_string());
+        d.expect(key.clone(), "digest:cred".into()).await;
+        let mut reports = d.metrics_reports();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                d.serve_agent(
+                    Connection::new(s),
+                    "dep".into(),
+                    "app-1".into(),
+                    "cred".into(),
+                    1,
+                )
+                .await;
+            })
+        };
+        let (r, mut w) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        let _welcome = BufReader::new(r).lines().next_line().await.unwrap();
+        let frames = [
+            r#"{"id":7,"body":{"type":"metrics","report":{"cpu_percent":99.0,"memory_bytes":1,"memory_percent":1.0}}}"#,
+            r#"{"id":0,"body":{"type":"metrics","server":"db-1","deployment":"other","report":{"cpu_percent":1e308,"memory_bytes":5,"memory_percent":-3.0}}}"#,
+            r#"{"id":0,"body":{"type":"metrics","report":{"cpu_percent":"lots"}}}"#,
+            r#"{"id":0,"body":{"type":"metrics","report":{"cpu_percent":12.5,"memory_bytes":9,"memory_percent":0.5}}}"#,
+        ];
+        for f in frames {
+            w.write_all(format!("{f}\n").as_bytes()).await.unwrap();
+        }
+        let first = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.0, key, "named by the connection, not the frame");
+        assert_eq!(
+            first.1.cpu_percent,
+            stratus_protocol::bounds::MAX_CPU_PERCENT
+        );
+        assert_eq!((first.1.memory_bytes, first.1.memory_percent), (5, 0.0));
+        let second = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            second.1.cpu_percent, 12.5,
+            "the malformed frame was skipped"
+        );
+        drop(w);
+        served.await.unwrap();
+        assert!(
+            reports.try_recv().is_err(),
+            "the frame with a request id is no report"
+        );
+    }
+
     #[test]
     fn reports_are_held_to_their_bounds_and_servers_that_left_are_dropped() {
         let m = Metrics::default();
