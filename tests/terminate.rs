@@ -556,3 +556,49 @@ fn terminate_drops_nodes_then_stops_apps_then_revokes_and_stops_the_database() {
     }
     assert!(mtime(&db_dir.join("grants.log")) <= db_stop);
 }
+
+/// Hooks that fail during terminate do not keep a server alive: here the load balancer's and
+/// an app server's `hooks.log` are links out of their service directories (which the sandbox
+/// does not follow), so their `remove-nodes` and `stop` fail. Every server ends all the same,
+/// nothing outside is written, and the failures are reported together in one warning.
+#[test]
+fn hooks_failing_in_terminate_are_reported_together_and_every_server_ends() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("failing", 2));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("failing");
+    let outside = outside(&st);
+    for s in [
+        &common::servers(&d, "lb")[0],
+        &common::servers(&d, "app")[0],
+    ] {
+        let service = s["services"][0]["id"].as_str().unwrap();
+        let dir = server_root(&st, "failing", s)
+            .join("mnt/services")
+            .join(service);
+        std::fs::remove_file(dir.join("hooks.log")).unwrap();
+        std::os::unix::fs::symlink(outside.join("precious"), dir.join("hooks.log")).unwrap();
+    }
+
+    let pids = terminate(&st, "failing");
+    assert_eq!(pids.len(), 4);
+    assert!(!st.dir().join("servers/failing").exists());
+    assert_outside_untouched(&outside);
+    let events = st.ok(&["events", "--deployment", "failing"]);
+    let warning = events
+        .lines()
+        .find(|l| l.contains("terminate ended every server but met"))
+        .unwrap_or_else(|| panic!("no closing warning in:\n{events}"));
+    for needle in [
+        "met 3 problem(s)",
+        "reconcile/2/lb/lb-1/remove-nodes",
+        "stopping lb on lb-1",
+        "stopping app on app-1",
+    ] {
+        assert!(warning.contains(needle), "{needle} missing from: {warning}");
+    }
+    assert!(!warning.contains("app-2"), "{warning}");
+    common::assert_no_secret_leaked(&st, |p| {
+        p.extension().is_some_and(|e| e == "log" || e == "out")
+    });
+}

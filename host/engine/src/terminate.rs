@@ -8,11 +8,16 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::Fleet;
 use crate::launch::server_from_row;
+use crate::logs::{Component, Subject};
 use crate::reconcile::Changes;
 use crate::retire::Departed;
 use crate::targets::Goal;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentState, DeploymentEvent};
+
+/// Problems the closing warning lists (each was logged on its own already), so that a
+/// terminate of thousands of failing servers does not write one enormous event.
+const MAX_PROBLEMS_LISTED: usize = 10;
 
 /// The journal's record of whether a deployment's terminate keeps its servers' disks, so that
 /// a terminate resumed after a restart does what the operator asked.
@@ -123,7 +128,7 @@ impl Engine {
     }
 
     /// Records for `stratus terminate` which disks were left and where kept ones are; returns
-    /// every failure met.
+    /// every failure met, also reported together as one warning.
     fn record_departure(&self, dep: &str, departed: Departed) -> Result<Vec<String>, EngineError> {
         let store = &self.parts.store;
         if !departed.disks_left.is_empty() {
@@ -136,6 +141,23 @@ impl Engine {
         }
         let mut problems = departed.problems;
         problems.extend(departed.disks_left);
+        if !problems.is_empty() {
+            let subject = Subject {
+                deployment: Some(dep),
+                ..Subject::default()
+            };
+            let listed = &problems[..problems.len().min(MAX_PROBLEMS_LISTED)];
+            let mut message = format!(
+                "terminate ended every server but met {} problem(s): {}",
+                problems.len(),
+                listed.join("; ")
+            );
+            if problems.len() > listed.len() {
+                message.push_str(&format!("; and {} more", problems.len() - listed.len()));
+            }
+            let logs = &self.parts.logs;
+            logs.warn(Component::MonitorDeployment, subject, &message);
+        }
         Ok(problems)
     }
 
