@@ -8,14 +8,16 @@
 use crate::end::ended_message;
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server, proxy_nodes};
+use crate::launch::{caps, service_package_dir};
 use crate::reconcile::Changes;
 use futures::future::join_all;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use stratus_model::context::HookCall;
-use stratus_model::spec::{DeploymentSpec, ServiceSpec};
+use stratus_model::spec::{DeploymentSpec, RetryPolicy, ServiceSpec};
 use stratus_model::state::ServiceEvent;
 use stratus_model::step_key::{Phase, StepKey};
+use stratus_protocol::HookReport;
 
 /// Which of a change set's leaving servers one departure takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +157,7 @@ impl Engine {
                         let ctx = self.service_context(d.spec, d.fleet, svc, server)?;
                         let key = d.key(svc, server, "remove-nodes");
                         let call = HookCall::RemoveNodes { ctx, nodes };
-                        self.service_hook(d.spec, svc, server, &key, call).await
+                        self.departing_hook(d, svc, server, &key, call).await
                     });
                 }
             }
@@ -194,7 +196,7 @@ impl Engine {
         let key = d.key(svc, server, "stop");
         let stopped = async {
             let ctx = self.service_context(d.spec, d.fleet, svc, server)?;
-            self.service_hook(d.spec, svc, server, &key, HookCall::Stop { ctx })
+            self.departing_hook(d, svc, server, &key, HookCall::Stop { ctx })
                 .await?;
             self.service_event(d.dep(), svc, &server.id, ServiceEvent::Stopped)
         };
@@ -202,6 +204,37 @@ impl Engine {
         let message = format!("stopping {} on {}: {e}", svc.name, server.id);
         self.log_deployment(d.dep(), &message);
         Some(message)
+    }
+
+    /// A hook of a departure. Going to nothing, a hook that keeps asking to be retried holds
+    /// terminate up for the default policy only (about 35 s), not its service's.
+    async fn departing_hook(
+        &self,
+        d: &Departure<'_>,
+        svc: &ServiceSpec,
+        server: &Server,
+        key: &StepKey,
+        call: HookCall,
+    ) -> Result<HookReport, EngineError> {
+        if !d.changes.to_nothing {
+            return self.service_hook(d.spec, svc, server, key, call).await;
+        }
+        let tier = d.spec.tier(svc.tier.as_str());
+        let balanced = tier
+            .and_then(|t| t.balances.as_ref())
+            .map(|b| b.service.as_str());
+        let (dir, policy) = (service_package_dir(svc), RetryPolicy::default());
+        self.hook_retrying(
+            d.dep(),
+            server,
+            key,
+            &dir,
+            caps(svc),
+            call,
+            &policy,
+            balanced,
+        )
+        .await
     }
 
     /// Ends every leaving server and its disk, side by side. While the deployment runs, the
