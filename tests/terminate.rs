@@ -602,3 +602,49 @@ fn hooks_failing_in_terminate_are_reported_together_and_every_server_ends() {
         p.extension().is_some_and(|e| e == "log" || e == "out")
     });
 }
+
+/// A terminate asked for while a scale-up brings servers up supersedes its change set: the
+/// scale's servers (recorded or still starting) end with the others, and the terminate's own
+/// change set takes every tier to 0.
+#[test]
+fn a_terminate_in_the_middle_of_a_scale_up_ends_the_new_servers_too() {
+    let st = Stratus::new();
+    let file = st.write_file("mid.toml", &hello_deployment("mid", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    st.ok(&["scale", "mid", "app", "4", "--no-wait"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !st
+        .ok(&["events", "--deployment", "mid"])
+        .contains("scaling event: tier app 1 -> 4")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scale never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    terminate(&st, "mid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !processes_naming(st.dir()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(processes_naming(st.dir()), Vec::<u32>::new());
+    // The sweep of servers never recorded leaves `servers/mid` itself, empty.
+    let left: Vec<_> = std::fs::read_dir(st.dir().join("servers/mid"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "server disks left: {left:?}");
+    let events = st.ok(&["events", "--deployment", "mid"]);
+    for tier in ["lb 1 -> 0", "db 1 -> 0"] {
+        assert!(
+            events.contains(&format!("scaling event: tier {tier}")),
+            "{events}"
+        );
+    }
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("scaling event: tier app ") && l.ends_with(" -> 0")),
+        "{events}"
+    );
+}
