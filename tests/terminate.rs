@@ -245,6 +245,79 @@ fn a_tier_of_a_hundred_million_servers_is_an_error_in_the_file() {
     assert!(!st.dir().join("servers").exists());
 }
 
+/// Runs `stratus terminate DEP --keep-disks` with a control plane that exits once `step`
+/// completed, checks it stopped there (STOPPING), then starts a control plane afresh and waits
+/// for it to carry the terminate through to TERMINATED; returns that control plane.
+fn crash_in_terminate_and_resume(st: &Stratus, dep: &str, step: &str) -> std::process::Child {
+    let _ = st
+        .cmd()
+        .env("STRATUS_FAULT_EXIT_AFTER", step)
+        .args(["terminate", dep, "--keep-disks", "--no-wait"])
+        .output()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !read(&st.dir().join("logs/control.out")).contains("exiting at") {
+        assert!(std::time::Instant::now() < deadline, "no fault at {step}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if let Some(pid) = st.control_pid() {
+        assert!(common::wait_gone(pid, std::time::Duration::from_secs(30)));
+    }
+    assert_eq!(st.deployment(dep)["state"], "STOPPING");
+
+    // A control plane started afresh resumes the terminate with the choice it was given.
+    let serve = st
+        .cmd()
+        .args(["serve", "--exit-when-idle"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while st.deployment(dep)["state"] != "TERMINATED" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "terminate did not resume"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    serve
+}
+
+/// A control plane killed while servers end (one has ended, the others are on their way,
+/// already TERMINATED in the store) resumes: the servers half-way through end again, every
+/// disk is kept, and the events say where.
+#[test]
+fn a_terminate_killed_while_servers_end_ends_every_server_when_resumed() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("re", 2));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let roots = fill_roots(&st, "re", &outside(&st));
+    let pids = st.agent_pids();
+    st.ok(&["shutdown"]);
+
+    let mut serve = crash_in_terminate_and_resume(&st, "re", "server/app-1/end");
+    for p in pids {
+        assert!(common::wait_gone(p, std::time::Duration::from_secs(10)));
+    }
+    let kept = st.dir().join("kept-disks/re/1");
+    for (id, root) in &roots {
+        assert!(!root.exists(), "{id} is still in servers/");
+        assert_eq!(read(&kept.join(id).join("root").join(MARKER)), "old data");
+    }
+    let left: Vec<_> = std::fs::read_dir(st.dir().join("servers/re"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "server disks left: {left:?}");
+    let events = st.ok(&["events", "--deployment", "re"]);
+    assert!(
+        events.contains(&format!("server disks kept under {}", kept.display())),
+        "{events}"
+    );
+    st.ok(&["shutdown"]);
+    let _ = serve.wait();
+}
+
 #[test]
 fn a_terminate_resumed_after_a_crash_keeps_the_disks_it_was_asked_to_keep() {
     let st = Stratus::new();
@@ -256,39 +329,7 @@ fn a_terminate_resumed_after_a_crash_keeps_the_disks_it_was_asked_to_keep() {
     st.ok(&["shutdown"]);
 
     // The control plane dies right after the app server's `stop`, in the middle of terminate.
-    let step = "reconcile/2/app/app-1/stop";
-    let _ = st
-        .cmd()
-        .env("STRATUS_FAULT_EXIT_AFTER", step)
-        .args(["terminate", "rk", "--keep-disks", "--no-wait"])
-        .output()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !read(&st.dir().join("logs/control.out")).contains("exiting at") {
-        assert!(std::time::Instant::now() < deadline, "no fault at {step}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    if let Some(pid) = st.control_pid() {
-        assert!(common::wait_gone(pid, std::time::Duration::from_secs(30)));
-    }
-    assert_eq!(st.deployment("rk")["state"], "STOPPING");
-
-    // A control plane started afresh resumes the terminate with the choice it was given.
-    let mut serve = st
-        .cmd()
-        .args(["serve", "--exit-when-idle"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while st.deployment("rk")["state"] != "TERMINATED" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "terminate did not resume"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let mut serve = crash_in_terminate_and_resume(&st, "rk", "reconcile/2/app/app-1/stop");
     for p in pids {
         assert!(common::wait_gone(p, std::time::Duration::from_secs(10)));
     }

@@ -8,16 +8,18 @@
 use crate::end::ended_message;
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server, proxy_nodes};
-use crate::launch::{caps, service_package_dir};
+use crate::launch::{caps, server_from_row, service_package_dir};
 use crate::reconcile::Changes;
 use futures::future::join_all;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use stratus_model::ServerId;
 use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, RetryPolicy, ServiceSpec};
-use stratus_model::state::ServiceEvent;
+use stratus_model::state::{AgentState, ServiceEvent};
 use stratus_model::step_key::{Phase, StepKey};
 use stratus_protocol::HookReport;
+use stratus_store::StepState;
 
 /// Which of a change set's leaving servers one departure takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +59,8 @@ struct Departure<'a> {
     fleet: &'a Fleet,
     changes: &'a Changes,
     leaving: Vec<Server>,
-    /// Ids of the change set's gone servers, which no hook can reach.
-    gone: BTreeSet<String>,
+    /// Ids no hook can reach: the change set's gone servers, and those whose end began.
+    unreachable: BTreeSet<String>,
 }
 
 impl Departure<'_> {
@@ -67,7 +69,7 @@ impl Departure<'_> {
     }
 
     fn reachable(&self, server: &Server) -> bool {
-        !self.gone.contains(&server.id.to_string())
+        !self.unreachable.contains(&server.id.to_string())
     }
 
     fn key(&self, svc: &ServiceSpec, server: &Server, action: &'static str) -> StepKey {
@@ -90,7 +92,7 @@ impl Engine {
         keep: Option<&str>,
     ) -> Result<Departed, EngineError> {
         let fleet = self.fleet(spec.name.as_str())?;
-        let d = departure(spec, &fleet, changes, which);
+        let d = self.departure(spec, &fleet, changes, which)?;
         let mut departed = Departed::default();
         if d.leaving.is_empty() {
             return Ok(departed);
@@ -258,37 +260,70 @@ impl Engine {
     }
 }
 
-/// The servers of `fleet` that `changes` removes and `which` picks, with the gone ones named.
-fn departure<'a>(
-    spec: &'a DeploymentSpec,
-    fleet: &'a Fleet,
-    changes: &'a Changes,
-    which: Leaving,
-) -> Departure<'a> {
-    let gone: BTreeSet<String> = changes
-        .tiers
-        .iter()
-        .flat_map(|t| &t.gone)
-        .map(ToString::to_string)
-        .collect();
-    let ids: BTreeSet<String> = changes
-        .tiers
-        .iter()
-        .flat_map(|t| &t.remove)
-        .map(ToString::to_string)
-        .filter(|id| which.takes(gone.contains(id)))
-        .collect();
-    let leaving = fleet
-        .values()
-        .flatten()
-        .filter(|s| ids.contains(&s.id.to_string()))
-        .cloned()
-        .collect();
-    Departure {
-        spec,
-        fleet,
-        changes,
-        leaving,
-        gone,
+impl Engine {
+    /// The servers of `fleet` that `changes` removes and `which` picks, and those of them
+    /// whose end a stopped control plane left unfinished.
+    fn departure<'a>(
+        &self,
+        spec: &'a DeploymentSpec,
+        fleet: &'a Fleet,
+        changes: &'a Changes,
+        which: Leaving,
+    ) -> Result<Departure<'a>, EngineError> {
+        let mut unreachable: BTreeSet<String> = changes
+            .tiers
+            .iter()
+            .flat_map(|t| &t.gone)
+            .map(ToString::to_string)
+            .collect();
+        let ids: BTreeSet<String> = changes
+            .tiers
+            .iter()
+            .flat_map(|t| &t.remove)
+            .map(ToString::to_string)
+            .filter(|id| which.takes(unreachable.contains(id)))
+            .collect();
+        let mut leaving: Vec<Server> = fleet
+            .values()
+            .flatten()
+            .filter(|s| ids.contains(&s.id.to_string()))
+            .cloned()
+            .collect();
+        let half_ended = self.half_ended(spec.name.as_str(), &ids)?;
+        unreachable.extend(half_ended.iter().map(|s| s.id.to_string()));
+        leaving.extend(half_ended);
+        Ok(Departure {
+            spec,
+            fleet,
+            changes,
+            leaving,
+            unreachable,
+        })
+    }
+
+    /// The servers of `ids` whose end started and never finished (a control plane stopped in
+    /// it): they are TERMINATED from before their agent was asked to go, so the fleet lacks
+    /// them, yet their processes and disk may remain. Their end runs again; no hook does.
+    fn half_ended(&self, dep: &str, ids: &BTreeSet<String>) -> Result<Vec<Server>, EngineError> {
+        let journal = self.journal_id(dep)?;
+        let mut out = Vec::new();
+        for row in self.parts.store.servers::<AgentState>(dep)? {
+            if row.agent_state != AgentState::Terminated || !ids.contains(&row.id) {
+                continue;
+            }
+            let (Some(pid), Ok(id)) = (row.pid, row.id.parse::<ServerId>()) else {
+                continue;
+            };
+            let step = self
+                .parts
+                .store
+                .step(&journal, &StepKey::End(id).to_string())?;
+            if step.is_some_and(|s| s.status == StepState::Started)
+                && let Some(server) = server_from_row(&row, pid)
+            {
+                out.push(server);
+            }
+        }
+        Ok(out)
     }
 }

@@ -12,8 +12,10 @@ use crate::logs::{Component, Subject};
 use crate::reconcile::Changes;
 use crate::retire::Departed;
 use crate::targets::Goal;
+use std::path::PathBuf;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentState, DeploymentEvent};
+use stratus_model::step_key::StepKey;
 
 /// Problems the closing warning lists (each was logged on its own already), so that a
 /// terminate of thousands of failing servers does not write one enormous event.
@@ -74,10 +76,16 @@ impl Engine {
         self.deployment_event(dep, DeploymentEvent::TerminateRequested)?;
         self.log_deployment(dep, "terminate requested: deployment STOPPING");
         let changes = self.pending_changes(spec, Goal::Nothing).await?;
-        let departed = match &changes {
+        let mut departed = match &changes {
             Some(c) => self.apply_changes(spec, c, keep.as_deref()).await?,
             None => Departed::default(),
         };
+        if let Some(c) = &changes
+            && keep.is_some()
+            && departed.kept.is_none()
+        {
+            departed.kept = self.kept_before(dep, c)?;
+        }
         self.sweep_unrecorded(dep, changes.as_ref()).await?;
         let problems = self.record_departure(dep, departed)?;
         // The new journal first: a TERMINATED deployment relaunched on the old one would skip
@@ -97,6 +105,26 @@ impl Engine {
         }
         let epoch = store.meta(&format!("epoch/{dep}"))?;
         Ok(Some(epoch.unwrap_or_else(|| "1".to_string())))
+    }
+
+    /// Where the disks `changes` kept are, from the journaled ends of its servers: those that
+    /// ended before a control plane restart are not ended again.
+    fn kept_before(&self, dep: &str, changes: &Changes) -> Result<Option<PathBuf>, EngineError> {
+        let journal = self.journal_id(dep)?;
+        for id in changes.tiers.iter().flat_map(|t| &t.remove) {
+            let key = StepKey::End(id.clone()).to_string();
+            let outcome = self
+                .parts
+                .store
+                .step(&journal, &key)?
+                .and_then(|r| r.outcome);
+            if let Some(Some(path)) =
+                outcome.and_then(|o| serde_json::from_value::<Option<PathBuf>>(o).ok())
+            {
+                return Ok(path.parent().map(PathBuf::from));
+            }
+        }
+        Ok(None)
     }
 
     /// Ends the servers a launch that terminate stopped may have started without recording
