@@ -10,10 +10,11 @@
 
 mod common;
 
-use common::{Stratus, servers, terminate};
+use common::burner::{self, Switch, greeter};
+use common::{Stratus, servers, terminate, wait_for};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A database tier and an app tier of two greeters, reporting every 500 ms.
 fn deployment(st: &Stratus, name: &str) -> PathBuf {
@@ -22,69 +23,7 @@ fn deployment(st: &Stratus, name: &str) -> PathBuf {
 
 /// [`deployment`] with `app_extra` lines in the app tier.
 fn deployment_with(st: &Stratus, name: &str, app_extra: &str) -> PathBuf {
-    let root = stratus_plugin_artifacts::repo_root();
-    let hello = stratus_plugin_artifacts::package_dir("hello");
-    let app = stratus_plugin_artifacts::package_dir("app");
-    let text = format!(
-        r#"[deployment]
-name = "{name}"
-metrics-interval = "500ms"
-
-[tiers.db]
-min = 1
-max = 1
-services = ["db"]
-
-[tiers.app]
-min = 2
-max = 2
-services = ["app"]
-{app_extra}
-
-[services.db]
-package = "{hello}"
-data-source = {{ image = "{sql}", database = "hello" }}
-ports = {{ mysql = 3306 }}
-credentials = ["admin"]
-
-[services.app]
-package = "{app}"
-ports = {{ http = 8080 }}
-depends-on = [{{ data-source = "db" }}]
-"#,
-        hello = hello.display(),
-        app = app.display(),
-        sql = root.join("examples/hello/datasource.sql").display(),
-    );
-    st.write_file(&format!("{name}.toml"), &text)
-}
-
-/// The greeter of `server`: its pid and the config file its command line names (the burner's
-/// switch lives beside it).
-fn greeter(st: &Stratus, dep: &str, server: &str) -> (u32, PathBuf) {
-    let root = st.dir().join(format!("servers/{dep}/{server}/"));
-    let root = root.to_string_lossy();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_greeter = args.first().is_some_and(|p| p.ends_with("/bin/greeter"));
-        let config = args.iter().skip_while(|a| *a != "--config").nth(1);
-        if let (true, Some(config)) = (is_greeter, config)
-            && config.starts_with(&*root)
-            && common::alive(pid)
-        {
-            return (pid, PathBuf::from(config));
-        }
-    }
-    panic!("no greeter runs for {server} under {root}")
+    burner::deployment(st, name, &format!("min = 2\nmax = 2\n{app_extra}"))
 }
 
 /// A process's resident set, from `VmRSS` in `/proc/<pid>/status`, in bytes.
@@ -114,31 +53,11 @@ fn sampled_at(d: &Value, id: &str) -> u64 {
     server(d, "app", id)["sampled_at_ms"].as_u64().unwrap_or(0)
 }
 
-/// Polls `dep` until `done` holds, for up to `limit`; returns the last view.
-fn wait_for(st: &Stratus, dep: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + limit;
-    let mut d = st.deployment(dep);
-    while !done(&d) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        d = st.deployment(dep);
-    }
-    d
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// Removes the burner's switch even when an assertion fails first.
-struct Switch(PathBuf);
-
-impl Drop for Switch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[test]
@@ -171,8 +90,8 @@ fn a_burning_greeter_shows_as_a_busy_core_while_the_other_stays_low() {
     assert!(percent > 0.0 && percent < 100.0, "{s1}");
     assert!(cpu(&d, "app-1").unwrap() < 30.0, "idle greeter busy? {s1}");
 
-    let switch = Switch(config.with_file_name("burn"));
-    std::fs::write(&switch.0, "").unwrap();
+    let switch = Switch::beside(&config);
+    switch.on();
     let d = wait_for(&st, "busy", Duration::from_secs(30), |d| {
         cpu(d, "app-1").is_some_and(|c| c > 60.0)
     });
@@ -308,8 +227,8 @@ fn an_agent_started_again_is_asked_again_and_measures_its_adopted_greeter() {
 
     let restarted_at = now_ms();
     let _agent = relaunch(&launch);
-    let switch = Switch(config.with_file_name("burn"));
-    std::fs::write(&switch.0, "").unwrap();
+    let switch = Switch::beside(&config);
+    switch.on();
     let d = wait_for(&st, "again", Duration::from_secs(30), |d| {
         sampled_at(d, "app-1") > restarted_at && cpu(d, "app-1").is_some_and(|c| c > 60.0)
     });

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod burner;
 pub mod marks;
 
 use serde_json::Value;
@@ -394,4 +395,15 @@ pub fn nodes_in(nodes_txt: &str) -> std::collections::BTreeSet<String> {
         .filter_map(|l| l.split_whitespace().nth(1))
         .map(|a| a.rsplit_once(':').unwrap().0.to_string())
         .collect()
+}
+
+/// Polls deployment `dep`'s status until `done` holds, for up to `limit`; returns the last view.
+pub fn wait_for(st: &Stratus, dep: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut d = st.deployment(dep);
+    while !done(&d) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        d = st.deployment(dep);
+    }
+    d
 }
