@@ -61,6 +61,8 @@ pub enum EngineError {
     Store(#[from] stratus_store::StoreError),
     #[error(transparent)]
     Target(#[from] crate::targets::TargetError),
+    #[error("deployment {deployment}: its state kept changing under this task")]
+    Contended { deployment: String },
     #[error("{0}")]
     Other(String),
 }

@@ -11,33 +11,49 @@ use stratus_model::state::{
     AgentEvent, AgentState, DeploymentEvent, DeploymentState, ServiceEvent, ServiceState,
 };
 
+/// Attempts at moving a deployment's state while other tasks keep changing it.
+const MAX_STATE_SWAPS: u32 = 16;
+
 impl Engine {
     /// Applies `event` to the deployment's recorded state; returns the new state, or `None`
     /// when the event was not legal from there (and so nothing changed).
+    ///
+    /// The write is a compare-and-swap on the state read, so an event of one task never
+    /// overwrites a state another task wrote in between (recovery's DEGRADED, a terminate's
+    /// TERMINATING): the event is judged again against the newer state.
     pub(crate) fn deployment_event(
         &self,
         dep: &str,
         event: DeploymentEvent,
     ) -> Result<Option<DeploymentState>, EngineError> {
         let store = &self.parts.store;
-        let current = store
-            .deployment::<DeploymentState>(dep)?
-            .map(|r| r.state)
-            .unwrap_or(DeploymentState::Pending);
-        match current.next(event) {
-            Ok(next) => {
-                let reason = match &next {
-                    DeploymentState::Failed { reason } => Some(reason.as_str()),
-                    _ => None,
-                };
-                store.set_deployment_state(dep, &next, reason)?;
-                Ok(Some(next))
+        for _ in 0..MAX_STATE_SWAPS {
+            let current = store
+                .deployment::<DeploymentState>(dep)?
+                .map(|r| r.state)
+                .unwrap_or(DeploymentState::Pending);
+            let next = match current.next(event.clone()) {
+                Ok(next) => next,
+                Err(illegal) => {
+                    tracing::debug!(%illegal, deployment = dep, "event ignored");
+                    return Ok(None);
+                }
+            };
+            let reason = match &next {
+                DeploymentState::Failed { reason } => Some(reason.as_str()),
+                _ => None,
+            };
+            if store.swap_deployment_state(dep, &current, &next, reason)? {
+                return Ok(Some(next));
             }
-            Err(illegal) => {
-                tracing::debug!(%illegal, deployment = dep, "event ignored");
-                Ok(None)
+            if store.deployment::<DeploymentState>(dep)?.is_none() {
+                let missing = format!("deployment {dep:?}");
+                return Err(stratus_store::StoreError::NotFound(missing).into());
             }
         }
+        Err(EngineError::Contended {
+            deployment: dep.to_string(),
+        })
     }
 
     /// Records a service instance as PAUSED: the state it is created in when its server is up.

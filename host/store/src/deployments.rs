@@ -74,6 +74,24 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the state (and reason) of deployment `name` only if its state is still `expected`;
+    /// returns whether it did, so two writers cannot both move from one state.
+    pub fn swap_deployment_state<S: Serialize>(
+        &self,
+        name: &str,
+        expected: &S,
+        state: &S,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (expected, state) = (encode_state(expected)?, encode_state(state)?);
+        let n = self.conn().execute(
+            "UPDATE deployments SET state = ?3, reason = ?4, updated_at = ?5
+             WHERE name = ?1 AND state = ?2",
+            params![name, expected, state, reason, now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
     /// One deployment, if it exists.
     pub fn deployment<S: DeserializeOwned>(
         &self,

@@ -89,6 +89,35 @@ fn deployments_round_trip_and_update() {
 }
 
 #[test]
+fn a_deployment_state_swap_happens_only_from_the_expected_state() {
+    let (_dir, store) = open();
+    store
+        .put_deployment("shop", "/x/shop.toml", "name = 'shop'", &State::Running)
+        .unwrap();
+    // Another task moved it on first: a swap from the state read earlier changes nothing.
+    assert!(
+        !store
+            .swap_deployment_state("shop", &State::Launching, &State::Running, None)
+            .unwrap()
+    );
+    assert!(
+        store
+            .swap_deployment_state("shop", &State::Running, &State::Launching, Some("why"))
+            .unwrap()
+    );
+    let shop = store.deployment::<State>("shop").unwrap().unwrap();
+    assert_eq!(
+        (shop.state, shop.reason.as_deref()),
+        (State::Launching, Some("why"))
+    );
+    assert!(
+        !store
+            .swap_deployment_state("nope", &State::Running, &State::Launching, None)
+            .unwrap()
+    );
+}
+
+#[test]
 fn servers_upsert_update_and_delete() {
     let (_dir, store) = open();
     store
