@@ -30,6 +30,8 @@ pub struct EngineParts {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) parts: Arc<EngineParts>,
+    /// When each server's processes were first seen ended (see `recovery.rs`).
+    pub(crate) ended_seen: crate::recovery::EndedSeen,
 }
 
 /// Why a step (and so the launch) failed. Messages name the step, server, hook and error.
@@ -71,6 +73,7 @@ impl Engine {
     pub fn new(parts: EngineParts) -> Engine {
         Engine {
             parts: Arc::new(parts),
+            ended_seen: Default::default(),
         }
     }
 

@@ -6,7 +6,9 @@ use crate::engine::{Engine, EngineError};
 use crate::launch::launched_of;
 use crate::retry::now_ms;
 use crate::scaling_plan::Observed;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use stratus_model::ServerId;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::AgentState;
@@ -38,6 +40,33 @@ pub fn clock(ms: i64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// How long a server's processes must look ended, over two looks, before that counts: one
+/// look at `/proc` can miss a live agent (a read that fails while the process changes), and
+/// counting it ended would replace a server that serves.
+pub const ENDED_CONFIRM: Duration = Duration::from_millis(400);
+
+/// When each (deployment, server) was first seen ended, while it still looks so.
+#[derive(Clone, Default)]
+pub(crate) struct EndedSeen(Arc<Mutex<HashMap<(String, String), Instant>>>);
+
+impl EndedSeen {
+    /// Whether the server looks ended now and did so `ENDED_CONFIRM` ago already.
+    fn confirmed(&self, dep: &str, server: &str, ended_now: bool) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (dep.to_string(), server.to_string());
+        if !ended_now {
+            seen.remove(&key);
+            return false;
+        }
+        // Servers that ended for good are never looked at again: forget old entries in bulk.
+        if seen.len() >= 4096 {
+            seen.retain(|_, t| t.elapsed() < Duration::from_secs(60));
+        }
+        let first = *seen.entry(key).or_insert_with(Instant::now);
+        first.elapsed() >= ENDED_CONFIRM
+    }
+}
+
 pub(crate) fn lost_at_key(dep: &str, server: &str) -> String {
     format!("lost-at/{dep}/{server}")
 }
@@ -49,9 +78,10 @@ impl Engine {
         let now = now_ms();
         let mut lost = Vec::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
-            let ended = row
+            let looks_ended = row
                 .pid
                 .is_none_or(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)));
+            let ended = self.ended_seen.confirmed(dep, &row.id, looks_ended);
             // A server that ended while no control plane watched its connection (the agent
             // never came back after a restart) is lost all the same.
             if row.agent_state == AgentState::Running && ended {
