@@ -22,14 +22,23 @@ pub struct DeploymentView {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The file's `description`, as written (free text: escape it wherever it is shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Load balancers' `address:port`.
     pub endpoints: Vec<String>,
     pub tiers: Vec<TierView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TierView {
     pub name: String,
+    /// The tiers carrying the services this tier's services depend on, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// The tier whose servers this load-balancer tier balances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balances: Option<String>,
     /// How many servers the tier should have and its bounds (`stratus scale` changes them);
     /// absent when the deployment file no longer parses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -273,8 +282,13 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                 Some(spec) => tier_target(store, &journal, spec, &tier)?,
                 None => None,
             };
+            let (depends_on, balances) = spec.as_ref().map_or_else(Default::default, |spec| {
+                (depends_on_tiers(spec, &tier), balanced_tier(spec, &tier))
+            });
             tiers.push(TierView {
                 name: tier,
+                depends_on,
+                balances,
                 target,
                 servers: tier_servers,
             });
@@ -293,6 +307,7 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
             name: row.name.clone(),
             state: row.state.name().to_string(),
             reason,
+            description: spec.as_ref().and_then(|s| s.description.clone()),
             endpoints,
             tiers,
         });
@@ -379,6 +394,28 @@ fn tier_target(
     Ok(Some(
         stored.unwrap_or_else(|| TierTarget::of_spec(tier_spec)),
     ))
+}
+
+/// The tiers carrying what `tier`'s services depend on (each once, never `tier` itself).
+fn depends_on_tiers(spec: &DeploymentSpec, tier: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for dep in spec.services_of(tier).iter().flat_map(|s| &s.depends_on) {
+        let Some(on) = spec.tier_of(dep.service.as_str()) else {
+            continue;
+        };
+        let on = on.name.to_string();
+        if on != tier && !out.contains(&on) {
+            out.push(on);
+        }
+    }
+    out
+}
+
+/// The tier carrying the service `tier` balances, for a load-balancer tier.
+fn balanced_tier(spec: &DeploymentSpec, tier: &str) -> Option<String> {
+    let balanced = spec.tier(tier)?.balances.as_ref()?;
+    spec.tier_of(balanced.service.as_str())
+        .map(|t| t.name.to_string())
 }
 
 /// Every load-balancer server's address with its service's first public port.

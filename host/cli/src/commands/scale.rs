@@ -143,6 +143,7 @@ mod tests {
             name: "app".into(),
             target: Some(target),
             servers: vec![server("app-1", "RUNNING"), server("app-2", "STARTING")],
+            ..TierView::default()
         };
         assert!(!tier_at_target(&t));
         t.servers[1].agent = "RUNNING".into();
