@@ -76,16 +76,10 @@ impl Engine {
         self.deployment_event(dep, DeploymentEvent::TerminateRequested)?;
         self.log_deployment(dep, "terminate requested: deployment STOPPING");
         let changes = self.pending_changes(spec, Goal::Nothing).await?;
-        let mut departed = match &changes {
-            Some(c) => self.apply_changes(spec, c, keep.as_deref()).await?,
+        let departed = match &changes {
+            Some(c) => self.depart(spec, c, keep.as_deref()).await?,
             None => Departed::default(),
         };
-        if let Some(c) = &changes
-            && keep.is_some()
-            && departed.kept.is_none()
-        {
-            departed.kept = self.kept_before(dep, c)?;
-        }
         self.sweep_unrecorded(dep, changes.as_ref()).await?;
         let problems = self.record_departure(dep, departed)?;
         // The new journal first: a TERMINATED deployment relaunched on the old one would skip
@@ -94,6 +88,20 @@ impl Engine {
         self.deployment_event(dep, DeploymentEvent::AllStopped)?;
         self.log_deployment(dep, "deployment TERMINATED");
         Ok(problems)
+    }
+
+    /// Applies the change set to nothing, its disks kept under `keep` when given.
+    async fn depart(
+        &self,
+        spec: &DeploymentSpec,
+        changes: &Changes,
+        keep: Option<&str>,
+    ) -> Result<Departed, EngineError> {
+        let mut departed = self.apply_changes(spec, changes, keep).await?;
+        if keep.is_some() && departed.kept.is_none() {
+            departed.kept = self.kept_before(spec.name.as_str(), changes)?;
+        }
+        Ok(departed)
     }
 
     /// The label kept disks go under (the launch they belong to, stable across a resume), or
