@@ -1,5 +1,6 @@
 //! The event log behind `stratus events`: append-only, globally ordered by `seq`.
 
+use crate::observe::{JournalWrite, timed};
 use crate::{Store, StoreError, now_ms};
 use rusqlite::{Row, params};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,10 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
 impl Store {
     /// Appends an event and returns its sequence number (strictly increasing, starting at 1).
     pub fn append_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        timed(JournalWrite::Event, || self.insert_event(event))
+    }
+
+    fn insert_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO events (time, deployment, component, server, service, level, message)

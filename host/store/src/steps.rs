@@ -6,6 +6,7 @@
 //! is begun again with a *different* digest, its inputs have changed and the step is treated
 //! as fresh (attempts restart at 1) rather than replaying the old outcome.
 
+use crate::observe::{JournalWrite, timed};
 use crate::{Store, StoreError, now_ms};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,17 @@ impl Store {
         key: &str,
         input_digest: &str,
     ) -> Result<StepStatus, StoreError> {
+        timed(JournalWrite::StepBegin, || {
+            self.begin_step(deployment, key, input_digest)
+        })
+    }
+
+    fn begin_step(
+        &self,
+        deployment: &str,
+        key: &str,
+        input_digest: &str,
+    ) -> Result<StepStatus, StoreError> {
         let mut conn = self.conn();
         // IMMEDIATE takes the write lock first, so two writers cannot both see "not started".
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -165,11 +177,13 @@ impl Store {
         outcome: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let n = self.conn().execute(
-            "UPDATE steps SET status = ?3, outcome = ?4, error = ?5, finished_at = ?6
-             WHERE deployment = ?1 AND key = ?2",
-            params![deployment, key, status.as_str(), outcome, error, now_ms()],
-        )?;
+        let n = timed(JournalWrite::StepEnd, || {
+            self.conn().execute(
+                "UPDATE steps SET status = ?3, outcome = ?4, error = ?5, finished_at = ?6
+                 WHERE deployment = ?1 AND key = ?2",
+                params![deployment, key, status.as_str(), outcome, error, now_ms()],
+            )
+        })?;
         if n == 0 {
             return Err(StoreError::StepNotStarted {
                 deployment: deployment.to_string(),
