@@ -9,7 +9,7 @@ rustup target add wasm32-wasip2 >/dev/null
 if (($# > 0)); then
   packages=("$@")
 else
-  packages=(mariadb-server mariadb-client haproxy puppet ansible-core)
+  packages=(mariadb-server mariadb-client haproxy puppet ansible-core chromium chromium-driver)
 fi
 missing=()
 for p in "${packages[@]}"; do
