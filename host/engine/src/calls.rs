@@ -187,7 +187,11 @@ impl Engine {
             call: Box::new(a.call.clone()),
             rerun_failed,
         };
-        let report = match self.send(dep, server, key, request).await? {
+        let started = std::time::Instant::now();
+        let reply = self.send(dep, server, key, request).await;
+        let outcome = hook_outcome(&reply, n < policy.attempts);
+        stratus_telemetry::hook_call(hook, outcome, started.elapsed());
+        let report = match reply? {
             AgentReply::Hook { report } => report.within_bounds(),
             AgentReply::Error { message } => {
                 return Err(EngineError::Agent {
@@ -401,6 +405,24 @@ impl Engine {
             text.push_str("\n# (output truncated)\n");
         }
         let _ = std::fs::write(file, text);
+    }
+}
+
+/// How a hook call ended, for the metrics: `retryable` only when it will be called again.
+fn hook_outcome(
+    reply: &Result<AgentReply, EngineError>,
+    attempts_left: bool,
+) -> stratus_telemetry::HookOutcome {
+    use stratus_telemetry::HookOutcome as O;
+    match reply {
+        Ok(AgentReply::Hook { report }) => match &report.outcome {
+            HookResult::Failed {
+                kind, retryable, ..
+            } if *retryable && kind == RETRYABLE_KIND && attempts_left => O::retryable,
+            HookResult::Failed { .. } => O::failed,
+            _ => O::ok,
+        },
+        _ => O::error,
     }
 }
 

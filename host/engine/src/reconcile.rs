@@ -159,6 +159,7 @@ impl Engine {
         let changes = self.pending_changes(spec, Goal::Targets).await?;
         if let Some(c) = &changes {
             self.apply_changes(spec, c, None).await?;
+            stratus_telemetry::change_set_applied();
         }
         let fleet = self.fleet(spec.name.as_str())?;
         self.pipeline(spec, &fleet, packages).await?;
@@ -357,6 +358,7 @@ impl Engine {
         let dep = spec.name.as_str();
         for t in applied.iter().flat_map(|c| &c.tiers) {
             for (old, new) in t.gone.iter().zip(&t.add) {
+                stratus_telemetry::server_replaced();
                 let since = self
                     .parts
                     .store
