@@ -48,10 +48,15 @@ impl StatePaths {
 /// Names of the secrets the control plane itself keeps in key management.
 pub const CONTROL_TOKEN: &str = "control-token";
 pub const CACHE_KEY: &str = "plugin-cache-key";
+/// The HTTP API's bearer token (`<state>/keys/operator-token`, hex, mode 0600).
+pub const OPERATOR_TOKEN: &str = "operator-token";
 
 /// What `control.json` holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ControlInfo {
     pub pid: u32,
     pub port: u16,
+    /// The HTTP API's `address:port`, when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }

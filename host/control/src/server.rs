@@ -43,7 +43,27 @@ pub struct ServeOptions {
     pub exit_when_idle: bool,
     /// Runs tiers' custom scaling rules (`[tiers.x.scaling] rule`); without it they warn.
     pub scalers: Option<Arc<dyn crate::app::ScalerRules>>,
+    /// Starts the HTTP API over the same [`App`] once it is ready (the binary passes
+    /// `stratus-http`'s, which this crate must not depend on).
+    pub http: Option<HttpStart>,
 }
+
+/// What a further transport needs to serve the operator: the application layer, the state
+/// directory's layout and the component logs (mutations are logged with their caller).
+#[derive(Clone)]
+pub struct TransportContext {
+    pub app: App,
+    pub paths: StatePaths,
+    pub logs: Logs,
+    pub store: Store,
+}
+
+/// Starts a transport and answers the address it serves on (recorded in `control.json`), or
+/// why it could not start.
+pub type HttpStart = Box<
+    dyn FnOnce(TransportContext) -> futures::future::BoxFuture<'static, Result<String, String>>
+        + Send,
+>;
 
 /// The serving side: sockets, the handshake, and operator requests handed to [`App`].
 #[derive(Clone)]
@@ -138,7 +158,23 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         logs.clone(),
         reports,
     ));
-    publish(&paths, addr.port())?;
+    let http = match opts.http {
+        Some(start) => Some(
+            start(TransportContext {
+                app: control.app.clone(),
+                paths: paths.clone(),
+                logs: logs.clone(),
+                store: store.clone(),
+            })
+            .await
+            .map_err(|message| ServeError::Setup {
+                context: "starting the HTTP API".into(),
+                message,
+            })?,
+        ),
+        None => None,
+    };
+    publish(&paths, addr.port(), http)?;
     logs.info(
         Component::Dispatcher,
         Subject::default(),
@@ -218,10 +254,11 @@ fn lock(paths: &StatePaths) -> Result<nix::fcntl::Flock<std::fs::File>, ServeErr
     })
 }
 
-fn publish(paths: &StatePaths, port: u16) -> Result<(), ServeError> {
+fn publish(paths: &StatePaths, port: u16, http: Option<String>) -> Result<(), ServeError> {
     let info = ControlInfo {
         pid: std::process::id(),
         port,
+        http,
     };
     let tmp = paths.root.join("control.json.tmp");
     let text = serde_json::to_string(&info).map_err(setup("control.json"))?;

@@ -10,9 +10,30 @@ pub struct ServeArgs {
     /// Exit once no deployment is active (used when `stratus launch` starts the control plane).
     #[arg(long)]
     pub exit_when_idle: bool,
+    /// Where the HTTP API listens [default: 127.0.0.1:0, an OS-chosen port recorded in
+    /// control.json]. A non-loopback address needs --tls-cert/--tls-key or --insecure-http.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// PEM certificate chain for the HTTP API (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTP API (with --tls-cert).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the HTTP API in clear text on a non-loopback address (the token crosses the
+    /// network unprotected).
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    // Refused before anything starts, so a wrong flag never leaves a half-started plane.
+    let http = stratus_http::HttpConfig::from_flags(
+        args.http,
+        args.tls_cert,
+        args.tls_key,
+        args.insecure_http,
+    )?;
     // Its diagnostics go to a size-bounded file; stderr (`control.out`) keeps only panics.
     let log_dir = state_dir.join("logs");
     std::fs::create_dir_all(&log_dir)?;
@@ -26,6 +47,14 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             agent_program: program,
             exit_when_idle: args.exit_when_idle,
             scalers: Some(scalers),
+            http: Some(Box::new(move |ctx| {
+                Box::pin(async move {
+                    stratus_http::start(ctx, http)
+                        .await
+                        .map(|addr| addr.to_string())
+                        .map_err(|e| e.to_string())
+                })
+            })),
         },
     ))?;
     Ok(ExitCode::SUCCESS)
