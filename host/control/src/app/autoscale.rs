@@ -163,6 +163,7 @@ impl App {
         let Some(decision) = policy.decide(&votes, target.count, target.min, target.max) else {
             return;
         };
+        stratus_telemetry::autoscale_decision(decision.is_up());
         let message = decision_message(tier, policy, &decision);
         let subject = Subject {
             deployment: Some(dep),
