@@ -4,7 +4,7 @@
 use futures::{SinkExt, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Framed, FramedParts, LinesCodec, LinesCodecError};
 
 /// Largest frame accepted: hook reports carry bounded output, so 16 MiB is generous.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -13,7 +13,7 @@ pub const MAX_FRAME: usize = 16 << 20;
 pub enum FramingError {
     #[error("connection closed by peer")]
     Closed,
-    #[error("frame larger than {MAX_FRAME} bytes")]
+    #[error("frame larger than the connection accepts")]
     TooLarge,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -52,8 +52,27 @@ pub struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
+        Connection::with_max_frame(stream, MAX_FRAME)
+    }
+
+    /// A connection that reads frames of at most `max` bytes (a peer not yet known, whose
+    /// first frame must be small, gets a small limit).
+    pub fn with_max_frame(stream: S, max: usize) -> Self {
         Connection {
-            inner: Framed::new(stream, LinesCodec::new_with_max_length(MAX_FRAME)),
+            inner: Framed::new(stream, LinesCodec::new_with_max_length(max)),
+        }
+    }
+
+    /// The same connection reading frames of up to [`MAX_FRAME`] bytes from now on, keeping
+    /// whatever it has read and not framed yet.
+    pub fn with_full_limit(self) -> Self {
+        let old = self.inner.into_parts();
+        let mut parts =
+            FramedParts::new::<String>(old.io, LinesCodec::new_with_max_length(MAX_FRAME));
+        parts.read_buf = old.read_buf;
+        parts.write_buf = old.write_buf;
+        Connection {
+            inner: Framed::from_parts(parts),
         }
     }
 
@@ -130,5 +149,30 @@ mod tests {
         let mut b = Connection::new(b);
         let err = b.recv::<Envelope<OperatorRequest>>().await.unwrap_err();
         assert!(matches!(err, FramingError::Malformed(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_small_first_limit_refuses_a_big_first_frame_and_the_full_limit_keeps_buffered_frames()
+     {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        a.write_all(format!("\"{}\"\n", "x".repeat(100)).as_bytes())
+            .await
+            .unwrap();
+        let mut small = Connection::with_max_frame(b, 64);
+        assert!(matches!(
+            small.recv::<String>().await,
+            Err(FramingError::TooLarge)
+        ));
+
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        // Two frames arrive at once: the second is buffered when the limit is raised.
+        a.write_all(b"\"hi\"\n\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n")
+            .await
+            .unwrap();
+        let mut c = Connection::with_max_frame(b, 64);
+        assert_eq!(c.recv::<String>().await.unwrap(), "hi");
+        let mut c = c.with_full_limit();
+        assert_eq!(c.recv::<String>().await.unwrap().len(), 73);
     }
 }
