@@ -430,3 +430,56 @@ fn hook_outcome(
 fn quoted(output: &str) -> String {
     output.lines().map(|l| format!("| {l}\n")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_telemetry::HookOutcome as O;
+
+    fn reply(outcome: HookResult) -> Result<AgentReply, EngineError> {
+        let report = HookReport {
+            outcome,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            logs: Vec::new(),
+            denials: Vec::new(),
+            duration_ms: 1,
+        };
+        Ok(AgentReply::Hook { report })
+    }
+
+    fn failed(kind: &str, retryable: bool) -> Result<AgentReply, EngineError> {
+        let (kind, message) = (kind.to_string(), "no".to_string());
+        reply(HookResult::Failed {
+            kind,
+            message,
+            retryable,
+        })
+    }
+
+    #[test]
+    fn hook_outcomes_for_the_metrics() {
+        assert_eq!(hook_outcome(&reply(HookResult::Done), true), O::ok);
+        assert_eq!(
+            hook_outcome(&failed(RETRYABLE_KIND, true), true),
+            O::retryable
+        );
+        // The last attempt, or a trap claiming to be retryable, is not called again.
+        assert_eq!(
+            hook_outcome(&failed(RETRYABLE_KIND, true), false),
+            O::failed
+        );
+        assert_eq!(hook_outcome(&failed("trap", true), true), O::failed);
+        assert_eq!(
+            hook_outcome(&failed(RETRYABLE_KIND, false), true),
+            O::failed
+        );
+        let refused = Ok(AgentReply::Error {
+            message: "x".into(),
+        });
+        assert_eq!(hook_outcome(&refused, true), O::error);
+        let unreachable = Err(EngineError::Other("gone".into()));
+        assert_eq!(hook_outcome(&unreachable, true), O::error);
+    }
+}
