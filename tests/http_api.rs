@@ -289,12 +289,13 @@ fn launch_follow_events_scale_and_terminate_through_the_api() {
     let (next_id, _) = resumed.next();
     assert!(next_id > *seen.last().unwrap());
     let d = api.wait_for("web", Duration::from_secs(120), |d| {
-        d["state"] == "RUNNING" && servers(d, "app").len() == 3
+        let app = servers(d, "app");
+        d["state"] == "RUNNING"
+            && app.len() == 3
+            && app
+                .iter()
+                .all(|s| s["agent"] == "RUNNING" && s["services"][0]["state"] == "RUNNING")
     });
-    assert!(
-        servers(&d, "app").iter().all(|s| s["agent"] == "RUNNING"),
-        "{d}"
-    );
     drop(resumed);
 
     let bounds = api.post_json("/v1/deployments/web/tiers/app/scale", &json!({"count": 99}));
@@ -578,4 +579,75 @@ fn a_non_loopback_bind_without_tls_is_refused() {
         !out.status.success() && err.contains("/nonexistent.pem"),
         "{err}"
     );
+}
+
+#[test]
+fn the_api_serves_tls_with_the_given_certificate_and_key() {
+    let st = Stratus::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_file = st.write_file("cert.pem", &cert.cert.pem());
+    let key_file = st.write_file("key.pem", &cert.key_pair.serialize_pem());
+    let mut child = st
+        .cmd()
+        .args(["serve", "--http", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let http = loop {
+        let info: Option<Value> = std::fs::read_to_string(st.dir().join("control.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(addr) = info.as_ref().and_then(|i| i["http"].as_str()) {
+            break addr.to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no HTTP address");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let token = std::fs::read_to_string(st.dir().join("keys/operator-token")).unwrap();
+
+    // A client trusting exactly that certificate gets the API over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(&http).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let request = format!(
+        "GET /v1/deployments HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\n\r\n",
+        token.trim()
+    );
+    std::io::Write::write_all(&mut tls, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut tls, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("{\"deployments\":[]}"), "{answer}");
+
+    // Clear text to the TLS port is no request at all.
+    let mut plain = std::net::TcpStream::connect(&http).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /v1/deployments HTTP/1.1\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut bytes);
+    assert!(!String::from_utf8_lossy(&bytes).contains("deployments"));
+
+    let _ = st.run(&["shutdown"]);
+    if !wait_gone(child.id(), Duration::from_secs(5)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }

@@ -4,7 +4,7 @@
 
 use crate::ApiState;
 use crate::problem::Problem;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -52,13 +52,17 @@ pub async fn require_token(
         return res;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        // Inside `/v1` the URI is the nested one; the log names the path as the client sent it.
+        let path = req
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or(req.uri().path(), |u| u.path());
         state.ctx.logs.info(
             Component::Dispatcher,
             Subject::default(),
             &format!(
-                "HTTP {} {} by the operator token from {peer}",
+                "HTTP {} {path} by the operator token from {peer}",
                 req.method(),
-                req.uri().path()
             ),
         );
     }

@@ -39,6 +39,6 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn unknown(uri: axum::http::Uri) -> Problem {
+async fn unknown(axum::extract::OriginalUri(uri): axum::extract::OriginalUri) -> Problem {
     Problem::not_found(format!("no route {}", uri.path()))
 }
