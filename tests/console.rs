@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// How long a launch or a scale may take to show in the page on a loaded 2-core machine.
 const SHOW_LIMIT: Duration = Duration::from_secs(180);
 
+/// A plugin setting that would run script if it became markup.
+const ATTACK: &str = "<img src=x onerror=window.__stratus_pwned=3>";
+
 /// A description that would run script if the console ever turned data into markup.
 const HOSTILE: &str = "hello <img src=x onerror=\"window.__stratus_pwned=1\"><script>window.__stratus_pwned=2</script> & more";
 
@@ -117,11 +120,10 @@ fn http_addr(st: &Stratus) -> String {
     }
 }
 
-fn screenshot_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("console-screenshot.png")
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// Polls `probe` until it answers `Some`, failing with `what` and the last view after `limit`.
@@ -194,6 +196,43 @@ async fn enter_token(c: &Client, token: &str) {
         .expect("click submit");
 }
 
+/// Opens the console at `addr` in a fresh headless Chromium and runs `session` there; a
+/// screenshot named `shot` is saved under `target/` whether it passed or not (it shows what
+/// went wrong), and the browser and chromedriver end either way.
+fn in_browser(addr: &str, shot: &str, session: impl AsyncFnOnce(&Client)) {
+    let driver = Driver::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let c = rt.block_on(driver.browser());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            c.goto(&format!("http://{addr}/"))
+                .await
+                .expect("open the console");
+            session(&c).await
+        })
+    }));
+    rt.block_on(async {
+        if let Ok(png) = c.screenshot().await {
+            let path = target_dir().join(shot);
+            let _ = std::fs::create_dir_all(path.parent().unwrap());
+            std::fs::write(&path, png).expect("write the screenshot");
+            eprintln!("screenshot: {}", path.display());
+        }
+        let _ = c.close().await;
+    });
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn operator_token(st: &Stratus) -> String {
+    std::fs::read_to_string(st.dir().join("keys/operator-token"))
+        .expect("operator token")
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn the_console_follows_hello_live_scales_the_app_tier_and_renders_hostile_text_as_text() {
     let st = Stratus::new();
@@ -209,40 +248,118 @@ fn the_console_follows_hello_live_scales_the_app_tier_and_renders_hostile_text_a
     // The page is opened while the launch goes on: what it shows later comes live.
     st.ok(&["launch", "--no-wait", file.to_str().unwrap()]);
     let addr = http_addr(&st);
-    let token = std::fs::read_to_string(st.dir().join("keys/operator-token"))
-        .expect("operator token")
-        .trim()
-        .to_string();
-
-    let driver = Driver::start();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let c = rt.block_on(driver.browser());
-    // The screenshot is taken whether the session passed or not: it shows what went wrong.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(session(&c, &st, &addr, &token))
-    }));
-    rt.block_on(async {
-        if let Ok(png) = c.screenshot().await {
-            let path = screenshot_path();
-            let _ = std::fs::create_dir_all(path.parent().unwrap());
-            std::fs::write(&path, png).expect("write the screenshot");
-            eprintln!("screenshot: {}", path.display());
-        }
-        let _ = c.close().await;
+    let token = operator_token(&st);
+    in_browser(&addr, "console-screenshot.png", async |c| {
+        session(c, &st, &token).await
     });
-    drop(driver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
     common::terminate(&st, "hello");
 }
 
-/// Everything the browser does, against the console at `addr`.
-async fn session(c: &Client, st: &Stratus, addr: &str, token: &str) {
-    c.goto(&format!("http://{addr}/"))
-        .await
-        .expect("open the console");
+#[test]
+fn text_from_a_hostile_file_and_plugin_stays_text_in_the_console() {
+    let st = Stratus::new();
+    // A control plane that stays up after the launch fails, so the page can show the failure.
+    let mut serve = st
+        .cmd()
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("stratus serve");
+    let addr = http_addr(&st);
+    let token = operator_token(&st);
+    // The hostile plugin fails configure with "unknown attack `<its attack setting>`": the
+    // setting reaches the deployment's reason, the service's, an event and the hook log.
+    let hostile = stratus_plugin_artifacts::package_dir("hostile");
+    let file = common::one_service(
+        &st,
+        "evil",
+        &hostile,
+        &format!("attack = {}", toml_string(ATTACK)),
+        "",
+    );
+    let text = common::read(&file).replacen(
+        "[deployment]\n",
+        &format!("[deployment]\ndescription = {}\n", toml_string(HOSTILE)),
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the launch fails in configure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    in_browser(&addr, "console-hostile-screenshot.png", async |c| {
+        enter_token(c, &token).await;
+        wait_for(c, "the FAILED deployment", SHOW_LIMIT, async |c| {
+            (text_of(c, "#dep-state").await == "FAILED").then_some(())
+        })
+        .await;
+        let reason = text_of(c, "#dep-reason").await;
+        assert!(reason.contains(ATTACK), "the reason as text: {reason}");
+        assert!(text_of(c, "#dep-description").await.contains("<script>"));
+        wait_for(
+            c,
+            "the failure's event",
+            Duration::from_secs(30),
+            async |c| {
+                text_of(c, "#event-list")
+                    .await
+                    .contains(ATTACK)
+                    .then_some(())
+            },
+        )
+        .await;
+        c.find(Locator::Css("g.server"))
+            .await
+            .expect("the server box")
+            .click()
+            .await
+            .unwrap();
+        wait_for(
+            c,
+            "the service's reason",
+            Duration::from_secs(30),
+            async |c| {
+                let services = text_of(c, "#srv-services").await;
+                (services.contains("FAILED") && services.contains(ATTACK)).then_some(())
+            },
+        )
+        .await;
+        wait_for(c, "the hook log", Duration::from_secs(30), async |c| {
+            text_of(c, "#srv-log").await.contains(ATTACK).then_some(())
+        })
+        .await;
+        assert_nothing_injected(c).await;
+    });
+    st.ok(&["terminate", "evil"]);
+    let _ = st.run(&["shutdown"]);
+    if !common::wait_gone(serve.id(), Duration::from_secs(10)) {
+        let _ = serve.kill();
+    }
+    let _ = serve.wait();
+}
 
+/// No element was made from data and no script of it ran.
+async fn assert_nothing_injected(c: &Client) {
+    assert!(
+        c.find_all(Locator::Css("img, script:not([src]), iframe, object"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "data became elements"
+    );
+    let clean = c
+        .execute("return window.__stratus_pwned === undefined", vec![])
+        .await
+        .unwrap();
+    assert_eq!(clean, json!(true), "a script from the data ran");
+}
+
+/// Everything the browser does with hello.
+async fn session(c: &Client, st: &Stratus, token: &str) {
     // A wrong token is refused in the prompt and not kept.
     enter_token(c, "not-the-token").await;
     wait_for(
@@ -307,18 +424,7 @@ async fn session(c: &Client, st: &Stratus, addr: &str, token: &str) {
     let description = text_of(c, "#dep-description").await;
     assert!(description.contains("<img src=x onerror="), "{description}");
     assert!(description.contains("<script>"), "{description}");
-    assert!(
-        c.find_all(Locator::Css("img, script:not([src])"))
-            .await
-            .unwrap()
-            .is_empty(),
-        "the description made elements"
-    );
-    let pwned = c
-        .execute("return window.__stratus_pwned === undefined", vec![])
-        .await
-        .unwrap();
-    assert_eq!(pwned, json!(true), "the description's script ran");
+    assert_nothing_injected(c).await;
 
     // Events stream in.
     wait_for(

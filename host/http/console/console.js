@@ -223,6 +223,13 @@
     sessionStorage.removeItem(TOKEN_KEY);
     if (ui.streamAbort) ui.streamAbort.abort();
     ui.started = false;
+    // What the token showed goes with it.
+    ui.deployments = [];
+    ui.server = null;
+    ui.lastEventId = null;
+    ui.lastEventNumber = -1;
+    $('event-list').replaceChildren();
+    render();
     setLive('offline');
     askToken(message);
   }
@@ -324,7 +331,9 @@
     setLine('dep-endpoints', dep && dep.endpoints && dep.endpoints.length ? 'endpoints: ' + dep.endpoints.join('  ') : '');
     $('terminate').disabled = !dep || ['TERMINATED', 'STOPPING'].includes(dep.state);
     $('graph-empty').hidden = Boolean(dep);
-    if (!dep && ui.token) $('graph-empty').textContent = 'No deployment yet: launch one with `stratus launch FILE`.';
+    $('graph-empty').textContent = ui.token
+      ? 'No deployment yet: launch one with `stratus launch FILE`.'
+      : 'Enter the operator token to see the deployments.';
   }
 
   function setLine(id, text) {
