@@ -191,3 +191,37 @@ fn metrics_parse_and_move_with_a_launch_and_a_scale_up() {
 
     terminate(&st, DEP);
 }
+
+#[test]
+fn a_replaced_server_counts_as_a_recovery() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment(DEP, 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let before = scrape(&st);
+    let recoveries = |s: &[Sample]| total(s, "stratus_recoveries_total", &[]);
+    assert_eq!(recoveries(&before), 0.0, "nothing replaced yet");
+
+    // Every process of the app server at once, as a crashed machine would end them.
+    let app = servers(&st.deployment(DEP), "app");
+    let old = app[0]["id"].as_str().unwrap().to_string();
+    let pid = app[0]["pid"].as_u64().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let d = common::wait_for(&st, DEP, Duration::from_secs(60), |d| {
+        d["state"] == "RUNNING" && servers(d, "app").iter().all(|s| s["id"] != old.as_str())
+    });
+    assert_eq!(d["state"], "RUNNING", "{d}");
+
+    let after = scrape(&st);
+    assert_eq!(recoveries(&after), 1.0, "one server replaced");
+    let sets = |s: &[Sample]| total(s, "stratus_scaling_events_total", &[("kind", "change_set")]);
+    assert!(sets(&after) > sets(&before), "the replacement's change set");
+    assert_eq!(
+        total(&after, "stratus_deployments", &[("state", "RUNNING")]),
+        1.0
+    );
+    terminate(&st, DEP);
+}
