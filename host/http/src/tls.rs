@@ -47,9 +47,7 @@ pub struct TlsListener {
 
 impl TlsListener {
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> TlsListener {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| crate::config::DEFAULT_ADDR);
+        let local = listener.local_addr().unwrap_or(crate::config::DEFAULT_ADDR);
         let (tx, rx) = mpsc::channel(PENDING_CONNECTIONS);
         tokio::spawn(async move {
             loop {
@@ -97,17 +95,13 @@ impl std::fmt::Display for Peer {
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
-    for Peer
-{
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
         Peer(*stream.remote_addr())
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
-    for Peer
-{
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Peer {
         Peer(*stream.remote_addr())
     }
