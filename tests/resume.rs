@@ -1,6 +1,7 @@
 //! Crash safety: a control plane killed at step boundaries during a launch, and started
 //! again, finishes the launch without running any completed hook twice. And the dispatcher's
-//! door: an agent with a wrong, unknown or reused credential is refused, and the refusal logged.
+//! door: an agent with a wrong, unknown or reused credential is refused, and the refusal logged
+//! (counted, never echoing the peer); a peer that has not logged in gets a small first frame.
 
 mod common;
 
@@ -172,9 +173,25 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
     );
     let operator = hello_line(port, r#"{"role":"operator","token":"guess"}"#);
     assert!(operator.contains("refused"), "{operator}");
+    // Names in a refused hello are the peer's word: never echoed, and a flood of refusals is
+    // counted, not written one event each.
+    let forged = "x\n2026-12-01T00:00:00.000Z INFO  monitor-deployment prod: forged\u{1b}[2J";
+    for _ in 0..300 {
+        let line = format!(
+            r#"{{"role":"agent","deployment":"door","server_id":{},"credential":"x","pid":1}}"#,
+            serde_json::to_string(forged).unwrap()
+        );
+        assert!(hello_line(port, &line).contains("unknown server"));
+    }
 
     let log = std::fs::read_to_string(st.dir().join("logs/dispatcher.log")).unwrap();
-    assert_eq!(log.matches("refused agent handshake").count(), 3, "{log}");
+    assert_eq!(log.matches("refused agent handshake").count(), 1, "{log}");
+    assert!(
+        log.contains("rejected connections: 1 × an agent with a wrong credential"),
+        "{log}"
+    );
+    assert!(!log.contains("forged") && !log.contains('\u{1b}'), "{log}");
+    assert_eq!(log.matches("rejected connections").count(), 1, "{log}");
     assert!(
         !log.contains(cred.trim()),
         "the credential must not be logged"
@@ -188,5 +205,53 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
         "RUNNING",
         "refusals do not disturb the deployment"
     );
+    st.ok(&["terminate", "door"]);
+}
+
+/// Resident memory of `pid` in bytes (VmRSS).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_peer_that_has_not_logged_in_cannot_make_the_control_plane_buffer_much() {
+    let st = Stratus::new();
+    let file = st.write_file("door.toml", &hello_deployment("door", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(st.dir().join("control.json")).unwrap())
+            .unwrap();
+    let port = info["port"].as_u64().unwrap() as u16;
+    let control = st.control_pid().unwrap();
+    let before = rss(control);
+    // 40 peers each send 8 MiB with no newline: 320 MiB if the first frame were unbounded.
+    let chunk = vec![b'x'; 1 << 20];
+    let peers: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            for _ in 0..8 {
+                if s.write_all(&chunk).is_err() {
+                    break; // closed by the control plane: the point of the test
+                }
+            }
+            s
+        })
+        .collect();
+    let grown = rss(control).saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "the control plane grew by {grown} bytes for peers that never logged in"
+    );
+    drop(peers);
+    let log = std::fs::read_to_string(st.dir().join("logs/dispatcher.log")).unwrap();
+    assert!(log.contains("a first frame over 64 KiB"), "{log}");
+    assert_eq!(st.deployment("door")["state"], "RUNNING");
     st.ok(&["terminate", "door"]);
 }

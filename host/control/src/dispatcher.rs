@@ -5,6 +5,7 @@
 //! a wrong credential, or a credential already in use by a live connection is refused and
 //! the refusal logged (without the credential).
 
+use crate::handshake::{Handshakes, Rejection};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct Dispatcher {
     supervision: broadcast::Sender<(ServerKey, SupervisionReport)>,
     /// Metrics reports agents send, each with the server of its connection.
     metrics: broadcast::Sender<(ServerKey, MetricsReport)>,
+    /// Turns away peers before they prove who they are, and counts them.
+    handshakes: Handshakes,
 }
 
 impl Dispatcher {
@@ -76,7 +79,13 @@ impl Dispatcher {
             health: broadcast::channel(HEALTH_BUFFER).0,
             supervision: broadcast::channel(HEALTH_BUFFER).0,
             metrics: broadcast::channel(HEALTH_BUFFER).0,
+            handshakes: Handshakes::default(),
         }
+    }
+
+    /// The first-frame limits and rejection counts of the control port.
+    pub fn handshakes(&self) -> &Handshakes {
+        &self.handshakes
     }
 
     /// Every health result an agent reports from now on, named by the connection's server
@@ -210,13 +219,11 @@ impl Dispatcher {
         let verdict = {
             let mut st = self.state.lock().await;
             match st.expected.get(&key) {
-                None => Err("unknown server (never launched here, or terminated)".to_string()),
-                Some(d) if *d != presented => Err("wrong credential".to_string()),
+                // Names and credential are the peer's word: counted, never echoed.
+                None => Err(Rejection::UnknownServer),
+                Some(d) if *d != presented => Err(Rejection::WrongCredential),
                 Some(_) => match st.live.get(&key) {
-                    Some(other) => Err(format!(
-                        "credential already in use by a connected agent (pid {})",
-                        other.pid
-                    )),
+                    Some(other) => Err(Rejection::InUse { pid: other.pid }),
                     None => {
                         st.live.insert(
                             key.clone(),
@@ -232,12 +239,18 @@ impl Dispatcher {
                 },
             }
         };
-        if let Err(reason) = verdict {
-            self.logs.warn(
-                Component::Dispatcher,
-                subject,
-                &format!("refused agent handshake from pid {pid}: {reason}"),
-            );
+        if let Err(why) = verdict {
+            if let Rejection::InUse { pid: other } = why {
+                // The credential was right: the names are real, and this is worth a line.
+                let message = format!(
+                    "refused agent handshake from pid {pid}: credential already in use by a \
+                     connected agent (pid {other})"
+                );
+                self.logs.warn(Component::Dispatcher, subject, &message);
+            } else {
+                self.handshakes.reject(why, &self.logs);
+            }
+            let reason = why.reason().to_string();
             let _ = conn.send(&Welcome::Refused { reason }).await;
             return;
         }

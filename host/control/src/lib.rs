@@ -16,6 +16,7 @@
 pub mod app;
 pub mod client;
 pub mod dispatcher;
+pub mod handshake;
 mod link;
 pub mod metrics;
 mod monitor;

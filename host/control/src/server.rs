@@ -14,7 +14,7 @@ use stratus_cloud::{CloudFiles, KeyStore};
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_engine::{Engine, EngineParts};
 use stratus_model::state::DeploymentState;
-use stratus_protocol::{Connection, Envelope, Hello, OperatorReply, OperatorRequest, Welcome};
+use stratus_protocol::{Envelope, Hello, OperatorReply, OperatorRequest, Welcome};
 use stratus_provider::LocalProvider;
 use stratus_store::Store;
 use tokio::net::{TcpListener, TcpStream};
@@ -74,6 +74,7 @@ struct Control {
     dispatcher: Dispatcher,
     token: String,
     shutdown: Arc<Notify>,
+    handshakes: crate::handshake::Handshakes,
 }
 
 /// Runs the control plane until it is asked to stop (or, with `exit_when_idle`, goes idle).
@@ -138,6 +139,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         app,
         store: store.clone(),
         logs: logs.clone(),
+        handshakes: dispatcher.handshakes().clone(),
         dispatcher,
         token: token.expose().to_string(),
         shutdown: Arc::new(Notify::new()),
@@ -268,19 +270,8 @@ fn publish(paths: &StatePaths, port: u16, http: Option<String>) -> Result<(), Se
 
 impl Control {
     async fn connection(&self, stream: TcpStream) {
-        let mut conn = Connection::new(stream);
-        let hello = match tokio::time::timeout(Duration::from_secs(10), conn.recv::<Hello>()).await
-        {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                self.logs.warn(
-                    Component::Dispatcher,
-                    Subject::default(),
-                    &format!("rejected a connection: {e}"),
-                );
-                return;
-            }
-            Err(_) => return,
+        let Some((mut conn, hello)) = self.handshakes.hello(stream, &self.logs).await else {
+            return;
         };
         match hello {
             Hello::Agent {
@@ -295,11 +286,8 @@ impl Control {
             }
             Hello::Operator { token } => {
                 if !constant_time_eq(token.as_bytes(), self.token.as_bytes()) {
-                    self.logs.warn(
-                        Component::Dispatcher,
-                        Subject::default(),
-                        "refused an operator connection: wrong control token",
-                    );
+                    let why = crate::handshake::Rejection::WrongToken;
+                    self.handshakes.reject(why, &self.logs);
                     let _ = conn
                         .send(&Welcome::Refused {
                             reason: "wrong control token".into(),

@@ -1,0 +1,130 @@
+//! The first frame of every connection to the control port, which anyone on the machine can
+//! reach (a plugin's program included) before proving who it is. Until then a peer gets
+//! little: a first frame of at most [`MAX_HELLO_BYTES`], [`HELLO_TIMEOUT`] to send it, one of
+//! [`MAX_PENDING`] places, and rejections are written as events at most once per
+//! [`REJECTION_EVENT_GAP`], with a fixed reason (never what the peer sent) and a count.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stratus_engine::logs::{Component, Logs, Subject};
+use stratus_protocol::{Connection, FramingError, Hello};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// Largest first frame: a hello holds a deployment and server name and a credential.
+pub const MAX_HELLO_BYTES: usize = 64 * 1024;
+/// How long a new connection may take to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections that may be waiting for their hello at once; one more is closed at once.
+pub const MAX_PENDING: usize = 256;
+/// Least time between two rejection events.
+pub const REJECTION_EVENT_GAP: Duration = Duration::from_secs(10);
+
+/// Why a connection was turned away, in words that never echo the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Busy,
+    TooLarge,
+    Malformed,
+    WrongToken,
+    UnknownServer,
+    WrongCredential,
+    /// The credential is right but its agent is connected already (pid of that agent).
+    InUse {
+        pid: u32,
+    },
+}
+
+impl Rejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Busy => "too many connections waiting to log in",
+            Rejection::TooLarge => "a first frame over 64 KiB",
+            Rejection::Malformed => "a first frame that is not a hello",
+            Rejection::WrongToken => "an operator with a wrong control token",
+            Rejection::UnknownServer => {
+                "an agent of an unknown server (never launched here, or terminated)"
+            }
+            Rejection::WrongCredential => "an agent with a wrong credential",
+            Rejection::InUse { .. } => "credential already in use by a connected agent",
+        }
+    }
+}
+
+/// The places for pending hellos and the rejections not yet written.
+#[derive(Clone)]
+pub struct Handshakes {
+    pending: Arc<Semaphore>,
+    rejected: Arc<Mutex<Rejected>>,
+}
+
+#[derive(Default)]
+struct Rejected {
+    last_event: Option<Instant>,
+    /// Rejections since the last event, by reason.
+    unreported: Vec<(Rejection, u64)>,
+}
+
+impl Default for Handshakes {
+    fn default() -> Self {
+        Handshakes {
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            rejected: Arc::default(),
+        }
+    }
+}
+
+impl Handshakes {
+    /// The connection's hello, with the connection now reading full-size frames; `None` when
+    /// the peer was turned away (or closed, or stayed silent).
+    pub async fn hello(
+        &self,
+        stream: TcpStream,
+        logs: &Logs,
+    ) -> Option<(Connection<TcpStream>, Hello)> {
+        let Ok(_place) = self.pending.clone().try_acquire_owned() else {
+            self.reject(Rejection::Busy, logs);
+            return None;
+        };
+        let mut conn = Connection::with_max_frame(stream, MAX_HELLO_BYTES);
+        match tokio::time::timeout(HELLO_TIMEOUT, conn.recv::<Hello>()).await {
+            Ok(Ok(hello)) => Some((conn.with_full_limit(), hello)),
+            Ok(Err(FramingError::TooLarge)) => {
+                self.reject(Rejection::TooLarge, logs);
+                None
+            }
+            Ok(Err(FramingError::Malformed(_))) => {
+                self.reject(Rejection::Malformed, logs);
+                None
+            }
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
+    /// Counts a rejection, and writes the ones counted so far when the last such event is
+    /// old enough.
+    pub fn reject(&self, why: Rejection, logs: &Logs) {
+        let mut r = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        match r
+            .unreported
+            .iter_mut()
+            .find(|(w, _)| w.reason() == why.reason())
+        {
+            Some((_, n)) => *n += 1,
+            None => r.unreported.push((why, 1)),
+        }
+        if r.last_event
+            .is_some_and(|t| t.elapsed() < REJECTION_EVENT_GAP)
+        {
+            return;
+        }
+        r.last_event = Some(Instant::now());
+        let counts: Vec<String> = r
+            .unreported
+            .drain(..)
+            .map(|(w, n)| format!("{n} × {}", w.reason()))
+            .collect();
+        let message = format!("rejected connections: {}", counts.join(", "));
+        logs.warn(Component::Dispatcher, Subject::default(), &message);
+    }
+}
