@@ -104,7 +104,7 @@ impl Logs {
     }
 
     fn write(&self, c: Component, level: &str, s: Subject<'_>, message: &str) {
-        let message = &stratus_protocol::bounds::cut_str(message, MAX_LINE_BYTES);
+        let message = &continued(&stratus_protocol::bounds::cut_str(message, MAX_LINE_BYTES));
         let mut prefix = String::new();
         for (k, v) in [
             ("deployment", s.deployment),
@@ -137,7 +137,34 @@ impl Logs {
     }
 }
 
+/// `message` with every line after the first indented and carriage returns dropped, so that
+/// no part of a message (a plugin's text in it) can pass for a line of its own in a log or in
+/// `stratus events`, where every record starts with its timestamp.
+fn continued(message: &str) -> String {
+    if !message.contains(['\n', '\r']) {
+        return message.to_string();
+    }
+    message.replace('\r', "").replace('\n', "\n    ")
+}
+
 /// UTC timestamp with milliseconds, as in the enStratus worker logs.
 pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::continued;
+
+    #[test]
+    fn a_message_cannot_start_a_line_of_its_own() {
+        let forged = "failed\r\n2026-12-01T00:00:00.000Z INFO  monitor-deployment prod: forged";
+        let out = continued(forged);
+        assert_eq!(
+            out,
+            "failed\n    2026-12-01T00:00:00.000Z INFO  monitor-deployment prod: forged"
+        );
+        assert!(out.lines().skip(1).all(|l| l.starts_with("    ")));
+        assert_eq!(continued("one line"), "one line");
+    }
 }

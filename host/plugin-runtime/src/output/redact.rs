@@ -154,9 +154,15 @@ fn lower_escapes(encoded: &str) -> String {
 /// Drops what a reader never sees but a terminal or a log parser acts on: escape sequences
 /// (CSI `ESC [ … final`, OSC `ESC ] … BEL` or `ESC \\`), other control characters except
 /// newline and tab, and invisible format characters (zero-width spaces and joiners, bidi
-/// overrides, the byte-order mark, soft hyphens).
+/// overrides, the byte-order mark, soft hyphens). The Unicode line and paragraph separators
+/// become newlines, which every reader downstream treats as such, rather than line breaks
+/// only some viewers honour (a forged log line for them, invisible to the rest).
 pub(crate) fn strip_controls(text: String) -> String {
-    if !text.chars().any(|c| hidden(c) || c == '\u{1b}') {
+    let separator = |c: char| matches!(c, '\u{2028}' | '\u{2029}');
+    if !text
+        .chars()
+        .any(|c| hidden(c) || separator(c) || c == '\u{1b}')
+    {
         return text;
     }
     let mut out = String::with_capacity(text.len());
@@ -164,6 +170,8 @@ pub(crate) fn strip_controls(text: String) -> String {
     while let Some(c) = chars.next() {
         if c == '\u{1b}' {
             skip_escape(&mut chars);
+        } else if separator(c) {
+            out.push('\n');
         } else if !hidden(c) {
             out.push(c);
         }

@@ -192,3 +192,12 @@ fn control_characters_are_dropped_but_lines_and_tabs_stay() {
     );
     assert_eq!(r.redact("plain text"), "plain text");
 }
+
+#[test]
+fn unicode_line_separators_become_newlines_so_no_viewer_sees_a_hidden_line() {
+    let r = Redactor::new(["s3cret".to_string()]);
+    assert_eq!(
+        r.redact("a\u{2028}forged line\u{2029}b s3cret"),
+        "a\nforged line\nb ****"
+    );
+}
