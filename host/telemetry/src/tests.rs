@@ -209,3 +209,15 @@ fn scaling_events_and_journal_writes_move() {
     assert!(scaling(&s, "change_set") > sets);
     assert!(writes(&text, &s) > begun);
 }
+
+#[test]
+fn a_state_the_model_does_not_know_is_an_error_not_a_guess() {
+    let (_dir, store) = store();
+    store.put_deployment("d", "/d.toml", "", &"BOGUS").unwrap();
+    let e = render(&store).expect_err("an unreadable state");
+    assert!(matches!(e, crate::TelemetryError::Store(_)), "{e:?}");
+    assert!(
+        e.to_string().starts_with("reading the store for metrics"),
+        "{e}"
+    );
+}
