@@ -403,6 +403,32 @@ async fn session(c: &Client, st: &Stratus, token: &str) {
         .collect();
     assert_eq!(apps, cli, "the page shows the app servers status knows");
 
+    // Tiers in dependency order from the status's `balances` and `depends_on`, with arrows
+    // from the load balancer to each app server and from app to db.
+    let tier = |name: &str| {
+        d["tiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(tier("lb")["balances"], "app", "{d}");
+    assert_eq!(tier("app")["depends_on"], json!(["db"]), "{d}");
+    let order = c
+        .execute(
+            "return [...document.querySelectorAll('.tier-head')]\
+             .sort((a, b) => a.offsetLeft - b.offsetLeft).map((h) => h.dataset.tier)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(order, json!(["lb", "app", "db"]), "columns left to right");
+    let count = async |css: &str| c.find_all(Locator::Css(css)).await.unwrap().len();
+    assert_eq!(count("path.arrow-lb").await, 2, "lb-1 to each app server");
+    assert_eq!(count("path.arrow-dep").await, 1, "app depends on db");
+
     // The token is kept for this tab's session only, and survives a reload.
     let kept = c
         .execute(
@@ -491,6 +517,14 @@ async fn session(c: &Client, st: &Stratus, token: &str) {
     .await;
     let new: Vec<&String> = three.iter().filter(|id| !apps.contains(id)).collect();
     assert_eq!(new.len(), 1, "one new app server: {three:?}");
+    assert_eq!(
+        c.find_all(Locator::Css("path.arrow-lb"))
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "the new server is balanced too"
+    );
     let target = text_of(c, ".tier-head[data-tier=\"app\"] .tier-target").await;
     assert!(target.contains("target 3"), "{target}");
     let d = st.deployment("hello");
