@@ -536,6 +536,17 @@ async fn session(c: &Client, st: &Stratus, token: &str) {
         .find(|t| t["name"] == "app")
         .unwrap();
     assert_eq!(app["target"]["count"], 3, "{app}");
+    // Each journal event once, in order.
+    let ids = c
+        .execute(
+            "return [...document.querySelectorAll('#event-list .event')].map((e) => Number(e.dataset.id))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = serde_json::from_value(ids).unwrap();
+    assert!(ids.len() > 10, "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     assert_eq!(
         c.current_url().await.unwrap().path(),
         "/",
