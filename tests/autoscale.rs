@@ -126,3 +126,44 @@ fn a_custom_scaler_component_decides_the_same_as_the_threshold_rule() {
         ],
     );
 }
+
+#[test]
+fn a_looping_custom_rule_is_paused_and_holds_up_no_other_tier() {
+    let st = Stratus::new();
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let hostile = stratus_plugin_artifacts::package_dir("hostile-scaler");
+    // A second tier whose rule spins until its time limit, every time it is asked.
+    let app_tier = format!(
+        "min = 1\nmax = 3\n\n[tiers.app.scaling]\ncpu-high = 40\ncpu-low = 10\n\
+         breach = \"2s\"\ncooldown = \"3s\"\nsettle = \"2s\"\n\n\
+         [tiers.loop]\nmin = 1\nmax = 2\nservices = [\"idle\"]\n\n\
+         [tiers.loop.scaling]\nrule = \"{}\"\nsettle = \"0s\"\n\n\
+         [services.idle]\npackage = \"{}\"\n",
+        hostile.display(),
+        hello.display()
+    );
+    let file = burner::deployment(&st, "spin", &app_tier);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let burn = Switch::of(&st, "spin", "app-1");
+    burn.on();
+    let d = wait_for(&st, "spin", Duration::from_secs(60), |d| {
+        running_apps(d) == 2
+    });
+    burn.off();
+    assert_eq!(running_apps(&d), 2, "the app tier did not scale up: {d}");
+    let events = st.ok(&["events", "--deployment", "spin"]);
+    let failures: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("scaling rule failed"))
+        .collect();
+    assert!(
+        failures
+            .first()
+            .is_some_and(|l| l.contains("(1 in a row; next try in 10s)")),
+        "{events}"
+    );
+    // Paused after each failure: a handful of tries, not one per pass.
+    assert!(failures.len() <= 3, "{failures:?}");
+    assert_eq!(servers(&d, "loop").len(), 1, "the looping rule scaled: {d}");
+    terminate(&st, "spin");
+}

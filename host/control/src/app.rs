@@ -16,6 +16,7 @@ mod health;
 mod lifecycle;
 mod recovery;
 mod scale;
+mod settling;
 
 pub use autoscale::{SCALING_POLL, ScalerRules};
 pub use error::AppError;
@@ -48,7 +49,7 @@ pub struct App {
     /// The CPU and memory windows of every server (see `metrics.rs`).
     metrics: crate::metrics::Metrics,
     /// What the scaling-rule passes remember between them.
-    settling: autoscale::Settling,
+    settling: settling::Settling,
     /// Runs custom `scaler` components; `None` where the binary gave none.
     scalers: Option<Arc<dyn ScalerRules>>,
 }
@@ -62,7 +63,7 @@ impl App {
             tasks: Arc::default(),
             targets: Arc::default(),
             metrics: crate::metrics::Metrics::default(),
-            settling: autoscale::Settling::default(),
+            settling: settling::Settling::default(),
             scalers: None,
         }
     }

@@ -7,13 +7,16 @@
 //! `settle` counts from the end of the last scaling event of the tier, whoever asked for it:
 //! the pass sees the tier's target change or the deployment busy, and restarts the clock, so
 //! the servers a scale-up added warm up inside it.
+//!
+//! Each tier is judged in a task of its own, so a slow custom rule holds up no other tier;
+//! a rule that fails is tried again after a pause that doubles (see `settling.rs`). A decision
+//! is taken only if the tier's target is still the one the votes were cast on (an operator's
+//! scale in between wins), and its event is written once the new target is accepted.
 
 use super::App;
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use stratus_engine::logs::{Component, Subject};
 use stratus_model::ids::{Name, ServerId};
 use stratus_model::metrics::ServerWindow;
@@ -35,72 +38,6 @@ pub trait ScalerRules: Send + Sync {
         now_ms: u64,
         windows: &'a [ServerWindow],
     ) -> BoxFuture<'a, Result<Vec<Vote>, String>>;
-}
-
-/// What the passes remember of one tier: the target last seen and since when the tier has
-/// been quiet (no scaling event, no task on the deployment).
-#[derive(Clone, Copy)]
-struct Quiet {
-    count: u32,
-    since: Instant,
-}
-
-/// The autoscaler's memory across passes, keyed by (deployment, tier): how long each tier
-/// has been quiet, and the last warning written about it (so a failing rule is one event, not
-/// one per pass).
-#[derive(Clone, Default)]
-pub(super) struct Settling {
-    quiet: Arc<Mutex<HashMap<(String, String), Quiet>>>,
-    warned: Arc<Mutex<HashMap<(String, String), String>>>,
-}
-
-impl Settling {
-    /// Whether the tier has been quiet for `settle`, given its target `count` now; a changed
-    /// target starts the clock again.
-    fn settled(&self, dep: &str, tier: &str, count: u32, settle: Duration) -> bool {
-        let mut map = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let quiet = map
-            .entry((dep.to_string(), tier.to_string()))
-            .or_insert(Quiet { count, since: now });
-        if quiet.count != count {
-            *quiet = Quiet { count, since: now };
-        }
-        now.duration_since(quiet.since) >= settle
-    }
-
-    /// Restarts the clock of every tier of `dep` (a task works on it).
-    fn busy(&self, dep: &str) {
-        let mut map = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        for ((d, _), quiet) in map.iter_mut() {
-            if d == dep {
-                quiet.since = now;
-            }
-        }
-    }
-
-    /// Forgets deployments that are gone.
-    fn retain(&self, live: &[String]) {
-        let mut map = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|(d, _), _| live.contains(d));
-        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        warned.retain(|(d, _), _| live.contains(d));
-    }
-
-    /// Whether `message` about the tier is new (the last pass said something else, or
-    /// nothing); `None` clears the tier's last warning.
-    fn first_time(&self, dep: &str, tier: &str, message: Option<&str>) -> bool {
-        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (dep.to_string(), tier.to_string());
-        match message {
-            None => {
-                warned.remove(&key);
-                false
-            }
-            Some(m) => warned.insert(key, m.to_string()).as_deref() != Some(m),
-        }
-    }
 }
 
 impl App {
@@ -129,10 +66,17 @@ impl App {
                 self.settling.busy(&row.name);
                 continue;
             }
-            for tier in spec.tiers.values() {
-                if let Some(policy) = &tier.scaling {
-                    self.judge_tier(&spec, tier, policy).await;
+            for tier in spec.tiers.values().filter(|t| t.scaling.is_some()) {
+                if !self.settling.start(&row.name, tier.name.as_str()) {
+                    continue;
                 }
+                let (app, spec, tier) = (self.clone(), spec.clone(), tier.clone());
+                tokio::spawn(async move {
+                    if let Some(policy) = &tier.scaling {
+                        app.judge_tier(&spec, &tier, policy).await;
+                    }
+                    app.settling.finish(spec.name.as_str(), tier.name.as_str());
+                });
             }
         }
     }
@@ -157,27 +101,41 @@ impl App {
         let now_ms = unix_ms();
         let votes = match self.votes(tier, policy, &windows, now_ms).await {
             Ok(v) => v,
-            Err(message) => return self.scaling_warning(dep, tier, &message),
+            Err(message) => return self.rule_failed(dep, tier, &message),
         };
-        self.settling.first_time(dep, tier.name.as_str(), None);
+        self.settling.rule_succeeded(dep, tier.name.as_str());
         let Some(decision) = policy.decide(&votes, target.count, target.min, target.max) else {
             return;
         };
-        stratus_telemetry::autoscale_decision(decision.is_up());
         let message = decision_message(tier, policy, &decision);
+        match self
+            .scale_from(dep, tier.name.as_str(), target, decision.to, &message)
+            .await
+        {
+            Ok(true) => {
+                stratus_telemetry::autoscale_decision(decision.is_up());
+                self.settling.clear_warning(dep, tier.name.as_str());
+            }
+            // The target changed while the votes were cast: the next pass judges the new one.
+            Ok(false) => {}
+            Err(e) => self.scaling_warning(dep, tier, &format!("scaling refused: {e}")),
+        }
+    }
+
+    /// Writes a failure of the tier's rule (each one, since the pauses between tries grow).
+    fn rule_failed(&self, dep: &str, tier: &TierSpec, message: &str) {
+        let (n, pause) = self.settling.rule_failed(dep, tier.name.as_str());
+        let message = format!(
+            "scaling rule failed ({n} in a row; next try in {}s): {message}",
+            pause.as_secs()
+        );
         let subject = Subject {
             deployment: Some(dep),
             tier: Some(tier.name.as_str()),
             ..Subject::default()
         };
         self.logs
-            .info(Component::MonitorScalingEvent, subject, &message);
-        if let Err(e) = self
-            .scale(dep, tier.name.as_str(), Some(decision.to), None, None)
-            .await
-        {
-            self.scaling_warning(dep, tier, &format!("scaling refused: {e}"));
-        }
+            .warn(Component::MonitorScalingEvent, subject, &message);
     }
 
     /// The metrics windows of the tier's servers, in server order.
@@ -215,10 +173,7 @@ impl App {
     }
 
     fn scaling_warning(&self, dep: &str, tier: &TierSpec, message: &str) {
-        if !self
-            .settling
-            .first_time(dep, tier.name.as_str(), Some(message))
-        {
+        if !self.settling.first_time(dep, tier.name.as_str(), message) {
             return;
         }
         let subject = Subject {

@@ -41,6 +41,9 @@ pub enum AppError {
     /// A task of the control plane itself failed (e.g. a validation thread panicked).
     #[error("{0}")]
     Internal(String),
+    /// A scaling decision cast on a target that changed meanwhile; nothing was scaled.
+    #[error("the tier's target changed while its servers voted; nothing was scaled")]
+    Stale,
 }
 
 impl From<EngineError> for AppError {
@@ -64,7 +67,9 @@ impl AppError {
             AppError::Unreadable { .. } | AppError::InvalidFile(_) | AppError::Target(_) => {
                 ErrorKind::Invalid
             }
-            AppError::Conflict { .. } | AppError::CannotApply { .. } => ErrorKind::Conflict,
+            AppError::Conflict { .. } | AppError::CannotApply { .. } | AppError::Stale => {
+                ErrorKind::Conflict
+            }
             AppError::Capacity(_) => ErrorKind::Capacity,
             AppError::Engine(_) | AppError::Store(_) | AppError::Internal(_) => ErrorKind::Internal,
         }

@@ -22,6 +22,43 @@ impl App {
         max: Option<u32>,
     ) -> Result<(TierTarget, TierTarget), AppError> {
         let _changing = self.targets.lock().await;
+        self.scale_locked(name, tier, None, count, min, max).await
+    }
+
+    /// A scaling rule's decision: tier `tier` goes to `count` servers only if its target is
+    /// still `expected` (the one the votes were cast on); `announce` (the decision with its
+    /// vote) is written first. Returns whether it was taken.
+    pub(super) async fn scale_from(
+        &self,
+        name: &str,
+        tier: &str,
+        expected: TierTarget,
+        count: u32,
+        announce: &str,
+    ) -> Result<bool, AppError> {
+        let _changing = self.targets.lock().await;
+        let announce = Some((expected, announce));
+        let scaled = self
+            .scale_locked(name, tier, announce, Some(count), None, None)
+            .await;
+        match scaled {
+            Ok(_) => Ok(true),
+            Err(AppError::Stale) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`App::scale`] with the targets lock held; with `announce`, refused as stale unless the
+    /// tier's target is the one given, and the message written before the request.
+    async fn scale_locked(
+        &self,
+        name: &str,
+        tier: &str,
+        announce: Option<(TierTarget, &str)>,
+        count: Option<u32>,
+        min: Option<u32>,
+        max: Option<u32>,
+    ) -> Result<(TierTarget, TierTarget), AppError> {
         let row = self.row(name)?;
         let state = row.state.name();
         if !SCALABLE_STATES.contains(&state) {
@@ -37,16 +74,23 @@ impl App {
             .targets(&spec)?
             .get(tier)
             .ok_or_else(|| unknown_tier(name, tier))?;
+        if announce.is_some_and(|(expected, _)| expected != old) {
+            return Err(AppError::Stale);
+        }
         let new = old
             .changed(tier, count, min, max)
             .map_err(AppError::Target)?;
         self.check_scale_capacity(name, tier, new)?;
-        self.engine.set_target(&spec, tier, new)?;
         let subject = Subject {
             deployment: Some(name),
             tier: Some(tier),
             ..Subject::default()
         };
+        if let Some((_, message)) = announce {
+            self.logs
+                .info(Component::MonitorScalingEvent, subject.clone(), message);
+        }
+        self.engine.set_target(&spec, tier, new)?;
         let message = format!(
             "scale requested: tier {tier} target {} of {}..{} -> {} of {}..{}",
             old.count, old.min, old.max, new.count, new.min, new.max
