@@ -651,3 +651,28 @@ fn the_api_serves_tls_with_the_given_certificate_and_key() {
     }
     let _ = child.wait();
 }
+
+#[test]
+fn open_event_streams_are_bounded() {
+    let api = Api::start();
+    // The bound of host/http/src/events.rs (MAX_EVENT_STREAMS).
+    let max = 64;
+    let mut open: Vec<Sse> = (0..max).map(|_| api.events("", None)).collect();
+    let refused = api.get("/v1/events");
+    let p = assert_problem(refused, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        p["detail"].as_str().unwrap().contains("64 event streams"),
+        "{p}"
+    );
+    // A closed stream frees its place once the server notices the connection closed.
+    drop(open.pop());
+    let start = Instant::now();
+    loop {
+        let r = api.get("/v1/events");
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no place freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -5,7 +5,7 @@ use crate::ApiState;
 use crate::problem::Problem;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 pub const EVENTS_POLL: Duration = Duration::from_millis(250);
 /// How often an idle stream sends a comment, so proxies keep it open.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Most event streams open at once: each reads the journal while idle, so a client opening
+/// stream after stream cannot wear the journal down.
+pub const MAX_EVENT_STREAMS: usize = 64;
 
 /// One journal event, the `data:` of an SSE event.
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,7 +66,9 @@ pub struct EventsQuery {
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
     responses((status = 200, content_type = "text/event-stream", body = EventView,
             description = "One `event: event` per journal event; `data:` is an EventView"),
-        (status = 404, body = Problem, content_type = "application/problem+json")),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json",
+            description = "Too many event streams are open")),
     security(("bearer" = [])))]
 pub async fn events(
     State(st): State<ApiState>,
@@ -82,7 +87,15 @@ pub async fn events(
     };
     // An unknown deployment is a 404 now, not an empty stream.
     st.ctx.app.events(q.deployment.as_deref(), after, 0)?;
+    let permit = st.streams.clone().try_acquire_owned().map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-streams",
+            format!("{MAX_EVENT_STREAMS} event streams are open already; close one"),
+        )
+    })?;
     let cursor = Cursor {
+        _permit: permit,
         app: st.ctx.app.clone(),
         deployment: q.deployment,
         after,
@@ -103,6 +116,8 @@ fn sse_event(row: EventRow) -> Event {
 
 /// Where a stream is in the journal.
 struct Cursor {
+    /// Held while the stream lives.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     app: App,
     deployment: Option<String>,
     after: i64,

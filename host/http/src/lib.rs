@@ -44,6 +44,8 @@ pub(crate) struct ApiState {
     pub ctx: TransportContext,
     /// The operator token every `/v1` request must carry.
     pub token: Arc<str>,
+    /// Event streams open now, at most [`events::MAX_EVENT_STREAMS`].
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Binds `config.addr`, starts serving in the background and answers the bound address.
@@ -64,6 +66,7 @@ pub async fn start(ctx: TransportContext, config: HttpConfig) -> Result<SocketAd
     let state = ApiState {
         ctx,
         token: Arc::from(token.expose()),
+        streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_EVENT_STREAMS)),
     };
     let app = router::router(state).into_make_service_with_connect_info::<tls::Peer>();
     match tls {
