@@ -374,7 +374,7 @@
     return {
       cols,
       width: Math.max(G.pad * 2 + cols.length * G.colW + Math.max(0, cols.length - 1) * G.colGap, 320),
-      height: G.pad * 2 + rows * (G.boxH + G.boxGap) - G.boxGap + 24,
+      height: G.pad * 2 + rows * (G.boxH + G.boxGap) - G.boxGap + 8,
     };
   }
 
@@ -493,8 +493,8 @@
       );
     } else {
       // Only a cycle puts a dependency to the left: loop it under the columns.
-      const low = height - 12;
-      const d = `M${col.x + G.colW / 2},${height - 24} C${col.x + G.colW / 2},${low} ${target.x + G.colW / 2},${low} ${target.x + G.colW / 2},${height - 24}`;
+      const low = height - 2;
+      const d = `M${col.x + G.colW / 2},${height - 10} C${col.x + G.colW / 2},${low} ${target.x + G.colW / 2},${low} ${target.x + G.colW / 2},${height - 10}`;
       g.append(s('path', { class: 'arrow-dep', d, 'marker-end': 'url(#arrow-dep)' }));
     }
     return g;
