@@ -46,6 +46,7 @@
     logTimer: null,
     serverNodes: new Map(),
     tierHeads: new Map(),
+    tabs: new Map(),
   };
 
   // ---- small DOM helpers: text only ----
@@ -295,21 +296,33 @@
     renderDetails(dep);
   }
 
+  /** One tab per deployment, keyed by name and updated in place so focus survives. */
   function renderTabs(dep) {
     const nav = $('deployments');
-    const tabs = ui.deployments.map((d) => {
-      const b = h('button', {
-        type: 'button',
-        class: 'tab',
-        role: 'tab',
-        'aria-selected': d === dep ? 'true' : 'false',
-        'data-deployment': d.name,
-        title: d.name,
-      }, cut(d.name, 32), h('span', { class: 'pill ' + stateClass(d.state) }, d.state));
-      b.addEventListener('click', () => select(d.name));
-      return b;
+    const keep = new Set();
+    ui.deployments.forEach((d, i) => {
+      keep.add(d.name);
+      let tab = ui.tabs.get(d.name);
+      if (!tab) {
+        const pill = h('span', { class: 'pill' });
+        const b = h('button', { type: 'button', class: 'tab', role: 'tab', 'data-deployment': d.name, title: d.name },
+          cut(d.name, 32), pill);
+        b.addEventListener('click', () => select(d.name));
+        tab = { b, pill };
+        ui.tabs.set(d.name, tab);
+      }
+      // Moved only when out of the API's order: moving a focused node would blur it.
+      if (nav.children[i] !== tab.b) nav.insertBefore(tab.b, nav.children[i] || null);
+      tab.b.setAttribute('aria-selected', d === dep ? 'true' : 'false');
+      tab.pill.className = 'pill ' + stateClass(d.state);
+      tab.pill.textContent = d.state;
     });
-    nav.replaceChildren(...tabs);
+    for (const [name, tab] of ui.tabs) {
+      if (!keep.has(name)) {
+        tab.b.remove();
+        ui.tabs.delete(name);
+      }
+    }
   }
 
   function select(name) {
