@@ -8,14 +8,21 @@
 //!   CPU time and resident memory when the agent is inside that cgroup (the provider's cgroup
 //!   holds the agent in its `agent` leaf beside the services). `memory.current` also counts
 //!   the page cache and kernel memory the services caused.
-//! - **/proc** otherwise: utime+stime of each process (fields 14 and 15 of `/proc/<pid>/stat`,
-//!   in clock ticks) and its resident set (`/proc/<pid>/statm` × page size), over the
-//!   supervised pids and every process of the services' cgroups (children stay in their
-//!   parent's cgroup), or without cgroups over every descendant of the agent (the subreaper
-//!   of the services' orphans), at most [`MAX_PROCESSES`] of them. CPU is counted per process since the previous sample, so a
-//!   process that exits takes only its last partial interval with it; one first seen after
-//!   it started counts from then on. Resident sets are summed, so pages shared between
-//!   processes count once per process (as `ps` shows them).
+//! - **/proc** otherwise: the CPU of each process and of its exited children (utime, stime,
+//!   cutime and cstime, fields 14 to 17 of `/proc/<pid>/stat`, in clock ticks) and its
+//!   proportional set size (`Pss` of `/proc/<pid>/smaps_rollup`, else the resident set of
+//!   `statm`), over the supervised pids and every process of the services' cgroups (children
+//!   stay in their parent's cgroup), or without cgroups over every descendant of the agent
+//!   (the subreaper of the services' orphans), at most [`MAX_PROCESSES`] of them.
+//!   - CPU is counted per process since the previous sample. A process that exits hands its
+//!     whole time to the one that reaps it (a parent in the tree, or the agent, whose own
+//!     children's time is counted too), so what a vanished process was already counted for is
+//!     taken off again: short-lived children cannot hide their CPU, and none counts twice.
+//!   - A process first seen after it started counts from then on.
+//!   - Memory is the sum of the processes' proportional set sizes (each shared page counted
+//!     once in all, each process taking its share), or the largest single resident set if
+//!     that is more: a mapping touched by many processes cannot make a server look large, and
+//!     a server never shows less than its largest process needs.
 //!
 //! Plugins choose their processes' names, may fork without end and may churn pids while a
 //! sample reads them: names are skipped (fields are read after the last `)`), a pid that
@@ -206,18 +213,34 @@ impl Sampler {
     fn sample_procs(&mut self, now: Instant) -> Option<(f64, u64)> {
         let boot_ticks = uptime_ticks(&read("/proc/uptime")?, self.ticks_per_second)?;
         let pids = self.tracked_pids();
-        let mut procs = HashMap::with_capacity(pids.len());
-        let mut memory = 0u64;
+        let mut procs = HashMap::with_capacity(pids.len() + 1);
+        let (mut shares, mut largest) = (0u64, 0u64);
         for pid in pids {
             // Either file may be gone by now: the process exited, which is no error.
             let Some(stat) = read(format!("/proc/{pid}/stat")).and_then(|s| parse_stat(&s)) else {
                 continue;
             };
-            let Some(rss) = read(format!("/proc/{pid}/statm")).and_then(|s| rss_pages(&s)) else {
+            let Some(m) = self.memory_of(pid) else {
                 continue;
             };
-            memory = memory.saturating_add(rss.saturating_mul(self.page_size));
+            shares = shares.saturating_add(m.proportional);
+            largest = largest.max(m.resident);
             procs.insert(pid, stat);
+        }
+        let memory = shares.max(largest);
+        // The agent's exited children (services' processes, orphans it reaped) count; its own
+        // time does not.
+        let me = std::process::id();
+        if let Some(agent) = read("/proc/self/stat").and_then(|s| parse_stat(&s)) {
+            let children = agent.ticks.saturating_sub(agent.own);
+            procs.insert(
+                me,
+                ProcCpu {
+                    ticks: children,
+                    own: 0,
+                    ..agent
+                },
+            );
         }
         let previous = std::mem::replace(
             &mut self.previous,
@@ -233,6 +256,25 @@ impl Sampler {
             boot_ticks.saturating_sub(ticks_of(now.duration_since(at), self.ticks_per_second));
         let used = cpu_ticks_between(&before, &procs, since) as f64 / self.ticks_per_second as f64;
         Some((used / seconds_since(at, now), memory))
+    }
+
+    /// The resident and proportional set sizes of `pid` (both its resident set where
+    /// `smaps_rollup` cannot be read).
+    fn memory_of(&self, pid: u32) -> Option<Memory> {
+        if let Some(text) = read(format!("/proc/{pid}/smaps_rollup"))
+            && let (Some(rss), Some(pss)) = (kib_of(&text, "Rss:"), kib_of(&text, "Pss:"))
+        {
+            return Some(Memory {
+                resident: rss.saturating_mul(1024),
+                proportional: pss.saturating_mul(1024),
+            });
+        }
+        let pages = read(format!("/proc/{pid}/statm")).and_then(|s| rss_pages(&s))?;
+        let bytes = pages.saturating_mul(self.page_size);
+        Some(Memory {
+            resident: bytes,
+            proportional: bytes,
+        })
     }
 
     /// The supervised processes, every process of the services' cgroups, and all their
@@ -285,42 +327,69 @@ fn tree_of(roots: &[u32], links: &[(u32, u32)], exclude: u32, max: usize) -> Vec
     out
 }
 
-/// What a sample keeps of one process: when it started and the CPU it used, in clock ticks.
+/// What a sample keeps of one process: when it started, the CPU it and its exited children
+/// used (`ticks`), and its own part of that (`own`), in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProcCpu {
     start: u64,
     ticks: u64,
+    own: u64,
 }
 
 /// Ticks used between two samples: each process's growth since the previous one (the same
 /// pid with the same start time); a process new since then counts whole if it started after
-/// `since` (ticks since boot of the previous sample), else from now on.
+/// `since` (ticks since boot of the previous sample), else from now on. A process gone since
+/// (or whose pid now names another) had its whole time handed to whoever reaped it, which is
+/// counted here: what it was counted for already is taken off.
 fn cpu_ticks_between(
     before: &HashMap<u32, ProcCpu>,
     now: &HashMap<u32, ProcCpu>,
     since: u64,
 ) -> u64 {
-    now.iter()
+    let grown = now
+        .iter()
         .map(|(pid, p)| match before.get(pid) {
             Some(b) if b.start == p.start => p.ticks.saturating_sub(b.ticks),
             _ if p.start >= since => p.ticks,
             _ => 0,
         })
-        .fold(0u64, u64::saturating_add)
+        .fold(0u64, u64::saturating_add);
+    let gone = before
+        .iter()
+        .filter(|(pid, b)| now.get(pid).is_none_or(|p| p.start != b.start))
+        .map(|(_, b)| b.ticks)
+        .fold(0u64, u64::saturating_add);
+    grown.saturating_sub(gone)
 }
 
-/// Start time (field 22) and utime+stime (fields 14, 15) of a `/proc/<pid>/stat` line. The
-/// command name (field 2) is whatever the process chose, spaces and parentheses included,
-/// so fields are counted from the last `)`.
+/// Start time (field 22), utime+stime (fields 14, 15) and the exited children's cutime+cstime
+/// (16, 17) of a `/proc/<pid>/stat` line. The command name (field 2) is whatever the process
+/// chose, spaces and parentheses included, so fields are counted from the last `)`.
 fn parse_stat(text: &str) -> Option<ProcCpu> {
     let rest = text.rsplit_once(')')?.1;
     // After the name come field 3 (state) onwards: field n is at index n - 3.
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    let own = field(14)?.saturating_add(field(15)?);
+    let children = field(16)?.saturating_add(field(17)?);
     Some(ProcCpu {
         start: field(22)?,
-        ticks: field(14)?.saturating_add(field(15)?),
+        ticks: own.saturating_add(children),
+        own,
     })
+}
+
+/// One process's memory, in bytes.
+struct Memory {
+    resident: u64,
+    /// Its private pages plus its share of each shared page.
+    proportional: u64,
+}
+
+/// A `Key:  N kB` line of `/proc/<pid>/smaps_rollup`, in KiB.
+fn kib_of(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find_map(|l| l.strip_prefix(key))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// Resident pages, the second field of `/proc/<pid>/statm`.
@@ -389,7 +458,8 @@ mod tests {
                 got,
                 ProcCpu {
                     start: 9_000,
-                    ticks: 320
+                    ticks: 320,
+                    own: 320,
                 },
                 "{comm}"
             );
@@ -424,7 +494,11 @@ mod tests {
 
     #[test]
     fn cpu_counts_growth_new_processes_and_not_reused_pids() {
-        let p = |start, ticks| ProcCpu { start, ticks };
+        let p = |start, ticks| ProcCpu {
+            start,
+            ticks,
+            own: ticks,
+        };
         let before = HashMap::from([(1, p(10, 100)), (2, p(20, 50)), (3, p(30, 7))]);
         let now = HashMap::from([
             (1, p(10, 150)),  // grew by 50
@@ -432,11 +506,42 @@ mod tests {
             (4, p(1_000, 5)), // new: counted whole
             (5, p(5, 900)),   // old but first seen now (adopted): from now on
         ]);
-        assert_eq!(cpu_ticks_between(&before, &now, 500), 50 + 40 + 5);
+        // 2 (start 20, 50 counted) and 3 (7 counted) are gone: what they were counted for is
+        // taken off, since their reapers' children's time holds it.
+        assert_eq!(
+            cpu_ticks_between(&before, &now, 500),
+            (50 + 40 + 5) - 50 - 7
+        );
         // A process whose counter went back (never, but a hostile /proc is no reason to
         // panic) counts nothing.
         let back = HashMap::from([(1, p(10, 10))]);
         assert_eq!(cpu_ticks_between(&before, &back, 500), 0);
+    }
+
+    #[test]
+    fn children_that_exit_between_samples_count_once_whole() {
+        let p = |start, ticks| ProcCpu {
+            start,
+            ticks,
+            own: ticks,
+        };
+        // Parent 1 (10 ticks) and child 2, counted for 30 so far.
+        let before = HashMap::from([(1, p(10, 10)), (2, p(20, 30))]);
+        // Child 2 ended at 45 in all and was reaped by 1, whose children's time holds it;
+        // a child that lived and died within the interval added 60 more.
+        let now = HashMap::from([(1, p(10, 10 + 45 + 60))]);
+        assert_eq!(cpu_ticks_between(&before, &now, 500), 15 + 60);
+    }
+
+    #[test]
+    fn pss_is_read_from_smaps_rollup() {
+        let text = "00400000-7ffd [rollup]\nRss:  66000 kB\nPss:    388 kB\nPss_Anon: 10 kB\n";
+        assert_eq!(kib_of(text, "Pss:"), Some(388));
+        assert_eq!(kib_of(text, "Rss:"), Some(66_000));
+        assert_eq!(kib_of("Rss: 1 kB\n", "Pss:"), None);
+        if let Some(me) = read("/proc/self/smaps_rollup") {
+            assert!(kib_of(&me, "Pss:").is_some_and(|k| k > 0), "{me}");
+        }
     }
 
     #[test]
