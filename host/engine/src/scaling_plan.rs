@@ -37,7 +37,11 @@ impl TierChange {
         let mut text = format!("tier {} {} -> {}", self.tier, self.from, self.to);
         if !self.gone.is_empty() {
             let gone: Vec<String> = self.gone.iter().map(ToString::to_string).collect();
-            let how = if self.add.is_empty() { "gone:" } else { "replacing" };
+            let how = if self.add.is_empty() {
+                "gone:"
+            } else {
+                "replacing"
+            };
             text.push_str(&format!(" ({how} {})", gone.join(", ")));
         }
         text

@@ -8,8 +8,8 @@
 //! votes itself. Either way the majority of the tier's servers decides, by `increment`,
 //! never leaving `min..=max`, and never within `settle` of the tier's last scaling event.
 
-use std::fmt;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 use crate::metrics::{Sample, ServerWindow};
 use crate::spec::PackageRef;
