@@ -397,6 +397,33 @@ fn a_broken_deployment_file_is_a_problem_with_its_line_and_column() {
     assert_problem(relative, StatusCode::BAD_REQUEST);
     let missing = api.post_json("/v1/deployments", &json!({"file": "/nonexistent/d.toml"}));
     assert_problem(missing, StatusCode::BAD_REQUEST);
+    // A path is the caller's choice: a FIFO or a device is refused at once (never waited on,
+    // never read without end), and a file not every user may read is not read at all, so its
+    // text never comes back in an error.
+    use std::os::unix::fs::PermissionsExt;
+    let fifo = api.st().dir().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let secret = api
+        .st()
+        .write_file("secret.toml", "[deployment]\nname = \"S3cretPW\"\nx = 1\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (path, why) in [
+        (fifo.to_str().unwrap(), "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        (secret.to_str().unwrap(), "not readable by every user"),
+    ] {
+        let r = api.post_json("/v1/deployments", &json!({"file": path}));
+        let p = assert_problem(r, StatusCode::BAD_REQUEST);
+        let text = p.to_string();
+        assert!(
+            text.contains(why) && !text.contains("S3cretPW"),
+            "{path}: {p}"
+        );
+    }
+    assert!(
+        api.get("/v1/deployments").status().is_success(),
+        "the API still answers"
+    );
     let text = api
         .authed(api.client.post(format!("{}/v1/deployments", api.base)))
         .header("content-type", "text/plain")

@@ -11,6 +11,7 @@
 
 mod apply;
 mod autoscale;
+mod deployment_file;
 mod error;
 mod health;
 mod lifecycle;
@@ -19,6 +20,7 @@ mod scale;
 mod settling;
 
 pub use autoscale::{SCALING_POLL, ScalerRules};
+pub use deployment_file::{FileAccess, MAX_DEPLOYMENT_FILE_BYTES};
 pub use error::AppError;
 
 use crate::status::{self, StatusView};

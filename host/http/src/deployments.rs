@@ -10,6 +10,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
+use stratus_control::app::FileAccess;
 use stratus_control::status::DeploymentView;
 use stratus_engine::targets::TierTarget;
 use utoipa::{IntoParams, ToSchema};
@@ -167,7 +168,14 @@ pub async fn launch(
             ));
         }
     };
-    match st.ctx.app.launch(&file).await {
+    // A path is the caller's choice: only a file anyone may read. An upload was unpacked by
+    // the control plane itself.
+    let access = if uploaded.is_some() {
+        FileAccess::Operator
+    } else {
+        FileAccess::Anyone
+    };
+    match st.ctx.app.launch_as(&file, access).await {
         Ok(name) => {
             let state = one(&st, &name).map(|d| d.state).unwrap_or_default();
             Ok((StatusCode::ACCEPTED, Json(Accepted { name, state })))

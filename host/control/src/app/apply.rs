@@ -4,6 +4,7 @@
 //! tiers; a tier's launch configuration) are refused, naming the change, before anything
 //! happens. Then the engine stops what the file no longer has and reconciles to the rest.
 
+use super::deployment_file::{FileAccess, read_deployment_file};
 use super::lifecycle::validate_for_launch;
 use super::{App, AppError};
 use stratus_model::spec::DeploymentSpec;
@@ -20,10 +21,7 @@ pub struct ApplyPlan {
 impl App {
     /// Applies the deployment file at `file` (an absolute path) to its running deployment.
     pub async fn apply(&self, file: &str, dry_run: bool) -> Result<ApplyPlan, AppError> {
-        let text = std::fs::read_to_string(file).map_err(|e| AppError::Unreadable {
-            file: file.to_string(),
-            message: e.to_string(),
-        })?;
+        let text = read_deployment_file(file, FileAccess::Operator).await?;
         let (mut new, warnings) = validate_for_launch(&text, file).await?;
         let name = new.name.to_string();
         let row = self.row(&name)?;

@@ -1,5 +1,6 @@
 //! Launch, terminate, and resuming both after a control plane restart.
 
+use super::deployment_file::{FileAccess, read_deployment_file};
 use super::{App, AppError};
 use stratus_engine::logs::{Component, Subject};
 use stratus_model::spec::DeploymentSpec;
@@ -9,10 +10,12 @@ impl App {
     /// Launches the deployment file at `file` (an absolute path); returns the deployment's name
     /// once a task works on it. Nothing is recorded or started when the file is refused.
     pub async fn launch(&self, file: &str) -> Result<String, AppError> {
-        let text = std::fs::read_to_string(file).map_err(|e| AppError::Unreadable {
-            file: file.to_string(),
-            message: e.to_string(),
-        })?;
+        self.launch_as(file, FileAccess::Operator).await
+    }
+
+    /// [`App::launch`] of a file named by a caller with `access`.
+    pub async fn launch_as(&self, file: &str, access: FileAccess) -> Result<String, AppError> {
+        let text = read_deployment_file(file, access).await?;
         let (spec, warnings) = validate_for_launch(&text, file).await?;
         let name = spec.name.to_string();
         if let Some(row) = self.store.deployment::<DeploymentState>(&name)? {
