@@ -13,6 +13,7 @@
 //! - `logs.rs`: a server's agent and hook logs.
 //! - `upload.rs`: unpacking an uploaded tar.gz deployment, bounded and confined.
 //! - `tls.rs`: the rustls listener.
+//! - `limit.rs`: how many connections at once, and how long one may stay idle.
 //! - `openapi.rs`: the OpenAPI document, generated from the handlers.
 //! - `console.rs`: the web console's embedded files at `/` and `/console/*`.
 
@@ -22,6 +23,7 @@ mod console;
 mod deployments;
 mod error;
 mod events;
+mod limit;
 mod logs;
 mod metrics;
 pub mod openapi;
@@ -71,10 +73,11 @@ pub async fn start(ctx: TransportContext, config: HttpConfig) -> Result<SocketAd
     let app = router::router(state).into_make_service_with_connect_info::<tls::Peer>();
     match tls {
         Some(acceptor) => {
-            let listener = tls::TlsListener::new(listener, acceptor);
+            let listener = limit::Limited::new(tls::TlsListener::new(listener, acceptor));
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
         None => {
+            let listener = limit::Limited::new(listener);
             tokio::spawn(async move { axum::serve(listener, app).await });
         }
     }

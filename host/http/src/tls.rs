@@ -95,14 +95,26 @@ impl std::fmt::Display for Peer {
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Peer {
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, crate::limit::Limited<TlsListener>>,
+    > for Peer
+{
+    fn connect_info(
+        stream: axum::serve::IncomingStream<'_, crate::limit::Limited<TlsListener>>,
+    ) -> Peer {
         Peer(*stream.remote_addr())
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Peer {
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, crate::limit::Limited<TcpListener>>,
+    > for Peer
+{
+    fn connect_info(
+        stream: axum::serve::IncomingStream<'_, crate::limit::Limited<TcpListener>>,
+    ) -> Peer {
         Peer(*stream.remote_addr())
     }
 }
