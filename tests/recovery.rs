@@ -378,7 +378,10 @@ fn every_app_server_killed_at_once_is_replaced_and_the_dependents_know_only_the_
     let ids: Vec<&str> = app.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["app-3", "app-4"], "{d}");
     let live = addresses(&app);
-    assert!(live.is_disjoint(&addresses(&before)), "{live:?}");
+    // Each replacement starts before the server it replaces ends, so it never takes that
+    // server's address; the two losses may be replaced in two passes, and then the second
+    // replacement may take the address the first pass freed.
+    assert_ne!(live, addresses(&before), "{live:?}");
     assert_eq!(balanced(&st, &servers(&d, "lb")[0]), live);
     assert_eq!(granted(&st, &servers(&d, "db")[0]), live);
     for old in ["app-1", "app-2"] {

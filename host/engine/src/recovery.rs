@@ -40,9 +40,10 @@ pub fn clock(ms: i64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
-/// How long a server's processes must look ended, over two looks, before that counts: one
-/// look at `/proc` can miss a live agent (a read that fails while the process changes), and
-/// counting it ended would replace a server that serves.
+/// How long a RUNNING server's processes must look ended, over two looks, before it counts as
+/// LOST and ended: one look at `/proc` can miss a live agent (a read that fails while the
+/// process changes), and counting it ended would replace a server that serves. A server whose
+/// connection already dropped is LOST, and one look that it ended is enough.
 pub const ENDED_CONFIRM: Duration = Duration::from_millis(400);
 
 /// When each (deployment, server) was first seen ended, while it still looks so.
@@ -81,7 +82,13 @@ impl Engine {
             let looks_ended = row
                 .pid
                 .is_none_or(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)));
-            let ended = self.ended_seen.confirmed(dep, &row.id, looks_ended);
+            // A server whose connection is up (or not back yet after a control plane restart)
+            // must look ended twice; one whose connection dropped is taken at its word.
+            let ended = if row.agent_state == AgentState::Running {
+                self.ended_seen.confirmed(dep, &row.id, looks_ended)
+            } else {
+                looks_ended
+            };
             // A server that ended while no control plane watched its connection (the agent
             // never came back after a restart) is lost all the same.
             if row.agent_state == AgentState::Running && ended {
