@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::relaunch::{Launch, Relaunched, launch_of, relaunch};
 use common::{Stratus, servers, terminate};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -282,83 +283,6 @@ fn a_killed_agent_leaves_no_orphan_once_its_server_is_replaced() {
         assert_eq!(greeters(&st, id).len(), 1, "one greeter on {id}");
     }
     terminate(&st, "shop");
-}
-
-/// The command line, environment, directory and cgroup leaf (`/sys/fs/cgroup/...`) of the
-/// agent `pid`, as the provider started it.
-struct Launch {
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    cwd: PathBuf,
-    cgroup: Option<PathBuf>,
-}
-
-fn launch_of(pid: u32) -> Launch {
-    let split = |f: &str| -> Vec<String> {
-        std::fs::read(format!("/proc/{pid}/{f}"))
-            .unwrap()
-            .split(|b| *b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
-    };
-    let env = split("environ")
-        .into_iter()
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("0::")
-                .map(|p| PathBuf::from(format!("/sys/fs/cgroup{p}")))
-        })
-        .filter(|p| p.join("cgroup.procs").exists());
-    Launch {
-        argv: split("cmdline"),
-        env,
-        cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
-        cgroup,
-    }
-}
-
-/// An agent this test started again; killed (by its own pid) and reaped when dropped.
-struct Relaunched(std::process::Child);
-
-impl Drop for Relaunched {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts an agent again as the provider had (same arguments, environment, directory and
-/// cgroup leaf), as a reboot or an operator would.
-fn relaunch(l: &Launch) -> Relaunched {
-    use std::os::unix::process::CommandExt;
-    // The shell joins the leaf, then becomes the agent.
-    let script = match &l.cgroup {
-        Some(_) => "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"",
-        None => "exec \"$@\"",
-    };
-    let child = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .arg(l.cgroup.clone().unwrap_or_default())
-        .args(&l.argv)
-        .env_clear()
-        .envs(l.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&l.cwd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    Relaunched(child)
 }
 
 /// The pids of live processes whose command line mentions both `a` and `b`.

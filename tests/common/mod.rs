@@ -6,6 +6,7 @@
 
 pub mod burner;
 pub mod marks;
+pub mod relaunch;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
