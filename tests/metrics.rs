@@ -12,7 +12,7 @@ mod common;
 
 use common::burner::{self, Switch, greeter};
 use common::relaunch::{launch_of, relaunch};
-use common::{Stratus, servers, terminate, wait_for};
+use common::{Stratus, servers, terminate, vm_rss, wait_for};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,17 +25,6 @@ fn deployment(st: &Stratus, name: &str) -> PathBuf {
 /// [`deployment`] with `app_extra` lines in the app tier.
 fn deployment_with(st: &Stratus, name: &str, app_extra: &str) -> PathBuf {
     burner::deployment(st, name, &format!("min = 2\nmax = 2\n{app_extra}"))
-}
-
-/// A process's resident set, from `VmRSS` in `/proc/<pid>/status`, in bytes.
-fn vm_rss(pid: u32) -> u64 {
-    let status = common::read(&PathBuf::from(format!("/proc/{pid}/status")));
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
-    kib * 1024
 }
 
 /// Server `id` of `tier` in a deployment's status JSON.

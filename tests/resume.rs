@@ -131,8 +131,8 @@ fn hello_line(port: u16, line: &str) -> String {
     answer
 }
 
-#[test]
-fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
+/// Deployment `door` (hello, one app server) launched, and its control plane's line port.
+fn door() -> (Stratus, u16) {
     let st = Stratus::new();
     let file = st.write_file("door.toml", &hello_deployment("door", 1));
     st.ok(&["launch", file.to_str().unwrap()]);
@@ -140,6 +140,12 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
         serde_json::from_str(&std::fs::read_to_string(st.dir().join("control.json")).unwrap())
             .unwrap();
     let port = info["port"].as_u64().unwrap() as u16;
+    (st, port)
+}
+
+#[test]
+fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
+    let (st, port) = door();
 
     let wrong = hello_line(
         port,
@@ -208,28 +214,11 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
     st.ok(&["terminate", "door"]);
 }
 
-/// Resident memory of `pid` in bytes (VmRSS).
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
 #[test]
 fn a_peer_that_has_not_logged_in_cannot_make_the_control_plane_buffer_much() {
-    let st = Stratus::new();
-    let file = st.write_file("door.toml", &hello_deployment("door", 1));
-    st.ok(&["launch", file.to_str().unwrap()]);
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(st.dir().join("control.json")).unwrap())
-            .unwrap();
-    let port = info["port"].as_u64().unwrap() as u16;
+    let (st, port) = door();
     let control = st.control_pid().unwrap();
-    let before = rss(control);
+    let before = common::vm_rss(control);
     // 40 peers each send 8 MiB with no newline: 320 MiB if the first frame were unbounded.
     let chunk = vec![b'x'; 1 << 20];
     let peers: Vec<TcpStream> = (0..40)
@@ -244,7 +233,7 @@ fn a_peer_that_has_not_logged_in_cannot_make_the_control_plane_buffer_much() {
             s
         })
         .collect();
-    let grown = rss(control).saturating_sub(before);
+    let grown = common::vm_rss(control).saturating_sub(before);
     assert!(
         grown < 64 << 20,
         "the control plane grew by {grown} bytes for peers that never logged in"

@@ -408,3 +408,14 @@ pub fn wait_for(st: &Stratus, dep: &str, limit: Duration, done: impl Fn(&Value) 
     }
     d
 }
+
+/// A process's resident set, from `VmRSS` in `/proc/<pid>/status`, in bytes.
+pub fn vm_rss(pid: u32) -> u64 {
+    let status = read(&PathBuf::from(format!("/proc/{pid}/status")));
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib * 1024
+}
