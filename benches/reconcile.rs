@@ -311,28 +311,10 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
     let parts = ["scale", "hello-loss", "three-tier-loss", "three-tier-db"];
-    let named: Vec<&str> = parts
-        .iter()
-        .copied()
-        .filter(|p| args.iter().any(|a| a == p))
-        .collect();
-    let chosen = if named.is_empty() {
-        parts.to_vec()
-    } else {
-        named
-    };
-    for part in chosen {
-        println!("load average before {part}: {}", load_average());
-        let result = match part {
-            "scale" => scale(runs),
-            "hello-loss" => hello_loss(runs),
-            "three-tier-loss" => three_tier_loss("app", runs),
-            _ => three_tier_loss("db", runs),
-        };
-        if let Err(e) = result {
-            println!("{part} FAILED: {e}");
-        }
-        println!("load average after {part}: {}", load_average());
-        println!();
-    }
+    run_parts(&args, &parts, |part| match part {
+        "scale" => scale(runs),
+        "hello-loss" => hello_loss(runs),
+        "three-tier-loss" => three_tier_loss("app", runs),
+        _ => three_tier_loss("db", runs),
+    });
 }

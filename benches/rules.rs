@@ -224,26 +224,8 @@ fn main() {
     let runs = number("--runs", 3) as usize;
     let window = Duration::from_secs(number("--window", 20));
     let parts = ["health-cost", "breach"];
-    let named: Vec<&str> = parts
-        .iter()
-        .copied()
-        .filter(|p| args.iter().any(|a| a == p))
-        .collect();
-    let chosen = if named.is_empty() {
-        parts.to_vec()
-    } else {
-        named
-    };
-    for part in chosen {
-        println!("load average before {part}: {}", load_average());
-        let result = match part {
-            "health-cost" => health_cost(runs, window),
-            _ => breach(runs),
-        };
-        if let Err(e) = result {
-            println!("{part} FAILED: {e}");
-        }
-        println!("load average after {part}: {}", load_average());
-        println!();
-    }
+    run_parts(&args, &parts, |part| match part {
+        "health-cost" => health_cost(runs, window),
+        _ => breach(runs),
+    });
 }

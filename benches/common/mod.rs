@@ -311,3 +311,26 @@ pub fn summary(xs: &[f64]) -> String {
         v.len()
     )
 }
+
+/// Runs each part of `parts` named in `args` (all when none is), each between two readings
+/// of the load average (the machine is shared), printing a part's failure and going on.
+pub fn run_parts(args: &[String], parts: &[&str], run: impl Fn(&str) -> Result<(), String>) {
+    let named: Vec<&str> = parts
+        .iter()
+        .copied()
+        .filter(|p| args.iter().any(|a| a == p))
+        .collect();
+    let chosen = if named.is_empty() {
+        parts.to_vec()
+    } else {
+        named
+    };
+    for part in chosen {
+        println!("load average before {part}: {}", load_average());
+        if let Err(e) = run(part) {
+            println!("{part} FAILED: {e}");
+        }
+        println!("load average after {part}: {}", load_average());
+        println!();
+    }
+}
