@@ -7,6 +7,10 @@ use crate::context::World;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
+#[path = "manifest_build.rs"]
+mod build;
+pub use build::{Build, Language, python_module};
+
 /// The parsed `plugin.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +18,9 @@ pub struct Manifest {
     pub plugin: PluginInfo,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// How `stratus plugin build` makes the component; absent means Rust.
+    #[serde(default)]
+    pub build: Build,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +123,7 @@ impl Manifest {
 
     fn validate(&self) -> Result<(), String> {
         self.printable()?;
+        self.build.validate()?;
         let caps = &self.capabilities;
         if self.plugin.name.is_empty() || !self.plugin.name.chars().all(name_char) {
             return Err(format!(

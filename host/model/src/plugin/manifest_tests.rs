@@ -253,3 +253,43 @@ fn a_scaler_may_set_only_its_memory_and_time() {
         );
     }
 }
+
+const HEAD: &str = "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"service\"\n";
+
+#[test]
+fn build_table_defaults_to_rust_and_language_entries() {
+    assert_eq!(parse(HEAD).unwrap().build, Build::default());
+    assert_eq!(parse(HEAD).unwrap().build.language, Language::Rust);
+    let py = parse(&format!("{HEAD}[build]\nlanguage = \"python\"\n")).unwrap();
+    assert_eq!(py.build.entry(), Some("app.py"));
+    let js = parse(&format!(
+        "{HEAD}[build]\nlanguage = \"javascript\"\nentry = \"src/main.mjs\"\n"
+    ))
+    .unwrap();
+    assert_eq!(js.build.language, Language::Javascript);
+    assert_eq!(js.build.entry(), Some("src/main.mjs"));
+}
+
+#[test]
+fn build_table_refuses_unknown_languages_keys_and_bad_entries() {
+    let e = err(&format!("{HEAD}[build]\nlanguage = \"cobol\"\n"));
+    assert!(e.contains("cobol") && e.contains("line 6"), "{e}");
+    let e = err(&format!("{HEAD}[build]\ncommand = \"sh -c x\"\n"));
+    assert!(e.contains("command") && e.contains("line 6"), "{e}");
+    for (language, entry, says) in [
+        ("rust", "lib.rs", "only for python and javascript"),
+        ("python", "../app.py", "relative path inside the package"),
+        ("python", "/tmp/app.py", "relative path inside the package"),
+        ("python", "app.js", "must end in .py"),
+        ("python", "my-app.py", "must name a Python module"),
+        ("python", "1app.py", "must name a Python module"),
+        ("javascript", "plugin.ts", "must end in .js or .mjs"),
+        ("javascript", "", "relative path inside the package"),
+    ] {
+        let e = err(&format!(
+            "{HEAD}[build]\nlanguage = \"{language}\"\nentry = \"{entry}\"\n"
+        ));
+        assert!(e.contains(says), "{language} {entry}: {e}");
+        assert!(e.contains("pkg/plugin.toml"), "{e}");
+    }
+}
