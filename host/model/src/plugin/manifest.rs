@@ -125,12 +125,7 @@ impl Manifest {
         self.printable()?;
         self.build.validate()?;
         let caps = &self.capabilities;
-        if self.plugin.name.is_empty() || !self.plugin.name.chars().all(name_char) {
-            return Err(format!(
-                "plugin.name `{}` must be non-empty and use only letters, digits, `-`, `_`, `.`",
-                self.plugin.name
-            ));
-        }
+        check_name(&self.plugin.name)?;
         let comp = Path::new(&self.plugin.component);
         if comp.as_os_str().is_empty()
             || !comp.components().all(|c| matches!(c, Component::Normal(_)))
@@ -236,6 +231,16 @@ fn scaler_keys(text: &str) -> Result<(), String> {
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// Captured output is held in memory per call, so it is bounded.
 const MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
+/// Refuses a plugin name that is empty or holds anything but letters, digits, `-`, `_`, `.`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(name_char) {
+        return Err(format!(
+            "plugin.name `{name}` must be non-empty and use only letters, digits, `-`, `_`, `.`"
+        ));
+    }
+    Ok(())
+}
 
 fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
