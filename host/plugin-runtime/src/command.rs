@@ -1,7 +1,8 @@
 //! `host.run` and the checks shared with `host.spawn`: allow-listed absolute programs, no
 //! shell, a cleared environment holding only the `program-env` variables (never a loader or
 //! interpreter one, and a `PATH` outside the plugin's directories), a working directory
-//! inside a granted directory, a timeout and bounded output.
+//! inside a granted directory, a timeout and bounded output. `host.run-with-files` runs the
+//! same way with standard input and/or output connected to files (`command_files.rs`).
 
 use crate::capabilities::{Capabilities, DirKind, normalize};
 use crate::env::DirMap;
@@ -19,13 +20,13 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
-    fn denied(what: String) -> Refusal {
+    pub(crate) fn denied(what: String) -> Refusal {
         Refusal {
             message: format!("capability denied: {what}"),
             denial: Some(what),
         }
     }
-    fn invalid(message: String) -> Refusal {
+    pub(crate) fn invalid(message: String) -> Refusal {
         Refusal {
             message,
             denial: None,
@@ -140,6 +141,22 @@ pub(crate) struct Finished {
     pub truncated: bool,
 }
 
+/// Where a program's standard input comes from.
+pub(crate) enum Input {
+    /// `/dev/null`.
+    Null,
+    /// These bytes, written through a pipe.
+    Bytes(String),
+    /// An opened regular file, which the program reads itself.
+    File(std::fs::File),
+}
+
+/// A program's standard streams: input, and a file for its output (`None`: captured, bounded).
+pub(crate) struct Streams {
+    pub stdin: Input,
+    pub stdout: Option<std::fs::File>,
+}
+
 /// Runs a checked program to completion within `timeout`, keeping at most `cap` bytes of
 /// each output stream (the rest is read and dropped so the child never blocks on a full pipe).
 /// The program runs in `leaf`; on timeout the whole leaf is killed, and an empty leaf is
@@ -151,10 +168,28 @@ pub(crate) async fn run(
     stdin: Option<String>,
     timeout: Duration,
     cap: usize,
+    leaf: Leaf,
+) -> Result<Finished, String> {
+    let streams = Streams {
+        stdin: stdin.map_or(Input::Null, Input::Bytes),
+        stdout: None,
+    };
+    run_with(checked, args, env, streams, timeout, cap, leaf).await
+}
+
+/// [`run`] with the standard streams given: a file there is the child's own descriptor, so
+/// its data never passes through the agent. The returned `stdout` is empty for a file.
+pub(crate) async fn run_with(
+    checked: &Checked,
+    args: &[String],
+    env: &[(String, String)],
+    streams: Streams,
+    timeout: Duration,
+    cap: usize,
     mut leaf: Leaf,
 ) -> Result<Finished, String> {
     let cgroup = leaf.cgroup.clone();
-    let result = run_in(checked, args, env, stdin, timeout, cap, &mut leaf).await;
+    let result = run_in(checked, args, env, streams, timeout, cap, &mut leaf).await;
     if let Some(cg) = cgroup {
         let timed_out = result.is_err();
         tokio::task::spawn_blocking(move || {
@@ -175,7 +210,7 @@ async fn run_in(
     checked: &Checked,
     args: &[String],
     env: &[(String, String)],
-    stdin: Option<String>,
+    streams: Streams,
     timeout: Duration,
     cap: usize,
     leaf: &mut Leaf,
@@ -183,16 +218,18 @@ async fn run_in(
     let program = checked.program.display();
     let (mut cmd, _file) = crate::program_user::command(&checked.program, leaf.user)
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let (stdin, data) = match streams.stdin {
+        Input::Null => (Stdio::null(), None),
+        Input::Bytes(b) => (Stdio::piped(), Some(b)),
+        Input::File(f) => (Stdio::from(f), None),
+    };
+    let stdout = streams.stdout.map_or_else(Stdio::piped, Stdio::from);
     cmd.args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(&checked.working_dir)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
+        .stdin(stdin)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     leaf.attach(&mut cmd);
@@ -200,22 +237,26 @@ async fn run_in(
         std::io::ErrorKind::NotFound => format!("program {program} not found"),
         _ => format!("cannot run {program}: {e}"),
     })?;
+    // The agent's copies of the stream files are not needed once the child has its own.
+    drop(cmd);
     let input = child.stdin.take();
-    let out = child.stdout.take().expect("piped");
+    let out = child.stdout.take();
     let err = child.stderr.take().expect("piped");
     let work = async {
         let feed = async {
-            if let (Some(mut pipe), Some(data)) = (input, stdin) {
+            if let (Some(mut pipe), Some(data)) = (input, data) {
                 // A program that exits without reading its input is not an error.
                 let _ = pipe.write_all(data.as_bytes()).await;
             }
         };
-        let ((), (stdout, t1), (stderr, t2), status) = tokio::join!(
-            feed,
-            read_capped(out, cap),
-            read_capped(err, cap),
-            child.wait()
-        );
+        let read_out = async {
+            match out {
+                Some(out) => read_capped(out, cap).await,
+                None => (String::new(), false),
+            }
+        };
+        let ((), (stdout, t1), (stderr, t2), status) =
+            tokio::join!(feed, read_out, read_capped(err, cap), child.wait());
         let status = status.map_err(|e| format!("waiting for {program}: {e}"))?;
         Ok::<_, String>(Finished {
             exit_code: status.code(),
