@@ -1,6 +1,7 @@
 //! The rules of a deployment file: raw TOML shapes (`raw.rs`) in, a [`DeploymentSpec`] or
 //! every problem found out. Each check reports at the span of the value it judges.
 
+mod component;
 mod health;
 mod manifest_file;
 mod plugins;

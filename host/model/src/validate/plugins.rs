@@ -4,6 +4,7 @@
 //!
 //! - the manifest loads (exists, parses, grants only what its world supports);
 //! - its world fits its use (service, load balancer, CM adapter, personality component);
+//! - a package directory holds its built component (`component.rs`);
 //! - the operator's `capabilities` only narrow it;
 //! - the programs it is granted exist (an error where the server is this machine and nothing
 //!   runs before the plugin that could install them, a warning otherwise);
@@ -253,6 +254,11 @@ impl Checker<'_> {
                 role.who(),
                 role.needs()
             );
+            self.error(at.span(), msg);
+            return None;
+        }
+        if let Err(e) = super::component::check_built(at.package, &m) {
+            let msg = format!("package `{}` {e}", at.written.get_ref());
             self.error(at.span(), msg);
             return None;
         }
