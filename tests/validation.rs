@@ -333,3 +333,72 @@ fn as_root_a_state_dir_the_program_user_cannot_reach_is_refused_before_anything_
     );
     assert!(!state.join("servers").exists(), "no server started");
 }
+
+/// Copies the package `name` as its source tree has it before a build: everything but the
+/// component.
+fn unbuilt_copy(name: &str, dest: &Path) {
+    let built = stratus_plugin_artifacts::package_dir(name);
+    for entry in walk(&built) {
+        let rel = entry.strip_prefix(&built).unwrap();
+        if rel == Path::new("plugin.wasm") {
+            continue;
+        }
+        let to = dest.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+    assert!(dest.join("plugin.toml").is_file());
+    assert!(!dest.join("plugin.wasm").exists());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        match path.is_dir() {
+            true => files.extend(walk(&path)),
+            false => files.push(path),
+        }
+    }
+    files
+}
+
+/// The example as a fresh checkout has it (plugins never built): `stratus launch
+/// examples/hello/deployment.toml` is refused before any server starts, at each package that
+/// is not built, with the command that builds it (runnable from where launch was run).
+#[test]
+fn an_unbuilt_package_is_refused_at_launch_naming_the_build_command() {
+    let st = Stratus::new();
+    let checkout = tempfile::tempdir().unwrap();
+    let repo = stratus_plugin_artifacts::repo_root();
+    let example = checkout.path().join("examples/hello");
+    std::fs::create_dir_all(&example).unwrap();
+    for f in ["deployment.toml", "datasource.sql"] {
+        std::fs::copy(repo.join("examples/hello").join(f), example.join(f)).unwrap();
+    }
+    unbuilt_copy("hello", &checkout.path().join("plugins/hello"));
+    unbuilt_copy("hello-proxy", &checkout.path().join("plugins/hello-proxy"));
+    let out = st
+        .cmd()
+        .current_dir(checkout.path())
+        .args(["launch", "examples/hello/deployment.toml"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for (at, pkg) in [
+        ("24:11", "hello"),
+        ("31:11", "hello"),
+        ("37:11", "hello-proxy"),
+    ] {
+        let located = format!(
+            "examples/hello/deployment.toml:{at}: package `../../plugins/{pkg}` is not built: \
+             its component ../../plugins/{pkg}/plugin.wasm does not exist; build it with \
+             `stratus plugin build examples/hello/../../plugins/{pkg}`"
+        );
+        assert!(err.contains(&located), "expected `{located}` in:\n{err}");
+    }
+    assert!(err.contains("nothing was launched"), "{err}");
+    assert_eq!(st.control_pid(), None, "no control plane was started");
+    assert!(!st.dir().join("servers").exists());
+}
