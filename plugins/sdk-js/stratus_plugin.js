@@ -273,6 +273,16 @@ export function writeText(path, text) {
   }
 }
 
+/** Whether absolute `path` is a regular file (a symbolic link is not followed, so it is not). */
+export function isFile(path) {
+  const { dir, rel } = locate(path);
+  try {
+    return dir.statAt({}, rel).type === 'regular-file';
+  } catch {
+    return false;
+  }
+}
+
 /** Removes the file at absolute `path`; a missing file is not an error. */
 export function removeFile(path) {
   const { dir, rel } = locate(path);
