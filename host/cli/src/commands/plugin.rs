@@ -1,5 +1,6 @@
-//! `stratus plugin inspect|call`: the plugin author's inner loop. `call` runs one hook with the
-//! same runtime, limits and supervisor an agent uses.
+//! `stratus plugin new|build|inspect|call`: the plugin author's inner loop. `new` writes a
+//! skeleton, `build` makes its component, `call` runs one hook with the same runtime, limits
+//! and supervisor an agent uses.
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -10,9 +11,40 @@ use stratus_plugin_runtime::{
     CallEnv, Labels, Package, Runtime, RuntimeConfig, Supervisor, dirs_of, inspect,
 };
 
+mod build;
+mod build_rust;
+mod componentize;
 mod inputs;
+mod new;
 mod report;
+mod scaffold;
+mod sdk_files;
 mod snapshot;
+mod tools;
+
+const NEW_HELP: &str = "\
+Writes plugin.toml (with [build]), the source implementing every hook of the world, a cfg/
+template that configure renders (service and proxy), a README and a .gitignore into DIR
+(default: NAME), which must not exist or be empty. Rust skeletons depend on the SDK of the
+repository this stratus was built from.
+
+Examples:
+  stratus plugin new shop-web --lang python --world service
+  stratus plugin new lb --lang rust --world proxy --dir plugins/lb
+  stratus plugin new site-cm --lang js --world cm";
+
+const BUILD_HELP: &str = "\
+Builds DIR/plugin.wasm (plugin.component) with the tool of plugin.toml's [build] language:
+  rust        cargo build --release --target wasm32-wasip2 (standalone or workspace member)
+  python      componentize-py 0.25.1 over [build] entry (default app.py)
+  javascript  componentize-js 0.23.0 over [build] entry (default plugin.js)
+The WIT files and the Python/JavaScript SDK are written into DIR/.stratus/, which every
+build makes afresh. Building runs the package's build code (cargo build scripts and proc
+macros run natively): build only packages you trust.
+
+Examples:
+  stratus plugin build                 # the package in the current directory
+  stratus plugin build plugins/hello";
 
 const INSPECT_HELP: &str = "\
 Examples:
@@ -38,6 +70,28 @@ The exit code is non-zero when the hook fails; the failure's reason is printed."
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Write a new plugin package: manifest, every hook of the world, a template, a README.
+    #[command(after_help = NEW_HELP)]
+    New {
+        /// The plugin's name (letters, digits, `-`, `_`, `.`; starting with a letter).
+        name: String,
+        /// The language of the skeleton.
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// The WIT world it implements.
+        #[arg(long, value_enum)]
+        world: scaffold::NewWorld,
+        /// Where to write it (default: a new directory named NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build a package's component (plugin.wasm) with its language's tool.
+    #[command(after_help = BUILD_HELP)]
+    Build {
+        /// The package directory (holding plugin.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Show a component's world, exports, imports and declared capabilities.
     #[command(after_help = INSPECT_HELP)]
     Inspect {
@@ -64,8 +118,14 @@ pub enum PluginCommand {
 }
 
 pub fn run(cmd: PluginCommand, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cmd {
+        PluginCommand::New {
+            name,
+            lang,
+            world,
+            dir,
+        } => new::new_cmd(&name, lang, world, dir),
+        PluginCommand::Build { dir } => build::build_cmd(&dir),
         PluginCommand::Inspect { path } => inspect_cmd(&path),
         PluginCommand::Call {
             package,
@@ -74,6 +134,7 @@ pub fn run(cmd: PluginCommand, state_dir: Option<PathBuf>) -> anyhow::Result<Exi
             grants,
             nodes,
         } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let state = crate::default_state_dir(state_dir);
             rt.block_on(call_cmd(&state, &package, &hook, context, grants, nodes))
         }

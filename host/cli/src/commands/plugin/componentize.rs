@@ -1,0 +1,96 @@
+//! Building a Python or JavaScript package: componentize-py or componentize-js turns the
+//! `[build] entry` module into a component of the manifest's world, with the WIT files and
+//! the language's SDK written into `<package>/.stratus/` from the binary.
+
+use super::sdk_files::{JS_SDK, PYTHON_SDK, materialize};
+use super::tools::{
+    COMPONENTIZE_JS, COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY, COMPONENTIZE_PY_VERSION, Tool,
+};
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use stratus_model::plugin::manifest::{Language, Manifest, python_module};
+
+/// Builds the entry module of `manifest` and returns the component in `<dir>/.stratus/`.
+pub fn build(dir: &Path, manifest: &Manifest) -> anyhow::Result<PathBuf> {
+    let language = manifest.build.language;
+    let entry = manifest
+        .build
+        .entry()
+        .context("a python or javascript package has an entry")?;
+    let source = dir.join(entry);
+    if !std::fs::metadata(&source).is_ok_and(|m| m.is_file()) {
+        bail!(
+            "{} is not a file; plugin.toml's [build] entry names the module to build",
+            source.display()
+        );
+    }
+    let (tool, version, sdk) = match language {
+        Language::Python => (COMPONENTIZE_PY, COMPONENTIZE_PY_VERSION, PYTHON_SDK),
+        _ => (COMPONENTIZE_JS, COMPONENTIZE_JS_VERSION, JS_SDK),
+    };
+    let program = tool.find()?;
+    check_version(tool, &program, version);
+    let work = materialize(dir, sdk)?;
+    println!("wrote the WIT files and {} into {}", sdk.0, work.display());
+    let output = work.join("plugin.wasm");
+    let world = manifest.plugin.world.to_string();
+    let mut cmd = Command::new(&program);
+    if language == Language::Python {
+        let module = python_module(Path::new(entry)).map_err(anyhow::Error::msg)?;
+        let module_dir = source.parent().unwrap_or(dir);
+        cmd.arg("-d")
+            .arg(work.join("wit"))
+            .args(["-w", &world, "componentize", module]);
+        cmd.arg("-p")
+            .arg(module_dir)
+            .arg("-p")
+            .arg(&work)
+            .arg("-o")
+            .arg(&output);
+        // The build imports the module; no __pycache__ is left in the package.
+        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+    } else {
+        cmd.arg(&source).arg("--wit").arg(work.join("wit"));
+        cmd.args(["--world-name", &world]).arg("-o").arg(&output);
+    }
+    println!("{} (world {world}) over {}", tool.program, source.display());
+    run(cmd.current_dir(dir), tool)?;
+    Ok(output)
+}
+
+/// Runs the tool with its output kept, shown whole when it fails.
+fn run(cmd: &mut Command, tool: Tool) -> anyhow::Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {}", tool.program))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}):\n{}{}",
+            tool.program,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Warns when the tool is not the release builds are tested with: it may still work.
+fn check_version(tool: Tool, program: &Path, expected: &str) {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if found.rsplit(' ').next() == Some(expected) {
+        println!("{}: {found}", tool.program);
+    } else {
+        println!(
+            "warning: {} says `{found}`, builds are tested with {expected} (install it with: {})",
+            tool.program, tool.install
+        );
+    }
+}
