@@ -178,6 +178,16 @@ impl Beneath {
     /// written (its mode set on its fd) and renamed over the target, so a link already there
     /// is replaced, never written through.
     pub fn write_file(&self, rel: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
+        let mut new = self.new_file(rel, mode)?;
+        let target = new.target.clone();
+        new.file.write_all(bytes).map_err(|e| named(&target, e))?;
+        new.commit()
+    }
+
+    /// A fresh file with mode `mode` that replaces `rel` only when [`NewFile::commit`] is
+    /// called, so content of any size can be streamed into it; dropped uncommitted, it is
+    /// removed and `rel` is left as it was.
+    pub fn new_file(&self, rel: &Path, mode: u32) -> io::Result<NewFile> {
         let (dir, name) = self.parent_of(rel)?;
         let tmp = format!(".stratus-tmp-{}", crate::keys::random_token().expose());
         let fd = dir.open_at(
@@ -186,19 +196,17 @@ impl Beneath {
             0o600,
         )?;
         let target = dir.path.join(name);
-        let written = (|| {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-            let mut file = std::fs::File::from(fd);
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            rustix::fs::renameat(&dir.fd, tmp.as_str(), &dir.fd, name)?;
-            Ok::<_, io::Error>(())
-        })();
-        if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(&dir.fd, tmp.as_str(), AtFlags::empty());
-            return Err(named(&target, e));
-        }
-        Ok(target)
+        let new = NewFile {
+            file: std::fs::File::from(fd),
+            name: name.to_os_string(),
+            tmp,
+            target,
+            dir,
+            committed: false,
+        };
+        rustix::fs::fchmod(&new.file, Mode::from_raw_mode(mode))
+            .map_err(|e| named(&new.target, e.into()))?;
+        Ok(new)
     }
 
     /// Removes the file (or link) `rel` itself; whether it existed.
@@ -307,6 +315,46 @@ impl Beneath {
 impl AsFd for Beneath {
     fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// A file being written beneath a directory under a temporary name (see [`Beneath::new_file`]).
+#[derive(Debug)]
+pub struct NewFile {
+    file: std::fs::File,
+    dir: Beneath,
+    tmp: String,
+    name: std::ffi::OsString,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl NewFile {
+    /// The open file, to write the content into.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        &mut self.file
+    }
+
+    /// The path the file will have once committed (for messages).
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Flushes the file to disk and renames it over its target; returns the target's path.
+    pub fn commit(mut self) -> io::Result<PathBuf> {
+        self.file.sync_all().map_err(|e| named(&self.target, e))?;
+        rustix::fs::renameat(&self.dir.fd, self.tmp.as_str(), &self.dir.fd, &self.name)
+            .map_err(|e| named(&self.target, e.into()))?;
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = rustix::fs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
+        }
     }
 }
 

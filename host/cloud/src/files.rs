@@ -9,13 +9,16 @@
 
 use crate::beneath::Beneath;
 use crate::package::{self, Contents, PackageFile};
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A package uploaded to cloud files; enough to fetch and verify it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,23 +281,55 @@ impl CloudFiles {
         Ok(written)
     }
 
-    /// Uploads one file (e.g. `datasource.sql`) under `key`.
+    /// Uploads one file (e.g. `datasource.sql`) under `key`, streamed in parts of
+    /// [`DATA_SOURCE_CHUNK_BYTES`] and hashed on the way, so its size costs no memory.
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<FileRef, FilesError> {
         if !package::safe_relative(key) {
             return Err(FilesError::InvalidPath(key.to_string()));
         }
         let src = path.to_path_buf();
-        let bytes = tokio::task::spawn_blocking(move || read_data_source(&src))
+        let file = tokio::task::spawn_blocking(move || open_data_source(&src))
             .await
             .map_err(|e| FilesError::Task(e.to_string()))??;
+        let object = object_path(&format!("data/{key}"))?;
+        let mut upload = WriteMultipart::new_with_chunk_size(
+            self.store.put_multipart(&object).await?,
+            DATA_SOURCE_CHUNK_BYTES,
+        );
+        let mut reader = tokio::fs::File::from_std(file);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; DATA_SOURCE_CHUNK_BYTES];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    return Err(FilesError::io(path)(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            if size > MAX_DATA_SOURCE_BYTES {
+                let _ = upload.abort().await;
+                return Err(FilesError::DataSourceTooLarge {
+                    path: path.to_path_buf(),
+                    size,
+                });
+            }
+            hasher.update(&buf[..n]);
+            // At most two parts in flight, so the upload holds a bounded amount of memory.
+            upload.wait_for_capacity(2).await?;
+            upload.write(&buf[..n]);
+        }
+        upload.finish().await?;
         let file = FileRef {
             key: key.to_string(),
-            sha256: package::sha256(&bytes),
-            size: bytes.len() as u64,
+            sha256: hex::encode(hasher.finalize()),
+            size,
         };
-        self.store
-            .put(&object_path(&format!("data/{key}"))?, bytes.into())
-            .await?;
         let meta = serde_json::to_vec(&file).expect("file ref serializes");
         self.store
             .put(&object_path(&format!("data-meta/{key}.json"))?, meta.into())
@@ -302,8 +337,9 @@ impl CloudFiles {
         Ok(file)
     }
 
-    /// Downloads the file under `key` to `dir/rel` (parents created, mode 0600), verifying
-    /// its digest; no link beneath `dir` is followed.
+    /// Downloads the file under `key` to `dir/rel` (parents created, mode 0600), streamed and
+    /// hashed on the way; a file whose digest or size does not match its metadata never
+    /// appears at `dir/rel`. No link beneath `dir` is followed.
     pub async fn fetch_file(
         &self,
         key: &str,
@@ -315,16 +351,34 @@ impl CloudFiles {
         }
         let file: FileRef = self.get_json(&format!("data-meta/{key}.json")).await?;
         let object = object_path(&format!("data/{key}"))?;
-        let bytes = self.store.get(&object).await?.bytes().await?;
-        let actual = package::sha256(&bytes);
-        if actual != file.sha256 {
+        let mut stream = self.store.get(&object).await?.into_stream();
+        let mut new = dir.new_file(rel, 0o600).map_err(FilesError::Beneath)?;
+        let target = new.target().to_path_buf();
+        let mut out =
+            tokio::fs::File::from_std(new.file().try_clone().map_err(FilesError::io(&target))?);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(FilesError::io(&target))?;
+        }
+        out.flush().await.map_err(FilesError::io(&target))?;
+        drop(out);
+        let actual = hex::encode(hasher.finalize());
+        if actual != file.sha256 || size != file.size {
             return Err(FilesError::CorruptFile {
                 file: key.to_string(),
                 expected: file.sha256,
                 actual,
             });
         }
-        dir.write_file(rel, &bytes, 0o600)
+        tokio::task::spawn_blocking(move || new.commit())
+            .await
+            .map_err(|e| FilesError::Task(e.to_string()))?
             .map_err(FilesError::Beneath)?;
         Ok(file)
     }
@@ -338,13 +392,17 @@ impl CloudFiles {
     }
 }
 
-/// Largest data source uploaded: it is held in memory on the way.
-pub const MAX_DATA_SOURCE_BYTES: u64 = 1 << 30;
+/// Largest data source uploaded. Nothing holds it in memory (it is streamed to object
+/// storage and to the server), so the bound only keeps a mistaken path (a disk image) from
+/// filling the bucket and every server's disk: 64 GiB.
+pub const MAX_DATA_SOURCE_BYTES: u64 = 64 << 30;
 
-/// Reads a data source without following a link: a regular file with one name, bounded.
-fn read_data_source(path: &Path) -> Result<Vec<u8>, FilesError> {
+/// Size of each part a data source is read, uploaded and hashed in; two are in flight at most.
+pub const DATA_SOURCE_CHUNK_BYTES: usize = 8 << 20;
+
+/// Opens a data source without following a link: a regular file with one name, bounded.
+fn open_data_source(path: &Path) -> Result<std::fs::File, FilesError> {
     use rustix::fs::{FileType, Mode, OFlags};
-    use std::io::Read;
     let not_regular = |what: &str| FilesError::NotRegular {
         path: path.to_path_buf(),
         what: what.to_string(),
@@ -368,18 +426,7 @@ fn read_data_source(path: &Path) -> Result<Vec<u8>, FilesError> {
             size,
         });
     }
-    let mut bytes = Vec::with_capacity(size as usize);
-    std::fs::File::from(fd)
-        .take(MAX_DATA_SOURCE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(FilesError::io(path))?;
-    match bytes.len() as u64 > MAX_DATA_SOURCE_BYTES {
-        true => Err(FilesError::DataSourceTooLarge {
-            path: path.to_path_buf(),
-            size: bytes.len() as u64,
-        }),
-        false => Ok(bytes),
-    }
+    Ok(std::fs::File::from(fd))
 }
 
 fn object_path(key: &str) -> Result<ObjectPath, FilesError> {

@@ -10,6 +10,6 @@ pub mod files;
 pub mod keys;
 mod package;
 
-pub use beneath::{Beneath, Usage};
+pub use beneath::{Beneath, NewFile, Usage};
 pub use files::{CloudFiles, FileRef, FilesError, PackageRef};
 pub use keys::{KeyError, KeyStore, Secret, digest, random_password, random_token};

@@ -210,3 +210,67 @@ async fn data_files_round_trip_verified() {
     );
     assert!(files.put_file("../escape", &sql).await.is_err());
 }
+
+/// A data source of several upload parts (and an empty one) round-trips byte for byte; a
+/// corrupt object never replaces what the server has and leaves no temporary file behind.
+#[tokio::test]
+async fn large_data_sources_stream_in_parts_and_stay_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = CloudFiles::local(tmp.path().join("bucket")).unwrap();
+    let sql = tmp.path().join("big.sql");
+    let parts = stratus_cloud::files::DATA_SOURCE_CHUNK_BYTES * 3 + 12_345;
+    let content: Vec<u8> = (0..parts).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&sql, &content).unwrap();
+    let put = files.put_file("shop/big.sql", &sql).await.unwrap();
+    assert_eq!(put.size, parts as u64);
+
+    let server = beneath(&tmp.path().join("server"));
+    let rel = Path::new("svc/big.sql");
+    let dest = tmp.path().join("server").join(rel);
+    assert_eq!(
+        files
+            .fetch_file("shop/big.sql", &server, rel)
+            .await
+            .unwrap(),
+        put
+    );
+    assert!(std::fs::read(&dest).unwrap() == content, "content differs");
+
+    let empty = tmp.path().join("empty.sql");
+    std::fs::write(&empty, "").unwrap();
+    let put_empty = files.put_file("shop/empty.sql", &empty).await.unwrap();
+    assert_eq!(put_empty.size, 0);
+    let erel = Path::new("svc/empty.sql");
+    files
+        .fetch_file("shop/empty.sql", &server, erel)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(tmp.path().join("server").join(erel))
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // Same length, one byte changed: only the digest can tell.
+    let object = tmp.path().join("bucket/data/shop/big.sql");
+    let mut bad = content.clone();
+    bad[parts / 2] ^= 1;
+    std::fs::write(&object, &bad).unwrap();
+    std::fs::write(&dest, "what the server had").unwrap();
+    let err = files
+        .fetch_file("shop/big.sql", &server, rel)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FilesError::CorruptFile { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "what the server had"
+    );
+    let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".stratus-tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
