@@ -99,9 +99,9 @@ fn plugin_inspect_shows_world_exports_and_capabilities() {
     assert!(out.status.success(), "{t}");
     for needle in [
         "world:     proxy",
-        "stratus:plugin/proxy-hooks@0.1.0",
+        "stratus:plugin/proxy-hooks@0.1.1",
         "start-proxy(ctx, nodes)",
-        "stratus:plugin/types@0.1.0",
+        "stratus:plugin/types@0.1.1",
         "dirs:         service (read-write)",
         "network:      none",
     ] {

@@ -10,6 +10,8 @@
 //! - [`state`]: deployment, agent and service states, each with one pure transition function.
 //! - [`plan`]: the dependency DAG of a spec as launch layers, grants and load balancers.
 //! - [`context`]: the typed `enstratus.cfg` handed to hooks, mirrored from `wit/types.wit`.
+//! - [`template`], [`template_variables`], [`enstratus_cfg`]: templates rendered with a
+//!   context's variables, and the classic `enstratus.cfg`, rendered by the host for plugins.
 //! - [`plugin`]: a plugin package's manifest and the capabilities it declares.
 //! - [`retry`]: the backoff a service's retryable hook errors are retried with.
 //! - [`health`]: a running service's health schedule and what CRITICAL leads to.
@@ -17,6 +19,7 @@
 //! - [`scaling`]: a tier's scaling rules, its servers' votes and the decision they make.
 
 pub mod context;
+pub mod enstratus_cfg;
 pub mod error;
 mod graph;
 pub mod health;
@@ -31,6 +34,8 @@ pub mod spec;
 pub mod spec_diff;
 pub mod state;
 pub mod step_key;
+pub mod template;
+pub mod template_variables;
 mod validate;
 
 pub use error::{SpecError, SpecErrors};

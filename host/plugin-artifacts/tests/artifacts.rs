@@ -27,9 +27,9 @@ fn component_exports(bytes: &[u8]) -> Vec<String> {
 #[test]
 fn every_package_has_a_component_exporting_its_world() {
     let expected = [
-        ("hello", vec!["stratus:plugin/service-hooks@0.1.0"]),
-        ("hostile", vec!["stratus:plugin/service-hooks@0.1.0"]),
-        ("cm-probe", vec!["stratus:plugin/cm-hooks@0.1.0"]),
+        ("hello", vec!["stratus:plugin/service-hooks@0.1.1"]),
+        ("hostile", vec!["stratus:plugin/service-hooks@0.1.1"]),
+        ("cm-probe", vec!["stratus:plugin/cm-hooks@0.1.1"]),
     ];
     for (name, exports) in expected {
         let dir = stratus_plugin_artifacts::package_dir(name);

@@ -13,7 +13,7 @@ use crate::runtime::Plugin;
 use crate::supervisor::Supervisor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stratus_model::context::{HookCall, World};
+use stratus_model::context::{HookCall, ServiceContext, World};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -47,6 +47,9 @@ pub(crate) struct HostCtx {
     /// `set-status` calls so far (only the first ones reach the agent log).
     pub status_updates: usize,
     pub status: Option<String>,
+    /// The running hook's service context, for `render-template` and `enstratus-cfg`; none
+    /// for configuration-management hooks.
+    pub context: Option<ServiceContext>,
 }
 
 impl WasiView for State {
@@ -115,7 +118,8 @@ impl Plugin {
             .clone()
             .unwrap_or_else(|| p.capabilities.clone());
         let started = Instant::now();
-        let (state, captured) = State::new(&p.name, &caps, env, redactor.clone())
+        let context = call.service_context().cloned();
+        let (state, captured) = State::new(&p.name, &caps, env, redactor.clone(), context)
             .map_err(|message| CallFailure::bare(HookFailure::Host { message }))?;
         let Captured { out, err, denials } = captured;
         let mut store = Store::new(&p.runtime.inner.engine, state);
@@ -217,6 +221,7 @@ impl State {
         caps: &Capabilities,
         env: &CallEnv,
         redactor: Redactor,
+        context: Option<ServiceContext>,
     ) -> Result<(State, Captured), String> {
         let cap = caps.output_bytes as usize;
         let (out, err) = (MemoryOutputPipe::new(cap), MemoryOutputPipe::new(cap));
@@ -242,6 +247,7 @@ impl State {
                 dropped_logs: 0,
                 status_updates: 0,
                 status: None,
+                context,
             },
         };
         Ok((state, Captured { out, err, denials }))

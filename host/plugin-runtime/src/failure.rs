@@ -25,6 +25,8 @@ pub enum LoadError {
     CorruptComponent { path: PathBuf, reason: String },
     #[error("component does not implement the `{expected}` world: {found}")]
     WrongWorld { expected: String, found: String },
+    #[error("cannot run this plugin: {0}")]
+    WitVersion(#[from] crate::wit_version::WitVersionError),
     #[error("cannot prepare the plugin: {0}")]
     Host(String),
 }

@@ -1,6 +1,8 @@
 //! The `stratus:plugin/host` functions, each checked against the call's capabilities.
 
-use crate::bindings::host::{self, Command, CommandOutput, Level, ProcessSpec as WitSpec};
+use crate::bindings::host::{
+    self, Command, CommandFiles, CommandOutput, Level, ProcessSpec as WitSpec,
+};
 use crate::call::State;
 use crate::command;
 use crate::network::record;
@@ -182,6 +184,29 @@ impl host::Host for State {
             stderr: f.stderr,
             truncated: f.truncated,
         }))
+    }
+
+    async fn run_with_files(
+        &mut self,
+        cmd: Command,
+        files: CommandFiles,
+    ) -> wasmtime::Result<Result<CommandOutput, String>> {
+        let _ = (cmd, files);
+        Ok(Err("run-with-files is not implemented yet".into()))
+    }
+
+    async fn render_template(
+        &mut self,
+        template: String,
+        extra: Vec<(String, String)>,
+        escaping: host::Escaping,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let rendered = crate::render::render_template(&self.host, &template, extra, escaping);
+        Ok(rendered)
+    }
+
+    async fn enstratus_cfg(&mut self) -> wasmtime::Result<Result<String, String>> {
+        Ok(crate::render::enstratus_cfg(&self.host))
     }
 
     async fn spawn(&mut self, spec: WitSpec) -> wasmtime::Result<Result<u32, String>> {

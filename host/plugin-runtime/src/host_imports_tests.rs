@@ -46,7 +46,7 @@ fn state(dir: &Path, caps: &Capabilities) -> (State, crate::call::Captured) {
             ..Labels::default()
         },
     };
-    State::new("t", caps, &env, Redactor::default()).unwrap()
+    State::new("t", caps, &env, Redactor::default(), None).unwrap()
 }
 
 /// A call environment with no labels or secrets of its own.
@@ -212,7 +212,14 @@ async fn spawn_applies_the_same_checks_and_supervises() {
 async fn logs_and_status_are_redacted_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let env = bare_env(DirMap::new(), dir.path().to_owned());
-    let (mut s, _) = State::new("t", &caps(&[]), &env, Redactor::new(["pw1".to_string()])).unwrap();
+    let (mut s, _) = State::new(
+        "t",
+        &caps(&[]),
+        &env,
+        Redactor::new(["pw1".to_string()]),
+        None,
+    )
+    .unwrap();
     s.log(Level::Warn, "user=app password=pw1".into())
         .await
         .unwrap();
@@ -232,7 +239,7 @@ async fn a_log_flood_keeps_a_bounded_head_and_says_how_much_was_dropped() {
     use stratus_protocol::bounds::{MAX_LOG_RECORD_BYTES, MAX_LOG_RECORDS};
     let dir = tempfile::tempdir().unwrap();
     let env = bare_env(DirMap::new(), dir.path().to_owned());
-    let (mut s, _) = State::new("t", &caps(&[]), &env, Redactor::default()).unwrap();
+    let (mut s, _) = State::new("t", &caps(&[]), &env, Redactor::default(), None).unwrap();
     s.log(Level::Info, "y".repeat(10 << 20)).await.unwrap();
     for i in 0..MAX_LOG_RECORDS + 500 {
         s.log(Level::Info, format!("line {i}")).await.unwrap();
@@ -275,8 +282,14 @@ async fn service_programs_run_from_the_sealed_package_not_the_writable_service_d
     let program = service.join("bin/tool");
     let program = program.to_str().unwrap();
 
-    let (mut s, _) =
-        State::new("t", &caps, &env(Some(sealed.clone())), Redactor::default()).unwrap();
+    let (mut s, _) = State::new(
+        "t",
+        &caps,
+        &env(Some(sealed.clone())),
+        Redactor::default(),
+        None,
+    )
+    .unwrap();
     let out = s.run(cmd(program, &[])).await.unwrap().unwrap();
     assert_eq!(out.stdout, "as installed\n");
 
@@ -289,7 +302,7 @@ async fn service_programs_run_from_the_sealed_package_not_the_writable_service_d
     );
 
     // Without a sealed copy (`stratus plugin call`), the service dir's program runs.
-    let (mut s, _) = State::new("t", &caps, &env(None), Redactor::default()).unwrap();
+    let (mut s, _) = State::new("t", &caps, &env(None), Redactor::default(), None).unwrap();
     let out = s.run(cmd(program, &[])).await.unwrap().unwrap();
     assert_eq!(out.stdout, "rewritten by the plugin\n");
 }
@@ -359,7 +372,7 @@ fn contained_state(dir: &Path, parent: &stratus_containment::Cgroup) -> State {
             ..Labels::default()
         },
     };
-    State::new("t", &caps(&[]), &env, Redactor::default())
+    State::new("t", &caps(&[]), &env, Redactor::default(), None)
         .unwrap()
         .0
 }
@@ -433,7 +446,7 @@ async fn a_process_named_after_a_secret_is_refused_before_it_reaches_the_agent_l
     let dirs = DirMap::from([(DirKind::Service, dir.path().to_owned())]);
     let env = bare_env(dirs, dir.path().join("logs"));
     let redactor = Redactor::new(["Sup3rSecret".to_string()]);
-    let (mut s, _) = State::new("t", &caps(&[]), &env, redactor).unwrap();
+    let (mut s, _) = State::new("t", &caps(&[]), &env, redactor, None).unwrap();
     let spec = WitSpec {
         name: "x-Sup3rSecret".into(),
         program: "/bin/sleep".into(),
@@ -446,4 +459,113 @@ async fn a_process_named_after_a_secret_is_refused_before_it_reaches_the_agent_l
     assert!(!err.contains("Sup3rSecret"));
     let logs = dir.path().join("logs");
     assert!(!logs.exists() || std::fs::read_dir(&logs).unwrap().next().is_none());
+}
+
+/// A call's state carrying `ctx` as its hook's context.
+fn state_with_context(
+    dir: &Path,
+    caps: &Capabilities,
+    ctx: Option<stratus_model::context::ServiceContext>,
+) -> State {
+    let env = bare_env(DirMap::default(), dir.join("logs"));
+    State::new("t", caps, &env, Redactor::default(), ctx)
+        .unwrap()
+        .0
+}
+
+fn sample_context(dir: &Path) -> stratus_model::context::ServiceContext {
+    use stratus_model::context::*;
+    ServiceContext {
+        deployment: "shop".into(),
+        tier: "app".into(),
+        server: ServerInfo {
+            id: "app-1".into(),
+            name: "shop-app-1".into(),
+            address: "127.0.0.5".into(),
+        },
+        service_id: "7".into(),
+        service_name: "web".into(),
+        service_dir: dir.display().to_string(),
+        settings: vec![("greeting".into(), "say \"hi\"".into())],
+        ports: vec![Port {
+            name: "http".into(),
+            private_port: 8080,
+            public_port: 80,
+        }],
+        credentials: vec![Credential {
+            name: "admin".into(),
+            user: "root".into(),
+            password: "pw-admin".into(),
+        }],
+        data_source: None,
+        dependencies: vec![],
+    }
+}
+
+#[tokio::test]
+async fn render_template_uses_the_hooks_context_extra_variables_and_escaping() {
+    use crate::bindings::host::Escaping;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = sample_context(dir.path());
+    let mut s = state_with_context(dir.path(), &caps(&[]), Some(ctx));
+    let extra = vec![("port.http.private".to_string(), "9090".to_string())];
+    let text = "{{ server.address }}:{{port.http.private}} g=\"{{ setting.greeting }}\"\n";
+    let plain = s.render_template(text.into(), extra.clone(), Escaping::None);
+    assert_eq!(
+        plain.await.unwrap().unwrap(),
+        "127.0.0.5:9090 g=\"say \"hi\"\"\n"
+    );
+    let toml = s.render_template(text.into(), extra, Escaping::TomlString);
+    assert_eq!(
+        toml.await.unwrap().unwrap(),
+        "127.0.0.5:9090 g=\"say \\\"hi\\\"\"\n"
+    );
+    let typo = s.render_template("a\n{{ port.http.privat }}".into(), vec![], Escaping::None);
+    assert_eq!(
+        typo.await.unwrap().unwrap_err(),
+        "line 2: unknown template variable `port.http.privat`"
+    );
+}
+
+#[tokio::test]
+async fn rendering_is_bounded_by_the_plugins_memory() {
+    use crate::bindings::host::Escaping;
+    let dir = tempfile::tempdir().unwrap();
+    let caps = Capabilities {
+        memory_mb: 1,
+        ..caps(&[])
+    };
+    let mut s = state_with_context(dir.path(), &caps, Some(sample_context(dir.path())));
+    // 64 KiB per placeholder, 32 placeholders: 2 MiB of output from a 600-byte template.
+    let extra = vec![("big".to_string(), "x".repeat(64 << 10))];
+    let err = s
+        .render_template("{{big}}".repeat(32), extra, Escaping::None)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, "the rendered text exceeds 1048576 bytes");
+}
+
+#[tokio::test]
+async fn enstratus_cfg_renders_the_context_and_cm_hooks_have_none() {
+    use crate::bindings::host::Escaping;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state_with_context(dir.path(), &caps(&[]), Some(sample_context(dir.path())));
+    let cfg = s.enstratus_cfg().await.unwrap().unwrap();
+    assert!(cfg.starts_with("[enstratus]\n"), "{cfg}");
+    assert!(
+        cfg.lines()
+            .any(|l| l == "serviceKey.admin.password=pw-admin")
+    );
+    assert!(cfg.lines().any(|l| l == "port.http.privatePort=8080"));
+
+    let mut cm = state_with_context(dir.path(), &caps(&[]), None);
+    let err = cm.enstratus_cfg().await.unwrap().unwrap_err();
+    assert!(err.contains("no service context"), "{err}");
+    let err = cm
+        .render_template("{{ tier }}".into(), vec![], Escaping::None)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("no service context"), "{err}");
 }

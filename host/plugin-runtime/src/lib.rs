@@ -38,9 +38,11 @@ mod output;
 pub mod package;
 pub mod process_logs;
 pub mod program_user;
+mod render;
 pub mod restart;
 mod runtime;
 mod scaler;
+pub mod wit_version;
 pub mod supervisor;
 
 pub use cache::CacheStatus;

@@ -9,6 +9,7 @@ use crate::engine::{self, Allocator};
 use crate::failure::LoadError;
 use crate::inspect::{ComponentInfo, describe};
 use crate::package::Package;
+use crate::wit_version::HOST_WIT_VERSION;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use stratus_model::context::World;
@@ -132,6 +133,8 @@ impl Runtime {
             .map_err(|e| LoadError::Host(format!("compile task failed: {e}")))??;
         let (component, cache_status, sha256) = compiled;
         let info = describe(&self.inner.engine, &component);
+        let names = info.imports.iter().chain(info.exports.iter().map(|e| &e.name));
+        crate::wit_version::check(names.map(String::as_str), HOST_WIT_VERSION)?;
         let world = match pkg.world().or(info.world) {
             Some(w) => w,
             None => {

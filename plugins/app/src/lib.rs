@@ -27,13 +27,9 @@ fn http_port(ctx: &ServiceContext) -> Result<u16, HookError> {
         .ok_or_else(|| HookError::fatal("the app service declares no port (expected `http`)"))
 }
 
-/// A TOML basic-string body: the values are spliced between double quotes.
-fn toml_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// Template variables: the context's plus `db.*` from the data-source dependency.
-fn vars(ctx: &ServiceContext) -> Result<std::collections::BTreeMap<String, String>, HookError> {
+/// Template variables beyond the context's: `db.*` from the data-source dependency, and the
+/// `http` port (or the first) as `port.http.private`.
+fn extra_vars(ctx: &ServiceContext) -> Result<Vec<(String, String)>, HookError> {
     let dep = ctx
         .dependencies
         .iter()
@@ -52,17 +48,15 @@ fn vars(ctx: &ServiceContext) -> Result<std::collections::BTreeMap<String, Strin
         .first()
         .ok_or_else(|| missing("credential"))?;
     let database = dep.database.as_ref().ok_or_else(|| missing("database"))?;
-    let mut v = context_vars(ctx);
-    for val in v.values_mut() {
-        *val = toml_escape(val);
-    }
-    v.insert("port.http.private".into(), http_port(ctx)?.to_string());
-    v.insert("db.host".into(), toml_escape(&server.address));
-    v.insert("db.port".into(), port.public_port.to_string());
-    v.insert("db.user".into(), toml_escape(&cred.user));
-    v.insert("db.password".into(), toml_escape(&cred.password));
-    v.insert("db.name".into(), toml_escape(database));
-    Ok(v)
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    Ok(vec![
+        pair("port.http.private", &http_port(ctx)?.to_string()),
+        pair("db.host", &server.address),
+        pair("db.port", &port.public_port.to_string()),
+        pair("db.user", &cred.user),
+        pair("db.password", &cred.password),
+        pair("db.name", database),
+    ])
 }
 
 fn binary_present(ctx: &ServiceContext) -> Result<(), HookError> {
@@ -100,8 +94,10 @@ impl Guest for App {
         } else {
             BUILTIN_TEMPLATE.to_string()
         };
-        let text = template::render(&template, &vars(&ctx)?)
-            .map_err(|e| HookError::fatal(format!("rendering cfg/greeter.toml: {e}")))?;
+        // The template splices every value into a TOML string.
+        let escaping = template::Escaping::TomlString;
+        let text = template::render_with(&template, &extra_vars(&ctx)?, escaping)
+            .map_err(|e| HookError::fatal(format!("rendering cfg/greeter.toml: {}", e.message)))?;
         let out = files::service_path(&ctx, "greeter.toml");
         files::write(&out, text)?;
         log::info(&format!("wrote {}", out.display()));

@@ -42,14 +42,15 @@ fn render(ctx: &ServiceContext, nodes: &[Node]) -> Result<String, HookError> {
     } else {
         BUILTIN_TEMPLATE.to_string()
     };
-    let mut vars = context_vars(ctx);
-    vars.insert("port.http.private".into(), http_port(ctx)?.to_string());
-    vars.insert(
-        "servers".into(),
-        nodes.iter().map(Node::server_line).collect(),
-    );
-    template::render(&template, &vars)
-        .map_err(|e| HookError::fatal(format!("rendering cfg/haproxy.cfg.tmpl: {e}")))
+    let extra = vec![
+        ("port.http.private".to_string(), http_port(ctx)?.to_string()),
+        (
+            "servers".to_string(),
+            nodes.iter().map(Node::server_line).collect(),
+        ),
+    ];
+    template::render_with(&template, &extra, template::Escaping::None)
+        .map_err(|e| HookError::fatal(format!("rendering cfg/haproxy.cfg.tmpl: {}", e.message)))
 }
 
 /// `haproxy -c -f <path>`; on failure the error is haproxy's own output.

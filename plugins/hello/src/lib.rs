@@ -64,16 +64,19 @@ impl Guest for Hello {
     }
 
     fn configure(ctx: ServiceContext) -> Result<(), HookError> {
-        let mut vars = context_vars(&ctx);
         // A default keeps `stratus plugin call plugins/hello configure` working without a context.
-        vars.entry("setting.greeting".into())
-            .or_insert_with(|| "hello".into());
+        let mut extra = Vec::new();
+        if setting(&ctx, "greeting").is_none() {
+            extra.push(("setting.greeting".to_string(), "hello".to_string()));
+        }
         if setting(&ctx, "write") == Some("false") {
-            template::render(BUILTIN_TEMPLATE, &vars)?;
+            template::render_with(BUILTIN_TEMPLATE, &extra, template::Escaping::None)?;
             return Ok(());
         }
-        let text = template::render(&template_text(&ctx)?, &vars)
-            .map_err(|e| HookError::fatal(format!("rendering cfg/hello.conf: {e}")))?;
+        let text = template::render_with(&template_text(&ctx)?, &extra, template::Escaping::None)
+            .map_err(|e| {
+            HookError::fatal(format!("rendering cfg/hello.conf: {}", e.message))
+        })?;
         let out = files::service_path(&ctx, "hello.conf");
         files::write(&out, text)?;
         log::info(&format!("wrote {}", out.display()));

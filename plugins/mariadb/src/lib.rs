@@ -51,11 +51,11 @@ impl Guest for MariaDb {
         };
         sql::address(&ctx.server.address)?;
         layout::socket_arg(&l.socket())?;
-        let mut vars = context_vars(&ctx);
         // The listening port is chosen by rule (named `mysql`, else the first), not by name.
-        vars.insert("mariadb.port".into(), layout::port(&ctx).to_string());
-        let cnf = template::render(&text, &vars)
-            .map_err(|e| HookError::fatal(format!("rendering {}: {e}", path.display())))?;
+        let extra = vec![("mariadb.port".to_string(), layout::port(&ctx).to_string())];
+        let cnf = template::render_with(&text, &extra, template::Escaping::None).map_err(|e| {
+            HookError::fatal(format!("rendering {}: {}", path.display(), e.message))
+        })?;
         l.make_tmpdir()?;
         l.make_private_dir()?;
         files::write(l.my_cnf(), cnf)?;

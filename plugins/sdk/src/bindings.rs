@@ -12,8 +12,8 @@ pub mod service {
         export_macro_name: "export",
         default_bindings_module: "stratus_plugin_sdk::bindings::service",
         with: {
-            "stratus:plugin/types@0.1.0": stratus_plugin_proxy_bindings::types,
-            "stratus:plugin/host@0.1.0": stratus_plugin_proxy_bindings::stratus::plugin::host,
+            "stratus:plugin/types@0.1.1": stratus_plugin_proxy_bindings::types,
+            "stratus:plugin/host@0.1.1": stratus_plugin_proxy_bindings::stratus::plugin::host,
         },
     });
 }
@@ -27,8 +27,8 @@ pub mod cm {
         export_macro_name: "export",
         default_bindings_module: "stratus_plugin_sdk::bindings::cm",
         with: {
-            "stratus:plugin/types@0.1.0": stratus_plugin_proxy_bindings::types,
-            "stratus:plugin/host@0.1.0": stratus_plugin_proxy_bindings::stratus::plugin::host,
+            "stratus:plugin/types@0.1.1": stratus_plugin_proxy_bindings::types,
+            "stratus:plugin/host@0.1.1": stratus_plugin_proxy_bindings::stratus::plugin::host,
         },
     });
 }

@@ -1,68 +1,7 @@
-//! The service context flattened into dotted template variables (`server.address`,
-//! `dependency.db.port.mysql`, …): the names templates and `enstratus.cfg` readers use.
-
-use std::collections::BTreeMap;
+//! Reading the service context: settings by key (the last one wins, as in the manifest).
+//! Template variables are the host's (`crate::template`).
 
 use crate::types::{ServiceContext, Setting};
-
-/// Every template variable of `ctx`. Dependency ports are the public ports (what clients use).
-pub fn context_vars(ctx: &ServiceContext) -> BTreeMap<String, String> {
-    let mut v = BTreeMap::new();
-    let mut put = |k: String, val: &str| {
-        v.insert(k, val.to_string());
-    };
-    put("deployment".into(), &ctx.deployment);
-    put("tier".into(), &ctx.tier);
-    put("server.id".into(), &ctx.server.id);
-    put("server.name".into(), &ctx.server.name);
-    put("server.address".into(), &ctx.server.address);
-    put("service.id".into(), &ctx.service_id);
-    put("service.name".into(), &ctx.service_name);
-    put("service.dir".into(), &ctx.service_dir);
-    for s in &ctx.settings {
-        put(format!("setting.{}", s.key), &s.value);
-    }
-    for p in &ctx.ports {
-        put(
-            format!("port.{}.private", p.name),
-            &p.private_port.to_string(),
-        );
-        put(
-            format!("port.{}.public", p.name),
-            &p.public_port.to_string(),
-        );
-    }
-    for c in &ctx.credentials {
-        put(format!("credential.{}.user", c.name), &c.user);
-        put(format!("credential.{}.password", c.name), &c.password);
-    }
-    if let Some(ds) = &ctx.data_source {
-        put("data_source.database".into(), &ds.database);
-        put("data_source.image_path".into(), &ds.image_path);
-    }
-    for d in &ctx.dependencies {
-        let pre = format!("dependency.{}", d.service);
-        if let Some(first) = d.servers.first() {
-            put(format!("{pre}.address"), &first.address);
-        }
-        let all: Vec<&str> = d.servers.iter().map(|s| s.address.as_str()).collect();
-        put(format!("{pre}.addresses"), &all.join(","));
-        for p in &d.ports {
-            put(format!("{pre}.port.{}", p.name), &p.public_port.to_string());
-        }
-        if let Some(db) = &d.database {
-            put(format!("{pre}.database"), db);
-        }
-        for c in &d.credentials {
-            put(format!("{pre}.credential.{}.user", c.name), &c.user);
-            put(format!("{pre}.credential.{}.password", c.name), &c.password);
-        }
-        for s in &d.settings {
-            put(format!("{pre}.setting.{}", s.key), &s.value);
-        }
-    }
-    v
-}
 
 /// The value of the deployment-file setting `key`, if set (the last one wins).
 pub fn setting<'a>(ctx: &'a ServiceContext, key: &str) -> Option<&'a str> {
@@ -83,20 +22,16 @@ pub(crate) mod tests {
     use super::*;
     use crate::types::*;
 
-    fn server(id: &str, address: &str) -> ServerInfo {
-        ServerInfo {
-            id: id.into(),
-            name: format!("shop-{id}"),
-            address: address.into(),
-        }
-    }
-
-    /// A context with one of everything, shared by the SDK's tests.
+    /// A context with settings, shared by the SDK's tests.
     pub(crate) fn sample() -> ServiceContext {
         ServiceContext {
             deployment: "shop".into(),
             tier: "app".into(),
-            server: server("app-1", "10.0.0.5"),
+            server: ServerInfo {
+                id: "app-1".into(),
+                name: "shop-app-1".into(),
+                address: "10.0.0.5".into(),
+            },
             service_id: "7".into(),
             service_name: "web".into(),
             service_dir: "/mnt/services/a7".into(),
@@ -110,89 +45,11 @@ pub(crate) mod tests {
                     value: "hello".into(),
                 },
             ],
-            ports: vec![Port {
-                name: "http".into(),
-                private_port: 8080,
-                public_port: 80,
-            }],
-            credentials: vec![Credential {
-                name: "admin".into(),
-                user: "root".into(),
-                password: "pw-admin".into(),
-            }],
-            data_source: Some(DataSource {
-                database: "shopdb".into(),
-                image_path: "/mnt/services/a7/datasource.sql".into(),
-            }),
-            dependencies: vec![Dependency {
-                service: "db".into(),
-                kind: DependencyKind::DataSource,
-                servers: vec![server("db-1", "10.0.1.1"), server("db-2", "10.0.1.2")],
-                ports: vec![Port {
-                    name: "mysql".into(),
-                    private_port: 3307,
-                    public_port: 3306,
-                }],
-                credentials: vec![Credential {
-                    name: "app".into(),
-                    user: "shop".into(),
-                    password: "pw-db".into(),
-                }],
-                database: Some("shopdb".into()),
-                settings: vec![Setting {
-                    key: "engine".into(),
-                    value: "innodb".into(),
-                }],
-            }],
+            ports: vec![],
+            credentials: vec![],
+            data_source: None,
+            dependencies: vec![],
         }
-    }
-
-    #[test]
-    fn flattens_every_part_of_the_context() {
-        let v = context_vars(&sample());
-        let get = |k: &str| v.get(k).map(String::as_str);
-        assert_eq!(get("deployment"), Some("shop"));
-        assert_eq!(get("tier"), Some("app"));
-        assert_eq!(get("server.id"), Some("app-1"));
-        assert_eq!(get("server.name"), Some("shop-app-1"));
-        assert_eq!(get("server.address"), Some("10.0.0.5"));
-        assert_eq!(get("service.id"), Some("7"));
-        assert_eq!(get("service.name"), Some("web"));
-        assert_eq!(get("service.dir"), Some("/mnt/services/a7"));
-        assert_eq!(get("setting.greeting"), Some("hello"));
-        assert_eq!(get("port.http.private"), Some("8080"));
-        assert_eq!(get("port.http.public"), Some("80"));
-        assert_eq!(get("credential.admin.user"), Some("root"));
-        assert_eq!(get("credential.admin.password"), Some("pw-admin"));
-        assert_eq!(get("data_source.database"), Some("shopdb"));
-        assert_eq!(
-            get("data_source.image_path"),
-            Some("/mnt/services/a7/datasource.sql")
-        );
-        assert_eq!(get("dependency.db.address"), Some("10.0.1.1"));
-        assert_eq!(get("dependency.db.addresses"), Some("10.0.1.1,10.0.1.2"));
-        assert_eq!(get("dependency.db.port.mysql"), Some("3306"));
-        assert_eq!(get("dependency.db.database"), Some("shopdb"));
-        assert_eq!(get("dependency.db.credential.app.user"), Some("shop"));
-        assert_eq!(get("dependency.db.credential.app.password"), Some("pw-db"));
-        assert_eq!(get("dependency.db.setting.engine"), Some("innodb"));
-        assert_eq!(v.len(), 22, "{:?}", v.keys().collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn absent_parts_produce_no_variables() {
-        let mut ctx = sample();
-        ctx.data_source = None;
-        ctx.dependencies[0].servers.clear();
-        ctx.dependencies[0].database = None;
-        let v = context_vars(&ctx);
-        assert!(!v.contains_key("data_source.database"));
-        assert!(!v.contains_key("dependency.db.address"));
-        assert!(!v.contains_key("dependency.db.database"));
-        assert_eq!(
-            v.get("dependency.db.addresses").map(String::as_str),
-            Some("")
-        );
     }
 
     #[test]

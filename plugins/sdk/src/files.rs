@@ -4,15 +4,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::context::context_vars;
-use crate::template::{self, TemplateError};
+use crate::template::{self, Escaping};
 use crate::types::{HookError, ServiceContext};
-
-impl From<TemplateError> for HookError {
-    fn from(e: TemplateError) -> Self {
-        HookError::fatal(e.to_string())
-    }
-}
 
 /// A non-retryable `HookError` with `message`.
 pub fn hook_error(message: impl Into<String>) -> HookError {
@@ -59,12 +52,22 @@ pub fn service_path(ctx: &ServiceContext, relative: &str) -> PathBuf {
     Path::new(&ctx.service_dir).join(relative)
 }
 
-/// Renders the template `<service_dir>/<template>` with the context's variables.
+/// Renders the template `<service_dir>/<template>` with the hook's variables.
 pub fn render_template(ctx: &ServiceContext, template: &str) -> Result<String, HookError> {
+    render_template_with(ctx, template, &[], Escaping::None)
+}
+
+/// [`render_template`] with `extra` variables and escaping (see [`template::render_with`]).
+pub fn render_template_with(
+    ctx: &ServiceContext,
+    template: &str,
+    extra: &[(String, String)],
+    escaping: Escaping,
+) -> Result<String, HookError> {
     let path = service_path(ctx, template);
     let text = read_to_string(&path)?;
-    template::render(&text, &context_vars(ctx))
-        .map_err(|e| HookError::fatal(format!("rendering {}: {e}", path.display())))
+    template::render_with(&text, extra, escaping)
+        .map_err(|e| HookError::fatal(format!("rendering {}: {}", path.display(), e.message)))
 }
 
 /// Renders `<service_dir>/<template>` into `<service_dir>/<output>` and returns the output path.
@@ -82,57 +85,6 @@ pub fn render_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::tests::sample;
-
-    fn ctx_in(dir: &Path) -> ServiceContext {
-        let mut ctx = sample();
-        ctx.service_dir = dir.to_str().unwrap().to_string();
-        ctx
-    }
-
-    #[test]
-    fn render_file_writes_the_rendered_template() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("cfg")).unwrap();
-        std::fs::write(
-            dir.path().join("cfg/app.conf"),
-            "listen {{ port.http.private }}\n",
-        )
-        .unwrap();
-        let out = render_file(&ctx_in(dir.path()), "cfg/app.conf", "app.conf").unwrap();
-        assert_eq!(out, dir.path().join("app.conf"));
-        assert_eq!(std::fs::read_to_string(out).unwrap(), "listen 8080\n");
-    }
-
-    #[test]
-    fn render_file_errors_name_the_template() {
-        let dir = tempfile::tempdir().unwrap();
-        let ctx = ctx_in(dir.path());
-        let missing = render_file(&ctx, "cfg/none.conf", "x").unwrap_err();
-        assert!(
-            missing.message.starts_with("reading "),
-            "{}",
-            missing.message
-        );
-        assert!(
-            missing
-                .message
-                .ends_with("cfg/none.conf: No such file or directory"),
-            "{}",
-            missing.message
-        );
-        assert!(!missing.retryable);
-
-        std::fs::write(dir.path().join("bad.conf"), "a\n{{ nope }}\n").unwrap();
-        let bad = render_file(&ctx, "bad.conf", "x").unwrap_err();
-        assert!(
-            bad.message
-                .contains("bad.conf: line 2: unknown template variable `nope`"),
-            "{}",
-            bad.message
-        );
-        assert!(!dir.path().join("x").exists());
-    }
 
     #[test]
     fn append_line_appends() {
@@ -141,5 +93,15 @@ mod tests {
         append_line(&log, "configure").unwrap();
         append_line(&log, "start").unwrap();
         assert_eq!(std::fs::read_to_string(log).unwrap(), "configure\nstart\n");
+    }
+
+    #[test]
+    fn io_errors_name_action_and_path_without_the_errno() {
+        let err = read_to_string("/nonexistent/cfg/app.conf").unwrap_err();
+        assert_eq!(
+            err.message,
+            "reading /nonexistent/cfg/app.conf: No such file or directory"
+        );
+        assert!(!err.retryable);
     }
 }

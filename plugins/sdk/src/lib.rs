@@ -48,7 +48,7 @@ pub mod cm {
 
 /// Types and helpers every world's plugin uses.
 pub mod prelude {
-    pub use crate::context::{context_vars, setting};
+    pub use crate::context::setting;
     pub use crate::files::{hook_error, render_file};
     pub use crate::host;
     pub use crate::types::*;

@@ -13,8 +13,8 @@ wit_bindgen::generate!({
     default_bindings_module: "stratus_plugin_sdk::__proxy",
     generate_unused_types: true,
     with: {
-        "stratus:plugin/types@0.1.0/credential": crate::secret::Credential,
-        "stratus:plugin/types@0.1.0/database-grant": crate::secret::DatabaseGrant,
+        "stratus:plugin/types@0.1.1/credential": crate::secret::Credential,
+        "stratus:plugin/types@0.1.1/database-grant": crate::secret::DatabaseGrant,
     },
 });
 
