@@ -22,6 +22,7 @@ mod cache;
 mod call;
 pub use stratus_model::plugin::capabilities;
 mod command;
+mod command_files;
 mod convert;
 mod dispatch;
 mod engine;
