@@ -55,12 +55,9 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         .map_err(|e| AgentError::Credential(cfg.credential_file.display().to_string(), e))?
         .trim()
         .to_string();
-    let cache_key = match &cfg.cache_key_file {
-        Some(f) => key_bytes(&std::fs::read_to_string(f).unwrap_or_default()),
-        None => [0u8; 32],
-    };
+    let (cache_dir, cache_key) = code_cache(&cfg);
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: cfg.cache_dir.clone(),
+        cache_dir,
         cache_key,
         max_concurrent_calls: 16,
         max_component_bytes: cfg.max_component_bytes,
@@ -381,7 +378,24 @@ async fn forward_health(
     }
 }
 
-/// The cache key file holds a secret string; the runtime wants 32 bytes of key material.
-fn key_bytes(secret: &str) -> [u8; 32] {
-    <sha2::Sha256 as sha2::Digest>::digest(secret.trim().as_bytes()).into()
+/// The shared code cache and its key. Without a readable key the cache is not used: a key
+/// anyone could guess would let whoever can write the cache directory run native code here.
+fn code_cache(cfg: &AgentConfig) -> (Option<PathBuf>, [u8; 32]) {
+    let (Some(dir), Some(file)) = (&cfg.cache_dir, &cfg.cache_key_file) else {
+        return (None, [0u8; 32]);
+    };
+    match std::fs::read_to_string(file) {
+        Ok(secret) if !secret.trim().is_empty() => (
+            Some(dir.clone()),
+            stratus_plugin_runtime::cache_key_of_secret(&secret),
+        ),
+        Ok(_) => {
+            tracing::warn!(file = %file.display(), "the code cache key file is empty; compiling every plugin here");
+            (None, [0u8; 32])
+        }
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "cannot read the code cache key; compiling every plugin here");
+            (None, [0u8; 32])
+        }
+    }
 }

@@ -135,11 +135,13 @@ impl Hooks {
             return Ok(p.clone());
         }
         let package = Package::open(dir).map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
         let plugin = self
             .runtime
             .load(&package)
             .await
             .map_err(|e| e.to_string())?;
+        crate::compiled::note_load(&plugin, started.elapsed());
         self.plugins
             .lock()
             .await

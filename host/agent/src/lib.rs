@@ -7,11 +7,13 @@
 //! - `agent.rs`: [`AgentConfig`], the connect/handshake/reconnect loop, shutdown.
 //! - `requests.rs`: carrying out one request.
 //! - `hooks.rs`: running a hook, with the per-call-id memory that makes repeats idempotent.
+//! - `compiled.rs`: saying how a plugin's compiled code was obtained (cache hit expected).
 //! - `health.rs`: calling each started service's `health-check` on its schedule.
 //! - `metrics.rs`: the CPU and memory of the server's own services, reported every interval.
 //! - `private.rs`: keeping `<root>/agent/` and the credential out of the program user's reach.
 
 mod agent;
+mod compiled;
 mod disk_watch;
 mod health;
 mod hooks;

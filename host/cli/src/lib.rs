@@ -4,6 +4,7 @@
 
 mod commands;
 mod inherited_fds;
+mod precompile;
 mod scalers;
 
 use clap::{Parser, Subcommand};

@@ -43,6 +43,9 @@ pub struct ServeOptions {
     pub exit_when_idle: bool,
     /// Runs tiers' custom scaling rules (`[tiers.x.scaling] rule`); without it they warn.
     pub scalers: Option<Arc<dyn crate::app::ScalerRules>>,
+    /// Compiles each uploaded package once into the agents' code cache (the binary passes
+    /// one backed by the plugin runtime); `None`: every agent compiles what it loads.
+    pub precompiler: Option<Arc<dyn stratus_engine::Precompiler>>,
     /// Starts the HTTP API over the same [`App`] once it is ready (the binary passes
     /// `stratus-http`'s, which this crate must not depend on).
     pub http: Option<HttpStart>,
@@ -122,6 +125,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         logs: logs.clone(),
         control_addr: addr,
         agent_args,
+        precompiler: opts.precompiler.clone(),
     });
     tokio::spawn(crate::monitor::heartbeat(
         engine.clone(),

@@ -24,6 +24,8 @@ pub struct EngineParts {
     pub control_addr: SocketAddr,
     /// Extra arguments for every agent (cache directory, cache key file).
     pub agent_args: Vec<String>,
+    /// Compiles packages into the agents' code cache at upload; `None`: each agent compiles.
+    pub precompiler: Option<Arc<dyn crate::compile::Precompiler>>,
 }
 
 /// Cheap to clone; every deployment task holds one.

@@ -68,9 +68,33 @@ impl Engine {
             contents.push((name, path, d));
         }
         let input = digest(&contents);
-        self.step(dep, &StepKey::Upload, &input, async {
+        let uploaded = self.upload_step(spec, &wanted, &files_keys, &input).await?;
+        let labels = wanted
+            .keys()
+            .map(|k| {
+                (
+                    k.clone(),
+                    k.strip_prefix("service-").unwrap_or(k).to_string(),
+                )
+            })
+            .collect();
+        self.compile_packages(dep, &uploaded, &files_keys, &labels)
+            .await?;
+        Ok(uploaded)
+    }
+
+    /// The journaled upload of step 0.
+    async fn upload_step(
+        &self,
+        spec: &DeploymentSpec,
+        wanted: &BTreeMap<String, std::path::PathBuf>,
+        files_keys: &std::collections::BTreeSet<String>,
+        input: &str,
+    ) -> Result<BTreeMap<String, PackageRef>, EngineError> {
+        let dep = spec.name.as_str();
+        self.step(dep, &StepKey::Upload, input, async {
             let mut out = BTreeMap::new();
-            for (name, path) in &wanted {
+            for (name, path) in wanted {
                 let files = &self.parts.files;
                 let key = format!("{dep}-{name}");
                 // CM input files are payload; everything else must be a plugin package.

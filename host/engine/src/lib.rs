@@ -6,6 +6,7 @@
 //! - `engine.rs`: [`Engine`], its collaborators and the error type.
 //! - `steps.rs`: the journaled step runner (record before, record after, skip if done).
 //! - `launch.rs`: the launch from start to RUNNING, and the cloud-files upload (step 0).
+//! - `compile.rs`: every uploaded component compiled once into the agents' code cache.
 //! - `scale.rs`, `cm.rs`, `install.rs`, `configure.rs`, `proxy.rs`: steps 1–2, 3–4, 5, 6–7, 8.
 //! - `retry.rs`: retrying a hook that asks for it, each attempt a new call, each wait journaled.
 //! - `states.rs`: recording states through the model's transition functions.
@@ -20,6 +21,7 @@ pub mod apply;
 mod calls;
 pub mod capacity;
 pub mod cm;
+pub mod compile;
 mod configure;
 mod end;
 pub mod engine;
@@ -43,4 +45,5 @@ pub mod targets;
 pub mod terminate;
 
 pub use agents::{AgentLink, LinkError};
+pub use compile::{ComponentSummary, Precompiled, Precompiler};
 pub use engine::{Engine, EngineError, EngineParts};

@@ -4,6 +4,7 @@
 //! | key | step |
 //! |---|---|
 //! | `cloud-files/upload` | every package into cloud files |
+//! | `cloud-files/compile/<package>` | a package's component compiled into the code cache |
 //! | `reconcile/<g>/changes` | change set `g`: which servers leave and join |
 //! | `server/<id>/launch`, `server/<id>/end` | a server starts, a server ends |
 //! | `server/<id>/cm/<unit>/<action>` | a CM unit on a server (`fetch`, `prepare`, `run`…) |
@@ -35,6 +36,8 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StepKey {
     Upload,
+    /// A package's component compiled ahead of time (named by its cloud-files key).
+    Compile(String),
     Changes(u64),
     Launch(ServerId),
     End(ServerId),
@@ -150,7 +153,7 @@ impl StepKey {
     /// The server the step works on, if one.
     pub fn server(&self) -> Option<&ServerId> {
         match self {
-            StepKey::Upload | StepKey::Changes(_) => None,
+            StepKey::Upload | StepKey::Compile(_) | StepKey::Changes(_) => None,
             StepKey::Launch(s) | StepKey::End(s) => Some(s),
             StepKey::Cm { server, .. } | StepKey::Service { server, .. } => Some(server),
             StepKey::Retry { step, .. } => step.server(),
@@ -162,6 +165,7 @@ impl fmt::Display for StepKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StepKey::Upload => f.write_str("cloud-files/upload"),
+            StepKey::Compile(p) => write!(f, "cloud-files/compile/{p}"),
             StepKey::Changes(g) => write!(f, "reconcile/{g}/changes"),
             StepKey::Launch(s) => write!(f, "server/{s}/launch"),
             StepKey::End(s) => write!(f, "server/{s}/end"),
@@ -219,6 +223,7 @@ impl FromStr for StepKey {
         let action = |s: &str| Action::new(s).ok_or_else(err);
         match parts.as_slice() {
             ["cloud-files", "upload"] => Ok(StepKey::Upload),
+            ["cloud-files", "compile", p] if !p.is_empty() => Ok(StepKey::Compile(p.to_string())),
             ["reconcile", g, "changes"] => Ok(StepKey::Changes(number(g).ok_or_else(err)?)),
             ["server", s, "launch"] => Ok(StepKey::Launch(server(s)?)),
             ["server", s, "end"] => Ok(StepKey::End(server(s)?)),
@@ -272,6 +277,7 @@ mod tests {
     fn every_kind_of_key_reads_back_as_itself() {
         for text in [
             "cloud-files/upload",
+            "cloud-files/compile/hello-service-app",
             "reconcile/3/changes",
             "server/app-12/launch",
             "server/db-1/end",

@@ -23,6 +23,13 @@ pub enum CacheStatus {
     Rejected(String),
 }
 
+/// The cache's HMAC key from the secret string a control plane keeps in its key file
+/// (`<state>/keys/plugin-cache-key`); the agents and the control plane's precompiler derive it
+/// alike, so each verifies what the other wrote.
+pub fn cache_key_of_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.trim().as_bytes()).into()
+}
+
 /// sha256 of the component bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -164,4 +171,60 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Package, Runtime, RuntimeConfig};
+
+    fn runtime(dir: &Path, secret: &str, calls: u32) -> Runtime {
+        Runtime::new(RuntimeConfig {
+            cache_dir: Some(dir.to_owned()),
+            cache_key: cache_key_of_secret(secret),
+            max_concurrent_calls: calls,
+            max_component_bytes: crate::DEFAULT_MAX_COMPONENT_BYTES,
+        })
+        .unwrap()
+    }
+
+    /// The control plane precompiles with a small pool, the agents load with a larger one.
+    #[test]
+    fn the_pool_size_is_not_part_of_compiled_code_compatibility() {
+        let (small, _) = crate::engine::build(2).unwrap();
+        let (large, _) = crate::engine::build(16).unwrap();
+        assert_eq!(engine_digest(&small), engine_digest(&large));
+    }
+
+    #[tokio::test]
+    async fn what_one_runtime_precompiles_another_with_the_key_loads_as_a_hit() {
+        let cache = tempfile::tempdir().unwrap();
+        let pkg = Package::open(&stratus_plugin_artifacts::package_dir("hello")).unwrap();
+        let control = runtime(cache.path(), "secret\n", 2);
+        let first = control.precompile(&pkg).await.unwrap();
+        assert_eq!(first.status, CacheStatus::Compiled);
+        assert_eq!(
+            first.language,
+            Some(stratus_model::plugin::manifest::Language::Rust)
+        );
+        assert_eq!(
+            first.bytes,
+            std::fs::metadata(&pkg.component_path).unwrap().len()
+        );
+        let again = control.precompile(&pkg).await.unwrap();
+        assert_eq!(again.status, CacheStatus::Hit);
+
+        let agent = runtime(cache.path(), "secret", 16);
+        let loaded = agent.load(&pkg).await.unwrap();
+        assert_eq!(loaded.cache_status(), &CacheStatus::Hit);
+        assert_eq!(loaded.sha256(), first.sha256);
+
+        // A runtime with another key never runs the entry: it is refused and recompiled.
+        let stranger = runtime(cache.path(), "other", 16);
+        let status = stranger.load(&pkg).await.unwrap().cache_status().clone();
+        assert!(
+            matches!(status, CacheStatus::Rejected(ref r) if r.contains("HMAC")),
+            "{status:?}"
+        );
+    }
 }

@@ -31,6 +31,7 @@ mod failure;
 mod guest_open;
 mod host_imports;
 mod inspect;
+mod language;
 mod limits;
 pub use stratus_model::plugin::manifest;
 mod adoption;
@@ -46,7 +47,7 @@ mod scaler;
 pub mod wit_version;
 pub mod supervisor;
 
-pub use cache::CacheStatus;
+pub use cache::{CacheStatus, cache_key_of_secret};
 pub use capabilities::{
     Access, Capabilities, CapabilityOverride, DirGrant, DirKind, MAX_MEMORY_MB, NarrowError,
     NetHost, NetworkGrant, Program, RunAs,
@@ -59,7 +60,10 @@ pub use manifest::{Manifest, ManifestError, PluginInfo};
 pub use output::{HookOutcome, HookValue, LogLevel, LogRecord, Redactor};
 pub use package::Package;
 pub use program_user::{DEFAULT_PROGRAM_USER, PROGRAM_USER_ENV, ProgramUser};
-pub use runtime::{DEFAULT_MAX_COMPONENT_BYTES, Plugin, Runtime, RuntimeConfig, RuntimeError};
+pub use language::language_of;
+pub use runtime::{
+    DEFAULT_MAX_COMPONENT_BYTES, Plugin, Precompiled, Runtime, RuntimeConfig, RuntimeError,
+};
 pub use scaler::{
     MAX_SCALER_ERROR_BYTES, MAX_SCALER_MEMORY_MB, MAX_SCALER_TIMEOUT_MS, ScalerError,
 };

@@ -165,6 +165,27 @@ impl Runtime {
         })
     }
 
+    /// Compiles a package's component into the code cache, or finds its verified entry there,
+    /// without type-checking it: ahead of time, so that every runtime sharing the cache (and
+    /// its key) loads it as a [`CacheStatus::Hit`]. Without a cache it only compiles.
+    pub async fn precompile(&self, pkg: &Package) -> Result<Precompiled, LoadError> {
+        let path = pkg.component_path.clone();
+        let limit = self.inner.max_component_bytes;
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = read_component(&path, limit)?;
+            let (_, status, sha256) = rt.compile(&bytes, &path)?;
+            Ok(Precompiled {
+                sha256,
+                bytes: bytes.len() as u64,
+                language: crate::language::language_of(&bytes),
+                status,
+            })
+        })
+        .await
+        .map_err(|e| LoadError::Host(format!("compile task failed: {e}")))?
+    }
+
     fn pre(&self, world: World, component: &Component) -> wasmtime::Result<Pre> {
         let i = &self.inner;
         Ok(match world {
@@ -245,6 +266,18 @@ fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
         return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// What [`Runtime::precompile`] did.
+#[derive(Debug, Clone)]
+pub struct Precompiled {
+    /// sha256 of the component (hex), which names its cache entry.
+    pub sha256: String,
+    pub bytes: u64,
+    /// What the component's sections say it was written in (`language.rs`).
+    pub language: Option<stratus_model::plugin::manifest::Language>,
+    /// `Hit`: a verified entry was there; `Compiled` (or `Rejected`): compiled and stored.
+    pub status: CacheStatus,
 }
 
 pub(crate) enum Pre {

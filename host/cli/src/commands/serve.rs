@@ -40,6 +40,11 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     log_to(&log_dir.join("control.log"))?;
     let program = std::env::current_exe()?;
     let scalers = std::sync::Arc::new(crate::scalers::RuntimeScalers::new(state_dir.clone()));
+    let paths = stratus_control::paths::StatePaths::new(&state_dir);
+    let precompiler = std::sync::Arc::new(crate::precompile::RuntimePrecompiler::new(
+        paths.cache(),
+        paths.keys().join(stratus_control::paths::CACHE_KEY),
+    ));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(stratus_control::server::serve(
         stratus_control::server::ServeOptions {
@@ -47,6 +52,7 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             agent_program: program,
             exit_when_idle: args.exit_when_idle,
             scalers: Some(scalers),
+            precompiler: Some(precompiler),
             http: Some(Box::new(move |ctx| {
                 Box::pin(async move {
                     stratus_http::start(ctx, http)
