@@ -1,0 +1,328 @@
+//! Plugins in Python and JavaScript through the real binary. `examples/polyglot` launches a
+//! Python tier and a JavaScript tier, each behind its own HAProxy, both reading MariaDB: every
+//! answer through a load balancer comes from that tier's servers and carries the data source's
+//! rows, both servers of each tier answer, their health checks report OK, no secret reaches a
+//! log, and terminate leaves no greeter behind. The SDKs' test plugins show that what a hook
+//! raises or throws (a retryable HookError, any other exception, a template naming an unknown
+//! variable) reaches the operator as a hook error with its message.
+//!
+//! Needs componentize-py 0.25.1 and componentize-js 0.23.0 on PATH (scripts/install-deps.sh).
+//! The components are 13-19 MB and compile slowly in a debug build, so each test compiles
+//! each of its components once.
+
+mod common;
+
+use common::{Stratus, assert_no_secret_leaked, servers, wait_for, wait_gone};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The data source's rows (examples/polyglot/datasource.sql) every answer must carry.
+const ROWS: [&str; 2] = [
+    "Greetings from MariaDB",
+    "Rendered by Python and JavaScript alike",
+];
+
+fn repo() -> PathBuf {
+    stratus_plugin_artifacts::repo_root()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Builds every polyglot package once per test binary, however many tests ask.
+fn built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        // The greeter the example packages ship is built into plugins/app/bin/ by this crate.
+        let app = stratus_plugin_artifacts::package_dir("app");
+        assert!(app.join("bin/greeter").is_file(), "the greeter is built");
+        let script = repo().join("examples/polyglot/build.sh");
+        let out = Command::new(&script).output().expect("run build.sh");
+        assert!(out.status.success(), "{}: {}", script.display(), text(&out));
+        for package in [
+            "plugins/sdk-python/tests/faulty",
+            "plugins/sdk-js/tests/faulty",
+        ] {
+            build_faulty(&repo().join(package));
+        }
+    });
+}
+
+/// The SDK test plugins, built as examples/polyglot/build.sh builds its packages.
+fn build_faulty(dir: &Path) {
+    let stage = dir.join(".stratus");
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("wit")).unwrap();
+    for entry in std::fs::read_dir(repo().join("wit")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, stage.join("wit").join(path.file_name().unwrap())).unwrap();
+    }
+    let mut cmd = if dir.join("app.py").exists() {
+        std::fs::copy(
+            repo().join("plugins/sdk-python/stratus_plugin.py"),
+            stage.join("stratus_plugin.py"),
+        )
+        .unwrap();
+        let mut c = Command::new("componentize-py");
+        c.arg("-d").arg(stage.join("wit")).args(["-w", "service"]);
+        c.arg("componentize")
+            .arg("-p")
+            .arg(dir)
+            .arg("-p")
+            .arg(&stage);
+        c.arg("app");
+        c
+    } else {
+        std::fs::copy(
+            repo().join("plugins/sdk-js/stratus_plugin.js"),
+            stage.join("stratus_plugin.js"),
+        )
+        .unwrap();
+        let sdk_wit = repo().join("plugins/sdk-js/wit");
+        std::fs::copy(sdk_wit.join("js.wit"), stage.join("wit/js.wit")).unwrap();
+        std::fs::create_dir_all(stage.join("wit/deps")).unwrap();
+        for name in ["io.wit", "clocks.wit", "filesystem.wit"] {
+            let dep = sdk_wit.join("deps").join(name);
+            std::fs::copy(dep, stage.join("wit/deps").join(name)).unwrap();
+        }
+        let mut c = Command::new("componentize-js");
+        c.arg(dir.join("plugin.js"))
+            .arg("--wit")
+            .arg(stage.join("wit"));
+        c.args(["-n", "service-js", "-d", "http", "fetch-event"]);
+        c
+    };
+    let out = cmd
+        .arg("-o")
+        .arg(dir.join("plugin.wasm"))
+        .output()
+        .unwrap_or_else(|e| panic!("building {}: {e} (scripts/install-deps.sh)", dir.display()));
+    assert!(
+        out.status.success(),
+        "building {}: {}",
+        dir.display(),
+        text(&out)
+    );
+    let _ = std::fs::remove_dir_all(dir.join("__pycache__"));
+}
+
+/// The body of `GET /` on `endpoint`, after checking the status line.
+fn get(endpoint: &str) -> Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(endpoint).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+/// Names of the servers of `tier`.
+fn names(d: &Value, tier: &str) -> BTreeSet<String> {
+    servers(d, tier)
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Pids of the greeters running under the state directory (their config path is inside it).
+fn greeters(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&needle) && cmd.contains("greeter.toml") && common::alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn polyglot_example_serves_rows_from_mariadb_through_each_tiers_load_balancer() {
+    built();
+    let st = Stratus::new();
+    let file = repo().join("examples/polyglot/deployment.toml");
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("polyglot");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+
+    for (lb, tier, port) in [("web-lb", "web", 8000), ("api-lb", "api", 8001)] {
+        let address = servers(&d, lb)[0]["address"].as_str().unwrap().to_string();
+        let endpoint = format!("{address}:{port}");
+        let expected = names(&d, tier);
+        assert_eq!(expected.len(), 2, "{d}");
+        let mut seen = BTreeSet::new();
+        for _ in 0..6 {
+            let body = get(&endpoint);
+            let server = body["server"].as_str().unwrap_or_default().to_string();
+            assert!(
+                expected.contains(&server),
+                "{lb} answered from {server}: {body}"
+            );
+            let rows: Vec<&str> = body["greetings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["message"].as_str().unwrap())
+                .collect();
+            assert_eq!(rows, ROWS, "{body}");
+            seen.insert(server);
+        }
+        assert_eq!(
+            seen, expected,
+            "requests through {lb} reach both {tier} servers"
+        );
+    }
+
+    // The Python and the JavaScript health-check hooks report on their greeters.
+    let healthy = |d: &Value| {
+        ["web", "api"].iter().all(|tier| {
+            servers(d, tier)
+                .iter()
+                .all(|s| s["services"][0]["health"]["status"] == "OK")
+        })
+    };
+    let d = wait_for(&st, "polyglot", Duration::from_secs(40), healthy);
+    let health = servers(&d, "api")[0]["services"][0]["health"]["message"].clone();
+    assert!(
+        health.as_str().unwrap().contains("accepts on port 8081"),
+        "{health}"
+    );
+
+    // The rendered greeter.toml holds the database password; only the service directories
+    // (the plugins' own files) may.
+    assert_no_secret_leaked(&st, |p| !p.to_string_lossy().contains("/mnt/services/"));
+
+    let running = greeters(st.dir());
+    assert_eq!(running.len(), 4, "two greeters per app tier: {running:?}");
+    common::terminate(&st, "polyglot");
+    for pid in running {
+        assert!(
+            wait_gone(pid, Duration::from_secs(15)),
+            "greeter {pid} still running after terminate"
+        );
+    }
+}
+
+/// Runs `configure` of `package` by `stratus plugin call` with the setting `fail` = `how`.
+fn configure_failing(st: &Stratus, work: &Path, package: &Path, how: &str) -> (bool, String) {
+    let service_dir = work.join(format!("a-{how}"));
+    std::fs::create_dir_all(service_dir.join("cfg")).unwrap();
+    for name in ["ok.conf", "bad.conf"] {
+        std::fs::copy(
+            package.join("cfg").join(name),
+            service_dir.join("cfg").join(name),
+        )
+        .unwrap();
+    }
+    let ctx = serde_json::json!({
+        "deployment": "t", "tier": "web",
+        "server": { "id": "web-1", "name": "t-web-1", "address": "127.0.0.1" },
+        "service_id": "1", "service_name": "faulty",
+        "service_dir": service_dir.to_str().unwrap(),
+        "settings": [["fail", how]],
+    });
+    let ctx_file = work.join(format!("ctx-{how}.json"));
+    std::fs::write(&ctx_file, ctx.to_string()).unwrap();
+    let out = st.run(&[
+        "plugin",
+        "call",
+        package.to_str().unwrap(),
+        "configure",
+        "--context",
+        ctx_file.to_str().unwrap(),
+    ]);
+    (out.status.success(), text(&out))
+}
+
+/// Each failure of `cases` (setting, message) surfaces as the hook's error; `none` renders.
+fn hook_errors_surface(package: &str, cases: &[(&str, &str)]) {
+    built();
+    let st = Stratus::new();
+    let work = tempfile::tempdir().unwrap();
+    let package = repo().join(package);
+
+    let (ok, out) = configure_failing(&st, work.path(), &package, "none");
+    assert!(ok, "{out}");
+    let rendered = common::read(&work.path().join("a-none/ok.conf"));
+    assert!(
+        rendered.contains("server = t-web-1\ngreeting = hi\n"),
+        "{rendered}"
+    );
+
+    for (how, message) in cases {
+        let (ok, out) = configure_failing(&st, work.path(), &package, how);
+        assert!(!ok, "fail = {how} fails the call: {out}");
+        assert!(
+            out.contains(message),
+            "fail = {how}: expected `{message}` in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn python_hook_errors_surface_with_their_messages() {
+    hook_errors_surface(
+        "plugins/sdk-python/tests/faulty",
+        &[
+            (
+                "retryable",
+                "hook failed (retryable): the database is not up yet",
+            ),
+            (
+                "value-error",
+                "hook failed: ValueError: invalid literal for int() with base 10: \
+                 'not a number' (at app.py:",
+            ),
+            (
+                "unknown-variable",
+                "hook failed: rendering cfg/bad.conf: line 3: unknown template variable \
+                 `port.http.privat`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn javascript_hook_errors_surface_with_their_messages() {
+    hook_errors_surface(
+        "plugins/sdk-js/tests/faulty",
+        &[
+            (
+                "retryable",
+                "hook failed (retryable): the database is not up yet",
+            ),
+            (
+                "type-error",
+                "hook failed: TypeError: can't access property \"greeting\" of null (at plugin.js:11",
+            ),
+            (
+                "unknown-variable",
+                "hook failed: rendering cfg/bad.conf: line 3: unknown template variable \
+                 `port.http.privat`",
+            ),
+        ],
+    );
+}
