@@ -115,7 +115,7 @@ fn locate(
     }
     if p.components().any(|c| c == Component::ParentDir) {
         return Err(Refusal::denied(format!(
-            "{field} {path}: `..` is not allowed in the path"
+            "{field} {path} contains `..`, which is not allowed"
         )));
     }
     let mut read_only = false;
