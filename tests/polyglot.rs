@@ -226,25 +226,27 @@ fn polyglot_example_serves_rows_from_mariadb_through_each_tiers_load_balancer() 
     }
 }
 
-/// Runs `configure` of `package` by `stratus plugin call` with the setting `fail` = `how`.
-fn configure_failing(st: &Stratus, work: &Path, package: &Path, how: &str) -> (bool, String) {
-    let service_dir = work.join(format!("a-{how}"));
-    std::fs::create_dir_all(service_dir.join("cfg")).unwrap();
+/// A fresh service directory `<work>/a-<how>` holding the package's templates.
+fn service_dir(work: &Path, package: &Path, how: &str) -> PathBuf {
+    let dir = work.join(format!("a-{how}"));
+    std::fs::create_dir_all(dir.join("cfg")).unwrap();
     for name in ["ok.conf", "bad.conf"] {
-        std::fs::copy(
-            package.join("cfg").join(name),
-            service_dir.join("cfg").join(name),
-        )
-        .unwrap();
+        std::fs::copy(package.join("cfg").join(name), dir.join("cfg").join(name)).unwrap();
     }
+    dir
+}
+
+/// Runs `configure` of `package` by `stratus plugin call` on `dir` with the setting `fail` =
+/// `how`.
+fn configure(st: &Stratus, dir: &Path, package: &Path, how: &str) -> (bool, String) {
     let ctx = serde_json::json!({
         "deployment": "t", "tier": "web",
         "server": { "id": "web-1", "name": "t-web-1", "address": "127.0.0.1" },
         "service_id": "1", "service_name": "faulty",
-        "service_dir": service_dir.to_str().unwrap(),
+        "service_dir": dir.to_str().unwrap(),
         "settings": [["fail", how]],
     });
-    let ctx_file = work.join(format!("ctx-{how}.json"));
+    let ctx_file = dir.with_extension("json");
     std::fs::write(&ctx_file, ctx.to_string()).unwrap();
     let out = st.run(&[
         "plugin",
@@ -257,23 +259,48 @@ fn configure_failing(st: &Stratus, work: &Path, package: &Path, how: &str) -> (b
     (out.status.success(), text(&out))
 }
 
-/// Each failure of `cases` (setting, message) surfaces as the hook's error; `none` renders.
+/// Each failure of `cases` (setting, message) surfaces as the hook's error. Without one the
+/// hook renders `ok.conf` over a planted link (replacing the link, not writing through it or
+/// through one at its temporary name) and reads `enstratus.cfg`, which is gone afterwards.
 fn hook_errors_surface(package: &str, cases: &[(&str, &str)]) {
     built();
     let st = Stratus::new();
     let work = tempfile::tempdir().unwrap();
     let package = repo().join(package);
 
-    let (ok, out) = configure_failing(&st, work.path(), &package, "none");
+    let dir = service_dir(work.path(), &package, "none");
+    for (link, victim) in [
+        ("ok.conf", "victim"),
+        (".ok.conf.stratus-tmp", "victim-tmp"),
+    ] {
+        std::fs::write(dir.join(victim), "untouched").unwrap();
+        std::os::unix::fs::symlink(dir.join(victim), dir.join(link)).unwrap();
+    }
+    let (ok, out) = configure(&st, &dir, &package, "none");
     assert!(ok, "{out}");
-    let rendered = common::read(&work.path().join("a-none/ok.conf"));
+    assert!(
+        out.contains("enstratus.cfg began with [enstratus]"),
+        "{out}"
+    );
+    assert!(!dir.join("enstratus.cfg").exists(), "{out}");
+    let rendered = dir.join("ok.conf");
+    assert!(std::fs::symlink_metadata(&rendered).unwrap().is_file());
+    let rendered = common::read(&rendered);
     assert!(
         rendered.contains("server = t-web-1\ngreeting = hi\n"),
         "{rendered}"
     );
+    for victim in ["victim", "victim-tmp"] {
+        assert_eq!(common::read(&dir.join(victim)), "untouched", "{victim}");
+    }
 
-    for (how, message) in cases {
-        let (ok, out) = configure_failing(&st, work.path(), &package, how);
+    let escape = (
+        "escape",
+        "hook failed: `../outside.conf` is not a path relative to the service directory",
+    );
+    for (how, message) in cases.iter().chain([&escape]) {
+        let dir = service_dir(work.path(), &package, how);
+        let (ok, out) = configure(&st, &dir, &package, how);
         assert!(!ok, "fail = {how} fails the call: {out}");
         assert!(
             out.contains(message),
@@ -316,7 +343,7 @@ fn javascript_hook_errors_surface_with_their_messages() {
             ),
             (
                 "type-error",
-                "hook failed: TypeError: can't access property \"greeting\" of null (at plugin.js:11",
+                "hook failed: TypeError: can't access property \"greeting\" of null (at plugin.js:",
             ),
             (
                 "unknown-variable",

@@ -256,14 +256,16 @@ function writeAll(file, bytes, path) {
   }
 }
 
-/** Writes `text` to absolute `path` through a temporary file renamed over it, so a reader
- * never sees half a file. */
+/** Writes `text` to absolute `path` through a fresh temporary file renamed over it: a reader
+ * never sees half a file, and a link a program planted at either name is replaced, never
+ * written through. */
 export function writeText(path, text) {
   const { dir, rel } = locate(path);
   const slash = rel.lastIndexOf('/');
   const tmpRel = `${rel.slice(0, slash + 1)}.${rel.slice(slash + 1)}.stratus-tmp`;
   const tmpPath = `${path.slice(0, path.length - rel.length)}${tmpRel}`;
-  const file = open(tmpPath, { create: true, truncate: true }, { write: true }, 'writing');
+  removeFile(tmpPath);
+  const file = open(tmpPath, { create: true, exclusive: true }, { write: true }, 'writing');
   writeAll(file, new TextEncoder().encode(String(text)), path);
   try {
     dir.renameAt(tmpRel, dir, rel);
@@ -353,8 +355,8 @@ export function withEnstratusCfg(ctx, fn) {
 function erase(path) {
   try {
     const file = open(path, {}, { write: true }, 'erasing');
-    const size = Number(file.stat().size);
-    writeAll(file, new Uint8Array(size), path);
+    const info = file.stat();
+    if (info.type === 'regular-file') writeAll(file, new Uint8Array(Number(info.size)), path);
   } catch {
     // Nothing to overwrite (never written, or already gone): removing is what remains.
   }

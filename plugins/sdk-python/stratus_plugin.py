@@ -20,6 +20,7 @@ so Python plugins get exactly the variables and errors of plugins in any other l
 import contextlib
 import functools
 import os
+import stat
 import traceback
 
 from componentize_py_types import Err
@@ -289,11 +290,14 @@ def _read_text(path):
 
 
 def _write_text(path, text):
-    """Writes through a temporary file renamed over `path`, so a reader never sees half a
-    file and a crash leaves the old one."""
+    """Writes through a fresh temporary file renamed over `path`: a reader never sees half a
+    file, and a link a program planted at either name is replaced, never written through."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.stratus-tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except OSError as e:
@@ -334,10 +338,14 @@ def enstratus_cfg(ctx):
 
 
 def _erase(path):
+    """Overwrites a regular file at `path` with zeros, then removes whatever is there (a link
+    is removed, not followed)."""
     with contextlib.suppress(OSError):
-        size = os.path.getsize(path)
-        with open(path, "r+b") as f:
-            f.write(b"\0" * size)
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "wb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode):
+                f.write(b"\0" * info.st_size)
     with contextlib.suppress(OSError):
         os.remove(path)
 

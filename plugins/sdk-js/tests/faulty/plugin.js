@@ -1,5 +1,14 @@
 // Fails on purpose, as the `fail` setting says (see plugin.toml).
-import { serviceHooks as hooks, HookError, log, renderFile, setting } from './.stratus/stratus_plugin.js';
+import {
+  serviceHooks as hooks,
+  HookError,
+  isFile,
+  log,
+  readText,
+  renderFile,
+  setting,
+  withEnstratusCfg,
+} from './.stratus/stratus_plugin.js';
 
 export const serviceHooks = hooks({
   configure(ctx) {
@@ -13,7 +22,17 @@ export const serviceHooks = hooks({
     if (fail === 'unknown-variable') {
       renderFile(ctx, 'cfg/bad.conf', 'bad.conf');
     }
+    if (fail === 'escape') {
+      renderFile(ctx, '../outside.conf', 'outside.conf');
+    }
     const path = renderFile(ctx, 'cfg/ok.conf', 'ok.conf', { greeting: 'hi' });
     log.info(`wrote ${path}`);
+    let cfg;
+    const first = withEnstratusCfg(ctx, (p) => {
+      cfg = p;
+      return readText(p).split('\n')[0];
+    });
+    if (isFile(cfg)) throw new HookError('enstratus.cfg outlived its block');
+    log.info(`enstratus.cfg began with ${first}`);
   },
 });
