@@ -1,10 +1,5 @@
 //! Copies the WIT contract (`<repo>/wit`) into `.wit/` for `wit_bindgen::generate!`. Shared by
-//! `stratus-plugin-sdk` and `stratus-plugin-proxy-bindings`.
-//!
-//! The committed contract declares `process-state` both as a variant and as a function of
-//! `host`, which WIT rejects. Until it is fixed upstream the function is bound as
-//! `query-process`, exactly as the host runtime does (host/plugin-runtime/build.rs); a valid
-//! contract is copied verbatim.
+//! `stratus-plugin-sdk` and `stratus-plugin-proxy-bindings`; the copy is verbatim.
 
 use std::path::PathBuf;
 
@@ -26,12 +21,6 @@ fn main() {
         }
         println!("cargo:rerun-if-changed={}", path.display());
         let text = std::fs::read_to_string(&path).expect("read wit file");
-        let clash = text.contains("variant process-state") && text.contains("process-state: func");
-        let text = if clash {
-            text.replace("process-state: func", "query-process: func")
-        } else {
-            text
-        };
         let out = dst.join(path.file_name().expect("file name"));
         if std::fs::read_to_string(&out).ok().as_deref() != Some(text.as_str()) {
             std::fs::write(&out, text).expect("write .wit copy");

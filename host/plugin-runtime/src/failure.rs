@@ -25,10 +25,17 @@ pub enum LoadError {
     CorruptComponent { path: PathBuf, reason: String },
     #[error("component does not implement the `{expected}` world: {found}")]
     WrongWorld { expected: String, found: String },
+    /// Not a `#[source]`: the message already carries it, and error chains would repeat it.
     #[error("cannot run this plugin: {0}")]
-    WitVersion(#[from] crate::wit_version::WitVersionError),
+    WitVersion(crate::wit_version::WitVersionError),
     #[error("cannot prepare the plugin: {0}")]
     Host(String),
+}
+
+impl From<crate::wit_version::WitVersionError> for LoadError {
+    fn from(e: crate::wit_version::WitVersionError) -> Self {
+        LoadError::WitVersion(e)
+    }
 }
 
 /// Why a hook call failed.

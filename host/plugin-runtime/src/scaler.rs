@@ -194,6 +194,16 @@ impl Runtime {
             .await
             .map_err(|e| bad(format!("compile task failed: {e}")))?
             .map_err(|e| bad(e.to_string()))?;
+        let info = crate::inspect::describe(&self.inner.engine, &component);
+        let names = info
+            .imports
+            .iter()
+            .chain(info.exports.iter().map(|e| &e.name));
+        crate::wit_version::check(
+            names.map(String::as_str),
+            crate::wit_version::HOST_WIT_VERSION,
+        )
+        .map_err(|e| bad(format!("cannot run this plugin: {e}")))?;
         let pre = self
             .inner
             .scalers
