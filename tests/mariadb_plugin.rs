@@ -2,7 +2,11 @@
 //! runtime with one shared supervisor (as an agent does; `stratus plugin call` stops its
 //! processes after each call), checked with the real `mariadb` client. Grants are proved by
 //! connecting from a granted and a non-granted loopback address through a small relay that
-//! binds its outgoing connection to the chosen source address.
+//! binds its outgoing connection to the chosen source address. A real launch through the
+//! `stratus` binary proves a data source far over what a plugin could hold in memory travels
+//! the whole way (cloud files, the server, `install-data-source` through `run-with-files`).
+
+mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -385,4 +389,91 @@ async fn start_names_mariadbds_own_error_when_the_port_is_taken() {
     );
     assert!(text.contains("Bind on TCP/IP port"), "{text}");
     assert_eq!(db.pid(), None);
+}
+
+/// Writes a data source of about `bytes` bytes filling table `big`: statements of 1,000 rows,
+/// each row's payload derived from its id. Returns the number of rows.
+fn big_data_source(path: &Path, bytes: usize) -> u64 {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(
+        f,
+        "CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200) NOT NULL);"
+    )
+    .unwrap();
+    let (mut written, mut rows) = (0usize, 0u64);
+    while written < bytes {
+        let mut stmt = String::from("INSERT INTO big (id, payload) VALUES\n");
+        for i in 0..1000 {
+            let id = rows + 1;
+            let sep = if i == 999 { ";" } else { "," };
+            stmt.push_str(&format!(
+                "({id}, 'row {id:>10} of the generated data source {:0>64x}'){sep}\n",
+                id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ));
+            rows += 1;
+        }
+        written += stmt.len();
+        f.write_all(stmt.as_bytes()).unwrap();
+    }
+    f.flush().unwrap();
+    rows
+}
+
+#[test]
+fn a_40_mb_data_source_loads_every_row_in_a_real_launch() {
+    if !Path::new(MARIADBD).exists() {
+        eprintln!("skipping: {MARIADBD} is not installed");
+        return;
+    }
+    let st = common::Stratus::new();
+    let sql = st.dir().join("big.sql");
+    let rows = big_data_source(&sql, 40 << 20);
+    let size = std::fs::metadata(&sql).unwrap().len();
+    assert!(size > 40 << 20, "{size}");
+    let package = stratus_plugin_artifacts::package_dir("mariadb");
+    let text = format!(
+        "[deployment]\nname = \"bigds\"\n\n[tiers.db]\nmin = 1\nmax = 1\nservices = [\"mysql\"]\n\n\
+         [services.mysql]\npackage = \"{}\"\nports = {{ mysql = 3306 }}\n\
+         data-source = {{ image = \"{}\", database = \"shop\" }}\n",
+        package.display(),
+        sql.display()
+    );
+    let file = st.write_file("bigds.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("bigds");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+
+    let server = common::servers(&d, "db")[0].clone();
+    let id = server["services"][0]["id"].as_str().unwrap().to_string();
+    let dir = common::server_root(&st, "bigds", &server)
+        .join("mnt/services")
+        .join(id);
+    let out = std::process::Command::new("/usr/bin/mariadb")
+        .arg(format!(
+            "--defaults-file={}",
+            dir.join("private/admin.cnf").display()
+        ))
+        .arg(format!(
+            "--socket={}",
+            dir.join("private/mariadb.sock").display()
+        ))
+        .args(["--batch", "--skip-column-names", "shop", "-e"])
+        .arg("SELECT COUNT(*), SUM(id), MAX(payload) FROM big")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = String::from_utf8(out.stdout).unwrap();
+    let fields: Vec<&str> = got.trim_end().split('\t').collect();
+    assert_eq!(
+        fields[..2],
+        [rows.to_string(), (rows * (rows + 1) / 2).to_string()],
+        "{got}"
+    );
+    assert!(fields[2].starts_with(&format!("row {rows:>10} ")), "{got}");
+    common::terminate(&st, "bigds");
 }

@@ -1,6 +1,6 @@
 //! Running SQL with the `mariadb` client as the server's admin over its unix socket, logging
-//! in with the option file `admin` wrote. SQL always travels on stdin, never in argv, so
-//! passwords in it stay out of process listings and logs.
+//! in with the option file `admin` wrote. SQL always travels on stdin (a string, or a file for
+//! a data source), never in argv, so passwords in it stay out of process listings and logs.
 
 use crate::layout::{CLIENT, socket_arg};
 use std::path::Path;
@@ -23,6 +23,27 @@ pub fn run(
     sql: String,
     secrets: &[&str],
 ) -> Result<String, HookError> {
+    let cmd = command(target, Some(sql))?;
+    let out = host::run(&cmd).map_err(|e| HookError::fatal(format!("{what}: {e}")))?;
+    finish(what, out, secrets)
+}
+
+/// Runs the SQL in the file `sql` (an absolute path in the service directory), which the
+/// client reads as its standard input through `host.run-with-files`: a dump of any size never
+/// passes through the plugin's memory.
+pub fn run_file(target: &Target, what: &str, sql: &Path) -> Result<(), HookError> {
+    let cmd = command(target, None)?;
+    let files = host::CommandFiles {
+        stdin_file: Some(sql.display().to_string()),
+        stdout_file: None,
+    };
+    let out =
+        host::run_with_files(&cmd, &files).map_err(|e| HookError::fatal(format!("{what}: {e}")))?;
+    finish(what, out, &[]).map(drop)
+}
+
+/// The client logging in as `target` says, reading `stdin`.
+fn command(target: &Target, stdin: Option<String>) -> Result<host::Command, HookError> {
     let mut args = vec![
         // Must come first; the client then reads that file and no other (no /etc/mysql).
         format!("--defaults-file={}", target.login.display()),
@@ -36,15 +57,18 @@ pub fn run(
     if let Some(db) = target.database {
         args.push(format!("--database={db}"));
     }
-    let cmd = host::Command {
+    Ok(host::Command {
         program: CLIENT.into(),
         args,
         env: vec![],
         working_dir: None,
         timeout_ms: target.timeout_ms,
-        stdin: Some(sql),
-    };
-    let out = host::run(&cmd).map_err(|e| HookError::fatal(format!("{what}: {e}")))?;
+        stdin,
+    })
+}
+
+/// The client's stdout, or an error naming `what` and the client's cleaned error text.
+fn finish(what: &str, out: host::CommandOutput, secrets: &[&str]) -> Result<String, HookError> {
     if out.exit_code == Some(0) {
         return Ok(out.stdout);
     }

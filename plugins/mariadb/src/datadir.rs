@@ -6,11 +6,11 @@ use crate::layout::{INSTALL_DB, Layout};
 use crate::{server, sql};
 use stratus_plugin_sdk::service::*;
 
-/// `host.run` passes stdin as a string inside the plugin's 64 MiB memory; larger images would
-/// need a different transport.
-const MAX_IMAGE_BYTES: u64 = 16 * 1024 * 1024;
 const INSTALL_DB_TIMEOUT_MS: u32 = 90_000;
-const LOAD_TIMEOUT_MS: u32 = 90_000;
+/// Loading the image may take most of the hook's time (`timeout-ms`, 580 s in plugin.toml):
+/// the client reads it from the file itself, so its size is bounded only by this time and
+/// the disk.
+const LOAD_TIMEOUT_MS: u32 = 540_000;
 
 /// Initialises the data directory unless a completed one is there; a half-made one (no
 /// marker, e.g. after a crash) is removed and made again.
@@ -90,16 +90,10 @@ pub fn install_data_source(ctx: &ServiceContext) -> Result<(), HookError> {
         return Ok(());
     }
     let image = std::path::Path::new(&ds.image_path);
-    let size = std::fs::metadata(image)
-        .map_err(|e| files::io_error("reading", image, &e))?
-        .len();
-    if size > MAX_IMAGE_BYTES {
-        return Err(HookError::fatal(format!(
-            "data source {} is {size} bytes; at most {MAX_IMAGE_BYTES} are supported",
-            image.display()
-        )));
-    }
-    let text = files::read_to_string(image)?;
+    // Named now, before a temporary server starts: the client is not the one to find it gone.
+    let meta =
+        std::fs::symlink_metadata(image).map_err(|e| files::io_error("reading", image, &e))?;
+    stratus_plugin_sdk::info!("data source {} holds {} bytes", image.display(), meta.len());
 
     // The real server if it is up (a re-run after start), else a private one without TCP.
     let socket = if running {
@@ -109,7 +103,7 @@ pub fn install_data_source(ctx: &ServiceContext) -> Result<(), HookError> {
         server::start_install_server(&l)?;
         l.install_socket()
     };
-    let loaded = load(&l, &socket, &ds.database, text, &ds.image_path);
+    let loaded = load(&l, &socket, &ds.database, image);
     if !running {
         server::stop_install_server()?;
     }
@@ -123,9 +117,9 @@ fn load(
     l: &Layout,
     socket: &std::path::Path,
     db: &str,
-    image: String,
-    path: &str,
+    image: &std::path::Path,
 ) -> Result<(), HookError> {
+    let path = image.display();
     log::status(&format!("loading {path} into `{db}`"));
     let login = l.admin_cnf();
     let admin = Target {
@@ -142,6 +136,6 @@ fn load(
         database: Some(db),
         timeout_ms: LOAD_TIMEOUT_MS,
     };
-    client::run(&into, &format!("loading {path} into `{db}`"), image, &[])?;
+    client::run_file(&into, &format!("loading {path} into `{db}`"), image)?;
     Ok(())
 }
