@@ -2,7 +2,7 @@
 // into the work directory (`__NAME__.conf`); `run` runs the tool and reports.
 // componentize-js exports each WIT interface as the module export of its camelCase name.
 
-import { cmHooks as hooks, log, writeFile } from './.stratus/stratus_plugin.js';
+import { cmHooks as hooks, log, writeText } from './.stratus/stratus_plugin.js';
 
 export const cmHooks = hooks({
   prepare(ctx) {
@@ -14,7 +14,7 @@ export const cmHooks = hooks({
       ...ctx.settings.map((s) => `setting.${s.key} = ${s.value}`),
     ];
     const path = `${ctx.workDir}/__NAME__.conf`;
-    writeFile(path, lines.join('\n') + '\n');
+    writeText(path, lines.join('\n') + '\n');
     log.info(`wrote ${path}`);
   },
 

@@ -5,8 +5,10 @@
 import {
   serviceHooks as service,
   proxyHooks as proxy,
+  isFile,
   log,
   renderFile,
+  servicePath,
   setting,
 } from './.stratus/stratus_plugin.js';
 

@@ -30,5 +30,7 @@
   },
 
   healthCheck(ctx) {
-    return { status: 'ok', message: `__NAME__ on ${ctx.server.name}` };
+    return isFile(servicePath(ctx, '__NAME__.conf'))
+      ? { status: 'ok', message: '__NAME__.conf present' }
+      : { status: 'critical', message: '__NAME__.conf missing' };
   },

@@ -7,8 +7,7 @@ componentize-py looks for a class named after the exported interface (`CmHooks`)
 import os
 
 import stratus_plugin as stratus
-from stratus_plugin import log
-from wit_world.imports.types import CmReport
+from stratus_plugin import CmReport, log
 
 
 class CmHooks(stratus.CmHooks):

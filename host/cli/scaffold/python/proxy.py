@@ -8,8 +8,7 @@ componentize-py looks for a class named after each exported interface (`ServiceH
 import os
 
 import stratus_plugin as stratus
-from stratus_plugin import log
-from wit_world.imports.types import HealthReport, HealthStatus
+from stratus_plugin import HealthReport, HealthStatus, log
 
 
 class ServiceHooks(stratus.ServiceHooks):

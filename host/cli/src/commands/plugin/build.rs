@@ -9,6 +9,8 @@ use stratus_model::plugin::manifest::{Language, Manifest};
 use stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES;
 
 pub fn build_cmd(dir: &Path) -> anyhow::Result<ExitCode> {
+    // The tools run in the package directory and are given absolute paths.
+    let dir = &std::fs::canonicalize(dir).with_context(|| format!("reading {}", dir.display()))?;
     let manifest = Manifest::load(&dir.join("plugin.toml"))?;
     let language = manifest.build.language;
     println!(
@@ -32,6 +34,10 @@ pub fn build_cmd(dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let target = install(&built, dir, &manifest.plugin.component)?;
+    if language != Language::Rust {
+        // componentize's output in .stratus/ is a copy of the component, not a cache.
+        let _ = std::fs::remove_file(&built);
+    }
     println!(
         "component: {} ({size} bytes, {:.1} MB)",
         target.display(),

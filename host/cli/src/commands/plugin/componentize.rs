@@ -26,36 +26,44 @@ pub fn build(dir: &Path, manifest: &Manifest) -> anyhow::Result<PathBuf> {
         );
     }
     let (tool, version, sdk) = match language {
-        Language::Python => (COMPONENTIZE_PY, COMPONENTIZE_PY_VERSION, PYTHON_SDK),
-        _ => (COMPONENTIZE_JS, COMPONENTIZE_JS_VERSION, JS_SDK),
+        Language::Python => (COMPONENTIZE_PY, COMPONENTIZE_PY_VERSION, &PYTHON_SDK),
+        _ => (COMPONENTIZE_JS, COMPONENTIZE_JS_VERSION, &JS_SDK),
     };
     let program = tool.find()?;
     check_version(tool, &program, version);
     let work = materialize(dir, sdk)?;
-    println!("wrote the WIT files and {} into {}", sdk.0, work.display());
+    println!(
+        "wrote the WIT files and {} into {}",
+        sdk.file.0,
+        work.display()
+    );
     let output = work.join("plugin.wasm");
-    let world = manifest.plugin.world.to_string();
+    let mut world = manifest.plugin.world.to_string();
+    let module_dir = source.parent().unwrap_or(dir);
     let mut cmd = Command::new(&program);
     if language == Language::Python {
         let module = python_module(Path::new(entry)).map_err(anyhow::Error::msg)?;
-        let module_dir = source.parent().unwrap_or(dir);
-        cmd.arg("-d")
-            .arg(work.join("wit"))
-            .args(["-w", &world, "componentize", module]);
-        cmd.arg("-p")
-            .arg(module_dir)
-            .arg("-p")
-            .arg(&work)
-            .arg("-o")
-            .arg(&output);
-        // The build imports the module; no __pycache__ is left in the package.
-        cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd.arg("-d").arg(work.join("wit"));
+        cmd.args(["-w", &world, "componentize", module]);
+        cmd.arg("-p").arg(module_dir).arg("-p").arg(&work);
     } else {
+        // The `*-js` worlds add WASI's filesystem; wasi:http, which the host does not link,
+        // is left out.
+        world.push_str("-js");
         cmd.arg(&source).arg("--wit").arg(work.join("wit"));
-        cmd.args(["--world-name", &world]).arg("-o").arg(&output);
+        cmd.args(["--world-name", &world, "-d", "http", "fetch-event"]);
     }
+    cmd.arg("-o").arg(&output);
     println!("{} (world {world}) over {}", tool.program, source.display());
-    run(cmd.current_dir(dir), tool)?;
+    // componentize-py leaves the module's bytecode beside it whatever PYTHONDONTWRITEBYTECODE
+    // says, and all of a package but its dotfiles is uploaded: remove what the build made.
+    let pycache = module_dir.join("__pycache__");
+    let had_pycache = std::fs::symlink_metadata(&pycache).is_ok();
+    let result = run(cmd.current_dir(dir), tool);
+    if !had_pycache && std::fs::symlink_metadata(&pycache).is_ok_and(|m| m.is_dir()) {
+        let _ = std::fs::remove_dir_all(&pycache);
+    }
+    result?;
     Ok(output)
 }
 
