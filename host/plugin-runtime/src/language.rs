@@ -1,7 +1,8 @@
 //! Which language a component was written in, read from its bytes: the `producers` custom
-//! sections its tools leave (ComponentizeJS names itself and JavaScript; rustc names Rust) and,
-//! for componentize-py, whose sections name only the tools it ran, the Python runtime library
-//! its core modules import from. Only shown to people (progress lines), never trusted.
+//! sections its tools leave (ComponentizeJS names itself and JavaScript; rustc, or in a
+//! stripped build wit-bindgen-rust, names Rust) and, for componentize-py, whose sections name
+//! only the tools it ran, the Python runtime library its core modules import from. Only shown
+//! to people (progress lines), never trusted.
 
 use stratus_model::plugin::manifest::Language;
 use wasmparser::{Imports, KnownCustom, Parser, Payload};
@@ -14,7 +15,9 @@ const PYTHON_RUNTIME: &str = "libcomponentize_py_runtime";
 pub fn language_of(bytes: &[u8]) -> Option<Language> {
     let mut seen = Seen::default();
     for payload in Parser::new(0).parse_all(bytes) {
-        match payload.ok()? {
+        // What was read before a section it cannot parse still counts.
+        let Ok(payload) = payload else { break };
+        match payload {
             Payload::CustomSection(c) => {
                 if let KnownCustom::Producers(fields) = c.as_known() {
                     seen.producers(fields);
@@ -45,7 +48,10 @@ impl Seen {
                     ("language", "Python") | ("processed-by", "componentize-py") => {
                         self.python = true
                     }
-                    ("language", "Rust") => self.rust = true,
+                    // A stripped release build keeps only the bindings generator's name.
+                    ("language", "Rust")
+                    | ("processed-by", "rustc")
+                    | ("processed-by", "wit-bindgen-rust") => self.rust = true,
                     _ => {}
                 }
             }
@@ -104,9 +110,23 @@ mod tests {
         assert_eq!(language_of(&js), Some(Language::Javascript));
         let rust = module_with_producer("language", "Rust");
         assert_eq!(language_of(&rust), Some(Language::Rust));
+        let stripped = module_with_producer("processed-by", "wit-bindgen-rust");
+        assert_eq!(language_of(&stripped), Some(Language::Rust));
         let c = module_with_producer("language", "C11");
         assert_eq!(language_of(&c), None);
         assert_eq!(language_of(b"not wasm"), None);
+    }
+
+    #[test]
+    fn an_import_from_the_python_runtime_reads_as_python() {
+        let module = b"libcomponentize_py_runtime.so";
+        let mut section = vec![1u8, module.len() as u8];
+        section.extend_from_slice(module);
+        section.extend_from_slice(&[1, b'f', 0, 0]);
+        let mut bytes = b"\0asm\x01\x00\x00\x00".to_vec();
+        bytes.extend_from_slice(&[2, section.len() as u8]);
+        bytes.extend_from_slice(&section);
+        assert_eq!(language_of(&bytes), Some(Language::Python));
     }
 
     #[test]
