@@ -328,6 +328,7 @@ fn python_hook_errors_surface_with_their_messages() {
                 "hook failed: rendering cfg/bad.conf: line 3: unknown template variable \
                  `port.http.privat`",
             ),
+            ("exit", "hook failed: SystemExit: 3 (at app.py:"),
         ],
     );
 }
@@ -350,6 +351,7 @@ fn javascript_hook_errors_surface_with_their_messages() {
                 "hook failed: rendering cfg/bad.conf: line 3: unknown template variable \
                  `port.http.privat`",
             ),
+            ("plain-object", "hook failed (retryable): a plain object"),
         ],
     );
 }

@@ -46,6 +46,10 @@ function toWit(thrown) {
     const text = `${thrown.name}: ${thrown.message}`;
     return { message: at ? `${text} (at ${at})` : text, retryable: false };
   }
+  if (thrown && typeof thrown === 'object' && typeof thrown.message === 'string') {
+    // componentize-js's own idiom: the thrown object is the `hook-error` record.
+    return { message: thrown.message, retryable: thrown.retryable === true };
+  }
   return { message: `thrown: ${String(thrown)}`, retryable: false };
 }
 

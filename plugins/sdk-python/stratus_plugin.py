@@ -99,9 +99,11 @@ def _hook(method):
     def wrapper(*args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except Err:
-            raise  # already the WIT error (raised through the generated bindings' idiom)
-        except Exception as exc:  # every failure of plugin code is the operator's to read
+        except Err as err:
+            if isinstance(err.value, types.HookError):
+                raise  # already the WIT error (the generated bindings' own idiom)
+            raise Err(types.HookError(message=str(err.value), retryable=False)) from err
+        except (Exception, SystemExit) as exc:  # sys.exit() too: a reason, not a trap
             raise Err(_to_wit(exc)) from exc
 
     wrapper.__stratus_hook__ = True

@@ -22,6 +22,9 @@ export const serviceHooks = hooks({
     if (fail === 'unknown-variable') {
       renderFile(ctx, 'cfg/bad.conf', 'bad.conf');
     }
+    if (fail === 'plain-object') {
+      throw { message: 'a plain object', retryable: true };
+    }
     if (fail === 'escape') {
       renderFile(ctx, '../outside.conf', 'outside.conf');
     }

@@ -1,6 +1,7 @@
 """Fails on purpose, as the `fail` setting says (see plugin.toml)."""
 
 import os
+import sys
 
 import stratus_plugin as stratus
 
@@ -14,6 +15,8 @@ class ServiceHooks(stratus.ServiceHooks):
             int("not a number")
         if fail == "unknown-variable":
             stratus.render_file(ctx, "cfg/bad.conf", "bad.conf")
+        if fail == "exit":
+            sys.exit(3)
         if fail == "escape":
             stratus.render_file(ctx, "../outside.conf", "outside.conf")
         path = stratus.render_file(ctx, "cfg/ok.conf", "ok.conf", extra={"greeting": "hi"})
