@@ -119,7 +119,8 @@ impl Engine {
         u: &Unit,
     ) -> Result<(), EngineError> {
         let key = StepKey::Compile(u.key.clone());
-        let failed = |e: String| EngineError::Other(format!("step {key}: {} {e}", u.label));
+        let failed =
+            |e: String| EngineError::Other(format!("step {key}: compiling {}: {e}", u.label));
         self.step(dep, &key, &digest(&u.digest), async {
             let summary = pre.describe(&u.dir).await.map_err(failed)?;
             let what = format!(
