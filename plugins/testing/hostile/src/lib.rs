@@ -13,6 +13,7 @@ mod neighbours;
 mod output;
 mod procs;
 mod retry;
+mod rwf;
 
 struct Hostile;
 
@@ -51,6 +52,7 @@ fn attack(ctx: &ServiceContext, name: &str) -> Result<(), HookError> {
         n if n.starts_with("nb-") => neighbours::attack(ctx, n),
         n if n.starts_with("out-") => output::attack(ctx, n),
         n if n.starts_with("retry-") => retry::attack(ctx, n),
+        n if n.starts_with("rwf-") => rwf::attack(ctx, n),
         "read-passwd" => read("/etc/passwd"),
         "traversal" => read(&format!("{dir}/../../../../etc/passwd")),
         "symlink" => read(&format!("{dir}/evil-link")),
