@@ -7,10 +7,10 @@ use crate::{server, sql};
 use stratus_plugin_sdk::service::*;
 
 const INSTALL_DB_TIMEOUT_MS: u32 = 90_000;
-/// Loading the image may take most of the hook's time (`timeout-ms`, 580 s in plugin.toml):
-/// the client reads it from the file itself, so its size is bounded only by this time and
-/// the disk.
-const LOAD_TIMEOUT_MS: u32 = 540_000;
+/// Loading the image may take the hook's whole time (0: the plugin's `timeout-ms`, 580 s in
+/// plugin.toml): the client reads it from the file itself, so its size is bounded only by
+/// that time and the disk.
+const LOAD_TIMEOUT_MS: u32 = 0;
 
 /// Initialises the data directory unless a completed one is there; a half-made one (no
 /// marker, e.g. after a crash) is removed and made again.
