@@ -7,7 +7,10 @@
 
 mod common;
 
-use common::{Stratus, hello_deployment, read, server_root, servers, terminate, wait_gone};
+use common::{
+    Stratus, hello_deployment, one_service, package_copy, read, server_root, servers, terminate,
+    wait_gone,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -156,4 +159,28 @@ fn an_agent_refuses_a_tampered_cache_entry_compiles_itself_and_says_so() {
     assert!(log.contains("HMAC mismatch"), "{log}");
     assert!(!log.contains(LOADED_FROM_CACHE), "{log}");
     terminate(&st, "tamper");
+}
+
+/// A component that starts like one (so validation, which reads 8 bytes, lets it through) but
+/// does not compile fails the launch at its compile step, before any server starts.
+#[test]
+fn a_component_that_does_not_compile_fails_the_launch_before_any_server_starts() {
+    let st = Stratus::new();
+    let pkg = package_copy(&st, "broken", "hello", |m| m);
+    let mut bytes = b"\0asm\x0d\x00\x01\x00".to_vec();
+    bytes.extend_from_slice(&[0xff; 64]);
+    std::fs::write(pkg.join("plugin.wasm"), bytes).unwrap();
+    let file = one_service(&st, "broken", &pkg, "greeting = \"x\"", "");
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("step cloud-files/compile/broken-service-h: compiling h: "),
+        "{err}"
+    );
+    let d = st.deployment("broken");
+    assert_eq!(d["state"], "FAILED", "{d}");
+    assert!(servers(&d, "h").is_empty(), "{d}");
+    assert!(!st.dir().join("servers/broken").exists());
 }
