@@ -6,7 +6,8 @@
 //! raises or throws (a retryable HookError, any other exception, a template naming an unknown
 //! variable) reaches the operator as a hook error with its message.
 //!
-//! Needs componentize-py 0.25.1 and componentize-js 0.23.0 on PATH (scripts/install-deps.sh).
+//! Needs componentize-py 0.25.1 and componentize-js 0.23.0 on PATH (scripts/install-deps.sh)
+//! for `stratus plugin build`.
 //! The components are 13-19 MB and compile slowly in a debug build, so each test compiles
 //! each of its components once.
 
@@ -38,81 +39,32 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Builds every polyglot package once per test binary, however many tests ask.
+/// Builds every polyglot package once per test binary, however many tests ask, with
+/// `stratus plugin build`.
 fn built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         // The greeter the example packages ship is built into plugins/app/bin/ by this crate.
-        let app = stratus_plugin_artifacts::package_dir("app");
-        assert!(app.join("bin/greeter").is_file(), "the greeter is built");
-        let script = repo().join("examples/polyglot/build.sh");
-        let out = Command::new(&script).output().expect("run build.sh");
-        assert!(out.status.success(), "{}: {}", script.display(), text(&out));
+        let greeter = stratus_plugin_artifacts::package_dir("app").join("bin/greeter");
+        for tier in ["web", "api"] {
+            let bin = repo().join("examples/polyglot").join(tier).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::copy(&greeter, bin.join("greeter")).expect("copy the greeter");
+        }
         for package in [
+            "examples/polyglot/web",
+            "examples/polyglot/api",
             "plugins/sdk-python/tests/faulty",
             "plugins/sdk-js/tests/faulty",
         ] {
-            build_faulty(&repo().join(package));
+            let out = Command::new(env!("CARGO_BIN_EXE_stratus"))
+                .args(["plugin", "build"])
+                .arg(repo().join(package))
+                .output()
+                .expect("run stratus plugin build");
+            assert!(out.status.success(), "building {package}: {}", text(&out));
         }
     });
-}
-
-/// The SDK test plugins, built as examples/polyglot/build.sh builds its packages.
-fn build_faulty(dir: &Path) {
-    let stage = dir.join(".stratus");
-    let _ = std::fs::remove_dir_all(&stage);
-    std::fs::create_dir_all(stage.join("wit")).unwrap();
-    for entry in std::fs::read_dir(repo().join("wit")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, stage.join("wit").join(path.file_name().unwrap())).unwrap();
-    }
-    let mut cmd = if dir.join("app.py").exists() {
-        std::fs::copy(
-            repo().join("plugins/sdk-python/stratus_plugin.py"),
-            stage.join("stratus_plugin.py"),
-        )
-        .unwrap();
-        let mut c = Command::new("componentize-py");
-        c.arg("-d").arg(stage.join("wit")).args(["-w", "service"]);
-        c.arg("componentize")
-            .arg("-p")
-            .arg(dir)
-            .arg("-p")
-            .arg(&stage);
-        c.arg("app");
-        c
-    } else {
-        std::fs::copy(
-            repo().join("plugins/sdk-js/stratus_plugin.js"),
-            stage.join("stratus_plugin.js"),
-        )
-        .unwrap();
-        let sdk_wit = repo().join("plugins/sdk-js/wit");
-        std::fs::copy(sdk_wit.join("js.wit"), stage.join("wit/js.wit")).unwrap();
-        std::fs::create_dir_all(stage.join("wit/deps")).unwrap();
-        for name in ["io.wit", "clocks.wit", "filesystem.wit"] {
-            let dep = sdk_wit.join("deps").join(name);
-            std::fs::copy(dep, stage.join("wit/deps").join(name)).unwrap();
-        }
-        let mut c = Command::new("componentize-js");
-        c.arg(dir.join("plugin.js"))
-            .arg("--wit")
-            .arg(stage.join("wit"));
-        c.args(["-n", "service-js", "-d", "http", "fetch-event"]);
-        c
-    };
-    let out = cmd
-        .arg("-o")
-        .arg(dir.join("plugin.wasm"))
-        .output()
-        .unwrap_or_else(|e| panic!("building {}: {e} (scripts/install-deps.sh)", dir.display()));
-    assert!(
-        out.status.success(),
-        "building {}: {}",
-        dir.display(),
-        text(&out)
-    );
-    let _ = std::fs::remove_dir_all(dir.join("__pycache__"));
 }
 
 /// The body of `GET /` on `endpoint`, after checking the status line.
