@@ -9,8 +9,9 @@ use crate::context::ServiceContext;
 pub fn enstratus_cfg(ctx: &ServiceContext) -> String {
     let mut out = String::from("[enstratus]\n");
     let mut line = |k: &str, v: &str| {
-        // A newline inside a value would start a bogus key; ini readers expect `\n` escapes.
-        out.push_str(&format!("{k}={}\n", v.replace('\n', "\\n")));
+        // A line break inside a value would start a bogus key (ini and Java-properties readers
+        // break lines at `\r` too), so both are written as escapes.
+        out.push_str(&format!("{k}={}\n", escape_line_breaks(v)));
     };
     line("deployment", &ctx.deployment);
     line("tier", &ctx.tier);
@@ -75,6 +76,11 @@ pub fn enstratus_cfg(ctx: &ServiceContext) -> String {
     out
 }
 
+/// `\n` and `\r` as the two-character escapes; every other character as it is.
+fn escape_line_breaks(value: &str) -> String {
+    value.replace('\n', "\\n").replace('\r', "\\r")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,11 +113,13 @@ mod tests {
     #[test]
     fn newlines_in_values_are_escaped() {
         let mut ctx = sample();
-        ctx.settings[1].1 = "a\nb=c".into();
+        ctx.settings[1].1 = "a\nb=c\rserviceKey.admin.password=x".into();
         let text = enstratus_cfg(&ctx);
         assert!(
-            text.lines().any(|l| l == "config.greeting=a\\nb=c"),
+            text.lines()
+                .any(|l| l == "config.greeting=a\\nb=c\\rserviceKey.admin.password=x"),
             "{text}"
         );
+        assert!(!text.contains('\r'), "{text}");
     }
 }

@@ -51,12 +51,26 @@ pub enum Escaping {
 
 impl Escaping {
     /// `value` escaped for its destination.
-    pub fn apply(self, value: &str) -> std::borrow::Cow<'_, str> {
+    pub fn apply(self, value: &str) -> String {
+        let mut out = String::with_capacity(value.len());
+        self.append(&mut out, value, usize::MAX)
+            .expect("no limit to exceed");
+        out
+    }
+
+    /// Appends `value`, escaped, to `out`, stopping as soon as `out` would exceed `limit`
+    /// bytes: the work is bounded by the limit, not by the value (escaping can make a value
+    /// six times longer).
+    fn append(self, out: &mut String, value: &str, limit: usize) -> Result<(), TemplateError> {
+        let too_large = TemplateError::TooLarge { limit };
         let is_special = |c: char| c == '\\' || c == '"' || c.is_control();
         if self == Escaping::None || !value.contains(is_special) {
-            return value.into();
+            if out.len() + value.len() > limit {
+                return Err(too_large);
+            }
+            out.push_str(value);
+            return Ok(());
         }
-        let mut out = String::with_capacity(value.len() + 8);
         for c in value.chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
@@ -65,11 +79,17 @@ impl Escaping {
                 '\t' => out.push_str("\\t"),
                 '\r' => out.push_str("\\r"),
                 // JSON allows DEL as it is; TOML does not, so it is escaped for both.
-                c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                c if c.is_control() => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "\\u{:04X}", c as u32);
+                }
                 c => out.push(c),
             }
+            if out.len() > limit {
+                return Err(too_large);
+            }
         }
-        out.into()
+        Ok(())
     }
 }
 
@@ -116,11 +136,7 @@ pub fn render_escaped(
                 key: key.to_string(),
                 line: line_no,
             })?;
-            let value = escaping.apply(value);
-            if out.len() + value.len() > limit {
-                return Err(too_large);
-            }
-            out.push_str(&value);
+            escaping.append(&mut out, value, limit)?;
             rest = &after[end + 2..];
         }
         out.push_str(rest);

@@ -259,8 +259,8 @@ impl host::Host for State {
         extra: Vec<(String, String)>,
         escaping: host::Escaping,
     ) -> wasmtime::Result<Result<String, String>> {
-        let rendered = crate::render::render_template(&self.host, &template, extra, escaping);
-        Ok(rendered)
+        let rendered = crate::render::render_template(&self.host, template, extra, escaping);
+        Ok(rendered.await)
     }
 
     async fn enstratus_cfg(&mut self) -> wasmtime::Result<Result<String, String>> {

@@ -547,6 +547,25 @@ async fn rendering_is_bounded_by_the_plugins_memory() {
 }
 
 #[tokio::test]
+async fn rendering_stops_at_16_mib_however_much_memory_the_plugin_has() {
+    use crate::bindings::host::Escaping;
+    let dir = tempfile::tempdir().unwrap();
+    let caps = Capabilities {
+        memory_mb: 1024,
+        ..caps(&[])
+    };
+    let mut s = state_with_context(dir.path(), &caps, Some(sample_context(dir.path())));
+    // JSON-escaping makes each control character six bytes: 6 GiB if nothing stopped it.
+    let extra = vec![("x".to_string(), "\u{1}".repeat(1 << 20))];
+    let err = s
+        .render_template("{{ x }}".repeat(1000), extra, Escaping::JsonString)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err, "the rendered text exceeds 16777216 bytes");
+}
+
+#[tokio::test]
 async fn enstratus_cfg_renders_the_context_and_cm_hooks_have_none() {
     use crate::bindings::host::Escaping;
     let dir = tempfile::tempdir().unwrap();

@@ -7,11 +7,18 @@ use stratus_model::enstratus_cfg::enstratus_cfg as classic_cfg;
 use stratus_model::template::{Escaping, render_escaped};
 use stratus_model::template_variables::template_variables;
 
-/// Largest rendered text: it is copied into the plugin's memory, so it can never usefully
-/// exceed that memory, and a template repeating a long value must not exhaust the agent's.
+/// Most bytes a rendered template may have (16 MiB): far above any configuration file, and
+/// small enough that rendering, which host code does outside the hook's epoch deadline, ends
+/// in well under a second however hostile the template.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
+
+/// Largest rendered text: [`MAX_RENDERED_BYTES`], or less when the plugin's memory is smaller,
+/// since the text is copied into it.
 fn limit(host: &HostCtx) -> usize {
     let memory = host.caps.memory_mb.saturating_mul(1 << 20);
-    usize::try_from(memory).unwrap_or(usize::MAX)
+    usize::try_from(memory)
+        .unwrap_or(usize::MAX)
+        .min(MAX_RENDERED_BYTES)
 }
 
 fn no_context() -> String {
@@ -19,9 +26,11 @@ fn no_context() -> String {
 }
 
 /// `template` rendered with the hook's variables and `extra`, or the error the plugin reports.
-pub(crate) fn render_template(
+/// The rendering runs on a blocking thread so that a long one never stalls the agent's other
+/// work (its connection, other hooks).
+pub(crate) async fn render_template(
     host: &HostCtx,
-    template: &str,
+    template: String,
     extra: Vec<(String, String)>,
     escaping: WitEscaping,
 ) -> Result<String, String> {
@@ -33,7 +42,11 @@ pub(crate) fn render_template(
         WitEscaping::TomlString => Escaping::TomlString,
         WitEscaping::JsonString => Escaping::JsonString,
     };
-    render_escaped(template, &vars, escaping, limit(host)).map_err(|e| e.to_string())
+    let limit = limit(host);
+    tokio::task::spawn_blocking(move || render_escaped(&template, &vars, escaping, limit))
+        .await
+        .map_err(|e| format!("rendering task failed: {e}"))?
+        .map_err(|e| e.to_string())
 }
 
 /// The hook's context as `enstratus.cfg` text.
