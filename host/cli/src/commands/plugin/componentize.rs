@@ -38,33 +38,50 @@ pub fn build(dir: &Path, manifest: &Manifest) -> anyhow::Result<PathBuf> {
         work.display()
     );
     let output = work.join("plugin.wasm");
-    let mut world = manifest.plugin.world.to_string();
-    let module_dir = source.parent().unwrap_or(dir);
+    let world = manifest.plugin.world.to_string();
     let mut cmd = Command::new(&program);
-    if language == Language::Python {
-        let module = python_module(Path::new(entry)).map_err(anyhow::Error::msg)?;
-        cmd.arg("-d").arg(work.join("wit"));
-        cmd.args(["-w", &world, "componentize", module]);
-        cmd.arg("-p").arg(module_dir).arg("-p").arg(&work);
-    } else {
-        // The `*-js` worlds add WASI's filesystem; wasi:http, which the host does not link,
-        // is left out.
-        world.push_str("-js");
-        cmd.arg(&source).arg("--wit").arg(work.join("wit"));
-        cmd.args(["--world-name", &world, "-d", "http", "fetch-event"]);
-    }
-    cmd.arg("-o").arg(&output);
+    let world = match language {
+        Language::Python => python_args(&mut cmd, &world, entry, &source, &work)?,
+        _ => js_args(&mut cmd, &world, &source, &work),
+    };
+    cmd.arg("-o").arg(&output).current_dir(dir);
     println!("{} (world {world}) over {}", tool.program, source.display());
     // componentize-py leaves the module's bytecode beside it whatever PYTHONDONTWRITEBYTECODE
     // says, and all of a package but its dotfiles is uploaded: remove what the build made.
-    let pycache = module_dir.join("__pycache__");
+    let pycache = source.parent().unwrap_or(dir).join("__pycache__");
     let had_pycache = std::fs::symlink_metadata(&pycache).is_ok();
-    let result = run(cmd.current_dir(dir), tool);
+    let result = run(&mut cmd, tool);
     if !had_pycache && std::fs::symlink_metadata(&pycache).is_ok_and(|m| m.is_dir()) {
         let _ = std::fs::remove_dir_all(&pycache);
     }
     result?;
     Ok(output)
+}
+
+/// componentize-py's arguments: the entry is imported as a module from its own directory,
+/// the SDK from `.stratus/`. Returns the world built.
+fn python_args(
+    cmd: &mut Command,
+    world: &str,
+    entry: &str,
+    source: &Path,
+    work: &Path,
+) -> anyhow::Result<String> {
+    let module = python_module(Path::new(entry)).map_err(anyhow::Error::msg)?;
+    cmd.arg("-d").arg(work.join("wit"));
+    cmd.args(["-w", world, "componentize", module]);
+    cmd.arg("-p").arg(source.parent().unwrap_or(work));
+    cmd.arg("-p").arg(work);
+    Ok(world.to_string())
+}
+
+/// componentize-js's arguments. The `*-js` worlds add WASI's filesystem (StarlingMonkey has
+/// no file API); wasi:http, which the host does not link, is left out. Returns the world built.
+fn js_args(cmd: &mut Command, world: &str, source: &Path, work: &Path) -> String {
+    let world = format!("{world}-js");
+    cmd.arg(source).arg("--wit").arg(work.join("wit"));
+    cmd.args(["--world-name", &world, "-d", "http", "fetch-event"]);
+    world
 }
 
 /// Runs the tool with its output kept, shown whole when it fails.

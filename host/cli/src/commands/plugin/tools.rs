@@ -53,3 +53,38 @@ impl Tool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_commands_and_install_deps_pin_the_tested_versions() {
+        assert!(COMPONENTIZE_PY.install.ends_with(COMPONENTIZE_PY_VERSION));
+        assert!(COMPONENTIZE_JS.install.ends_with(COMPONENTIZE_JS_VERSION));
+        let script = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-deps.sh"),
+        )
+        .unwrap();
+        assert!(script.contains(&format!(
+            "componentize_py_version={COMPONENTIZE_PY_VERSION}\n"
+        )));
+        assert!(script.contains(&format!(
+            "componentize_js_version={COMPONENTIZE_JS_VERSION}\n"
+        )));
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_install_command() {
+        let tool = Tool {
+            program: "stratus-no-such-tool",
+            install: "apt-get install stratus-no-such-tool",
+        };
+        let e = tool.find().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "stratus-no-such-tool is not on PATH; install it with: apt-get install \
+             stratus-no-such-tool"
+        );
+    }
+}
