@@ -307,3 +307,30 @@ fn javascript_hook_errors_surface_with_their_messages() {
         ],
     );
 }
+
+/// The Python SDK's own logic (wrapping, context helpers, path checks, writing and erasing
+/// files past planted links) under a native CPython 3.11+, over generated bindings.
+#[test]
+fn python_sdk_logic_under_native_cpython() {
+    let bindings = tempfile::tempdir().unwrap();
+    let out = Command::new("componentize-py")
+        .arg("-d")
+        .arg(repo().join("wit"))
+        .args(["-w", "service", "bindings"])
+        .arg(bindings.path())
+        .output()
+        .expect("run componentize-py (scripts/install-deps.sh)");
+    assert!(out.status.success(), "{}", text(&out));
+    let sdk = repo().join("plugins/sdk-python");
+    let path = std::env::join_paths([bindings.path(), sdk.as_path()]).unwrap();
+    let out = Command::new("python3")
+        .args(["-m", "unittest", "-v", "test_sdk"])
+        .current_dir(sdk.join("tests"))
+        .env("PYTHONPATH", path)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("run python3");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("Ran 9 tests") && t.contains("OK"), "{t}");
+}

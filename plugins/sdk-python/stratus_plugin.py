@@ -22,6 +22,7 @@ import functools
 import os
 import stat
 import traceback
+from typing import Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from componentize_py_types import Err
 from wit_world.imports import host, types
@@ -32,6 +33,11 @@ HealthStatus = types.HealthStatus
 CmReport = types.CmReport
 ServiceContext = types.ServiceContext
 CmContext = types.CmContext
+
+# The context of any hook: a service or proxy hook's, or a CM hook's.
+Context = Union[types.ServiceContext, types.CmContext]
+# Extra template variables: a mapping or a sequence of (name, value) pairs.
+Extra = Optional[Union[Mapping[str, object], Sequence[Tuple[str, object]]]]
 
 __all__ = [
     "HookError",
@@ -63,7 +69,7 @@ class HookError(Exception):
     """A failure a hook reports on purpose; `retryable=True` asks the engine to call it again
     later (a dependency is not up yet)."""
 
-    def __init__(self, message, retryable=False):
+    def __init__(self, message: str, retryable: bool = False):
         super().__init__(message)
         self.message = str(message)
         self.retryable = bool(retryable)
@@ -189,7 +195,7 @@ class CmHooks(_Hooks):
 # --- the context -------------------------------------------------------------------------
 
 
-def setting(ctx, key, default=None):
+def setting(ctx: Context, key: str, default: Optional[str] = None) -> Optional[str]:
     """The deployment file's setting `key` (the last one wins), or `default`."""
     found = default
     for s in ctx.settings:
@@ -198,7 +204,7 @@ def setting(ctx, key, default=None):
     return found
 
 
-def port(ctx, name):
+def port(ctx: types.ServiceContext, name: str) -> types.Port:
     """The service's port `name` (`.private_port`, `.public_port`); HookError if absent."""
     for p in ctx.ports:
         if p.name == name:
@@ -207,7 +213,7 @@ def port(ctx, name):
     raise HookError(f"the service has no port `{name}` (it has: {names})")
 
 
-def credential(ctx, name):
+def credential(ctx: Context, name: str) -> types.Credential:
     """The service's credential `name` (`.user`, `.password`); HookError if absent."""
     for c in ctx.credentials:
         if c.name == name:
@@ -215,7 +221,9 @@ def credential(ctx, name):
     raise HookError(f"the service has no credential `{name}`")
 
 
-def dependency(ctx, service=None, data_source=None):
+def dependency(
+    ctx: types.ServiceContext, service: Optional[str] = None, data_source: Optional[bool] = None
+) -> types.Dependency:
     """The dependency on `service` (or the first one); `data_source=True/False` narrows it
     to data-source or service dependencies. HookError if there is none."""
     for d in ctx.dependencies:
@@ -229,7 +237,7 @@ def dependency(ctx, service=None, data_source=None):
     raise HookError(f"the service has no dependency on {what}")
 
 
-def service_path(ctx, relative):
+def service_path(ctx: types.ServiceContext, relative: str) -> str:
     """`<service_dir>/<relative>`. `relative` must stay inside the service directory (no
     absolute path, no `..`), so a template name from a setting cannot point elsewhere."""
     rel = str(relative)
@@ -265,7 +273,7 @@ def _pairs(extra):
     return [(str(k), str(v)) for k, v in items]
 
 
-def render(text, extra=None, escaping="none"):
+def render(text: str, extra: Extra = None, escaping: str = "none") -> str:
     """`text` with each `{{ name }}` replaced by the hook's context variable (or `extra`'s,
     a dict or list of pairs, which wins), escaped as `escaping` says (`none`, `toml-string`,
     `json-string`). The host renders it; an unknown variable raises HookError naming it and
@@ -308,7 +316,13 @@ def _write_text(path, text):
         raise _io_error("writing", path, e) from None
 
 
-def render_file(ctx, template, output, extra=None, escaping="none"):
+def render_file(
+    ctx: types.ServiceContext,
+    template: str,
+    output: str,
+    extra: Extra = None,
+    escaping: str = "none",
+) -> str:
     """Renders `<service_dir>/<template>` into `<service_dir>/<output>` and returns the
     output's path. Errors name the template file: "rendering cfg/app.conf: line 3: unknown
     template variable `x`"."""
@@ -324,7 +338,7 @@ def render_file(ctx, template, output, extra=None, escaping="none"):
 
 
 @contextlib.contextmanager
-def enstratus_cfg(ctx):
+def enstratus_cfg(ctx: types.ServiceContext) -> Iterator[str]:
     """Writes the classic `<service_dir>/enstratus.cfg` (it holds passwords) and yields its
     path; on leaving the block the file is overwritten with zeros and removed."""
     try:
@@ -382,7 +396,7 @@ class _Log:
 log = _Log()
 
 
-def set_status(message):
+def set_status(message: str) -> None:
     """The one-line status operators see for this hook while it runs."""
     host.set_status(str(message))
 
@@ -391,16 +405,16 @@ def set_status(message):
 
 
 def run(
-    program,
-    args=(),
-    env=None,
-    working_dir=None,
-    timeout_ms=0,
-    stdin=None,
-    stdin_file=None,
-    stdout_file=None,
-    check=True,
-):
+    program: str,
+    args: Sequence[str] = (),
+    env: Extra = None,
+    working_dir: Optional[str] = None,
+    timeout_ms: int = 0,
+    stdin: Optional[str] = None,
+    stdin_file: Optional[str] = None,
+    stdout_file: Optional[str] = None,
+    check: bool = True,
+) -> host.CommandOutput:
     """Runs an allowed program (absolute path, no shell) to completion and returns its
     `CommandOutput` (`exit_code`, `stdout`, `stderr`, `truncated`). `stdin_file` and
     `stdout_file` connect standard input/output to files in granted directories. With
@@ -426,7 +440,13 @@ def run(
     return out
 
 
-def spawn(name, program, args=(), env=None, working_dir=None):
+def spawn(
+    name: str,
+    program: str,
+    args: Sequence[str] = (),
+    env: Extra = None,
+    working_dir: Optional[str] = None,
+) -> int:
     """Starts `program` under the supervisor as process `name` and returns its pid; it
     outlives the hook. Spawning a name that is already running is an error."""
     spec = host.ProcessSpec(
@@ -442,7 +462,7 @@ def spawn(name, program, args=(), env=None, working_dir=None):
         raise HookError(f"starting {name} ({program}): {e.value}") from None
 
 
-def stop_process(name, grace_ms=5000):
+def stop_process(name: str, grace_ms: int = 5000) -> None:
     """SIGTERM, then SIGKILL after `grace_ms`; stopping an unknown or exited process succeeds."""
     try:
         host.stop_process(str(name), int(grace_ms))
@@ -450,7 +470,7 @@ def stop_process(name, grace_ms=5000):
         raise HookError(f"stopping {name}: {e.value}") from None
 
 
-def running_pid(name):
+def running_pid(name: str) -> Optional[int]:
     """The pid of supervised process `name` if it runs, else None."""
     state = host.query_process(str(name))
     if isinstance(state, host.ProcessState_Running):
@@ -458,7 +478,7 @@ def running_pid(name):
     return None
 
 
-def wait_for_port(address, port, timeout_ms):
+def wait_for_port(address: str, port: int, timeout_ms: int) -> bool:
     """True once `address:port` accepts a TCP connection, False when `timeout_ms` ran out."""
     try:
         return host.wait_for_port(str(address), int(port), int(timeout_ms))
