@@ -420,6 +420,30 @@ fn a_broken_deployment_file_is_a_problem_with_its_line_and_column() {
             "{path}: {p}"
         );
     }
+    // Nor may a world-readable file name what not every user may read: the control plane
+    // (root) would upload it and hand it to a plugin, whose error or output could return it.
+    let shadow_ds = hello_deployment("leak", 1).replace(
+        &stratus_plugin_artifacts::repo_root()
+            .join("examples/hello/datasource.sql")
+            .display()
+            .to_string(),
+        "/etc/shadow",
+    );
+    assert!(
+        shadow_ds.contains("/etc/shadow"),
+        "the example has a data source"
+    );
+    let leak = api.st().write_file("leak.toml", &shadow_ds);
+    std::fs::set_permissions(&leak, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = api.post_json("/v1/deployments", &json!({"file": leak}));
+    let p = assert_problem(r, StatusCode::BAD_REQUEST);
+    let text = p.to_string();
+    assert!(
+        text.contains("/etc/shadow is not readable by every user"),
+        "{p}"
+    );
+    let list: Value = api.get("/v1/deployments").json().unwrap();
+    assert_eq!(list, json!({"deployments": []}), "nothing recorded");
     assert!(
         api.get("/v1/deployments").status().is_success(),
         "the API still answers"

@@ -13,3 +13,4 @@ mod package;
 pub use beneath::{Beneath, NewFile, Usage};
 pub use files::{CloudFiles, FileRef, FilesError, PackageRef};
 pub use keys::{KeyError, KeyStore, Secret, digest, random_password, random_token};
+pub use package::skipped as not_payload;

@@ -161,8 +161,9 @@ fn walk(
     Ok(())
 }
 
-/// Dotfiles anywhere and build inputs at the top are not payload.
-fn skipped(prefix: &str, name: &str) -> bool {
+/// Dotfiles anywhere and build inputs at the top are not payload: a package never uploads
+/// them. `prefix` is the entry's parent path inside the package, empty at the top.
+pub fn skipped(prefix: &str, name: &str) -> bool {
     name.starts_with('.') || (prefix.is_empty() && BUILD_ENTRIES.contains(&name))
 }
 

@@ -18,6 +18,7 @@ mod lifecycle;
 mod recovery;
 mod scale;
 mod settling;
+mod world_readable;
 
 pub use autoscale::{SCALING_POLL, ScalerRules};
 pub use deployment_file::{FileAccess, MAX_DEPLOYMENT_FILE_BYTES};

@@ -249,6 +249,35 @@ pub(crate) fn read_file(path: &Path) -> Result<String, SpecError> {
 }
 
 impl DeploymentSpec {
+    /// Every file or directory on this machine the deployment reads: packages, data sources,
+    /// CM inputs, personality components and scaling rules, resolved.
+    pub fn local_paths(&self) -> Vec<&std::path::Path> {
+        let mut paths: Vec<&std::path::Path> = Vec::new();
+        for svc in self.services.values() {
+            paths.push(&svc.package.path.resolved);
+            if let Some(ds) = &svc.data_source {
+                paths.push(&ds.image.resolved);
+            }
+        }
+        for tier in self.tiers.values() {
+            if let Some(cm) = &tier.launch.cm {
+                paths.push(&cm.package.path.resolved);
+                paths.extend(cm.files.as_ref().map(|f| f.resolved.as_path()));
+            }
+            let rule = tier.scaling.as_ref().and_then(|s| s.rule.as_ref());
+            paths.extend(rule.map(|r| r.path.resolved.as_path()));
+        }
+        for personality in self.personalities.values() {
+            paths.extend(
+                personality
+                    .components
+                    .iter()
+                    .map(|c| c.path.resolved.as_path()),
+            );
+        }
+        paths
+    }
+
     /// Reads and validates a deployment file. Messages name `path` as given.
     pub fn from_file(path: impl AsRef<Path>) -> Result<DeploymentSpec, SpecErrors> {
         let path = path.as_ref();

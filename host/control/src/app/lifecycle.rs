@@ -15,8 +15,16 @@ impl App {
 
     /// [`App::launch`] of a file named by a caller with `access`.
     pub async fn launch_as(&self, file: &str, access: FileAccess) -> Result<String, AppError> {
+        if access == FileAccess::Anyone {
+            readable_by_anyone(std::path::Path::new(file)).await?;
+        }
         let text = read_deployment_file(file, access).await?;
         let (spec, warnings) = validate_for_launch(&text, file).await?;
+        if access == FileAccess::Anyone {
+            for path in spec.local_paths() {
+                readable_by_anyone(path).await?;
+            }
+        }
         let name = spec.name.to_string();
         if let Some(row) = self.store.deployment::<DeploymentState>(&name)? {
             match row.state {
@@ -198,4 +206,19 @@ pub(super) async fn validate_for_launch(
         .await
         .map_err(|e| AppError::Internal(format!("validating the deployment file: {e}")))?
         .map_err(AppError::InvalidFile)
+}
+
+/// Refuses `path` unless every user of this machine may read it (world_readable.rs).
+async fn readable_by_anyone(path: &std::path::Path) -> Result<(), AppError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || super::world_readable::check(&owned))
+        .await
+        .map_err(|e| AppError::Internal(format!("checking {}: {e}", path.display())))?
+        .map_err(|reason| AppError::Unreadable {
+            file: path.display().to_string(),
+            message: format!(
+                "{reason}; over the HTTP API a deployment file and everything it names must be \
+                 readable by every user of this machine (or upload them as a tar.gz)"
+            ),
+        })
 }
