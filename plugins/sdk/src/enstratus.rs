@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::files::io_error;
 use crate::host;
+use crate::no_follow::{self, Mode};
 use crate::types::{HookError, ServiceContext};
 
 /// The file name enStratus used inside the service directory.
@@ -31,9 +32,13 @@ impl EnstratusCfgGuard {
 
 impl Drop for EnstratusCfgGuard {
     fn drop(&mut self) {
-        // Overwrite before unlinking so the secrets do not linger in a reused block.
-        if let Ok(meta) = std::fs::metadata(&self.path) {
-            let _ = std::fs::write(&self.path, vec![0u8; meta.len() as usize]);
+        use std::io::Write;
+        // Overwrite in place (not truncate) before unlinking, so the secrets do not linger in
+        // freed blocks; a link planted in the file's place is removed, never written through.
+        if let Ok(mut f) = no_follow::open(&self.path, Mode::Overwrite)
+            && let Ok(meta) = f.metadata()
+        {
+            let _ = f.write_all(&vec![0u8; meta.len() as usize]);
         }
         let _ = std::fs::remove_file(&self.path);
     }
@@ -49,13 +54,8 @@ pub fn write_enstratus_cfg(ctx: &ServiceContext) -> Result<EnstratusCfgGuard, Ho
 /// Writes `text` to a new private file and returns the guard that erases it.
 fn write_private(path: &Path, text: &str) -> Result<EnstratusCfgGuard, HookError> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| io_error("creating", path, &e))?;
+    let mut file =
+        no_follow::open(path, Mode::Replace(0o600)).map_err(|e| io_error("creating", path, &e))?;
     // From here on the guard owns the file, so a failed write still erases it.
     let guard = EnstratusCfgGuard {
         path: path.to_owned(),
@@ -84,5 +84,26 @@ mod tests {
         assert_eq!(mode, 0o600);
         drop(guard);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_link_planted_at_the_file_is_neither_written_nor_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("rootfile");
+        std::fs::write(&target, "root only\n").unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = write_private(&path, "serviceKey.a.password=pw\n").unwrap_err();
+        assert!(err.message.contains("symbolic link"), "{}", err.message);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "root only\n");
+
+        // Swapped for a link after it was written: the guard removes the link only.
+        std::fs::remove_file(&path).unwrap();
+        let guard = write_private(&path, "serviceKey.a.password=pw\n").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        drop(guard);
+        assert!(std::fs::symlink_metadata(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "root only\n");
     }
 }

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::no_follow::{self, Mode};
 use crate::template::{self, Escaping};
 use crate::types::{HookError, ServiceContext};
 
@@ -23,27 +24,32 @@ pub fn io_error(action: &str, path: &Path, err: &io::Error) -> HookError {
     HookError::fatal(format!("{action} {}: {text}", path.display()))
 }
 
-/// Reads a file, naming the path in the error.
+/// Reads a file, naming the path in the error. A symbolic link is refused, not followed
+/// (no_follow.rs says why), as by every file helper here.
 pub fn read_to_string(path: impl AsRef<Path>) -> Result<String, HookError> {
+    use std::io::Read;
     let path = path.as_ref();
-    std::fs::read_to_string(path).map_err(|e| io_error("reading", path, &e))
+    let mut text = String::new();
+    no_follow::open(path, Mode::Read)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| io_error("reading", path, &e))?;
+    Ok(text)
 }
 
-/// Writes a file, naming the path in the error.
+/// Writes (creates or truncates) a file, naming the path in the error.
 pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<(), HookError> {
+    use std::io::Write;
     let path = path.as_ref();
-    std::fs::write(path, contents).map_err(|e| io_error("writing", path, &e))
+    no_follow::open(path, Mode::Replace(0o644))
+        .and_then(|mut f| f.write_all(contents.as_ref()))
+        .map_err(|e| io_error("writing", path, &e))
 }
 
 /// Appends one line (a newline is added) to a file, creating it if needed.
 pub fn append_line(path: impl AsRef<Path>, line: &str) -> Result<(), HookError> {
     use std::io::Write;
     let path = path.as_ref();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io_error("opening", path, &e))?;
+    let mut f = no_follow::open(path, Mode::Append).map_err(|e| io_error("opening", path, &e))?;
     writeln!(f, "{line}").map_err(|e| io_error("appending to", path, &e))
 }
 
@@ -93,6 +99,25 @@ mod tests {
         append_line(&log, "configure").unwrap();
         append_line(&log, "start").unwrap();
         assert_eq!(std::fs::read_to_string(log).unwrap(), "configure\nstart\n");
+    }
+
+    #[test]
+    fn helpers_refuse_a_planted_link_and_leave_its_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("rootfile");
+        std::fs::write(&target, "root only\n").unwrap();
+        let link = dir.path().join("hooks.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = append_line(&link, "configure").unwrap_err();
+        assert!(
+            err.message
+                .ends_with("symbolic link, which is never followed"),
+            "{}",
+            err.message
+        );
+        assert!(write(&link, "x").is_err());
+        assert!(read_to_string(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "root only\n");
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub mod context;
 pub mod enstratus;
 pub mod files;
 pub mod log;
+mod no_follow;
 pub mod template;
 
 /// Exports a type implementing `service::Guest` as the component's `service-hooks`.
