@@ -147,6 +147,29 @@ fn continued(message: &str) -> String {
     message.replace('\r', "").replace('\n', "\n    ")
 }
 
+/// A writer that applies [`continued`] to every record written through it, for logs whose
+/// records another formatter makes (an agent's `tracing` output): each `write` is one whole
+/// record ending in a newline, as `tracing-subscriber`'s formatter writes them.
+pub struct ContinuedLines<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for ContinuedLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        if !body.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            return self.0.write(buf);
+        }
+        let text = String::from_utf8_lossy(body);
+        let end = if body.len() < buf.len() { "\n" } else { "" };
+        self.0
+            .write_all(format!("{}{end}", continued(&text)).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// UTC timestamp with milliseconds, as in the enStratus worker logs.
 pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -154,7 +177,20 @@ pub fn timestamp() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::continued;
+    use super::{ContinuedLines, continued};
+
+    #[test]
+    fn records_written_through_continued_lines_cannot_forge_a_line() {
+        use std::io::Write;
+        let mut out = ContinuedLines(Vec::new());
+        out.write_all(b"WARN denied=stdout-file /etc/x\n2026-12-01T22:00:00Z INFO forged\r\n")
+            .unwrap();
+        out.write_all(b"INFO plain\n").unwrap();
+        assert_eq!(
+            String::from_utf8(out.0).unwrap(),
+            "WARN denied=stdout-file /etc/x\n    2026-12-01T22:00:00Z INFO forged\nINFO plain\n"
+        );
+    }
 
     #[test]
     fn a_message_cannot_start_a_line_of_its_own() {

@@ -128,11 +128,15 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends this process's tracing to `path`, rotated by size (`RotatingFile`: 10 MiB × 3).
+/// Sends this process's tracing to `path`, rotated by size (`RotatingFile`: 10 MiB × 3), with
+/// every line of a record after its first indented: records carry plugins' text (a refused
+/// path, a log message), which must not pass for a record of its own.
 fn log_to(path: &std::path::Path) -> anyhow::Result<()> {
     let file = stratus_engine::logs::RotatingFile::open(path)?;
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(std::sync::Mutex::new(stratus_engine::logs::ContinuedLines(
+            file,
+        )))
         .with_ansi(false)
         .with_env_filter(filter())
         .try_init();
