@@ -144,3 +144,39 @@ fn unreadable_file_is_reported_at_its_path() {
         "{text}"
     );
 }
+
+#[test]
+fn a_data_source_larger_than_the_services_disk_limit_is_refused_before_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/specs/launch/plugins/svc");
+    // Sparse: 2 MiB long, no blocks; it would be stored dense by an upload.
+    let image = dir.path().join("dump.sql");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let text = format!(
+        "[deployment]\nname = \"big\"\n\n[tiers.db]\nmin = 1\nmax = 1\nservices = [\"db\"]\n\n\
+         [services.db]\npackage = \"{}\"\ncapabilities = {{ disk-mb = 1 }}\n\
+         data-source = {{ image = \"dump.sql\", database = \"shop\" }}\n",
+        svc.display()
+    );
+    let file = dir.path().join("deploy.toml");
+    std::fs::write(&file, text).unwrap();
+    let err = DeploymentSpec::from_file_for_launch(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "data source {} is 2097152 bytes, more than the service's disk limit of 1 MiB",
+            image.display()
+        )),
+        "{err}"
+    );
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let ok = DeploymentSpec::from_file_for_launch(&file);
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+}

@@ -131,7 +131,30 @@ impl Checker<'_> {
                 package: &s.package,
             };
             let narrowing = raw_svc.capabilities.as_ref();
-            self.package_use(&at, &role, &machine, narrowing, None);
+            let caps = self.package_use(&at, &role, &machine, narrowing, None);
+            if let (Some(caps), Some(ds), Some(raw_ds)) =
+                (caps, &s.data_source, &raw_svc.data_source)
+            {
+                self.data_source_fits(&ds.image.resolved, &raw_ds.image, caps.disk_mb);
+            }
+        }
+    }
+
+    /// A data source is fetched into the service directory, so it must fit the service's disk
+    /// limit; refused here, before it is uploaded (a sparse file would be stored dense).
+    fn data_source_fits(&mut self, image: &Path, written: &Spanned<String>, disk_mb: u64) {
+        let Ok(meta) = std::fs::metadata(image) else {
+            return; // A missing image is reported where paths are checked.
+        };
+        let limit = disk_mb.saturating_mul(1 << 20);
+        if meta.len() > limit {
+            let msg = format!(
+                "data source {} is {} bytes, more than the service's disk limit of {disk_mb} MiB \
+                 (`disk-mb`), which it is fetched into",
+                image.display(),
+                meta.len()
+            );
+            self.error(written.span(), msg);
         }
     }
 
@@ -204,10 +227,8 @@ impl Checker<'_> {
         machine: &Machine<'_>,
         narrowing: Option<&RawCapabilities>,
         run_as: Option<&Spanned<String>>,
-    ) {
-        let Some(m) = self.manifest(at, role) else {
-            return;
-        };
+    ) -> Option<Capabilities> {
+        let m = self.manifest(at, role)?;
         let shown = m.shown(at.package);
         let caps = match narrowing {
             None => Some(m.manifest.capabilities.clone()),
@@ -224,11 +245,11 @@ impl Checker<'_> {
                  as the program user (only a tier's CM adapter may run as root)"
             );
             self.error(at.span(), msg);
-            return;
+            return None;
         }
-        if let Some(caps) = caps {
-            self.programs(at, &m.manifest.plugin.name, &shown, &caps, role, machine);
-        }
+        let caps = caps?;
+        self.programs(at, &m.manifest.plugin.name, &shown, &caps, role, machine);
+        Some(caps)
     }
 
     /// The package's manifest if it loads and its world fits `role`; reported otherwise.
