@@ -239,8 +239,17 @@ pub fn check_name(name: &str) -> Result<(), String> {
             "plugin.name `{name}` must be non-empty and use only letters, digits, `-`, `_`, `.`"
         ));
     }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "plugin.name is {} characters long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        ));
+    }
     Ok(())
 }
+
+/// Longest plugin name: it names files and directories, and log lines carry it.
+pub const MAX_NAME_LEN: usize = 64;
 
 fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')

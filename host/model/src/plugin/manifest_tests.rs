@@ -293,3 +293,13 @@ fn build_table_refuses_unknown_languages_keys_and_bad_entries() {
         assert!(e.contains("pkg/plugin.toml"), "{e}");
     }
 }
+
+#[test]
+fn plugin_names_are_at_most_64_characters() {
+    assert_eq!(check_name(&"a".repeat(64)), Ok(()));
+    let err = check_name(&"a".repeat(300)).unwrap_err();
+    assert_eq!(
+        err,
+        "plugin.name is 300 characters long; at most 64 are allowed"
+    );
+}

@@ -19,7 +19,8 @@ pub fn build(dir: &Path, manifest: &Manifest) -> anyhow::Result<PathBuf> {
         .entry()
         .context("a python or javascript package has an entry")?;
     let source = dir.join(entry);
-    if !std::fs::metadata(&source).is_ok_and(|m| m.is_file()) {
+    no_link_on_the_way(dir, entry)?;
+    if !std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
         bail!(
             "{} is not a file; plugin.toml's [build] entry names the module to build",
             source.display()
@@ -56,6 +57,23 @@ pub fn build(dir: &Path, manifest: &Manifest) -> anyhow::Result<PathBuf> {
     }
     result?;
     Ok(output)
+}
+
+/// Refuses an entry reached through a symbolic link (the entry itself or a directory on the
+/// way): the tool would read, and write its caches, outside the package.
+fn no_link_on_the_way(dir: &Path, entry: &str) -> anyhow::Result<()> {
+    let mut path = dir.to_path_buf();
+    for part in Path::new(entry).components() {
+        path.push(part);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "{} is a symbolic link; plugin.toml's [build] entry must lie inside the package \
+                 without links",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// componentize-py's arguments: the entry is imported as a module from its own directory,
@@ -117,5 +135,28 @@ fn check_version(tool: Tool, program: &Path, expected: &str) {
             "warning: {} says `{found}`, builds are tested with {expected} (install it with: {})",
             tool.program, tool.install
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_link_on_the_way;
+
+    #[test]
+    fn an_entry_through_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("app.py"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("app.py"), dir.path().join("app.py"))
+            .unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        for entry in ["sub/app.py", "app.py"] {
+            let err = no_link_on_the_way(dir.path(), entry)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is a symbolic link"), "{entry}: {err}");
+        }
+        assert!(no_link_on_the_way(dir.path(), "real/app.py").is_ok());
     }
 }
