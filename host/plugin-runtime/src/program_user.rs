@@ -234,6 +234,14 @@ fn give(fd: &OwnedFd, path: &Path, user: ProgramUser, done: &mut HandOver) -> io
     if st.st_uid == user.uid && st.st_gid == user.gid {
         return Ok(());
     }
+    // Only files, directories and links (the link itself) are the plugin's work; a device
+    // node (made by root) or a socket handed over would give the program user what it opens.
+    if !matches!(
+        kind,
+        FileType::RegularFile | FileType::Directory | FileType::Symlink
+    ) {
+        return Ok(());
+    }
     if kind == FileType::RegularFile && st.st_nlink > 1 {
         tracing::warn!(path = %path.display(), "not handing a hard-linked file to the program user");
         return Ok(());

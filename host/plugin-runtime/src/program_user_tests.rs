@@ -76,6 +76,14 @@ fn hand_over_follows_no_link_and_skips_hard_links() {
     std::os::unix::fs::symlink(&outside, svc.join("link")).unwrap();
     std::os::unix::fs::symlink(tmp.path(), svc.join("dirlink")).unwrap();
     std::fs::hard_link(&outside, svc.join("hard")).unwrap();
+    // A device node root made (here: another /dev/null) stays root's.
+    nix::sys::stat::mknod(
+        &svc.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
     let done = hand_over(&svc, USER).unwrap();
     let owner = |p: &Path| {
         let m = std::fs::symlink_metadata(p).unwrap();
@@ -86,6 +94,11 @@ fn hand_over_follows_no_link_and_skips_hard_links() {
     }
     assert_eq!(owner(&outside), (0, 0), "a link or hard link was followed");
     assert_eq!(owner(tmp.path()), (0, 0), "a directory link was followed");
+    assert_eq!(
+        owner(&svc.join("null")),
+        (0, 0),
+        "a device node was handed over"
+    );
     assert_eq!(done.changed, 6);
     assert_eq!(
         hand_over(&svc, USER).unwrap().changed,
