@@ -82,15 +82,17 @@ fn open_one(caps: &Capabilities, dirs: &DirMap, path: &str, s: Stream) -> Result
         }
         _ => return Err(not_regular(path, s, "special file")),
     }
+    // A file with another name may be one outside the grant that a program linked in:
+    // truncating it would empty that one, and reading it as root would hand a program-user
+    // program what it could not read (where fs.protected_hardlinks is off).
+    if st.st_nlink > 1 {
+        let verb = if s == Stream::Stdout { "write" } else { "read" };
+        return Err(Refusal::denied(format!(
+            "{} {path} has other hard links; refusing to {verb} through them",
+            s.field()
+        )));
+    }
     if s == Stream::Stdout {
-        // Truncating a file with another name would empty that one too (a link a program
-        // made to a file outside the grant).
-        if st.st_nlink > 1 {
-            return Err(Refusal::denied(format!(
-                "{} {path} has other hard links; refusing to write through them",
-                s.field()
-            )));
-        }
         rustix::fs::ftruncate(&fd, 0).map_err(|e| refusal(path, s, e))?;
     }
     // Regular files ignore O_NONBLOCK, but the program's descriptor should not carry it.

@@ -249,6 +249,8 @@ async fn a_hard_linked_output_file_is_not_truncated() {
     assert!(err.ends_with("alias has other hard links; refusing to write through them"));
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
     assert_eq!(std::fs::metadata(&precious).unwrap().nlink(), 2);
+    let err = refused(&mut s, Some(&svc.join("alias")), None).await;
+    assert!(err.ends_with("alias has other hard links; refusing to read through them"));
 }
 
 #[tokio::test]
