@@ -243,8 +243,7 @@ impl host::Host for State {
             stdout: opened.stdout,
         };
         let cap = h.caps.output_bytes as usize;
-        let r =
-            command::run_with(&checked, &cmd.args, &cmd.env, streams, timeout, cap, leaf).await;
+        let r = command::run_with(&checked, &cmd.args, &cmd.env, streams, timeout, cap, leaf).await;
         Ok(r.map(|f| CommandOutput {
             exit_code: f.exit_code,
             stdout: f.stdout,

@@ -44,8 +44,8 @@ mod render;
 pub mod restart;
 mod runtime;
 mod scaler;
-pub mod wit_version;
 pub mod supervisor;
+pub mod wit_version;
 
 pub use cache::{CacheStatus, cache_key_of_secret};
 pub use capabilities::{
@@ -56,11 +56,11 @@ pub use engine::Allocator;
 pub use env::{CallEnv, DirMap, Labels, dirs_of};
 pub use failure::{CallFailure, HookFailure, LoadError};
 pub use inspect::{ComponentInfo, InterfaceInfo, inspect};
+pub use language::language_of;
 pub use manifest::{Manifest, ManifestError, PluginInfo};
 pub use output::{HookOutcome, HookValue, LogLevel, LogRecord, Redactor};
 pub use package::Package;
 pub use program_user::{DEFAULT_PROGRAM_USER, PROGRAM_USER_ENV, ProgramUser};
-pub use language::language_of;
 pub use runtime::{
     DEFAULT_MAX_COMPONENT_BYTES, Plugin, Precompiled, Runtime, RuntimeConfig, RuntimeError,
 };

@@ -133,7 +133,10 @@ impl Runtime {
             .map_err(|e| LoadError::Host(format!("compile task failed: {e}")))??;
         let (component, cache_status, sha256) = compiled;
         let info = describe(&self.inner.engine, &component);
-        let names = info.imports.iter().chain(info.exports.iter().map(|e| &e.name));
+        let names = info
+            .imports
+            .iter()
+            .chain(info.exports.iter().map(|e| &e.name));
         crate::wit_version::check(names.map(String::as_str), HOST_WIT_VERSION)?;
         let world = match pkg.world().or(info.world) {
             Some(w) => w,
