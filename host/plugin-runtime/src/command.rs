@@ -157,10 +157,8 @@ pub(crate) struct Streams {
     pub stdout: Option<std::fs::File>,
 }
 
-/// Runs a checked program to completion within `timeout`, keeping at most `cap` bytes of
-/// each output stream (the rest is read and dropped so the child never blocks on a full pipe).
-/// The program runs in `leaf`; on timeout the whole leaf is killed, and an empty leaf is
-/// removed (one a daemon still holds stays until the service's cgroup ends).
+/// [`run_with`] with `stdin` as bytes and the output captured: the tests' shorthand.
+#[cfg(test)]
 pub(crate) async fn run(
     checked: &Checked,
     args: &[String],
@@ -177,8 +175,12 @@ pub(crate) async fn run(
     run_with(checked, args, env, streams, timeout, cap, leaf).await
 }
 
-/// [`run`] with the standard streams given: a file there is the child's own descriptor, so
-/// its data never passes through the agent. The returned `stdout` is empty for a file.
+/// Runs a checked program to completion within `timeout`, keeping at most `cap` bytes of
+/// each captured output stream (the rest is read and dropped so the child never blocks on a
+/// full pipe). A file in `streams` is the child's own descriptor, so its data never passes
+/// through the agent; the returned `stdout` is empty for a file. The program runs in `leaf`;
+/// on timeout the whole leaf is killed, and an empty leaf is removed (one a daemon still
+/// holds stays until the service's cgroup ends).
 pub(crate) async fn run_with(
     checked: &Checked,
     args: &[String],

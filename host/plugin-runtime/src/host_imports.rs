@@ -106,6 +106,78 @@ impl crate::call::HostCtx {
     }
 }
 
+impl State {
+    /// `run` (`files` none) and `run-with-files`: the program is checked, the files opened,
+    /// then it runs in a leaf of the service's cgroup, as the program user when there is one.
+    async fn run_program(
+        &mut self,
+        cmd: Command,
+        files: Option<CommandFiles>,
+    ) -> wasmtime::Result<Result<CommandOutput, String>> {
+        let h = &self.host;
+        let checked = match command::check(
+            &h.caps,
+            &h.dirs,
+            h.sealed_package.as_deref(),
+            &cmd.program,
+            cmd.working_dir.as_deref(),
+            &cmd.env,
+        ) {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(self.refuse(r))),
+        };
+        let with_files = files.is_some();
+        let opened = match files {
+            None => crate::command_files::Opened::default(),
+            Some(files) => {
+                let (caps, dirs) = (h.caps.clone(), h.dirs.clone());
+                let opened = tokio::task::spawn_blocking(move || {
+                    let (i, o) = (files.stdin_file.as_deref(), files.stdout_file.as_deref());
+                    crate::command_files::open(&caps, &dirs, i, o)
+                })
+                .await?;
+                match opened {
+                    Ok(o) => o,
+                    Err(r) => return Ok(Err(self.refuse(r))),
+                }
+            }
+        };
+        let h = &self.host;
+        let mut timeout = self.plugin_timeout();
+        if cmd.timeout_ms > 0 {
+            timeout = timeout.min(Duration::from_millis(cmd.timeout_ms.into()));
+        }
+        // Arguments may carry credentials, so only the program is logged.
+        let program = checked.program.display();
+        let suffix = if with_files { " with files" } else { "" };
+        plugin_event!(LogLevel::Debug, h, format!("run {program}{suffix}"));
+        let user = match h.program_user().await {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(e)),
+        };
+        let leaf = match h.supervisor.run_leaf(&h.owner, h.caps.processes, user) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        let streams = command::Streams {
+            stdin: match (opened.stdin, cmd.stdin) {
+                (Some(f), _) => command::Input::File(f),
+                (None, Some(b)) => command::Input::Bytes(b),
+                (None, None) => command::Input::Null,
+            },
+            stdout: opened.stdout,
+        };
+        let cap = h.caps.output_bytes as usize;
+        let r = command::run_with(&checked, &cmd.args, &cmd.env, streams, timeout, cap, leaf).await;
+        Ok(r.map(|f| CommandOutput {
+            exit_code: f.exit_code,
+            stdout: f.stdout,
+            stderr: f.stderr,
+            truncated: f.truncated,
+        }))
+    }
+}
+
 impl host::Host for State {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
@@ -146,44 +218,7 @@ impl host::Host for State {
     }
 
     async fn run(&mut self, cmd: Command) -> wasmtime::Result<Result<CommandOutput, String>> {
-        let h = &self.host;
-        let checked = match command::check(
-            &h.caps,
-            &h.dirs,
-            h.sealed_package.as_deref(),
-            &cmd.program,
-            cmd.working_dir.as_deref(),
-            &cmd.env,
-        ) {
-            Ok(c) => c,
-            Err(r) => return Ok(Err(self.refuse(r))),
-        };
-        let mut timeout = self.plugin_timeout();
-        if cmd.timeout_ms > 0 {
-            timeout = timeout.min(Duration::from_millis(cmd.timeout_ms.into()));
-        }
-        let cap = h.caps.output_bytes as usize;
-        // Arguments may carry credentials, so only the program is logged.
-        plugin_event!(
-            LogLevel::Debug,
-            h,
-            format!("run {}", checked.program.display())
-        );
-        let user = match h.program_user().await {
-            Ok(u) => u,
-            Err(e) => return Ok(Err(e)),
-        };
-        let leaf = match h.supervisor.run_leaf(&h.owner, h.caps.processes, user) {
-            Ok(l) => l,
-            Err(e) => return Ok(Err(e)),
-        };
-        let r = command::run(&checked, &cmd.args, &cmd.env, cmd.stdin, timeout, cap, leaf).await;
-        Ok(r.map(|f| CommandOutput {
-            exit_code: f.exit_code,
-            stdout: f.stdout,
-            stderr: f.stderr,
-            truncated: f.truncated,
-        }))
+        self.run_program(cmd, None).await
     }
 
     async fn run_with_files(
@@ -191,65 +226,12 @@ impl host::Host for State {
         cmd: Command,
         files: CommandFiles,
     ) -> wasmtime::Result<Result<CommandOutput, String>> {
-        let h = &self.host;
         if cmd.stdin.is_some() && files.stdin_file.is_some() {
             return Ok(Err(
                 "run-with-files: `stdin` and `stdin-file` are both set; give one".into(),
             ));
         }
-        let checked = match command::check(
-            &h.caps,
-            &h.dirs,
-            h.sealed_package.as_deref(),
-            &cmd.program,
-            cmd.working_dir.as_deref(),
-            &cmd.env,
-        ) {
-            Ok(c) => c,
-            Err(r) => return Ok(Err(self.refuse(r))),
-        };
-        let (caps, dirs) = (h.caps.clone(), h.dirs.clone());
-        let opened = tokio::task::spawn_blocking(move || {
-            let (i, o) = (files.stdin_file.as_deref(), files.stdout_file.as_deref());
-            crate::command_files::open(&caps, &dirs, i, o)
-        })
-        .await?;
-        let opened = match opened {
-            Ok(o) => o,
-            Err(r) => return Ok(Err(self.refuse(r))),
-        };
-        let h = &self.host;
-        let mut timeout = self.plugin_timeout();
-        if cmd.timeout_ms > 0 {
-            timeout = timeout.min(Duration::from_millis(cmd.timeout_ms.into()));
-        }
-        // Arguments may carry credentials, so only the program is logged.
-        let program = checked.program.display();
-        plugin_event!(LogLevel::Debug, h, format!("run {program} with files"));
-        let user = match h.program_user().await {
-            Ok(u) => u,
-            Err(e) => return Ok(Err(e)),
-        };
-        let leaf = match h.supervisor.run_leaf(&h.owner, h.caps.processes, user) {
-            Ok(l) => l,
-            Err(e) => return Ok(Err(e)),
-        };
-        let streams = command::Streams {
-            stdin: match (opened.stdin, cmd.stdin) {
-                (Some(f), _) => command::Input::File(f),
-                (None, Some(b)) => command::Input::Bytes(b),
-                (None, None) => command::Input::Null,
-            },
-            stdout: opened.stdout,
-        };
-        let cap = h.caps.output_bytes as usize;
-        let r = command::run_with(&checked, &cmd.args, &cmd.env, streams, timeout, cap, leaf).await;
-        Ok(r.map(|f| CommandOutput {
-            exit_code: f.exit_code,
-            stdout: f.stdout,
-            stderr: f.stderr,
-            truncated: f.truncated,
-        }))
+        self.run_program(cmd, Some(files)).await
     }
 
     async fn render_template(
