@@ -7,6 +7,7 @@
 mod common;
 
 use common::Stratus;
+use common::cli::text;
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -102,14 +103,6 @@ impl Rig {
             ctx.to_str().unwrap(),
         ])
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -3,24 +3,9 @@
 //! cache; a denied capability fails the call with its name; `stratus plugin inspect` shows the
 //! world, exports and declared capabilities.
 
-use std::process::{Command, Output};
+mod common;
 
-fn stratus(cwd: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .current_dir(cwd)
-        .env("STRATUS_STATE_DIR", cwd.join("state"))
-        .args(args)
-        .output()
-        .expect("run stratus")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::cli::{stratus_in as stratus, text};
 
 #[test]
 fn plugin_call_runs_configure_and_shows_the_file_it_wrote() {

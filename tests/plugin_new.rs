@@ -6,6 +6,9 @@
 //! Python and JavaScript components are 12-19 MB and compile slowly in a debug build, so there
 //! is one test per language, looping over the worlds.
 
+mod common;
+
+use common::cli::text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,14 +23,6 @@ fn stratus(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run stratus")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ok(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> String {

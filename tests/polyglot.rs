@@ -13,11 +13,12 @@
 
 mod common;
 
+use common::cli::text;
 use common::{Stratus, assert_no_secret_leaked, servers, wait_for, wait_gone};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -29,14 +30,6 @@ const ROWS: [&str; 2] = [
 
 fn repo() -> PathBuf {
     stratus_plugin_artifacts::repo_root()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Builds every polyglot package once per test binary, however many tests ask, with

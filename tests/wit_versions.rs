@@ -3,24 +3,14 @@
 //! which offers 0.1.1, and one built for 0.2.0 is refused before any hook runs, with a
 //! message naming both versions.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::cli::{stratus_in, text};
+use std::process::Output;
 
 fn plugin_call(cwd: &std::path::Path, package: &str) -> Output {
     let dir = stratus_plugin_artifacts::package_dir(package);
-    Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .current_dir(cwd)
-        .env("STRATUS_STATE_DIR", cwd.join("state"))
-        .args(["plugin", "call", dir.to_str().unwrap(), "configure"])
-        .output()
-        .expect("run stratus")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    stratus_in(cwd, &["plugin", "call", dir.to_str().unwrap(), "configure"])
 }
 
 #[test]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod burner;
+pub mod cli;
 pub mod marks;
 pub mod relaunch;
 
