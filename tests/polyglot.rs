@@ -62,18 +62,7 @@ fn built() {
 
 /// The body of `GET /` on `endpoint`, after checking the status line.
 fn get(endpoint: &str) -> Value {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(endpoint).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = common::http::get_root(endpoint);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))

@@ -128,27 +128,11 @@ async fn assert_admitted(source: Ipv4Addr, db: SocketAddr) {
     );
 }
 
-fn get(endpoint: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(endpoint).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body
-}
-
 /// Requests through the load balancer until each of `names` answered with rows from MariaDB.
 fn rows_from_every_app(endpoint: &str, names: &[String]) {
     let mut seen = BTreeSet::new();
     for _ in 0..12 {
-        let response = get(endpoint);
+        let response = common::http::get_root(endpoint);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(
             response.contains("Hello from the database tier")

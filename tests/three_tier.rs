@@ -32,22 +32,6 @@ fn processes_under(dir: &Path) -> Vec<(u32, String)> {
     out
 }
 
-fn get(endpoint: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(endpoint).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    body
-}
-
 /// The first packet MariaDB sends to a client connecting from `source`.
 async fn greeting_from(source: Ipv4Addr, db: SocketAddr) -> Vec<u8> {
     let sock = TcpSocket::new_v4().unwrap();
@@ -78,7 +62,7 @@ async fn three_tier_example_serves_rows_from_mariadb_through_haproxy() {
     let endpoint = d["endpoints"][0].as_str().unwrap().to_string();
     let mut servers_seen = std::collections::BTreeSet::new();
     for _ in 0..6 {
-        let response = get(&endpoint);
+        let response = common::http::get_root(&endpoint);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(
             response.contains("Hello from the database tier"),

@@ -6,6 +6,7 @@
 
 pub mod burner;
 pub mod cli;
+pub mod http;
 pub mod marks;
 pub mod relaunch;
 
