@@ -121,10 +121,19 @@ fn a_control_plane_killed_after_a_compile_resumes_without_compiling_it_again() {
     st.ok(&["launch", file]);
     assert_eq!(st.deployment("resumed")["state"], "RUNNING");
     let ev = events(&st, "resumed");
-    // Each component was compiled to the end exactly once; the one whose step completed
-    // before the kill was not even looked at again.
-    assert_eq!(count(&ev, "compiled app, db (rust, "), 1, "{ev}");
-    assert_eq!(count(&ev, "compiled lb (rust, "), 1, "{ev}");
+    // Each component was compiled to the end at most once, and is in the cache: the other
+    // compile runs beside the one the fault follows, so it may have finished (its step not yet
+    // journaled) before the kill, and is then found in the cache on resume.
+    for name in ["app, db", "lb"] {
+        let compiled = count(&ev, &format!("compiled {name} (rust, "));
+        let cached = ev
+            .lines()
+            .filter(|l| l.contains(&format!(" {name} (rust, ")))
+            .filter(|l| l.ends_with("compiled code already in the code cache"))
+            .count();
+        assert!(compiled <= 1, "{name} compiled twice: {ev}");
+        assert!(compiled + cached >= 1, "{name} never compiled: {ev}");
+    }
     let first = match done.as_str() {
         "cloud-files/compile/resumed-service-lb" => "compiling lb (",
         _ => "compiling app, db (",
