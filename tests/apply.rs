@@ -3,7 +3,7 @@
 //! bounds rescale; `--dry-run` shows and changes nothing; a changed package is refused
 //! naming it, and nothing happens.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, hello_deployment, read, server_root, servers, terminate};
 use serde_json::Value;

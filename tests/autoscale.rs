@@ -4,7 +4,7 @@
 //! below min. A custom `scaler` component (the threshold rule written as a guest) decides the
 //! same, with the same votes.
 
-mod common;
+use crate::common;
 
 use common::burner::{self, Switch};
 use common::{Stratus, servers, terminate, wait_for};

@@ -4,7 +4,7 @@
 //! would be given. The component itself is the shipped one, driven through `stratus plugin
 //! call` (the agent's sandbox and runtime) with a CM context in temporary directories.
 
-mod common;
+use crate::common;
 
 use common::Stratus;
 use common::cli::text;

@@ -3,7 +3,7 @@
 //! CM credentials are gone afterwards and never logged, and a broken manifest fails the launch
 //! with Puppet's own error naming the server and the hook.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, assert_no_secret_leaked, every_file, read, server_root, servers, terminate};
 use serde_json::Value;

@@ -5,7 +5,7 @@
 //! compiled code in the cache; an agent finds a tampered entry refused and compiles itself,
 //! saying why.
 
-mod common;
+use crate::common;
 
 use common::{
     Stratus, hello_deployment, one_service, package_copy, read, server_root, servers, terminate,

@@ -5,7 +5,7 @@
 //! up; a hostile description renders as text. A screenshot is left at
 //! `target/console-screenshot.png`.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, hello_deployment, servers};
 use fantoccini::elements::Element;

@@ -5,7 +5,7 @@
 //! `restarts` restarts. Status shows the last result and message; events are written only when
 //! the result changes.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, one_service, read, server_root, servers, terminate};
 use serde_json::Value;

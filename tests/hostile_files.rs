@@ -3,7 +3,7 @@
 //! its disk, a hostile CM adapter, and hostile packages. Each test checks the refusal or
 //! containment and that the deployment and its agent stay healthy.
 
-mod common;
+use crate::common;
 
 use common::{
     Stratus, assert_no_secret_leaked, one_service, package_copy, read, server_root, servers,

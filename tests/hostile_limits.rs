@@ -4,7 +4,7 @@
 //! spawned process writing past `disk-mb` after the last hook is stopped, the service CRITICAL
 //! with the reason.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, one_service, package_copy, read, server_root, servers, terminate};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! limit fail their launch promptly while the agent stays connected; a million log records
 //! leave the agent log small; a CM report carrying its credential shows it masked.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};

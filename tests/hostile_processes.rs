@@ -3,7 +3,7 @@
 //! variables to the programs it runs. Each test checks the refusal or containment and that the
 //! deployment and its agent stay healthy (status answers, terminate succeeds).
 
-mod common;
+use crate::common;
 
 use common::marks::{Reap, marked};
 use common::{Stratus, read, servers, terminate};

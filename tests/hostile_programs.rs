@@ -7,7 +7,7 @@
 //! either file or leave its cgroup, and leaves nothing after terminate. Each test checks that
 //! the deployment and its agent stay healthy.
 
-mod common;
+use crate::common;
 
 use common::marks::{Reap, marked};
 use common::{Stratus, read, server_root, servers, terminate};

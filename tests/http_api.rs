@@ -3,7 +3,7 @@
 //! (resumed with `Last-Event-ID` without gap or duplicate), a broken file's line and column,
 //! uploads (and hostile ones), logs, the checked-in OpenAPI document, and the TLS rule.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, alive, hello_deployment, servers, wait_gone};
 use reqwest::StatusCode;
@@ -608,7 +608,7 @@ fn the_served_openapi_document_is_the_checked_in_one() {
     assert!(
         served == checked_in,
         "docs/openapi.json differs from /v1/openapi.json; regenerate it with \
-         STRATUS_UPDATE_OPENAPI=1 cargo test --test http_api the_served_openapi"
+         STRATUS_UPDATE_OPENAPI=1 cargo test --test integration http_api::the_served_openapi"
     );
     for route in ["/v1/deployments", "/v1/deployments/{name}", "/v1/events"] {
         assert!(served["paths"][route].is_object(), "{route} documented");

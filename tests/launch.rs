@@ -2,7 +2,7 @@
 //! RUNNING, check what every hook saw on disk, check that no secret leaked into any log or
 //! event, terminate, and check that no process is left.
 
-mod common;
+use crate::common;
 
 use common::{
     Stratus, alive, assert_no_secret_leaked, hello_deployment, read, server_root, servers,

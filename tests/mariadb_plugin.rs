@@ -6,7 +6,7 @@
 //! `stratus` binary proves a data source far over what a plugin could hold in memory travels
 //! the whole way (cloud files, the server, `install-data-source` through `run-with-files`).
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! The database is the hello plugin's (files only): the greeter reads it only when asked for a
 //! page, and these tests never ask, so no MariaDB is needed.
 
-mod common;
+use crate::common;
 
 use common::burner::{self, Switch, greeter};
 use common::relaunch::{launch_of, relaunch};

@@ -3,7 +3,7 @@
 //! cache; a denied capability fails the call with its name; `stratus plugin inspect` shows the
 //! world, exports and declared capabilities.
 
-mod common;
+use crate::common;
 
 use common::cli::{stratus_in as stratus, text};
 

@@ -6,7 +6,7 @@
 //! Python and JavaScript components are 12-19 MB and compile slowly in a debug build, so there
 //! is one test per language, looping over the worlds.
 
-mod common;
+use crate::common;
 
 use common::cli::text;
 use std::path::{Path, PathBuf};

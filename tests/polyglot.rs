@@ -11,7 +11,7 @@
 //! The components are 13-19 MB and compile slowly in a debug build, so each test compiles
 //! each of its components once.
 
-mod common;
+use crate::common;
 
 use common::cli::text;
 use common::{Stratus, assert_no_secret_leaked, servers, wait_for, wait_gone};

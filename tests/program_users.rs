@@ -5,7 +5,7 @@
 //! the uid is reused, and what it left in /run/lock, its message queues and its keyring go then
 //! too.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, read, server_root, servers, terminate};
 use serde_json::Value;

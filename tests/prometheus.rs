@@ -2,7 +2,7 @@
 //! Prometheus text at the HTTP address in `control.json` (no token), check its grammar line by
 //! line, and that its gauges match the fleet and its counters move with a scale-up.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, hello_deployment, secrets, servers, terminate};
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! twice, and no completed hook runs again (the hello plugins append every hook they run to
 //! hooks.log).
 
-mod common;
+use crate::common;
 
 use common::{Stratus, addresses, hello_deployment, read, servers, wait_gone};
 use serde_json::Value;

@@ -8,7 +8,7 @@
 //! scale-up is replaced too; several servers lost at once, a lost load balancer, a server that
 //! died while no control plane ran, and a scale-down with a lost server are covered as well.
 
-mod common;
+use crate::common;
 
 use common::{
     Stratus, addresses, hello_deployment, read, server_root, servers, terminate, wait_gone,

@@ -4,7 +4,7 @@
 //! one. A killed database server is replaced, its data source loaded again, and the app
 //! servers are reconfigured to its new address and restarted, so rows come through again.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, read, server_root, servers, wait_gone};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! door: an agent with a wrong, unknown or reused credential is refused, and the refusal logged
 //! (counted, never echoing the peer); a peer that has not logged in gets a small first frame.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, hello_deployment, wait_gone};
 use std::io::{BufRead, BufReader, Write};

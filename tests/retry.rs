@@ -5,7 +5,7 @@
 //! count and runs no completed call again; launching a failed deployment again runs its failed
 //! hook again instead of replaying the failure.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, hello_deployment, read, terminate, wait_gone};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! granted exactly their addresses (grants.log replayed), new servers ran the whole pipeline,
 //! old ones ran nothing again, and no process of a removed server is left.
 
-mod common;
+use crate::common;
 
 use common::{
     Stratus, addresses, alive, hello_deployment, read, server_root, servers, terminate, wait_gone,

@@ -3,7 +3,7 @@
 //! RUNNING, and a scale-up beyond the provider's capacity are each refused with a message
 //! naming the problem, exit 2, and change nothing (target, servers, state, events).
 
-mod common;
+use crate::common;
 
 use common::{Stratus, hello_deployment, servers, terminate};
 use serde_json::{Value, json};

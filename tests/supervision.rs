@@ -3,7 +3,7 @@
 //! with growing waits and shows as a crash loop with its exit status and the tail of its
 //! output (redacted), in status text and JSON, and in one event.
 
-mod common;
+use crate::common;
 
 use common::relaunch::{Launch, Relaunched, launch_of, relaunch};
 use common::{Stratus, servers, terminate};

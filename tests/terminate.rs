@@ -4,7 +4,7 @@
 //! (`max-servers`) refuses a launch that does not fit before any server starts, and a tier
 //! of a hundred million servers is an error in the file.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, alive, hello_deployment, read, server_root, terminate};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! from MariaDB and reaches both application servers; MariaDB refuses an address that was not
 //! granted; terminate leaves no mariadbd, haproxy or greeter behind.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, servers, wait_gone};
 use std::net::{Ipv4Addr, SocketAddr};

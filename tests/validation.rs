@@ -6,7 +6,7 @@
 //! arbitrary code is a warning at launch (printed and recorded as an event) and in
 //! `stratus plugin inspect`, and the launch goes on.
 
-mod common;
+use crate::common;
 
 use common::{Stratus, servers, terminate};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! which offers 0.1.1, and one built for 0.2.0 is refused before any hook runs, with a
 //! message naming both versions.
 
-mod common;
+use crate::common;
 
 use common::cli::{stratus_in, text};
 use std::process::Output;
