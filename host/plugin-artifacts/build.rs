@@ -35,8 +35,15 @@ fn main() {
     watch(&repo.join("wit"));
     watch(&repo.join("apps"));
 
-    build(&plugins, &target_dir);
-    build_greeter(&repo);
+    // The two builds are independent cargo runs; side by side, one fills the cores while the
+    // other waits on a long crate or a link.
+    std::thread::scope(|s| {
+        let greeter = s.spawn(|| build_greeter(&repo));
+        build(&plugins, &target_dir);
+        if let Err(panic) = greeter.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
 
     let release = target_dir.join("wasm32-wasip2/release");
     let mut table = String::from("pub(crate) const PACKAGES: &[(&str, &str)] = &[\n");
