@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 example=${1:-examples/three-tier/deployment.toml}
 scripts/install-deps.sh mariadb-server mariadb-client haproxy
-cargo build --quiet -p stratus-plugin-artifacts
-cargo build --quiet --bin stratus
+# One cargo run: the plugins' nested build (stratus-plugin-artifacts's build script) runs side
+# by side with the host's crates instead of before them.
+cargo build --quiet -p stratus-plugin-artifacts -p stratus
 # As root, programs run as an unprivileged user who must reach the servers' directories: the
 # default state directory for root, /var/lib/stratus, is reachable wherever the clone lives.
 if [ "$(id -u)" != 0 ]; then

@@ -4,10 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-# Building stratus-plugin-artifacts compiles every plugin under plugins/ for wasm32-wasip2
-# (and the example application natively) exactly once for the whole run.
-cargo build --quiet -p stratus-plugin-artifacts
-cargo build --quiet --bin stratus
+# One cargo run builds everything side by side: every plugin under plugins/ for wasm32-wasip2
+# and the example application (stratus-plugin-artifacts's build script, once for the whole
+# run), the binary, and the test executables; the integration tests are one executable.
 status=0
 cargo test --workspace --no-fail-fast 2>&1 || status=$?
 cargo test --manifest-path plugins/Cargo.toml --workspace --target-dir target/plugins-native 2>&1 || status=$?
