@@ -101,6 +101,7 @@ pub struct AgentArgs {
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    crate::agent_process::tune_malloc();
     // The agent log is a file in the server's root, one per server.
     let log_dir = args.root.join("agent");
     std::fs::create_dir_all(&log_dir)?;
@@ -108,7 +109,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let span =
         tracing::info_span!("agent", deployment = %args.deployment, server = %args.server_id);
     let _g = span.enter();
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = crate::agent_process::runtime()?;
     let result = rt.block_on(stratus_agent::run(stratus_agent::AgentConfig {
         control: args.control,
         deployment: args.deployment,
