@@ -126,6 +126,7 @@ impl Plugin {
         store.limiter(|s| &mut s.limiter);
         // Yield to tokio every tick (long guests do not hog a worker) and trap at the deadline.
         let deadline = started + Duration::from_millis(caps.timeout_ms);
+        let _ticking = crate::epoch::running();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {

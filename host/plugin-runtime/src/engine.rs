@@ -2,11 +2,7 @@
 //! allocator sized from the number of concurrent hook calls, and a 1 MiB wasm stack.
 
 use crate::capabilities::MAX_MEMORY_MB;
-use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-
-/// How often the epoch advances; timeouts are measured in these ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Which allocator the engine ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,26 +59,5 @@ pub fn build(max_concurrent_calls: u32) -> Result<(Engine, Allocator), wasmtime:
             tracing::warn!(error = %err, "plugin engine: pooling allocator unavailable, using on-demand allocation");
             Ok((Engine::new(&base_config())?, Allocator::OnDemand))
         }
-    }
-}
-
-/// Advances the engine's epoch every tick until the engine is dropped; it holds only a weak
-/// reference so that the engine (and its pool) can go away.
-pub fn start_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("stratus-epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            }
-        });
-    if let Err(err) = spawned {
-        // Without a ticker no deadline ever fires; the tokio timeout backstop still does.
-        tracing::error!(error = %err, "cannot start the epoch ticker thread");
     }
 }

@@ -26,6 +26,7 @@ mod command_files;
 mod convert;
 mod dispatch;
 mod engine;
+mod epoch;
 mod env;
 mod failure;
 mod guest_open;

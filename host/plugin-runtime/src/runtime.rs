@@ -93,7 +93,7 @@ impl Runtime {
         let (service, proxy, cm) = (link(World::Service)?, link(World::Proxy)?, link(World::Cm)?);
         let scalers = crate::scaler::Scalers::new(&engine)
             .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
-        engine::start_ticker(&engine);
+        crate::epoch::start_ticker(&engine);
         let cache = config.cache_dir.map(|dir| CodeCache {
             dir,
             key: config.cache_key,
