@@ -79,6 +79,11 @@ impl Engine {
         let now = now_ms();
         let mut lost = Vec::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
+            // An ended server is never lost, and asking the provider about it costs a scan of
+            // every process: rows of ended servers pile up with each scaling event.
+            if row.agent_state == AgentState::Terminated {
+                continue;
+            }
             let looks_ended = row
                 .pid
                 .is_none_or(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)));

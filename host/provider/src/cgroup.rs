@@ -81,9 +81,23 @@ pub fn prepare(cg: &Cgroup) -> Option<Joiner> {
 /// that has created its cgroup and not yet started the agent in it.
 const STALE_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How often a launch sweeps for dead agents' cgroups: a sweep reads every agent cgroup, so
+/// one per launch made launching N servers cost N² reads.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Removes the empty agent cgroups of servers whose agent died without a terminate (killed,
-/// or the machine's harness ended it); populated ones are left for their terminate.
+/// or the machine's harness ended it); populated ones are left for their terminate. At most
+/// once per [`SWEEP_EVERY`] in a process: the first launch sweeps, the next ones of the same
+/// burst do not.
 pub fn remove_dead() {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
     let c = Containment::detect();
     let root = c.root();
     let Some(dir) = root.paths().into_iter().next() else {

@@ -8,6 +8,7 @@ mod disk;
 mod error;
 mod leases;
 mod local;
+mod proc_scan;
 mod process;
 mod uid_leftovers;
 

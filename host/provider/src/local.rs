@@ -116,6 +116,9 @@ impl LocalProvider {
         check_name("server id", &req.server_id)?;
         let root = self.server_root(&req.deployment, &req.server_id);
         self.clear_leftover_disk(&req, &root)?;
+        // Only a root that exists can have an earlier agent: a new one skips the scan of
+        // every process (which made launching N servers cost N scans of N processes).
+        let retried = root.exists();
         let agent_dir = root.join("agent");
         for dir in [root.join("mnt/services"), agent_dir.clone()] {
             std::fs::create_dir_all(&dir)
@@ -123,7 +126,9 @@ impl LocalProvider {
         }
         // A launch retried after a crash must not leave the first agent running beside the
         // second: stop whatever still runs for this root, and reuse its address lease.
-        stop_stale_agents(&root);
+        if retried {
+            stop_stale_agents(&root);
+        }
         crate::cgroup::remove_dead();
         let cgroup = crate::cgroup::agent_cgroup(&root)
             .and_then(|(name, cg)| crate::cgroup::prepare(&cg).map(|j| (name, j)));

@@ -3,28 +3,38 @@
 //! Zombies count as gone: a killed process whose parent has not reaped it yet is no longer
 //! running anything.
 
+use crate::proc_scan::Coalescer;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::path::Path;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The environment variable that marks an agent and everything it starts as belonging to a
 /// server root, so that a recycled pid is never mistaken for our agent.
 pub const ROOT_MARKER: &str = "STRATUS_SERVER_ROOT";
 
-/// Every live (non-zombie) process with its process group id.
-fn live_processes() -> Vec<(u32, u32)> {
-    stratus_containment::descendants::live_processes()
-        .into_iter()
-        .map(|p| (p.pid, p.pgrp))
-        .collect()
+/// Every live (non-zombie) process with its process group id, from a scan that started after
+/// this call (shared with the callers waiting for it: see `proc_scan.rs`).
+fn live_processes() -> Arc<Vec<(u32, u32)>> {
+    static SCANS: Coalescer<(), Arc<Vec<(u32, u32)>>> = Coalescer::new();
+    SCANS.ask((), |queries| {
+        let live: Arc<Vec<(u32, u32)>> = Arc::new(
+            stratus_containment::descendants::live_processes()
+                .into_iter()
+                .map(|p| (p.pid, p.pgrp))
+                .collect(),
+        );
+        queries.iter().map(|()| live.clone()).collect()
+    })
 }
 
 /// Pids of the live members of process group `pgid`.
 pub fn live_members(pgid: u32) -> Vec<u32> {
     live_processes()
-        .into_iter()
+        .iter()
         .filter(|(_, pgrp)| *pgrp == pgid)
-        .map(|(pid, _)| pid)
+        .map(|(pid, _)| *pid)
         .collect()
 }
 
@@ -51,9 +61,9 @@ fn real_uid(pid: u32) -> Option<u32> {
 /// earlier agent of the same server.
 pub fn marked_groups(root: &Path) -> Vec<u32> {
     let mut groups: Vec<u32> = live_processes()
-        .into_iter()
+        .iter()
         .filter(|(pid, _)| marked_for(*pid, root))
-        .map(|(_, pgrp)| pgrp)
+        .map(|(_, pgrp)| *pgrp)
         .collect();
     groups.sort_unstable();
     groups.dedup();
@@ -69,13 +79,51 @@ fn belongs_to(pid: u32, root: &Path) -> bool {
 }
 
 /// Every live process that is ours for `root`, in any process group: what must be gone before
-/// the server's disk may be removed.
+/// the server's disk may be removed. Servers ending together share one pass over the
+/// processes, which reads each one's marker and directory once for all of their roots.
 pub fn processes_of(root: &Path) -> Vec<u32> {
-    live_processes()
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .filter(|pid| belongs_to(*pid, root))
-        .collect()
+    static SCANS: Coalescer<PathBuf, Vec<u32>> = Coalescer::new();
+    SCANS.ask(root.to_path_buf(), |roots| {
+        let mut found = vec![Vec::new(); roots.len()];
+        for (pid, _) in live_processes().iter() {
+            let owner = Owner::of(*pid);
+            for (i, root) in roots.iter().enumerate() {
+                if owner.belongs_to(root) {
+                    found[i].push(*pid);
+                }
+            }
+        }
+        found
+    })
+}
+
+/// What ties a process to a server root: its marker (when it runs as our user) and its
+/// working directory.
+struct Owner {
+    marker: Option<PathBuf>,
+    cwd: Option<PathBuf>,
+}
+
+impl Owner {
+    fn of(pid: u32) -> Owner {
+        let prefix = format!("{ROOT_MARKER}=");
+        let marker = std::fs::read(format!("/proc/{pid}/environ"))
+            .ok()
+            .and_then(|env| {
+                env.split(|b| *b == 0)
+                    .find_map(|var| var.strip_prefix(prefix.as_bytes()).map(<[u8]>::to_vec))
+            })
+            .filter(|_| real_uid(pid) == Some(nix::unistd::geteuid().as_raw()))
+            .map(|bytes| PathBuf::from(std::ffi::OsString::from_vec(bytes)));
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        Owner { marker, cwd }
+    }
+
+    /// The same test as [`belongs_to`], on what was read once.
+    fn belongs_to(&self, root: &Path) -> bool {
+        self.marker.as_deref() == Some(root)
+            || self.cwd.as_ref().is_some_and(|c| c.starts_with(root))
+    }
 }
 
 /// Whether process group `pgid` has a live member that is ours (started for `root`).
@@ -432,5 +480,50 @@ mod tests {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    #[test]
+    fn servers_ending_together_each_get_exactly_their_own_processes() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // One process works in root a; one carries root b's marker while working elsewhere.
+        let mut in_a = std::process::Command::new("/bin/sleep")
+            .arg("60")
+            .current_dir(a.path())
+            .spawn()
+            .unwrap();
+        let mut marked_b = std::process::Command::new("/bin/sleep")
+            .arg("60")
+            .env(ROOT_MARKER, b.path())
+            .spawn()
+            .unwrap();
+        let execd = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(execd(in_a.id()) && execd(marked_b.id())) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Many callers at once share scans; each still gets only its own root's processes.
+        let answers: Vec<(bool, Vec<u32>)> = std::thread::scope(|s| {
+            let asks: Vec<_> = (0..16)
+                .map(|i| {
+                    let root = if i % 2 == 0 { a.path() } else { b.path() };
+                    s.spawn(move || (i % 2 == 0, processes_of(root)))
+                })
+                .collect();
+            asks.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (is_a, pids) in answers {
+            let (own, other) = match is_a {
+                true => (in_a.id(), marked_b.id()),
+                false => (marked_b.id(), in_a.id()),
+            };
+            assert!(pids.contains(&own) && !pids.contains(&other), "{pids:?}");
+        }
+        for child in [&mut in_a, &mut marked_b] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(processes_of(a.path()).is_empty() && processes_of(b.path()).is_empty());
     }
 }
