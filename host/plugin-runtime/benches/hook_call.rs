@@ -8,7 +8,7 @@ use stratus_model::context::{
     Credential, Dependency, DependencyKind, HookCall, Port, ServerInfo, ServiceContext,
 };
 use stratus_plugin_runtime::{
-    CallEnv, Labels, Package, Plugin, Runtime, RuntimeConfig, Supervisor, dirs_of,
+    CallEnv, Labels, Package, Plugin, Runtime, RuntimeConfig, SlotReset, Supervisor, dirs_of,
 };
 
 fn server(id: &str, addr: &str) -> ServerInfo {
@@ -81,13 +81,17 @@ fn env(call: &HookCall, sup: &Supervisor) -> CallEnv {
 }
 
 fn runtime(cache: Option<&Path>) -> Runtime {
-    Runtime::new(RuntimeConfig {
+    runtime_with(cache, SlotReset::PagemapScan)
+}
+
+fn runtime_with(cache: Option<&Path>, reset: SlotReset) -> Runtime {
+    let config = RuntimeConfig {
         cache_dir: cache.map(Path::to_owned),
         cache_key: [3; 32],
         max_concurrent_calls: 8,
         max_component_bytes: stratus_plugin_runtime::DEFAULT_MAX_COMPONENT_BYTES,
-    })
-    .unwrap()
+    };
+    Runtime::with_slot_reset(config, reset).unwrap()
 }
 
 fn hello_package() -> Package {
@@ -136,19 +140,22 @@ fn hook_calls(c: &mut Criterion) {
             let _ = std::fs::remove_file(dir.path().join("hooks.log"));
         });
     }
-    // Pure sandbox overhead: a hook that returns at once (the test plugin's health-check).
-    let trivial: Plugin = tokio
-        .block_on(
-            rt.load(&Package::open(&stratus_plugin_artifacts::package_dir("hostile")).unwrap()),
-        )
-        .unwrap();
+    // Pure sandbox overhead: a hook that returns at once (the test plugin's health-check),
+    // with pool slots reset as now and as before issue 13 (`_madvise`), side by side.
+    let hostile = Package::open(&stratus_plugin_artifacts::package_dir("hostile")).unwrap();
     let call = HookCall::HealthCheck {
         ctx: context(dir.path(), false),
     };
     let trivial_env = env(&call, &sup);
-    g.bench_function("trivial_hook", |b| {
-        b.iter_custom(|iters| tokio.block_on(timed(iters, || trivial.call(&call, &trivial_env))))
-    });
+    let old_rt = runtime_with(None, SlotReset::Madvise);
+    for (name, rt) in [("trivial_hook", &rt), ("trivial_hook_madvise", &old_rt)] {
+        let trivial: Plugin = tokio.block_on(rt.load(&hostile)).unwrap();
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                tokio.block_on(timed(iters, || trivial.call(&call, &trivial_env)))
+            })
+        });
+    }
     // The same work as configure_write, as the shell scripts of old did it.
     let conf = dir.path().join("sh-hello.conf");
     let script = format!(

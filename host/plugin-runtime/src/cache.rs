@@ -191,8 +191,8 @@ mod tests {
     /// The control plane precompiles with a small pool, the agents load with a larger one.
     #[test]
     fn the_pool_size_is_not_part_of_compiled_code_compatibility() {
-        let (small, _) = crate::engine::build(2).unwrap();
-        let (large, _) = crate::engine::build(16).unwrap();
+        let (small, _) = crate::engine::build(2, crate::engine::SlotReset::PagemapScan).unwrap();
+        let (large, _) = crate::engine::build(16, crate::engine::SlotReset::PagemapScan).unwrap();
         assert_eq!(engine_digest(&small), engine_digest(&large));
     }
 

@@ -48,8 +48,8 @@ pub(crate) struct HostCtx {
     pub status_updates: usize,
     pub status: Option<String>,
     /// The running hook's service context, for `render-template` and `enstratus-cfg`; none
-    /// for configuration-management hooks.
-    pub context: Option<ServiceContext>,
+    /// for configuration-management hooks. Read-only, so calls with an equal context share it.
+    pub context: Option<Arc<ServiceContext>>,
 }
 
 impl WasiView for State {
@@ -86,6 +86,16 @@ impl Plugin {
         r
     }
 
+    /// `ctx` shared: the last call's copy when it is equal (consecutive calls of a service
+    /// carry the same context), else a new one. Comparing costs far less than cloning.
+    fn context_for(&self, ctx: &ServiceContext) -> Arc<ServiceContext> {
+        let mut last = self.inner.last_context.lock().unwrap();
+        match last.as_ref() {
+            Some(known) if **known == *ctx => known.clone(),
+            _ => last.insert(Arc::new(ctx.clone())).clone(),
+        }
+    }
+
     /// Runs one hook in a fresh sandbox. On failure the returned `CallFailure` still carries
     /// the captured output and logs. Either way every string the plugin supplied has passed
     /// the call's one redactor and the size bounds (`Redactor::seal`).
@@ -113,13 +123,10 @@ impl Plugin {
                 message: "runtime is shutting down".into(),
             })
         })?;
-        let caps = env
-            .capabilities
-            .clone()
-            .unwrap_or_else(|| p.capabilities.clone());
+        let caps = env.capabilities.as_ref().unwrap_or(&p.capabilities);
         let started = Instant::now();
-        let context = call.service_context().cloned();
-        let (state, captured) = State::new(&p.name, &caps, env, redactor.clone(), context)
+        let context = call.service_context().map(|ctx| self.context_for(ctx));
+        let (state, captured) = State::new(&p.name, caps, env, redactor.clone(), context)
             .map_err(|message| CallFailure::bare(HookFailure::Host { message }))?;
         let Captured { out, err, denials } = captured;
         let mut store = Store::new(&p.runtime.inner.engine, state);
@@ -222,12 +229,14 @@ impl State {
         caps: &Capabilities,
         env: &CallEnv,
         redactor: Redactor,
-        context: Option<ServiceContext>,
+        context: Option<Arc<ServiceContext>>,
     ) -> Result<(State, Captured), String> {
         let cap = caps.output_bytes as usize;
         let (out, err) = (MemoryOutputPipe::new(cap), MemoryOutputPipe::new(cap));
         let denials = Denials::default();
-        let wasi = wasi_ctx(caps, env, &out, &err, &denials)?;
+        // One policy for the socket check and the host functions.
+        let net = Arc::new(net_policy(caps, env));
+        let wasi = wasi_ctx(caps, env, &out, &err, (net.clone(), &denials))?;
         let state = State {
             wasi,
             table: ResourceTable::new(),
@@ -235,7 +244,7 @@ impl State {
             host: HostCtx {
                 plugin: plugin.to_owned(),
                 owner: env.owner(plugin),
-                net: Arc::new(net_policy(caps, env)),
+                net,
                 caps: caps.clone(),
                 dirs: env.dirs.clone(),
                 sealed_package: env.sealed_package.clone(),
@@ -269,7 +278,7 @@ fn wasi_ctx(
     env: &CallEnv,
     out: &MemoryOutputPipe,
     err: &MemoryOutputPipe,
-    denials: &Denials,
+    (net, denials): (Arc<NetPolicy>, &Denials),
 ) -> Result<WasiCtx, String> {
     let mut b = WasiCtxBuilder::new();
     for grant in &caps.dirs {
@@ -305,9 +314,6 @@ fn wasi_ctx(
     b.allow_tcp(true)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    b.socket_addr_check(socket_check(
-        Arc::new(net_policy(caps, env)),
-        denials.clone(),
-    ));
+    b.socket_addr_check(socket_check(net, denials.clone()));
     Ok(b.build())
 }

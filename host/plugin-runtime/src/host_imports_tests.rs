@@ -468,9 +468,15 @@ fn state_with_context(
     ctx: Option<stratus_model::context::ServiceContext>,
 ) -> State {
     let env = bare_env(DirMap::default(), dir.join("logs"));
-    State::new("t", caps, &env, Redactor::default(), ctx)
-        .unwrap()
-        .0
+    State::new(
+        "t",
+        caps,
+        &env,
+        Redactor::default(),
+        ctx.map(std::sync::Arc::new),
+    )
+    .unwrap()
+    .0
 }
 
 fn sample_context(dir: &Path) -> stratus_model::context::ServiceContext {

@@ -53,7 +53,7 @@ pub use capabilities::{
     Access, Capabilities, CapabilityOverride, DirGrant, DirKind, MAX_MEMORY_MB, NarrowError,
     NetHost, NetworkGrant, Program, RunAs,
 };
-pub use engine::Allocator;
+pub use engine::{Allocator, SlotReset};
 pub use env::{CallEnv, DirMap, Labels, dirs_of};
 pub use failure::{CallFailure, HookFailure, LoadError};
 pub use inspect::{ComponentInfo, InterfaceInfo, inspect};

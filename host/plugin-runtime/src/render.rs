@@ -53,6 +53,6 @@ pub(crate) async fn render_template(
 pub(crate) fn enstratus_cfg(host: &HostCtx) -> Result<String, String> {
     host.context
         .as_ref()
-        .map(classic_cfg)
+        .map(|ctx| classic_cfg(ctx))
         .ok_or_else(no_context)
 }

@@ -5,7 +5,7 @@ use crate::bindings::{cm::CmPre, proxy::ProxyPre, service::ServicePre};
 use crate::cache::{CacheStatus, CodeCache, engine_digest, sha256_hex};
 use crate::call::State;
 use crate::capabilities::Capabilities;
-use crate::engine::{self, Allocator};
+use crate::engine::{self, Allocator, SlotReset};
 use crate::failure::LoadError;
 use crate::inspect::{ComponentInfo, describe};
 use crate::package::Package;
@@ -86,9 +86,19 @@ impl Runtime {
     /// Builds the engine (pooling allocator, falling back to on-demand), the linkers and the
     /// epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        Runtime::with_slot_reset(config, SlotReset::PagemapScan)
+    }
+
+    /// [`Runtime::new`] with a chosen way of resetting pool slots; for the benchmark that
+    /// compares them side by side.
+    #[doc(hidden)]
+    pub fn with_slot_reset(
+        config: RuntimeConfig,
+        reset: SlotReset,
+    ) -> Result<Runtime, RuntimeError> {
         let n = config.max_concurrent_calls.max(1);
         let (engine, allocator) =
-            engine::build(n).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+            engine::build(n, reset).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let link = |w| linker(&engine, w).map_err(|e| RuntimeError::Linker(format!("{e:#}")));
         let (service, proxy, cm) = (link(World::Service)?, link(World::Proxy)?, link(World::Cm)?);
         let scalers = crate::scaler::Scalers::new(&engine)
@@ -164,6 +174,7 @@ impl Runtime {
                 pre,
                 dir: pkg.dir.clone(),
                 last_redactor: std::sync::Mutex::default(),
+                last_context: std::sync::Mutex::default(),
             }),
         })
     }
@@ -308,6 +319,9 @@ pub(crate) struct PluginInner {
     /// The redactor of the last call and the secrets it was built for: consecutive calls of a
     /// service carry the same secrets, and building one costs more than a trivial call.
     pub last_redactor: std::sync::Mutex<Option<(Vec<String>, crate::output::Redactor)>>,
+    /// The context of the last call, shared read-only with the next call if equal: cloning
+    /// it cost a warm call more than comparing it (call.rs).
+    pub last_context: std::sync::Mutex<Option<Arc<stratus_model::context::ServiceContext>>>,
 }
 
 impl Plugin {
