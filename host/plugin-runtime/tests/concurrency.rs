@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{context, env, install_cfg, load};
+use common::{context, env, install_cfg, load, shared_runtime};
 use stratus_model::context::HookCall;
 use stratus_plugin_runtime::{Allocator, Runtime, RuntimeConfig, Supervisor};
 
@@ -39,5 +39,27 @@ async fn calls_beyond_the_pool_size_wait_and_succeed() {
     for (i, dir) in dirs.iter().enumerate() {
         let text = std::fs::read_to_string(dir.path().join("hello.conf")).unwrap();
         assert!(text.contains(&format!("greeting=hi-{i}")), "{text}");
+    }
+}
+
+/// A plugin keeps its last call's context to share with an equal next call; a call with a
+/// different context must render from its own, never the one kept from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_renders_from_its_own_context_not_the_last_one() {
+    let rt = shared_runtime();
+    let hello = load(&rt, "hello").await;
+    let dir = tempfile::tempdir().unwrap();
+    install_cfg(dir.path());
+    let sup = Supervisor::new(dir.path().join("logs"));
+    for greeting in ["first", "first", "second", "first"] {
+        let call = HookCall::Configure {
+            ctx: context(dir.path(), &[("greeting", greeting)]),
+        };
+        hello.call(&call, &env(&call, &sup, None)).await.unwrap();
+        let text = std::fs::read_to_string(dir.path().join("hello.conf")).unwrap();
+        assert!(
+            text.contains(&format!("greeting={greeting}")),
+            "{greeting}: {text}"
+        );
     }
 }
