@@ -1,8 +1,8 @@
 //! Launch benchmark (a bench binary, not a timed test): the hello example with N application
 //! servers (plus 1 load balancer and 1 database) on the local provider, from `stratus launch`
-//! to RUNNING, for several N in one run. Reports wall time, the control plane's RSS and the
-//! agents' RSS (mean and max). Sizes whose agents would not fit in the memory available are
-//! skipped with the reason.
+//! to RUNNING, for several N in one run. Reports wall time, the control plane's RSS (at RUNNING
+//! and its peak), the agents' RSS (mean and max), and the wall time of `stratus terminate`.
+//! Sizes whose agents would not fit in the memory available are skipped with the reason.
 //!
 //! Run: `cargo bench --bench launch -- 10 100 500 three-tier` (release build). `three-tier`
 //! launches `examples/three-tier` (real MariaDB, greeter, HAProxy) three times.
@@ -11,10 +11,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn rss_kib(pid: u32) -> Option<u64> {
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
 }
 
 fn mem_available_kib() -> u64 {
@@ -52,6 +56,8 @@ struct Run {
     n: usize,
     seconds: f64,
     control_kib: u64,
+    control_peak_kib: u64,
+    terminate_seconds: f64,
     agent_mean_kib: u64,
     agent_max_kib: u64,
 }
@@ -95,14 +101,26 @@ fn run(n: usize) -> Result<Run, String> {
             &std::fs::read_to_string(state.path().join("control.json")).unwrap_or_default(),
         )
         .unwrap_or_default();
-        let control_kib = control["pid"]
-            .as_u64()
-            .and_then(|p| rss_kib(p as u32))
-            .unwrap_or(0);
+        let control_pid = control["pid"].as_u64().unwrap_or(0) as u32;
+        let control_kib = rss_kib(control_pid).unwrap_or(0);
+        let terminate = Instant::now();
+        let ended = stratus(state.path())
+            .args(["terminate", "hello"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let terminate_seconds = terminate.elapsed().as_secs_f64();
+        if !ended.status.success() {
+            return Err(format!(
+                "terminate failed: {}",
+                String::from_utf8_lossy(&ended.stderr)
+            ));
+        }
         Ok(Run {
             n,
             seconds,
             control_kib,
+            control_peak_kib: status_kib(control_pid, "VmHWM:").unwrap_or(0),
+            terminate_seconds,
             agent_mean_kib: rss.iter().sum::<u64>() / rss.len().max(1) as u64,
             agent_max_kib: rss.iter().copied().max().unwrap_or(0),
         })
@@ -160,9 +178,9 @@ fn main() {
         sizes = vec![10, 100, 500];
     }
     println!(
-        "| N app servers | servers in all | time to RUNNING | control plane RSS | agent RSS mean | agent RSS max |"
+        "| N app servers | servers in all | time to RUNNING | control plane RSS (peak) | agent RSS mean | agent RSS max | terminate |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut per_agent_kib = 0u64;
     for n in sizes {
         let servers = n + 2;
@@ -170,7 +188,7 @@ fn main() {
         let available = mem_available_kib();
         if per_agent_kib > 0 && need > available * 8 / 10 {
             println!(
-                "| {n} | {servers} | skipped: ~{} MiB of agents needed, {} MiB available | | | |",
+                "| {n} | {servers} | skipped: ~{} MiB of agents needed, {} MiB available | | | | |",
                 need / 1024,
                 available / 1024
             );
@@ -180,15 +198,17 @@ fn main() {
             Ok(r) => {
                 per_agent_kib = per_agent_kib.max(r.agent_mean_kib);
                 println!(
-                    "| {} | {servers} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+                    "| {} | {servers} | {:.2} s | {:.1} MiB ({:.1} MiB) | {:.1} MiB | {:.1} MiB | {:.2} s |",
                     r.n,
                     r.seconds,
                     r.control_kib as f64 / 1024.0,
+                    r.control_peak_kib as f64 / 1024.0,
                     r.agent_mean_kib as f64 / 1024.0,
-                    r.agent_max_kib as f64 / 1024.0
+                    r.agent_max_kib as f64 / 1024.0,
+                    r.terminate_seconds
                 );
             }
-            Err(e) => println!("| {n} | {servers} | {e} | | | |"),
+            Err(e) => println!("| {n} | {servers} | {e} | | | | |"),
         }
     }
 }
