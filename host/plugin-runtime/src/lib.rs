@@ -36,6 +36,8 @@ mod language;
 mod limits;
 pub use stratus_model::plugin::manifest;
 mod adoption;
+#[cfg(test)]
+mod attack_tests;
 mod network;
 mod output;
 pub mod package;
