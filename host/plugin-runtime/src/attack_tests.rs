@@ -4,7 +4,7 @@
 //! module in the same slot, concurrent instances), and the epoch ticker, which only ticks
 //! while a guest runs, must still interrupt an endless loop at its deadline.
 
-use crate::engine::{Allocator, SlotReset, build};
+use crate::engine::{Allocator, DEFAULT_SLOT_RESET, SlotReset, build};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Instance, Module, Store};
@@ -758,4 +758,205 @@ async fn attack_a_start_function_that_loops_is_interrupted() {
         "{:?}",
         started.elapsed()
     );
+}
+
+// --- a dirty page that is swapped out is reset (the page-map reset failed this: not used) ---
+
+unsafe extern "C" {
+    fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+}
+
+/// Asks the kernel to swap the page at `addr` out; whether it did, by the page map's
+/// "swapped" bit (62).
+fn page_out(addr: *mut u8) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const MADV_PAGEOUT: i32 = 21;
+    let page = (addr as usize) & !4095;
+    // SAFETY: a page of a live linear memory; MADV_PAGEOUT keeps its contents.
+    let rc = unsafe { madvise(page as *mut _, 4096, MADV_PAGEOUT) };
+    if rc != 0 {
+        return false;
+    }
+    let mut f = std::fs::File::open("/proc/self/pagemap").unwrap();
+    f.seek(SeekFrom::Start((page / 4096 * 8) as u64)).unwrap();
+    let mut entry = [0u8; 8];
+    f.read_exact(&mut entry).unwrap();
+    u64::from_le_bytes(entry) & (1 << 62) != 0
+}
+
+/// The page-map scan resets only pages that are written, present and anonymous; a written page
+/// the kernel has swapped out is not present, so it is neither copied back nor decommitted
+/// (the walk reaches the end of memory: nothing is decommitted) and the next instance in the
+/// slot reads the previous one's bytes. Needs swap; without it the page cannot be swapped out
+/// and the test says so and passes.
+#[test]
+fn attack_a_swapped_out_dirty_page_is_reset() {
+    let memory = section(5, vec_of(vec![[vec![0x01], uleb(4), uleb(64)].concat()]));
+    let export = section(7, vec_of(vec![[name("mem"), vec![0x02, 0x00]].concat()]));
+    let bytes = [b"\0asm\x01\0\0\0".to_vec(), memory, export].concat();
+    for reset in [DEFAULT_SLOT_RESET] {
+        let (engine, _) = build(1, reset).unwrap();
+        let module = Module::new(&engine, &bytes).unwrap();
+        // page 2: inside the 64 KiB kept resident; and one far past it.
+        for at in [8192usize, 3 << 20] {
+            let mut store = Store::new(&engine, ());
+            let i = Instance::new(&mut store, &module, &[]).unwrap();
+            let mem = i.get_memory(&mut store, "mem").unwrap();
+            mem.grow(&mut store, 60).unwrap();
+            mem.data_mut(&mut store)[at..at + 8].copy_from_slice(b"SECRET!!");
+            let swapped = page_out(mem.data_ptr(&store).wrapping_add(at));
+            drop(store);
+            if !swapped {
+                eprintln!(
+                    "{reset:?} at {at}: the page was not swapped out (no swap?): nothing shown"
+                );
+                continue;
+            }
+            let mut store = Store::new(&engine, ());
+            let i = Instance::new(&mut store, &module, &[]).unwrap();
+            let mem = i.get_memory(&mut store, "mem").unwrap();
+            mem.grow(&mut store, 60).unwrap();
+            assert_eq!(
+                &mem.data(&store)[at..at + 8],
+                &[0u8; 8],
+                "{reset:?}: the previous instance's swapped-out page at {at} survived the reset"
+            );
+        }
+    }
+}
+
+// --- which pages the previous call wrote, by timing first touches (the page-map reset told) ---
+
+/// Imports `host.now() -> i64` (nanoseconds, as `wasi:clocks/monotonic-clock.now` gives a
+/// guest); exports `mem` (1 page, max 1024), `grow()`, `touch_time(page) -> i64` (the time of
+/// one load from the page) and `write(page)` (stores a word in it).
+fn timer_module() -> Vec<u8> {
+    let types = section(
+        1,
+        vec_of(vec![
+            vec![0x60, 0x00, 0x01, I64],      // () -> i64
+            vec![0x60, 0x01, I32, 0x01, I64], // (i32) -> i64
+            vec![0x60, 0x01, I32, 0x00],      // (i32) -> ()
+            vec![0x60, 0x00, 0x00],           // () -> ()
+        ]),
+    );
+    let imports = section(
+        2,
+        vec_of(vec![[name("host"), name("now"), vec![0x00, 0x00]].concat()]),
+    );
+    let funcs = section(3, vec_of(vec![vec![1], vec![2], vec![3]]));
+    let memory = section(5, vec_of(vec![[vec![0x01], uleb(1), uleb(64)].concat()]));
+    let exports = section(
+        7,
+        vec_of(vec![
+            [name("mem"), vec![0x02, 0x00]].concat(),
+            [name("touch_time"), vec![0x00, 0x01]].concat(),
+            [name("write"), vec![0x00, 0x02]].concat(),
+            [name("grow"), vec![0x00, 0x03]].concat(),
+        ]),
+    );
+    // touch_time(page): t = now(); load [page * 4096]; now() - t   (local 1: t)
+    let touch = body(
+        &[(1, I64)],
+        [
+            vec![0x10, 0x00],
+            lset(1),
+            lget(0),
+            i32c(12),
+            vec![0x74],
+            mem_op(0x29, 3, 0),
+            vec![0x1a],
+            vec![0x10, 0x00],
+            lget(1),
+            vec![0x7d], // i64.sub
+        ]
+        .concat(),
+    );
+    let write = body(
+        &[],
+        [
+            lget(0),
+            i32c(12),
+            vec![0x74],
+            i64c(0x5ec7e7),
+            mem_op(0x37, 3, 0),
+        ]
+        .concat(),
+    );
+    let code = section(10, vec_of(vec![touch, write, body(&[], grow_mem(0))]));
+    [
+        b"\0asm\x01\0\0\0".to_vec(),
+        types,
+        imports,
+        funcs,
+        memory,
+        exports,
+        code,
+    ]
+    .concat()
+}
+
+/// A call writes a few pages (its "secret" access pattern); the next call in the slot times a
+/// first load from every page. With the page-map reset the pages the previous call wrote are
+/// still resident (copied back, not decommitted) and load without a page fault, the others
+/// fault in the zero page: the next call reads the previous call's write set off the clock.
+/// With the madvise reset every page past the first 64 KiB faults alike.
+#[test]
+fn attack_the_next_call_cannot_tell_which_pages_the_previous_wrote() {
+    let secret: [i32; 6] = [40, 97, 300, 512, 777, 1000];
+    for reset in [DEFAULT_SLOT_RESET] {
+        let mut hits = 0;
+        let rounds = 5;
+        for _ in 0..rounds {
+            // A slot as a call finds it after a reset that decommitted (a fresh pool here).
+            let (engine, _) = build(1, reset).unwrap();
+            let module = Module::new(&engine, timer_module()).unwrap();
+            let origin = Instant::now();
+            let mut linker = wasmtime::Linker::new(&engine);
+            linker
+                .func_wrap("host", "now", move || origin.elapsed().as_nanos() as i64)
+                .unwrap();
+            {
+                let mut store = Store::new(&engine, ());
+                store.set_epoch_deadline(u64::MAX / 2);
+                let i = linker.instantiate(&mut store, &module).unwrap();
+                i.get_typed_func::<(), ()>(&mut store, "grow")
+                    .unwrap()
+                    .call(&mut store, ())
+                    .unwrap();
+                let w = i.get_typed_func::<i32, ()>(&mut store, "write").unwrap();
+                for p in secret {
+                    w.call(&mut store, p).unwrap();
+                }
+            }
+            let mut store = Store::new(&engine, ());
+            store.set_epoch_deadline(u64::MAX / 2);
+            let i = linker.instantiate(&mut store, &module).unwrap();
+            i.get_typed_func::<(), ()>(&mut store, "grow")
+                .unwrap()
+                .call(&mut store, ())
+                .unwrap();
+            let t = i
+                .get_typed_func::<i32, i64>(&mut store, "touch_time")
+                .unwrap();
+            // Past the first 64 KiB (16 pages) only.
+            let mut times: Vec<(i64, i32)> = (16..1024)
+                .map(|p| (t.call(&mut store, p).unwrap(), p))
+                .collect();
+            times.sort();
+            let mut fastest: Vec<i32> = times[..secret.len()].iter().map(|(_, p)| *p).collect();
+            fastest.sort();
+            if fastest == secret {
+                hits += 1;
+            }
+            eprintln!(
+                "{reset:?}: fastest pages {fastest:?}, slowest {:?}",
+                times.last()
+            );
+        }
+        assert!(
+            hits < rounds,
+            "{reset:?}: the pages the previous call wrote were the fastest to touch in every round"
+        );
+    }
 }

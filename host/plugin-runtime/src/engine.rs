@@ -12,17 +12,24 @@ pub enum Allocator {
 }
 
 /// How a pool slot's memories and tables are put back to their initial contents after a call.
-/// Either way the next call sees exactly the module's initial image; only the cost differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotReset {
     /// Find the pages the guest wrote with the `PAGEMAP_SCAN` ioctl (Linux 6.7+; elsewhere it
-    /// falls back to `Madvise`) and copy only those back while they fit in the kept-resident
-    /// size: no `madvise`, no cross-core TLB shootdown, no page faults on the next call.
+    /// falls back to `Madvise`) and copy only those back: no `madvise`, no cross-core TLB
+    /// shootdown, no page faults on the next call, a warm call 0.55–0.73× the time. **Not
+    /// used**, because it does not isolate calls: a written page that is swapped out is not
+    /// "present", so it is neither copied back nor released and the next instance in the slot
+    /// reads it; and pages it keeps mapped load faster than the others, so the next call can
+    /// tell by timing which pages the previous one touched (`attack_tests.rs`). Kept for the
+    /// bench that compares both.
     PagemapScan,
-    /// `memset` the first kept-resident bytes and `madvise` away the rest (before issue 13;
-    /// kept so that the bench compares both in one run).
+    /// `memset` the first kept-resident bytes and `madvise` away the rest: the next call sees
+    /// exactly the module's initial image, swapped pages included.
     Madvise,
 }
+
+/// The slot reset every runtime uses (see [`SlotReset`] for why not the faster one).
+pub const DEFAULT_SLOT_RESET: SlotReset = SlotReset::Madvise;
 
 fn base_config() -> Config {
     let mut c = Config::new();
@@ -47,8 +54,6 @@ fn pooling(max_concurrent_calls: u32, reset: SlotReset) -> PoolingAllocationConf
         .max_memory_size((MAX_MEMORY_MB << 20) as usize);
     // Only a little stays resident: memset-resetting 1 MiB per freed slot made a warm hook call
     // ~20 % slower than madvise; 64 KiB was slightly faster than none (measured).
-    // With the scan, this bounds what stays resident per slot to the pages a call wrote (a
-    // trivial Rust hook writes less than 64 KiB), so it costs no more memory than before.
     p.linear_memory_keep_resident(64 << 10)
         .table_keep_resident(64 << 10);
     if reset == SlotReset::PagemapScan {

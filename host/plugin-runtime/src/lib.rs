@@ -55,7 +55,7 @@ pub use capabilities::{
     Access, Capabilities, CapabilityOverride, DirGrant, DirKind, MAX_MEMORY_MB, NarrowError,
     NetHost, NetworkGrant, Program, RunAs,
 };
-pub use engine::{Allocator, SlotReset};
+pub use engine::{Allocator, DEFAULT_SLOT_RESET, SlotReset};
 pub use env::{CallEnv, DirMap, Labels, dirs_of};
 pub use failure::{CallFailure, HookFailure, LoadError};
 pub use inspect::{ComponentInfo, InterfaceInfo, inspect};

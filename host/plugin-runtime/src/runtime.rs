@@ -86,7 +86,7 @@ impl Runtime {
     /// Builds the engine (pooling allocator, falling back to on-demand), the linkers and the
     /// epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        Runtime::with_slot_reset(config, SlotReset::PagemapScan)
+        Runtime::with_slot_reset(config, engine::DEFAULT_SLOT_RESET)
     }
 
     /// [`Runtime::new`] with a chosen way of resetting pool slots; for the benchmark that
