@@ -127,9 +127,9 @@ impl Engine {
         let mut applied = Vec::new();
         let mut failures = 0u32;
         loop {
-            match self.reconcile_pass(spec, &packages).await {
-                Ok(Some(changes)) => applied.push(changes),
-                Ok(None) => break,
+            match self.reconcile_pass(spec, &packages, &mut applied).await {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) => {
                     failures += 1;
                     let again = self.outwait_losses(spec).await? || persistent;
@@ -149,21 +149,25 @@ impl Engine {
         Ok(())
     }
 
-    /// One pass: the pending change set applied (if any), then every server through the
-    /// pipeline. Returns the change set it applied.
+    /// One pass: the pending change set applied (if any, and added to `applied` at once, so
+    /// a replacement is reported even when a later loss fails this pass's pipeline), then
+    /// every server through the pipeline. Returns whether a change set was applied.
     async fn reconcile_pass(
         &self,
         spec: &DeploymentSpec,
         packages: &BTreeMap<String, PackageRef>,
-    ) -> Result<Option<Changes>, EngineError> {
+        applied: &mut Vec<Changes>,
+    ) -> Result<bool, EngineError> {
         let changes = self.pending_changes(spec, Goal::Targets).await?;
-        if let Some(c) = &changes {
-            self.apply_changes(spec, c, None).await?;
+        let changed = changes.is_some();
+        if let Some(c) = changes {
+            self.apply_changes(spec, &c, None).await?;
             stratus_telemetry::change_set_applied();
+            applied.push(c);
         }
         let fleet = self.fleet(spec.name.as_str())?;
         self.pipeline(spec, &fleet, packages).await?;
-        Ok(changes)
+        Ok(changed)
     }
 
     /// Steps 3–8 of the launch over `fleet`: CM, install, configure in dependency order,
