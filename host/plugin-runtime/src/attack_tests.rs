@@ -632,15 +632,7 @@ async fn run_spinner(
     let started = Instant::now();
     let mut store = Store::new(engine, ());
     let deadline = started + timeout;
-    let _ticking = crate::epoch::running();
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            wasmtime::UpdateDeadline::Interrupt
-        } else {
-            wasmtime::UpdateDeadline::Yield(1)
-        })
-    });
+    let _ticking = crate::epoch::arm(&mut store, deadline);
     let mut linker = wasmtime::Linker::new(engine);
     linker
         .func_wrap("host", "tick", || std::hint::black_box(()))
@@ -734,15 +726,7 @@ async fn attack_a_start_function_that_loops_is_interrupted() {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(200);
     let mut store = Store::new(&engine, ());
-    let _ticking = crate::epoch::running();
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            wasmtime::UpdateDeadline::Interrupt
-        } else {
-            wasmtime::UpdateDeadline::Yield(1)
-        })
-    });
+    let _ticking = crate::epoch::arm(&mut store, deadline);
     let err = Instance::new_async(&mut store, &module, &[])
         .await
         .unwrap_err();

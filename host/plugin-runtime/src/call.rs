@@ -131,17 +131,8 @@ impl Plugin {
         let Captured { out, err, denials } = captured;
         let mut store = Store::new(&p.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // Yield to tokio every tick (long guests do not hog a worker) and trap at the deadline.
         let deadline = started + Duration::from_millis(caps.timeout_ms);
-        let _ticking = crate::epoch::running();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                wasmtime::UpdateDeadline::Interrupt
-            } else {
-                wasmtime::UpdateDeadline::Yield(1)
-            })
-        });
+        let _ticking = crate::epoch::arm(&mut store, deadline);
         let limit = Duration::from_millis(caps.timeout_ms) + BACKSTOP_SLACK;
         let result = tokio::time::timeout(limit, invoke(&p.pre, &mut store, call)).await;
         let mut state = store.into_data();

@@ -87,6 +87,21 @@ pub fn running() -> Running {
     GATE.running()
 }
 
+/// Arms `store` for a guest call: it yields to the async runtime every tick (a long guest does
+/// not hog a worker) and traps at `deadline`; the ticker ticks until the guard is dropped.
+pub fn arm<T>(store: &mut wasmtime::Store<T>, deadline: std::time::Instant) -> Running {
+    let ticking = running();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if std::time::Instant::now() >= deadline {
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            wasmtime::UpdateDeadline::Yield(1)
+        })
+    });
+    ticking
+}
+
 /// Advances `engine`'s epoch every tick while a guest runs, until the engine is dropped; it
 /// holds only a weak reference so that the engine (and its pool) can go away.
 pub fn start_ticker(engine: &Engine) {

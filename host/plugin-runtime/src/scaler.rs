@@ -251,15 +251,7 @@ impl Runtime {
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let _ticking = crate::epoch::running();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                wasmtime::UpdateDeadline::Interrupt
-            } else {
-                wasmtime::UpdateDeadline::Yield(1)
-            })
-        });
+        let _ticking = crate::epoch::arm(&mut store, deadline);
         let call = async {
             let instance = loaded.pre.instantiate_async(&mut store).await?;
             let rule = instance.stratus_plugin_scale_rule();
