@@ -9,6 +9,7 @@ mod error;
 mod leases;
 mod local;
 mod proc_scan;
+mod spawn;
 mod process;
 mod uid_leftovers;
 

@@ -3,16 +3,14 @@
 //! and its own loopback address.
 
 use crate::leases::{Lease, Leases};
-use crate::process::{ROOT_MARKER, group_alive, marked_groups, signal_group};
+use crate::process::{group_alive, marked_groups, signal_group};
 use crate::{BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, ProviderError};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -160,7 +158,15 @@ impl LocalProvider {
                 return Err(e);
             }
         };
-        match self.spawn_agent(&req, address, &root, &credential_file, cgroup, program_uid) {
+        let agent = crate::spawn::AgentSpawn {
+            program: &self.agent_program,
+            req: &req,
+            address,
+            root: &root,
+            credential_file: &credential_file,
+            program_uid,
+        };
+        match crate::spawn::spawn_agent(agent, cgroup) {
             Ok(pid) => {
                 tracing::info!(deployment = %req.deployment, server = %req.server_id,
                     %address, pid, "local server launched");
@@ -203,72 +209,6 @@ impl LocalProvider {
             pid: 0,
         };
         crate::disk::end(&self.state_dir, &req.deployment, &leftover, None).map(|_| ())
-    }
-
-    fn spawn_agent(
-        &self,
-        req: &LaunchRequest,
-        address: std::net::Ipv4Addr,
-        root: &Path,
-        credential_file: &Path,
-        cgroup: Option<(String, stratus_containment::Joiner)>,
-        program_uid: Option<u32>,
-    ) -> Result<u32, ProviderError> {
-        let out_path = root.join("agent/agent.out");
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&out_path)
-            .map_err(ProviderError::io(format!("opening {}", out_path.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(ProviderError::io("duplicating agent output"))?;
-        let mut cmd = Command::new(&self.agent_program);
-        cmd.arg("agent")
-            .arg("--control")
-            .arg(req.control_addr.to_string())
-            .arg("--deployment")
-            .arg(&req.deployment)
-            .arg("--server-id")
-            .arg(&req.server_id)
-            .arg("--address")
-            .arg(address.to_string())
-            .arg("--root")
-            .arg(root)
-            .arg("--credential-file")
-            .arg(credential_file)
-            .args(&req.agent_args)
-            .args(program_uid.map(|uid| format!("--program-user={uid}:{uid}")))
-            .env(ROOT_MARKER, root)
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            // Its own group: terminal signals to the control plane do not reach it, and
-            // terminate can signal the agent together with everything it started.
-            .process_group(0);
-        if let Some((name, joiner)) = cgroup {
-            cmd.env(stratus_containment::AGENT_CGROUP_ENV, name);
-            // SAFETY: join_self only calls write(2), which is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(move || joiner.join_self());
-            }
-        }
-        let mut child = cmd.spawn().map_err(|source| ProviderError::Spawn {
-            program: self.agent_program.clone(),
-            source,
-        })?;
-        let pid = child.id();
-        // Reap the agent when it exits so it does not linger as a zombie while we live; the
-        // std Child is not killed on drop, so the agent outlives a control plane restart.
-        std::thread::Builder::new()
-            .name(format!("reap-{pid}"))
-            .spawn(move || {
-                let _ = child.wait();
-            })
-            .map_err(ProviderError::io("starting reaper thread"))?;
-        Ok(pid)
     }
 
     async fn terminate_group(

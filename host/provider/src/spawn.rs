@@ -1,0 +1,91 @@
+//! Starting a local server's agent process: its command line, output file, process group and
+//! cgroup, and the thread that reaps it.
+
+use crate::process::ROOT_MARKER;
+use crate::{LaunchRequest, ProviderError};
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// What one agent is started with.
+pub(crate) struct AgentSpawn<'a> {
+    pub program: &'a Path,
+    pub req: &'a LaunchRequest,
+    pub address: std::net::Ipv4Addr,
+    pub root: &'a Path,
+    pub credential_file: &'a Path,
+    /// The server's own program uid (`--program-user`), when the provider gives one.
+    pub program_uid: Option<u32>,
+}
+
+/// Starts the agent in its own process group (and cgroup, when given) and answers its pid.
+pub(crate) fn spawn_agent(
+    agent: AgentSpawn<'_>,
+    cgroup: Option<(String, stratus_containment::Joiner)>,
+) -> Result<u32, ProviderError> {
+    let AgentSpawn {
+        program,
+        req,
+        address,
+        root,
+        credential_file,
+        program_uid,
+    } = agent;
+    let out_path = root.join("agent/agent.out");
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&out_path)
+        .map_err(ProviderError::io(format!("opening {}", out_path.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(ProviderError::io("duplicating agent output"))?;
+    let mut cmd = Command::new(program);
+    cmd.arg("agent")
+        .arg("--control")
+        .arg(req.control_addr.to_string())
+        .arg("--deployment")
+        .arg(&req.deployment)
+        .arg("--server-id")
+        .arg(&req.server_id)
+        .arg("--address")
+        .arg(address.to_string())
+        .arg("--root")
+        .arg(root)
+        .arg("--credential-file")
+        .arg(credential_file)
+        .args(&req.agent_args)
+        .args(program_uid.map(|uid| format!("--program-user={uid}:{uid}")))
+        .env(ROOT_MARKER, root)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Its own group: terminal signals to the control plane do not reach it, and
+        // terminate can signal the agent together with everything it started.
+        .process_group(0);
+    if let Some((name, joiner)) = cgroup {
+        cmd.env(stratus_containment::AGENT_CGROUP_ENV, name);
+        // SAFETY: join_self only calls write(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || joiner.join_self());
+        }
+    }
+    let mut child = cmd.spawn().map_err(|source| ProviderError::Spawn {
+        program: program.to_path_buf(),
+        source,
+    })?;
+    let pid = child.id();
+    // Reap the agent when it exits so it does not linger as a zombie while we live; the
+    // std Child is not killed on drop, so the agent outlives a control plane restart.
+    std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            let _ = child.wait();
+        })
+        .map_err(ProviderError::io("starting reaper thread"))?;
+    Ok(pid)
+}
