@@ -8,6 +8,8 @@ set -euo pipefail
 # The versions `stratus plugin build` is tested with; its error messages name the same ones.
 componentize_py_version=0.25.1
 componentize_js_version=0.23.0
+# moto's server mode stands in for S3 (and EC2) in the cloud files and cloud driver tests.
+moto_version=5.2.1
 
 rustup target add wasm32-wasip2 >/dev/null
 
@@ -61,7 +63,16 @@ install_plugin_build_tools() {
   fi
 }
 
+# moto_server (PyPI) is the tests' stand-in for S3 and EC2, installed like the tools above.
+install_test_stand_ins() {
+  if ! python3 -m pip show moto 2>/dev/null | grep -qx "Version: $moto_version" ||
+    ! command -v moto_server >/dev/null; then
+    python3 -m pip install --quiet "moto[server]==$moto_version"
+  fi
+}
+
 install_debian_packages "${packages[@]}"
 if ((all_tools)); then
   install_plugin_build_tools
+  install_test_stand_ins
 fi
