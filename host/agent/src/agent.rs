@@ -5,7 +5,7 @@
 use crate::hooks::Hooks;
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_containment::{Cgroup, Containment, descendants};
@@ -143,15 +143,12 @@ fn contain() -> Option<Services> {
             return Err("no usable cgroup hierarchy".into());
         }
         let own = c.own();
-        // An agent started again inside the provider's cgroup lands in its `agent` leaf.
+        // The provider made this cgroup for this agent and left joining it to the agent (so it
+        // could start the agent with posix_spawn); only an existing cgroup of a valid name is
+        // taken, never made here.
         let from_provider = std::env::var(stratus_containment::AGENT_CGROUP_ENV)
             .ok()
-            .filter(|n| {
-                let leaf = Path::new(n).join("agent");
-                own.paths()
-                    .iter()
-                    .all(|p| p.ends_with(n) || p.ends_with(&leaf))
-            });
+            .filter(|n| stratus_containment::valid_name(n) && c.root().child(n).exists());
         let services = match from_provider {
             Some(n) => {
                 let own = c.root().child(&n);

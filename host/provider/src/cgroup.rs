@@ -4,7 +4,7 @@
 //! control plane finds it again.
 
 use std::path::Path;
-use stratus_containment::{Cgroup, Containment, Joiner};
+use stratus_containment::{Cgroup, Containment};
 
 /// Longest piece of a deployment or server name kept in a cgroup name; the hash keeps the
 /// name unique whatever is cut.
@@ -59,26 +59,26 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Kills whatever an earlier agent left in the cgroup, creates it afresh and opens it for the
-/// new agent to join before exec. `None` (logged) when the cgroup cannot be made.
-pub fn prepare(cg: &Cgroup) -> Option<Joiner> {
+/// Kills whatever an earlier agent left in the cgroup and creates it afresh for the new agent,
+/// which joins it itself. `false` (logged) when the cgroup cannot be made.
+pub fn prepare(cg: &Cgroup) -> bool {
     if cg.exists()
         && let Err(e) = cg.destroy()
     {
         tracing::warn!(error = %e, "cannot clear the cgroup of an earlier agent");
     }
-    match cg.create().and_then(|()| cg.joiner()) {
-        Ok(j) => Some(j),
+    match cg.create() {
+        Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "agent runs without its own cgroup");
             let _ = cg.remove();
-            None
+            false
         }
     }
 }
 
 /// How old an empty agent cgroup must be before a launch removes it: older than any launch
-/// that has created its cgroup and not yet started the agent in it.
+/// that has created its cgroup and whose agent has not joined it yet.
 const STALE_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often a launch sweeps for dead agents' cgroups: a sweep reads every agent cgroup, so

@@ -129,7 +129,7 @@ impl LocalProvider {
         }
         crate::cgroup::remove_dead();
         let cgroup = crate::cgroup::agent_cgroup(&root)
-            .and_then(|(name, cg)| crate::cgroup::prepare(&cg).map(|j| (name, j)));
+            .and_then(|(name, cg)| crate::cgroup::prepare(&cg).then_some(name));
         let credential_file = agent_dir.join("credential");
         write_private(&credential_file, req.credential.as_bytes())?;
 

@@ -145,49 +145,81 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
     }
 }
 
-/// Kills every process running as `uid`: a forked child becomes `uid` and calls
-/// `kill(-1, SIGKILL)`, which the kernel delivers to every process that uid may signal in one
-/// pass (children forked meanwhile included), so a fork bomb cannot outrun it the way it
-/// outruns a scan of `/proc`, and a process with SIGKILL pending runs no further instruction
-/// of its own. One fork, no `/proc` scan, so it costs a launch about a millisecond. Root only;
-/// `uid` must be a per-server program uid, never a shared one.
+/// Kills every process running as `uid`: a child becomes `uid` and calls `kill(-1, SIGKILL)`,
+/// which the kernel delivers to every process that uid may signal in one pass (children forked
+/// meanwhile included), so a fork bomb cannot outrun it the way it outruns a scan of `/proc`,
+/// and a process with SIGKILL pending runs no further instruction of its own. No `/proc` scan.
+/// Root only; `uid` must be a per-server program uid, never a shared one.
+///
+/// The child shares the control plane's memory (`CLONE_VM | CLONE_VFORK`, what `posix_spawn`
+/// does): a fork copied the page tables of the whole control plane twice per server, a third
+/// of a 500-server launch. So the child makes raw system calls only, on its own stack: glibc's
+/// `setuid` would change the uid of every thread of the control plane too.
 ///
 /// The same child then empties the uid's kernel keyrings (see [`clear_user_keyrings`]): the
 /// kernel keeps them after the uid's last process, so the next holder of the uid would read
 /// them. One that cannot be emptied is a warning, not an error.
 pub fn kill_user(uid: u32) -> std::io::Result<()> {
+    use nix::sched::{CloneFlags, clone};
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
     use nix::sys::wait::{WaitStatus, waitpid};
-    use nix::unistd::{ForkResult, Gid, Uid, fork, setgid, setgroups, setuid};
     assert!(uid != 0, "never as root");
-    // SAFETY: the child only makes raw system calls (async-signal-safe) and then _exits.
-    match unsafe { fork() }? {
-        ForkResult::Child => {
-            let dropped = setgroups(&[])
-                .and_then(|()| setgid(Gid::from_raw(uid)))
-                .and_then(|()| setuid(Uid::from_raw(uid)));
-            let code = match dropped {
-                Ok(()) => {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-                    if clear_user_keyrings() { 0 } else { 2 }
-                }
-                Err(_) => 1,
-            };
-            // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
-            unsafe { nix::libc::_exit(code) }
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The child starts with every signal blocked, so no handler of the control plane runs on
+    // the child's stack with its uid.
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
+    let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
+    // SAFETY: the child only makes raw system calls (no allocation, no lock, no glibc id
+    // change) on its own stack, and returns; the parent is suspended until it has exited.
+    let child = unsafe {
+        clone(
+            Box::new(move || kill_all_as(uid)),
+            &mut stack,
+            flags,
+            Some(nix::libc::SIGCHLD),
+        )
+    };
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    match waitpid(child?, None)? {
+        WaitStatus::Exited(_, 0) => Ok(()),
+        // Only the holder itself can lock its keyrings (and it could read them anyway):
+        // failing the launch would let it deny its lease to every later server.
+        WaitStatus::Exited(_, 2) => {
+            tracing::warn!(uid, "a keyring of the program uid could not be cleared");
+            Ok(())
         }
-        ForkResult::Parent { child } => match waitpid(child, None)? {
-            WaitStatus::Exited(_, 0) => Ok(()),
-            // Only the holder itself can lock its keyrings (and it could read them anyway):
-            // failing the launch would let it deny its lease to every later server.
-            WaitStatus::Exited(_, 2) => {
-                tracing::warn!(uid, "a keyring of the program uid could not be cleared");
-                Ok(())
-            }
-            other => Err(std::io::Error::other(format!(
-                "the child that kills as uid {uid} could not become it ({other:?})"
-            ))),
-        },
+        other => Err(std::io::Error::other(format!(
+            "the child that kills as uid {uid} could not become it ({other:?})"
+        ))),
     }
+}
+
+/// Stack of [`kill_user`]'s child: a few frames of raw system calls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// In [`kill_user`]'s child: become `uid` (groups, gid, uid: raw calls, this task only), kill
+/// everything it may signal, empty its keyrings. 0 done, 1 could not become `uid`, 2 a keyring
+/// stayed.
+fn kill_all_as(uid: u32) -> isize {
+    use nix::libc::{SYS_kill, SYS_setgroups, SYS_setresgid, SYS_setresuid, c_long, syscall};
+    let id = c_long::from(uid);
+    // SAFETY: integer arguments only (setgroups with an empty list passes no memory).
+    let became = unsafe {
+        syscall(SYS_setgroups, 0 as c_long, std::ptr::null::<u32>()) == 0
+            && syscall(SYS_setresgid, id, id, id) == 0
+            && syscall(SYS_setresuid, id, id, id) == 0
+    };
+    if !became {
+        return 1;
+    }
+    // SAFETY: integer arguments only.
+    unsafe { syscall(SYS_kill, -1 as c_long, c_long::from(nix::libc::SIGKILL)) };
+    if clear_user_keyrings() { 0 } else { 2 }
 }
 
 /// Empties, as the calling process's uid, its user keyring, user-session keyring and
@@ -302,6 +334,57 @@ mod tests {
         );
         let _ = signal_group(victim.id(), Signal::SIGKILL);
         victim.wait().unwrap();
+    }
+
+    /// The child of `kill_user` shares the control plane's memory: its change of uid must not
+    /// reach any thread of the caller (glibc's `setuid` would change them all), and the
+    /// caller's signal mask is back as it was.
+    #[test]
+    fn kill_user_leaves_every_thread_of_the_caller_root() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        let ids = |status: &str, name: &str| -> String {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || stop_rx.recv());
+        let mut before = nix::sys::signal::SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            None,
+            Some(&mut before),
+        )
+        .unwrap();
+        kill_user(0x7fff_0103).unwrap();
+        let tasks: Vec<_> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(tasks.len() >= 2, "the other thread is not running");
+        for task in tasks {
+            let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+            assert_eq!(ids(&status, "Uid:"), "0 0 0 0", "{}", task.display());
+            assert_eq!(ids(&status, "Gid:"), "0 0 0 0", "{}", task.display());
+        }
+        let mut after = nix::sys::signal::SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            None,
+            Some(&mut after),
+        )
+        .unwrap();
+        assert_eq!(before, after, "the signal mask was not restored");
+        stop_tx.send(()).unwrap();
+        other.join().unwrap().unwrap();
     }
 
     /// Runs `f` in a forked child that became `uid`; its result.

@@ -282,9 +282,11 @@ async fn a_process_group_that_is_not_ours_is_never_signalled() {
     stranger.wait().unwrap();
 }
 
-/// An agent that starts a daemon in a new session (out of its process group), records the
-/// daemon's pid and its own cgroup, then dies.
+/// An agent that joins the cgroup the provider made for it (as the real agent does, in every
+/// hierarchy listed in the file `cgroup-dirs` beside it), starts a daemon in a new session (out of its process
+/// group), records the daemon's pid and its own cgroup, then dies.
 const DAEMONIZING_AGENT: &str = r#"while [ $# -gt 0 ]; do case "$1" in --root) root="$2"; shift;; esac; shift; done
+for d in $(cat "$(dirname "$0")/cgroup-dirs"); do echo $$ > "$d/cgroup.procs"; done
 setsid sh -c 'sleep 300 >/dev/null 2>&1 & echo $! > "$0/agent/daemon.tmp"; mv "$0/agent/daemon.tmp" "$0/agent/daemon.pid"' "$root" &
 cat /proc/self/cgroup > "$root/agent/cgroup"
 wait
@@ -303,6 +305,13 @@ async fn terminate_kills_a_daemon_of_a_dead_agent_through_its_cgroup() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = script(tmp.path(), "agent.sh", DAEMONIZING_AGENT);
     let provider = LocalProvider::new(tmp.path().join("state"), agent);
+    let (_, cgroup) = stratus_provider::agent_cgroup(&provider.server_root("shop", "d1")).unwrap();
+    let dirs: Vec<String> = cgroup
+        .paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    std::fs::write(tmp.path().join("cgroup-dirs"), dirs.join("\n")).unwrap();
     let server = provider.launch(request("shop", "d1")).await.unwrap();
     let root = &server.root;
     let daemon: u32 = wait_for_file(&root.join("agent/daemon.pid"))
