@@ -2,7 +2,9 @@
 //! servers (plus 1 load balancer and 1 database) on the local provider, from `stratus launch`
 //! to RUNNING, for several N in one run. Reports wall time, the control plane's RSS (at RUNNING
 //! and its peak), the agents' RSS (mean and max), and the wall time of `stratus terminate`.
-//! Sizes whose agents would not fit in the memory available are skipped with the reason.
+//! Sizes whose agents would not fit in the memory available (by the agents' proportional set size
+//! measured at the previous size) are skipped with the reason. `STRATUS_BENCH_BIN` runs another
+//! build of `stratus`, to compare two builds by alternating runs.
 //!
 //! Run: `cargo bench --bench launch -- 10 100 500 three-tier` (release build). `three-tier`
 //! launches `examples/three-tier` (real MariaDB, greeter, HAProxy) three times.
@@ -19,6 +21,15 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
+}
+
+/// The agent's proportional share of memory: its private pages plus its share of the pages it
+/// maps with the other agents (the binary, libc). What N agents add up to, unlike RSS, which
+/// counts the shared pages once per agent.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn mem_available_kib() -> u64 {
@@ -60,10 +71,15 @@ struct Run {
     terminate_seconds: f64,
     agent_mean_kib: u64,
     agent_max_kib: u64,
+    agent_pss_mean_kib: u64,
 }
 
+/// The binary under test: this build's, or `STRATUS_BENCH_BIN` (to compare two builds
+/// side by side, alternating runs of each).
 fn stratus(state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stratus"));
+    let bin = std::env::var_os("STRATUS_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_stratus").into());
+    let mut c = Command::new(bin);
     c.env("STRATUS_STATE_DIR", state);
     c
 }
@@ -97,6 +113,7 @@ fn run(n: usize) -> Result<Run, String> {
             .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
             .collect();
         let rss: Vec<u64> = pids.iter().filter_map(|p| rss_kib(*p)).collect();
+        let pss: Vec<u64> = pids.iter().filter_map(|p| pss_kib(*p)).collect();
         let control: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(state.path().join("control.json")).unwrap_or_default(),
         )
@@ -123,6 +140,7 @@ fn run(n: usize) -> Result<Run, String> {
             terminate_seconds,
             agent_mean_kib: rss.iter().sum::<u64>() / rss.len().max(1) as u64,
             agent_max_kib: rss.iter().copied().max().unwrap_or(0),
+            agent_pss_mean_kib: pss.iter().sum::<u64>() / pss.len().max(1) as u64,
         })
     } else {
         Err(format!(
@@ -178,9 +196,9 @@ fn main() {
         sizes = vec![10, 100, 500];
     }
     println!(
-        "| N app servers | servers in all | time to RUNNING | control plane RSS (peak) | agent RSS mean | agent RSS max | terminate |"
+        "| N app servers | servers in all | time to RUNNING | control plane RSS (peak) | agent RSS mean | agent RSS max | agent PSS mean | terminate |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut per_agent_kib = 0u64;
     for n in sizes {
         let servers = n + 2;
@@ -188,7 +206,7 @@ fn main() {
         let available = mem_available_kib();
         if per_agent_kib > 0 && need > available * 8 / 10 {
             println!(
-                "| {n} | {servers} | skipped: ~{} MiB of agents needed, {} MiB available | | | | |",
+                "| {n} | {servers} | skipped: ~{} MiB of agents needed, {} MiB available | | | | | |",
                 need / 1024,
                 available / 1024
             );
@@ -196,19 +214,20 @@ fn main() {
         }
         match run(n) {
             Ok(r) => {
-                per_agent_kib = per_agent_kib.max(r.agent_mean_kib);
+                per_agent_kib = per_agent_kib.max(r.agent_pss_mean_kib);
                 println!(
-                    "| {} | {servers} | {:.2} s | {:.1} MiB ({:.1} MiB) | {:.1} MiB | {:.1} MiB | {:.2} s |",
+                    "| {} | {servers} | {:.2} s | {:.1} MiB ({:.1} MiB) | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} s |",
                     r.n,
                     r.seconds,
                     r.control_kib as f64 / 1024.0,
                     r.control_peak_kib as f64 / 1024.0,
                     r.agent_mean_kib as f64 / 1024.0,
                     r.agent_max_kib as f64 / 1024.0,
+                    r.agent_pss_mean_kib as f64 / 1024.0,
                     r.terminate_seconds
                 );
             }
-            Err(e) => println!("| {n} | {servers} | {e} | | | | |"),
+            Err(e) => println!("| {n} | {servers} | {e} | | | | | |"),
         }
     }
 }
