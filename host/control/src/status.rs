@@ -3,6 +3,7 @@
 //! display and the tests' JSON contract. Fields are only ever added, never renamed.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
 use stratus_engine::targets::TierTarget;
 use stratus_model::metrics::Sample;
@@ -214,6 +215,13 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
         let journal = stratus_engine::steps::journal_of(store, &row.name)?;
         let steps = store.steps(&journal)?;
         let waits = stratus_engine::retry::current_waits(&steps);
+        // Indexed once: a per-server scan of every step and service made the view quadratic
+        // (seconds per call at a thousand servers, and `launch` polls it).
+        let mut cm = cm_runs(&steps);
+        let mut services_of: HashMap<&str, Vec<_>> = HashMap::new();
+        for i in &services {
+            services_of.entry(i.server_id.as_str()).or_default().push(i);
+        }
         let mut tiers: Vec<TierView> = Vec::new();
         let tier_names: Vec<String> = match &spec {
             Some(s) => s.tiers.keys().map(|t| t.to_string()).collect(),
@@ -241,11 +249,12 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                         address: s.address.clone(),
                         pid: s.pid,
                         agent: s.agent_state.name().to_string(),
-                        cm: cm_runs(&steps, &s.id),
+                        cm: cm.remove(s.id.as_str()).unwrap_or_default(),
                         waiting: waits_on(&waits, &s.id),
-                        services: services
-                            .iter()
-                            .filter(|i| i.server_id == s.id)
+                        services: services_of
+                            .get(s.id.as_str())
+                            .into_iter()
+                            .flatten()
                             .map(|i| ServiceView {
                                 name: i.service.clone(),
                                 id: i.service_id.clone(),
@@ -463,9 +472,9 @@ fn waits_on(waits: &[stratus_engine::retry::RetryWait], server: &str) -> Vec<Wai
         .collect()
 }
 
-/// CM runs of a server, read from the journal's `server/<id>/cm/<unit>/run` steps.
-fn cm_runs(steps: &[stratus_store::StepRow], server: &str) -> Vec<CmView> {
-    let mut out = Vec::new();
+/// CM runs per server, read from the journal's `server/<id>/cm/<unit>/run` steps.
+fn cm_runs(steps: &[stratus_store::StepRow]) -> HashMap<String, Vec<CmView>> {
+    let mut out: HashMap<String, Vec<CmView>> = HashMap::new();
     for step in steps {
         let Ok(StepKey::Cm {
             server: on,
@@ -475,7 +484,7 @@ fn cm_runs(steps: &[stratus_store::StepRow], server: &str) -> Vec<CmView> {
         else {
             continue;
         };
-        if on.to_string() != server || action.as_str() != "run" {
+        if action.as_str() != "run" {
             continue;
         }
         let (state, summary) = match step.status {
@@ -491,7 +500,7 @@ fn cm_runs(steps: &[stratus_store::StepRow], server: &str) -> Vec<CmView> {
             ),
             stratus_store::StepState::Failed => ("FAILED", step.error.clone().unwrap_or_default()),
         };
-        out.push(CmView {
+        out.entry(on.to_string()).or_default().push(CmView {
             unit: unit.to_string(),
             state: state.into(),
             summary,

@@ -158,8 +158,10 @@ pub fn follow(
     // The step the configuration worker is on, shown beside the counts.
     let mut current = String::new();
     let mut control_gone_since: Option<Instant> = None;
+    let mut store = None;
+    let mut pause = POLL;
     loop {
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(pause);
         // Nobody works on the deployment once the control plane is gone: say so rather than
         // wait for the timeout (a second's grace covers a control plane being replaced).
         if control_plane_alive(state_dir) {
@@ -178,7 +180,10 @@ pub fn follow(
             );
             return Ok(ExitCode::FAILURE);
         }
-        let Some(store) = view::open_store(state_dir)? else {
+        if store.is_none() {
+            store = view::open_store(state_dir)?;
+        }
+        let Some(store) = &store else {
             continue;
         };
         for e in store.events_since(after, Some(name), 1000)? {
@@ -198,7 +203,11 @@ pub fn follow(
                 bar.println(format_event(&e));
             }
         }
-        let status = view::status(&store, Some(name))?;
+        let read = Instant::now();
+        let status = view::status(store, Some(name))?;
+        // The view of a thousand servers takes a while to read: polling it back to back would
+        // take a core from the launch it follows.
+        pause = POLL.max(read.elapsed() * POLL_SHARE);
         let Some(d) = status.deployments.first() else {
             continue;
         };
@@ -251,6 +260,12 @@ pub fn follow(
         }
     }
 }
+
+/// How often the progress display reads the store, at least.
+const POLL: Duration = Duration::from_millis(150);
+/// The pause between two reads of the status is at least this many times the last read's
+/// duration, so following a launch costs at most a fifth of a core.
+const POLL_SHARE: u32 = 4;
 
 /// Whether the control plane named in the state directory's `control.json` runs (a zombie
 /// left to its parent does not count).
