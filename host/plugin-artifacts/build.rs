@@ -21,6 +21,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mariadb", "mariadb"),
     ("threshold-scaler", "threshold-scaler"),
     ("hostile-scaler", "testing/hostile-scaler"),
+    ("ec2-driver", "ec2-driver"),
+    ("hostile-driver", "testing/hostile-driver"),
     ("wit-legacy", "testing/legacy-0.1.0"),
     ("wit-future", "testing/future-0.2.0"),
 ];

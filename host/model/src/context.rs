@@ -353,6 +353,9 @@ pub enum World {
     Cm,
     /// A scaling rule (`wit/scaler.wit`): no hooks, no host functions, no grants.
     Scaler,
+    /// A cloud driver (`wit/cloud-driver.wit`): run by the control plane; outgoing HTTP to
+    /// the origins the operator's provider settings grant is its only capability.
+    CloudDriver,
 }
 
 impl std::fmt::Display for World {
@@ -362,6 +365,7 @@ impl std::fmt::Display for World {
             World::Proxy => "proxy",
             World::Cm => "cm",
             World::Scaler => "scaler",
+            World::CloudDriver => "cloud-driver",
         })
     }
 }

@@ -72,6 +72,8 @@ pub(crate) fn describe(engine: &Engine, component: &Component) -> ComponentInfo 
         Some(World::Service)
     } else if has("stratus:plugin/scale-rule") {
         Some(World::Scaler)
+    } else if has("stratus:plugin/cloud-servers") {
+        Some(World::CloudDriver)
     } else {
         None
     };

@@ -20,6 +20,9 @@
 pub mod bindings;
 mod cache;
 mod call;
+pub mod cloud_driver;
+mod cloud_driver_http;
+mod cloud_driver_settings;
 pub use stratus_model::plugin::capabilities;
 mod command;
 mod command_files;

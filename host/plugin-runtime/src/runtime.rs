@@ -76,8 +76,9 @@ fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<State>> {
             crate::bindings::proxy::Proxy::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?
         }
         World::Cm => crate::bindings::cm::Cm::add_to_linker::<_, HasSelf<State>>(&mut l, |s| s)?,
-        // A scaler imports no host functions; it has its own linker (scaler.rs).
-        World::Scaler => {}
+        // A scaler or a cloud driver imports no host functions; each has its own linker
+        // (scaler.rs, cloud_driver.rs).
+        World::Scaler | World::CloudDriver => {}
     }
     Ok(l)
 }
@@ -209,6 +210,11 @@ impl Runtime {
             World::Scaler => {
                 return Err(wasmtime::Error::msg(
                     "a scaler has no hooks; it is called through Runtime::scale_check",
+                ));
+            }
+            World::CloudDriver => {
+                return Err(wasmtime::Error::msg(
+                    "a cloud driver has no hooks; it is loaded with Runtime::load_cloud_driver",
                 ));
             }
         })

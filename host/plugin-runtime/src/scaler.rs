@@ -291,7 +291,7 @@ impl Runtime {
 /// A scaler package's manifest and component, each a regular file directly in `dir`, opened
 /// without following a link and without blocking on a FIFO, and read within bounds: the
 /// control plane runs as a user that can read what the package's author cannot.
-fn read_package(dir: &Path, limit: u64) -> Result<(Manifest, Vec<u8>), String> {
+pub(crate) fn read_package(dir: &Path, limit: u64) -> Result<(Manifest, Vec<u8>), String> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let fd = rustix::fs::open(dir, flags, Mode::empty())
         .map_err(|e| format!("is not a package directory (plugin.toml and plugin.wasm): {e}"))?;

@@ -156,7 +156,7 @@ impl DirKind {
         match world {
             World::Service | World::Proxy => &[DirKind::Service],
             World::Cm => &[DirKind::WorkDir, DirKind::ServerConfig],
-            World::Scaler => &[],
+            World::Scaler | World::CloudDriver => &[],
         }
     }
 }

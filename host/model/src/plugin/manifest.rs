@@ -109,11 +109,12 @@ impl Manifest {
         // toml's Display renders the line, column and a caret under the offending span.
         let manifest: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         manifest.validate().map_err(invalid)?;
-        if manifest.plugin.world == World::Scaler {
-            scaler_keys(text).map_err(invalid)?;
+        let world = manifest.plugin.world;
+        if matches!(world, World::Scaler | World::CloudDriver) {
+            scaler_keys(text, world).map_err(invalid)?;
             if manifest.plugin.component.contains('/') {
                 return Err(invalid(format!(
-                    "plugin.component `{}` must be a file directly in a scaler's package",
+                    "plugin.component `{}` must be a file directly in a {world}'s package",
                     manifest.plugin.component
                 )));
             }
@@ -208,20 +209,29 @@ impl Manifest {
 }
 
 /// The only `[capabilities]` keys a scaler may write: a scaling rule is pure computation over
-/// the window it is given, so it gets no directories, programs, network or environment.
+/// the window it is given, so it gets no directories, programs, network or environment. A
+/// cloud driver is held to the same keys: the HTTP origins it may reach are granted by the
+/// operator's provider settings, not by its manifest.
 pub const SCALER_KEYS: &[&str] = &["memory-mb", "timeout-ms"];
 
-/// Refuses a scaler manifest whose `[capabilities]` holds any key but [`SCALER_KEYS`], naming
-/// the key (read from the text, since a default value written out is still a grant asked for).
-fn scaler_keys(text: &str) -> Result<(), String> {
+/// Refuses a scaler or cloud-driver manifest whose `[capabilities]` holds any key but
+/// [`SCALER_KEYS`], naming the key (read from the text, since a default value written out is
+/// still a grant asked for).
+fn scaler_keys(text: &str, world: World) -> Result<(), String> {
     let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     let Some(caps) = table.get("capabilities").and_then(|c| c.as_table()) else {
         return Ok(());
     };
+    let why = match world {
+        World::CloudDriver => {
+            "a cloud driver may only set memory-mb and timeout-ms (the HTTP origins it may \
+             reach are the `http` list of the provider's settings)"
+        }
+        _ => "a scaling rule may only set memory-mb and timeout-ms",
+    };
     match caps.keys().find(|k| !SCALER_KEYS.contains(&k.as_str())) {
         Some(key) => Err(format!(
-            "capabilities.{key} is not allowed in a scaler: a scaling rule may only set \
-             memory-mb and timeout-ms"
+            "capabilities.{key} is not allowed in a {world}: {why}"
         )),
         None => Ok(()),
     }
