@@ -108,6 +108,7 @@ impl Hooks {
             name: package.name.clone(),
             digest: package.digest.clone(),
             files: package.files,
+            manifest: String::new(),
         };
         let root = self.root()?;
         let mine = root

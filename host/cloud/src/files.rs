@@ -5,11 +5,14 @@
 //! - `packages/<name>/<digest>/.stratus-manifest.json`: its file list with per-file SHA-256
 //!   and executable bits (object stores keep no file modes), written last so that its
 //!   presence means the upload is complete;
-//! - `data/<key>` and `data-meta/<key>.json`: a data source and its digest.
+//! - `data/sha256/<hex>` and `data-meta/<key>.json`: a data source, kept by content address,
+//!   and the reference (digest, size) its key names now;
+//! - `index/…` and `grants/…`: see the `objects` module (what the file endpoint serves, and
+//!   to whom).
 
 use crate::beneath::Beneath;
+use crate::objects::Address;
 use crate::package::{self, Contents, PackageFile};
-use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
@@ -18,7 +21,7 @@ use sha2::{Digest, Sha256};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// A package uploaded to cloud files; enough to fetch and verify it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +30,10 @@ pub struct PackageRef {
     /// SHA-256 over the sorted (path, executable, content) triples.
     pub digest: String,
     pub files: usize,
+    /// SHA-256 of the package's manifest object: the content address an agent fetches first
+    /// (empty in references journaled before manifests were addressed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifest: String,
 }
 
 /// A single uploaded file (e.g. a data source).
@@ -38,18 +45,19 @@ pub struct FileRef {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct ManifestEntry {
-    path: String,
-    size: u64,
-    sha256: String,
-    executable: bool,
+pub(crate) struct ManifestEntry {
+    pub(crate) path: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
+    pub(crate) executable: bool,
 }
 
+/// A package's file list: the object an agent fetches first, by its content address.
 #[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    name: String,
-    digest: String,
-    files: Vec<ManifestEntry>,
+pub(crate) struct Manifest {
+    pub(crate) name: String,
+    pub(crate) digest: String,
+    pub(crate) files: Vec<ManifestEntry>,
 }
 
 const MANIFEST: &str = ".stratus-manifest.json";
@@ -110,6 +118,29 @@ pub enum FilesError {
     },
     #[error("cloud files task failed: {0}")]
     Task(String),
+    #[error("{0} is not a content address: expected 64 lowercase hex digits of a sha256")]
+    InvalidAddress(String),
+    #[error("object {object}: {message}")]
+    Remote { object: String, message: String },
+    #[error("object {object}: the file endpoint refused it ({status}): {reason}")]
+    Refused {
+        object: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("object {object} is larger than {limit} bytes; refused")]
+    ObjectTooLarge { object: String, limit: u64 },
+    #[error(
+        "object {object} failed verification: expected sha256:{expected} ({size} bytes), received bytes hash to sha256:{actual}; nothing was written"
+    )]
+    Mismatch {
+        object: String,
+        expected: String,
+        actual: String,
+        size: u64,
+    },
+    #[error("cloud files setting {setting:?}: {message}")]
+    Setting { setting: String, message: String },
 }
 
 impl FilesError {
@@ -123,6 +154,8 @@ impl FilesError {
 #[derive(Debug, Clone)]
 pub struct CloudFiles {
     store: Arc<dyn ObjectStore>,
+    /// The directory behind a local store (packages are read from it in place).
+    local: Option<PathBuf>,
 }
 
 impl CloudFiles {
@@ -135,14 +168,26 @@ impl CloudFiles {
             .mode(0o700)
             .create(dir)
             .map_err(FilesError::io(dir))?;
-        Ok(CloudFiles::new(Arc::new(LocalFileSystem::new_with_prefix(
-            dir,
-        )?)))
+        let store = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
+        Ok(CloudFiles {
+            store,
+            local: Some(dir.to_path_buf()),
+        })
     }
 
-    /// Cloud files on any `object_store` backend (e.g. an S3 bucket).
+    /// Cloud files on any `object_store` backend (e.g. an S3 bucket, see
+    /// [`CloudFiles::from_setting`]).
     pub fn new(store: Arc<dyn ObjectStore>) -> CloudFiles {
-        CloudFiles { store }
+        CloudFiles { store, local: None }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The directory behind a local store; `None` for a remote one (S3).
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.local.as_deref()
     }
 
     /// Uploads a plugin package directory or archive (everything but top-level `target/`,
@@ -192,13 +237,15 @@ impl CloudFiles {
                 .map(|f| (f.path.as_str(), f.executable, f.bytes.as_slice())),
         );
         let prefix = format!("packages/{name}/{digest}");
-        let manifest_key = object_path(&format!("{prefix}/{MANIFEST}"))?;
-        let package = PackageRef {
+        let manifest_key = format!("{prefix}/{MANIFEST}");
+        let mut package = PackageRef {
             name: name.to_string(),
             digest: digest.clone(),
             files: files.len(),
+            manifest: String::new(),
         };
-        if self.store.head(&manifest_key).await.is_ok() {
+        if let Some(address) = self.uploaded_manifest(&manifest_key).await? {
+            package.manifest = address.as_str().to_string();
             return Ok(package);
         }
         let mut entries = Vec::with_capacity(files.len());
@@ -208,14 +255,19 @@ impl CloudFiles {
             executable,
         } in files
         {
+            let sha256 = package::sha256(&bytes);
+            let size = bytes.len() as u64;
+            let key = format!("{prefix}/{path}");
+            self.store
+                .put(&object_path(&key)?, PutPayload::from(bytes))
+                .await?;
+            self.index(&sha256.parse()?, &key, size).await?;
             entries.push(ManifestEntry {
-                size: bytes.len() as u64,
-                sha256: package::sha256(&bytes),
+                size,
+                sha256,
                 executable,
                 path: path.clone(),
             });
-            let key = object_path(&format!("{prefix}/{path}"))?;
-            self.store.put(&key, PutPayload::from(bytes)).await?;
         }
         let manifest = Manifest {
             name: name.to_string(),
@@ -223,9 +275,113 @@ impl CloudFiles {
             files: entries,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-        self.store.put(&manifest_key, json.into()).await?;
+        let address: Address = package::sha256(&json).parse()?;
+        // Indexed before it is written: a manifest's presence means everything is servable.
+        self.index(&address, &manifest_key, json.len() as u64)
+            .await?;
+        self.store
+            .put(&object_path(&manifest_key)?, json.into())
+            .await?;
+        package.manifest = address.as_str().to_string();
         tracing::info!(package = name, digest = %package.digest, files = package.files, "package uploaded");
         Ok(package)
+    }
+
+    /// The address of a package's manifest when the package is uploaded already; one uploaded
+    /// before addresses existed is indexed now.
+    async fn uploaded_manifest(&self, manifest_key: &str) -> Result<Option<Address>, FilesError> {
+        let json = match self.store.get(&object_path(manifest_key)?).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let address: Address = package::sha256(&json).parse()?;
+        if !self.is_indexed(&address).await? {
+            let manifest: Manifest = parse_json(manifest_key, &json)?;
+            let prefix = manifest_key.trim_end_matches(MANIFEST);
+            for e in &manifest.files {
+                let key = format!("{prefix}{}", e.path);
+                self.index(&e.sha256.parse()?, &key, e.size).await?;
+            }
+            self.index(&address, manifest_key, json.len() as u64)
+                .await?;
+        }
+        Ok(Some(address))
+    }
+
+    /// The address of `package`'s manifest (from the reference, or read from the store for a
+    /// reference journaled before manifests were addressed).
+    pub async fn manifest_address(&self, package: &PackageRef) -> Result<Address, FilesError> {
+        if !package.manifest.is_empty() {
+            return package.manifest.parse();
+        }
+        check_name(&package.name)?;
+        let key = format!("packages/{}/{}/{MANIFEST}", package.name, package.digest);
+        self.uploaded_manifest(&key)
+            .await?
+            .ok_or_else(|| FilesError::Remote {
+                object: key,
+                message: "not in cloud files".into(),
+            })
+    }
+
+    /// A directory holding `package`'s files on this machine (for the control plane's
+    /// compile): the store's own directory when it is local, else a verified copy fetched
+    /// once into `cache`.
+    pub async fn package_dir(
+        &self,
+        package: &PackageRef,
+        cache: &Path,
+    ) -> Result<PathBuf, FilesError> {
+        check_name(&package.name)?;
+        if let Some(local) = &self.local {
+            return Ok(local
+                .join("packages")
+                .join(&package.name)
+                .join(&package.digest));
+        }
+        let dir = cache.join(&package.name).join(&package.digest);
+        let done = cache
+            .join(&package.name)
+            .join(format!("{}.complete", package.digest));
+        if done.exists() {
+            return Ok(dir);
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(FilesError::io(&dir)(e));
+            }
+            _ => {}
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(FilesError::io(&dir))?;
+        let beneath = Beneath::open(&dir).map_err(FilesError::Beneath)?;
+        self.fetch_package(package, &beneath).await?;
+        std::fs::write(&done, b"").map_err(FilesError::io(&done))?;
+        Ok(dir)
+    }
+
+    /// Lets the servers of `deployment` fetch `package`: its manifest and every file.
+    pub async fn grant_package(
+        &self,
+        deployment: &str,
+        package: &PackageRef,
+    ) -> Result<(), FilesError> {
+        let address = self.manifest_address(package).await?;
+        let key = format!("packages/{}/{}/{MANIFEST}", package.name, package.digest);
+        let manifest: Manifest = self.get_json(&key).await?;
+        for e in &manifest.files {
+            self.grant(deployment, &e.sha256.parse()?).await?;
+        }
+        self.grant(deployment, &address).await
+    }
+
+    /// Lets the servers of `deployment` fetch the data source `file`.
+    pub async fn grant_file(&self, deployment: &str, file: &FileRef) -> Result<(), FilesError> {
+        self.grant(deployment, &file.sha256.parse()?).await
     }
 
     /// Downloads a package into `dest`, verifying every file and the package digest before
@@ -281,19 +437,47 @@ impl CloudFiles {
         Ok(written)
     }
 
-    /// Uploads one file (e.g. `datasource.sql`) under `key`, streamed in parts of
-    /// [`DATA_SOURCE_CHUNK_BYTES`] and hashed on the way, so its size costs no memory.
+    /// Uploads one file (e.g. `datasource.sql`) under `key`, kept by its content address: it
+    /// is hashed first (the same content is stored once), then streamed in parts of
+    /// [`DATA_SOURCE_CHUNK_BYTES`] and hashed again on the way, so its size costs no memory and
+    /// a file that changed in between is never stored under the wrong address.
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<FileRef, FilesError> {
         if !package::safe_relative(key) {
             return Err(FilesError::InvalidPath(key.to_string()));
         }
         let src = path.to_path_buf();
-        let file = tokio::task::spawn_blocking(move || open_data_source(&src))
+        let (file, sha256, size) = tokio::task::spawn_blocking(move || hash_data_source(&src))
             .await
             .map_err(|e| FilesError::Task(e.to_string()))??;
-        let object = object_path(&format!("data/{key}"))?;
+        let address: Address = sha256.parse()?;
+        let object = format!("data/sha256/{sha256}");
+        if !self.is_indexed(&address).await? {
+            self.upload(&object, file, path, &sha256).await?;
+            self.index(&address, &object, size).await?;
+        }
+        let file = FileRef {
+            key: key.to_string(),
+            sha256,
+            size,
+        };
+        let meta = serde_json::to_vec(&file).expect("file ref serializes");
+        self.store
+            .put(&object_path(&format!("data-meta/{key}.json"))?, meta.into())
+            .await?;
+        Ok(file)
+    }
+
+    /// Streams `file` (read from its start) to `object`; completed only if its bytes still
+    /// hash to `sha256`.
+    async fn upload(
+        &self,
+        object: &str,
+        file: std::fs::File,
+        path: &Path,
+        sha256: &str,
+    ) -> Result<(), FilesError> {
         let mut upload = WriteMultipart::new_with_chunk_size(
-            self.store.put_multipart(&object).await?,
+            self.store.put_multipart(&object_path(object)?).await?,
             DATA_SOURCE_CHUNK_BYTES,
         );
         let mut reader = tokio::fs::File::from_std(file);
@@ -324,17 +508,24 @@ impl CloudFiles {
             upload.wait_for_capacity(2).await?;
             upload.write(&buf[..n]);
         }
+        let actual = hex::encode(hasher.finalize());
+        if actual != sha256 {
+            let _ = upload.abort().await;
+            return Err(FilesError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other("the file changed while it was uploaded"),
+            });
+        }
         upload.finish().await?;
-        let file = FileRef {
-            key: key.to_string(),
-            sha256: hex::encode(hasher.finalize()),
-            size,
-        };
-        let meta = serde_json::to_vec(&file).expect("file ref serializes");
-        self.store
-            .put(&object_path(&format!("data-meta/{key}.json"))?, meta.into())
-            .await?;
-        Ok(file)
+        Ok(())
+    }
+
+    /// The reference (digest, size) of the file uploaded under `key`.
+    pub async fn file_ref(&self, key: &str) -> Result<FileRef, FilesError> {
+        if !package::safe_relative(key) {
+            return Err(FilesError::InvalidPath(key.to_string()));
+        }
+        self.get_json(&format!("data-meta/{key}.json")).await
     }
 
     /// Downloads the file under `key` to `dir/rel` (parents created, mode 0600), streamed and
@@ -346,49 +537,30 @@ impl CloudFiles {
         dir: &Beneath,
         rel: &Path,
     ) -> Result<FileRef, FilesError> {
-        if !package::safe_relative(key) {
-            return Err(FilesError::InvalidPath(key.to_string()));
-        }
-        let file: FileRef = self.get_json(&format!("data-meta/{key}.json")).await?;
-        let object = object_path(&format!("data/{key}"))?;
-        let mut stream = self.store.get(&object).await?.into_stream();
-        let mut new = dir.new_file(rel, 0o600).map_err(FilesError::Beneath)?;
-        let target = new.target().to_path_buf();
-        let mut out =
-            tokio::fs::File::from_std(new.file().try_clone().map_err(FilesError::io(&target))?);
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            size += chunk.len() as u64;
-            hasher.update(&chunk);
-            out.write_all(&chunk)
-                .await
-                .map_err(FilesError::io(&target))?;
-        }
-        out.flush().await.map_err(FilesError::io(&target))?;
-        drop(out);
-        let actual = hex::encode(hasher.finalize());
-        if actual != file.sha256 || size != file.size {
-            return Err(FilesError::CorruptFile {
-                file: key.to_string(),
-                expected: file.sha256,
-                actual,
-            });
-        }
-        tokio::task::spawn_blocking(move || new.commit())
-            .await
-            .map_err(|e| FilesError::Task(e.to_string()))?
-            .map_err(FilesError::Beneath)?;
+        let file = self.file_ref(key).await?;
+        let address: Address = file.sha256.parse()?;
+        let object = self
+            .open_object(&address)
+            .await?
+            .ok_or_else(|| FilesError::Remote {
+                object: format!("{key} ({address})"),
+                message: "not in cloud files".into(),
+            })?;
+        let expected = crate::verify::Expected {
+            object: key.to_string(),
+            sha256: file.sha256.clone(),
+            size: file.size,
+        };
+        crate::verify::stream_to_file(object.bytes, &expected, dir, rel).await?;
         Ok(file)
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, FilesError> {
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<T, FilesError> {
         let bytes = self.store.get(&object_path(key)?).await?.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|source| FilesError::Metadata {
-            key: key.to_string(),
-            source,
-        })
+        parse_json(key, &bytes)
     }
 }
 
@@ -399,6 +571,32 @@ pub const MAX_DATA_SOURCE_BYTES: u64 = 64 << 30;
 
 /// Size of each part a data source is read, uploaded and hashed in; two are in flight at most.
 pub const DATA_SOURCE_CHUNK_BYTES: usize = 8 << 20;
+
+/// Opens a data source (see [`open_data_source`]) and hashes it; the file is returned at its
+/// start, for the upload.
+fn hash_data_source(path: &Path) -> Result<(std::fs::File, String, u64), FilesError> {
+    use std::io::{Read, Seek};
+    let mut file = open_data_source(path)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(FilesError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > MAX_DATA_SOURCE_BYTES {
+            return Err(FilesError::DataSourceTooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        hasher.update(&buf[..n]);
+    }
+    file.rewind().map_err(FilesError::io(path))?;
+    Ok((file, hex::encode(hasher.finalize()), size))
+}
 
 /// Opens a data source without following a link: a regular file with one name, bounded.
 fn open_data_source(path: &Path) -> Result<std::fs::File, FilesError> {
@@ -429,11 +627,21 @@ fn open_data_source(path: &Path) -> Result<std::fs::File, FilesError> {
     Ok(std::fs::File::from(fd))
 }
 
-fn object_path(key: &str) -> Result<ObjectPath, FilesError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, FilesError> {
+    serde_json::from_slice(bytes).map_err(|source| FilesError::Metadata {
+        key: key.to_string(),
+        source,
+    })
+}
+
+pub(crate) fn object_path(key: &str) -> Result<ObjectPath, FilesError> {
     ObjectPath::parse(key).map_err(|_| FilesError::InvalidPath(key.to_string()))
 }
 
-fn check_name(name: &str) -> Result<(), FilesError> {
+pub(crate) fn check_name(name: &str) -> Result<(), FilesError> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -196,12 +196,16 @@ async fn data_files_round_trip_verified() {
         "a data source is delivered readable by its owner only"
     );
 
-    std::fs::write(tmp.path().join("bucket/data/shop/datasource.sql"), "DROP").unwrap();
+    // Kept by content address, not by key.
+    let object = tmp
+        .path()
+        .join(format!("bucket/data/sha256/{}", put.sha256));
+    std::fs::write(object, "DROP").unwrap();
     let err = files
         .fetch_file("shop/datasource.sql", &server, rel)
         .await
         .unwrap_err();
-    assert!(matches!(err, FilesError::CorruptFile { .. }), "{err}");
+    assert!(matches!(err, FilesError::Mismatch { .. }), "{err}");
     assert!(
         files
             .fetch_file("shop/missing.sql", &server, rel)
@@ -253,7 +257,9 @@ async fn large_data_sources_stream_in_parts_and_stay_verified() {
     );
 
     // Same length, one byte changed: only the digest can tell.
-    let object = tmp.path().join("bucket/data/shop/big.sql");
+    let object = tmp
+        .path()
+        .join(format!("bucket/data/sha256/{}", put.sha256));
     let mut bad = content.clone();
     bad[parts / 2] ^= 1;
     std::fs::write(&object, &bad).unwrap();
@@ -262,7 +268,7 @@ async fn large_data_sources_stream_in_parts_and_stay_verified() {
         .fetch_file("shop/big.sql", &server, rel)
         .await
         .unwrap_err();
-    assert!(matches!(err, FilesError::CorruptFile { .. }), "{err}");
+    assert!(matches!(err, FilesError::Mismatch { .. }), "{err}");
     assert_eq!(
         std::fs::read_to_string(&dest).unwrap(),
         "what the server had"

@@ -49,7 +49,7 @@ pub struct Precompiled {
 /// One distinct component and the packages (cloud-files keys) and services that carry it.
 struct Unit {
     key: String,
-    dir: PathBuf,
+    package: PackageRef,
     digest: String,
     label: String,
 }
@@ -95,7 +95,7 @@ impl Engine {
                 .and_modify(|u| u.label = format!("{}, {label}", u.label))
                 .or_insert_with(|| Unit {
                     key: r.name.clone(),
-                    dir: self.uploaded_dir(r),
+                    package: r.clone(),
                     digest: r.digest.clone(),
                     label,
                 });
@@ -103,13 +103,15 @@ impl Engine {
         by_digest.into_values().collect()
     }
 
-    /// Where cloud files keep an uploaded package: the bytes agents will fetch.
-    fn uploaded_dir(&self, r: &PackageRef) -> PathBuf {
+    /// A directory with an uploaded package's files, the bytes agents will fetch: the local
+    /// store's own, or a copy from a remote store (S3) under `cloud_files_dir`.
+    async fn uploaded_dir(&self, r: &PackageRef) -> Result<PathBuf, String> {
+        let cache = self.parts.cloud_files_dir.join("compile");
         self.parts
-            .cloud_files_dir
-            .join("packages")
-            .join(&r.name)
-            .join(&r.digest)
+            .files
+            .package_dir(r, &cache)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn compile_one(
@@ -122,7 +124,8 @@ impl Engine {
         let failed =
             |e: String| EngineError::Other(format!("step {key}: compiling {}: {e}", u.label));
         self.step(dep, &key, &digest(&u.digest), async {
-            let summary = pre.describe(&u.dir).await.map_err(failed)?;
+            let dir = self.uploaded_dir(&u.package).await.map_err(failed)?;
+            let summary = pre.describe(&dir).await.map_err(failed)?;
             let what = format!(
                 "{} ({}, {})",
                 u.label,
@@ -130,7 +133,7 @@ impl Engine {
                 megabytes(summary.bytes)
             );
             self.log_deployment(dep, &format!("compiling {what}"));
-            let done = pre.precompile(&u.dir).await.map_err(failed)?;
+            let done = pre.precompile(&dir).await.map_err(failed)?;
             let message = match done.cached {
                 true => format!("{what}: compiled code already in the code cache"),
                 false => format!("compiled {what} in {:.1} s", done.millis as f64 / 1000.0),

@@ -104,13 +104,22 @@ impl Engine {
                     files.put_package(&key, path).await
                 }
                 .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
+                // Only this deployment's servers may fetch it from the file endpoint.
+                files
+                    .grant_package(dep, &r)
+                    .await
+                    .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
                 out.insert(name.clone(), r);
             }
             for svc in spec.services.values() {
                 if let Some(ds) = &svc.data_source {
-                    self.parts
-                        .files
+                    let files = &self.parts.files;
+                    let file = files
                         .put_file(&data_source_key(dep, svc), &ds.image.resolved)
+                        .await
+                        .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
+                    files
+                        .grant_file(dep, &file)
                         .await
                         .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
                 }
