@@ -29,6 +29,7 @@ mod plugin_new;
 mod polyglot;
 mod program_users;
 mod prometheus;
+mod providers;
 mod reconcile_resume;
 mod recovery;
 mod recovery_three_tier;

@@ -54,19 +54,16 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
     }
 }
 
-/// Records a reconnected agent's pid; says whether it changed (a new agent process).
+/// Records a reconnected agent's pid in its server's handle, as its provider wants it; says
+/// whether it changed (a new agent process).
 fn note_pid(engine: &Engine, (dep, server): &ServerKey, pid: u32) -> bool {
-    let store = &engine.parts().store;
-    let Ok(Some(row)) = store.server::<AgentState>(dep, server) else {
-        return false;
-    };
-    if row.pid == Some(pid) {
-        return false;
+    match engine.reattached(dep, server, pid) {
+        Ok(changed) => changed,
+        Err(e) => {
+            tracing::warn!(error = %e, "recording a reconnected agent's pid");
+            false
+        }
     }
-    if let Err(e) = store.set_server_pid(dep, server, Some(pid)) {
-        tracing::warn!(error = %e, "recording a reconnected agent's pid");
-    }
-    true
 }
 
 fn record(engine: &Engine, dep: &str, server: &str, event: AgentEvent, message: &str) {

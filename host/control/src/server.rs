@@ -15,7 +15,7 @@ use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_engine::{Engine, EngineParts};
 use stratus_model::state::DeploymentState;
 use stratus_protocol::{Envelope, Hello, OperatorReply, OperatorRequest, Welcome};
-use stratus_provider::LocalProvider;
+use stratus_provider::{LocalProvider, ProviderRegistry};
 use stratus_store::Store;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -107,7 +107,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let dispatcher = Dispatcher::new(logs.clone(), |c| {
         stratus_cloud::digest(&stratus_cloud::Secret::new(c))
     });
-    let provider = LocalProvider::new(paths.path().to_path_buf(), opts.agent_program.clone());
+    let local = LocalProvider::new(paths.path().to_path_buf(), opts.agent_program.clone());
+    // Further provider types (cloud drivers, SSH) register their factories here.
+    let providers = ProviderRegistry::new(Arc::new(local));
     let agent_args = vec![
         "--cache-dir".to_string(),
         paths.cache().to_string_lossy().into_owned(),
@@ -117,7 +119,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let engine = Engine::new(EngineParts {
         state_dir: paths.path().to_path_buf(),
         store: store.clone(),
-        provider: Arc::new(provider),
+        providers: Arc::new(providers),
         agents: Arc::new(dispatcher.clone()),
         keys,
         files,

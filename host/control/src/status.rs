@@ -52,7 +52,10 @@ pub struct ServerView {
     pub id: String,
     pub name: String,
     pub address: String,
-    /// The agent's process id (local provider).
+    /// The provider the server is on, as its tier names it (`local` by default).
+    #[serde(default)]
+    pub provider: String,
+    /// The agent's process id (providers of type `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub agent: String,
@@ -202,6 +205,36 @@ pub fn open_store(state_dir: &Path) -> Result<Option<Store>, StoreError> {
     Ok(Some(Store::open_read_only(db)?))
 }
 
+/// The local provider's handle of a server on a provider of type `local` (its root and agent
+/// pid); `None` for other providers, whose handles only they read.
+pub fn local_handle(
+    spec: Option<&DeploymentSpec>,
+    row: &ServerRow<AgentState>,
+) -> Option<stratus_provider::LocalHandle> {
+    let kind = match spec {
+        Some(spec) => spec.provider_kind(&row.provider)?,
+        None => row.provider.as_str(),
+    };
+    if kind != stratus_provider::LOCAL {
+        return None;
+    }
+    let handle = stratus_provider::ProviderHandle {
+        provider: row.provider.clone(),
+        data: row.handle.clone()?,
+    };
+    stratus_provider::LocalHandle::of(&handle).ok()
+}
+
+/// Where a server's agent keeps its log on this machine (`<root>/agent`): only for servers on
+/// a provider of type `local`; others keep theirs on their own host.
+pub fn agent_dir(store: &Store, row: &ServerRow<AgentState>) -> Option<std::path::PathBuf> {
+    let dep = store
+        .deployment::<serde_json::Value>(&row.deployment)
+        .ok()??;
+    let spec = DeploymentSpec::from_str(&dep.spec_toml, &dep.spec_path).ok();
+    Some(local_handle(spec.as_ref(), row)?.root.join("agent"))
+}
+
 /// Every deployment (or only the one named `only`) with its tiers, servers and services.
 pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreError> {
     let mut deployments = Vec::new();
@@ -247,7 +280,8 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                         id: s.id.clone(),
                         name: s.name.clone(),
                         address: s.address.clone(),
-                        pid: s.pid,
+                        provider: s.provider.clone(),
+                        pid: local_handle(spec.as_ref(), s).map(|h| h.pid),
                         agent: s.agent_state.name().to_string(),
                         cm: cm.remove(s.id.as_str()).unwrap_or_default(),
                         waiting: waits_on(&waits, &s.id),

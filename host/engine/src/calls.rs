@@ -5,7 +5,7 @@
 use crate::agents::LinkError;
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
-use crate::launch::{caps, launched_of, service_package_dir};
+use crate::launch::{caps, service_package_dir};
 use crate::logs::{Component, Subject};
 use crate::retry::{RetryWait, call_id, now_ms, sleep_until};
 use crate::steps::digest;
@@ -317,7 +317,7 @@ impl Engine {
         let mut last = None;
         for _ in 0..ATTEMPTS {
             // Looked at again after each dropped call: the agent may have died in it.
-            let reconnect = self.reconnect_limit(dep, server)?;
+            let reconnect = self.reconnect_limit(dep, server).await?;
             if let Err(source) = agents
                 .wait_connected(dep, &server.id.to_string(), reconnect)
                 .await
@@ -351,17 +351,17 @@ impl Engine {
 
     /// How long a call waits for `server`'s agent to (re)connect: briefly once the monitor
     /// saw it go or its process is gone (it cannot come back), else long enough for a restart.
-    fn reconnect_limit(&self, dep: &str, server: &Server) -> Result<Duration, EngineError> {
+    async fn reconnect_limit(&self, dep: &str, server: &Server) -> Result<Duration, EngineError> {
         let row = self
             .parts
             .store
             .server::<AgentState>(dep, &server.id.to_string())?;
-        let gone = row.is_some_and(|row| {
-            row.agent_state == AgentState::Lost
-                || row
-                    .pid
-                    .is_some_and(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)))
-        });
+        let gone = match row {
+            Some(row) if row.agent_state == AgentState::Lost => true,
+            // Only a server with a handle can be told gone; one without is still launching.
+            Some(row) if row.handle.is_some() => self.presence(&row).await.is_gone(),
+            _ => false,
+        };
         Ok(if gone {
             LOST_RECONNECT_LIMIT
         } else {

@@ -5,12 +5,13 @@
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
 use crate::logs::{Component, Subject};
+use crate::providers::launched_of;
 use std::path::PathBuf;
 use std::time::Duration;
-use stratus_model::state::AgentEvent;
+use stratus_model::state::{AgentEvent, AgentState};
 use stratus_model::step_key::StepKey;
 use stratus_protocol::AgentRequest;
-use stratus_provider::LaunchedServer;
+use stratus_provider::{CloudProvider, LaunchedServer};
 
 /// How long an agent and then the provider get to end a server's processes.
 const GRACE: Duration = Duration::from_secs(10);
@@ -79,8 +80,25 @@ impl Engine {
         // An agent that is gone or does not answer is ended by the provider all the same.
         let _ = ask.await;
         self.parts.agents.forget(dep, &sid).await;
-        let launched = launched(server);
-        let outcome = match self.parts.provider.terminate(&launched, GRACE).await {
+        // The stored handle, not the launch step's record: a reattached agent updated it.
+        let row = self.parts.store.server::<AgentState>(dep, &sid);
+        let Some(launched) = row
+            .map_err(|e| e.to_string())?
+            .as_ref()
+            .and_then(launched_of)
+        else {
+            let logs = &self.parts.logs;
+            logs.info(
+                Component::ScalingWorker,
+                subject,
+                "no provider handle: nothing to end",
+            );
+            return Ok(None);
+        };
+        let provider = self
+            .provider(dep, &launched.handle.provider)
+            .map_err(|e| format!("terminating server {}: {e}; its disk is left", server.id))?;
+        let outcome = match provider.terminate(&launched, GRACE).await {
             Ok(()) => {
                 let logs = &self.parts.logs;
                 logs.info(
@@ -88,7 +106,8 @@ impl Engine {
                     subject.clone(),
                     "server terminated",
                 );
-                self.end_disk(dep, &launched, keep, &subject).await
+                self.end_disk(provider.as_ref(), dep, &launched, keep, &subject)
+                    .await
             }
             Err(e) => {
                 let message = format!("terminating server {}: {e}; its disk is left", server.id);
@@ -107,13 +126,14 @@ impl Engine {
     /// Removes (or keeps under `keep`) the disk of a server whose processes are gone.
     async fn end_disk(
         &self,
+        provider: &dyn CloudProvider,
         dep: &str,
         launched: &LaunchedServer,
         keep: Option<&str>,
         subject: &Subject<'_>,
     ) -> Result<Option<PathBuf>, String> {
         let logs = &self.parts.logs;
-        match self.parts.provider.end_disk(dep, launched, keep).await {
+        match provider.end_disk(dep, launched, keep).await {
             Ok(Some(path)) => {
                 let message = format!("disk kept at {}", path.display());
                 logs.info(Component::ScalingWorker, subject.clone(), &message);
@@ -129,18 +149,5 @@ impl Engine {
                 Err(message)
             }
         }
-    }
-}
-
-/// The provider's view of a recorded server.
-fn launched(server: &Server) -> LaunchedServer {
-    LaunchedServer {
-        server_id: server.id.to_string(),
-        address: server
-            .address
-            .parse()
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
-        root: server.root.clone().into(),
-        pid: server.pid,
     }
 }

@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_cloud::{CloudFiles, KeyStore};
-use stratus_provider::CloudProvider;
+use stratus_provider::ProviderRegistry;
 use stratus_store::Store;
 
 /// Everything the engine works with; the control plane builds it once.
 pub struct EngineParts {
     pub state_dir: PathBuf,
     pub store: Store,
-    pub provider: Arc<dyn CloudProvider>,
+    /// Providers by name: `local`, and those the deployments declare.
+    pub providers: Arc<ProviderRegistry>,
     pub agents: Arc<dyn AgentLink>,
     pub keys: KeyStore,
     pub files: CloudFiles,

@@ -19,9 +19,8 @@ pub struct Server {
     pub name: String,
     pub tier: String,
     pub address: String,
-    /// Root directory of the server (local provider).
+    /// The server's filesystem root as its agent sees it (from its provider).
     pub root: String,
-    pub pid: u32,
 }
 
 impl Server {

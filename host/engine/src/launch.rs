@@ -3,20 +3,18 @@
 //! order with grants for their dependents, join the load balancers' nodes. RUNNING at the end.
 
 use crate::engine::{Engine, EngineError};
-use crate::facts::Server;
 use crate::logs::{Component, Subject};
 use crate::steps::digest;
 use std::collections::BTreeMap;
 use stratus_cloud::PackageRef;
 use stratus_model::spec::{DeploymentSpec, ServiceSpec};
-use stratus_model::state::AgentState;
 use stratus_model::step_key::StepKey;
-use stratus_store::ServerRow;
 
 impl Engine {
     /// Launches `spec` (or resumes its launch) until it is RUNNING: a reconcile from nothing.
     pub async fn launch(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
+        self.configure_providers(spec)?;
         self.log_deployment(dep, "launch initiated: deployment LAUNCHING");
         let result = self.reconcile_steps(spec, false).await;
         self.settle(dep, &result)?;
@@ -184,30 +182,4 @@ pub(crate) fn caps(svc: &ServiceSpec) -> Option<serde_json::Value> {
         }
     }
     (!m.is_empty()).then_some(serde_json::Value::Object(m))
-}
-
-/// The provider's view of a server recorded in the store.
-pub(crate) fn launched_of(
-    row: &ServerRow<AgentState>,
-    pid: u32,
-) -> stratus_provider::LaunchedServer {
-    stratus_provider::LaunchedServer {
-        server_id: row.id.clone(),
-        address: row.address.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST),
-        root: row.root.clone().into(),
-        pid,
-    }
-}
-
-/// The engine's view of a recorded server; `None` for a row whose id is not a server id
-/// (the engine never writes one).
-pub(crate) fn server_from_row(row: &ServerRow<AgentState>, pid: u32) -> Option<Server> {
-    Some(Server {
-        id: row.id.parse().ok()?,
-        name: row.name.clone(),
-        tier: row.tier.clone(),
-        address: row.address.clone(),
-        root: row.root.clone(),
-        pid,
-    })
 }

@@ -14,6 +14,7 @@
 //! - `health.rs`: scheduled health checks, restarts of unhealthy services, condemned servers.
 //! - `reconcile.rs`, `retire.rs`, `end.rs`: change sets applied; servers leaving, and ending.
 //! - `terminate.rs`: a reconcile to nothing.
+//! - `providers.rs`: which provider a tier launches on and a stored server's handle names.
 //! - `agents.rs`: the [`AgentLink`] trait the dispatcher implements.
 
 pub mod agents;
@@ -32,6 +33,7 @@ mod install;
 pub mod launch;
 pub mod logs;
 mod parallel;
+mod providers;
 mod proxy;
 pub mod reconcile;
 pub mod recovery;

@@ -123,6 +123,7 @@ impl Engine {
         spec: &DeploymentSpec,
         persistent: bool,
     ) -> Result<(), EngineError> {
+        self.configure_providers(spec)?;
         let packages = self.upload_packages(spec).await?;
         let mut applied = Vec::new();
         let mut failures = 0u32;
@@ -209,7 +210,7 @@ impl Engine {
         {
             return Ok(Some(changes));
         }
-        let tiers = self.tier_changes(spec, goal, &journal)?;
+        let tiers = self.tier_changes(spec, goal, &journal).await?;
         if tiers.is_empty() {
             return Ok(None);
         }
@@ -249,14 +250,14 @@ impl Engine {
 
     /// Every tier's change towards `goal`, from what is observed; servers of a tier the file
     /// no longer has all leave.
-    fn tier_changes(
+    async fn tier_changes(
         &self,
         spec: &DeploymentSpec,
         goal: Goal,
         journal: &str,
     ) -> Result<Vec<TierChange>, EngineError> {
         let wanted = self.wanted(spec, goal)?;
-        let observed = self.observe(spec)?;
+        let observed = self.observe(spec).await?;
         let mut tiers = Vec::new();
         for tier in spec.tiers.values() {
             let next = meta_number(
@@ -336,11 +337,11 @@ impl Engine {
     /// `false` when nothing was lost (the failure stands); an error names a server lost in a
     /// tier whose recovery is off.
     async fn outwait_losses(&self, spec: &DeploymentSpec) -> Result<bool, EngineError> {
-        if self.lost_servers(spec)?.is_empty() {
+        if self.lost_servers(spec).await?.is_empty() {
             return Ok(false);
         }
         loop {
-            let lost = self.lost_servers(spec)?;
+            let lost = self.lost_servers(spec).await?;
             if let Some(l) = lost.iter().find(|l| l.gone && !l.recovery) {
                 return Err(EngineError::Other(format!(
                     "server {} lost at {}: its agent did not come back within {} s, and \

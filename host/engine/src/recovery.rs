@@ -3,7 +3,6 @@
 //! as far as the provider knows). Gone servers are what auto-recovery replaces.
 
 use crate::engine::{Engine, EngineError};
-use crate::launch::launched_of;
 use crate::retry::now_ms;
 use crate::scaling_plan::Observed;
 use std::collections::{BTreeMap, HashMap};
@@ -74,7 +73,7 @@ pub(crate) fn lost_at_key(dep: &str, server: &str) -> String {
 
 impl Engine {
     /// The servers of `spec` whose agents are LOST, in id order.
-    pub fn lost_servers(&self, spec: &DeploymentSpec) -> Result<Vec<Lost>, EngineError> {
+    pub async fn lost_servers(&self, spec: &DeploymentSpec) -> Result<Vec<Lost>, EngineError> {
         let dep = spec.name.as_str();
         let now = now_ms();
         let mut lost = Vec::new();
@@ -84,9 +83,8 @@ impl Engine {
             if row.agent_state == AgentState::Terminated {
                 continue;
             }
-            let looks_ended = row
-                .pid
-                .is_none_or(|pid| !self.parts.provider.is_alive(&launched_of(&row, pid)));
+            // A provider that cannot tell (unreachable) leaves the server to its grace.
+            let looks_ended = self.presence(&row).await.is_gone();
             // A server whose connection is up (or not back yet after a control plane restart)
             // must look ended twice; one whose connection dropped is taken at its word.
             let ended = if row.agent_state == AgentState::Running {
@@ -129,12 +127,12 @@ impl Engine {
     }
 
     /// Every live server of `spec` by tier, with whether it is gone.
-    pub(crate) fn observe(
+    pub(crate) async fn observe(
         &self,
         spec: &DeploymentSpec,
     ) -> Result<BTreeMap<String, Vec<Observed>>, EngineError> {
         let dep = spec.name.as_str();
-        let lost = self.lost_servers(spec)?;
+        let lost = self.lost_servers(spec).await?;
         // A server whose service stayed CRITICAL through its restarts is gone too (health.rs).
         let condemned = self.condemned_servers(spec)?;
         let mut out: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
@@ -161,7 +159,7 @@ impl Engine {
     /// Brings a RUNNING or DEGRADED deployment's state in line with its lost servers:
     /// DEGRADED (with which servers and what happens to them) while any is lost, RUNNING again
     /// when all are back. Returns whether a reconcile is due to replace gone servers.
-    pub fn note_losses(&self, spec: &DeploymentSpec) -> Result<bool, EngineError> {
+    pub async fn note_losses(&self, spec: &DeploymentSpec) -> Result<bool, EngineError> {
         use stratus_model::state::{DeploymentEvent, DeploymentState};
         let dep = spec.name.as_str();
         let Some(row) = self.parts.store.deployment::<DeploymentState>(dep)? else {
@@ -173,7 +171,7 @@ impl Engine {
         ) {
             return Ok(false);
         }
-        let lost = self.lost_servers(spec)?;
+        let lost = self.lost_servers(spec).await?;
         let condemned = !self.condemned_servers(spec)?.is_empty();
         if lost.is_empty() {
             if self

@@ -8,7 +8,7 @@
 use crate::end::ended_message;
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server, proxy_nodes};
-use crate::launch::{caps, server_from_row, service_package_dir};
+use crate::launch::{caps, service_package_dir};
 use crate::reconcile::Changes;
 use futures::future::join_all;
 use std::collections::BTreeSet;
@@ -311,7 +311,7 @@ impl Engine {
             if row.agent_state != AgentState::Terminated || !ids.contains(&row.id) {
                 continue;
             }
-            let (Some(pid), Ok(id)) = (row.pid, row.id.parse::<ServerId>()) else {
+            let (true, Ok(id)) = (row.handle.is_some(), row.id.parse::<ServerId>()) else {
                 continue;
             };
             let step = self
@@ -319,7 +319,7 @@ impl Engine {
                 .store
                 .step(&journal, &StepKey::End(id).to_string())?;
             if step.is_some_and(|s| s.status == StepState::Started)
-                && let Some(server) = server_from_row(&row, pid)
+                && let Some(server) = self.server_of(&row)?
             {
                 out.push(server);
             }

@@ -3,7 +3,6 @@
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
-use crate::launch::{launched_of, server_from_row};
 use crate::logs::{Component, Subject};
 use crate::steps::digest;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use stratus_model::ServerId;
 use stratus_model::spec::{DeploymentSpec, TierSpec};
 use stratus_model::state::{AgentEvent, AgentState};
 use stratus_model::step_key::StepKey;
-use stratus_provider::LaunchRequest;
+use stratus_provider::{LaunchRequest, Presence};
 use stratus_store::ServerRow;
 
 /// How long an agent may take from process start to handshake.
@@ -37,13 +36,13 @@ impl Engine {
             server: Some(&id),
             ..Subject::default()
         };
+        let provider = self.tier_provider(spec, tier)?;
         let server = self
             .step(dep, &key, &digest(&(&id, &tier.launch.provider)), async {
                 // A launch cut short may have left a live agent: adopt it instead of a twin.
                 if let Some(row) = self.parts.store.server::<AgentState>(dep, &id)?
-                    && let Some(pid) = row.pid
-                    && self.parts.provider.is_alive(&launched_of(&row, pid))
-                    && let Some(server) = server_from_row(&row, pid)
+                    && self.adoptable(&row, &key).await?
+                    && let Some(server) = self.server_of(&row)?
                 {
                     return Ok(server);
                 }
@@ -62,9 +61,7 @@ impl Engine {
                     .agents
                     .expect(dep, &id, credential_digest.clone())
                     .await;
-                let launched = self
-                    .parts
-                    .provider
+                let mut launched = provider
                     .launch(LaunchRequest {
                         deployment: dep.to_string(),
                         server_id: id.clone(),
@@ -78,13 +75,21 @@ impl Engine {
                         step: key.to_string(),
                         message: e.to_string(),
                     })?;
+                // The handle names the provider as the tier does: the one that ends it.
+                launched.handle.provider = tier.launch.provider.to_string();
+                let root =
+                    provider
+                        .root_of(&launched.handle)
+                        .map_err(|e| EngineError::Provider {
+                            step: key.to_string(),
+                            message: e.to_string(),
+                        })?;
                 let server = Server {
                     id: sid.clone(),
                     name: name.clone(),
                     tier: tier.name.to_string(),
                     address: launched.address.to_string(),
-                    root: launched.root.to_string_lossy().into_owned(),
-                    pid: launched.pid,
+                    root,
                 };
                 self.parts.store.upsert_server(&ServerRow {
                     deployment: dep.to_string(),
@@ -92,8 +97,8 @@ impl Engine {
                     tier: tier.name.to_string(),
                     name: name.clone(),
                     address: server.address.clone(),
-                    root: server.root.clone(),
-                    pid: Some(server.pid),
+                    provider: launched.handle.provider.clone(),
+                    handle: Some(launched.handle.data.clone()),
                     agent_state: AgentState::Starting,
                     credential_digest,
                 })?;
@@ -101,8 +106,8 @@ impl Engine {
                     Component::MonitorServer,
                     subject.clone(),
                     &format!(
-                        "discovered server {name} at {} (pid {}): agent STARTING",
-                        server.address, server.pid
+                        "discovered server {name} at {} on provider {}: agent STARTING",
+                        server.address, launched.handle.provider
                     ),
                 );
                 Ok(server)
@@ -130,5 +135,27 @@ impl Engine {
             self.service_created(dep, svc, &sid)?;
         }
         Ok(server)
+    }
+}
+
+impl Engine {
+    /// Whether a server recorded by a launch cut short still exists, to be adopted instead of
+    /// launched again; a provider that cannot tell fails the step rather than risk a twin.
+    async fn adoptable(
+        &self,
+        row: &ServerRow<AgentState>,
+        key: &StepKey,
+    ) -> Result<bool, EngineError> {
+        match self.presence(row).await {
+            Presence::Exists => Ok(true),
+            Presence::Gone => Ok(false),
+            Presence::Unknown(reason) => Err(EngineError::Provider {
+                step: key.to_string(),
+                message: format!(
+                    "cannot tell whether server {} of an earlier attempt still exists: {reason}",
+                    row.id
+                ),
+            }),
+        }
     }
 }

@@ -7,7 +7,6 @@
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::Fleet;
-use crate::launch::server_from_row;
 use crate::logs::{Component, Subject};
 use crate::reconcile::Changes;
 use crate::retire::Departed;
@@ -73,6 +72,7 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let dep = spec.name.as_str();
         let keep = self.kept_label(dep)?;
+        self.configure_providers(spec)?;
         self.deployment_event(dep, DeploymentEvent::TerminateRequested)?;
         self.log_deployment(dep, "terminate requested: deployment STOPPING");
         let changes = self.pending_changes(spec, Goal::Nothing).await?;
@@ -80,7 +80,7 @@ impl Engine {
             Some(c) => self.depart(spec, c, keep.as_deref()).await?,
             None => Departed::default(),
         };
-        self.sweep_unrecorded(dep, changes.as_ref()).await?;
+        self.sweep_unrecorded(spec, changes.as_ref()).await?;
         let problems = self.record_departure(dep, departed)?;
         // The new journal first: a TERMINATED deployment relaunched on the old one would skip
         // every step; a control plane stopped in between terminates again, finding nothing.
@@ -139,9 +139,11 @@ impl Engine {
     /// them; the servers `changes` ended (or left, with their disk) are not touched.
     async fn sweep_unrecorded(
         &self,
-        dep: &str,
+        spec: &DeploymentSpec,
         changes: Option<&Changes>,
     ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        let providers = self.providers_of(spec)?;
         let leaving: Vec<String> = changes
             .into_iter()
             .flat_map(|c| &c.tiers)
@@ -151,14 +153,16 @@ impl Engine {
         let rows = self.parts.store.servers::<AgentState>(dep)?;
         let known: Vec<String> = rows
             .into_iter()
-            .filter(|r| r.pid.is_some() && leaving.contains(&r.id))
+            .filter(|r| r.handle.is_some() && leaving.contains(&r.id))
             .map(|r| r.id)
             .collect();
-        for id in self.parts.provider.end_unrecorded(dep, &known).await {
-            self.log_deployment(
-                dep,
-                &format!("ended server {id}, which was starting when terminate began"),
-            );
+        for provider in providers {
+            for id in provider.end_unrecorded(dep, &known).await {
+                self.log_deployment(
+                    dep,
+                    &format!("ended server {id}, which was starting when terminate began"),
+                );
+            }
         }
         Ok(())
     }
@@ -204,8 +208,7 @@ impl Engine {
             if row.agent_state == AgentState::Terminated {
                 continue;
             }
-            let Some(pid) = row.pid else { continue };
-            let Some(server) = server_from_row(&row, pid) else {
+            let Some(server) = self.server_of(&row)? else {
                 continue;
             };
             fleet.entry(row.tier.clone()).or_default().push(server);

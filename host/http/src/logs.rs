@@ -62,8 +62,10 @@ pub async fn logs(
         .ok_or_else(|| Problem::not_found(format!("deployment {name} has no server {server}")))?;
     let text = match q.log {
         LogKind::Agent => {
-            let dir = std::path::Path::new(&row.root).join("agent");
-            read_end(&dir, "agent.log").unwrap_or_default()
+            match stratus_control::status::agent_dir(&st.ctx.store, &row) {
+                Some(dir) => read_end(&dir, "agent.log").unwrap_or_default(),
+                None => String::new(),
+            }
         }
         LogKind::Hooks => {
             let dir = st.ctx.logs.dir().join("hooks").join(&name).join(&row.id);

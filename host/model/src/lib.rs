@@ -42,4 +42,4 @@ pub use error::{SpecError, SpecErrors};
 pub use ids::{Name, ServerId, ServiceId};
 pub use plan::Plan;
 pub use spec::DeploymentSpec;
-pub use validate::MAX_TIER_SERVERS;
+pub use validate::{MAX_PROVIDER_SETTING_BYTES, MAX_PROVIDER_SETTINGS, MAX_TIER_SERVERS};

@@ -21,7 +21,13 @@ pub(crate) struct RawFile {
     pub services: SpannedMap<RawService>,
     #[serde(default)]
     pub personalities: SpannedMap<RawPersonality>,
+    /// `[providers.NAME]`: `type` and free settings, checked in `validate/providers.rs`.
+    #[serde(default)]
+    pub providers: SpannedMap<RawProvider>,
 }
+
+/// A `[providers.NAME]` table as written: every key with its value's span.
+pub(crate) type RawProvider = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
 /// A script personality: components (cm-world packages) run in order on a new server.
 #[derive(Debug, Deserialize)]

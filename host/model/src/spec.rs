@@ -16,8 +16,11 @@ use crate::ids::{Name, ServiceId};
 pub use crate::retry::RetryPolicy;
 pub use crate::scaling::ScalingPolicy;
 
-/// The provider a launch configuration uses when it names none.
+/// The provider a launch configuration uses when it names none; also a `type`.
 pub const DEFAULT_PROVIDER: &str = "local";
+
+/// The `type`s a `[providers.NAME]` table may name: the provider kinds this binary builds.
+pub const PROVIDER_TYPES: &[&str] = &[DEFAULT_PROVIDER];
 
 /// A deployment: named tiers of servers and the services they carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +34,9 @@ pub struct DeploymentSpec {
     pub tiers: BTreeMap<Name, TierSpec>,
     pub services: BTreeMap<Name, ServiceSpec>,
     pub personalities: BTreeMap<Name, PersonalitySpec>,
+    /// The deployment's own providers (`[providers.NAME]`), which tiers name in `provider`.
+    #[serde(default)]
+    pub providers: BTreeMap<Name, ProviderSpec>,
     /// How often agents report their server's CPU and memory (`metrics-interval`).
     #[serde(default = "default_metrics_interval")]
     pub metrics_interval_ms: u64,
@@ -38,6 +44,30 @@ pub struct DeploymentSpec {
 
 fn default_metrics_interval() -> u64 {
     crate::metrics::DEFAULT_INTERVAL_MS
+}
+
+/// `[providers.NAME]`: a provider of this deployment, built by the factory of its `type`
+/// from its settings. Secrets are never settings, only names of keys in key management.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSpec {
+    pub name: Name,
+    /// One of [`PROVIDER_TYPES`].
+    pub kind: Name,
+    /// Every key of the table but `type`.
+    pub settings: BTreeMap<String, ProviderSetting>,
+}
+
+/// One setting of a `[providers.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderSetting {
+    Text(String),
+    Integer(i64),
+    Bool(bool),
+    /// A list of strings (`hosts = ["a", "b"]`).
+    List(Vec<String>),
+    /// A setting named `key` or ending in `-key`: the name of a key in key management.
+    Key(String),
 }
 
 /// A scalable group of servers.
@@ -287,6 +317,20 @@ impl DeploymentSpec {
     /// Validates `text`; `path` names it in messages and anchors relative paths.
     pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<DeploymentSpec, SpecErrors> {
         crate::validate::parse(text, path.as_ref())
+    }
+
+    /// The `type` of the provider this deployment calls `name`: `local` for the built-in one,
+    /// a table's `type` for its own; `None` for a name it does not know.
+    pub fn provider_kind(&self, name: &str) -> Option<&str> {
+        if name == DEFAULT_PROVIDER {
+            return Some(DEFAULT_PROVIDER);
+        }
+        self.providers.get(name).map(|p| p.kind.as_str())
+    }
+
+    /// Whether `tier`'s servers are processes on this machine (a provider of type `local`).
+    pub fn runs_locally(&self, tier: &TierSpec) -> bool {
+        self.provider_kind(tier.launch.provider.as_str()) == Some(DEFAULT_PROVIDER)
     }
 
     pub fn tier(&self, name: &str) -> Option<&TierSpec> {

@@ -5,11 +5,13 @@ mod component;
 mod health;
 mod manifest_file;
 mod plugins;
+mod providers;
 mod relations;
 mod retry;
 mod scaling;
 mod service;
 mod tier;
+pub use providers::{MAX_PROVIDER_SETTING_BYTES, MAX_PROVIDER_SETTINGS};
 pub use tier::MAX_TIER_SERVERS;
 
 use std::collections::BTreeMap;
@@ -220,6 +222,8 @@ impl Checker<'_> {
             }
         }
         let personalities = self.personalities(&raw.personalities);
+        let providers = self.providers(raw);
+        self.tier_providers(raw);
         self.empty_tiers_not_needed(raw, &carriers);
         self.tier_ports_distinct(raw);
         self.acyclic(raw);
@@ -231,6 +235,7 @@ impl Checker<'_> {
             tiers,
             services,
             personalities,
+            providers,
             metrics_interval_ms: self.metrics_interval_ms,
         })
     }

@@ -7,8 +7,8 @@
 //! (`std::fs::remove_dir_all` unlinks a link, it does not descend through it), and it runs only
 //! once no process of the server is left to race it.
 
+use crate::ProviderError;
 use crate::process::processes_of;
-use crate::{LaunchedServer, ProviderError};
 use nix::NixPath;
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
@@ -23,36 +23,32 @@ use std::path::{Path, PathBuf};
 /// Where kept disks go, relative to the state directory.
 pub const KEPT_DISKS: &str = "kept-disks";
 
-/// Removes (`keep` is `None`) or moves aside the disk of `server`; returns where a kept disk is.
+/// Removes (`keep` is `None`) or moves aside the disk of server `server_id` whose handle
+/// says its root is `root`; returns where a kept disk is.
 pub(crate) fn end(
     state_dir: &Path,
     deployment: &str,
-    server: &LaunchedServer,
+    server_id: &str,
+    root: &Path,
     keep: Option<&str>,
 ) -> Result<Option<PathBuf>, ProviderError> {
     let servers = state_dir.join("servers").join(deployment);
-    let dir = servers.join(&server.server_id);
-    // A journal row pointing elsewhere is not ours to delete.
-    if server.root != dir.join("root") {
+    let dir = servers.join(server_id);
+    // A handle pointing elsewhere is not ours to delete.
+    if root != dir.join("root") {
         return Err(ProviderError::ForeignRoot {
-            root: server.root.clone(),
+            root: root.to_path_buf(),
         });
     }
-    let pids = processes_of(&server.root);
+    let pids = processes_of(root);
     if !pids.is_empty() {
         return Err(ProviderError::DiskBusy { dir, pids });
     }
-    if crate::cgroup::agent_cgroup(&server.root).is_some_and(|(_, cg)| cg.exists()) {
+    if crate::cgroup::agent_cgroup(root).is_some_and(|(_, cg)| cg.exists()) {
         return Err(ProviderError::DiskBusy { dir, pids });
     }
     let kept = match keep {
-        Some(label) => Some(move_aside(
-            state_dir,
-            deployment,
-            &dir,
-            label,
-            &server.server_id,
-        )?),
+        Some(label) => Some(move_aside(state_dir, deployment, &dir, label, server_id)?),
         None => {
             remove_tree(&dir).map_err(ProviderError::io(format!("removing {}", dir.display())))?;
             None
@@ -299,15 +295,6 @@ mod tests {
         );
     }
 
-    fn server(root: PathBuf) -> LaunchedServer {
-        LaunchedServer {
-            server_id: "app-1".into(),
-            address: std::net::Ipv4Addr::LOCALHOST,
-            root,
-            pid: 0,
-        }
-    }
-
     /// A process of the server still alive (it carries the root marker) keeps the disk.
     #[test]
     fn a_disk_is_not_removed_while_a_process_of_its_server_lives() {
@@ -328,7 +315,7 @@ mod tests {
         {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let busy = end(state.path(), "web", &server(root.clone()), None);
+        let busy = end(state.path(), "web", "app-1", &root, None);
         let _ = child.kill();
         let _ = child.wait();
         match busy {
@@ -337,7 +324,7 @@ mod tests {
         }
         assert!(root.exists());
         assert_eq!(
-            end(state.path(), "web", &server(root.clone()), None).unwrap(),
+            end(state.path(), "web", "app-1", &root, None).unwrap(),
             None
         );
         assert!(!root.exists());
@@ -348,7 +335,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let elsewhere = state.path().join("elsewhere/root");
         std::fs::create_dir_all(&elsewhere).unwrap();
-        let e = end(state.path(), "web", &server(elsewhere.clone()), None).unwrap_err();
+        let e = end(state.path(), "web", "app-1", &elsewhere, None).unwrap_err();
         assert!(matches!(e, ProviderError::ForeignRoot { .. }), "{e}");
         assert!(elsewhere.exists());
     }
@@ -361,7 +348,7 @@ mod tests {
         std::fs::write(root.join("marker"), "m").unwrap();
         std::fs::create_dir_all(root.join("agent")).unwrap();
         std::fs::write(root.join("agent/credential"), "secret").unwrap();
-        let kept = end(state.path(), "web", &server(root.clone()), Some("3"))
+        let kept = end(state.path(), "web", "app-1", &root, Some("3"))
             .unwrap()
             .unwrap();
         assert_eq!(kept, state.path().join("kept-disks/web/3/app-1"));
@@ -377,11 +364,14 @@ mod tests {
         assert_eq!(mode.mode() & 0o777, 0o700);
         // A terminate resumed after the move finds it done.
         assert_eq!(
-            end(state.path(), "web", &server(root.clone()), Some("3")).unwrap(),
+            end(state.path(), "web", "app-1", &root, Some("3")).unwrap(),
             Some(kept)
         );
         std::fs::create_dir_all(&root).unwrap();
-        assert_eq!(end(state.path(), "web", &server(root), None).unwrap(), None);
+        assert_eq!(
+            end(state.path(), "web", "app-1", &root, None).unwrap(),
+            None
+        );
         assert!(!state.path().join("servers/web").exists());
     }
 }

@@ -43,6 +43,24 @@ pub enum ProviderError {
     ForeignRoot { root: PathBuf },
     #[error("provider task failed: {0}")]
     Task(String),
+    #[error(
+        "deployment {deployment} has no provider `{provider}` (expected `local` or a \
+         [providers.{provider}] table in its deployment file)"
+    )]
+    Unknown {
+        provider: String,
+        deployment: String,
+    },
+    #[error("provider `{provider}`: there is no provider type `{kind}` (known: {known})")]
+    NoFactory {
+        provider: String,
+        kind: String,
+        known: String,
+    },
+    #[error("provider `{provider}`: {message}")]
+    Settings { provider: String, message: String },
+    #[error("the stored handle of a server of provider `{provider}` cannot be read: {message}")]
+    Handle { provider: String, message: String },
 }
 
 impl ProviderError {

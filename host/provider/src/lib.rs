@@ -1,16 +1,21 @@
-//! Cloud providers: where servers come from. The engine holds an `Arc<dyn CloudProvider>`;
-//! the built-in [`LocalProvider`] makes each server an agent process on this machine with
-//! its own root directory and loopback address.
+//! Cloud providers: where servers come from. The engine holds a [`ProviderRegistry`] and asks
+//! the provider a tier names (or the one in a server's stored [`ProviderHandle`]); the built-in
+//! [`LocalProvider`] makes each server an agent process on this machine with its own root
+//! directory and loopback address.
 
 mod capacity;
 mod cgroup;
 mod disk;
 mod error;
+mod handle;
 mod leases;
 mod local;
+mod local_handle;
 mod proc_scan;
 mod spawn;
 mod process;
+mod registry;
+mod settings;
 mod uid_leftovers;
 
 pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousands};
@@ -18,7 +23,11 @@ pub use cgroup::agent_cgroup;
 pub use disk::KEPT_DISKS;
 pub use error::ProviderError;
 pub use leases::{ADDRESS_COUNT, PROGRAM_UID_BASE, program_uid};
+pub use handle::{Presence, ProviderHandle};
 pub use local::LocalProvider;
+pub use local_handle::LocalHandle;
+pub use registry::{LOCAL, ProviderFactory, ProviderRegistry, same};
+pub use settings::{ProviderSettings, SettingValue};
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -64,10 +73,8 @@ impl std::fmt::Debug for LaunchRequest {
 pub struct LaunchedServer {
     pub server_id: String,
     pub address: Ipv4Addr,
-    /// The server's filesystem root (`/` of the "VM").
-    pub root: PathBuf,
-    /// The agent's pid, which is also its process group id.
-    pub pid: u32,
+    /// What the provider needs to find the server again; opaque to everyone else.
+    pub handle: ProviderHandle,
 }
 
 /// A source of servers.
@@ -83,8 +90,19 @@ pub trait CloudProvider: Send + Sync {
         grace: Duration,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
-    /// Whether the server is still running, as far as the provider can tell right now.
-    fn is_alive(&self, server: &LaunchedServer) -> bool;
+    /// Whether the server still exists. A provider it cannot reach answers `Unknown`, never
+    /// `Gone`. Auto-recovery asks this of every server on each pass: keep it cheap.
+    fn describe<'a>(&'a self, handle: &'a ProviderHandle) -> BoxFuture<'a, Presence>;
+
+    /// The server's filesystem root as its agent sees it (`--root`), for the paths hooks get.
+    fn root_of(&self, handle: &ProviderHandle) -> Result<String, ProviderError>;
+
+    /// The handle of a server whose agent reconnected as process `agent_pid` (started again
+    /// by other means, a reboot): `Some` when the provider must now watch that process.
+    fn reattached(&self, handle: &ProviderHandle, agent_pid: u32) -> Option<ProviderHandle> {
+        let _ = (handle, agent_pid);
+        None
+    }
 
     /// How many servers the provider can hold (`max-servers`) and how many it holds now.
     fn capacity(&self) -> Result<Capacity, ProviderError>;

@@ -4,11 +4,13 @@
 
 use crate::leases::{Lease, Leases};
 use crate::process::{group_alive, marked_groups, signal_group};
-use crate::{BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, ProviderError};
+use crate::{
+    BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, LocalHandle, Presence,
+    ProviderError, ProviderHandle,
+};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -173,8 +175,7 @@ impl LocalProvider {
                 Ok(LaunchedServer {
                     server_id: req.server_id,
                     address,
-                    root,
-                    pid,
+                    handle: LocalHandle { root, pid }.to_handle(crate::LOCAL),
                 })
             }
             Err(e) => {
@@ -202,13 +203,7 @@ impl LocalProvider {
         tracing::warn!(root = %root.display(), "removing the disk a terminated server left");
         stop_stale_agents(root);
         crate::cgroup::destroy(root).map_err(ProviderError::Cgroup)?;
-        let leftover = LaunchedServer {
-            server_id: req.server_id.clone(),
-            address: std::net::Ipv4Addr::LOCALHOST,
-            root: root.to_path_buf(),
-            pid: 0,
-        };
-        crate::disk::end(&self.state_dir, &req.deployment, &leftover, None).map(|_| ())
+        crate::disk::end(&self.state_dir, &req.deployment, &req.server_id, root, None).map(|_| ())
     }
 
     async fn terminate_group(
@@ -216,15 +211,15 @@ impl LocalProvider {
         server: &LaunchedServer,
         grace: Duration,
     ) -> Result<(), ProviderError> {
-        let pgid = server.pid;
+        let LocalHandle { root, pid: pgid } = LocalHandle::of_server(server)?;
         // pid 0 and 1 would signal ourselves or init; such a record cannot be one of ours.
-        if pgid > 1 && group_alive(pgid, &server.root) {
+        if pgid > 1 && group_alive(pgid, &root) {
             let signal =
                 |s| signal_group(pgid, s).map_err(|errno| ProviderError::Signal { pgid, errno });
-            if signal(Signal::SIGTERM)? && !wait_gone(pgid, &server.root, grace).await {
+            if signal(Signal::SIGTERM)? && !wait_gone(pgid, &root, grace).await {
                 tracing::warn!(server = %server.server_id, pgid, "agent ignored SIGTERM; killing");
                 signal(Signal::SIGKILL)?;
-                if !wait_gone(pgid, &server.root, KILL_WAIT).await {
+                if !wait_gone(pgid, &root, KILL_WAIT).await {
                     return Err(ProviderError::StillAlive { pgid });
                 }
             }
@@ -232,7 +227,7 @@ impl LocalProvider {
         // Whatever the agent left behind (or everything, if the agent died) goes with its cgroup,
         // and whatever still runs as the server's program uid (a program that escaped it where
         // there are no cgroups) is killed before another server may get the uid.
-        let (root, address) = (server.root.clone(), server.address);
+        let address = server.address;
         tokio::task::spawn_blocking(move || {
             end_program_uid(address);
             crate::cgroup::destroy(&root)
@@ -449,8 +444,28 @@ impl CloudProvider for LocalProvider {
         Box::pin(self.terminate_group(server, grace))
     }
 
-    fn is_alive(&self, server: &LaunchedServer) -> bool {
-        server.pid > 1 && group_alive(server.pid, &server.root)
+    fn describe<'a>(&'a self, handle: &'a ProviderHandle) -> BoxFuture<'a, Presence> {
+        // Answered on the spot, as cheap as a look at the group's first member: recovery asks
+        // this of every server on every pass.
+        let presence = match LocalHandle::of(handle) {
+            Ok(h) if h.pid > 1 && group_alive(h.pid, &h.root) => Presence::Exists,
+            Ok(_) => Presence::Gone,
+            Err(e) => Presence::Unknown(e.to_string()),
+        };
+        Box::pin(std::future::ready(presence))
+    }
+
+    fn root_of(&self, handle: &ProviderHandle) -> Result<String, ProviderError> {
+        Ok(LocalHandle::of(handle)?.root.to_string_lossy().into_owned())
+    }
+
+    fn reattached(&self, handle: &ProviderHandle, agent_pid: u32) -> Option<ProviderHandle> {
+        let mut local = LocalHandle::of(handle).ok()?;
+        if local.pid == agent_pid {
+            return None;
+        }
+        local.pid = agent_pid;
+        Some(local.to_handle(&handle.provider))
     }
 
     fn capacity(&self) -> Result<Capacity, ProviderError> {
@@ -497,9 +512,10 @@ impl CloudProvider for LocalProvider {
         Box::pin(async move {
             check_name("deployment", &dep)?;
             check_name("server id", &server.server_id)?;
+            let root = LocalHandle::of_server(&server)?.root;
             // A large tree takes a while to remove; keep it off the runtime.
             tokio::task::spawn_blocking(move || {
-                crate::disk::end(&state, &dep, &server, keep.as_deref())
+                crate::disk::end(&state, &dep, &server.server_id, &root, keep.as_deref())
             })
             .await
             .map_err(|e| ProviderError::Task(e.to_string()))?

@@ -7,7 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use stratus_provider::{CloudProvider, LaunchRequest, LocalProvider, ProviderError};
+use stratus_provider::{
+    CloudProvider, LaunchRequest, LaunchedServer, LocalHandle, LocalProvider, Presence,
+    ProviderError,
+};
 
 const CREDENTIAL: &str = "not-a-real-credential-0123";
 
@@ -47,6 +50,21 @@ fn request(deployment: &str, server_id: &str) -> LaunchRequest {
     }
 }
 
+/// The agent's pid, from the server's handle.
+fn pid(server: &LaunchedServer) -> u32 {
+    LocalHandle::of_server(server).unwrap().pid
+}
+
+/// The server's root, from its handle.
+fn root_of(server: &LaunchedServer) -> PathBuf {
+    LocalHandle::of_server(server).unwrap().root
+}
+
+/// Whether the provider describes the server as existing.
+async fn exists(provider: &LocalProvider, server: &LaunchedServer) -> bool {
+    provider.describe(&server.handle).await == Presence::Exists
+}
+
 /// Running = exists and is not a zombie waiting to be reaped.
 fn running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -76,10 +94,10 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
     let agent = script(tmp.path(), "agent.sh", FORKING_AGENT);
     let provider = LocalProvider::new(tmp.path().join("state"), agent);
     let server = provider.launch(request("shop", "s1")).await.unwrap();
-    let _cleanup = Cleanup(vec![server.pid]);
+    let _cleanup = Cleanup(vec![pid(&server)]);
 
     let root = tmp.path().join("state/servers/shop/s1/root");
-    assert_eq!(server.root, root);
+    assert_eq!(root_of(&server), root);
     assert!(root.join("mnt/services").is_dir());
     let [a, _, _, d] = server.address.octets();
     assert!(a == 127 && server.address != std::net::Ipv4Addr::LOCALHOST && d != 0);
@@ -107,10 +125,10 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
     );
     assert!(out.contains(&expected), "agent.out: {out}");
 
-    let pgid = getpgid(Some(Pid::from_raw(server.pid as i32))).unwrap();
+    let pgid = getpgid(Some(Pid::from_raw(pid(&server) as i32))).unwrap();
     assert_eq!(
         pgid.as_raw() as u32,
-        server.pid,
+        pid(&server),
         "agent leads its own group"
     );
     assert_ne!(
@@ -118,16 +136,16 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
         getpgid(None).unwrap(),
         "not in the control plane's group"
     );
-    assert!(provider.is_alive(&server));
-    assert!(running(server.pid) && running(child));
+    assert!(exists(&provider, &server).await);
+    assert!(running(pid(&server)) && running(child));
 
     provider
         .terminate(&server, Duration::from_secs(10))
         .await
         .unwrap();
-    assert!(!running(server.pid), "agent survived");
+    assert!(!running(pid(&server)), "agent survived");
     assert!(!running(child), "agent's child survived");
-    assert!(!provider.is_alive(&server));
+    assert!(!exists(&provider, &server).await);
     assert!(
         provider.leased_addresses().unwrap().is_empty(),
         "lease released"
@@ -150,13 +168,13 @@ async fn an_agent_ignoring_sigterm_is_killed_after_the_grace() {
     let agent = script(tmp.path(), "stubborn.sh", "trap '' TERM\nexec sleep 60");
     let provider = LocalProvider::new(tmp.path().join("state"), agent);
     let server = provider.launch(request("shop", "s1")).await.unwrap();
-    let _cleanup = Cleanup(vec![server.pid]);
-    assert!(provider.is_alive(&server));
+    let _cleanup = Cleanup(vec![pid(&server)]);
+    assert!(exists(&provider, &server).await);
     provider
         .terminate(&server, Duration::from_millis(300))
         .await
         .unwrap();
-    assert!(!running(server.pid));
+    assert!(!running(pid(&server)));
 }
 
 #[tokio::test]
@@ -178,7 +196,7 @@ async fn two_providers_on_one_state_dir_never_share_an_address() {
     for t in tasks {
         servers.push(t.await.unwrap().unwrap());
     }
-    let mut cleanup = Cleanup(servers.iter().map(|s| s.pid).collect());
+    let mut cleanup = Cleanup(servers.iter().map(pid).collect());
 
     let addresses: HashSet<_> = servers.iter().map(|s| s.address).collect();
     assert_eq!(addresses.len(), 8, "{addresses:?}");
@@ -221,23 +239,23 @@ async fn agents_outlive_the_provider_and_a_relaunch_replaces_them() {
         .launch(request("shop", "s1"))
         .await
         .unwrap();
-    let mut cleanup = Cleanup(vec![first.pid]);
-    let child_file = first.root.join("agent/child.pid");
+    let mut cleanup = Cleanup(vec![pid(&first)]);
+    let child_file = root_of(&first).join("agent/child.pid");
     let first_child: u32 = wait_for_file(&child_file).trim().parse().unwrap();
     std::fs::remove_file(&child_file).unwrap();
 
     // A new provider (a restarted control plane) still sees the first agent.
     let provider = LocalProvider::new(state, agent);
-    assert!(provider.is_alive(&first));
+    assert!(exists(&provider, &first).await);
 
     // Launching the same server again, as a retried step does, replaces the first agent.
     let second = provider.launch(request("shop", "s1")).await.unwrap();
-    cleanup.0.push(second.pid);
+    cleanup.0.push(pid(&second));
     assert!(
-        !running(first.pid) && !running(first_child),
+        !running(pid(&first)) && !running(first_child),
         "the first agent was stopped"
     );
-    assert!(provider.is_alive(&second));
+    assert!(exists(&provider, &second).await);
     assert_eq!(
         second.address, first.address,
         "the server keeps its address"
@@ -249,7 +267,7 @@ async fn agents_outlive_the_provider_and_a_relaunch_replaces_them() {
         .terminate(&second, Duration::from_secs(10))
         .await
         .unwrap();
-    assert!(!provider.is_alive(&second));
+    assert!(!exists(&provider, &second).await);
 }
 
 #[tokio::test]
@@ -266,10 +284,13 @@ async fn a_process_group_that_is_not_ours_is_never_signalled() {
     let recorded = stratus_provider::LaunchedServer {
         server_id: "s1".into(),
         address: "127.9.9.9".parse().unwrap(),
-        root: tmp.path().join("state/servers/shop/s1/root"),
-        pid: stranger.id(),
+        handle: LocalHandle {
+            root: tmp.path().join("state/servers/shop/s1/root"),
+            pid: stranger.id(),
+        }
+        .to_handle("local"),
     };
-    assert!(!provider.is_alive(&recorded));
+    assert!(!exists(&provider, &recorded).await);
     provider
         .terminate(&recorded, Duration::from_millis(100))
         .await
@@ -313,7 +334,7 @@ async fn terminate_kills_a_daemon_of_a_dead_agent_through_its_cgroup() {
         .collect();
     std::fs::write(tmp.path().join("cgroup-dirs"), dirs.join("\n")).unwrap();
     let server = provider.launch(request("shop", "d1")).await.unwrap();
-    let root = &server.root;
+    let root = &root_of(&server);
     let daemon: u32 = wait_for_file(&root.join("agent/daemon.pid"))
         .trim()
         .parse()
@@ -337,11 +358,11 @@ async fn terminate_kills_a_daemon_of_a_dead_agent_through_its_cgroup() {
         .unwrap_or_else(|| panic!("the agent is not in its own cgroup: {cgroups}"))
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while running(server.pid) && Instant::now() < deadline {
+    while running(pid(&server)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        !running(server.pid),
+        !running(pid(&server)),
         "the stand-in agent should have exited"
     );
     assert!(running(daemon), "the daemon outlives the agent's group");

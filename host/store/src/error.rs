@@ -18,8 +18,25 @@ pub enum StoreError {
     NotFound(String),
     #[error("step {key:?} of deployment {deployment:?} was never started")]
     StepNotStarted { deployment: String, key: String },
-    #[error("store schema version {found} is newer than this binary supports ({supported})")]
-    SchemaTooNew { found: i64, supported: i64 },
-    #[error("store schema version {found} is not the expected {expected}; open it read-write once")]
-    SchemaMismatch { found: i64, expected: i64 },
+    #[error(
+        "{}: store schema version {found} is newer than this binary supports ({supported}); \
+         use the stratus binary that wrote it",
+        path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error(
+        "{}: store schema version {found} is not this binary's {expected}; an older one is \
+         migrated when a control plane (`stratus serve`) of this version starts on its state \
+         directory, a newer one needs the binary that wrote it",
+        path.display()
+    )]
+    SchemaMismatch {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
 }

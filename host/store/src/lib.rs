@@ -1,8 +1,9 @@
 //! The control plane's journal and state, embedded in one SQLite file.
 //!
-//! Tables (schema version 1, see `schema.rs`):
+//! Tables (see `schema.rs` for the current schema version and migrations):
 //! - `deployments`: one row per deployment with its spec and state.
-//! - `servers`: servers of a deployment, their agent state and the *digest* of their credential.
+//! - `servers`: servers of a deployment, their provider and its opaque handle (JSON), their
+//!   agent state and the *digest* of their credential.
 //! - `service_instances`: the state of each service on each server.
 //! - `steps`: the journal; a step is recorded as started before it runs, then completed/failed.
 //! - `events`: an append-only log with a global sequence number, for `stratus events`.
@@ -75,7 +76,7 @@ impl Store {
         // NORMAL is durable in WAL mode across process crashes; only power loss may lose the tail.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn, &path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -89,7 +90,7 @@ impl Store {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        schema::check(&conn)?;
+        schema::check(&conn, &path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path,

@@ -14,25 +14,28 @@ pub struct ServerRow<A> {
     pub tier: String,
     pub name: String,
     pub address: String,
-    pub root: String,
-    pub pid: Option<u32>,
+    /// The registry name of the provider that launched it.
+    pub provider: String,
+    /// That provider's handle data (opaque here); `None` before the provider answered.
+    pub handle: Option<serde_json::Value>,
     pub agent_state: A,
     pub credential_digest: String,
 }
 
 const COLUMNS: &str =
-    "deployment, id, tier, name, address, root, pid, agent_state, credential_digest";
+    "deployment, id, tier, name, address, provider, handle, agent_state, credential_digest";
 
 fn from_row<A: DeserializeOwned>(row: &Row<'_>) -> Result<ServerRow<A>, StoreError> {
     let state: String = row.get(7)?;
+    let handle: Option<String> = row.get(6)?;
     Ok(ServerRow {
         deployment: row.get(0)?,
         id: row.get(1)?,
         tier: row.get(2)?,
         name: row.get(3)?,
         address: row.get(4)?,
-        root: row.get(5)?,
-        pid: row.get(6)?,
+        provider: row.get(5)?,
+        handle: handle.as_deref().map(serde_json::from_str).transpose()?,
         agent_state: decode_state(&state)?,
         credential_digest: row.get(8)?,
     })
@@ -42,20 +45,22 @@ impl Store {
     /// Inserts the server or replaces every column of it.
     pub fn upsert_server<A: Serialize>(&self, server: &ServerRow<A>) -> Result<(), StoreError> {
         let state = encode_state(&server.agent_state)?;
+        let handle = server.handle.as_ref().map(encode_state).transpose()?;
         self.conn().execute(
-            "INSERT INTO servers (deployment, id, tier, name, address, root, pid, agent_state,
-                 credential_digest, updated_at)
+            "INSERT INTO servers (deployment, id, tier, name, address, provider, handle,
+                 agent_state, credential_digest, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (deployment, id) DO UPDATE SET tier = ?3, name = ?4, address = ?5,
-                 root = ?6, pid = ?7, agent_state = ?8, credential_digest = ?9, updated_at = ?10",
+                 provider = ?6, handle = ?7, agent_state = ?8, credential_digest = ?9,
+                 updated_at = ?10",
             params![
                 server.deployment,
                 server.id,
                 server.tier,
                 server.name,
                 server.address,
-                server.root,
-                server.pid,
+                server.provider,
+                handle,
                 state,
                 server.credential_digest,
                 now_ms()
@@ -124,16 +129,18 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Records (or clears) the pid of an existing server's agent.
-    pub fn set_server_pid(
+    /// Replaces (or clears) the provider handle of an existing server, e.g. when its agent
+    /// came back as another process.
+    pub fn set_server_handle(
         &self,
         deployment: &str,
         id: &str,
-        pid: Option<u32>,
+        handle: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
+        let handle = handle.map(encode_state).transpose()?;
         let n = self.conn().execute(
-            "UPDATE servers SET pid = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
-            params![deployment, id, pid, now_ms()],
+            "UPDATE servers SET handle = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
+            params![deployment, id, handle, now_ms()],
         )?;
         not_found_if_zero(n, deployment, id)
     }

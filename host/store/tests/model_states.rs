@@ -30,8 +30,8 @@ fn model_states_round_trip() {
             tier: "db".into(),
             name: "db-1".into(),
             address: "127.9.0.1".into(),
-            root: "/r".into(),
-            pid: None,
+            provider: "local".into(),
+            handle: None,
             agent_state: AgentState::Starting,
             credential_digest: "d".into(),
         })

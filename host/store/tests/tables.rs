@@ -26,8 +26,8 @@ fn server(id: &str, state: State) -> ServerRow<State> {
         tier: "web".into(),
         name: format!("web-{id}"),
         address: "127.3.0.2".into(),
-        root: format!("/tmp/{id}"),
-        pid: Some(4242),
+        provider: "local".into(),
+        handle: Some(serde_json::json!({ "pid": 4242 })),
         agent_state: state,
         credential_digest: "ab".repeat(32),
     }
@@ -137,9 +137,9 @@ fn servers_upsert_update_and_delete() {
     store
         .set_agent_state("shop", "s2", &State::Running)
         .unwrap();
-    store.set_server_pid("shop", "s2", None).unwrap();
+    store.set_server_handle("shop", "s2", None).unwrap();
     let s2 = store.server::<State>("shop", "s2").unwrap().unwrap();
-    assert_eq!((s2.agent_state, s2.pid), (State::Running, None));
+    assert_eq!((s2.agent_state, s2.handle), (State::Running, None));
 
     let ids: Vec<_> = store
         .servers::<State>("shop")
@@ -165,7 +165,11 @@ fn servers_upsert_update_and_delete() {
             .set_agent_state("shop", "s1", &State::Running)
             .is_err()
     );
-    assert!(store.set_server_pid("shop", "s1", Some(1)).is_err());
+    assert!(
+        store
+            .set_server_handle("shop", "s1", Some(&serde_json::json!({ "pid": 1 })))
+            .is_err()
+    );
 }
 
 #[test]
@@ -333,8 +337,8 @@ fn an_agent_state_is_swapped_only_from_the_state_it_was_read_in() {
             tier: "app".into(),
             name: "shop-app-1".into(),
             address: "127.0.0.2".into(),
-            root: "/r".into(),
-            pid: Some(7),
+            provider: "local".into(),
+            handle: Some(serde_json::json!({ "pid": 7 })),
             agent_state: "RUNNING".to_string(),
             credential_digest: "d".into(),
         })

@@ -130,8 +130,8 @@ fn gauges_count_the_store_and_name_no_deployment() {
             tier: "app".into(),
             name: format!("s{i}"),
             address: "127.0.0.1".into(),
-            root: "/r".into(),
-            pid: None,
+            provider: "local".into(),
+            handle: None,
             agent_state: agent,
             credential_digest: "d".into(),
         };

@@ -71,11 +71,10 @@ fn agent_logs(
             continue;
         }
         for s in store.servers::<AgentState>(&d.name)? {
-            out.push((
-                d.name.clone(),
-                s.id.clone(),
-                PathBuf::from(&s.root).join("agent/agent.log"),
-            ));
+            // Only servers on this machine have their log here.
+            if let Some(dir) = view::agent_dir(&store, &s) {
+                out.push((d.name.clone(), s.id.clone(), dir.join("agent.log")));
+            }
         }
     }
     Ok(out)

@@ -119,6 +119,7 @@ mod tests {
             id: id.into(),
             name: id.into(),
             address: "127.0.0.2".into(),
+            provider: "local".into(),
             pid: None,
             agent: agent.into(),
             cm: Vec::new(),

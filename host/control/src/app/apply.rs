@@ -70,17 +70,17 @@ impl App {
         let dep = old.name.as_str();
         let fleet = self.engine.fleet(dep)?;
         let targets = self.engine.targets(old)?;
-        let mut extra = 0u64;
+        let mut extra = std::collections::BTreeMap::new();
         for tier in new.tiers.values() {
             let have = fleet.get(tier.name.as_str()).map_or(0, Vec::len) as u64;
             let count = targets
                 .get(tier.name.as_str())
                 .map_or(tier.min, |t| t.count)
                 .clamp(tier.min, tier.max);
-            extra += u64::from(count).saturating_sub(have);
+            extra.insert(tier.name.to_string(), u64::from(count).saturating_sub(have));
         }
         self.engine
-            .check_capacity_for(dep, extra, "applied")?
+            .check_capacity_for(new, &extra, "applied")?
             .map_err(AppError::Capacity)
     }
 

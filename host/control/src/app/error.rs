@@ -123,6 +123,7 @@ mod tests {
     fn a_full_provider_is_a_capacity_error_naming_the_limit() {
         let e = AppError::Capacity(NoRoom {
             deployment: "web".into(),
+            provider: "local".into(),
             needed: 3,
             capacity: stratus_provider::Capacity { max: 10, used: 9 },
             done: "scaled",

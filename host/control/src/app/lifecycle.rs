@@ -62,16 +62,8 @@ impl App {
 
     /// Refused before the deployment is recorded or any server starts.
     fn check_launch_capacity(&self, spec: &DeploymentSpec) -> Result<(), AppError> {
-        let dep = spec.name.as_str();
-        let wanted: u64 = spec.tiers.values().map(|t| u64::from(t.min)).sum();
-        let have = self
-            .engine
-            .fleet(dep)?
-            .values()
-            .map(Vec::len)
-            .sum::<usize>() as u64;
         self.engine
-            .check_capacity_for(dep, wanted.saturating_sub(have), "launched")?
+            .room_to_launch(spec)?
             .map_err(AppError::Capacity)
     }
 

@@ -35,7 +35,7 @@ impl App {
             let Ok(spec) = self.spec_of(&row) else {
                 continue;
             };
-            match self.engine.note_losses(&spec) {
+            match self.engine.note_losses(&spec).await {
                 Ok(true) => self.spawn_reconcile(spec).await,
                 Ok(false) => {}
                 Err(e) => {

@@ -80,7 +80,7 @@ impl App {
         let new = old
             .changed(tier, count, min, max)
             .map_err(AppError::Target)?;
-        self.check_scale_capacity(name, tier, new)?;
+        self.check_scale_capacity(&spec, tier, new)?;
         let subject = Subject {
             deployment: Some(name),
             tier: Some(tier),
@@ -104,14 +104,15 @@ impl App {
     /// Refuses a target whose new servers the provider has no room for.
     fn check_scale_capacity(
         &self,
-        name: &str,
+        spec: &DeploymentSpec,
         tier: &str,
         new: TierTarget,
     ) -> Result<(), AppError> {
-        let have = self.engine.fleet(name)?.get(tier).map_or(0, Vec::len) as u64;
+        let have = self.engine.fleet(spec.name.as_str())?.get(tier).map_or(0, Vec::len) as u64;
         let extra = u64::from(new.count).saturating_sub(have);
+        let extra = std::collections::BTreeMap::from([(tier.to_string(), extra)]);
         self.engine
-            .check_capacity_for(name, extra, "scaled")?
+            .check_capacity_for(spec, &extra, "scaled")?
             .map_err(AppError::Capacity)
     }
 

@@ -122,7 +122,7 @@ impl Checker<'_> {
                 None => Role::Service(key.get_ref()),
             };
             let machine = Machine {
-                local: tier.launch.provider.as_str() == DEFAULT_PROVIDER,
+                local: spec.runs_locally(tier),
                 first: tier.launch.cm.is_none() && tier.launch.personality.is_none(),
                 provider: tier.launch.provider.as_str(),
             };
@@ -169,7 +169,7 @@ impl Checker<'_> {
             };
             let Some(cm) = &tier.launch.cm else { continue };
             let machine = Machine {
-                local: tier.launch.provider.as_str() == DEFAULT_PROVIDER,
+                local: spec.runs_locally(tier),
                 first: true,
                 provider: tier.launch.provider.as_str(),
             };
@@ -193,9 +193,7 @@ impl Checker<'_> {
                 .values()
                 .filter(|t| t.launch.personality.as_ref() == Some(&personality.name))
                 .collect();
-            let local = users
-                .iter()
-                .all(|t| t.launch.provider.as_str() == DEFAULT_PROVIDER);
+            let local = users.iter().all(|t| spec.runs_locally(t));
             let cm_first = users.iter().any(|t| t.launch.cm.is_some());
             let provider = users
                 .first()
