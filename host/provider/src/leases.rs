@@ -84,10 +84,12 @@ impl Leases {
         self.dir.join("local-leases.json")
     }
 
-    /// Runs `f` on the lease table while holding the lock, then saves it.
+    /// Runs `f` on the lease table while holding the lock, then saves it if `f` says it
+    /// changed it (a rewrite per look-up made each launch and end rewrite the whole table
+    /// twice: quadratic in the number of servers).
     fn with_locked<T>(
         &self,
-        f: impl FnOnce(&mut BTreeMap<Ipv4Addr, Lease>) -> Result<T, ProviderError>,
+        f: impl FnOnce(&mut BTreeMap<Ipv4Addr, Lease>) -> Result<(T, Changed), ProviderError>,
     ) -> Result<T, ProviderError> {
         std::fs::create_dir_all(&self.dir).map_err(ProviderError::io(format!(
             "creating {}",
@@ -124,7 +126,10 @@ impl Leases {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => LeaseFile::default(),
             Err(e) => return Err(ProviderError::io(format!("reading {}", path.display()))(e)),
         };
-        let out = f(&mut table.leases)?;
+        let (out, changed) = f(&mut table.leases)?;
+        if changed == Changed::No {
+            return Ok(out);
+        }
         let json = serde_json::to_vec(&table).expect("lease table serializes");
         let tmp = self.dir.join("local-leases.json.tmp");
         // The rename makes the new table whole for any process that reads it after; there is
@@ -147,7 +152,7 @@ impl Leases {
         let first = self.first_octet;
         self.with_locked(|table| {
             if let Some((addr, _)) = table.iter().find(|(_, held)| **held == lease) {
-                return Ok(*addr);
+                return Ok((*addr, Changed::No));
             }
             let used = table.len() as u64;
             if used >= max {
@@ -159,7 +164,7 @@ impl Leases {
                 .find(|a| claim_machine_wide(*a, &owner));
             let addr = free.ok_or(ProviderError::NoAddress)?;
             table.insert(addr, lease);
-            Ok(addr)
+            Ok((addr, Changed::Yes))
         })
     }
 
@@ -167,24 +172,34 @@ impl Leases {
     pub fn release(&self, addr: Ipv4Addr) -> Result<(), ProviderError> {
         let owner = self.owner();
         self.with_locked(|table| {
-            table.remove(&addr);
+            let changed = match table.remove(&addr) {
+                Some(_) => Changed::Yes,
+                None => Changed::No,
+            };
             let claim = claims_dir().join(addr.to_string());
             if std::fs::read_to_string(&claim).is_ok_and(|o| o == owner) {
                 let _ = std::fs::remove_file(claim);
             }
-            Ok(())
+            Ok(((), changed))
         })
     }
 
     /// Whether `lease`'s holder holds an address.
     pub fn holds(&self, lease: &Lease) -> Result<bool, ProviderError> {
-        self.with_locked(|table| Ok(table.values().any(|held| held == lease)))
+        self.with_locked(|table| Ok((table.values().any(|held| held == lease), Changed::No)))
     }
 
     /// The current leases.
     pub fn list(&self) -> Result<BTreeMap<Ipv4Addr, Lease>, ProviderError> {
-        self.with_locked(|table| Ok(table.clone()))
+        self.with_locked(|table| Ok((table.clone(), Changed::No)))
     }
+}
+
+/// Whether an operation changed the lease table (and so it is written back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    Yes,
+    No,
 }
 
 /// Where state directories claim addresses machine-wide: two control planes with different
@@ -342,6 +357,29 @@ mod tests {
         leases.release(a).unwrap();
         assert!(!leases.holds(&holder("app-1")).unwrap());
         leases.release(b).unwrap();
+        assert!(leases.list().unwrap().is_empty());
+    }
+
+    /// Look-ups and no-op changes leave the table file alone (a rewrite makes a new inode).
+    #[test]
+    fn only_a_change_rewrites_the_table() {
+        use std::os::unix::fs::MetadataExt;
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        let holder = Lease {
+            deployment: "web".into(),
+            server_id: "app-1".into(),
+        };
+        let inode = || std::fs::metadata(leases.path()).unwrap().ino();
+        let a = leases.acquire(holder.clone(), 2).unwrap();
+        let written = inode();
+        assert!(leases.holds(&holder).unwrap());
+        assert_eq!(leases.list().unwrap().len(), 1);
+        assert_eq!(leases.acquire(holder, 2).unwrap(), a);
+        leases.release(Ipv4Addr::new(127, 255, 255, 2)).unwrap();
+        assert_eq!(inode(), written, "a look-up rewrote the table");
+        leases.release(a).unwrap();
+        assert_ne!(inode(), written, "a release did not write the table");
         assert!(leases.list().unwrap().is_empty());
     }
 
