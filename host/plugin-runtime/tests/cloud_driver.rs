@@ -298,12 +298,18 @@ async fn the_ec2_driver_names_what_is_wrong_and_shows_no_secret() {
     assert!(!err.retryable(), "{text}");
     assert_no_secret(&text);
 
-    // An image moto does not know: EC2's own error, named, without the secret.
+    // A subnet EC2 does not know: its own error, code and message, without the secret.
     let mut config = ec2_config(&moto);
-    config.settings[2].1 = "ami-00000000".into();
+    config
+        .settings
+        .push(("subnet".into(), "subnet-00000000".into()));
     let err = ec2.launch("shop-app-1", &boot, &config).await.unwrap_err();
-    assert!(err.to_string().contains("RunInstances failed"), "{err}");
-    assert_no_secret(&err.to_string());
+    assert_eq!(
+        err.to_string(),
+        "cloud driver `ec2-driver` failed: RunInstances failed: The subnet ID \
+         'subnet-00000000' does not exist (InvalidSubnetID.NotFound)"
+    );
+    assert!(!err.retryable());
     assert_no_secret(&format!("{config:?}"));
 }
 
