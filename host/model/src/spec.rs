@@ -20,7 +20,7 @@ pub use crate::scaling::ScalingPolicy;
 pub const DEFAULT_PROVIDER: &str = "local";
 
 /// The `type`s a `[providers.NAME]` table may name: the provider kinds this binary builds.
-pub const PROVIDER_TYPES: &[&str] = &[DEFAULT_PROVIDER];
+pub const PROVIDER_TYPES: &[&str] = &[DEFAULT_PROVIDER, "cloud-driver"];
 
 /// A deployment: named tiers of servers and the services they carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

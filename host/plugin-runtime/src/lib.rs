@@ -22,6 +22,7 @@ mod cache;
 mod call;
 pub mod cloud_driver;
 mod cloud_driver_http;
+pub mod cloud_driver_provider;
 mod cloud_driver_settings;
 pub use stratus_model::plugin::capabilities;
 mod command;

@@ -573,3 +573,102 @@ async fn only_a_cloud_driver_package_loads_as_one() {
         "{err}"
     );
 }
+
+/// The cloud-driver provider in the control plane's registry: `[providers.ec2]` with
+/// `type = "cloud-driver"` launches, describes and ends a server through the EC2 driver on
+/// moto; the secret comes from key management by reference; an unreachable cloud is
+/// `Unknown`, never `Gone`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_driver_provider_serves_the_registry() {
+    use stratus_plugin_runtime::cloud_driver_provider::{CloudDriverFactory, KeyReader};
+    use stratus_provider::{
+        LaunchRequest, LocalProvider, Presence, ProviderRegistry, ProviderSettings, SettingValue,
+    };
+    let moto = Moto::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalProvider::new(dir.path().join("state"), dir.path().join("stratus"));
+    let mut registry = ProviderRegistry::new(Arc::new(local));
+    let keys: KeyReader = Arc::new(|key: &str| match key {
+        "ec2-secret" => Ok(SECRET_ACCESS_KEY.to_string()),
+        other => Err(format!("no key `{other}`")),
+    });
+    registry.add_factory(Arc::new(CloudDriverFactory::new(shared_runtime(), keys)));
+    let text = |s: &str| SettingValue::Text(s.to_string());
+    let driver_dir = stratus_plugin_artifacts::package_dir("ec2-driver");
+    let mut settings = ProviderSettings::from([
+        ("driver".into(), text(&driver_dir.to_string_lossy())),
+        ("http".into(), SettingValue::List(vec![moto.origin()])),
+        ("endpoint".into(), text(&moto.origin())),
+        ("region".into(), text("us-east-1")),
+        ("image".into(), text(IMAGE)),
+        ("access-key-id".into(), text(ACCESS_KEY_ID)),
+        (
+            "secret-access-key".into(),
+            SettingValue::Key("ec2-secret".into()),
+        ),
+    ]);
+    registry
+        .configure("shop", "ec2", "cloud-driver", &settings)
+        .unwrap();
+    let provider = registry.get("shop", "ec2").unwrap();
+    let req = LaunchRequest {
+        deployment: "shop".into(),
+        server_id: "app-1".into(),
+        server_name: "shop-app-1".into(),
+        control_addr: "127.0.0.1:7000".parse().unwrap(),
+        fingerprint: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
+        credential: CREDENTIAL.into(),
+        agent_args: Vec::new(),
+    };
+    let server = provider.launch(req.clone()).await.unwrap();
+    assert_eq!(server.handle.provider, "ec2");
+    assert!(!server.address.is_unspecified(), "{server:?}");
+    assert_no_secret(&server.handle.data.to_string());
+    let id = server.handle.data["id"].as_str().unwrap().to_owned();
+    let user_data = moto.ec2(&format!(
+        "Action=DescribeInstanceAttribute&InstanceId={id}&Attribute=userData"
+    ));
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(tag(&user_data, "value").expect(&user_data).trim())
+        .unwrap();
+    let bootstrap: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+    assert_eq!(bootstrap, serde_json::to_value(req.bootstrap("")).unwrap());
+    assert_eq!(bootstrap["credential"], CREDENTIAL);
+
+    let found = registry.of("shop", &server.handle).unwrap();
+    assert_eq!(found.describe(&server.handle).await, Presence::Exists);
+    assert_eq!(found.root_of(&server.handle).unwrap(), "/");
+    found
+        .terminate(&server, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(found.describe(&server.handle).await, Presence::Gone);
+
+    // A key management cannot give: the launch names the setting and the key.
+    settings.insert(
+        "secret-access-key".into(),
+        SettingValue::Key("missing".into()),
+    );
+    registry
+        .configure("shop", "ec2", "cloud-driver", &settings)
+        .unwrap();
+    let provider = registry.get("shop", "ec2").unwrap();
+    let err = provider.launch(req).await.unwrap_err().to_string();
+    assert!(
+        err.contains("secrets.secret-access-key: cannot read key `missing`"),
+        "{err}"
+    );
+    // A table without its grant is refused when it is declared, naming the setting.
+    settings.remove("http");
+    let err = registry
+        .configure("shop", "bad", "cloud-driver", &settings)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("providers.bad.http: is missing"), "{err}");
+
+    // The cloud gone quiet: the server is not known to be gone.
+    drop(moto);
+    let presence = found.describe(&server.handle).await;
+    assert!(matches!(presence, Presence::Unknown(_)), "{presence:?}");
+}

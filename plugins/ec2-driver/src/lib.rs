@@ -4,8 +4,8 @@
 //!
 //! Settings: `endpoint` (`https://ec2.REGION.amazonaws.com`, or any EC2-compatible API),
 //! `region`, `image` (an AMI id), `instance-type` (default `t3.micro`), and optionally
-//! `subnet` and `security-groups` (comma-separated ids). Secrets: `access-key-id`,
-//! `secret-access-key`, and `session-token` for temporary credentials.
+//! `subnet` and `security-groups` (comma-separated ids). Secrets: `secret-access-key`, and
+//! `session-token` for temporary credentials; `access-key-id` is a secret or a setting.
 
 wit_bindgen::generate!({ world: "cloud-driver", path: "../../wit" });
 
@@ -48,7 +48,8 @@ impl<'a> Api<'a> {
             endpoint: Endpoint::parse(required(config, "endpoint")?).map_err(refuse)?,
             region: required(config, "region")?,
             creds: sigv4::Credentials {
-                access_key_id: secret(config, "access-key-id")?,
+                access_key_id: secret(config, "access-key-id")
+                    .or_else(|_| required(config, "access-key-id"))?,
                 secret_access_key: secret(config, "secret-access-key")?,
                 session_token: config
                     .secrets
