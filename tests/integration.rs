@@ -7,9 +7,11 @@
 
 mod common;
 
+mod agent_tls;
 mod app_haproxy_plugins;
 mod apply;
 mod autoscale;
+mod cloud_files;
 mod cm_adapters;
 mod cm_launch;
 mod compile_once;

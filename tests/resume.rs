@@ -6,8 +6,7 @@
 use crate::common;
 
 use common::{Stratus, hello_deployment, wait_gone};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
 /// Launches (or resumes) with the control plane set to exit at a step boundary, e.g.
@@ -122,33 +121,25 @@ fn a_control_plane_killed_at_step_boundaries_resumes_without_repeating_hooks() {
     st.ok(&["terminate", "resume"]);
 }
 
-fn hello_line(port: u16, line: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(line.as_bytes()).unwrap();
-    s.write_all(b"\n").unwrap();
-    let mut answer = String::new();
-    BufReader::new(s).read_line(&mut answer).unwrap();
-    answer
+/// One line to the control port (over TLS, as every peer) and the line it answers.
+fn hello_line(dir: &std::path::Path, line: &str) -> String {
+    crate::agent_tls::control_line(dir, line)
 }
 
-/// Deployment `door` (hello, one app server) launched, and its control plane's line port.
-fn door() -> (Stratus, u16) {
+/// Deployment `door` (hello, one app server) launched.
+fn door() -> Stratus {
     let st = Stratus::new();
     let file = st.write_file("door.toml", &hello_deployment("door", 1));
     st.ok(&["launch", file.to_str().unwrap()]);
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(st.dir().join("control.json")).unwrap())
-            .unwrap();
-    let port = info["port"].as_u64().unwrap() as u16;
-    (st, port)
+    st
 }
 
 #[test]
 fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
-    let (st, port) = door();
+    let st = door();
 
     let wrong = hello_line(
-        port,
+        st.dir(),
         r#"{"role":"agent","deployment":"door","server_id":"app-1","credential":"not-the-one","pid":1}"#,
     );
     assert!(
@@ -156,7 +147,7 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
         "{wrong}"
     );
     let unknown = hello_line(
-        port,
+        st.dir(),
         r#"{"role":"agent","deployment":"door","server_id":"app-9","credential":"x","pid":1}"#,
     );
     assert!(
@@ -167,7 +158,7 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
     let cred =
         std::fs::read_to_string(st.dir().join("servers/door/app-1/root/agent/credential")).unwrap();
     let reused = hello_line(
-        port,
+        st.dir(),
         &format!(
             r#"{{"role":"agent","deployment":"door","server_id":"app-1","credential":"{}","pid":1}}"#,
             cred.trim()
@@ -177,7 +168,7 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
         reused.contains("refused") && reused.contains("already in use"),
         "{reused}"
     );
-    let operator = hello_line(port, r#"{"role":"operator","token":"guess"}"#);
+    let operator = hello_line(st.dir(), r#"{"role":"operator","token":"guess"}"#);
     assert!(operator.contains("refused"), "{operator}");
     // Names in a refused hello are the peer's word: never echoed, and a flood of refusals is
     // counted, not written one event each.
@@ -187,7 +178,7 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
             r#"{{"role":"agent","deployment":"door","server_id":{},"credential":"x","pid":1}}"#,
             serde_json::to_string(forged).unwrap()
         );
-        assert!(hello_line(port, &line).contains("unknown server"));
+        assert!(hello_line(st.dir(), &line).contains("unknown server"));
     }
 
     let log = std::fs::read_to_string(st.dir().join("logs/dispatcher.log")).unwrap();
@@ -216,15 +207,17 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
 
 #[test]
 fn a_peer_that_has_not_logged_in_cannot_make_the_control_plane_buffer_much() {
-    let (st, port) = door();
+    let st = door();
     let control = st.control_pid().unwrap();
     let before = common::vm_rss(control);
     // 40 peers each send 8 MiB with no newline: 320 MiB if the first frame were unbounded.
     let chunk = vec![b'x'; 1 << 20];
-    let peers: Vec<TcpStream> = (0..40)
+    let peers: Vec<_> = (0..40)
         .map(|_| {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut s = crate::agent_tls::control_tls(st.dir());
+            s.sock
+                .set_write_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
             for _ in 0..8 {
                 if s.write_all(&chunk).is_err() {
                     break; // closed by the control plane: the point of the test

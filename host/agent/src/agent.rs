@@ -4,27 +4,32 @@
 
 use crate::hooks::Hooks;
 use futures::{SinkExt, StreamExt};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use stratus_containment::{Cgroup, Containment, descendants};
 use stratus_plugin_runtime::{ProgramUser, Runtime, RuntimeConfig, Supervisor};
-use stratus_protocol::{AgentReply, AgentRequest, Connection, Envelope, Hello, Welcome};
-use tokio::net::TcpStream;
+use stratus_protocol::{
+    AgentReply, AgentRequest, Bootstrap, ClientStream, Connection, DialError, Envelope, Hello,
+    Welcome,
+};
 use tokio::sync::{Notify, mpsc};
 
 /// How the agent was started (by the provider).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub control: SocketAddr,
-    pub deployment: String,
-    pub server_id: String,
-    /// This server's loopback address.
+    /// Where the control plane is, the certificate to pin, who this server is, and its
+    /// credential (`Debug` shows no credential).
+    pub bootstrap: Bootstrap,
+    /// The file the bootstrap came from, kept as private as the credential it holds.
+    pub bootstrap_file: PathBuf,
+    /// Dial the control port without TLS (its control plane runs with `--agent-plaintext`);
+    /// refused unless the control plane is on loopback.
+    pub plaintext: bool,
+    /// This server's address.
     pub address: String,
     /// The server's root directory (its "filesystem").
     pub root: PathBuf,
-    pub credential_file: PathBuf,
     /// Shared compiled-code cache and the key that authenticates its entries.
     pub cache_dir: Option<PathBuf>,
     pub cache_key_file: Option<PathBuf>,
@@ -38,8 +43,11 @@ pub struct AgentConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("reading the credential {0}: {1}")]
-    Credential(String, std::io::Error),
+    #[error(
+        "refusing to send the credential in plaintext to {0}, which is not a loopback address \
+         (drop --plaintext)"
+    )]
+    PlaintextOffLoopback(String),
     #[error("the control plane refused this agent: {0}")]
     Refused(String),
     #[error("starting the plugin runtime: {0}")]
@@ -48,13 +56,25 @@ pub enum AgentError {
 
 /// Grace period for supervised processes when the agent stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Longest a connection attempt (TCP and TLS handshake) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// First wait before dialing again; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two attempts to reach the control plane.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// Wait after the peer at the control address presented another certificate than the pinned
+/// one: that is no outage to ride out quickly but an impostor or a replaced certificate, and
+/// a fleet of agents must not hammer it (nor fill their logs).
+pub const PIN_MISMATCH_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs the agent until the control plane asks it to shut down (or refuses it).
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
-    let credential = std::fs::read_to_string(&cfg.credential_file)
-        .map_err(|e| AgentError::Credential(cfg.credential_file.display().to_string(), e))?
-        .trim()
-        .to_string();
+    if cfg.plaintext && !cfg.bootstrap.control_is_loopback() {
+        return Err(AgentError::PlaintextOffLoopback(
+            cfg.bootstrap.control.clone(),
+        ));
+    }
+    let credential = cfg.bootstrap.credential.clone();
     let (cache_dir, cache_key) = code_cache(&cfg);
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir,
@@ -75,7 +95,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }
     if let Some(user) = supervisor.program_user() {
         tracing::info!(%user, "plugins' programs run as this program user");
-        crate::private::protect(&cfg.root, &cfg.credential_file, user);
+        crate::private::protect(&cfg.root, &cfg.bootstrap_file, user);
     }
     // An agent started again on this server takes back the processes its predecessor kept.
     let adopted = supervisor.adopt();
@@ -225,22 +245,28 @@ async fn serve_forever(
     measured: crate::metrics::Source,
     stop: Arc<Notify>,
 ) -> Result<(), AgentError> {
-    let mut backoff = Duration::from_millis(100);
+    let control = &cfg.bootstrap.control;
+    let pinned = (!cfg.plaintext).then_some(&cfg.bootstrap.fingerprint);
+    let mut backoff = RETRY_FIRST;
     loop {
-        match TcpStream::connect(cfg.control).await {
+        let mut wait = backoff;
+        match stratus_protocol::dial(control, pinned, DIAL_TIMEOUT).await {
             Ok(stream) => {
-                backoff = Duration::from_millis(100);
+                backoff = RETRY_FIRST;
+                wait = backoff;
                 let mut conn = Connection::new(stream);
+                // Sent only inside a connection whose certificate matched the pin.
                 let hello = Hello::Agent {
-                    deployment: cfg.deployment.clone(),
-                    server_id: cfg.server_id.clone(),
+                    deployment: cfg.bootstrap.deployment.clone(),
+                    server_id: cfg.bootstrap.server_id.clone(),
                     credential: credential.to_string(),
                     pid: std::process::id(),
                 };
                 if conn.send(&hello).await.is_ok() {
                     match conn.recv::<Welcome>().await {
-                        Ok(Welcome::Welcome) => {
-                            tracing::info!(control = %cfg.control, "handshake accepted");
+                        Ok(Welcome::Welcome { files }) => {
+                            tracing::info!(%control, "handshake accepted");
+                            hooks.learn_files_endpoint(files);
                             serve(conn, hooks.clone(), measured.clone(), stop.clone()).await;
                             tracing::warn!("control plane connection lost; reconnecting");
                         }
@@ -249,16 +275,24 @@ async fn serve_forever(
                     }
                 }
             }
+            Err(DialError::PinMismatch(m)) => {
+                tracing::error!(%control, "refusing the control plane: {m}; trying again in {}s",
+                    PIN_MISMATCH_RETRY.as_secs());
+                wait = PIN_MISMATCH_RETRY;
+            }
+            Err(e @ DialError::Tls(..)) => {
+                tracing::warn!(error = %e, "control plane handshake failed")
+            }
             Err(e) => tracing::debug!(error = %e, "control plane not reachable"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(RETRY_MAX);
     }
 }
 
 /// Serves one connection: requests run concurrently, replies go back as they finish.
 async fn serve(
-    conn: Connection<TcpStream>,
+    conn: Connection<ClientStream>,
     hooks: Arc<Hooks>,
     measured: crate::metrics::Source,
     stop: Arc<Notify>,

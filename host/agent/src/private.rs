@@ -1,7 +1,8 @@
-//! The agent-private area `<root>/agent/` (credential, sealed packages, reply cache, process
-//! logs) is the agent's alone: the programs plugins start run as the program user, which
-//! must not read any of it. The provider creates the directory with the default umask, so
-//! the agent closes it at start and checks what else the program user could reach.
+//! The agent-private area `<root>/agent/` (bootstrap with the credential, sealed packages,
+//! reply cache, process logs) is the agent's alone: the programs plugins start run as the
+//! program user, which must not read any of it. The provider creates the directory with the
+//! default umask, so the agent closes it at start and checks what else the program user could
+//! reach.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -12,9 +13,9 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Mode of the credential file.
 pub const CREDENTIAL_MODE: u32 = 0o600;
 
-/// Closes `<root>/agent/` and the credential to everyone but the agent, and warns when the
-/// program user could change `<root>` or cannot reach it at all (then programs cannot open
-/// the absolute paths of their service directories).
+/// Closes `<root>/agent/` and the file holding the credential (the bootstrap) to everyone but
+/// the agent, and warns when the program user could change `<root>` or cannot reach it at all
+/// (then programs cannot open the absolute paths of their service directories).
 pub fn protect(root: &Path, credential: &Path, user: ProgramUser) {
     let agent_dir = root.join("agent");
     for (path, mode) in [

@@ -7,9 +7,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use stratus_cloud::KeyStore;
 use stratus_protocol::{
-    Connection, Envelope, FramingError, Hello, OperatorReply, OperatorRequest, Welcome,
+    ClientStream, Connection, Envelope, FramingError, Hello, OperatorReply, OperatorRequest,
+    Welcome,
 };
-use tokio::net::TcpStream;
+
+/// Longest the CLI waits for the control port to accept it (TCP and TLS).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -21,16 +24,20 @@ pub enum ClientError {
     Start(String, String),
     #[error("control plane connection: {0}")]
     Framing(#[from] FramingError),
+    /// The port answered, but not with the certificate `control.json` names.
+    #[error("{0}")]
+    Dial(stratus_protocol::DialError),
 }
 
 pub struct ControlClient {
-    conn: Connection<TcpStream>,
+    conn: Connection<ClientStream>,
     next_id: u64,
     pub pid: u32,
 }
 
 impl ControlClient {
-    /// Connects to the running control plane of `state_dir`.
+    /// Connects to the running control plane of `state_dir`, pinning the certificate its
+    /// `control.json` names.
     pub async fn connect(state_dir: &Path) -> Result<ControlClient, ClientError> {
         let paths = StatePaths::new(state_dir);
         let not_running = || ClientError::NotRunning(state_dir.display().to_string());
@@ -42,16 +49,25 @@ impl ControlClient {
             .ok()
             .and_then(|k| k.get(CONTROL_TOKEN).ok().flatten())
             .ok_or_else(not_running)?;
-        let stream = TcpStream::connect(("127.0.0.1", info.port))
-            .await
-            .map_err(|_| not_running())?;
+        let address = info
+            .address
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", info.port));
+        let stream =
+            match stratus_protocol::dial(&address, info.fingerprint.as_ref(), DIAL_TIMEOUT).await {
+                Ok(s) => s,
+                Err(e @ stratus_protocol::DialError::PinMismatch(_)) => {
+                    return Err(ClientError::Dial(e));
+                }
+                Err(_) => return Err(not_running()),
+            };
         let mut conn = Connection::new(stream);
         conn.send(&Hello::Operator {
             token: token.expose().to_string(),
         })
         .await?;
         match conn.recv::<Welcome>().await? {
-            Welcome::Welcome => Ok(ControlClient {
+            Welcome::Welcome { .. } => Ok(ControlClient {
                 conn,
                 next_id: 1,
                 pid: info.pid,

@@ -16,7 +16,7 @@ use stratus_protocol::{
     AgentReply, AgentRequest, Connection, Envelope, HealthResult, MetricsReport, SupervisionReport,
     UNSOLICITED_ID, Welcome,
 };
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot, watch};
 
 /// Health results buffered for the application layer; a slower reader skips the oldest.
@@ -65,6 +65,8 @@ pub struct Dispatcher {
     metrics: broadcast::Sender<(ServerKey, MetricsReport)>,
     /// Turns away peers before they prove who they are, and counts them.
     handshakes: Handshakes,
+    /// The file endpoint's base URL, named in every agent's `Welcome` (set once at start).
+    files: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Dispatcher {
@@ -80,6 +82,7 @@ impl Dispatcher {
             supervision: broadcast::channel(HEALTH_BUFFER).0,
             metrics: broadcast::channel(HEALTH_BUFFER).0,
             handshakes: Handshakes::default(),
+            files: Arc::default(),
         }
     }
 
@@ -113,6 +116,19 @@ impl Dispatcher {
             .await
             .expected
             .insert(key, credential_digest);
+    }
+
+    /// Names the file endpoint in the `Welcome` of every agent from now on.
+    pub fn set_files_endpoint(&self, url: String) {
+        let _ = self.files.set(url);
+    }
+
+    /// Whether `credential` is the one the server `key` may connect with now (what the file
+    /// endpoint asks; a terminated server's is forgotten).
+    pub async fn verify_credential(&self, key: &ServerKey, credential: &str) -> bool {
+        let presented = (self.digest)(credential);
+        let st = self.state.lock().await;
+        st.expected.get(key).is_some_and(|d| *d == presented)
     }
 
     /// Refuses the server from now on and drops its connection (the server is terminated).
@@ -197,9 +213,9 @@ impl Dispatcher {
 
     /// Serves one agent connection whose `Hello` has been read: checks it, then pumps frames
     /// until the connection ends.
-    pub async fn serve_agent(
+    pub async fn serve_agent<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut conn: Connection<TcpStream>,
+        mut conn: Connection<S>,
         deployment: String,
         server_id: String,
         credential: String,
@@ -254,7 +270,10 @@ impl Dispatcher {
             let _ = conn.send(&Welcome::Refused { reason }).await;
             return;
         }
-        if conn.send(&Welcome::Welcome).await.is_err() {
+        let welcome = Welcome::Welcome {
+            files: self.files.get().cloned(),
+        };
+        if conn.send(&welcome).await.is_err() {
             self.drop_live(&key, generation).await;
             return;
         }

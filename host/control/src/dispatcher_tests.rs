@@ -1,6 +1,7 @@
 use super::*;
 use stratus_protocol::framing::MAX_FRAME;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 /// An agent that answers with one line over the frame limit: the reading side refuses it,
 /// closes the connection, and the waiting call fails now instead of at its 600 s limit.

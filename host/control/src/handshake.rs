@@ -1,8 +1,10 @@
-//! The first frame of every connection to the control port, which anyone on the machine can
-//! reach (a plugin's program included) before proving who it is. Until then a peer gets
-//! little: a first frame of at most [`MAX_HELLO_BYTES`], [`HELLO_TIMEOUT`] to send it, one of
-//! [`MAX_PENDING`] places, and rejections are written as events at most once per
-//! [`REJECTION_EVENT_GAP`], with a fixed reason (never what the peer sent) and a count.
+//! The TLS handshake and first frame of every connection to the control port, which anyone
+//! who can reach the port (a plugin's program included) may open before proving who it is.
+//! Until then a peer gets little: one of [`MAX_PENDING`] places, [`HELLO_TIMEOUT`] for the TLS
+//! handshake and its first frame together, a first frame of at most [`MAX_HELLO_BYTES`], and
+//! rejections are written as events at most once per [`REJECTION_EVENT_GAP`], with a fixed
+//! reason (never what the peer sent) and a count. Each connection runs as its own task, so a
+//! peer that stalls mid-handshake holds up nobody else.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,10 +12,16 @@ use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_protocol::{Connection, FramingError, Hello};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+
+/// A connection to the control port as the control plane sees it: TLS, or plaintext when the
+/// control plane was started so (loopback only).
+pub type ServerStream = Either<tokio_rustls::server::TlsStream<TcpStream>, TcpStream>;
 
 /// Largest first frame: a hello holds a deployment and server name and a credential.
 pub const MAX_HELLO_BYTES: usize = 64 * 1024;
-/// How long a new connection may take to send its hello.
+/// How long a new connection may take over its TLS handshake and hello together.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections that may be waiting for their hello at once; one more is closed at once.
 pub const MAX_PENDING: usize = 256;
@@ -24,6 +32,8 @@ pub const REJECTION_EVENT_GAP: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     Busy,
+    /// Not TLS, or a peer that gave up the handshake (an agent pinning another certificate).
+    Tls,
     TooLarge,
     Malformed,
     WrongToken,
@@ -39,6 +49,9 @@ impl Rejection {
     pub fn reason(self) -> &'static str {
         match self {
             Rejection::Busy => "too many connections waiting to log in",
+            Rejection::Tls => {
+                "a failed TLS handshake (not TLS, or a peer pinning another certificate)"
+            }
             Rejection::TooLarge => "a first frame over 64 KiB",
             Rejection::Malformed => "a first frame that is not a hello",
             Rejection::WrongToken => "an operator with a wrong control token",
@@ -75,29 +88,43 @@ impl Default for Handshakes {
 }
 
 impl Handshakes {
-    /// The connection's hello, with the connection now reading full-size frames; `None` when
-    /// the peer was turned away (or closed, or stayed silent).
+    /// The connection's hello after its TLS handshake (with `tls`; plaintext without), with
+    /// the connection now reading full-size frames; `None` when the peer was turned away (or
+    /// closed, or stayed silent).
     pub async fn hello(
         &self,
         stream: TcpStream,
+        tls: Option<&TlsAcceptor>,
         logs: &Logs,
-    ) -> Option<(Connection<TcpStream>, Hello)> {
+    ) -> Option<(Connection<ServerStream>, Hello)> {
         let Ok(_place) = self.pending.clone().try_acquire_owned() else {
             self.reject(Rejection::Busy, logs);
             return None;
         };
-        let mut conn = Connection::with_max_frame(stream, MAX_HELLO_BYTES);
-        match tokio::time::timeout(HELLO_TIMEOUT, conn.recv::<Hello>()).await {
-            Ok(Ok(hello)) => Some((conn.with_full_limit(), hello)),
-            Ok(Err(FramingError::TooLarge)) => {
-                self.reject(Rejection::TooLarge, logs);
+        let _ = stream.set_nodelay(true);
+        let first = async {
+            let stream = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => Either::Left(tls),
+                    Err(_) => return Err(Some(Rejection::Tls)),
+                },
+                None => Either::Right(stream),
+            };
+            let mut conn = Connection::with_max_frame(stream, MAX_HELLO_BYTES);
+            match conn.recv::<Hello>().await {
+                Ok(hello) => Ok((conn.with_full_limit(), hello)),
+                Err(FramingError::TooLarge) => Err(Some(Rejection::TooLarge)),
+                Err(FramingError::Malformed(_)) => Err(Some(Rejection::Malformed)),
+                Err(_) => Err(None),
+            }
+        };
+        match tokio::time::timeout(HELLO_TIMEOUT, first).await {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(Some(why))) => {
+                self.reject(why, logs);
                 None
             }
-            Ok(Err(FramingError::Malformed(_))) => {
-                self.reject(Rejection::Malformed, logs);
-                None
-            }
-            Ok(Err(_)) | Err(_) => None,
+            Ok(Err(None)) | Err(_) => None,
         }
     }
 

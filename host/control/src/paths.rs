@@ -56,6 +56,14 @@ pub const OPERATOR_TOKEN: &str = "operator-token";
 pub struct ControlInfo {
     pub pid: u32,
     pub port: u16,
+    /// Where a client on this machine dials the control port (`host:port`); control planes
+    /// older than the field listened on 127.0.0.1 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The fingerprint of the control port's certificate, which clients pin; `None`: the port
+    /// speaks plaintext (loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<stratus_protocol::Fingerprint>,
     /// The HTTP API's `address:port`, when it serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,

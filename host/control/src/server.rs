@@ -1,12 +1,13 @@
 //! `stratus serve`: the control plane process. It owns the state directory (one control plane
-//! per directory, enforced with a lock), accepts agents and operators on a loopback port, and
-//! hands operator requests to the application layer ([`App`]), which runs the work as tasks and
-//! resumes unfinished work when it starts.
+//! per directory, enforced with a lock), accepts agents and operators on its control port (TLS
+//! with its [`ControlIdentity`], loopback unless `--listen` says otherwise), and hands operator
+//! requests to the application layer ([`App`]), which runs the work as tasks and resumes
+//! unfinished work when it starts.
 
 use crate::app::App;
 use crate::dispatcher::Dispatcher;
 use crate::paths::{CACHE_KEY, CONTROL_TOKEN, ControlInfo, StatePaths};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +15,12 @@ use stratus_cloud::{CloudFiles, KeyStore};
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_engine::{Engine, EngineParts};
 use stratus_model::state::DeploymentState;
-use stratus_protocol::{Envelope, Hello, OperatorReply, OperatorRequest, Welcome};
+use stratus_protocol::{ControlIdentity, Envelope, Hello, OperatorReply, OperatorRequest, Welcome};
 use stratus_provider::{LocalProvider, ProviderRegistry};
 use stratus_store::Store;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -26,6 +28,12 @@ pub enum ServeError {
     AlreadyRunning(String),
     #[error("{context}: {message}")]
     Setup { context: String, message: String },
+    #[error(
+        "the control port would speak plaintext on {0}, which is not a loopback address: agents' \
+         credentials and the operator's token would cross the network in the clear (drop \
+         --agent-plaintext)"
+    )]
+    PlaintextOffLoopback(SocketAddr),
 }
 
 fn setup<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> ServeError + '_ {
@@ -49,6 +57,57 @@ pub struct ServeOptions {
     /// Starts the HTTP API over the same [`App`] once it is ready (the binary passes
     /// `stratus-http`'s, which this crate must not depend on).
     pub http: Option<HttpStart>,
+    /// Where the control port listens; `None`: 127.0.0.1, on the port this state directory's
+    /// control plane had before (its agents know only that one), else a new one.
+    pub listen: Option<SocketAddr>,
+    /// The address agents are told to dial; `None`: the listen address (127.0.0.1 when that is
+    /// unspecified, 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
+    /// Whose certificate the control port presents, or none.
+    pub agent_tls: AgentTls,
+    /// Where cloud files are kept: `None`, `<state>/cloud-files`; else a directory or an
+    /// `s3://` bucket (see `CloudFiles::from_setting`).
+    pub cloud_files: Option<String>,
+}
+
+/// How the control port speaks to agents and operators.
+#[derive(Debug, Clone, Default)]
+pub enum AgentTls {
+    /// TLS with the identity in `<state>/tls/`, generated at first start.
+    #[default]
+    Generated,
+    /// TLS with an operator's PEM certificate chain and key.
+    Given { cert: PathBuf, key: PathBuf },
+    /// No TLS, on loopback only (to measure what TLS costs); refused on any other address.
+    Plaintext,
+}
+
+impl AgentTls {
+    /// Refuses a plaintext control port listening or advertised anywhere but loopback.
+    pub fn check(
+        &self,
+        listen: Option<SocketAddr>,
+        advertise: Option<SocketAddr>,
+    ) -> Result<(), ServeError> {
+        if !matches!(self, AgentTls::Plaintext) {
+            return Ok(());
+        }
+        match [listen, advertise]
+            .into_iter()
+            .flatten()
+            .find(|a| !a.ip().is_loopback())
+        {
+            Some(addr) => Err(ServeError::PlaintextOffLoopback(addr)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Refuses what must not start (see [`AgentTls::check`]), before anything starts.
+    pub fn check(&self) -> Result<(), ServeError> {
+        self.agent_tls.check(self.listen, self.advertise)
+    }
 }
 
 /// What a further transport needs to serve the operator: the application layer, the state
@@ -78,10 +137,13 @@ struct Control {
     token: String,
     shutdown: Arc<Notify>,
     handshakes: crate::handshake::Handshakes,
+    /// The control port's TLS; `None` with [`AgentTls::Plaintext`].
+    tls: Option<TlsAcceptor>,
 }
 
 /// Runs the control plane until it is asked to stop (or, with `exit_when_idle`, goes idle).
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    opts.check()?;
     let paths = StatePaths::new(&opts.state_dir);
     std::fs::create_dir_all(paths.logs()).map_err(setup("creating the state directory"))?;
     // Hook logs carry what plugins said; the program user every plugin's programs share must
@@ -95,27 +157,48 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let store = Store::open(paths.db()).map_err(setup("opening the journal"))?;
     let logs = Logs::open(paths.path(), store.clone()).map_err(setup("opening logs"))?;
     let keys = KeyStore::open(paths.keys()).map_err(setup("opening key management"))?;
-    let files = CloudFiles::local(paths.cloud_files()).map_err(setup("opening cloud files"))?;
+    let files = CloudFiles::from_setting(opts.cloud_files.as_deref(), &paths.cloud_files())
+        .map_err(setup("opening cloud files"))?;
     let token = keys
         .get_or_generate(CONTROL_TOKEN)
         .map_err(setup("control token"))?;
     keys.get_or_generate(CACHE_KEY)
         .map_err(setup("plugin cache key"))?;
 
-    let listener = bind(&store).await?;
+    let identity = identity(&opts)?;
+    let tls = match opts.agent_tls {
+        AgentTls::Plaintext => None,
+        _ => Some(TlsAcceptor::from(identity.server_config())),
+    };
+    let listener = bind(&store, opts.listen).await?;
     let addr: SocketAddr = listener.local_addr().map_err(setup("control port"))?;
+    let dial_addr = opts.advertise.unwrap_or_else(|| dialable(addr));
     let dispatcher = Dispatcher::new(logs.clone(), |c| {
         stratus_cloud::digest(&stratus_cloud::Secret::new(c))
     });
+    // Always HTTPS, whatever the control port speaks: agents pin the same certificate.
+    let files_url = crate::files_endpoint::start(
+        files.clone(),
+        dispatcher.clone(),
+        identity.server_config(),
+        addr.ip(),
+        dial_addr.ip(),
+    )
+    .await
+    .map_err(setup("starting the file endpoint"))?;
+    dispatcher.set_files_endpoint(files_url.clone());
     let local = LocalProvider::new(paths.path().to_path_buf(), opts.agent_program.clone());
     // Further provider types (cloud drivers, SSH) register their factories here.
     let providers = ProviderRegistry::new(Arc::new(local));
-    let agent_args = vec![
+    let mut agent_args = vec![
         "--cache-dir".to_string(),
         paths.cache().to_string_lossy().into_owned(),
         "--cache-key-file".to_string(),
         keys.dir().join(CACHE_KEY).to_string_lossy().into_owned(),
     ];
+    if tls.is_none() {
+        agent_args.push("--plaintext".into());
+    }
     let engine = Engine::new(EngineParts {
         state_dir: paths.path().to_path_buf(),
         store: store.clone(),
@@ -125,7 +208,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         files,
         cloud_files_dir: paths.cloud_files(),
         logs: logs.clone(),
-        control_addr: addr,
+        control_addr: dial_addr,
+        control_fingerprint: identity.fingerprint,
         agent_args,
         precompiler: opts.precompiler.clone(),
     });
@@ -149,6 +233,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         dispatcher,
         token: token.expose().to_string(),
         shutdown: Arc::new(Notify::new()),
+        tls,
     };
     control.app.resume().await;
     tokio::spawn(control.app.clone().watch_losses());
@@ -182,12 +267,19 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         ),
         None => None,
     };
-    publish(&paths, addr.port(), http)?;
+    let fingerprint = control.tls.as_ref().map(|_| identity.fingerprint);
+    publish(&paths, dialable(addr), fingerprint, http)?;
+    let security = match fingerprint {
+        Some(f) => format!("TLS, certificate {f}"),
+        None => "plaintext".into(),
+    };
     logs.info(
         Component::Dispatcher,
         Subject::default(),
         &format!(
-            "control plane listening on {addr} (pid {})",
+            "control plane listening on {addr} ({security}; agents dial {dial_addr}; files at \
+             {files_url}, cloud files in {}) (pid {})",
+            CloudFiles::describe_setting(opts.cloud_files.as_deref(), &paths.cloud_files()),
             std::process::id()
         ),
     );
@@ -219,16 +311,53 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Binds the port the previous control plane of this state directory used, so that its agents
-/// (which know only that address) find their way back; a fresh port the first time.
-async fn bind(store: &Store) -> Result<TcpListener, ServeError> {
+/// The control port's identity: the operator's, or the one in `<state>/tls/` (generated the
+/// first time, naming the listen and advertised addresses too).
+fn identity(opts: &ServeOptions) -> Result<ControlIdentity, ServeError> {
+    let context = "the control port's TLS identity";
+    if let AgentTls::Given { cert, key } = &opts.agent_tls {
+        return ControlIdentity::from_files(cert, key).map_err(setup(context));
+    }
+    let names: Vec<String> = [opts.listen, opts.advertise]
+        .into_iter()
+        .flatten()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| ip.to_string())
+        .collect();
+    ControlIdentity::load_or_generate_with_names(&opts.state_dir, &names).map_err(setup(context))
+}
+
+/// `addr` as a peer on this machine dials it: an unspecified address (0.0.0.0, ::) is reached
+/// on loopback.
+fn dialable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// Binds `listen`; with port 0 (the default), the port the previous control plane of this
+/// state directory used, so that its agents (which know only that address) find their way
+/// back, and a fresh port the first time.
+async fn bind(store: &Store, listen: Option<SocketAddr>) -> Result<TcpListener, ServeError> {
+    let wanted = listen.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    if wanted.port() != 0 {
+        let context = format!("binding the control port {wanted}");
+        return TcpListener::bind(wanted).await.map_err(setup(&context));
+    }
     let previous = store
         .meta(PORT_KEY)
         .ok()
         .flatten()
         .and_then(|p| p.parse::<u16>().ok());
     if let Some(port) = previous {
-        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+        match TcpListener::bind((wanted.ip(), port)).await {
             Ok(l) => return Ok(l),
             Err(e) => tracing::warn!(
                 port,
@@ -237,7 +366,7 @@ async fn bind(store: &Store) -> Result<TcpListener, ServeError> {
             ),
         }
     }
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    let listener = TcpListener::bind(wanted)
         .await
         .map_err(setup("binding the control port"))?;
     let port = listener.local_addr().map_err(setup("control port"))?.port();
@@ -262,10 +391,17 @@ fn lock(paths: &StatePaths) -> Result<nix::fcntl::Flock<std::fs::File>, ServeErr
     })
 }
 
-fn publish(paths: &StatePaths, port: u16, http: Option<String>) -> Result<(), ServeError> {
+fn publish(
+    paths: &StatePaths,
+    addr: SocketAddr,
+    fingerprint: Option<stratus_protocol::Fingerprint>,
+    http: Option<String>,
+) -> Result<(), ServeError> {
     let info = ControlInfo {
         pid: std::process::id(),
-        port,
+        port: addr.port(),
+        address: Some(addr.to_string()),
+        fingerprint,
         http,
     };
     let tmp = paths.root.join("control.json.tmp");
@@ -276,7 +412,8 @@ fn publish(paths: &StatePaths, port: u16, http: Option<String>) -> Result<(), Se
 
 impl Control {
     async fn connection(&self, stream: TcpStream) {
-        let Some((mut conn, hello)) = self.handshakes.hello(stream, &self.logs).await else {
+        let hello = self.handshakes.hello(stream, self.tls.as_ref(), &self.logs);
+        let Some((mut conn, hello)) = hello.await else {
             return;
         };
         match hello {
@@ -301,7 +438,7 @@ impl Control {
                         .await;
                     return;
                 }
-                if conn.send(&Welcome::Welcome).await.is_err() {
+                if conn.send(&Welcome::Welcome { files: None }).await.is_err() {
                     return;
                 }
                 while let Ok(req) = conn.recv::<Envelope<OperatorRequest>>().await {

@@ -18,11 +18,14 @@ pub struct EngineParts {
     pub agents: Arc<dyn AgentLink>,
     pub keys: KeyStore,
     pub files: CloudFiles,
-    /// The local directory behind `files`, which agents read packages from.
+    /// The local directory behind `files` (for a remote store: where the control plane keeps
+    /// copies of packages to compile them). Agents never read it: they use the file endpoint.
     pub cloud_files_dir: PathBuf,
     pub logs: Logs,
     /// Where agents dial in.
     pub control_addr: SocketAddr,
+    /// The fingerprint of the control port's certificate, which agents pin.
+    pub control_fingerprint: stratus_protocol::Fingerprint,
     /// Extra arguments for every agent (cache directory, cache key file).
     pub agent_args: Vec<String>,
     /// Compiles packages into the agents' code cache at upload; `None`: each agent compiles.

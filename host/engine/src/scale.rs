@@ -67,6 +67,7 @@ impl Engine {
                         server_id: id.clone(),
                         server_name: name.clone(),
                         control_addr: self.parts.control_addr,
+                        fingerprint: self.parts.control_fingerprint,
                         credential,
                         agent_args: self.parts.agent_args.clone(),
                     })

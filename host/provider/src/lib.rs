@@ -47,10 +47,27 @@ pub struct LaunchRequest {
     pub server_name: String,
     /// Where the agent dials the dispatcher.
     pub control_addr: SocketAddr,
+    /// The fingerprint of the control plane's certificate, which the agent pins.
+    pub fingerprint: stratus_protocol::Fingerprint,
     /// The agent's credential; a secret, handed only to that server.
     pub credential: String,
     /// Extra arguments appended to the agent's command line.
     pub agent_args: Vec<String>,
+}
+
+impl LaunchRequest {
+    /// What the server's agent starts from (`--bootstrap FILE`), once the provider knows the
+    /// server's `address`; it holds the credential, so it goes only to that server.
+    pub fn bootstrap(&self, address: impl Into<String>) -> stratus_protocol::Bootstrap {
+        stratus_protocol::Bootstrap {
+            control: self.control_addr.to_string(),
+            fingerprint: self.fingerprint,
+            deployment: self.deployment.clone(),
+            server_id: self.server_id.clone(),
+            address: address.into(),
+            credential: self.credential.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for LaunchRequest {
@@ -61,6 +78,7 @@ impl std::fmt::Debug for LaunchRequest {
             .field("server_id", &self.server_id)
             .field("server_name", &self.server_name)
             .field("control_addr", &self.control_addr)
+            .field("fingerprint", &self.fingerprint)
             .field("credential", &"<redacted>")
             .field("agent_args", &self.agent_args)
             .finish()

@@ -25,8 +25,9 @@ const STALE_GRACE: Duration = Duration::from_secs(2);
 
 /// Servers as local agent processes under `<state_dir>/servers/<deployment>/<server_id>/root`.
 ///
-/// Each agent runs as `<agent_program> agent --control <addr> --deployment <d> --server-id <id>
-/// --address <ip> --root <root> --credential-file <root>/agent/credential <agent_args…>`, in
+/// Each agent runs as `<agent_program> agent --bootstrap <root>/agent/bootstrap.json --root
+/// <root> <agent_args…>` (the bootstrap, mode 0600, holds the control address, the certificate
+/// fingerprint to pin, the server's identity and credential), in
 /// its own process group, with cwd `<root>`, stdout/stderr appended to
 /// `<root>/agent/agent.out`, and `STRATUS_SERVER_ROOT=<root>` in its environment (how the
 /// provider recognises its processes after a restart and never signals a recycled pid).
@@ -132,8 +133,9 @@ impl LocalProvider {
         crate::cgroup::remove_dead();
         let cgroup = crate::cgroup::agent_cgroup(&root)
             .and_then(|(name, cg)| crate::cgroup::prepare(&cg).then_some(name));
-        let credential_file = agent_dir.join("credential");
-        write_private(&credential_file, req.credential.as_bytes())?;
+        // A server launched by an older control plane kept its credential in a file of its
+        // own; the bootstrap written below replaces it.
+        let _ = std::fs::remove_file(agent_dir.join("credential"));
 
         let lease = Lease {
             deployment: req.deployment.clone(),
@@ -152,7 +154,11 @@ impl LocalProvider {
                 return Err(e);
             }
         };
-        let program_uid = match prepare_program_uid(address, &root) {
+        let bootstrap_file = agent_dir.join(stratus_protocol::bootstrap::BOOTSTRAP_FILE);
+        let program_uid = match prepare_program_uid(address, &root).and_then(|uid| {
+            write_bootstrap(&req, address, &bootstrap_file)?;
+            Ok(uid)
+        }) {
             Ok(uid) => uid,
             Err(e) => {
                 let _ = self.leases.release(address);
@@ -163,9 +169,8 @@ impl LocalProvider {
         let agent = crate::spawn::AgentSpawn {
             program: &self.agent_program,
             req: &req,
-            address,
             root: &root,
-            credential_file: &credential_file,
+            bootstrap_file: &bootstrap_file,
             program_uid,
         };
         match crate::spawn::spawn_agent(agent, cgroup) {
@@ -383,23 +388,23 @@ fn stop_stale_agents(root: &Path) {
     }
 }
 
-/// Writes a secret to a file that is created with mode 0600, never wider, not even briefly.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
-    let context = || format!("writing {}", path.display());
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ProviderError::io(context())(e)),
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(ProviderError::io(context()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(ProviderError::io(context()))
+/// Writes the agent's bootstrap (`<root>/agent/bootstrap.json`, mode 0600): where its control
+/// plane is, the certificate to pin, who the server is and its credential.
+fn write_bootstrap(
+    req: &LaunchRequest,
+    address: std::net::Ipv4Addr,
+    path: &Path,
+) -> Result<(), ProviderError> {
+    use stratus_protocol::BootstrapError;
+    req.bootstrap(address.to_string())
+        .write(path)
+        .map_err(|e| match e {
+            BootstrapError::Io { source, .. } => ProviderError::Io {
+                context: format!("writing {}", path.display()),
+                source,
+            },
+            other => ProviderError::Task(other.to_string()),
+        })
 }
 
 /// Names become path components, so they must not be able to escape the state directory.

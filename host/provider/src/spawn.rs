@@ -13,9 +13,9 @@ use std::process::{Command, Stdio};
 pub(crate) struct AgentSpawn<'a> {
     pub program: &'a Path,
     pub req: &'a LaunchRequest,
-    pub address: std::net::Ipv4Addr,
     pub root: &'a Path,
-    pub credential_file: &'a Path,
+    /// The server's bootstrap file (`--bootstrap`): control address, pin, identity, credential.
+    pub bootstrap_file: &'a Path,
     /// The server's own program uid (`--program-user`), when the provider gives one.
     pub program_uid: Option<u32>,
 }
@@ -31,9 +31,8 @@ pub(crate) fn spawn_agent(
     let AgentSpawn {
         program,
         req,
-        address,
         root,
-        credential_file,
+        bootstrap_file,
         program_uid,
     } = agent;
     let out_path = root.join("agent/agent.out");
@@ -48,18 +47,10 @@ pub(crate) fn spawn_agent(
         .map_err(ProviderError::io("duplicating agent output"))?;
     let mut cmd = Command::new(program);
     cmd.arg("agent")
-        .arg("--control")
-        .arg(req.control_addr.to_string())
-        .arg("--deployment")
-        .arg(&req.deployment)
-        .arg("--server-id")
-        .arg(&req.server_id)
-        .arg("--address")
-        .arg(address.to_string())
+        .arg("--bootstrap")
+        .arg(bootstrap_file)
         .arg("--root")
         .arg(root)
-        .arg("--credential-file")
-        .arg(credential_file)
         .args(&req.agent_args)
         .args(program_uid.map(|uid| format!("--program-user={uid}:{uid}")))
         .env(ROOT_MARKER, root)

@@ -45,6 +45,7 @@ fn request(deployment: &str, server_id: &str) -> LaunchRequest {
         server_id: server_id.into(),
         server_name: format!("{deployment}-{server_id}"),
         control_addr: "127.0.0.1:7000".parse().unwrap(),
+        fingerprint: stratus_protocol::Fingerprint::of(b"control certificate"),
         credential: CREDENTIAL.into(),
         agent_args: vec!["--extra".into(), "x".into()],
     }
@@ -102,13 +103,18 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
     let [a, _, _, d] = server.address.octets();
     assert!(a == 127 && server.address != std::net::Ipv4Addr::LOCALHOST && d != 0);
 
-    let cred = root.join("agent/credential");
+    let cred = root.join("agent/bootstrap.json");
     let mode = std::fs::metadata(&cred).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert!(
-        std::fs::read_to_string(&cred).unwrap() == CREDENTIAL,
-        "credential content differs"
+    let bootstrap = stratus_protocol::Bootstrap::read(&cred).unwrap();
+    assert!(bootstrap.credential == CREDENTIAL, "credential differs");
+    assert_eq!(bootstrap.control, "127.0.0.1:7000");
+    assert_eq!(bootstrap.address, server.address.to_string());
+    assert_eq!(
+        (bootstrap.deployment.as_str(), bootstrap.server_id.as_str()),
+        ("shop", "s1")
     );
+    assert_eq!(bootstrap.fingerprint, request("shop", "s1").fingerprint);
 
     let child: u32 = wait_for_file(&root.join("agent/child.pid"))
         .trim()
@@ -116,12 +122,9 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
         .unwrap();
     let out = std::fs::read_to_string(root.join("agent/agent.out")).unwrap();
     let expected = format!(
-        "args: agent --control 127.0.0.1:7000 --deployment shop --server-id s1 --address {} \
-         --root {} \
-         --credential-file {} --extra x",
-        server.address,
+        "args: agent --bootstrap {} --root {} --extra x",
+        cred.display(),
         root.display(),
-        cred.display()
     );
     assert!(out.contains(&expected), "agent.out: {out}");
 
@@ -156,7 +159,7 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
         .await
         .unwrap();
     assert!(
-        root.join("agent/credential").exists(),
+        root.join("agent/bootstrap.json").exists(),
         "terminate removes nothing"
     );
 }

@@ -24,6 +24,31 @@ pub struct ServeArgs {
     /// network unprotected).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Where the control port (agents and the CLI) listens [default: 127.0.0.1, on the port
+    /// this state directory had before, else an OS-chosen one, recorded in control.json].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The control-port address agents are told to dial [default: the --listen address;
+    /// 127.0.0.1 when that is 0.0.0.0].
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
+    /// PEM certificate chain for the control port (with --agent-tls-key) [default: the one in
+    /// <state>/tls/, generated at first start]. Agents pin its fingerprint.
+    #[arg(long, value_name = "FILE", requires = "agent_tls_key")]
+    pub agent_tls_cert: Option<PathBuf>,
+    /// PEM private key for the control port (with --agent-tls-cert).
+    #[arg(long, value_name = "FILE", requires = "agent_tls_cert")]
+    pub agent_tls_key: Option<PathBuf>,
+    /// Speak plaintext on the control port (loopback only; refused on any other address): to
+    /// measure what TLS costs, never for production.
+    #[arg(long, conflicts_with_all = ["agent_tls_cert", "agent_tls_key"])]
+    pub agent_plaintext: bool,
+    /// Where cloud files (packages, data sources) are kept [default: <state>/cloud-files]: a
+    /// directory, or an S3-compatible bucket `s3://BUCKET[/PREFIX][?endpoint=URL&region=NAME&
+    /// allow_http=true]` whose credentials come from the environment (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY), never from this setting.
+    #[arg(long, value_name = "SETTING", env = "STRATUS_CLOUD_FILES")]
+    pub cloud_files: Option<String>,
 }
 
 pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -34,6 +59,12 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         args.tls_key,
         args.insecure_http,
     )?;
+    let agent_tls = match (args.agent_tls_cert, args.agent_tls_key) {
+        (Some(cert), Some(key)) => stratus_control::server::AgentTls::Given { cert, key },
+        _ if args.agent_plaintext => stratus_control::server::AgentTls::Plaintext,
+        _ => stratus_control::server::AgentTls::Generated,
+    };
+    agent_tls.check(args.listen, args.advertise)?;
     // Its diagnostics go to a size-bounded file; stderr (`control.out`) keeps only panics.
     let log_dir = state_dir.join("logs");
     std::fs::create_dir_all(&log_dir)?;
@@ -45,46 +76,44 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         paths.cache(),
         paths.keys().join(stratus_control::paths::CACHE_KEY),
     ));
+    let options = stratus_control::server::ServeOptions {
+        state_dir,
+        agent_program: program,
+        exit_when_idle: args.exit_when_idle,
+        scalers: Some(scalers),
+        precompiler: Some(precompiler),
+        http: Some(Box::new(move |ctx| {
+            Box::pin(async move {
+                stratus_http::start(ctx, http)
+                    .await
+                    .map(|addr| addr.to_string())
+                    .map_err(|e| e.to_string())
+            })
+        })),
+        listen: args.listen,
+        advertise: args.advertise,
+        agent_tls,
+        cloud_files: args.cloud_files,
+    };
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(stratus_control::server::serve(
-        stratus_control::server::ServeOptions {
-            state_dir,
-            agent_program: program,
-            exit_when_idle: args.exit_when_idle,
-            scalers: Some(scalers),
-            precompiler: Some(precompiler),
-            http: Some(Box::new(move |ctx| {
-                Box::pin(async move {
-                    stratus_http::start(ctx, http)
-                        .await
-                        .map(|addr| addr.to_string())
-                        .map_err(|e| e.to_string())
-                })
-            })),
-        },
-    ))?;
+    rt.block_on(stratus_control::server::serve(options))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Started by a cloud provider on a server, never by hand.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The control plane's address.
-    #[arg(long)]
-    pub control: SocketAddr,
-    #[arg(long)]
-    pub deployment: String,
-    #[arg(long)]
-    pub server_id: String,
-    /// This server's own address.
-    #[arg(long)]
-    pub address: String,
+    /// The server's bootstrap file (JSON: the control plane's address and the fingerprint of
+    /// its certificate, this server's identity and credential; mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap: PathBuf,
     /// The server's root directory.
     #[arg(long)]
     pub root: PathBuf,
-    /// File holding the credential issued for this server.
+    /// Dial the control plane without TLS: only to a control plane on loopback started with
+    /// --agent-plaintext.
     #[arg(long)]
-    pub credential_file: PathBuf,
+    pub plaintext: bool,
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     #[arg(long)]
@@ -106,17 +135,23 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let log_dir = args.root.join("agent");
     std::fs::create_dir_all(&log_dir)?;
     log_to(&log_dir.join("agent.log"))?;
-    let span =
-        tracing::info_span!("agent", deployment = %args.deployment, server = %args.server_id);
+    let bootstrap = match stratus_protocol::Bootstrap::read(&args.bootstrap) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "agent not started");
+            return Err(e.into());
+        }
+    };
+    let span = tracing::info_span!("agent", deployment = %bootstrap.deployment,
+        server = %bootstrap.server_id);
     let _g = span.enter();
     let rt = crate::agent_process::runtime()?;
     let result = rt.block_on(stratus_agent::run(stratus_agent::AgentConfig {
-        control: args.control,
-        deployment: args.deployment,
-        server_id: args.server_id,
-        address: args.address,
+        address: bootstrap.address.clone(),
+        bootstrap,
+        bootstrap_file: args.bootstrap,
+        plaintext: args.plaintext,
         root: args.root,
-        credential_file: args.credential_file,
         cache_dir: args.cache_dir,
         cache_key_file: args.cache_key_file,
         max_component_bytes: args.max_component_bytes,
