@@ -26,16 +26,19 @@ pub fn live_processes() -> Vec<ProcStat> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name may hold spaces and parentheses; fields resume after the last ')'.
-            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = fields.next()?;
-            let ppid = fields.next()?.parse().ok()?;
-            let pgrp = fields.next()?.parse().ok()?;
-            (!matches!(state, "Z" | "X")).then_some(ProcStat { pid, ppid, pgrp })
-        })
+        .filter_map(live_process)
         .collect()
+}
+
+/// Process `pid`, if it lives (a zombie does not).
+pub fn live_process(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    (!matches!(state, "Z" | "X")).then_some(ProcStat { pid, ppid, pgrp })
 }
 
 /// The live descendants of `root` (not `root` itself).

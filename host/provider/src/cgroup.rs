@@ -12,7 +12,10 @@ const NAME_PART: usize = 60;
 
 /// The agent cgroup of the server whose root is `root`, or `None` without cgroups.
 pub fn agent_cgroup(root: &Path) -> Option<(String, Cgroup)> {
-    let c = Containment::detect();
+    // The mounts do not change under a running control plane; reading them for every
+    // liveness check of every server did add up.
+    static DETECTED: std::sync::OnceLock<Containment> = std::sync::OnceLock::new();
+    let c = DETECTED.get_or_init(Containment::detect);
     if !c.is_available() {
         return None;
     }
@@ -122,6 +125,14 @@ pub fn remove_dead() {
             tracing::info!(cgroup = %name, "removed the cgroup of a dead agent");
         }
     }
+}
+
+/// Every process in the server's cgroup, once its agent joined it (it makes the leaf `agent`
+/// to do so): from then on the agent and everything it started, whatever their process group,
+/// are in there, since only root may move a process out. `None` when the agent never joined.
+pub fn joined_members(root: &Path) -> Option<Vec<u32>> {
+    let (_, cg) = agent_cgroup(root)?;
+    cg.child("agent").exists().then(|| cg.procs())
 }
 
 /// Kills everything left in the server's cgroup and removes it (children first).

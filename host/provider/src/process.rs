@@ -129,11 +129,22 @@ impl Owner {
 /// Whether process group `pgid` has a live member that is ours (started for `root`).
 pub fn group_alive(pgid: u32, root: &Path) -> bool {
     // The leader (the agent) first: one process's files rather than a scan of all of /proc,
-    // which auto-recovery asks for every server twice a second.
-    belongs_to(pgid, root)
-        || live_members(pgid)
+    // which auto-recovery asks for every server twice a second. Then the members of the
+    // server's cgroup, which hold the whole group once the agent joined it (a thousand servers
+    // ending together made these scans most of a terminate).
+    if belongs_to(pgid, root) {
+        return true;
+    }
+    let members = match crate::cgroup::joined_members(root) {
+        Some(pids) => pids
             .into_iter()
-            .any(|pid| belongs_to(pid, root))
+            .filter(|pid| {
+                stratus_containment::descendants::live_process(*pid).is_some_and(|p| p.pgrp == pgid)
+            })
+            .collect(),
+        None => live_members(pgid),
+    };
+    members.into_iter().any(|pid| belongs_to(pid, root))
 }
 
 /// Sends `signal` to the group; `Ok(false)` if the group no longer exists.
@@ -523,6 +534,50 @@ mod tests {
 
     /// A program that sets the marker of a server root in its own environment does not make
     /// that server's disk busy nor draw its signals; the same marker on a process of ours does.
+    /// Once the agent joined its cgroup, a group whose leader died is still alive while a
+    /// member lives (found among the cgroup's processes), and gone once that member is.
+    #[test]
+    fn a_group_is_found_alive_through_its_cgroup_after_its_leader_died() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("servers/web/web-1/root");
+        std::fs::create_dir_all(&root).unwrap();
+        let Some((_, cg)) = crate::cgroup::agent_cgroup(&root) else {
+            eprintln!("skipped: no cgroups");
+            return;
+        };
+        let leaf = cg.child("agent");
+        cg.create().unwrap();
+        leaf.create().unwrap();
+        let joiner = leaf.joiner().unwrap();
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", "sleep 60 >/dev/null & echo $!"])
+            .env(ROOT_MARKER, &root)
+            .current_dir(&root)
+            .stdout(std::process::Stdio::piped())
+            .process_group(0);
+        // SAFETY: join_self only calls write(2).
+        unsafe { cmd.pre_exec(move || joiner.join_self()) };
+        let leader = cmd.spawn().unwrap();
+        let pgid = leader.id();
+        let out = leader.wait_with_output().unwrap();
+        let member: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(cg.procs().contains(&member), "{:?}", cg.procs());
+        assert!(
+            group_alive(pgid, &root),
+            "the member {member} was not found"
+        );
+        nix::sys::signal::kill(Pid::from_raw(member as i32), Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while group_alive(pgid, &root) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !group_alive(pgid, &root),
+            "the group outlived its last member"
+        );
+        cg.destroy().unwrap();
+    }
+
     #[test]
     fn only_the_providers_own_processes_carry_a_servers_marker() {
         if !nix::unistd::geteuid().is_root() {
