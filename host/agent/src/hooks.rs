@@ -35,6 +35,8 @@ pub struct Hooks {
     pub(crate) disk: crate::disk_watch::DiskWatch,
     /// How often the services' metrics are reported (see `metrics.rs`).
     pub(crate) metrics: crate::metrics::Interval,
+    /// Where packages and data sources are fetched from (see `requests.rs`).
+    pub(crate) files: crate::requests::FileSource,
 }
 
 impl Hooks {
@@ -48,6 +50,7 @@ impl Hooks {
             health: crate::health::Watches::default(),
             disk: crate::disk_watch::DiskWatch::default(),
             metrics: crate::metrics::Interval::default(),
+            files: crate::requests::FileSource::default(),
         }
     }
 

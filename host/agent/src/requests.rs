@@ -1,15 +1,50 @@
 //! Carrying out one request from the control plane. Paths in requests are relative to the
 //! server root and may not leave it; every file operation resolves beneath the root without
-//! following a link, since plugins can plant links in the directories they write.
+//! following a link, since plugins can plant links in the directories they write. Packages
+//! and data sources come from the control plane's file endpoint by content address, never
+//! from a path of its disk, and every byte is checked against its sha256 before use.
 
 use crate::hooks::Hooks;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use stratus_cloud::{Beneath, CloudFiles, PackageRef};
+use stratus_cloud::files::MAX_DATA_SOURCE_BYTES;
+use stratus_cloud::{AgentIdentity, Beneath, Expected, PackageRef, RemoteFiles, Secret};
 use stratus_protocol::{AgentReply, AgentRequest, PackageSource};
 
+/// Where this agent fetches cloud files: the file endpoint the control plane named in its
+/// last `Welcome`, reached with the certificate pinned in the bootstrap.
+#[derive(Default)]
+pub(crate) struct FileSource(RwLock<Option<RemoteFiles>>);
+
+impl FileSource {
+    fn get(&self) -> Result<RemoteFiles, String> {
+        let files = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        files.ok_or_else(|| {
+            "the control plane named no file endpoint; cannot fetch cloud files".to_string()
+        })
+    }
+}
+
 impl Hooks {
+    /// Takes the file endpoint a `Welcome` names (`None`: none), reached as this server with
+    /// the certificate its bootstrap pins.
+    pub(crate) fn learn_files_endpoint(&self, url: Option<String>) {
+        let boot = &self.cfg.bootstrap;
+        let files = url.and_then(|url| {
+            let identity = AgentIdentity {
+                deployment: boot.deployment.clone(),
+                server_id: boot.server_id.clone(),
+                credential: Secret::new(boot.credential.clone()),
+            };
+            let tls = stratus_protocol::tls::pinned_client_config(&boot.fingerprint);
+            RemoteFiles::new(&url, tls, identity)
+                .inspect_err(|e| tracing::warn!(error = %e, "unusable file endpoint"))
+                .ok()
+        });
+        *self.files.0.write().unwrap_or_else(|e| e.into_inner()) = files;
+    }
+
     pub async fn handle(self: &Arc<Self>, req: AgentRequest) -> AgentReply {
         match self.handle_inner(req).await {
             Ok(reply) => reply,
@@ -28,14 +63,29 @@ impl Hooks {
                 tracing::info!(package = %package.name, %dest, "service package installed");
                 Ok(AgentReply::Done)
             }
-            AgentRequest::FetchFile { store, key, dest } => {
+            AgentRequest::FetchFile {
+                name,
+                sha256,
+                size,
+                dest,
+            } => {
                 self.inside(&dest)?;
-                let files = CloudFiles::local(&store).map_err(|e| e.to_string())?;
-                files
-                    .fetch_file(&key, &self.root()?, Path::new(&dest))
+                if size > MAX_DATA_SOURCE_BYTES {
+                    return Err(format!(
+                        "object {name} is {size} bytes; at most {MAX_DATA_SOURCE_BYTES} are fetched"
+                    ));
+                }
+                let expected = Expected {
+                    object: name.clone(),
+                    sha256,
+                    size,
+                };
+                self.files
+                    .get()?
+                    .fetch_file(&expected, &self.root()?, Path::new(&dest))
                     .await
                     .map_err(|e| e.to_string())?;
-                tracing::info!(%key, %dest, "file fetched from cloud files");
+                tracing::info!(%name, %dest, size, "data source fetched from the file endpoint");
                 Ok(AgentReply::Done)
             }
             AgentRequest::WriteFile {
@@ -103,21 +153,25 @@ impl Hooks {
     /// agent-private area outside every preopen.
     async fn install_package(&self, dest: &str, package: &PackageSource) -> Result<(), String> {
         self.inside(dest)?;
-        let files = CloudFiles::local(&package.store).map_err(|e| e.to_string())?;
         let r = PackageRef {
             name: package.name.clone(),
             digest: package.digest.clone(),
             files: package.files,
-            manifest: String::new(),
+            manifest: package.manifest.clone(),
         };
+        // Fetched and verified whole before either copy is written.
+        let fetched = self
+            .files
+            .get()?
+            .fetch_package(&r)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(package = %r.name, files = r.files, "package fetched from the file endpoint");
         let root = self.root()?;
         let mine = root
             .create_dir_all(Path::new(dest))
             .map_err(|e| e.to_string())?;
-        files
-            .fetch_package(&r, &mine)
-            .await
-            .map_err(|e| e.to_string())?;
+        fetched.write_to(&mine).map_err(|e| e.to_string())?;
         let sealed_rel = crate::hooks::sealed_of(dest);
         let sealed = self.inside(&sealed_rel)?;
         match std::fs::remove_dir_all(&sealed) {
@@ -128,10 +182,7 @@ impl Hooks {
         let target = root
             .create_dir_all(Path::new(&sealed_rel))
             .map_err(|e| e.to_string())?;
-        files
-            .fetch_package(&r, &target)
-            .await
-            .map_err(|e| e.to_string())?;
+        fetched.write_to(&target).map_err(|e| e.to_string())?;
         self.forget_plugin(&sealed).await;
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! - `app.rs`: the application layer: launch, scale, terminate, status, events, typed errors.
 //! - `server.rs`: the serve loop, the handshake, operator requests handed to the app.
 //! - `dispatcher.rs`: agent authentication and the request/reply channel.
+//! - `files_endpoint.rs`: the HTTPS file endpoint agents fetch cloud files from.
 //! - `link.rs`: the dispatcher as the engine's `AgentLink`.
 //! - `monitor.rs`: agents LOST when their connection closes, RUNNING when they come back.
 //! - `paths.rs`: the state directory's layout.
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod client;
 pub mod dispatcher;
+pub mod files_endpoint;
 pub mod handshake;
 mod link;
 pub mod metrics;

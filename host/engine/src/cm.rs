@@ -131,14 +131,14 @@ impl Engine {
         let ctx = self.cm_context(spec, server, &unit.name, &unit.run_list, &unit.settings)?;
         let fetch = AgentRequest::InstallPackage {
             dest: format!("{base}/package"),
-            package: self.package_source(&packages[&unit.package_key]),
+            package: self.package_source(&packages[&unit.package_key]).await?,
         };
         self.agent_request(dep, server, &step("fetch"), fetch)
             .await?;
         if let Some(key) = &unit.files_key {
             let files = AgentRequest::InstallPackage {
                 dest: format!("{base}/files"),
-                package: self.package_source(&packages[key]),
+                package: self.package_source(&packages[key]).await?,
             };
             self.agent_request(dep, server, &step("fetch-files"), files)
                 .await?;

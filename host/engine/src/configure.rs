@@ -55,13 +55,21 @@ impl Engine {
             let ctx = self.service_context(spec, fleet, svc, server)?;
             let key = |action: &'static str| StepKey::service(&svc.name, &server.id, action);
             if let Some(ds) = &svc.data_source {
+                let name = data_source_key(dep, svc);
+                let file = self
+                    .parts
+                    .files
+                    .file_ref(&name)
+                    .await
+                    .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
                 self.agent_request(
                     dep,
                     server,
                     &key("fetch-data-source"),
                     AgentRequest::FetchFile {
-                        store: self.parts.cloud_files_dir.to_string_lossy().into_owned(),
-                        key: data_source_key(dep, svc),
+                        name,
+                        sha256: file.sha256,
+                        size: file.size,
                         dest: format!("mnt/services/a{}/{}", svc.id, data_source_file(ds)),
                     },
                 )

@@ -14,13 +14,23 @@ use stratus_model::step_key::StepKey;
 use stratus_protocol::{AgentRequest, PackageSource};
 
 impl Engine {
-    pub(crate) fn package_source(&self, pkg: &PackageRef) -> PackageSource {
-        PackageSource {
-            store: self.parts.cloud_files_dir.to_string_lossy().into_owned(),
+    /// What an agent needs to fetch `pkg` from the file endpoint: content addresses only.
+    pub(crate) async fn package_source(
+        &self,
+        pkg: &PackageRef,
+    ) -> Result<PackageSource, EngineError> {
+        let manifest = self
+            .parts
+            .files
+            .manifest_address(pkg)
+            .await
+            .map_err(|e| EngineError::Other(format!("cloud files: {e}")))?;
+        Ok(PackageSource {
             name: pkg.name.clone(),
             digest: pkg.digest.clone(),
             files: pkg.files,
-        }
+            manifest: manifest.as_str().to_string(),
+        })
     }
 
     /// Step 5: every service package of a tier onto every server of the tier, then
@@ -45,7 +55,7 @@ impl Engine {
                             &StepKey::service(&svc.name, &server.id, "download"),
                             AgentRequest::InstallPackage {
                                 dest: service_package_dir(svc),
-                                package: self.package_source(pkg),
+                                package: self.package_source(pkg).await?,
                             },
                         )
                         .await?;

@@ -22,19 +22,29 @@ pub enum Hello {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Welcome {
-    Welcome,
-    Refused { reason: String },
+    Welcome {
+        /// For an agent: the HTTPS base URL (`https://host:port`) of the control plane's file
+        /// endpoint, where it fetches packages and data sources by content address; `None`
+        /// for an operator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        files: Option<String>,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
-/// Where the agent fetches packages and files from (cloud files).
+/// A package in cloud files, named by content: the agent fetches the manifest at its address
+/// from the file endpoint, then every file it lists, each checked against its sha256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageSource {
-    /// Root directory of the local cloud-files store.
-    pub store: String,
     pub name: String,
+    /// SHA-256 over the package's files (paths, modes, contents), checked on arrival.
     pub digest: String,
     /// Number of files, checked on arrival with the digest.
     pub files: usize,
+    /// SHA-256 of the package's manifest object: its content address.
+    pub manifest: String,
 }
 
 /// What the control plane asks an agent to do.
@@ -49,10 +59,13 @@ pub enum AgentRequest {
         dest: String,
         package: PackageSource,
     },
-    /// Download one object (a data source image) to a path relative to the server root.
+    /// Download one object (a data source image) by content address to a path relative to
+    /// the server root, streamed to disk and checked against its sha256 and size.
     FetchFile {
-        store: String,
-        key: String,
+        /// What the object is, for messages (e.g. its cloud-files key).
+        name: String,
+        sha256: String,
+        size: u64,
         dest: String,
     },
     /// Write a file (CM credentials) relative to the server root, with a mode, for this server only.
