@@ -200,7 +200,7 @@ impl ProviderFactory for LocalFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SettingValue;
+    use crate::{Presence, SettingValue};
 
     fn registry(dir: &std::path::Path) -> (ProviderRegistry, Arc<LocalProvider>) {
         let local = Arc::new(LocalProvider::new(dir.join("state"), dir.join("agent")));
@@ -256,6 +256,36 @@ mod tests {
         let e = r.configure("shop", "here", "local", &settings).unwrap_err();
         assert!(e.to_string().contains("`hosts`"), "{e}");
         assert!(!r.knows("shop", "here"), "a refused table declares nothing");
+    }
+
+    /// What `describe` answers for the local provider: a record it cannot read is `Unknown`
+    /// (never taken for gone), a group that is not running is `Gone`.
+    #[tokio::test]
+    async fn describe_tells_gone_from_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = registry(dir.path());
+        let local = r.get("shop", LOCAL).unwrap();
+        let ended = crate::LocalHandle {
+            root: dir.path().join("state/servers/shop/app-1/root"),
+            pid: 0,
+        };
+        assert_eq!(
+            local.describe(&ended.to_handle(LOCAL)).await,
+            Presence::Gone
+        );
+        let unreadable = ProviderHandle {
+            provider: LOCAL.into(),
+            data: serde_json::json!({ "instance": "i-0123" }),
+        };
+        match local.describe(&unreadable).await {
+            Presence::Unknown(reason) => assert!(reason.contains("`local`"), "{reason}"),
+            other => panic!("an unreadable handle is not {other:?}"),
+        }
+        let stranger = ProviderHandle {
+            provider: "gone-away".into(),
+            data: serde_json::Value::Null,
+        };
+        assert!(r.of("shop", &stranger).is_err());
     }
 
     /// A factory registered later (as the cloud-driver adapter does) builds from its settings,
