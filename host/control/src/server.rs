@@ -54,6 +54,9 @@ pub struct ServeOptions {
     /// Compiles each uploaded package once into the agents' code cache (the binary passes
     /// one backed by the plugin runtime); `None`: every agent compiles what it loads.
     pub precompiler: Option<Arc<dyn stratus_engine::Precompiler>>,
+    /// Provider types beyond `local` (the binary passes the cloud-driver factory, backed by the
+    /// plugin runtime, which this crate must not link).
+    pub provider_factories: Vec<Arc<dyn stratus_provider::ProviderFactory>>,
     /// Starts the HTTP API over the same [`App`] once it is ready (the binary passes
     /// `stratus-http`'s, which this crate must not depend on).
     pub http: Option<HttpStart>,
@@ -189,7 +192,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     dispatcher.set_files_endpoint(files_url.clone());
     let local = LocalProvider::new(paths.path().to_path_buf(), opts.agent_program.clone());
     // Further provider types (cloud drivers, SSH) register their factories here.
-    let providers = ProviderRegistry::new(Arc::new(local));
+    let mut providers = ProviderRegistry::new(Arc::new(local));
+    for factory in &opts.provider_factories {
+        providers.add_factory(factory.clone());
+    }
     let mut agent_args = vec![
         "--cache-dir".to_string(),
         paths.cache().to_string_lossy().into_owned(),

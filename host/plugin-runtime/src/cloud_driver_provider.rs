@@ -35,17 +35,20 @@ pub const KIND: &str = "cloud-driver";
 /// The agent's `--root` on a server a driver brings up: the whole machine is the server.
 pub const AGENT_ROOT: &str = "/";
 
-/// Reads a key from key management by name (the control plane's `Keys`), or says why not.
+/// Reads a key from key management by name (the control plane's `KeyStore`), or says why not.
 pub type KeyReader = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+/// Gives the plugin runtime drivers run in, built when a driver is first loaded (a control
+/// plane with no cloud-driver provider never builds one).
+pub type RuntimeSource = Arc<dyn Fn() -> Result<Runtime, String> + Send + Sync>;
 
 /// Builds cloud-driver providers; registered in the control plane's `ProviderRegistry`.
 pub struct CloudDriverFactory {
-    runtime: Runtime,
+    runtime: RuntimeSource,
     keys: KeyReader,
 }
 
 impl CloudDriverFactory {
-    pub fn new(runtime: Runtime, keys: KeyReader) -> CloudDriverFactory {
+    pub fn new(runtime: RuntimeSource, keys: KeyReader) -> CloudDriverFactory {
         CloudDriverFactory { runtime, keys }
     }
 }
@@ -103,7 +106,7 @@ fn as_table(settings: &ProviderSettings) -> serde_json::Map<String, serde_json::
 /// loaded driver.
 pub struct CloudDriverProvider {
     name: String,
-    runtime: Runtime,
+    runtime: RuntimeSource,
     keys: KeyReader,
     settings: DriverSettings,
     driver: tokio::sync::OnceCell<CloudDriver>,
@@ -112,9 +115,15 @@ pub struct CloudDriverProvider {
 impl CloudDriverProvider {
     /// The driver, loaded (and compiled) at its first use.
     async fn driver(&self) -> Result<&CloudDriver, ProviderError> {
+        if let Some(loaded) = self.driver.get() {
+            return Ok(loaded);
+        }
         let package: PathBuf = self.settings.driver.clone();
+        let runtime = (self.runtime)().map_err(|e| {
+            ProviderError::Task(format!("provider `{}`: no plugin runtime: {e}", self.name))
+        })?;
         self.driver
-            .get_or_try_init(|| async { self.runtime.load_cloud_driver(&package).await })
+            .get_or_try_init(|| async { runtime.load_cloud_driver(&package).await })
             .await
             .map_err(|e| self.failed(e))
     }

@@ -1,18 +1,9 @@
-//! A cloud-driver provider's settings, as the `[providers.NAME]` table of a deployment file
-//! (or the control plane's configuration) gives them:
-//!
-//! ```toml
-//! [providers.ec2]
-//! type = "cloud-driver"
-//! driver = "plugins/ec2-driver"          # the driver's package directory
-//! http = ["http://127.0.0.1:4566"]       # the only origins it may reach
-//! secrets = { access-key-id = "ec2-key-id", secret-access-key = "ec2-secret" }
-//! endpoint = "http://127.0.0.1:4566"     # everything else goes to the driver as is
-//! region = "us-east-1"
-//! ```
-//!
-//! `secrets` maps the name the driver knows a secret by to the key-management key holding
-//! it; values never appear in the file.
+//! A cloud-driver provider's settings as a JSON table: `driver` (the driver's package
+//! directory), `http` (the only origins it may reach), `secrets` (the name the driver knows
+//! a secret by → the key-management key holding it) and everything else, which goes to the
+//! driver as is. `cloud_driver_provider.rs` builds this table from a `[providers.NAME]`
+//! table, where secrets are key references (`secret-access-key = "aws-secret"`); values
+//! never appear in a file.
 
 use crate::cloud_driver::{DriverConfig, Origin};
 use std::path::PathBuf;

@@ -592,7 +592,9 @@ async fn the_cloud_driver_provider_serves_the_registry() {
         "ec2-secret" => Ok(SECRET_ACCESS_KEY.to_string()),
         other => Err(format!("no key `{other}`")),
     });
-    registry.add_factory(Arc::new(CloudDriverFactory::new(shared_runtime(), keys)));
+    let runtime = shared_runtime();
+    let source = Arc::new(move || Ok(runtime.clone()));
+    registry.add_factory(Arc::new(CloudDriverFactory::new(source, keys)));
     let text = |s: &str| SettingValue::Text(s.to_string());
     let driver_dir = stratus_plugin_artifacts::package_dir("ec2-driver");
     let mut settings = ProviderSettings::from([

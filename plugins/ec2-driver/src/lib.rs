@@ -4,8 +4,9 @@
 //!
 //! Settings: `endpoint` (`https://ec2.REGION.amazonaws.com`, or any EC2-compatible API),
 //! `region`, `image` (an AMI id), `instance-type` (default `t3.micro`), and optionally
-//! `subnet` and `security-groups` (comma-separated ids). Secrets: `secret-access-key`, and
-//! `session-token` for temporary credentials; `access-key-id` is a secret or a setting.
+//! `subnet` and `security-groups` (comma-separated ids). Secrets (key references in the
+//! provider's settings): `secret-access-key`, and `session-token-key` for temporary
+//! credentials; `access-key-id` is a secret or a setting.
 
 wit_bindgen::generate!({ world: "cloud-driver", path: "../../wit" });
 
@@ -51,10 +52,11 @@ impl<'a> Api<'a> {
                 access_key_id: secret(config, "access-key-id")
                     .or_else(|_| required(config, "access-key-id"))?,
                 secret_access_key: secret(config, "secret-access-key")?,
+                // A key reference's setting name ends in `-key`.
                 session_token: config
                     .secrets
                     .iter()
-                    .find(|s| s.name == "session-token")
+                    .find(|s| s.name == "session-token-key" || s.name == "session-token")
                     .map(|s| s.value.as_str()),
             },
             config,
