@@ -254,6 +254,30 @@ fn a_scaler_may_set_only_its_memory_and_time() {
     }
 }
 
+/// A cloud driver's origins are the operator's grant: its manifest, like a scaler's, may set
+/// only memory and time.
+#[test]
+fn a_cloud_driver_may_set_only_its_memory_and_time() {
+    let head = SCALER_HEAD.replace("\"scaler\"", "\"cloud-driver\"");
+    let m = parse(&format!("{head}[capabilities]\ntimeout-ms = 30000\n")).unwrap();
+    assert_eq!(m.plugin.world, World::CloudDriver);
+    for (line, key) in [
+        ("network = [\"127.0.0.1:80\"]", "network"),
+        ("programs = [\"/bin/sh\"]", "programs"),
+        ("env = { A = \"b\" }", "env"),
+    ] {
+        let e = err(&format!("{head}[capabilities]\n{line}\n"));
+        assert!(
+            e.contains(&format!(
+                "capabilities.{key} is not allowed in a cloud-driver: a cloud driver may only \
+                 set memory-mb and timeout-ms (the HTTP origins it may reach are the `http` \
+                 list of the provider's settings)"
+            )),
+            "{line}: {e}"
+        );
+    }
+}
+
 const HEAD: &str = "[plugin]\nname = \"x\"\nversion = \"1\"\nworld = \"service\"\n";
 
 #[test]
