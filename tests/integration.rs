@@ -11,6 +11,7 @@ mod agent_tls;
 mod app_haproxy_plugins;
 mod apply;
 mod autoscale;
+mod cloud_driver;
 mod cloud_files;
 mod cm_adapters;
 mod cm_launch;
