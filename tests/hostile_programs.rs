@@ -133,7 +133,7 @@ fn assert_contained(cgroups: &str, dep: &str) {
 fn a_granted_cat_cannot_read_the_agents_credential_or_shadow() {
     let st = Stratus::new();
     let (root, dir) = launch(&st, "pcat", "\"/bin/cat\"", "proc-cat-credential", "-");
-    let credential = root.join("agent/credential");
+    let credential = root.join("agent/bootstrap.json");
     let log = read(&dir.join("hostile.log"));
     for target in [credential.display().to_string(), "/etc/shadow".into()] {
         assert!(
@@ -255,7 +255,7 @@ fn haproxy_lua_load_runs_as_the_program_user_and_leaves_nothing_after_terminate(
         log.contains(&program_user_id(expected)),
         "the Lua ran as: {log}"
     );
-    let credential = root.join("agent/credential");
+    let credential = root.join("agent/bootstrap.json");
     assert!(
         log.contains(&format!("cat: {}: Permission denied", credential.display())),
         "{log}"

@@ -137,6 +137,7 @@ fn door() -> Stratus {
 #[test]
 fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
     let st = door();
+    let started = std::time::Instant::now();
 
     let wrong = hello_line(
         st.dir(),
@@ -155,8 +156,12 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
         "{unknown}"
     );
     // The real credential, while its agent is connected, is a reuse.
-    let cred =
-        std::fs::read_to_string(st.dir().join("servers/door/app-1/root/agent/credential")).unwrap();
+    let cred = stratus_protocol::Bootstrap::read(
+        &st.dir()
+            .join("servers/door/app-1/root/agent/bootstrap.json"),
+    )
+    .unwrap()
+    .credential;
     let reused = hello_line(
         st.dir(),
         &format!(
@@ -188,7 +193,13 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
         "{log}"
     );
     assert!(!log.contains("forged") && !log.contains('\u{1b}'), "{log}");
-    assert_eq!(log.matches("rejected connections").count(), 1, "{log}");
+    // One event per REJECTION_EVENT_GAP (10 s) at most: 300 TLS handshakes may take longer.
+    let events = log.matches("rejected connections").count() as u64;
+    assert!(
+        events >= 1 && events <= 1 + started.elapsed().as_secs() / 10,
+        "{events} events in {:?}: {log}",
+        started.elapsed()
+    );
     assert!(
         !log.contains(cred.trim()),
         "the credential must not be logged"

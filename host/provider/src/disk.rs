@@ -82,14 +82,17 @@ fn move_aside(
         .and_then(|()| std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o700)))
         .and_then(|()| std::fs::create_dir_all(&parent))
         .map_err(ProviderError::io(format!("creating {}", parent.display())))?;
-    // The agent's credential is of no use to a post-mortem; a secret less on disk. Only
-    // through real directories: a link on the way would lead the removal elsewhere.
+    // The agent's credential (in its bootstrap, or its own file on older servers) is of no use
+    // to a post-mortem; a secret less on disk. Only through real directories: a link on the
+    // way would lead the removal elsewhere.
     let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if real_dir(&dir.join("root")) && real_dir(&dir.join("root/agent")) {
-        match std::fs::remove_file(dir.join("root/agent/credential")) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ProviderError::io("removing the agent's credential")(e)),
+        for secret in ["root/agent/credential", "root/agent/bootstrap.json"] {
+            match std::fs::remove_file(dir.join(secret)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ProviderError::io("removing the agent's credential")(e)),
+            }
         }
     }
     std::fs::rename(dir, &to).map_err(ProviderError::io(format!(
@@ -348,6 +351,7 @@ mod tests {
         std::fs::write(root.join("marker"), "m").unwrap();
         std::fs::create_dir_all(root.join("agent")).unwrap();
         std::fs::write(root.join("agent/credential"), "secret").unwrap();
+        std::fs::write(root.join("agent/bootstrap.json"), "secret").unwrap();
         let kept = end(state.path(), "web", "app-1", &root, Some("3"))
             .unwrap()
             .unwrap();
@@ -358,6 +362,7 @@ mod tests {
         );
         assert!(!state.path().join("servers/web").exists());
         assert!(!kept.join("root/agent/credential").exists());
+        assert!(!kept.join("root/agent/bootstrap.json").exists());
         let mode = std::fs::metadata(state.path().join("kept-disks"))
             .unwrap()
             .permissions();

@@ -52,7 +52,7 @@ impl Guest for HostileCm {
         outcome(
             &ctx,
             "read credential",
-            std::fs::read(root.join("agent/credential")),
+            std::fs::read(root.join("agent/bootstrap.json")),
         )?;
         outcome(
             &ctx,
@@ -63,7 +63,7 @@ impl Guest for HostileCm {
             &climbing(&ctx.work_dir, &ctx.server_root),
             &work.join("root"),
         )?;
-        let through = work.join("root/agent/credential");
+        let through = work.join("root/agent/bootstrap.json");
         outcome(
             &ctx,
             "read credential through link",

@@ -80,7 +80,7 @@ fn sealed(ctx: &ServiceContext) -> Result<(), HookError> {
     let root = server_root(ctx);
     let mine = svc.strip_prefix(&root).unwrap_or(svc).display().to_string();
     link("../../../agent", &svc.join("agent"))?;
-    link("../../../agent/credential", &svc.join("credential"))?;
+    link("../../../agent/bootstrap.json", &svc.join("credential"))?;
     let through = svc.join(format!("agent/sealed/{mine}/plugin.toml"));
     outcome(
         ctx,
@@ -101,7 +101,7 @@ fn sealed(ctx: &ServiceContext) -> Result<(), HookError> {
     outcome(
         ctx,
         "read credential directly",
-        std::fs::read(root.join("agent/credential")),
+        std::fs::read(root.join("agent/bootstrap.json")),
     )?;
     outcome(
         ctx,

@@ -12,7 +12,8 @@
 //!
 //! Attacks through the programs a plugin is granted, which run as the agent's program user
 //! (each writes what happened to `hostile.log` and fails the hook only on a leak):
-//! - `proc-cat-credential`: a granted `/bin/cat` on `<server root>/agent/credential` and
+//! - `proc-cat-credential`: a granted `/bin/cat` on `<server root>/agent/bootstrap.json` (which
+//!   holds the credential) and
 //!   `/etc/shadow`; the log says `refused: <cat's error>` or `LEAKED <n> bytes`, never the text.
 //! - `proc-whoami`: `/usr/bin/id` through `run`, and through `spawn` a `/bin/sh` writing `id`
 //!   into `spawned-id` in the service directory (so the handed-over directory is writable).
@@ -171,7 +172,7 @@ fn report(ctx: &ServiceContext, lines: &[String]) -> Result<(), HookError> {
 
 fn cat_credential(ctx: &ServiceContext) -> Result<(), HookError> {
     let targets = [
-        format!("{}/agent/credential", server_root(ctx)),
+        format!("{}/agent/bootstrap.json", server_root(ctx)),
         "/etc/shadow".to_string(),
     ];
     let lines: Vec<String> = targets
@@ -236,7 +237,7 @@ fn haproxy_lua(ctx: &ServiceContext, marker: &str) -> Result<(), HookError> {
     let root = server_root(ctx);
     let shell = format!(
         "LOG='{log}'; MARK='{marker}'\nid >> \"$LOG\"\n\
-         cat '{root}/agent/credential' >> \"$LOG\" 2>&1\ncat /etc/shadow >> \"$LOG\" 2>&1\n{ESCAPE}"
+         cat '{root}/agent/bootstrap.json' >> \"$LOG\" 2>&1\ncat /etc/shadow >> \"$LOG\" 2>&1\n{ESCAPE}"
     );
     let sh = service_path(ctx, "x.sh");
     std::fs::write(&sh, shell).map_err(|e| io_error("writing", &sh, &e))?;
