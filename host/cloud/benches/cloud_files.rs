@@ -36,9 +36,11 @@ async fn relay(target: std::net::SocketAddr, counted: Arc<AtomicU64>) -> std::ne
     tokio::spawn(async move {
         loop {
             let (mut a, _) = listener.accept().await.unwrap();
+            let _ = a.set_nodelay(true);
             let counted = counted.clone();
             tokio::spawn(async move {
                 let mut b = TcpStream::connect(target).await.unwrap();
+                let _ = b.set_nodelay(true);
                 if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
                     counted.fetch_add(up + down, Ordering::Relaxed);
                 }

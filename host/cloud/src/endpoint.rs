@@ -109,6 +109,8 @@ impl FileEndpoint {
     }
 
     async fn connection(&self, tcp: TcpStream) {
+        // A response head and its body leave as separate writes: no waiting on delayed ACKs.
+        let _ = tcp.set_nodelay(true);
         let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(tcp));
         let Ok(Ok(tls)) = shake.await else {
             return;
