@@ -2,13 +2,103 @@
 //! "cloud-driver"`, and a deployment file that points a driver's secret at the control
 //! plane's own key (to send it to an origin the same file grants) fails its launch naming the
 //! refusal, with no request ever reaching that origin and no secret in the output or logs.
-//! (Launching real instances runs against moto in host/plugin-runtime/tests/cloud_driver.rs;
-//! an agent starting from an instance's user-data comes with the end-to-end test.)
+//! A tier on the EC2 driver gets an instance from moto's EC2 mock (a stand-in for the cloud
+//! API, started by the test on a loopback port) whose user-data is the server's bootstrap,
+//! and terminate ends it through the handle the journal kept. (Moto boots nothing: an agent
+//! starting from the user-data comes with the end-to-end test that plays the hypervisor.)
 
 use crate::common;
 
+use base64::Engine as _;
 use common::{Stratus, assert_no_secret_leaked, hello_deployment, terminate};
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// moto's server mode on a loopback port, ended (by its pid) when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto_server ({e}): scripts/install-deps.sh"));
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// An EC2 Query API call straight to moto; the `Authorization` header only names the
+    /// service (moto does not check signatures by default).
+    fn ec2(&self, form: &str) -> String {
+        let body = format!("{form}&Version=2016-11-15");
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential=t/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{body}",
+            self.port,
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of the first `<tag>` in `xml`.
+fn tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(&xml[start..end])
+}
+
+/// The hello example with its app tier on `[providers.ec2]`, a cloud-driver provider granted
+/// `origin`, whose secret access key is the key `secret_key`.
+fn hello_on_ec2(name: &str, origin: &str, secret_key: &str) -> String {
+    let driver = stratus_plugin_artifacts::package_dir("ec2-driver");
+    let text = hello_deployment(name, 1);
+    let app = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
+    assert!(
+        text.contains(app),
+        "the example's app tier changed:\n{text}"
+    );
+    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"ec2\"\n");
+    format!(
+        "{}\n[providers.ec2]\ntype = \"cloud-driver\"\ndriver = \"{}\"\nhttp = [\"{origin}\"]\n\
+         endpoint = \"{origin}\"\nregion = \"us-east-1\"\nimage = \"ami-12c6146b\"\n\
+         access-key-id = \"AKIASTRATUSTEST00001\"\nsecret-access-key = \"{secret_key}\"\n",
+        text.replace(app, &on),
+        driver.display()
+    )
+}
 
 #[test]
 fn a_driver_is_never_handed_the_control_planes_own_key() {
@@ -17,21 +107,7 @@ fn a_driver_is_never_handed_the_control_planes_own_key() {
     let sink = TcpListener::bind("127.0.0.1:0").unwrap();
     sink.set_nonblocking(true).unwrap();
     let origin = format!("http://{}", sink.local_addr().unwrap());
-    let driver = stratus_plugin_artifacts::package_dir("ec2-driver");
-    let text = hello_deployment("cloudy", 1);
-    let app = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
-    assert!(
-        text.contains(app),
-        "the example's app tier changed:\n{text}"
-    );
-    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"ec2\"\n");
-    let text = format!(
-        "{}\n[providers.ec2]\ntype = \"cloud-driver\"\ndriver = \"{}\"\nhttp = [\"{origin}\"]\n\
-         endpoint = \"{origin}\"\nregion = \"us-east-1\"\nimage = \"ami-12c6146b\"\n\
-         access-key-id = \"AKIASTRATUSTEST00001\"\nsecret-access-key = \"control-token\"\n",
-        text.replace(app, &on),
-        driver.display()
-    );
+    let text = hello_on_ec2("cloudy", &origin, "control-token");
     let file = st.write_file("cloudy.toml", &text);
     let out = st.run(&["launch", file.to_str().unwrap()]);
     let shown = format!(
@@ -54,5 +130,71 @@ fn a_driver_is_never_handed_the_control_planes_own_key() {
     );
     // The local tiers that did start end; nothing of the deployment is left running.
     terminate(&st, "cloudy");
+    assert_no_secret_leaked(&st, |_| true);
+}
+
+#[test]
+fn a_tier_on_the_ec2_driver_gets_an_instance_booting_its_bootstrap() {
+    let st = Stratus::new();
+    let moto = Moto::start();
+    let keys = st.dir().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("aws-secret"), "stratus-test-secret-0123456789").unwrap();
+    let origin = format!("http://127.0.0.1:{}", moto.port);
+    let file = st.write_file("ec2.toml", &hello_on_ec2("ec2", &origin, "aws-secret"));
+    // Moto boots nothing, so the launch waits for an agent that never dials; it runs aside.
+    let mut launch = st
+        .cmd()
+        .args(["launch", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let described = loop {
+        let d = moto.ec2("Action=DescribeInstances");
+        if d.contains("<instanceId>") {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no instance on moto: {d}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let id = tag(&described, "instanceId").unwrap().to_owned();
+    assert!(
+        described.contains("<value>ec2-app-1</value>"),
+        "{described}"
+    );
+    let user_data = moto.ec2(&format!(
+        "Action=DescribeInstanceAttribute&InstanceId={id}&Attribute=userData"
+    ));
+    let encoded = tag(&user_data, "value")
+        .expect(&user_data)
+        .trim()
+        .to_owned();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let bootstrap: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+    assert_eq!(bootstrap["deployment"], "ec2", "{bootstrap}");
+    assert_eq!(bootstrap["server_id"], "app-1", "{bootstrap}");
+    assert!(
+        bootstrap["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("sha256:")),
+        "{bootstrap}"
+    );
+    assert!(
+        bootstrap["credential"]
+            .as_str()
+            .is_some_and(|c| c.len() >= 16),
+        "{bootstrap}"
+    );
+
+    let app = common::servers(&st.deployment("ec2"), "app");
+    assert_eq!(app[0]["provider"], "ec2", "{}", app[0]);
+    assert!(!launch.wait().unwrap().success(), "no agent ever dialled");
+    terminate(&st, "ec2");
+    let after = moto.ec2(&format!("Action=DescribeInstances&InstanceId.1={id}"));
+    assert!(after.contains("<name>terminated</name>"), "{after}");
     assert_no_secret_leaked(&st, |_| true);
 }
