@@ -266,3 +266,32 @@ fn the_file_endpoint_serves_a_server_only_its_deployments_objects_while_it_lives
     );
     terminate(&st, "fb");
 }
+
+/// An agent given no code cache (as on a machine without the control plane's disk) compiles
+/// what it loads and hello still reaches RUNNING.
+#[test]
+fn agents_without_a_code_cache_compile_themselves_and_hello_runs() {
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("nocache", 1));
+    let out = st
+        .cmd()
+        .env("STRATUS_NO_AGENT_CODE_CACHE", "true")
+        .args(["launch", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = st.deployment("nocache");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    for tier in ["lb", "app", "db"] {
+        for s in servers(&d, tier) {
+            let log = read(&server_root(&st, "nocache", &s).join("agent/agent.log"));
+            assert!(log.contains("compiled here"), "{tier}: {log}");
+            assert!(!log.contains("from the code cache (hit)"), "{tier}: {log}");
+        }
+    }
+    terminate(&st, "nocache");
+}

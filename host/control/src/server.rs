@@ -71,6 +71,9 @@ pub struct ServeOptions {
     /// Where cloud files are kept: `None`, `<state>/cloud-files`; else a directory or an
     /// `s3://` bucket (see `CloudFiles::from_setting`).
     pub cloud_files: Option<String>,
+    /// Hand agents the shared compiled-code cache; `false`: each agent compiles what it
+    /// loads, as an agent on another machine (no shared disk) does.
+    pub agent_code_cache: bool,
 }
 
 /// How the control port speaks to agents and operators.
@@ -196,12 +199,15 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     for factory in &opts.provider_factories {
         providers.add_factory(factory.clone());
     }
-    let mut agent_args = vec![
-        "--cache-dir".to_string(),
-        paths.cache().to_string_lossy().into_owned(),
-        "--cache-key-file".to_string(),
-        keys.dir().join(CACHE_KEY).to_string_lossy().into_owned(),
-    ];
+    let mut agent_args = match opts.agent_code_cache {
+        true => vec![
+            "--cache-dir".to_string(),
+            paths.cache().to_string_lossy().into_owned(),
+            "--cache-key-file".to_string(),
+            keys.dir().join(CACHE_KEY).to_string_lossy().into_owned(),
+        ],
+        false => Vec::new(),
+    };
     if tls.is_none() {
         agent_args.push("--plaintext".into());
     }

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// AWS_SECRET_ACCESS_KEY), never from this setting.
     #[arg(long, value_name = "SETTING", env = "STRATUS_CLOUD_FILES")]
     pub cloud_files: Option<String>,
+    /// Do not hand local agents the shared compiled-code cache: each compiles the plugins it
+    /// loads, as an agent on another machine does (slower launches; for testing that path).
+    #[arg(long, env = "STRATUS_NO_AGENT_CODE_CACHE")]
+    pub no_agent_code_cache: bool,
 }
 
 pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -96,6 +100,7 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         advertise: args.advertise,
         agent_tls,
         cloud_files: args.cloud_files,
+        agent_code_cache: !args.no_agent_code_cache,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(stratus_control::server::serve(options))?;
