@@ -3,6 +3,7 @@
 //! [`LocalProvider`] makes each server an agent process on this machine with its own root
 //! directory and loopback address.
 
+mod blocking;
 mod capacity;
 mod cgroup;
 mod disk;
@@ -12,18 +13,18 @@ mod leases;
 mod local;
 mod local_handle;
 mod proc_scan;
-mod spawn;
 mod process;
 mod registry;
 mod settings;
+mod spawn;
 mod uid_leftovers;
 
 pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousands};
 pub use cgroup::agent_cgroup;
 pub use disk::KEPT_DISKS;
 pub use error::ProviderError;
-pub use leases::{ADDRESS_COUNT, PROGRAM_UID_BASE, program_uid};
 pub use handle::{Presence, ProviderHandle};
+pub use leases::{ADDRESS_COUNT, PROGRAM_UID_BASE, program_uid};
 pub use local::LocalProvider;
 pub use local_handle::LocalHandle;
 pub use registry::{LOCAL, ProviderFactory, ProviderRegistry, same};

@@ -39,6 +39,7 @@ pub struct LocalProvider {
     /// Launches under way per deployment. A launch runs on a blocking thread that outlives an
     /// aborted caller, so terminate waits for these before it sweeps unrecorded servers.
     in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    blocking: crate::blocking::BlockingGate,
 }
 
 /// Counts one launch of a deployment as in flight until dropped.
@@ -88,6 +89,7 @@ impl LocalProvider {
             agent_program,
             leases,
             in_flight: Arc::default(),
+            blocking: Default::default(),
         }
     }
 
@@ -232,15 +234,14 @@ impl LocalProvider {
         // Whatever the agent left behind (or everything, if the agent died) goes with its cgroup,
         // and whatever still runs as the server's program uid (a program that escaped it where
         // there are no cgroups) is killed before another server may get the uid.
-        let address = server.address;
-        tokio::task::spawn_blocking(move || {
-            end_program_uid(address);
-            crate::cgroup::destroy(&root)
-        })
-        .await
-        .map_err(|e| ProviderError::Task(e.to_string()))?
-        .map_err(ProviderError::Cgroup)?;
-        self.leases.release(server.address)
+        let (address, leases) = (server.address, self.leases.clone());
+        self.blocking
+            .run(move || {
+                end_program_uid(address);
+                crate::cgroup::destroy(&root).map_err(ProviderError::Cgroup)?;
+                leases.release(address)
+            })
+            .await?
     }
 }
 
@@ -432,12 +433,12 @@ impl CloudProvider for LocalProvider {
             // Directory setup, the lease lock and fork/exec block; keep them off the runtime.
             // The guard goes with the blocking work, which goes on even if this future is
             // dropped (terminate aborting a launch).
-            tokio::task::spawn_blocking(move || {
+            let gate = this.blocking.clone();
+            gate.run(move || {
                 let _in_flight = in_flight;
                 this.launch_blocking(req)
             })
-            .await
-            .map_err(|e| ProviderError::Task(e.to_string()))?
+            .await?
         })
     }
 
@@ -496,7 +497,8 @@ impl CloudProvider for LocalProvider {
             }
             let this = self.clone();
             let (dep, known) = (deployment.to_string(), known.to_vec());
-            tokio::task::spawn_blocking(move || this.end_unrecorded_blocking(&dep, &known))
+            let gate = this.blocking.clone();
+            gate.run(move || this.end_unrecorded_blocking(&dep, &known))
                 .await
                 .unwrap_or_default()
         })
@@ -508,7 +510,8 @@ impl CloudProvider for LocalProvider {
         server: &'a LaunchedServer,
         keep: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<PathBuf>, ProviderError>> {
-        let (state, dep, server, keep) = (
+        let (gate, state, dep, server, keep) = (
+            self.blocking.clone(),
             self.state_dir.clone(),
             deployment.to_string(),
             server.clone(),
@@ -519,11 +522,10 @@ impl CloudProvider for LocalProvider {
             check_name("server id", &server.server_id)?;
             let root = LocalHandle::of_server(&server)?.root;
             // A large tree takes a while to remove; keep it off the runtime.
-            tokio::task::spawn_blocking(move || {
+            gate.run(move || {
                 crate::disk::end(&state, &dep, &server.server_id, &root, keep.as_deref())
             })
-            .await
-            .map_err(|e| ProviderError::Task(e.to_string()))?
+            .await?
         })
     }
 }
