@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 /// Every file of `wit/` (a unit test checks the list against the directory).
 pub const WIT_FILES: &[(&str, &str)] = &[
+    (
+        "cloud-driver.wit",
+        include_str!("../../../../../wit/cloud-driver.wit"),
+    ),
     ("cm.wit", include_str!("../../../../../wit/cm.wit")),
     ("host.wit", include_str!("../../../../../wit/host.wit")),
     ("proxy.wit", include_str!("../../../../../wit/proxy.wit")),
