@@ -43,6 +43,10 @@ pub enum Change {
         service: Name,
         what: &'static str,
     },
+    ProviderAdded(Name),
+    ProviderRemoved(Name),
+    /// A `[providers.NAME]` table's `type` or settings changed.
+    ProviderChanged(Name),
 }
 
 impl Change {
@@ -56,6 +60,10 @@ impl Change {
             Change::ServiceMoved { service, from, to } => Some(format!(
                 "service {service} moved from tier {from} to tier {to}: remove it in one \
                  apply and add it in another"
+            )),
+            Change::ProviderChanged(p) => Some(format!(
+                "provider {p} changed: its servers were launched with the old settings and \
+                 are ended through them, so terminate and launch the deployment to change it"
             )),
             Change::TierChanged { tier, what } if what.contains(&"launch") => Some(format!(
                 "the launch configuration of tier {tier} changed: it applies to servers when \
@@ -86,6 +94,9 @@ impl fmt::Display for Change {
                 write!(f, "~ service {service}: tier {from} -> {to}")
             }
             Change::PackageChanged { service, what } => write!(f, "~ service {service}: {what}"),
+            Change::ProviderAdded(p) => write!(f, "+ provider {p}"),
+            Change::ProviderRemoved(p) => write!(f, "- provider {p}"),
+            Change::ProviderChanged(p) => write!(f, "~ provider {p}"),
         }
     }
 }
@@ -114,6 +125,28 @@ pub fn diff(old: &DeploymentSpec, new: &DeploymentSpec) -> Vec<Change> {
         .filter(|n| !new.services.contains_key(*n))
     {
         out.push(Change::ServiceRemoved(name.clone()));
+    }
+    out.extend(provider_changes(old, new));
+    out
+}
+
+/// Provider tables added, removed (no tier can still name one: validation sees to it) or
+/// changed.
+fn provider_changes(old: &DeploymentSpec, new: &DeploymentSpec) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (name, p) in &new.providers {
+        match old.providers.get(name) {
+            None => out.push(Change::ProviderAdded(name.clone())),
+            Some(o) if o != p => out.push(Change::ProviderChanged(name.clone())),
+            Some(_) => {}
+        }
+    }
+    for name in old
+        .providers
+        .keys()
+        .filter(|n| !new.providers.contains_key(*n))
+    {
+        out.push(Change::ProviderRemoved(name.clone()));
     }
     out
 }
@@ -268,6 +301,22 @@ mod tests {
             ]
         );
         assert!(diff(&old, &new).iter().all(|c| c.refusal().is_none()));
+    }
+
+    #[test]
+    fn a_changed_provider_table_is_refused_and_a_new_one_is_not() {
+        let (_a, old) = spec(&format!("{BASE}[providers.here]\ntype = \"local\"\n"));
+        let (_b, same) = spec(&format!("{BASE}[providers.here]\ntype = \"local\"\n"));
+        assert_eq!(diff(&old, &same), []);
+        let changed = Change::ProviderChanged(Name::new("here").unwrap());
+        let why = changed.refusal().unwrap();
+        assert!(why.starts_with("provider here changed"), "{why}");
+        let (_c, more) = spec(&format!(
+            "{BASE}[providers.here]\ntype = \"local\"\n[providers.also]\ntype = \"local\"\n"
+        ));
+        assert_eq!(lines(&diff(&old, &more)), ["+ provider also"]);
+        assert_eq!(lines(&diff(&more, &old)), ["- provider also"]);
+        assert!(diff(&old, &more).iter().all(|c| c.refusal().is_none()));
     }
 
     #[test]
