@@ -3,6 +3,7 @@
 //! Each verb lives in `commands/<verb>.rs`; this file only parses arguments and dispatches.
 
 mod agent_process;
+mod control_process;
 mod cloud_drivers;
 mod commands;
 mod inherited_fds;

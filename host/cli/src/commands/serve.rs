@@ -56,6 +56,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    crate::control_process::tune_malloc();
     // Refused before anything starts, so a wrong flag never leaves a half-started plane.
     let http = stratus_http::HttpConfig::from_flags(
         args.http,
@@ -102,7 +103,7 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         cloud_files: args.cloud_files,
         agent_code_cache: !args.no_agent_code_cache,
     };
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = crate::control_process::runtime()?;
     rt.block_on(stratus_control::server::serve(options))?;
     Ok(ExitCode::SUCCESS)
 }
