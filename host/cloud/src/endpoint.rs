@@ -89,16 +89,20 @@ impl FileEndpoint {
     }
 
     /// Accepts connections on `listener` until the task is dropped; each runs as its own
-    /// task, so a peer that stalls holds up nobody else.
+    /// task, so a peer that stalls holds up nobody else. A connection is accepted only once a
+    /// place is free: beyond [`MAX_CONNECTIONS`] peers wait in the kernel's accept queue rather
+    /// than being reset (a thousand agents fetching their packages at once failed their
+    /// launch), and the time limits free the places a stalling peer holds.
     pub async fn serve(self, listener: TcpListener) {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+            let Ok(place) = self.places.clone().acquire_owned().await else {
+                return;
             };
-            let Ok(place) = self.places.clone().try_acquire_owned() else {
-                tracing::warn!("file endpoint: too many connections; one closed");
-                continue;
+            let tcp = loop {
+                match listener.accept().await {
+                    Ok((tcp, _)) => break tcp,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
             };
             let me = self.clone();
             tokio::spawn(async move {
