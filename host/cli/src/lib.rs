@@ -3,9 +3,9 @@
 //! Each verb lives in `commands/<verb>.rs`; this file only parses arguments and dispatches.
 
 mod agent_process;
-mod control_process;
 mod cloud_drivers;
 mod commands;
+mod control_process;
 mod inherited_fds;
 mod precompile;
 mod scalers;

@@ -61,12 +61,10 @@ pub async fn logs(
         .find(|s| s.id == server)
         .ok_or_else(|| Problem::not_found(format!("deployment {name} has no server {server}")))?;
     let text = match q.log {
-        LogKind::Agent => {
-            match stratus_control::status::agent_dir(&st.ctx.store, &row) {
-                Some(dir) => read_end(&dir, "agent.log").unwrap_or_default(),
-                None => String::new(),
-            }
-        }
+        LogKind::Agent => match stratus_control::status::agent_dir(&st.ctx.store, &row) {
+            Some(dir) => read_end(&dir, "agent.log").unwrap_or_default(),
+            None => String::new(),
+        },
         LogKind::Hooks => {
             let dir = st.ctx.logs.dir().join("hooks").join(&name).join(&row.id);
             hook_logs(&dir)

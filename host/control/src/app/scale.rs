@@ -108,7 +108,11 @@ impl App {
         tier: &str,
         new: TierTarget,
     ) -> Result<(), AppError> {
-        let have = self.engine.fleet(spec.name.as_str())?.get(tier).map_or(0, Vec::len) as u64;
+        let have = self
+            .engine
+            .fleet(spec.name.as_str())?
+            .get(tier)
+            .map_or(0, Vec::len) as u64;
         let extra = u64::from(new.count).saturating_sub(have);
         let extra = std::collections::BTreeMap::from([(tier.to_string(), extra)]);
         self.engine
