@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stratus_cloud::endpoint::{HANDSHAKE_TIMEOUT, HEADER_TIMEOUT};
+use stratus_cloud::endpoint::{HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS};
 use stratus_cloud::{
     AgentIdentity, Authorize, Beneath, CloudFiles, Expected, FileEndpoint, FileRef, FilesError,
     PackageRef, RemoteFiles, Secret,
@@ -316,4 +316,31 @@ async fn slow_loris_peers_are_cut_off_and_hold_up_nobody() {
         matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
         "slow peer kept open past {limit:?}"
     );
+}
+
+/// With every place taken, one more peer waits in the accept queue and is served once a place
+/// frees, instead of being reset (a thousand agents fetching at once failed their launch).
+#[tokio::test]
+async fn a_peer_beyond_the_places_waits_its_turn_and_is_served() {
+    let s = setup().await;
+    let addr = s.base.trim_start_matches("https://").to_string();
+    let mut holders = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        holders.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let agent = s.agent("shop", "cred-shop");
+    let package = s.package.clone();
+    let fetch = tokio::spawn(async move { agent.fetch_package(&package).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !fetch.is_finished(),
+        "the peer beyond the places was answered at once"
+    );
+    // Closing the holders ends their handshakes, which frees their places.
+    drop(holders);
+    let fetched = tokio::time::timeout(Duration::from_secs(8), fetch)
+        .await
+        .expect("the waiting peer was not served once places freed")
+        .unwrap();
+    fetched.unwrap();
 }
