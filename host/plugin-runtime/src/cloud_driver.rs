@@ -242,22 +242,8 @@ impl Runtime {
                 manifest.plugin.world
             )));
         }
-        let rt = self.clone();
         let path = package.join(&manifest.plugin.component);
-        let (component, _, sha256) = tokio::task::spawn_blocking(move || rt.compile(&bytes, &path))
-            .await
-            .map_err(|e| bad(format!("compile task failed: {e}")))?
-            .map_err(|e| bad(e.to_string()))?;
-        let info = crate::inspect::describe(&self.inner.engine, &component);
-        let names = info
-            .imports
-            .iter()
-            .chain(info.exports.iter().map(|e| &e.name));
-        crate::wit_version::check(
-            names.map(String::as_str),
-            crate::wit_version::HOST_WIT_VERSION,
-        )
-        .map_err(|e| bad(format!("cannot run this plugin: {e}")))?;
+        let (component, sha256) = self.compile_checked(bytes, path).await.map_err(bad)?;
         let pre = driver_linker(&self.inner.engine)
             .and_then(|l| l.instantiate_pre(&component))
             .and_then(CloudDriverPre::new)

@@ -158,6 +158,32 @@ impl Runtime {
         votes(&loaded.name, windows, &numbers)
     }
 
+    /// Compiles a single-world plugin's component (through the code cache) and checks the WIT
+    /// version it was built against: shared by the scalers and the cloud drivers. Answers the
+    /// component and the sha256 of its code.
+    pub(crate) async fn compile_checked(
+        &self,
+        bytes: Vec<u8>,
+        path: PathBuf,
+    ) -> Result<(wasmtime::component::Component, String), String> {
+        let rt = self.clone();
+        let (component, _, sha256) = tokio::task::spawn_blocking(move || rt.compile(&bytes, &path))
+            .await
+            .map_err(|e| format!("compile task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let info = crate::inspect::describe(&self.inner.engine, &component);
+        let names = info
+            .imports
+            .iter()
+            .chain(info.exports.iter().map(|e| &e.name));
+        crate::wit_version::check(
+            names.map(String::as_str),
+            crate::wit_version::HOST_WIT_VERSION,
+        )
+        .map_err(|e| format!("cannot run this plugin: {e}"))?;
+        Ok((component, sha256))
+    }
+
     /// The compiled scaler of `package`, compiling it when new or changed.
     async fn scaler(&self, package: &Path) -> Result<Arc<Loaded>, ScalerError> {
         let bad = |reason: String| ScalerError::Package {
@@ -188,22 +214,8 @@ impl Runtime {
         if let Some(l) = cached.filter(|l| l.sha256 == sha) {
             return Ok(l);
         }
-        let rt = self.clone();
         let path = package.join(&manifest.plugin.component);
-        let (component, _, sha256) = tokio::task::spawn_blocking(move || rt.compile(&bytes, &path))
-            .await
-            .map_err(|e| bad(format!("compile task failed: {e}")))?
-            .map_err(|e| bad(e.to_string()))?;
-        let info = crate::inspect::describe(&self.inner.engine, &component);
-        let names = info
-            .imports
-            .iter()
-            .chain(info.exports.iter().map(|e| &e.name));
-        crate::wit_version::check(
-            names.map(String::as_str),
-            crate::wit_version::HOST_WIT_VERSION,
-        )
-        .map_err(|e| bad(format!("cannot run this plugin: {e}")))?;
+        let (component, sha256) = self.compile_checked(bytes, path).await.map_err(bad)?;
         let pre = self
             .inner
             .scalers
