@@ -19,7 +19,9 @@ if (($# > 0)); then
   packages=("$@")
 else
   all_tools=1
-  packages=(mariadb-server mariadb-client haproxy puppet ansible-core chromium chromium-driver)
+  # openssh-server and openssh-client: the SSH provider's tests run a real sshd per lab host.
+  packages=(mariadb-server mariadb-client haproxy puppet ansible-core chromium chromium-driver
+    openssh-server openssh-client)
   # componentize-py and componentize-js are installed through pip and npm.
   command -v python3 >/dev/null || packages+=(python3 python3-pip)
   command -v npm >/dev/null || packages+=(nodejs npm)
