@@ -58,6 +58,8 @@ pub enum BootstrapError {
     },
     #[error("bootstrap file {}: larger than {MAX_BOOTSTRAP_BYTES} bytes", path.display())]
     TooLarge { path: std::path::PathBuf },
+    #[error("bootstrap file {}: not a regular file (a FIFO, a device or a directory)", path.display())]
+    NotAFile { path: std::path::PathBuf },
     /// `origin` is the file (or "bootstrap data"), `field` the JSON field when one is to blame.
     #[error("{origin}: {}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
     Invalid {
@@ -105,10 +107,19 @@ impl Bootstrap {
             path: path.to_path_buf(),
             source,
         };
+        // Without blocking: a FIFO at the path would otherwise hold the agent at start forever.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(io)?;
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(BootstrapError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
         let mut text = String::new();
-        std::fs::File::open(path)
-            .map_err(io)?
-            .take(MAX_BOOTSTRAP_BYTES + 1)
+        file.take(MAX_BOOTSTRAP_BYTES + 1)
             .read_to_string(&mut text)
             .map_err(io)?;
         if text.len() as u64 > MAX_BOOTSTRAP_BYTES {
@@ -310,6 +321,32 @@ mod tests {
             assert!(err.contains(&format!("field `{field}`")), "{err}");
             assert!(!err.contains("c0ffee") && !err.contains("xxxx"), "{err}");
         }
+    }
+
+    /// A FIFO at the bootstrap path used to hold the agent in `open` forever (no writer ever
+    /// comes); a directory or a device is no bootstrap either.
+    #[test]
+    fn a_fifo_or_a_directory_is_refused_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo.json");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(Bootstrap::read(&path).map(|_| ())));
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let err = got
+            .expect("reading a FIFO returns")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(err.contains(&fifo.display().to_string()), "{err}");
+        let err = Bootstrap::read(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let err = Bootstrap::read(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]
