@@ -26,7 +26,8 @@ pub struct AgentConfig {
     /// Dial the control port without TLS (its control plane runs with `--agent-plaintext`);
     /// refused unless the control plane is on loopback.
     pub plaintext: bool,
-    /// This server's address.
+    /// This server's address; empty when its provider did not know it, and then the agent
+    /// learns it from its first control connection.
     pub address: String,
     /// The server's root directory (its "filesystem").
     pub root: PathBuf,
@@ -68,11 +69,26 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 pub const PIN_MISMATCH_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs the agent until the control plane asks it to shut down (or refuses it).
-pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     if cfg.plaintext && !cfg.bootstrap.control_is_loopback() {
         return Err(AgentError::PlaintextOffLoopback(
             cfg.bootstrap.control.clone(),
         ));
+    }
+    // A cloud server is told no address: it is the one its control connection leaves from,
+    // learned before any hook runs (hooks bind to it).
+    let mut first = None;
+    if cfg.address.is_empty() {
+        let stream = tokio::select! {
+            s = first_connection(&cfg) => s,
+            _ = terminate_signal() => {
+                tracing::info!("terminated by signal before reaching the control plane");
+                return Ok(());
+            }
+        };
+        cfg.address = local_ip(&stream).to_string();
+        tracing::info!(address = %cfg.address, "learned this server's address from its control connection");
+        first = Some(stream);
     }
     let credential = cfg.bootstrap.credential.clone();
     let (cache_dir, cache_key) = code_cache(&cfg);
@@ -111,7 +127,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let stop = Arc::new(Notify::new());
 
     let result = tokio::select! {
-        r = serve_forever(&cfg, &credential, hooks.clone(), measured, stop.clone()) => r,
+        r = serve_forever(&cfg, &credential, hooks.clone(), measured, stop.clone(), first) => r,
         _ = stop.notified() => Ok(()),
         _ = terminate_signal() => {
             tracing::info!("terminated by signal");
@@ -130,14 +146,21 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
 /// How often the supervised processes' logs are checked against their bound.
 const LOG_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Supervised processes write their own logs; the agent keeps each one bounded.
+/// Supervised processes write their own logs; the agent keeps each one bounded. Looking is a
+/// listing and a `stat` per log, done in place; only a rotation (copying up to the bound) goes
+/// to a blocking thread, since handing every look to one woke a second thread each time.
 async fn bound_process_logs(dir: std::path::PathBuf) {
-    let max = stratus_plugin_runtime::process_logs::MAX_PROCESS_LOG_BYTES;
+    use stratus_plugin_runtime::process_logs::{MAX_PROCESS_LOG_BYTES, oversized, rotate};
     loop {
         tokio::time::sleep(LOG_CHECK_EVERY).await;
-        let dir = dir.clone();
+        let over = oversized(&dir, MAX_PROCESS_LOG_BYTES);
+        if over.is_empty() {
+            continue;
+        }
         let rotated = tokio::task::spawn_blocking(move || {
-            stratus_plugin_runtime::process_logs::bound(&dir, max)
+            over.iter()
+                .filter(|log| rotate(log, MAX_PROCESS_LOG_BYTES).is_ok())
+                .count()
         })
         .await
         .unwrap_or(0);
@@ -237,20 +260,81 @@ async fn terminate_signal() {
     }
 }
 
-/// Connects again and again: a control plane that restarts finds its agents back.
+/// Dials until the control plane answers (a cloud server's agent may boot before the
+/// network is up).
+async fn first_connection(cfg: &AgentConfig) -> ClientStream {
+    let mut backoff = RETRY_FIRST;
+    loop {
+        match dial_once(cfg).await {
+            Ok(stream) => return stream,
+            Err(wait) => tokio::time::sleep(wait.unwrap_or(backoff)).await,
+        }
+        backoff = (backoff * 2).min(RETRY_MAX);
+    }
+}
+
+/// One attempt to reach the control plane; on failure, how long to wait when the failure
+/// itself says (a pin mismatch), logged once here.
+async fn dial_once(cfg: &AgentConfig) -> Result<ClientStream, Option<Duration>> {
+    let control = &cfg.bootstrap.control;
+    let pinned = (!cfg.plaintext).then_some(&cfg.bootstrap.fingerprint);
+    match stratus_protocol::dial(control, pinned, DIAL_TIMEOUT).await {
+        Ok(stream) => Ok(stream),
+        Err(DialError::PinMismatch(m)) => {
+            tracing::error!(%control, "refusing the control plane: {m}; trying again in {}s",
+                PIN_MISMATCH_RETRY.as_secs());
+            Err(Some(PIN_MISMATCH_RETRY))
+        }
+        Err(e @ DialError::Tls(..)) => {
+            tracing::warn!(error = %e, "control plane handshake failed");
+            Err(None)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "control plane not reachable");
+            Err(None)
+        }
+    }
+}
+
+/// The local address of a connection to the control port: the address this server is
+/// reached at, as far as its control plane's network goes.
+fn local_ip(stream: &ClientStream) -> std::net::IpAddr {
+    use tokio_util::either::Either;
+    let tcp = match stream {
+        Either::Left(tls) => tls.get_ref().0,
+        Either::Right(tcp) => tcp,
+    };
+    // A connected socket always has a local address; unspecified is refused by the control plane.
+    tcp.local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
+}
+
+/// Connects again and again: a control plane that restarts finds its agents back. `first`
+/// is a connection already made (the one the server's address was learned from).
 async fn serve_forever(
     cfg: &AgentConfig,
     credential: &str,
     hooks: Arc<Hooks>,
     measured: crate::metrics::Source,
     stop: Arc<Notify>,
+    mut first: Option<ClientStream>,
 ) -> Result<(), AgentError> {
     let control = &cfg.bootstrap.control;
-    let pinned = (!cfg.plaintext).then_some(&cfg.bootstrap.fingerprint);
+    // Reported only when learned: a provider-given address is the control plane's already.
+    let learned = cfg
+        .bootstrap
+        .address
+        .is_empty()
+        .then(|| cfg.address.clone());
     let mut backoff = RETRY_FIRST;
     loop {
         let mut wait = backoff;
-        match stratus_protocol::dial(control, pinned, DIAL_TIMEOUT).await {
+        let dialed = match first.take() {
+            Some(stream) => Ok(stream),
+            None => dial_once(cfg).await,
+        };
+        match dialed {
             Ok(stream) => {
                 backoff = RETRY_FIRST;
                 wait = backoff;
@@ -261,6 +345,7 @@ async fn serve_forever(
                     server_id: cfg.bootstrap.server_id.clone(),
                     credential: credential.to_string(),
                     pid: std::process::id(),
+                    address: learned.clone(),
                 };
                 if conn.send(&hello).await.is_ok() {
                     match conn.recv::<Welcome>().await {
@@ -275,15 +360,7 @@ async fn serve_forever(
                     }
                 }
             }
-            Err(DialError::PinMismatch(m)) => {
-                tracing::error!(%control, "refusing the control plane: {m}; trying again in {}s",
-                    PIN_MISMATCH_RETRY.as_secs());
-                wait = PIN_MISMATCH_RETRY;
-            }
-            Err(e @ DialError::Tls(..)) => {
-                tracing::warn!(error = %e, "control plane handshake failed")
-            }
-            Err(e) => tracing::debug!(error = %e, "control plane not reachable"),
+            Err(told) => wait = told.unwrap_or(wait),
         }
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(RETRY_MAX);

@@ -8,9 +8,11 @@
 use crate::handshake::{Handshakes, Rejection};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use stratus_engine::ReportedAddress;
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_protocol::{
     AgentReply, AgentRequest, Connection, Envelope, HealthResult, MetricsReport, SupervisionReport,
@@ -35,9 +37,41 @@ pub enum DispatchError {
     Timeout(String, Duration),
 }
 
+/// What an agent's hello said of its server's address, and where its connection comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Reported {
+    /// The `address` of the hello: the agent's word, unchecked.
+    pub claimed: Option<String>,
+    pub peer: Option<IpAddr>,
+}
+
+impl Reported {
+    /// The claim as an address (authenticated agents only: it is logged when not one).
+    fn checked(&self, logs: &Logs, subject: &Subject<'_>) -> Option<ReportedAddress> {
+        let claimed = self.claimed.as_deref()?;
+        match claimed.parse::<IpAddr>() {
+            Ok(ip) => Some(ReportedAddress {
+                claimed: ip,
+                peer: self.peer,
+            }),
+            Err(_) => {
+                let shown: String = claimed.chars().take(64).collect();
+                let message = format!(
+                    "the agent reported an address that is not an IP address ({}); ignored",
+                    shown.escape_default()
+                );
+                logs.warn(Component::Dispatcher, subject.clone(), &message);
+                None
+            }
+        }
+    }
+}
+
 struct Live {
     generation: u64,
     pid: u32,
+    /// The address the agent reported in its hello, and where its connection comes from.
+    address: Option<ReportedAddress>,
     tx: mpsc::Sender<Envelope<AgentRequest>>,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<AgentReply>>>>,
 }
@@ -148,6 +182,17 @@ impl Dispatcher {
         self.changed.subscribe()
     }
 
+    /// The address the connected agent of `key` reported in its handshake (see
+    /// `stratus_engine::learned_address`), with the address its connection comes from.
+    pub async fn reported_address(&self, key: &ServerKey) -> Option<ReportedAddress> {
+        self.state
+            .lock()
+            .await
+            .live
+            .get(key)
+            .and_then(|l| l.address)
+    }
+
     /// The pid the connected agent of `key` gave in its handshake.
     pub async fn pid_of(&self, key: &ServerKey) -> Option<u32> {
         self.state.lock().await.live.get(key).map(|l| l.pid)
@@ -215,11 +260,26 @@ impl Dispatcher {
     /// until the connection ends.
     pub async fn serve_agent<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
+        conn: Connection<S>,
+        deployment: String,
+        server_id: String,
+        credential: String,
+        pid: u32,
+    ) {
+        let reported = Reported::default();
+        self.serve_agent_at(conn, deployment, server_id, credential, pid, reported)
+            .await
+    }
+
+    /// [`Dispatcher::serve_agent`] for an agent that may have reported its server's address.
+    pub async fn serve_agent_at<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
         mut conn: Connection<S>,
         deployment: String,
         server_id: String,
         credential: String,
         pid: u32,
+        reported: Reported,
     ) {
         let key = (deployment.clone(), server_id.clone());
         let subject = Subject {
@@ -246,6 +306,7 @@ impl Dispatcher {
                             Live {
                                 generation,
                                 pid,
+                                address: reported.checked(&self.logs, &subject),
                                 tx,
                                 pending: pending.clone(),
                             },

@@ -3,7 +3,7 @@
 use crate::dispatcher::{DispatchError, Dispatcher};
 use futures::future::BoxFuture;
 use std::time::Duration;
-use stratus_engine::{AgentLink, LinkError};
+use stratus_engine::{AgentLink, LinkError, ReportedAddress};
 use stratus_protocol::{AgentReply, AgentRequest};
 
 fn key(deployment: &str, server: &str) -> (String, String) {
@@ -49,6 +49,14 @@ impl AgentLink for Dispatcher {
                 .await
                 .map_err(convert)
         })
+    }
+
+    fn reported_address<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+    ) -> BoxFuture<'a, Option<ReportedAddress>> {
+        Box::pin(async move { Dispatcher::reported_address(self, &key(deployment, server)).await })
     }
 
     fn call<'a>(

@@ -424,6 +424,7 @@ fn publish(
 
 impl Control {
     async fn connection(&self, stream: TcpStream) {
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
         let hello = self.handshakes.hello(stream, self.tls.as_ref(), &self.logs);
         let Some((mut conn, hello)) = hello.await else {
             return;
@@ -434,9 +435,14 @@ impl Control {
                 server_id,
                 credential,
                 pid,
+                address,
             } => {
+                let reported = crate::dispatcher::Reported {
+                    claimed: address,
+                    peer,
+                };
                 self.dispatcher
-                    .serve_agent(conn, deployment, server_id, credential, pid)
+                    .serve_agent_at(conn, deployment, server_id, credential, pid, reported)
                     .await;
             }
             Hello::Operator { token } => {

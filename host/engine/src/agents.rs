@@ -1,6 +1,7 @@
 //! What the engine needs from the dispatcher: wait for an agent, send it a request.
 
 use futures::future::BoxFuture;
+use std::net::IpAddr;
 use std::time::Duration;
 use stratus_protocol::{AgentReply, AgentRequest};
 
@@ -12,6 +13,16 @@ pub enum LinkError {
     Disconnected { server: String },
     #[error("agent of server {server} did not answer within {secs} s")]
     Timeout { server: String, secs: u64 },
+}
+
+/// What a connected agent said its server's address is (a cloud server's agent, told none by
+/// its provider, takes the local address of its control connection), and the address that
+/// connection comes from as the control plane sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedAddress {
+    pub claimed: IpAddr,
+    /// `None` when the control plane could not tell (never for a TCP connection).
+    pub peer: Option<IpAddr>,
 }
 
 /// Carries requests to agents. `deployment` and `server` name the server.
@@ -38,4 +49,14 @@ pub trait AgentLink: Send + Sync {
         request: AgentRequest,
         limit: Duration,
     ) -> BoxFuture<'a, Result<AgentReply, LinkError>>;
+    /// The address the connected agent of the server reported in its hello; `None` when it
+    /// reported none (its provider named the address) or is not connected.
+    fn reported_address<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+    ) -> BoxFuture<'a, Option<ReportedAddress>> {
+        let _ = (deployment, server);
+        Box::pin(async { None })
+    }
 }

@@ -30,6 +30,7 @@ pub mod facts;
 mod grants;
 pub mod health;
 mod install;
+pub mod learned_address;
 pub mod launch;
 pub mod logs;
 mod parallel;
@@ -46,6 +47,6 @@ pub mod steps;
 pub mod targets;
 pub mod terminate;
 
-pub use agents::{AgentLink, LinkError};
+pub use agents::{AgentLink, LinkError, ReportedAddress};
 pub use compile::{ComponentSummary, Precompiled, Precompiler};
 pub use engine::{Engine, EngineError, EngineParts};

@@ -128,6 +128,7 @@ impl Engine {
                 step: format!("server/{id}/handshake"),
                 source,
             })?;
+        let server = self.learn_address(dep, server).await?;
         self.agent_event(dep, &id, AgentEvent::Handshake)?;
         self.parts
             .logs

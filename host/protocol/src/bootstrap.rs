@@ -30,7 +30,10 @@ pub struct Bootstrap {
     pub fingerprint: Fingerprint,
     pub deployment: String,
     pub server_id: String,
-    /// The server's own address.
+    /// The server's own address; empty when the provider does not know it (a cloud gives it
+    /// at boot), and then the agent takes the local address of its control connection and
+    /// reports it in its hello.
+    #[serde(default)]
     pub address: String,
     /// The secret issued for this server at launch; it proves who the agent is.
     pub credential: String,
@@ -174,7 +177,6 @@ impl Bootstrap {
         for (field, value) in [
             ("deployment", &self.deployment),
             ("server_id", &self.server_id),
-            ("address", &self.address),
             ("credential", &self.credential),
         ] {
             if value.is_empty() {
@@ -321,6 +323,17 @@ mod tests {
             assert!(err.contains(&format!("field `{field}`")), "{err}");
             assert!(!err.contains("c0ffee") && !err.contains("xxxx"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_cloud_servers_bootstrap_may_leave_the_address_to_the_agent() {
+        let mut b = sample();
+        b.address = String::new();
+        assert_eq!(Bootstrap::from_json(&b.to_json(), "x").unwrap(), b);
+        let mut json: serde_json::Value = serde_json::from_str(&b.to_json()).unwrap();
+        json.as_object_mut().unwrap().remove("address");
+        let read = Bootstrap::from_json(&json.to_string(), "x").unwrap();
+        assert_eq!(read.address, "");
     }
 
     /// A FIFO at the bootstrap path used to hold the agent in `open` forever (no writer ever

@@ -13,6 +13,11 @@ pub enum Hello {
         server_id: String,
         credential: String,
         pid: u32,
+        /// The server's own address, sent only when its bootstrap named none (a cloud server):
+        /// the local address of this connection's socket. The control plane records it only
+        /// after checking it (see `stratus_engine::learned_address`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
     },
     /// An operator's CLI, authenticated by the control token in the state directory.
     Operator { token: String },

@@ -145,6 +145,21 @@ impl Store {
         not_found_if_zero(n, deployment, id)
     }
 
+    /// Replaces the address of an existing server (a cloud server's, learned at its agent's
+    /// handshake).
+    pub fn set_server_address(
+        &self,
+        deployment: &str,
+        id: &str,
+        address: &str,
+    ) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "UPDATE servers SET address = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
+            params![deployment, id, address, now_ms()],
+        )?;
+        not_found_if_zero(n, deployment, id)
+    }
+
     /// Removes a server and the service instances on it; returns whether it existed.
     pub fn delete_server(&self, deployment: &str, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
