@@ -40,16 +40,24 @@ const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
 /// Rotates every process log under `dir` that outgrew `max`; returns how many it rotated.
 pub fn bound(dir: &Path, max: u64) -> usize {
+    oversized(dir, max)
+        .iter()
+        .filter(|log| rotate(log, max).is_ok())
+        .count()
+}
+
+/// The process logs under `dir` that outgrew `max` (a listing and a `stat` per log: cheap).
+pub fn oversized(dir: &Path, max: u64) -> Vec<PathBuf> {
     let owners = std::fs::read_dir(dir).into_iter().flatten().flatten();
     let logs = owners.flat_map(|o| std::fs::read_dir(o.path()).into_iter().flatten().flatten());
     logs.filter(|l| l.file_name().to_string_lossy().ends_with(".log"))
         .filter(|l| l.metadata().is_ok_and(|m| m.is_file() && m.len() > max))
-        .filter(|l| rotate(&l.path(), max).is_ok())
-        .count()
+        .map(|l| l.path())
+        .collect()
 }
 
 /// Keeps the newest `max` bytes of `path` in `path.1`, then empties `path` in place.
-fn rotate(path: &Path, max: u64) -> std::io::Result<()> {
+pub fn rotate(path: &Path, max: u64) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
