@@ -313,7 +313,12 @@ fn an_agent_refuses_a_control_plane_with_another_certificate_and_sends_it_nothin
     let impostor = Impostor::start();
     let serving = serve(&st, &["--advertise", &impostor.address]);
     let (_, real) = control_info(st.dir()).unwrap();
-    let file = st.write_file("lured.toml", &hello_deployment("lured", 1));
+    // Its servers never handshake: fail their launch in 15 s rather than the default minute.
+    let lured = hello_deployment("lured", 1)
+        + "[tiers.db.launch]\nboot-timeout = \"15s\"\n\
+           [tiers.app.launch]\nboot-timeout = \"15s\"\n\
+           [tiers.lb.launch]\nboot-timeout = \"15s\"\n";
+    let file = st.write_file("lured.toml", &lured);
     let mut launch = st
         .cmd()
         .args(["launch", file.to_str().unwrap()])

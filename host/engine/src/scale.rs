@@ -13,9 +13,6 @@ use stratus_model::step_key::StepKey;
 use stratus_provider::{LaunchRequest, Presence};
 use stratus_store::ServerRow;
 
-/// How long an agent may take from process start to handshake.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
-
 impl Engine {
     /// Starts server `n` of `tier` (or adopts the one a stopped launch left) and waits for
     /// its agent's handshake.
@@ -122,7 +119,7 @@ impl Engine {
         }
         self.parts
             .agents
-            .wait_connected(dep, &id, HANDSHAKE_LIMIT)
+            .wait_connected(dep, &id, Duration::from_millis(tier.launch.boot_timeout_ms))
             .await
             .map_err(|source| EngineError::Link {
                 step: format!("server/{id}/handshake"),

@@ -103,6 +103,8 @@ pub(crate) struct RawLaunch {
     pub cm: Option<RawCm>,
     #[serde(default)]
     pub personality: Option<Spanned<String>>,
+    #[serde(default)]
+    pub boot_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

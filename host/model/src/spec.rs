@@ -20,7 +20,7 @@ pub use crate::scaling::ScalingPolicy;
 pub const DEFAULT_PROVIDER: &str = "local";
 
 /// The `type`s a `[providers.NAME]` table may name: the provider kinds this binary builds.
-pub const PROVIDER_TYPES: &[&str] = &[DEFAULT_PROVIDER, "cloud-driver"];
+pub const PROVIDER_TYPES: &[&str] = &[DEFAULT_PROVIDER, "cloud-driver", "ssh"];
 
 /// A deployment: named tiers of servers and the services they carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +130,17 @@ pub struct LaunchConfig {
     pub cm: Option<CmSpec>,
     /// A script personality run after `cm`, from [`DeploymentSpec::personalities`].
     pub personality: Option<Name>,
+    /// `boot-timeout`: how long a new server's agent may take from launch to its handshake
+    /// before the launch step fails (a cloud instance boots for minutes, a local process for
+    /// milliseconds).
+    pub boot_timeout_ms: u64,
 }
+
+/// `boot-timeout` when the launch block gives none.
+pub const DEFAULT_BOOT_TIMEOUT_MS: u64 = 60_000;
+
+/// The range `boot-timeout` may take: 1 s to 60 min.
+pub const BOOT_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
 
 /// enStratus's object-store configuration management: a named group of components (cm-world
 /// packages) fetched from cloud files and run in order on every new server of a tier.

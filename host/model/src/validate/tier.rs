@@ -89,11 +89,28 @@ impl Checker<'_> {
                 personality: launch
                     .and_then(|l| l.personality.as_ref())
                     .and_then(|p| self.personality_ref(p, personalities)),
+                boot_timeout_ms: self.boot_timeout(launch),
             },
             balances,
             recovery,
             scaling,
         })
+    }
+
+    /// `boot-timeout = "5m"` of a launch block (1 s to 60 min).
+    fn boot_timeout(&mut self, launch: Option<&raw::RawLaunch>) -> u64 {
+        let Some(t) = launch.and_then(|l| l.boot_timeout.as_ref()) else {
+            return DEFAULT_BOOT_TIMEOUT_MS;
+        };
+        match crate::retry::parse_wait(t.get_ref()) {
+            Ok(ms) if BOOT_TIMEOUT_RANGE_MS.contains(&ms) => return ms,
+            Ok(ms) => self.error(
+                t.span(),
+                format!("boot-timeout of {ms} ms is out of range (expected 1s to 60m)"),
+            ),
+            Err(e) => self.error(t.span(), format!("boot-timeout: {e}")),
+        }
+        DEFAULT_BOOT_TIMEOUT_MS
     }
 
     /// `recovery = "on" | "off"` and `recovery-grace = "10s"` (1 s to 10 min).
@@ -240,7 +257,7 @@ impl Checker<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{HEAD, in_temp_dir};
-    use crate::spec::RecoverySpec;
+    use crate::spec::{LaunchConfig, RecoverySpec};
 
     fn with_recovery(keys: &str) -> Result<RecoverySpec, String> {
         let text = format!(
@@ -275,6 +292,33 @@ mod tests {
             ),
         ] {
             let err = with_recovery(keys).unwrap_err();
+            assert!(err.contains(expected), "{keys}: {err}");
+        }
+    }
+
+    /// The launch block of a one-tier file with `keys` in it.
+    fn with_launch(keys: &str) -> Result<LaunchConfig, String> {
+        let text = format!(
+            "{HEAD}[tiers.web]\nmin = 1\nmax = 1\nservices = [\"a\"]\n[tiers.web.launch]\n{keys}\n\
+             [services.a]\npackage = \"pkg\"\n"
+        );
+        let (_dir, result) = in_temp_dir(&text);
+        result.map(|spec| spec.tiers.values().next().unwrap().launch.clone())
+    }
+
+    #[test]
+    fn boot_timeout_is_a_minute_unless_the_launch_block_says_otherwise() {
+        assert_eq!(with_launch("").unwrap().boot_timeout_ms, 60_000);
+        assert_eq!(
+            with_launch("boot-timeout = \"5m\"").unwrap().boot_timeout_ms,
+            300_000
+        );
+        for (keys, expected) in [
+            ("boot-timeout = \"500ms\"", "8:16: boot-timeout of 500 ms is out of range (expected 1s to 60m)"),
+            ("boot-timeout = \"61m\"", "boot-timeout of 3660000 ms is out of range"),
+            ("boot-timeout = \"soon\"", "boot-timeout: invalid wait `soon`"),
+        ] {
+            let err = with_launch(keys).unwrap_err();
             assert!(err.contains(expected), "{keys}: {err}");
         }
     }
