@@ -45,14 +45,44 @@ pub fn clock(ms: i64) -> String {
 /// connection already dropped is LOST, and one look that it ended is enough.
 pub const ENDED_CONFIRM: Duration = Duration::from_millis(400);
 
-/// When each (deployment, server) was first seen ended, while it still looks so.
+/// How often a RUNNING server is asked after: its agent's connection already tells within a
+/// pass when it drops, so the provider's look is only the backstop for a server that ended
+/// while its connection seemed up (or never came back after a restart). Asking each of a
+/// thousand servers twice a second was most of an idle control plane's work.
+pub const RUNNING_LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// When each (deployment, server) was first seen ended, while it still looks so, and when each
+/// RUNNING server was last looked at.
 #[derive(Clone, Default)]
-pub(crate) struct EndedSeen(Arc<Mutex<HashMap<(String, String), Instant>>>);
+pub(crate) struct EndedSeen {
+    ended: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    looked: Arc<Mutex<HashMap<(String, String), Instant>>>,
+}
 
 impl EndedSeen {
+    /// Whether a RUNNING server is due for a look: once every [`RUNNING_LOOK_EVERY`], and at
+    /// every pass while it looks ended (the second look confirms it).
+    fn due(&self, dep: &str, server: &str) -> bool {
+        let key = (dep.to_string(), server.to_string());
+        if lock(&self.ended).contains_key(&key) {
+            return true;
+        }
+        let mut looked = lock(&self.looked);
+        if looked.len() >= 4096 {
+            looked.retain(|_, t| t.elapsed() < RUNNING_LOOK_EVERY);
+        }
+        match looked.get(&key) {
+            Some(t) if t.elapsed() < RUNNING_LOOK_EVERY => false,
+            _ => {
+                looked.insert(key, Instant::now());
+                true
+            }
+        }
+    }
+
     /// Whether the server looks ended now and did so `ENDED_CONFIRM` ago already.
     fn confirmed(&self, dep: &str, server: &str, ended_now: bool) -> bool {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = lock(&self.ended);
         let key = (dep.to_string(), server.to_string());
         if !ended_now {
             seen.remove(&key);
@@ -65,6 +95,10 @@ impl EndedSeen {
         let first = *seen.entry(key).or_insert_with(Instant::now);
         first.elapsed() >= ENDED_CONFIRM
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub(crate) fn lost_at_key(dep: &str, server: &str) -> String {
@@ -81,6 +115,9 @@ impl Engine {
             // An ended server is never lost, and asking the provider about it costs a scan of
             // every process: rows of ended servers pile up with each scaling event.
             if row.agent_state == AgentState::Terminated {
+                continue;
+            }
+            if row.agent_state == AgentState::Running && !self.ended_seen.due(dep, &row.id) {
                 continue;
             }
             // A provider that cannot tell (unreachable) leaves the server to its grace.
