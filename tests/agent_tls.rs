@@ -6,83 +6,16 @@
 
 use crate::common;
 
-use common::{Stratus, hello_deployment, wait_gone};
-use serde_json::Value;
+use common::serve::{control_info, control_line, serve, stop, wait_for_text};
+use common::{Stratus, hello_deployment};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stratus_protocol::{Bootstrap, ControlIdentity, Fingerprint};
-
-/// The control plane's published address and certificate fingerprint (`control.json`).
-pub fn control_info(dir: &Path) -> Option<(String, Fingerprint)> {
-    let text = std::fs::read_to_string(dir.join("control.json")).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let address = v["address"].as_str()?.to_string();
-    let fingerprint = v["fingerprint"].as_str()?.parse().ok()?;
-    Some((address, fingerprint))
-}
-
-/// A TLS connection to the control port of `dir`, pinning its certificate as agents do.
-pub fn control_tls(dir: &Path) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let (address, fingerprint) = control_info(dir).expect("control.json with a fingerprint");
-    let config = stratus_protocol::tls::pinned_client_config(&fingerprint);
-    let name = stratus_protocol::tls::server_name("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(config, name).unwrap();
-    let tcp = TcpStream::connect(&address).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
-}
-
-/// Sends one line to the control port of `dir` over TLS and returns the line it answers.
-pub fn control_line(dir: &Path, line: &str) -> String {
-    let mut tls = control_tls(dir);
-    tls.write_all(format!("{line}\n").as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let mut byte = [0u8; 1];
-    while tls.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-        answer.push(byte[0]);
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// `stratus serve` with `args`, in the background; waits until it published `control.json`.
-fn serve(st: &Stratus, args: &[&str]) -> Child {
-    let mut child = st
-        .cmd()
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start stratus serve");
-    let start = Instant::now();
-    while control_info(st.dir()).is_none() {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("stratus serve exited with {status}: {err}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-/// Ends a `serve` started by [`serve`] (the harness's guard shuts it down too).
-fn stop(st: &Stratus, mut child: Child) {
-    let _ = st.run(&["shutdown"]);
-    if !wait_gone(child.id(), Duration::from_secs(10)) {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-}
 
 /// A TCP relay on loopback that forwards every connection to the control port named in
 /// `control.json` and records every byte, both ways.
@@ -292,18 +225,6 @@ impl Impostor {
 impl Drop for Impostor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Waits up to `limit` for `path` to contain `needle`.
-fn wait_for_text(path: &Path, needle: &str, limit: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) || start.elapsed() > limit {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

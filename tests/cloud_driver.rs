@@ -10,75 +10,11 @@
 use crate::common;
 
 use base64::Engine as _;
+use common::moto::{Moto, ec2_provider, provider_table, tag};
 use common::{Stratus, assert_no_secret_leaked, hello_deployment, terminate};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// moto's server mode on a loopback port, ended (by its pid) when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto_server ({e}): scripts/install-deps.sh"));
-        let moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    /// An EC2 Query API call straight to moto; the `Authorization` header only names the
-    /// service (moto does not check signatures by default).
-    fn ec2(&self, form: &str) -> String {
-        let body = format!("{form}&Version=2016-11-15");
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "POST / HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential=t/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{body}",
-            self.port,
-            body.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        answer
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The text of the first `<tag>` in `xml`.
-fn tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    Some(&xml[start..end])
-}
 
 /// The hello example with its app tier on `[providers.ec2]`, a cloud-driver provider granted
 /// `origin`, whose secret access key is the key `secret_key`.
@@ -91,12 +27,11 @@ fn hello_on_ec2(name: &str, origin: &str, secret_key: &str) -> String {
         "the example's app tier changed:\n{text}"
     );
     let on = format!("{app}\n[tiers.app.launch]\nprovider = \"ec2\"\n");
+    let settings = ec2_provider(origin, &driver, secret_key);
     format!(
-        "{}\n[providers.ec2]\ntype = \"cloud-driver\"\ndriver = \"{}\"\nhttp = [\"{origin}\"]\n\
-         endpoint = \"{origin}\"\nregion = \"us-east-1\"\nimage = \"ami-12c6146b\"\n\
-         access-key-id = \"AKIASTRATUSTEST00001\"\nsecret-access-key = \"{secret_key}\"\n",
+        "{}\n{}",
         text.replace(app, &on),
-        driver.display()
+        provider_table("ec2", "cloud-driver", &settings)
     )
 }
 
@@ -140,7 +75,7 @@ fn a_tier_on_the_ec2_driver_gets_an_instance_booting_its_bootstrap() {
     let keys = st.dir().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("aws-secret"), "stratus-test-secret-0123456789").unwrap();
-    let origin = format!("http://127.0.0.1:{}", moto.port);
+    let origin = moto.origin();
     let file = st.write_file("ec2.toml", &hello_on_ec2("ec2", &origin, "aws-secret"));
     // Moto boots nothing, so the launch waits for an agent that never dials; it runs aside.
     let mut launch = st

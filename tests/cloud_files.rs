@@ -5,79 +5,36 @@
 
 use crate::common;
 
+use common::moto::Moto;
+use common::serve::files_url;
 use common::{Stratus, hello_deployment, read, server_root, servers, terminate};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// A moto server on a free loopback port, killed (by its pid) when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
+/// Creates a bucket (moto does not check signatures).
+fn create_bucket(moto: &Moto, name: &str) {
+    let r = reqwest::blocking::Client::new()
+        .put(format!("{}/{name}", moto.origin()))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
 }
 
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (pip install 'moto[server]'; scripts/install-deps.sh does)");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+/// Every key in the bucket.
+fn bucket_keys(moto: &Moto, bucket: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut url = format!("{}/{bucket}?list-type=2", moto.origin());
+        if let Some(t) = &token {
+            url.push_str(&format!("&continuation-token={t}"));
         }
-        Moto { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Creates a bucket (moto does not check signatures).
-    fn create_bucket(&self, name: &str) {
-        let r = reqwest::blocking::Client::new()
-            .put(format!("{}/{name}", self.url()))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.status());
-    }
-
-    /// Every key in the bucket.
-    fn keys(&self, bucket: &str) -> Vec<String> {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut url = format!("{}/{bucket}?list-type=2", self.url());
-            if let Some(t) = &token {
-                url.push_str(&format!("&continuation-token={t}"));
-            }
-            let xml = reqwest::blocking::get(url).unwrap().text().unwrap();
-            keys.extend(between(&xml, "<Key>", "</Key>"));
-            token = between(&xml, "<NextContinuationToken>", "</NextContinuationToken>")
-                .into_iter()
-                .next();
-            if token.is_none() {
-                return keys;
-            }
+        let xml = reqwest::blocking::get(url).unwrap().text().unwrap();
+        keys.extend(between(&xml, "<Key>", "</Key>"));
+        token = between(&xml, "<NextContinuationToken>", "</NextContinuationToken>")
+            .into_iter()
+            .next();
+        if token.is_none() {
+            return keys;
         }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -120,12 +77,12 @@ fn agents_fetch_packages_and_data_sources_from_the_file_endpoint() {
 #[test]
 fn an_s3_bucket_as_the_store_launches_hello() {
     let moto = Moto::start();
-    moto.create_bucket("stratus-files");
+    create_bucket(&moto, "stratus-files");
     let st = Stratus::new();
     let file = st.write_file("hello.toml", &hello_deployment("s3hello", 1));
     let setting = format!(
         "s3://stratus-files/cf?endpoint={}&region=us-east-1&allow_http=true",
-        moto.url()
+        moto.origin()
     );
     let out = st
         .cmd()
@@ -144,7 +101,7 @@ fn an_s3_bucket_as_the_store_launches_hello() {
     let d = st.deployment("s3hello");
     assert_eq!(d["state"], "RUNNING", "{d}");
 
-    let keys = moto.keys("stratus-files");
+    let keys = bucket_keys(&moto, "stratus-files");
     let has = |prefix: &str| keys.iter().any(|k| k.starts_with(prefix));
     assert!(has("cf/packages/s3hello-service-app/"), "{keys:?}");
     assert!(has("cf/index/sha256/"), "{keys:?}");
@@ -164,13 +121,6 @@ fn an_s3_bucket_as_the_store_launches_hello() {
 fn bootstrap_of(st: &Stratus, dep: &str, server: &serde_json::Value) -> serde_json::Value {
     let file = server_root(st, dep, server).join("agent/bootstrap.json");
     serde_json::from_str(&read(&file)).unwrap()
-}
-
-/// The file endpoint's URL, from the control plane's log line.
-fn files_url(st: &Stratus) -> String {
-    let log = read(&st.dir().join("logs/dispatcher.log"));
-    let at = log.rfind("files at ").expect("the file endpoint is logged") + "files at ".len();
-    log[at..].split(',').next().unwrap().trim().to_string()
 }
 
 /// Fetches `hex` from the endpoint as the server whose bootstrap is `boot`: `Ok` or the

@@ -123,7 +123,7 @@ fn a_control_plane_killed_at_step_boundaries_resumes_without_repeating_hooks() {
 
 /// One line to the control port (over TLS, as every peer) and the line it answers.
 fn hello_line(dir: &std::path::Path, line: &str) -> String {
-    crate::agent_tls::control_line(dir, line)
+    crate::common::serve::control_line(dir, line)
 }
 
 /// Deployment `door` (hello, one app server) launched.
@@ -225,7 +225,7 @@ fn a_peer_that_has_not_logged_in_cannot_make_the_control_plane_buffer_much() {
     let chunk = vec![b'x'; 1 << 20];
     let peers: Vec<_> = (0..40)
         .map(|_| {
-            let mut s = crate::agent_tls::control_tls(st.dir());
+            let mut s = crate::common::serve::control_tls(st.dir());
             s.sock
                 .set_write_timeout(Some(Duration::from_secs(5)))
                 .unwrap();

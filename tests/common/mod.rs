@@ -8,7 +8,9 @@ pub mod burner;
 pub mod cli;
 pub mod http;
 pub mod marks;
+pub mod moto;
 pub mod relaunch;
+pub mod serve;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

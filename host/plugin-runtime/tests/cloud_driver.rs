@@ -7,12 +7,14 @@
 //! looking around) against a small HTTP server of the test's own.
 
 mod common;
+#[path = "../../../tests/common/moto.rs"]
+mod moto;
 
 use base64::Engine as _;
 use common::shared_runtime;
-use std::io::{BufRead, BufReader, Read, Write};
+use moto::{ACCESS_KEY_ID, IMAGE, Moto, free_port, tag};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,100 +23,8 @@ use stratus_plugin_runtime::cloud_driver::{
     ServerHandle, ServerState,
 };
 
-const ACCESS_KEY_ID: &str = "AKIASTRATUSTEST00001";
 const SECRET_ACCESS_KEY: &str = "stratus/SECRET+never-shown-0123456789ab";
 const CREDENTIAL: &str = "agent-credential-9f8e7d6c5b4a";
-/// An AMI moto knows (from its bundled list of default images).
-const IMAGE: &str = "ami-12c6146b";
-
-/// A free loopback port (bound, then released for the server about to take it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// moto's server mode on a loopback port, ended (by its pid) when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start(env: &[(&str, &str)]) -> Moto {
-        let port = free_port();
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start moto_server ({e}); install it with scripts/install-deps.sh")
-        });
-        let moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// An EC2 Query API call straight to moto, unsigned (moto does not check by default).
-    fn ec2(&self, form: &str) -> String {
-        post(self.port, "ec2", &format!("{form}&Version=2016-11-15"))
-    }
-
-    /// An IAM Query API call straight to moto, unsigned.
-    fn iam(&self, form: &str) -> String {
-        post(self.port, "iam", &format!("{form}&Version=2010-05-08"))
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An HTTP/1.0 form POST to `service` of moto at `127.0.0.1:port`; the body of the answer.
-/// The `Authorization` header is not a signature: moto reads its scope to pick the service.
-fn post(port: u16, service: &str, form: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let scope = format!("test/20260101/us-east-1/{service}/aws4_request");
-    write!(
-        s,
-        "POST / HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    match answer.split_once("\r\n\r\n") {
-        Some((_, body)) => body.to_owned(),
-        None => answer,
-    }
-}
-
-/// The text of the first `<tag>` in `xml`.
-fn tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    Some(&xml[start..end])
-}
 
 fn bootstrap() -> String {
     serde_json::json!({
@@ -168,7 +78,7 @@ fn assert_no_secret(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ec2_driver_launches_describes_and_terminates_on_moto() {
-    let moto = Moto::start(&[]);
+    let moto = Moto::start();
     let ec2 = driver("ec2-driver").await;
     let config = ec2_config(&moto);
     let boot = bootstrap();
@@ -228,7 +138,7 @@ async fn the_ec2_driver_launches_describes_and_terminates_on_moto() {
 /// access key: the driver's signature is accepted, one made with a wrong secret is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moto_accepts_the_ec2_drivers_signature_and_refuses_a_wrong_one() {
-    let moto = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
     moto.iam("Action=CreateUser&UserName=stratus");
     let policy =
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
@@ -271,7 +181,7 @@ async fn moto_accepts_the_ec2_drivers_signature_and_refuses_a_wrong_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ec2_driver_names_what_is_wrong_and_shows_no_secret() {
-    let moto = Moto::start(&[]);
+    let moto = Moto::start();
     let ec2 = driver("ec2-driver").await;
     let boot = bootstrap();
 
@@ -584,7 +494,7 @@ async fn the_cloud_driver_provider_serves_the_registry() {
     use stratus_provider::{
         LaunchRequest, LocalProvider, Presence, ProviderRegistry, ProviderSettings, SettingValue,
     };
-    let moto = Moto::start(&[]);
+    let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let local = LocalProvider::new(dir.path().join("state"), dir.path().join("stratus"));
     let mut registry = ProviderRegistry::new(Arc::new(local));
@@ -595,20 +505,19 @@ async fn the_cloud_driver_provider_serves_the_registry() {
     let runtime = shared_runtime();
     let source = Arc::new(move || Ok(runtime.clone()));
     registry.add_factory(Arc::new(CloudDriverFactory::new(source, keys)));
-    let text = |s: &str| SettingValue::Text(s.to_string());
     let driver_dir = stratus_plugin_artifacts::package_dir("ec2-driver");
-    let mut settings = ProviderSettings::from([
-        ("driver".into(), text(&driver_dir.to_string_lossy())),
-        ("http".into(), SettingValue::List(vec![moto.origin()])),
-        ("endpoint".into(), text(&moto.origin())),
-        ("region".into(), text("us-east-1")),
-        ("image".into(), text(IMAGE)),
-        ("access-key-id".into(), text(ACCESS_KEY_ID)),
-        (
-            "secret-access-key".into(),
-            SettingValue::Key("ec2-secret".into()),
-        ),
-    ]);
+    let mut settings: ProviderSettings = moto
+        .ec2_provider(&driver_dir, "ec2-secret")
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                moto::Setting::Text(s) => SettingValue::Text(s),
+                moto::Setting::List(l) => SettingValue::List(l),
+                moto::Setting::Key(k) => SettingValue::Key(k),
+            };
+            (k.to_string(), v)
+        })
+        .collect();
     registry
         .configure("shop", "ec2", "cloud-driver", &settings)
         .unwrap();
