@@ -13,12 +13,13 @@
 use crate::files::CloudFiles;
 use crate::keys::Secret;
 use crate::objects::Address;
+use crate::peer_limit::{PeerLimit, PeerTicket};
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::pin::Pin;
@@ -50,6 +51,14 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// Longest name accepted in the deployment and server headers.
 const MAX_NAME_BYTES: usize = 256;
+/// Connections one peer (an IPv4 address, an IPv6 /64) may hold before one of its requests
+/// carried a valid credential; one more is closed at once, so a stranger cannot take every
+/// place (connections from this machine itself are not counted, see [`PeerLimit`]).
+pub const MAX_UNPROVEN_PER_PEER: usize = 64;
+/// Least time between two log lines about refused credentials: each is counted, but a peer
+/// sending wrong credentials on a kept-alive connection must not be able to write the
+/// control plane's log (and rotate its history away) at the rate it sends requests.
+pub const REFUSAL_LOG_GAP: Duration = Duration::from_secs(10);
 
 /// Checks an agent's credential.
 pub trait Authorize: Send + Sync + 'static {
@@ -71,6 +80,9 @@ pub struct FileEndpoint {
     auth: Arc<dyn Authorize>,
     tls: TlsAcceptor,
     places: Arc<Semaphore>,
+    unproven: PeerLimit,
+    refusals: Arc<Refusals>,
+    crowding: Arc<Refusals>,
 }
 
 impl FileEndpoint {
@@ -85,6 +97,14 @@ impl FileEndpoint {
             auth,
             tls: TlsAcceptor::from(tls),
             places: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            unproven: PeerLimit::new(MAX_UNPROVEN_PER_PEER),
+            refusals: Arc::new(Refusals::new(
+                "file endpoint: refused requests with a wrong credential",
+            )),
+            crowding: Arc::new(Refusals::new(
+                "file endpoint: closed connections of peers already holding \
+                 MAX_UNPROVEN_PER_PEER unproven ones",
+            )),
         }
     }
 
@@ -92,37 +112,53 @@ impl FileEndpoint {
     /// task, so a peer that stalls holds up nobody else. A connection is accepted only once a
     /// place is free: beyond [`MAX_CONNECTIONS`] peers wait in the kernel's accept queue rather
     /// than being reset (a thousand agents fetching their packages at once failed their
-    /// launch), and the time limits free the places a stalling peer holds.
+    /// launch), and the time limits free the places a stalling peer holds. A peer beyond
+    /// [`MAX_UNPROVEN_PER_PEER`] is closed at once, keeping neither a place nor the queue.
     pub async fn serve(self, listener: TcpListener) {
         loop {
             let Ok(place) = self.places.clone().acquire_owned().await else {
                 return;
             };
-            let tcp = loop {
-                match listener.accept().await {
-                    Ok((tcp, _)) => break tcp,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            };
+            let (tcp, ticket) = self.accept(&listener).await;
             let me = self.clone();
             tokio::spawn(async move {
-                me.connection(tcp).await;
+                me.connection(tcp, ticket).await;
                 drop(place);
             });
         }
     }
 
-    async fn connection(&self, tcp: TcpStream) {
+    /// The next connection whose peer may open one more.
+    async fn accept(&self, listener: &TcpListener) -> (TcpStream, PeerTicket) {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(local) = tcp.local_addr() else {
+                continue;
+            };
+            match self.unproven.admit(peer, local) {
+                Some(ticket) => return (tcp, ticket),
+                None => self.crowding.note(),
+            }
+        }
+    }
+
+    async fn connection(&self, tcp: TcpStream, ticket: PeerTicket) {
         // A response head and its body leave as separate writes: no waiting on delayed ACKs.
         let _ = tcp.set_nodelay(true);
         let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(tcp));
         let Ok(Ok(tls)) = shake.await else {
             return;
         };
-        let me = self.clone();
+        let (me, ticket) = (self.clone(), Arc::new(std::sync::Mutex::new(ticket)));
         let service = hyper::service::service_fn(move |req| {
-            let me = me.clone();
-            async move { Ok::<_, std::convert::Infallible>(me.answer(req).await) }
+            let (me, ticket) = (me.clone(), ticket.clone());
+            async move { Ok::<_, std::convert::Infallible>(me.answer(req, &ticket).await) }
         });
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -134,25 +170,31 @@ impl FileEndpoint {
         }
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+    /// The answer to one request; a valid credential proves the connection (`ticket`).
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        ticket: &std::sync::Mutex<PeerTicket>,
+    ) -> Response<Body> {
         let Some(hex) = req.uri().path().strip_prefix(OBJECTS_ROUTE) else {
-            return plain(StatusCode::NOT_FOUND, "no such route");
+            return refused(StatusCode::NOT_FOUND, "no such route");
         };
         if req.method() != Method::GET {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+            return refused(StatusCode::METHOD_NOT_ALLOWED, "only GET");
         }
         let Ok(address) = hex.parse::<Address>() else {
-            return plain(
+            return refused(
                 StatusCode::BAD_REQUEST,
                 "not a content address: expected 64 lowercase hex digits of a sha256",
             );
         };
         let Some(deployment) = self.authenticate(req.headers()).await else {
-            return plain(
+            return refused(
                 StatusCode::UNAUTHORIZED,
                 "unknown server or wrong credential",
             );
         };
+        ticket.lock().unwrap_or_else(|e| e.into_inner()).proven();
         match self.object(&deployment, &address).await {
             Ok(Some(response)) => response,
             Ok(None) => plain(StatusCode::NOT_FOUND, "no such object for this deployment"),
@@ -179,7 +221,7 @@ impl FileEndpoint {
         let credential = Secret::new(credential);
         let ok = self.auth.verify(&deployment, &server, &credential).await;
         if !ok {
-            tracing::info!("file endpoint: refused a request with a wrong credential");
+            self.refusals.note();
         }
         ok.then_some(deployment)
     }
@@ -208,6 +250,58 @@ impl FileEndpoint {
             .expect("a valid response");
         Ok(Some(response))
     }
+}
+
+/// Refusals of one kind counted since the last log line about them.
+struct Refusals {
+    what: &'static str,
+    count: std::sync::Mutex<RefusalCount>,
+}
+
+#[derive(Default)]
+struct RefusalCount {
+    last_line: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn new(what: &'static str) -> Refusals {
+        Refusals {
+            what,
+            count: Default::default(),
+        }
+    }
+
+    /// Counts one refusal and logs the count when the last line is [`REFUSAL_LOG_GAP`] old.
+    fn note(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        count.unlogged += 1;
+        if count
+            .last_line
+            .is_some_and(|t| t.elapsed() < REFUSAL_LOG_GAP)
+        {
+            return;
+        }
+        count.last_line = Some(std::time::Instant::now());
+        let refused = std::mem::take(&mut count.unlogged);
+        tracing::info!(
+            refused,
+            "{} (at most one line per {}s)",
+            self.what,
+            REFUSAL_LOG_GAP.as_secs()
+        );
+    }
+}
+
+/// A refusal that ends the connection: a peer that has not proven who it is gets one request
+/// per TLS handshake, so it cannot hold a place for long by sending a request every few
+/// seconds, nor make many refusals cheaply.
+fn refused(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut response = plain(status, message);
+    response
+        .headers_mut()
+        .insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    response
 }
 
 fn plain(status: StatusCode, message: &'static str) -> Response<Body> {

@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod files;
 pub mod keys;
 pub mod objects;
+pub mod peer_limit;
 mod package;
 pub mod remote;
 pub mod verify;
