@@ -7,6 +7,7 @@
 pub mod burner;
 pub mod cli;
 pub mod http;
+pub mod lab;
 pub mod marks;
 pub mod moto;
 pub mod relaunch;
