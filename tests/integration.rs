@@ -18,6 +18,7 @@ mod cm_adapters;
 mod cm_launch;
 mod compile_once;
 mod console;
+mod control_config;
 mod health;
 mod hostile_files;
 mod hostile_limits;

@@ -55,6 +55,8 @@ pub struct App {
     settling: settling::Settling,
     /// Runs custom `scaler` components; `None` where the binary gave none.
     scalers: Option<Arc<dyn ScalerRules>>,
+    /// The configuration file's providers, which deployments may name (`config.rs`).
+    control_providers: Arc<crate::config::ControlProviders>,
 }
 
 impl App {
@@ -68,13 +70,32 @@ impl App {
             metrics: crate::metrics::Metrics::default(),
             settling: settling::Settling::default(),
             scalers: None,
+            control_providers: Arc::default(),
         }
+    }
+
+    /// The same, letting deployments name `providers` (the configuration file's).
+    pub fn with_control_providers(mut self, providers: crate::config::ControlProviders) -> App {
+        self.control_providers = Arc::new(providers);
+        self
     }
 
     /// The same, running tiers' custom scaling rules with `scalers`.
     pub fn with_scalers(mut self, scalers: Arc<dyn ScalerRules>) -> App {
         self.scalers = Some(scalers);
         self
+    }
+
+    /// The configuration file's providers, which deployments may name without declaring.
+    pub fn control_providers(&self) -> &crate::config::ControlProviders {
+        &self.control_providers
+    }
+
+    /// Deployment `text` from `file` with the configuration's providers its tiers name.
+    fn merge_control_providers(&self, text: &str, file: &str) -> Result<String, AppError> {
+        (self.control_providers)
+            .merged(text, std::path::Path::new(file))
+            .map_err(AppError::InvalidFile)
     }
 
     /// The servers' metrics windows, which scaling rules read and the dispatcher feeds.

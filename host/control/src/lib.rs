@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - `app.rs`: the application layer: launch, scale, terminate, status, events, typed errors.
+//! - `config.rs`: the configuration file (`--config`): serve options and shared providers.
 //! - `server.rs`: the serve loop, the handshake, operator requests handed to the app.
 //! - `dispatcher.rs`: agent authentication and the request/reply channel.
 //! - `files_endpoint.rs`: the HTTPS file endpoint agents fetch cloud files from.
@@ -16,6 +17,7 @@
 
 pub mod app;
 pub mod client;
+pub mod config;
 pub mod dispatcher;
 pub mod files_endpoint;
 pub mod handshake;

@@ -33,7 +33,12 @@ pub enum ServeError {
          credentials and the operator's token would cross the network in the clear (drop \
          --agent-plaintext)"
     )]
-    PlaintextOffLoopback(SocketAddr),
+    PlaintextOffLoopback(String),
+    #[error("the file endpoint cannot listen on {addr} (files-listen): {error}")]
+    FilesListen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 fn setup<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> ServeError + '_ {
@@ -63,9 +68,12 @@ pub struct ServeOptions {
     /// Where the control port listens; `None`: 127.0.0.1, on the port this state directory's
     /// control plane had before (its agents know only that one), else a new one.
     pub listen: Option<SocketAddr>,
-    /// The address agents are told to dial; `None`: the listen address (127.0.0.1 when that is
-    /// unspecified, 0.0.0.0).
-    pub advertise: Option<SocketAddr>,
+    /// The address agents are told to dial (a host name or an IP address, and the control
+    /// port); `None`: the listen address (127.0.0.1 when that is unspecified, 0.0.0.0).
+    pub advertise: Option<stratus_protocol::DialAddress>,
+    /// Where the file endpoint listens; `None`: a fresh port of the listen address at each
+    /// start (agents learn it at the handshake; a fixed one is for firewalls).
+    pub files_listen: Option<SocketAddr>,
     /// Whose certificate the control port presents, or none.
     pub agent_tls: AgentTls,
     /// Where cloud files are kept: `None`, `<state>/cloud-files`; else a directory or an
@@ -74,6 +82,8 @@ pub struct ServeOptions {
     /// Hand agents the shared compiled-code cache; `false`: each agent compiles what it
     /// loads, as an agent on another machine (no shared disk) does.
     pub agent_code_cache: bool,
+    /// The configuration file's `[providers.NAME]` tables, which every deployment may name.
+    pub control_providers: crate::config::ControlProviders,
 }
 
 /// How the control port speaks to agents and operators.
@@ -93,17 +103,16 @@ impl AgentTls {
     pub fn check(
         &self,
         listen: Option<SocketAddr>,
-        advertise: Option<SocketAddr>,
+        advertise: Option<&stratus_protocol::DialAddress>,
     ) -> Result<(), ServeError> {
         if !matches!(self, AgentTls::Plaintext) {
             return Ok(());
         }
-        match [listen, advertise]
-            .into_iter()
-            .flatten()
-            .find(|a| !a.ip().is_loopback())
-        {
-            Some(addr) => Err(ServeError::PlaintextOffLoopback(addr)),
+        if let Some(addr) = listen.filter(|a| !a.ip().is_loopback()) {
+            return Err(ServeError::PlaintextOffLoopback(addr.to_string()));
+        }
+        match advertise.filter(|a| !a.is_loopback()) {
+            Some(addr) => Err(ServeError::PlaintextOffLoopback(addr.to_string())),
             None => Ok(()),
         }
     }
@@ -112,7 +121,7 @@ impl AgentTls {
 impl ServeOptions {
     /// Refuses what must not start (see [`AgentTls::check`]), before anything starts.
     pub fn check(&self) -> Result<(), ServeError> {
-        self.agent_tls.check(self.listen, self.advertise)
+        self.agent_tls.check(self.listen, self.advertise.as_ref())
     }
 }
 
@@ -178,7 +187,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     };
     let listener = bind(&store, opts.listen).await?;
     let addr: SocketAddr = listener.local_addr().map_err(setup("control port"))?;
-    let dial_addr = opts.advertise.unwrap_or_else(|| dialable(addr));
+    let dial_addr = (opts.advertise.clone()).unwrap_or_else(|| dialable(addr).into());
     let dispatcher = Dispatcher::new(logs.clone(), |c| {
         stratus_cloud::digest(&stratus_cloud::Secret::new(c))
     });
@@ -187,11 +196,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         files.clone(),
         dispatcher.clone(),
         identity.server_config(),
-        addr.ip(),
-        dial_addr.ip(),
+        opts.files_listen.unwrap_or(SocketAddr::new(addr.ip(), 0)),
+        &dial_addr,
     )
-    .await
-    .map_err(setup("starting the file endpoint"))?;
+    .await?;
     dispatcher.set_files_endpoint(files_url.clone());
     let local = LocalProvider::new(paths.path().to_path_buf(), opts.agent_program.clone());
     // Further provider types (cloud drivers, SSH) register their factories here.
@@ -220,7 +228,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         files,
         cloud_files_dir: paths.cloud_files(),
         logs: logs.clone(),
-        control_addr: dial_addr,
+        control_addr: dial_addr.clone(),
         control_fingerprint: identity.fingerprint,
         agent_args,
         precompiler: opts.precompiler.clone(),
@@ -237,6 +245,10 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     if let Some(scalers) = opts.scalers.clone() {
         app = app.with_scalers(scalers);
     }
+    (opts.control_providers)
+        .publish(&paths)
+        .map_err(setup("publishing the configuration's providers"))?;
+    app = app.with_control_providers(opts.control_providers.clone());
     let control = Control {
         app,
         store: store.clone(),
@@ -315,6 +327,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         _ = idle => {},
     }
     let _ = std::fs::remove_file(paths.control_file());
+    let _ = crate::config::ControlProviders::default().publish(&paths);
     logs.info(
         Component::Dispatcher,
         Subject::default(),
@@ -324,18 +337,15 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 }
 
 /// The control port's identity: the operator's, or the one in `<state>/tls/` (generated the
-/// first time, naming the listen and advertised addresses too).
+/// first time, naming the listen address and the advertised host, name or address, too).
 fn identity(opts: &ServeOptions) -> Result<ControlIdentity, ServeError> {
     let context = "the control port's TLS identity";
     if let AgentTls::Given { cert, key } = &opts.agent_tls {
         return ControlIdentity::from_files(cert, key).map_err(setup(context));
     }
-    let names: Vec<String> = [opts.listen, opts.advertise]
-        .into_iter()
-        .flatten()
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_unspecified())
-        .map(|ip| ip.to_string())
+    let listen = opts.listen.map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+    let names: Vec<String> = (listen.map(|ip| ip.to_string()).into_iter())
+        .chain(opts.advertise.as_ref().map(|a| a.host().to_string()))
         .collect();
     ControlIdentity::load_or_generate_with_names(&opts.state_dir, &names).map_err(setup(context))
 }

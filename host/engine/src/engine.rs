@@ -2,7 +2,6 @@
 
 use crate::agents::{AgentLink, LinkError};
 use crate::logs::Logs;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratus_cloud::{CloudFiles, KeyStore};
@@ -22,8 +21,8 @@ pub struct EngineParts {
     /// copies of packages to compile them). Agents never read it: they use the file endpoint.
     pub cloud_files_dir: PathBuf,
     pub logs: Logs,
-    /// Where agents dial in.
-    pub control_addr: SocketAddr,
+    /// Where agents dial in (`--advertise`: a name or an IP address, and a port).
+    pub control_addr: stratus_protocol::DialAddress,
     /// The fingerprint of the control port's certificate, which agents pin.
     pub control_fingerprint: stratus_protocol::Fingerprint,
     /// Extra arguments for every agent (cache directory, cache key file).

@@ -63,7 +63,7 @@ impl Engine {
                         deployment: dep.to_string(),
                         server_id: id.clone(),
                         server_name: name.clone(),
-                        control_addr: self.parts.control_addr,
+                        control_addr: self.parts.control_addr.clone(),
                         fingerprint: self.parts.control_fingerprint,
                         credential,
                         agent_args: self.parts.agent_args.clone(),

@@ -148,7 +148,10 @@ pub async fn launch(
         }
         "application/gzip" | "application/x-gzip" => {
             let uploads = st.ctx.paths.root.join("uploads");
-            let file = tokio::task::spawn_blocking(move || upload::unpack(&body, &uploads))
+            let providers = st.ctx.app.control_providers().clone();
+            let file = tokio::task::spawn_blocking(move || {
+                upload::unpack(&body, &uploads, &providers)
+            })
                 .await
                 .map_err(|e| {
                     Problem::from(stratus_control::app::AppError::Internal(e.to_string()))

@@ -8,6 +8,7 @@ use flate2::read::GzDecoder;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use stratus_control::config::ControlProviders;
 
 /// Largest upload accepted, compressed (the request body's limit).
 pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -45,10 +46,15 @@ pub enum UploadError {
     },
 }
 
-/// Unpacks `archive` into a new directory under `uploads` and answers its deployment file.
-pub fn unpack(archive: &[u8], uploads: &Path) -> Result<PathBuf, UploadError> {
+/// Unpacks `archive` into a new directory under `uploads` and answers its deployment file;
+/// `providers` (the configuration file's) are those it may name without declaring them.
+pub fn unpack(
+    archive: &[u8],
+    uploads: &Path,
+    providers: &ControlProviders,
+) -> Result<PathBuf, UploadError> {
     let dest = fresh_dir(uploads)?;
-    match unpack_into(archive, &dest) {
+    match unpack_into(archive, &dest, providers) {
         Ok(file) => Ok(file),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dest);
@@ -76,7 +82,11 @@ fn fresh_dir(uploads: &Path) -> Result<PathBuf, UploadError> {
     Ok(dest)
 }
 
-fn unpack_into(archive: &[u8], dest: &Path) -> Result<PathBuf, UploadError> {
+fn unpack_into(
+    archive: &[u8],
+    dest: &Path,
+    providers: &ControlProviders,
+) -> Result<PathBuf, UploadError> {
     let limited = Limited {
         inner: GzDecoder::new(archive),
         left: MAX_UNPACKED_BYTES,
@@ -94,7 +104,7 @@ fn unpack_into(archive: &[u8], dest: &Path) -> Result<PathBuf, UploadError> {
     if !std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
         return Err(UploadError::NoDeploymentFile);
     }
-    confined(&file)?;
+    confined(&file, providers)?;
     Ok(file)
 }
 
@@ -168,12 +178,16 @@ fn safe_relative(path: &Path) -> Option<PathBuf> {
 
 /// Refuses a file that names a path outside its directory (absolute, or through `..`): every
 /// path of the file is a `{written, resolved}` pair in the parsed specification.
-fn confined(file: &Path) -> Result<(), UploadError> {
+fn confined(file: &Path, providers: &ControlProviders) -> Result<(), UploadError> {
     let text = std::fs::read_to_string(file).map_err(|source| UploadError::Io {
         path: file.to_path_buf(),
         source,
     })?;
-    // A file that does not parse is refused by launch, with its line and column.
+    // A file that does not parse is refused by launch, with its line and column; read as
+    // launch reads it, with the providers it may name, or it would pass here unchecked.
+    let Ok(text) = providers.merged(&text, file) else {
+        return Ok(());
+    };
     let Ok(spec) = stratus_model::spec::DeploymentSpec::from_str(&text, file) else {
         return Ok(());
     };

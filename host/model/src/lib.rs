@@ -42,4 +42,7 @@ pub use error::{SpecError, SpecErrors};
 pub use ids::{Name, ServerId, ServiceId};
 pub use plan::Plan;
 pub use spec::DeploymentSpec;
-pub use validate::{MAX_PROVIDER_SETTING_BYTES, MAX_PROVIDER_SETTINGS, MAX_TIER_SERVERS};
+pub use validate::{
+    MAX_PROVIDER_SETTING_BYTES, MAX_PROVIDER_SETTINGS, MAX_TIER_SERVERS, control_plane_providers,
+    with_control_plane_providers,
+};

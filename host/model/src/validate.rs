@@ -2,6 +2,7 @@
 //! every problem found out. Each check reports at the span of the value it judges.
 
 mod component;
+mod control_plane;
 mod health;
 mod manifest_file;
 mod plugins;
@@ -11,6 +12,7 @@ mod retry;
 mod scaling;
 mod service;
 mod tier;
+pub use control_plane::{control_plane_providers, with_control_plane_providers};
 pub use providers::{MAX_PROVIDER_SETTING_BYTES, MAX_PROVIDER_SETTINGS};
 pub use tier::MAX_TIER_SERVERS;
 
@@ -222,7 +224,7 @@ impl Checker<'_> {
             }
         }
         let personalities = self.personalities(&raw.personalities);
-        let providers = self.providers(raw);
+        let providers = self.providers(&raw.providers);
         self.tier_providers(raw);
         self.empty_tiers_not_needed(raw, &carriers);
         self.tier_ports_distinct(raw);

@@ -10,12 +10,14 @@
 pub mod bootstrap;
 pub mod bounds;
 pub mod dial;
+pub mod dial_address;
 pub mod framing;
 pub mod messages;
 pub mod tls;
 
 pub use bootstrap::{Bootstrap, BootstrapError};
 pub use dial::{ClientStream, DialError, dial};
+pub use dial_address::DialAddress;
 pub use framing::{Connection, FramingError};
 pub use messages::*;
 pub use tls::{ControlIdentity, Fingerprint, TlsError};

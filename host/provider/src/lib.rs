@@ -32,7 +32,7 @@ pub use settings::{ProviderSettings, SettingValue};
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -46,8 +46,8 @@ pub struct LaunchRequest {
     pub deployment: String,
     pub server_id: String,
     pub server_name: String,
-    /// Where the agent dials the dispatcher.
-    pub control_addr: SocketAddr,
+    /// Where the agent dials the dispatcher: `host:port`, the host a name or an IP address.
+    pub control_addr: stratus_protocol::DialAddress,
     /// The fingerprint of the control plane's certificate, which the agent pins.
     pub fingerprint: stratus_protocol::Fingerprint,
     /// The agent's credential; a secret, handed only to that server.

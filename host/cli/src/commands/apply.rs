@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 use stratus_control::client::ControlClient;
 use stratus_control::status::DeploymentView;
-use stratus_model::spec::DeploymentSpec;
 use stratus_protocol::{ErrorKind, OperatorReply, OperatorRequest};
 
 #[derive(Debug, Args)]
@@ -32,7 +31,9 @@ pub struct ApplyArgs {
 }
 
 pub fn run(args: ApplyArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    if let Err(errors) = DeploymentSpec::from_file_for_launch(&args.file) {
+    if let Err(errors) =
+        stratus_control::config::ControlProviders::published(state_dir).check_for_launch(&args.file)
+    {
         eprintln!("{errors}");
         eprintln!("nothing was applied");
         return Ok(ExitCode::from(2));

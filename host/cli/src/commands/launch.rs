@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use stratus_control::client::ControlClient;
 use stratus_control::status::{self as view, DeploymentView};
 use stratus_model::SpecError;
-use stratus_model::spec::DeploymentSpec;
 use stratus_protocol::{OperatorReply, OperatorRequest};
 
 #[derive(Debug, Args)]
@@ -31,7 +30,9 @@ pub struct LaunchArgs {
 
 pub fn run(args: LaunchArgs, state_dir: &Path) -> anyhow::Result<ExitCode> {
     // The same checks the control plane makes, so a refusal comes before anything starts.
-    let (spec, warnings) = match DeploymentSpec::from_file_for_launch(&args.file) {
+    let (spec, warnings) = match stratus_control::config::ControlProviders::published(state_dir)
+        .check_for_launch(&args.file)
+    {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");

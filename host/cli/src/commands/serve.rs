@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// The control plane's configuration file (TOML): the options below that take a value
+    /// (listen, advertise, files-listen, http, tls-cert, tls-key, agent-tls-cert,
+    /// agent-tls-key, cloud-files) and `[providers.NAME]` tables every deployment may name.
+    /// A flag given on the command line wins over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Exit once no deployment is active (used when `stratus launch` starts the control plane).
     #[arg(long)]
     pub exit_when_idle: bool,
@@ -28,16 +34,22 @@ pub struct ServeArgs {
     /// this state directory had before, else an OS-chosen one, recorded in control.json].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// The control-port address agents are told to dial [default: the --listen address;
-    /// 127.0.0.1 when that is 0.0.0.0].
-    #[arg(long, value_name = "ADDR")]
-    pub advertise: Option<SocketAddr>,
+    /// The control-port address agents are told to dial, HOST:PORT with a host name or an IP
+    /// address (a name is resolved by each agent, and put in a generated certificate)
+    /// [default: the --listen address; 127.0.0.1 when that is 0.0.0.0].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<stratus_protocol::DialAddress>,
+    /// Where the file endpoint (cloud files over HTTPS) listens, a fixed port for firewalls
+    /// [default: a new port of the --listen address at each start; agents learn it when they
+    /// connect]. Agents reach it at the advertised host.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub files_listen: Option<SocketAddr>,
     /// PEM certificate chain for the control port (with --agent-tls-key) [default: the one in
     /// <state>/tls/, generated at first start]. Agents pin its fingerprint.
-    #[arg(long, value_name = "FILE", requires = "agent_tls_key")]
+    #[arg(long, value_name = "FILE")]
     pub agent_tls_cert: Option<PathBuf>,
     /// PEM private key for the control port (with --agent-tls-cert).
-    #[arg(long, value_name = "FILE", requires = "agent_tls_cert")]
+    #[arg(long, value_name = "FILE")]
     pub agent_tls_key: Option<PathBuf>,
     /// Speak plaintext on the control port (loopback only; refused on any other address): to
     /// measure what TLS costs, never for production.
@@ -57,6 +69,7 @@ pub struct ServeArgs {
 
 pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     crate::control_process::tune_malloc();
+    let args = with_config(args)?;
     // Refused before anything starts, so a wrong flag never leaves a half-started plane.
     let http = stratus_http::HttpConfig::from_flags(
         args.http,
@@ -69,7 +82,7 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         _ if args.agent_plaintext => stratus_control::server::AgentTls::Plaintext,
         _ => stratus_control::server::AgentTls::Generated,
     };
-    agent_tls.check(args.listen, args.advertise)?;
+    agent_tls.check(args.listen, args.advertise.as_ref())?;
     // Its diagnostics go to a size-bounded file; stderr (`control.out`) keeps only panics.
     let log_dir = state_dir.join("logs");
     std::fs::create_dir_all(&log_dir)?;
@@ -99,13 +112,64 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         })),
         listen: args.listen,
         advertise: args.advertise,
+        files_listen: args.files_listen,
         agent_tls,
         cloud_files: args.cloud_files,
         agent_code_cache: !args.no_agent_code_cache,
+        control_providers: args.providers,
     };
     let rt = crate::control_process::runtime()?;
     rt.block_on(stratus_control::server::serve(options))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The serve options with the configuration file's values where no flag gave one, and its
+/// providers; refused before anything starts.
+struct Options {
+    exit_when_idle: bool,
+    http: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_http: bool,
+    listen: Option<SocketAddr>,
+    advertise: Option<stratus_protocol::DialAddress>,
+    files_listen: Option<SocketAddr>,
+    agent_tls_cert: Option<PathBuf>,
+    agent_tls_key: Option<PathBuf>,
+    agent_plaintext: bool,
+    cloud_files: Option<String>,
+    no_agent_code_cache: bool,
+    providers: stratus_control::config::ControlProviders,
+}
+
+fn with_config(args: ServeArgs) -> anyhow::Result<Options> {
+    let config = match &args.config {
+        Some(file) => stratus_control::config::ControlConfig::read(file)?,
+        None => Default::default(),
+    };
+    let options = Options {
+        exit_when_idle: args.exit_when_idle,
+        http: args.http.or(config.http),
+        tls_cert: args.tls_cert.or(config.tls_cert),
+        tls_key: args.tls_key.or(config.tls_key),
+        insecure_http: args.insecure_http,
+        listen: args.listen.or(config.listen),
+        advertise: args.advertise.or(config.advertise),
+        files_listen: args.files_listen.or(config.files_listen),
+        agent_tls_cert: args.agent_tls_cert.or(config.agent_tls_cert),
+        agent_tls_key: args.agent_tls_key.or(config.agent_tls_key),
+        agent_plaintext: args.agent_plaintext,
+        cloud_files: args.cloud_files.or(config.cloud_files),
+        no_agent_code_cache: args.no_agent_code_cache,
+        providers: config.providers,
+    };
+    if options.agent_tls_cert.is_some() != options.agent_tls_key.is_some() {
+        anyhow::bail!("--agent-tls-cert and --agent-tls-key come together (flags or config)");
+    }
+    if options.agent_plaintext && options.agent_tls_cert.is_some() {
+        anyhow::bail!("--agent-plaintext cannot be used with --agent-tls-cert/--agent-tls-key");
+    }
+    Ok(options)
 }
 
 /// Started by a cloud provider on a server, never by hand.

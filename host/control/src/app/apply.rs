@@ -22,6 +22,7 @@ impl App {
     /// Applies the deployment file at `file` (an absolute path) to its running deployment.
     pub async fn apply(&self, file: &str, dry_run: bool) -> Result<ApplyPlan, AppError> {
         let text = read_deployment_file(file, FileAccess::Operator).await?;
+        let text = self.merge_control_providers(&text, file)?;
         let (mut new, warnings) = validate_for_launch(&text, file).await?;
         let name = new.name.to_string();
         let row = self.row(&name)?;

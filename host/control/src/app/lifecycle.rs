@@ -19,6 +19,7 @@ impl App {
             readable_by_anyone(std::path::Path::new(file)).await?;
         }
         let text = read_deployment_file(file, access).await?;
+        let text = self.merge_control_providers(&text, file)?;
         let (spec, warnings) = validate_for_launch(&text, file).await?;
         if access == FileAccess::Anyone {
             for path in spec.local_paths() {

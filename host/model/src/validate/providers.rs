@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{Checker, in_file_order};
 use crate::ids::Name;
-use crate::raw::{RawFile, RawProvider};
+use crate::raw::{RawFile, RawProvider, SpannedMap};
 use crate::spec::{DEFAULT_PROVIDER, PROVIDER_TYPES, ProviderSetting, ProviderSpec};
 
 /// Most settings one provider table may have: far more than any provider takes, few enough
@@ -27,14 +27,17 @@ const SECRET_NAMES: &[&str] = &["password", "secret", "token", "passphrase", "pr
 
 impl Checker<'_> {
     /// Every `[providers.NAME]` table, in file order.
-    pub(super) fn providers(&mut self, raw: &RawFile) -> BTreeMap<Name, ProviderSpec> {
+    pub(super) fn providers(
+        &mut self,
+        tables: &SpannedMap<RawProvider>,
+    ) -> BTreeMap<Name, ProviderSpec> {
         let mut out = BTreeMap::new();
-        if raw.providers.len() > MAX_PROVIDER_SETTINGS {
-            let (key, _) = in_file_order(&raw.providers)[MAX_PROVIDER_SETTINGS];
+        if tables.len() > MAX_PROVIDER_SETTINGS {
+            let (key, _) = in_file_order(tables)[MAX_PROVIDER_SETTINGS];
             let msg = format!("more than {MAX_PROVIDER_SETTINGS} [providers.*] tables");
             self.error(key.span(), msg);
         }
-        for (key, table) in in_file_order(&raw.providers) {
+        for (key, table) in in_file_order(tables) {
             if let Some(p) = self.provider(key, table) {
                 out.insert(p.name.clone(), p);
             }

@@ -1,0 +1,145 @@
+//! The control plane's configuration file (`stratus serve --config FILE`) through the real
+//! binary: a tier names a provider declared only there, agents dial an advertised host name
+//! (`localhost`) and fetch from a file endpoint on a fixed port; a deployment may not declare
+//! a table under a configured provider's name; flags win over the file; bad files and a port
+//! in use are refused naming what is wrong and where.
+
+use crate::common;
+
+use common::moto::free_port;
+use common::serve::{control_info, files_url, serve, serve_refused, stop};
+use common::{Stratus, assert_no_secret_leaked, hello_deployment, read, server_root, servers};
+use std::net::TcpListener;
+
+/// The hello example with its app tier on provider `provider`.
+fn hello_on(name: &str, provider: &str, extra: &str) -> String {
+    let text = hello_deployment(name, 1);
+    let app = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
+    assert!(
+        text.contains(app),
+        "the example's app tier changed:\n{text}"
+    );
+    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"{provider}\"\n");
+    format!("{}\n{extra}", text.replace(app, &on))
+}
+
+#[test]
+fn a_tier_runs_on_a_provider_declared_only_in_the_control_planes_configuration() {
+    let st = Stratus::new();
+    let (control, files) = (free_port(), free_port());
+    let config = st.write_file(
+        "control.toml",
+        &format!(
+            "listen = \"127.0.0.1:{control}\"\nadvertise = \"localhost:{control}\"\n\
+             files-listen = \"127.0.0.1:{files}\"\n\n[providers.near]\ntype = \"local\"\n"
+        ),
+    );
+    let serving = serve(&st, &["--config", config.to_str().unwrap()]);
+    assert_eq!(files_url(&st), format!("https://localhost:{files}"));
+    let file = st.write_file("near.toml", &hello_on("near", "near", ""));
+    st.ok(&["launch", file.to_str().unwrap()]);
+
+    let d = st.deployment("near");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let app = servers(&d, "app");
+    assert_eq!(app[0]["provider"], "near", "{}", app[0]);
+    assert_eq!(servers(&d, "lb")[0]["provider"], "local");
+    // The agent was told the name and resolved it; it fetched the packages it runs.
+    let boot: serde_json::Value = serde_json::from_str(&read(
+        &server_root(&st, "near", &app[0]).join("agent/bootstrap.json"),
+    ))
+    .unwrap();
+    assert_eq!(boot["control"], format!("localhost:{control}"), "{boot}");
+
+    // The deployment keeps the table it was launched with: a file declaring its own `near`
+    // is refused, naming the configuration file.
+    let other = st.write_file(
+        "mine.toml",
+        &hello_on("mine", "near", "[providers.near]\ntype = \"local\"\n"),
+    );
+    let out = st.run(&["launch", other.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "provider `near` is declared by the control plane's configuration {}",
+            config.display()
+        )),
+        "{err}"
+    );
+    common::terminate(&st, "near");
+    stop(&st, serving);
+    assert_no_secret_leaked(&st, |_| true);
+}
+
+#[test]
+fn flags_win_over_the_configuration_file() {
+    let st = Stratus::new();
+    let (in_file, in_flag) = (free_port(), free_port());
+    let config = st.write_file(
+        "control.toml",
+        &format!("listen = \"127.0.0.1:{in_file}\"\n"),
+    );
+    let listen = format!("127.0.0.1:{in_flag}");
+    let serving = serve(
+        &st,
+        &["--config", config.to_str().unwrap(), "--listen", &listen],
+    );
+    let (address, _) = control_info(st.dir()).unwrap();
+    assert_eq!(address, listen);
+    stop(&st, serving);
+}
+
+#[test]
+fn bad_configuration_files_and_a_taken_port_are_refused_naming_them() {
+    let st = Stratus::new();
+    let bad = st.write_file(
+        "bad.toml",
+        "listen = \"127.0.0.1:0\"\nfiles-port = 7001\n[providers.p]\ntype = \"local\"\n\
+         password = \"hunter2\"\n",
+    );
+    let err = serve_refused(&st, &["--config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!(
+            "{}:2:1: unknown field `files-port`",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    let bad = st.write_file(
+        "bad2.toml",
+        "advertise = \"not a host:1\"\n[providers.p]\ntype = \"local\"\npassword = \"hunter2\"\n",
+    );
+    let err = serve_refused(&st, &["--config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}:1:13: `not a host:1`", bad.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:4:1: setting `password` of provider `p`",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    let missing = st.dir().join("absent.toml");
+    let err = serve_refused(&st, &["--config", missing.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("configuration file {}", missing.display())),
+        "{err}"
+    );
+
+    // The file endpoint's fixed port is held by someone else: no control plane starts.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    let err = serve_refused(&st, &["--files-listen", &at]);
+    assert!(
+        err.contains(&format!(
+            "the file endpoint cannot listen on {at} (files-listen)"
+        )),
+        "{err}"
+    );
+    assert!(control_info(st.dir()).is_none());
+}
