@@ -46,7 +46,7 @@ pub fn factory(state_dir: &Path, keys_dir: &Path) -> anyhow::Result<Arc<dyn Prov
 /// plane's own (its control and operator tokens, the code cache's key) and the engine's
 /// service credentials (`<deployment>/<service>/<credential>`, another deployment's
 /// included). A driver sends what it gets to origins the same file grants.
-fn readable(name: &str) -> Result<(), String> {
+pub(crate) fn readable(name: &str) -> Result<(), String> {
     use stratus_control::paths::{CACHE_KEY, CONTROL_TOKEN, OPERATOR_TOKEN};
     if [CONTROL_TOKEN, CACHE_KEY, OPERATOR_TOKEN].contains(&name) {
         return Err("it is the control plane's own key, which no driver is given".into());

@@ -9,6 +9,7 @@ mod control_process;
 mod inherited_fds;
 mod precompile;
 mod scalers;
+mod ssh_provider;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -232,14 +232,16 @@ impl CloudProvider for CloudDriverProvider {
         })
     }
 
-    /// A server's disk ends with its instance.
+    /// A server's disk ends with its instance; the arguments are checked as every provider
+    /// checks them.
     fn end_disk<'a>(
         &'a self,
-        _deployment: &'a str,
-        _server: &'a LaunchedServer,
-        _keep: Option<&'a str>,
+        deployment: &'a str,
+        server: &'a LaunchedServer,
+        keep: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<PathBuf>, ProviderError>> {
-        Box::pin(async { Ok(None) })
+        let checked = stratus_provider::check_end_disk(deployment, server, keep);
+        Box::pin(async move { checked.map(|()| None) })
     }
 }
 

@@ -1,12 +1,14 @@
 //! Cloud providers: where servers come from. The engine holds a [`ProviderRegistry`] and asks
 //! the provider a tier names (or the one in a server's stored [`ProviderHandle`]); the built-in
 //! [`LocalProvider`] makes each server an agent process on this machine with its own root
-//! directory and loopback address.
+//! directory and loopback address; the SSH provider ([`SshFactory`], `type = "ssh"`) makes it
+//! an agent on a server of the operator's, reached over the system `ssh`.
 
 mod blocking;
 mod capacity;
 mod cgroup;
 mod disk;
+mod end_disk;
 mod error;
 mod handle;
 mod leases;
@@ -17,11 +19,18 @@ mod process;
 mod registry;
 mod settings;
 mod spawn;
+mod ssh;
+mod ssh_command;
+mod ssh_handle;
+mod ssh_scripts;
+mod ssh_settings;
+mod ssh_slots;
 mod uid_leftovers;
 
 pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousands};
 pub use cgroup::agent_cgroup;
 pub use disk::KEPT_DISKS;
+pub use end_disk::check_end_disk;
 pub use error::ProviderError;
 pub use handle::{Presence, ProviderHandle};
 pub use leases::{ADDRESS_COUNT, PROGRAM_UID_BASE, program_uid};
@@ -29,6 +38,10 @@ pub use local::LocalProvider;
 pub use local_handle::LocalHandle;
 pub use registry::{LOCAL, ProviderFactory, ProviderRegistry, same};
 pub use settings::{ProviderSettings, SettingValue};
+pub use ssh::{SshFactory, SshProvider};
+pub use ssh_command::{KeyReader, quote};
+pub use ssh_handle::SshHandle;
+pub use ssh_settings::{SSH, SshSettings};
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;

@@ -518,8 +518,7 @@ impl CloudProvider for LocalProvider {
             keep.map(str::to_string),
         );
         Box::pin(async move {
-            check_name("deployment", &dep)?;
-            check_name("server id", &server.server_id)?;
+            crate::end_disk::check_end_disk(&dep, &server, keep.as_deref())?;
             let root = LocalHandle::of_server(&server)?.root;
             // A large tree takes a while to remove; keep it off the runtime.
             gate.run(move || {

@@ -95,13 +95,14 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         paths.keys().join(stratus_control::paths::CACHE_KEY),
     ));
     let cloud_drivers = crate::cloud_drivers::factory(&state_dir, &paths.keys())?;
+    let ssh = crate::ssh_provider::factory(&state_dir, &paths.keys(), program.clone())?;
     let options = stratus_control::server::ServeOptions {
         state_dir,
         agent_program: program,
         exit_when_idle: args.exit_when_idle,
         scalers: Some(scalers),
         precompiler: Some(precompiler),
-        provider_factories: vec![cloud_drivers],
+        provider_factories: vec![cloud_drivers, ssh],
         http: Some(Box::new(move |ctx| {
             Box::pin(async move {
                 stratus_http::start(ctx, http)

@@ -333,8 +333,8 @@ mod tests {
             errors(&text),
             [
                 "9:12: `local` is the built-in provider and needs no table; give yours another name",
-                "11:1: provider `a` needs a `type` (one of `local`, `cloud-driver`)",
-                "14:8: unknown provider type `vmware` (expected one of `local`, `cloud-driver`)",
+                "11:1: provider `a` needs a `type` (one of `local`, `cloud-driver`, `ssh`)",
+                "14:8: unknown provider type `vmware` (expected one of `local`, `cloud-driver`, `ssh`)",
                 "17:11: setting `weights` of provider `c` must be a string, an integer, a boolean or a list of strings",
                 "18:8: setting `when` of provider `c` must be a string, an integer, a boolean or a list of strings",
                 "20:8: the `type` of provider `d` must be a string",
