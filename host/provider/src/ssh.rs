@@ -214,7 +214,7 @@ impl SshProvider {
                 Err(Attempt::Unreachable(reason)) => {
                     tracing::warn!(provider = %self.name, %host, %reason,
                         "slot unreachable; trying the next");
-                    unreachable.push(host.to_string());
+                    unreachable.push(reason);
                     self.slots.release(host, &holder)?;
                 }
                 Err(Attempt::Failed(e)) => {
@@ -233,7 +233,7 @@ impl SshProvider {
                 self.settings().hosts.len(),
                 match unreachable.is_empty() {
                     true => String::new(),
-                    false => format!("; unreachable: {}", unreachable.join(", ")),
+                    false => format!("; {}", unreachable.join("; ")),
                 }
             ),
         })

@@ -219,16 +219,26 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u
     out
 }
 
-/// A host's stderr as an error may quote it: one line, control characters escaped, bounded.
+/// A host's stderr as an error may quote it: its last lines (ssh ends with the summary, after
+/// any banner), on one line, control characters escaped, bounded.
 fn shown(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let text = text.trim();
-    let mut out: String = text.chars().take(MAX_QUOTED).collect::<String>();
-    if text.chars().count() > MAX_QUOTED {
-        out.push('…');
-    }
-    if out.is_empty() {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@'))
+        .collect();
+    let text = lines[lines.len().saturating_sub(3)..].join(" ");
+    let count = text.chars().count();
+    if count == 0 {
         return "no message".into();
+    }
+    let mut out: String = text
+        .chars()
+        .skip(count.saturating_sub(MAX_QUOTED))
+        .collect();
+    if count > MAX_QUOTED {
+        out.insert(0, '…');
     }
     out.escape_debug().to_string()
 }
@@ -357,6 +367,15 @@ mod tests {
     fn a_hosts_stderr_is_quoted_on_one_bounded_line() {
         let s = shown(b"line one\nline two\x1b[31m");
         assert!(!s.contains('\n') && !s.contains('\x1b'), "{s}");
+        let banner = format!(
+            "{at}\n@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\n{at}\n{}\n\
+             Host key for 10.0.0.2 has changed and you have requested strict checking.\n\
+             Host key verification failed.\n",
+            "Someone could be eavesdropping on you right now!\n".repeat(20),
+            at = "@".repeat(60)
+        );
+        let s = shown(banner.as_bytes());
+        assert!(s.ends_with("Host key verification failed."), "{s}");
         assert!(shown(&vec![b'x'; 10_000]).chars().count() <= MAX_QUOTED + 1);
         assert_eq!(shown(b""), "no message");
     }
