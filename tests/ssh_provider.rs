@@ -5,6 +5,10 @@
 use crate::common;
 
 use common::lab::{Lab, leftovers};
+use common::{Stratus, assert_no_secret_leaked, hello_deployment, servers};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 /// The lab itself: ssh with its key reaches host 2 in host 2's namespace (its addresses, its
 /// own remote directory, unseen by host 1 and the root namespace), a cut host cannot be
@@ -81,5 +85,391 @@ fn lab_hosts_are_separate_machines_reached_over_ssh() {
     assert_eq!(leftovers(&netns, &links), Vec::<String>::new());
     for pid in sshd {
         assert!(!common::alive(pid), "sshd {pid} outlived the lab");
+    }
+}
+
+/// The key management name of the lab's client key.
+const KEY: &str = "lab-ssh";
+
+/// A `[providers.lab]` table of `type = "ssh"` over every address of `lab`, with `extra` lines.
+fn provider_table(lab: &Lab, extra: &str) -> String {
+    let hosts: Vec<String> = lab.addresses().iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "\n[providers.lab]\ntype = \"ssh\"\nhosts = [{}]\nidentity-key = \"{KEY}\"\n\
+         known-hosts = \"{}\"\nremote-dir = \"{}\"\nconnect-timeout = 2\n{extra}",
+        hosts.join(", "),
+        lab.known_hosts().display(),
+        lab.remote_dir().display()
+    )
+}
+
+/// `text` (a deployment file) with every tier in `tiers` launched on `[providers.lab]`.
+fn on_lab(text: &str, tiers: &[&str], table: &str) -> String {
+    let mut out = text.to_string();
+    for t in tiers {
+        out.push_str(&format!("\n[tiers.{t}.launch]\nprovider = \"lab\"\n"));
+    }
+    out.push_str(table);
+    out
+}
+
+/// The lab's client key in `st`'s key management, as an operator stores it.
+fn store_key(st: &Stratus, lab: &Lab) {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let keys = st.dir().join("keys");
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&keys);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(keys.join(KEY))
+        .unwrap();
+    std::io::Write::write_all(&mut f, lab.client_key().as_bytes()).unwrap();
+}
+
+/// A control plane listening on the lab's bridge, where agents on the hosts dial it.
+fn serve_on(st: &Stratus, lab: &Lab) -> std::process::Child {
+    store_key(st, lab);
+    let listen = format!("{}:0", lab.control_address());
+    common::serve::serve(st, &["--listen", &listen])
+}
+
+/// The server directory on its host of `server` (status JSON) of deployment `dep`.
+fn server_dir(lab: &Lab, dep: &str, server: &Value) -> String {
+    format!(
+        "{}/servers/{dep}/{}",
+        lab.remote_dir().display(),
+        server["id"].as_str().unwrap()
+    )
+}
+
+/// Host `i`'s text of the file named `name` somewhere under `dir` there.
+fn file_on(lab: &Lab, i: usize, dir: &str, name: &str) -> String {
+    let out = lab.run(
+        i,
+        &[
+            "find", dir, "-name", name, "-type", "f", "-exec", "cat", "{}", "+",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits up to `limit` for every host to hold no process but its sshd (agents, services and
+/// ssh sessions all ended) and no entry under the remote directory; returns what is left.
+fn wait_hosts_clean(lab: &Lab, limit: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let mut left = Vec::new();
+        for i in 0..lab.hosts() {
+            for (pid, cmd) in lab.processes(i) {
+                left.push(format!("host {i}: process {pid} {cmd}"));
+            }
+            for e in lab.remote_entries(i) {
+                left.push(format!("host {i}: file {e}"));
+            }
+        }
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// No SSH private key outside key management: the provider's short-lived `ssh -i` files are
+/// gone (the control plane's own TLS key is PEM, not OpenSSH).
+fn assert_no_key_file_left(st: &Stratus) {
+    for f in common::every_file(st.dir()) {
+        if f.starts_with(st.dir().join("keys")) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+        assert!(
+            !text.contains("OPENSSH PRIVATE KEY"),
+            "a private key left in {}",
+            f.display()
+        );
+    }
+}
+
+/// Every process on every host whose command line holds `secret`.
+fn argv_holding(lab: &Lab, secret: &str) -> Vec<String> {
+    (0..lab.hosts())
+        .flat_map(|i| lab.processes(i))
+        .filter(|(_, c)| c.contains(secret))
+        .map(|(p, c)| format!("{p} {c}"))
+        .collect()
+}
+
+/// examples/hello with one app server, every tier on the lab's three hosts: RUNNING with each
+/// server on its own host at a lab address, the agents there under the remote directory with
+/// their bootstrap 0600 and no credential on a command line, the load balancer told the app
+/// server's lab address; terminate leaves no process and no file on any host, and no key
+/// file or secret on the control plane's side.
+#[test]
+fn hello_runs_across_three_hosts_and_terminate_leaves_nothing_on_them() {
+    let lab = Lab::new(3, 1);
+    let st = Stratus::new();
+    let _serve = serve_on(&st, &lab);
+    let text = on_lab(
+        &hello_deployment("trio", 1),
+        &["db", "app", "lb"],
+        &provider_table(&lab, ""),
+    );
+    let file = st.write_file("trio.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("trio");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+
+    let mut hosts_used = BTreeSet::new();
+    for tier in ["db", "app", "lb"] {
+        for s in servers(&d, tier) {
+            assert_eq!(s["provider"], "lab", "{s}");
+            let address = s["address"].as_str().unwrap();
+            let host = lab.host_of(address).unwrap_or_else(|| panic!("{s}"));
+            hosts_used.insert(host);
+            let dir = server_dir(&lab, "trio", &s);
+            let mode = lab.run(
+                host,
+                &["stat", "-c", "%a", &format!("{dir}/agent/bootstrap.json")],
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&mode.stdout).trim(),
+                "600",
+                "{mode:?}"
+            );
+            let agents: Vec<_> = lab
+                .processes(host)
+                .into_iter()
+                .filter(|(_, c)| c.contains(" agent ") && c.contains(&dir))
+                .collect();
+            assert_eq!(
+                agents.len(),
+                1,
+                "one agent of {dir}: {:?}",
+                lab.processes(host)
+            );
+            let bootstrap = file_on(&lab, host, &format!("{dir}/agent"), "bootstrap.json");
+            let v: Value = serde_json::from_str(&bootstrap).unwrap();
+            let credential = v["credential"].as_str().unwrap();
+            assert!(credential.len() >= 16, "{v}");
+            assert!(
+                argv_holding(&lab, credential).is_empty(),
+                "a credential on a command line"
+            );
+            assert_eq!(v["address"], address);
+        }
+    }
+    assert_eq!(hosts_used, BTreeSet::from([0, 1, 2]), "{d}");
+    let lb = &servers(&d, "lb")[0];
+    let app = &servers(&d, "app")[0];
+    let lb_host = lab.host_of(lb["address"].as_str().unwrap()).unwrap();
+    let nodes = file_on(&lab, lb_host, &server_dir(&lab, "trio", lb), "nodes.txt");
+    assert_eq!(
+        common::nodes_in(&nodes),
+        BTreeSet::from([app["address"].as_str().unwrap().to_string()]),
+        "{nodes}"
+    );
+    assert!(
+        lab.remote_dir().read_dir().unwrap().next().is_none(),
+        "the provider wrote into the control plane's own remote-dir"
+    );
+
+    st.ok(&["terminate", "trio"]);
+    assert_eq!(st.deployment("trio")["state"], "TERMINATED");
+    let left = wait_hosts_clean(&lab, Duration::from_secs(15));
+    assert!(
+        left.is_empty(),
+        "left on the hosts after terminate: {left:#?}"
+    );
+    assert_no_key_file_left(&st);
+    let key = lab.client_key();
+    let key_body = key.lines().nth(1).unwrap();
+    for f in common::every_file(st.dir()) {
+        if !f.starts_with(st.dir().join("keys")) {
+            let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+            assert!(
+                !text.contains(key_body),
+                "the SSH key leaked into {}",
+                f.display()
+            );
+        }
+    }
+    assert!(!st.ok(&["events"]).contains(key_body));
+    assert_no_secret_leaked(&st, |_| true);
+}
+
+/// The seed's deployment with real software over SSH: HAProxy on one host balances two
+/// greeters on others that read from MariaDB on another, and `GET /` from the control plane's
+/// namespace at the load balancer's lab address returns the database's rows through both app
+/// servers. Terminate leaves nothing on any host.
+#[test]
+fn the_three_tier_example_serves_http_across_hosts() {
+    let lab = Lab::new(3, 2);
+    let st = Stratus::new();
+    let _serve = serve_on(&st, &lab);
+    let repo = stratus_plugin_artifacts::repo_root();
+    let example = repo.join("examples/three-tier");
+    let text = common::read(&example.join("deployment.toml"))
+        .replace(
+            "\"../../plugins/",
+            &format!("\"{}/plugins/", repo.display()),
+        )
+        .replace(
+            "\"datasource.sql\"",
+            &format!("\"{}\"", example.join("datasource.sql").display()),
+        );
+    let text = on_lab(&text, &["db", "app", "lb"], &provider_table(&lab, ""));
+    let file = st.write_file("shop.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("shop");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let lb = &servers(&d, "lb")[0];
+    let lb_address = lb["address"].as_str().unwrap();
+    assert!(lab.host_of(lb_address).is_some(), "{lb}");
+    let endpoint = d["endpoints"][0].as_str().unwrap().to_string();
+    assert!(
+        endpoint.starts_with(&format!("{lb_address}:")),
+        "{endpoint}"
+    );
+    let mut seen = BTreeSet::new();
+    for _ in 0..6 {
+        let response = common::http::get_root(&endpoint);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.contains("Hello from the database tier"),
+            "{response}"
+        );
+        for s in servers(&d, "app") {
+            let name = s["name"].as_str().unwrap().to_string();
+            if response.contains(&name) {
+                seen.insert(name);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 2, "both app servers answer: {seen:?}");
+
+    st.ok(&["terminate", "shop"]);
+    let left = wait_hosts_clean(&lab, Duration::from_secs(20));
+    assert!(
+        left.is_empty(),
+        "left on the hosts after terminate: {left:#?}"
+    );
+}
+
+/// A host cut off the network: its servers turn LOST and are replaced on hosts still reachable
+/// (the cut host's free slot is skipped); once the host is back, terminate ends the lost
+/// server's agent there too and leaves nothing on any host.
+#[test]
+fn an_unreachable_host_is_replaced_elsewhere_and_cleaned_once_back() {
+    let lab = Lab::new(3, 2);
+    let st = Stratus::new();
+    let _serve = serve_on(&st, &lab);
+    let app_tier = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
+    let hello = hello_deployment("cut", 1);
+    assert!(hello.contains(app_tier), "{hello}");
+    let hello = hello.replace(app_tier, &format!("{app_tier}recovery-grace = \"2s\"\n"));
+    let text = on_lab(&hello, &["db", "app", "lb"], &provider_table(&lab, ""));
+    let file = st.write_file("cut.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("cut");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let old = servers(&d, "app")[0].clone();
+    let cut = lab.host_of(old["address"].as_str().unwrap()).unwrap();
+    let old_agents: Vec<u32> = lab
+        .processes(cut)
+        .into_iter()
+        .filter(|(_, c)| c.contains(" agent "))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!old_agents.is_empty());
+    let on_cut: BTreeSet<String> = ["db", "app", "lb"]
+        .iter()
+        .flat_map(|t| servers(&d, t))
+        .filter(|s| lab.host_of(s["address"].as_str().unwrap()) == Some(cut))
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+
+    lab.cut(cut);
+    let d = common::wait_for(&st, "cut", Duration::from_secs(120), |d| {
+        let all: Vec<Value> = ["db", "app", "lb"]
+            .iter()
+            .flat_map(|t| servers(d, t))
+            .collect();
+        d["state"] == "RUNNING"
+            && all
+                .iter()
+                .all(|s| lab.host_of(s["address"].as_str().unwrap()) != Some(cut))
+    });
+    let events = st.ok(&["events", "--deployment", "cut"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    for id in &on_cut {
+        assert!(events.contains(&format!("{id} lost at")), "{id}: {events}");
+    }
+    let app = &servers(&d, "app")[0];
+    assert_ne!(app["id"], old["id"]);
+    let lb = &servers(&d, "lb")[0];
+    let lb_host = lab.host_of(lb["address"].as_str().unwrap()).unwrap();
+    let nodes = file_on(&lab, lb_host, &server_dir(&lab, "cut", lb), "nodes.txt");
+    assert_eq!(
+        common::nodes_in(&nodes),
+        BTreeSet::from([app["address"].as_str().unwrap().to_string()]),
+        "{nodes}"
+    );
+
+    lab.restore(cut);
+    st.ok(&["terminate", "cut"]);
+    assert_eq!(st.deployment("cut")["state"], "TERMINATED");
+    let left = wait_hosts_clean(&lab, Duration::from_secs(30));
+    assert!(
+        left.is_empty(),
+        "left on the hosts after terminate (host {cut} was cut, agents {old_agents:?}): {left:#?}"
+    );
+}
+
+/// Settings the provider cannot trust are refused at launch with the provider and the setting
+/// named: a table without `known-hosts`, and a `known-hosts` file that does not exist.
+#[test]
+fn bad_ssh_settings_are_refused_naming_the_provider_and_setting() {
+    let lab = Lab::new(1, 1);
+    let st = Stratus::new();
+    let _serve = serve_on(&st, &lab);
+    let hello = hello_deployment("bad", 1);
+    let table = provider_table(&lab, "");
+    let known = format!("known-hosts = \"{}\"\n", lab.known_hosts().display());
+    assert!(table.contains(&known));
+    let missing_file = lab.dir().join("no_such_known_hosts");
+    let cases = [
+        (
+            "no-known",
+            table.replace(&known, ""),
+            "known-hosts".to_string(),
+        ),
+        (
+            "gone-known",
+            table.replace(
+                &known,
+                &format!("known-hosts = \"{}\"\n", missing_file.display()),
+            ),
+            missing_file.display().to_string(),
+        ),
+    ];
+    for (name, table, named) in cases {
+        let text = on_lab(
+            &hello.replace("name = \"bad\"", &format!("name = \"{name}\"")),
+            &["app"],
+            &table,
+        );
+        let file = st.write_file(&format!("{name}.toml"), &text);
+        let out = st.run(&["launch", file.to_str().unwrap()]);
+        let shown = common::cli::text(&out);
+        assert!(!out.status.success(), "{name}: {shown}");
+        assert!(
+            shown.contains(&named),
+            "{name}: the error names {named}: {shown}"
+        );
+        assert!(
+            shown.contains("`lab`"),
+            "{name}: the error names the provider: {shown}"
+        );
     }
 }
