@@ -10,6 +10,7 @@ mod common;
 mod agent_tls;
 mod app_haproxy_plugins;
 mod apply;
+mod attack_agent_port;
 mod attack_file_endpoint;
 mod autoscale;
 mod cloud_driver;

@@ -1,6 +1,7 @@
 //! The TLS handshake and first frame of every connection to the control port, which anyone
 //! who can reach the port (a plugin's program included) may open before proving who it is.
-//! Until then a peer gets little: one of [`MAX_PENDING`] places, [`HELLO_TIMEOUT`] for the TLS
+//! Until then a peer gets little: one of [`MAX_PENDING`] places (at most
+//! [`MAX_PENDING_PER_PEER`] for one peer), [`HELLO_TIMEOUT`] for the TLS
 //! handshake and its first frame together, a first frame of at most [`MAX_HELLO_BYTES`], and
 //! rejections are written as events at most once per [`REJECTION_EVENT_GAP`], with a fixed
 //! reason (never what the peer sent) and a count. Each connection runs as its own task, so a
@@ -8,6 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use stratus_cloud::peer_limit::PeerLimit;
 use stratus_engine::logs::{Component, Logs, Subject};
 use stratus_protocol::{Connection, FramingError, Hello};
 use tokio::net::TcpStream;
@@ -25,6 +27,10 @@ pub const MAX_HELLO_BYTES: usize = 64 * 1024;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections that may be waiting for their hello at once; one more is closed at once.
 pub const MAX_PENDING: usize = 256;
+/// Connections one peer (an IPv4 address, an IPv6 /64) may have waiting for their hello at
+/// once; one more is closed at once, so a stranger cannot take every place (connections from
+/// this machine itself are not counted: see `stratus_cloud::peer_limit`).
+pub const MAX_PENDING_PER_PEER: usize = 32;
 /// Least time between two rejection events.
 pub const REJECTION_EVENT_GAP: Duration = Duration::from_secs(10);
 
@@ -32,6 +38,8 @@ pub const REJECTION_EVENT_GAP: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     Busy,
+    /// One peer already has [`MAX_PENDING_PER_PEER`] connections waiting for their hello.
+    Crowding,
     /// Not TLS, or a peer that gave up the handshake (an agent pinning another certificate).
     Tls,
     TooLarge,
@@ -49,6 +57,7 @@ impl Rejection {
     pub fn reason(self) -> &'static str {
         match self {
             Rejection::Busy => "too many connections waiting to log in",
+            Rejection::Crowding => "too many connections from one peer waiting to log in",
             Rejection::Tls => {
                 "a failed TLS handshake (not TLS, or a peer pinning another certificate)"
             }
@@ -68,6 +77,7 @@ impl Rejection {
 #[derive(Clone)]
 pub struct Handshakes {
     pending: Arc<Semaphore>,
+    per_peer: PeerLimit,
     rejected: Arc<Mutex<Rejected>>,
 }
 
@@ -82,6 +92,7 @@ impl Default for Handshakes {
     fn default() -> Self {
         Handshakes {
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            per_peer: PeerLimit::new(MAX_PENDING_PER_PEER),
             rejected: Arc::default(),
         }
     }
@@ -97,6 +108,15 @@ impl Handshakes {
         tls: Option<&TlsAcceptor>,
         logs: &Logs,
     ) -> Option<(Connection<ServerStream>, Hello)> {
+        // Counted before a place is taken: a crowding peer takes none.
+        let admitted = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(peer), Ok(local)) => self.per_peer.admit(peer, local),
+            _ => None,
+        };
+        let Some(_ticket) = admitted else {
+            self.reject(Rejection::Crowding, logs);
+            return None;
+        };
         let Ok(_place) = self.pending.clone().try_acquire_owned() else {
             self.reject(Rejection::Busy, logs);
             return None;
