@@ -62,6 +62,72 @@ async fn still_open(held: &mut [tokio::net::TcpStream]) -> usize {
     open
 }
 
+/// CPU time (user + system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = read(std::path::Path::new(&format!("/proc/{pid}/stat")));
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // Fields 14 and 15 of stat(5), counted from the state (field 3) here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Sets the soft limit on open files of process `pid` (hard limit unchanged).
+fn soft_nofile(pid: u32, soft: u64) {
+    let hard = read(std::path::Path::new(&format!("/proc/{pid}/limits")))
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .unwrap();
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A control plane out of descriptors (a systemd service's soft limit is 1,024; a large
+/// fleet's connections exceed it) used to retry `accept` at once, forever, spinning a core
+/// while the backlog held a connection. Now it waits a little between attempts.
+#[test]
+fn a_control_plane_out_of_descriptors_does_not_spin() {
+    let st = Stratus::new();
+    let file = st.write_file("fds.toml", &hello_deployment("fds", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let pid = st.control_pid().unwrap();
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limits = read(std::path::Path::new(&format!("/proc/{pid}/limits")));
+    let soft_before: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
+        .unwrap();
+    soft_nofile(pid, open_now + 16);
+    let addr = control_addr(&st);
+    // Silent peers from this machine (not capped per peer): they fill the descriptors left,
+    // and the rest wait in the backlog.
+    let held: Vec<_> = (0..64)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    drop(held);
+    soft_nofile(pid, soft_before);
+    // 100 ticks a second: a spinning loop uses ~200 in 2 s.
+    assert!(
+        used < 60,
+        "the control plane used {used} ticks of CPU in 2 s"
+    );
+    terminate(&st, "fds");
+}
+
 /// `MAX_PENDING` (256) silent connections used to take every place of the control port, each
 /// for its 5 s hello limit: every other peer was closed at once, so reconnecting agents turned
 /// LOST (and were replaced) and the operator's own CLI could not log in, for as long as the

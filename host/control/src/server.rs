@@ -312,8 +312,14 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let control = control.clone();
         async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors, accept fails at once while the backlog holds a peer:
+                    // retried without a pause, it would spin a core.
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let control = control.clone();
                 tokio::spawn(async move { control.connection(stream).await });
