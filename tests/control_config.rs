@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use base64::Engine as _;
 use common::moto::free_port;
 use common::serve::{control_info, files_url, serve, serve_refused, stop};
 use common::{Stratus, assert_no_secret_leaked, hello_deployment, read, server_root, servers};
@@ -142,4 +143,77 @@ fn bad_configuration_files_and_a_taken_port_are_refused_naming_them() {
         "{err}"
     );
     assert!(control_info(st.dir()).is_none());
+}
+
+#[test]
+fn an_advertised_host_name_is_in_the_generated_certificate_and_plaintext_refuses_it() {
+    let st = Stratus::new();
+    let name = "control.stratus.test";
+    let advertise = format!("{name}:7400");
+    let err = serve_refused(&st, &["--agent-plaintext", "--advertise", &advertise]);
+    assert!(
+        err.contains(&format!(
+            "plaintext on {advertise}, which is not a loopback"
+        )),
+        "{err}"
+    );
+    let err = serve_refused(&st, &["--advertise", "control_stratus:7400"]);
+    assert!(
+        err.contains("`control_stratus:7400` is not a host:port"),
+        "{err}"
+    );
+
+    let serving = serve(&st, &["--advertise", &advertise]);
+    let pem = read(&st.dir().join("tls/control.crt"));
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .unwrap();
+    assert!(
+        der.windows(name.len()).any(|w| w == name.as_bytes()),
+        "the certificate does not name {name}"
+    );
+    stop(&st, serving);
+}
+
+/// An archive uploaded over the HTTP API is checked for paths outside it as launch reads it:
+/// naming a provider of the configuration (which a plain parse does not know) must not let
+/// absolute paths through.
+#[test]
+fn an_upload_naming_a_configured_provider_is_still_confined_to_its_archive() {
+    let st = Stratus::new();
+    let config = st.write_file("control.toml", "[providers.near]\ntype = \"local\"\n");
+    let serving = serve(&st, &["--config", config.to_str().unwrap()]);
+    let info: serde_json::Value =
+        serde_json::from_str(&read(&st.dir().join("control.json"))).unwrap();
+    let http = info["http"].as_str().unwrap().to_string();
+    let token = read(&st.dir().join("keys/operator-token"));
+    // hello_deployment names its packages and data source by absolute paths.
+    let text = hello_on("escape", "near", "");
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "deployment.toml", text.as_bytes())
+        .unwrap();
+    let body = tar.into_inner().unwrap().finish().unwrap();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("http://{http}/v1/deployments"))
+        .bearer_auth(token.trim())
+        .header("content-type", "application/gzip")
+        .body(body)
+        .send()
+        .unwrap();
+    let status = r.status();
+    let problem = r.text().unwrap();
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{problem}");
+    assert!(problem.contains("outside the archive"), "{problem}");
+    let deployments = st.status()["deployments"].clone();
+    assert!(
+        deployments.as_array().is_none_or(|d| d.is_empty()),
+        "{deployments}"
+    );
+    stop(&st, serving);
 }
