@@ -46,7 +46,8 @@ const SPEC: &[u8] = b"[deployment]\nname = \"up\"\n";
 
 fn unpack_in(bytes: &[u8]) -> (tempfile::TempDir, Result<PathBuf, UploadError>) {
     let dir = tempfile::tempdir().unwrap();
-    let result = unpack(bytes, &dir.path().join("uploads"));
+    let providers = ControlProviders::default();
+    let result = unpack(bytes, &dir.path().join("uploads"), &providers);
     (dir, result)
 }
 
