@@ -20,6 +20,7 @@ mod cm_launch;
 mod compile_once;
 mod console;
 mod control_config;
+mod ec2_end_to_end;
 mod health;
 mod hostile_files;
 mod hostile_limits;

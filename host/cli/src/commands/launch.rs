@@ -248,6 +248,12 @@ pub fn follow(
                 eprintln!("see `stratus events --deployment {name}` and `stratus logs`");
                 return Ok(ExitCode::FAILURE);
             }
+            // Terminated from elsewhere while in progress: nothing will make it done.
+            "TERMINATED" => {
+                bar.finish_and_clear();
+                eprintln!("deployment {name} was terminated while in progress");
+                return Ok(ExitCode::FAILURE);
+            }
             _ => {}
         }
         if started.elapsed() > limit {
