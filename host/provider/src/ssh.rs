@@ -34,6 +34,8 @@ const KILL_LIMIT: Duration = Duration::from_secs(15);
 const UNRECORDED_GRACE: Duration = Duration::from_secs(2);
 /// Hex digits of the binary's sha256 in its name on a host.
 const BINARY_HASH_CHARS: usize = 16;
+/// Where, under the state directory, the private key's short-lived files for `ssh -i` go.
+const KEY_DIR: &str = "ssh/keys";
 /// Agent options that name files on the control plane's machine, which a host does not have.
 const LOCAL_ONLY_AGENT_OPTIONS: [&str; 2] = ["--cache-dir", "--cache-key-file"];
 
@@ -54,6 +56,12 @@ impl SshFactory {
         keys: KeyReader,
     ) -> Result<SshFactory, ProviderError> {
         let slots = Slots::open(state_dir.join("ssh/slots.json"))?;
+        // Key files a control plane that stopped mid-call left (one control plane per state
+        // directory: none is in use now).
+        let key_dir = state_dir.join(KEY_DIR);
+        for entry in std::fs::read_dir(&key_dir).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
         Ok(SshFactory {
             state_dir: state_dir.to_path_buf(),
             binary: Arc::new(AgentBinary::new(agent_program)),
@@ -79,7 +87,7 @@ impl ProviderFactory for SshFactory {
             ssh: Ssh {
                 settings,
                 keys: self.keys.clone(),
-                key_dir: self.state_dir.join("ssh/keys"),
+                key_dir: self.state_dir.join(KEY_DIR),
             },
             slots: self.slots.clone(),
             binary: self.binary.clone(),
@@ -517,7 +525,7 @@ impl SshProvider {
         if crate::local::check_name("deployment", dep).is_err() {
             return Vec::new();
         }
-        let mut ended = Vec::new();
+        let (mut ended, mut answered, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for host in self.settings().hosts.clone() {
             let script = crate::ssh_scripts::list();
             let listed = self
@@ -532,6 +540,7 @@ impl SshProvider {
                 )
                 .await;
             let Ok(listed) = listed else { continue };
+            answered.push(host);
             for id in listed.stdout.lines() {
                 if known.iter().any(|k| k == id)
                     || crate::local::check_name("server id", id).is_err()
@@ -542,12 +551,18 @@ impl SshProvider {
                     "ending a server its launch never recorded");
                 match self.end_on_host(host, dep, id).await {
                     Ok(()) => ended.push(id.to_string()),
-                    Err(e) => tracing::warn!(error = %e, "cannot end an unrecorded server"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot end an unrecorded server");
+                        failed.push((host, id.to_string()));
+                    }
                 }
             }
         }
+        // A slot is freed only where its host answered and nothing of the server is left
+        // running: a twin of a lingering agent would share its address.
         for (host, id) in self.slots.of_deployment(dep) {
-            if self.settings().hosts.contains(&host) && !known.contains(&id) {
+            let done = answered.contains(&host) && !failed.contains(&(host, id.clone()));
+            if done && !known.contains(&id) {
                 let holder = Holder {
                     deployment: dep.to_string(),
                     server_id: id.clone(),
@@ -730,6 +745,17 @@ mod tests {
         assert!(e.contains("identity-key") && e.contains("lab-ssh"), "{e}");
         assert!(!e.contains("sekrit"), "{e}");
         assert_eq!(p.capacity().unwrap().used, 0);
+    }
+
+    /// A key file a control plane killed mid-call left does not outlive the next start.
+    #[test]
+    fn key_files_left_by_a_stopped_control_plane_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let left = dir.path().join(KEY_DIR).join("id-4242-0");
+        std::fs::create_dir_all(left.parent().unwrap()).unwrap();
+        std::fs::write(&left, "-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+        let _factory = factory(dir.path());
+        assert!(!left.exists());
     }
 
     #[test]
