@@ -200,10 +200,55 @@ fn argv_holding(lab: &Lab, secret: &str) -> Vec<String> {
         .collect()
 }
 
+/// What on host `i` under the remote directory others than root could change (a program of
+/// any server there runs as another user, and could otherwise swap the agent binary or a
+/// bootstrap): entries writable by group or others, or not owned by root.
+fn writable_by_others(lab: &Lab, i: usize) -> Vec<String> {
+    let remote = lab.remote_dir().display().to_string();
+    let out = lab.run(
+        i,
+        &[
+            "find", &remote, "-not", "-type", "l", "(", "-perm", "/022", "-o", "-not", "-user",
+            "root", ")",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// The sha256 of every agent binary under `<remote-dir>/bin` on host `i`.
+fn binaries_on(lab: &Lab, i: usize) -> Vec<String> {
+    let bin = format!("{}/bin", lab.remote_dir().display());
+    let out = lab.run(
+        i,
+        &["find", &bin, "-type", "f", "-exec", "sha256sum", "{}", "+"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+/// The sha256 of the `stratus` binary the tests run.
+fn our_binary() -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(env!("CARGO_BIN_EXE_stratus"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// examples/hello with one app server, every tier on the lab's three hosts: RUNNING with each
 /// server on its own host at a lab address, the agents there under the remote directory with
-/// their bootstrap 0600 and no credential on a command line, the load balancer told the app
-/// server's lab address; terminate leaves no process and no file on any host, and no key
+/// their bootstrap 0600 and no credential on a command line, one copy of the control plane's
+/// binary per host and nothing there others than root could change, the load balancer told the
+/// app server's lab address; terminate leaves no process and no file on any host, and no key
 /// file or secret on the control plane's side.
 #[test]
 fn hello_runs_across_three_hosts_and_terminate_leaves_nothing_on_them() {
@@ -260,6 +305,16 @@ fn hello_runs_across_three_hosts_and_terminate_leaves_nothing_on_them() {
         }
     }
     assert_eq!(hosts_used, BTreeSet::from([0, 1, 2]), "{d}");
+    let ours = our_binary();
+    for i in 0..lab.hosts() {
+        assert_eq!(
+            binaries_on(&lab, i),
+            [ours.clone()],
+            "host {i}: one binary, ours"
+        );
+        let open = writable_by_others(&lab, i);
+        assert!(open.is_empty(), "host {i}: others may change {open:#?}");
+    }
     let lb = &servers(&d, "lb")[0];
     let app = &servers(&d, "app")[0];
     let lb_host = lab.host_of(lb["address"].as_str().unwrap()).unwrap();
@@ -472,4 +527,114 @@ fn bad_ssh_settings_are_refused_naming_the_provider_and_setting() {
             "{name}: the error names the provider: {shown}"
         );
     }
+}
+
+/// A host whose key is not the one `known-hosts` pins (an impostor, or a stale file) gets
+/// nothing: ssh refuses it before logging in, and the launch fails saying the host key did not
+/// match and naming the host, which an operator cannot tell from a host that is down otherwise.
+#[test]
+fn a_host_whose_key_is_not_the_pinned_one_is_refused_naming_it() {
+    let lab = Lab::new(1, 1);
+    let st = Stratus::new();
+    let _serve = serve_on(&st, &lab);
+    let hello = hello_deployment("impostor", 1);
+    let table = provider_table(&lab, "");
+    let known = format!("known-hosts = \"{}\"\n", lab.known_hosts().display());
+    let impostor = lab.dir().join("impostor");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&impostor)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let public = common::read(&impostor.with_extension("pub"));
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    let wrong = lab.dir().join("wrong_known_hosts");
+    std::fs::write(
+        &wrong,
+        format!("{} {}\n", lab.host_addresses(0)[0], public.join(" ")),
+    )
+    .unwrap();
+    let table = table.replace(&known, &format!("known-hosts = \"{}\"\n", wrong.display()));
+    let text = on_lab(&hello, &["app"], &table);
+    let file = st.write_file("impostor.toml", &text);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    let shown = format!("{}{}", common::cli::text(&out), st.ok(&["events"]));
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.to_lowercase().contains("host key"),
+        "the error says the host key did not match: {shown}"
+    );
+    assert!(
+        shown.contains(&lab.host_addresses(0)[0].to_string()),
+        "{shown}"
+    );
+    let left = wait_hosts_clean(&lab, Duration::from_secs(5));
+    assert!(left.is_empty(), "an impostor host got something: {left:#?}");
+    let _ = st.run(&["terminate", "impostor"]);
+}
+
+/// A slot holds one server whatever deployment asks: with the lab's only slot taken by one
+/// deployment, another deployment's own table listing the same host is refused naming the
+/// provider's room, starts nothing there and leaves the first running; once the first is terminated, the
+/// second launches on that slot.
+#[test]
+fn a_slot_holds_one_server_across_deployments() {
+    let lab = Lab::new(1, 1);
+    let st = Stratus::new();
+    let _serve = serve_on(&st, &lab);
+    let hello = stratus_plugin_artifacts::package_dir("hello");
+    let table = provider_table(&lab, "");
+    let mut files = Vec::new();
+    for name in ["first", "second"] {
+        let file = common::one_service(&st, name, &hello, "greeting = \"hi\"", "");
+        let text = on_lab(&common::read(&file), &["h"], &table);
+        files.push(st.write_file(&format!("{name}.toml"), &text));
+    }
+    st.ok(&["launch", files[0].to_str().unwrap()]);
+    assert_eq!(st.deployment("first")["state"], "RUNNING");
+    let agents_before = lab.processes(0);
+    let slot = lab.host_addresses(0)[0].to_string();
+
+    let out = st.run(&["launch", files[1].to_str().unwrap()]);
+    let shown = common::cli::text(&out);
+    assert!(!out.status.success(), "two servers on one slot: {shown}");
+    assert!(
+        shown.contains("`lab`") && (shown.contains("room for 0") || shown.contains("slot")),
+        "the refusal names the provider and its full slots: {shown}"
+    );
+    let first = st.deployment("first");
+    assert_eq!(first["state"], "RUNNING", "{first}");
+    assert_eq!(servers(&first, "h")[0]["address"], slot.as_str());
+    let dirs = lab.run(
+        0,
+        &["ls", &format!("{}/servers", lab.remote_dir().display())],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&dirs.stdout).trim(),
+        "first",
+        "{dirs:?}"
+    );
+    let agents: Vec<u32> = lab
+        .processes(0)
+        .iter()
+        .filter(|(_, c)| c.contains(" agent "))
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(
+        agents.len(),
+        1,
+        "{:?} (before: {agents_before:?})",
+        lab.processes(0)
+    );
+
+    st.ok(&["terminate", "first"]);
+    let _ = st.run(&["terminate", "second"]);
+    st.ok(&["launch", files[1].to_str().unwrap()]);
+    let second = st.deployment("second");
+    assert_eq!(second["state"], "RUNNING", "{second}");
+    assert_eq!(servers(&second, "h")[0]["address"], slot.as_str());
+    st.ok(&["terminate", "second"]);
+    let left = wait_hosts_clean(&lab, Duration::from_secs(15));
+    assert!(left.is_empty(), "{left:#?}");
 }

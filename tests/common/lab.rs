@@ -24,6 +24,10 @@ const CLAIMS_DIR: &str = "/run/stratus-lab";
 /// At most this many addresses fit a /24 beside the bridge's `.1` (and `.255`).
 const MAX_ADDRESSES: usize = 250;
 
+/// The size limit of each host's tmpfs remote directory: a debug `stratus` binary is 250 MB,
+/// and servers launched on one host at once may each copy it before one has finished.
+const REMOTE_TMPFS_SIZE: &str = "2g";
+
 /// How long an sshd may take to listen.
 const SSHD_START_LIMIT: Duration = Duration::from_secs(10);
 
@@ -322,13 +326,21 @@ impl Lab {
     fn start_sshd(&mut self, i: usize) {
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
         let remote = self.remote_dir().display().to_string();
-        let script = "mount -t tmpfs -o mode=0755,size=512m stratus-lab \"$1\" && hostname \"$2\" \
-                      && shift 2 && exec \"$@\"";
+        let script = "mount -t tmpfs -o mode=0755,size=\"$3\" stratus-lab \"$1\" && hostname \"$2\" \
+                      && shift 3 && exec \"$@\"";
         let log = File::create(self.dir.path().join(format!("sshd{i}.log"))).expect("sshd log");
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.hosts[i].netns])
             .args(["unshare", "-m", "-u", "--propagation", "private"])
-            .args(["sh", "-c", script, "sh", &remote, &format!("lab-host-{i}")])
+            .args([
+                "sh",
+                "-c",
+                script,
+                "sh",
+                &remote,
+                &format!("lab-host-{i}"),
+                REMOTE_TMPFS_SIZE,
+            ])
             .arg("/usr/sbin/sshd")
             .args(["-D", "-e", "-f", "/dev/null"]);
         let options = [
