@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use stratus_model::spec::{DeploymentSpec, ProviderSpec};
 use stratus_model::{Name, SpecError, SpecErrors};
@@ -20,6 +21,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Where a started control plane publishes the providers of its configuration, for the CLI's
 /// early checks of a deployment file (`<state>/control-providers.json`).
 const PUBLISHED: &str = "control-providers.json";
+/// Mode of the published providers file.
+const PUBLISHED_MODE: u32 = 0o600;
 
 /// The configuration file as written.
 #[derive(Deserialize)]
@@ -63,6 +66,8 @@ pub enum ConfigError {
     },
     #[error("configuration file {}: larger than {MAX_CONFIG_BYTES} bytes", file.display())]
     TooLarge { file: PathBuf },
+    #[error("configuration file {}: not a regular file", file.display())]
+    NotAFile { file: PathBuf },
     /// Every problem, one per line, each at `file:line:column`.
     #[error("{0}")]
     Invalid(SpecErrors),
@@ -75,7 +80,14 @@ impl ControlConfig {
             file: file.to_path_buf(),
             error,
         };
-        if std::fs::metadata(file).map_err(read)?.len() > MAX_CONFIG_BYTES {
+        let meta = std::fs::metadata(file).map_err(read)?;
+        // A FIFO or a device would hold the start in a read that never ends.
+        if !meta.is_file() {
+            return Err(ConfigError::NotAFile {
+                file: file.to_path_buf(),
+            });
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge {
                 file: file.to_path_buf(),
             });
@@ -237,7 +249,17 @@ impl ControlProviders {
         }
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        // Operator's settings (host names, endpoints): for the control plane's user only.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PUBLISHED_MODE)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
         std::fs::rename(&tmp, &path)
     }
 
@@ -338,6 +360,15 @@ mod tests {
             ControlConfig::from_str("[providers.lab]\ntype = \"local\"\n", Path::new("c")).unwrap();
         c.providers.publish(&paths).unwrap();
         assert_eq!(ControlProviders::published(dir.path()), c.providers);
+        let meta = std::fs::metadata(dir.path().join(PUBLISHED)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            PUBLISHED_MODE
+        );
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = ControlConfig::read(&fifo).unwrap_err().to_string();
+        assert!(err.ends_with("fifo.toml: not a regular file"), "{err}");
         ControlProviders::default().publish(&paths).unwrap();
         assert_eq!(
             ControlProviders::published(dir.path()),
