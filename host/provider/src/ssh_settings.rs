@@ -200,18 +200,51 @@ fn known_hosts(settings: &ProviderSettings) -> Result<PathBuf, String> {
             path.display()
         ));
     }
-    // A file with a comma or space in its name would split ssh's `-o` option value.
-    if path.to_str().is_some_and(|p| p.contains([',', ' ', '"'])) {
+    // A file with a comma, space or tab in its name would split ssh's `-o` option value.
+    if path
+        .to_str()
+        .is_some_and(|p| p.contains([',', '"']) || p.contains(char::is_whitespace))
+    {
         return Err(format!(
-            "`known-hosts` ({}) must not contain a comma, space or quote",
+            "`known-hosts` ({}) must not contain a comma, space, tab or quote",
             path.display()
         ));
     }
     match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => Ok(path),
+        Ok(m) if m.is_file() => pinned_by_us(&path).map(|()| path),
         Ok(_) => Err(format!("`known-hosts` ({}) is not a file", path.display())),
         Err(e) => Err(format!("`known-hosts` ({}): {e}", path.display())),
     }
+}
+
+/// Refuses a known_hosts file that someone else could change, through the file or any
+/// directory above it (a sticky directory such as /tmp excepted): whoever can add a line to
+/// it chooses which machine gets the servers' bootstraps and credentials.
+fn pinned_by_us(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    // The directories that matter are those of the file a link leads to.
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("`known-hosts` ({}): {e}", path.display()))?;
+    let mut at = Some(real.as_path());
+    while let Some(p) = at {
+        let m = std::fs::metadata(p)
+            .map_err(|e| format!("`known-hosts` ({}): {}: {e}", path.display(), p.display()))?;
+        let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+        let others_write = m.mode() & 0o022 != 0 && !sticky_dir;
+        if (m.uid() != 0 && m.uid() != me) || others_write {
+            return Err(format!(
+                "`known-hosts` ({}): {} may be changed by another user than this one (owner \
+                 uid {}, mode {:o}); the file pinning the hosts' keys must be ours alone",
+                path.display(),
+                p.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+        at = p.parent().filter(|d| !d.as_os_str().is_empty());
+    }
+    Ok(())
 }
 
 fn remote_dir(settings: &ProviderSettings) -> Result<String, String> {
@@ -441,5 +474,33 @@ mod tests {
             assert!(e.starts_with("provider `lab`: "), "{setting}: {e}");
             assert!(e.contains(want), "{setting}: {e} (wanted {want})");
         }
+    }
+
+    /// Whoever can add a line to the known_hosts file picks the machine that gets the
+    /// bootstraps: a file or directory others may write is refused, naming it; a sticky
+    /// directory (/tmp) above a private one is fine.
+    #[test]
+    fn a_known_hosts_file_others_can_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        std::fs::write(&kh, "").unwrap();
+        mode(&kh, 0o644);
+        SshSettings::parse("lab", &table(&kh)).unwrap();
+        mode(&kh, 0o666);
+        let e = error(&table(&kh));
+        assert!(e.contains("`known-hosts`") && e.contains("mode 666"), "{e}");
+        mode(&kh, 0o644);
+        mode(dir.path(), 0o777);
+        let e = error(&table(&kh));
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        mode(dir.path(), 0o1777);
+        SshSettings::parse("lab", &table(&kh)).unwrap();
+        let tab = dir.path().join("a\tb");
+        std::fs::write(&tab, "").unwrap();
+        assert!(error(&table(&tab)).contains("tab"));
     }
 }
