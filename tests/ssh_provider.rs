@@ -7,7 +7,7 @@ use crate::common;
 use common::lab::{Lab, leftovers};
 use common::{Stratus, assert_no_secret_leaked, hello_deployment, servers};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// The lab itself: ssh with its key reaches host 2 in host 2's namespace (its addresses, its
@@ -637,4 +637,103 @@ fn a_slot_holds_one_server_across_deployments() {
     st.ok(&["terminate", "second"]);
     let left = wait_hosts_clean(&lab, Duration::from_secs(15));
     assert!(left.is_empty(), "{left:#?}");
+}
+
+/// The agent of the server at `dir` on host `i`, by its command line.
+fn agent_of(lab: &Lab, i: usize, dir: &str) -> Option<u32> {
+    lab.processes(i)
+        .into_iter()
+        .find(|(_, c)| c.contains(" agent ") && c.contains(dir))
+        .map(|(p, _)| p)
+}
+
+/// Where each server of `d` is: id -> (host, agent pid there).
+fn placement(lab: &Lab, dep: &str, d: &Value) -> BTreeMap<String, (usize, Option<u32>)> {
+    ["db", "app", "lb"]
+        .iter()
+        .flat_map(|t| servers(d, t))
+        .map(|s| {
+            let host = lab.host_of(s["address"].as_str().unwrap()).unwrap();
+            let pid = agent_of(lab, host, &server_dir(lab, dep, &s));
+            (s["id"].as_str().unwrap().to_string(), (host, pid))
+        })
+        .collect()
+}
+
+/// A server whose agent and everything it started are killed on its host (a crash) is found
+/// gone through the provider and replaced, and its directory there removed; a control plane
+/// restarted on the same state directory finds every server where it was, the same agents
+/// reconnected (none launched again), and terminate still leaves nothing on any host.
+#[test]
+fn a_crashed_server_is_replaced_and_a_restarted_control_plane_finds_the_rest() {
+    let lab = Lab::new(2, 2);
+    let st = Stratus::new();
+    let serving = serve_on(&st, &lab);
+    let text = on_lab(
+        &hello_deployment("crash", 1),
+        &["db", "app", "lb"],
+        &provider_table(&lab, ""),
+    );
+    let file = st.write_file("crash.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("crash");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let old = servers(&d, "app")[0].clone();
+    let old_dir = server_dir(&lab, "crash", &old);
+    let host = lab.host_of(old["address"].as_str().unwrap()).unwrap();
+    let agent = agent_of(&lab, host, &old_dir).expect("the app server's agent");
+    let killed = lab.run(host, &["kill", "-KILL", "--", &format!("-{agent}")]);
+    assert!(killed.status.success(), "{killed:?}");
+
+    let d = common::wait_for(&st, "crash", Duration::from_secs(90), |d| {
+        d["state"] == "RUNNING" && servers(d, "app")[0]["id"] != old["id"]
+    });
+    let events = st.ok(&["events", "--deployment", "crash"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    let old_id = old["id"].as_str().unwrap();
+    assert!(events.contains(&format!("{old_id} lost at")), "{events}");
+    let start = Instant::now();
+    while lab
+        .remote_entries(host)
+        .iter()
+        .any(|e| e.starts_with(&old_dir))
+        && start.elapsed() < Duration::from_secs(15)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stale: Vec<String> = lab
+        .remote_entries(host)
+        .into_iter()
+        .filter(|e| e.starts_with(&old_dir))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "the crashed server's directory stays: {stale:?}"
+    );
+
+    let before = placement(&lab, "crash", &d);
+    assert!(before.values().all(|(_, pid)| pid.is_some()), "{before:?}");
+    common::serve::stop(&st, serving);
+    let _serving =
+        common::serve::serve(&st, &["--listen", &format!("{}:0", lab.control_address())]);
+    let d = common::wait_for(&st, "crash", Duration::from_secs(60), |d| {
+        d["state"] == "RUNNING"
+            && ["db", "app", "lb"]
+                .iter()
+                .flat_map(|t| servers(d, t))
+                .all(|s| s["agent"] != "LOST")
+    });
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    assert_eq!(
+        placement(&lab, "crash", &d),
+        before,
+        "servers moved or were relaunched"
+    );
+
+    st.ok(&["terminate", "crash"]);
+    let left = wait_hosts_clean(&lab, Duration::from_secs(15));
+    assert!(
+        left.is_empty(),
+        "left on the hosts after terminate: {left:#?}"
+    );
 }
