@@ -11,6 +11,7 @@ use common::moto::free_port;
 use common::serve::{control_info, files_url, serve, serve_refused, stop};
 use common::{Stratus, assert_no_secret_leaked, hello_deployment, read, server_root, servers};
 use std::net::TcpListener;
+use std::time::Duration;
 
 /// The hello example with its app tier on provider `provider`.
 fn hello_on(name: &str, provider: &str, extra: &str) -> String {
@@ -52,8 +53,7 @@ fn a_tier_runs_on_a_provider_declared_only_in_the_control_planes_configuration()
     .unwrap();
     assert_eq!(boot["control"], format!("localhost:{control}"), "{boot}");
 
-    // The deployment keeps the table it was launched with: a file declaring its own `near`
-    // is refused, naming the configuration file.
+    // A file declaring its own `near` is refused, naming the configuration file.
     let other = st.write_file(
         "mine.toml",
         &hello_on("mine", "near", "[providers.near]\ntype = \"local\"\n"),
@@ -68,7 +68,18 @@ fn a_tier_runs_on_a_provider_declared_only_in_the_control_planes_configuration()
         )),
         "{err}"
     );
-    common::terminate(&st, "near");
+
+    // Started again without the file, the control plane still knows `near` from the
+    // deployment's recorded text: the agents come back, and terminate ends them through it.
+    stop(&st, serving);
+    let serving = serve(&st, &["--listen", &format!("127.0.0.1:{control}")]);
+    let back = common::wait_for(&st, "near", Duration::from_secs(90), |d| {
+        servers(d, "app")[0]["agent"] == "RUNNING"
+    });
+    assert_eq!(servers(&back, "app")[0]["agent"], "RUNNING", "{back}");
+    let pids = common::terminate(&st, "near");
+    let app_pid = app[0]["pid"].as_u64().unwrap() as u32;
+    assert!(pids.contains(&app_pid), "{pids:?}");
     stop(&st, serving);
     assert_no_secret_leaked(&st, |_| true);
 }
