@@ -457,12 +457,15 @@ impl CloudDriver {
         }
         let address = match h.address {
             None => None,
-            Some(text) => Some(text.parse().map_err(|_| {
-                bad(format!(
-                    "its address `{}` is not an IP address",
-                    clean(redactor, text)
-                ))
-            })?),
+            Some(text) => {
+                let ip: std::net::IpAddr = text.parse().map_err(|_| {
+                    bad(format!(
+                        "its address `{}` is not an IP address",
+                        clean(redactor, text)
+                    ))
+                })?;
+                Some(server_address(ip).map_err(bad)?)
+            }
         };
         Ok(ServerHandle { id, address })
     }
@@ -572,6 +575,25 @@ fn clean(redactor: &Redactor, text: String) -> String {
     format!("{}…(cut, {original} bytes)", &cleaned[..end])
 }
 
+/// A driver's address for a server, unless it is one no server can have: other tiers are
+/// told it (a load balancer's nodes, a database's grants), so loopback would point them at
+/// their own machine and link-local at its cloud's metadata service (its credentials).
+pub fn server_address(ip: std::net::IpAddr) -> Result<std::net::IpAddr, String> {
+    let ip = ip.to_canonical();
+    let why = match ip {
+        _ if ip.is_loopback() => "loopback",
+        _ if ip.is_unspecified() => "unspecified",
+        _ if ip.is_multicast() => "multicast",
+        std::net::IpAddr::V4(v4) if v4.is_link_local() => "link-local (a metadata service)",
+        std::net::IpAddr::V4(v4) if v4.is_broadcast() => "broadcast",
+        std::net::IpAddr::V6(v6) if v6.is_unicast_link_local() => "link-local",
+        _ => return Ok(ip),
+    };
+    Err(format!(
+        "its address {ip} is {why}, which no server can have"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +623,25 @@ mod tests {
             "key s3cr3t-value cred cred-0123456789\nnext\u{1b}[2J".into(),
         );
         assert_eq!(out, "key **** cred **** next");
+    }
+
+    #[test]
+    fn no_server_is_at_loopback_link_local_or_nowhere() {
+        for bad in [
+            "127.0.0.9",
+            "::1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "fe80::1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::ffff:127.0.0.1",
+        ] {
+            let err = server_address(bad.parse().unwrap()).unwrap_err();
+            assert!(err.contains("no server can have"), "{bad}: {err}");
+        }
+        for good in ["10.0.3.7", "172.31.0.5", "203.0.113.9", "2001:db8::7"] {
+            assert!(server_address(good.parse().unwrap()).is_ok(), "{good}");
+        }
     }
 }
