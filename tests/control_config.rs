@@ -1,13 +1,15 @@
 //! The control plane's configuration file (`stratus serve --config FILE`) through the real
 //! binary: a tier names a provider declared only there, agents dial an advertised host name
 //! (`localhost`) and fetch from a file endpoint on a fixed port; a deployment may not declare
-//! a table under a configured provider's name; flags win over the file; bad files and a port
-//! in use are refused naming what is wrong and where.
+//! a table under a configured provider's name; a restarted control plane without the file
+//! still knows the provider; a configured cloud-driver provider launches on moto with its
+//! secret by key reference; flags win over the file; bad files and a port in use are refused
+//! naming what is wrong and where; an upload naming a configured provider stays confined.
 
 use crate::common;
 
 use base64::Engine as _;
-use common::moto::free_port;
+use common::moto::{Moto, free_port, provider_table, tag};
 use common::serve::{control_info, files_url, serve, serve_refused, stop};
 use common::{Stratus, assert_no_secret_leaked, hello_deployment, read, server_root, servers};
 use std::net::TcpListener;
@@ -227,4 +229,50 @@ fn an_upload_naming_a_configured_provider_is_still_confined_to_its_archive() {
         "{deployments}"
     );
     stop(&st, serving);
+}
+
+/// A cloud-driver provider declared in the configuration, its secret a key reference: a tier
+/// naming it gets an instance from moto (the driver read the key, the table came from the
+/// file), and terminate ends the instance through the recorded table. No secret leaks.
+#[test]
+fn a_cloud_driver_provider_of_the_configuration_launches_on_moto() {
+    let st = Stratus::new();
+    let moto = Moto::start();
+    let keys = st.dir().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("aws-secret"), "stratus-config-secret-0123456789").unwrap();
+    let driver = stratus_plugin_artifacts::package_dir("ec2-driver");
+    let table = provider_table(
+        "cloud",
+        "cloud-driver",
+        &moto.ec2_provider(&driver, "aws-secret"),
+    );
+    let config = st.write_file("control.toml", &table);
+    let serving = serve(&st, &["--config", config.to_str().unwrap()]);
+    // Moto boots nothing: the launch fails for want of an agent, soon.
+    let text = hello_on("sky", "cloud", "").replace(
+        "provider = \"cloud\"\n",
+        "provider = \"cloud\"\nboot-timeout = \"2s\"\n",
+    );
+    let file = st.write_file("sky.toml", &text);
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert!(!out.status.success(), "no agent ever dialled");
+    let described = moto.ec2("Action=DescribeInstances");
+    let id = tag(&described, "instanceId")
+        .unwrap_or_else(|| panic!("no instance on moto: {described}"))
+        .to_owned();
+    assert!(
+        described.contains("<value>sky-app-1</value>"),
+        "{described}"
+    );
+    assert_eq!(
+        servers(&st.deployment("sky"), "app")[0]["provider"],
+        "cloud"
+    );
+
+    common::terminate(&st, "sky");
+    let after = moto.ec2(&format!("Action=DescribeInstances&InstanceId.1={id}"));
+    assert!(after.contains("<name>terminated</name>"), "{after}");
+    stop(&st, serving);
+    assert_no_secret_leaked(&st, |_| true);
 }
