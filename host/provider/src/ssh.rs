@@ -88,6 +88,7 @@ impl ProviderFactory for SshFactory {
                 settings,
                 keys: self.keys.clone(),
                 key_dir: self.state_dir.join(KEY_DIR),
+                control_dir: crate::ssh_command::control_dir(&self.state_dir.join("ssh/cm")),
             },
             slots: self.slots.clone(),
             binary: self.binary.clone(),
@@ -437,7 +438,8 @@ impl SshProvider {
                 &script,
                 &args,
                 Input::Nothing,
-                QUICK_LIMIT,
+                // Recovery asks every server: a host that does not answer at once is unknown.
+                self.settings().connect_timeout,
             )
             .await
         {

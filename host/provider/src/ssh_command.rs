@@ -70,6 +70,9 @@ pub(crate) struct Ssh {
     pub keys: KeyReader,
     /// Where the private key's short-lived files go (mode 0700).
     pub key_dir: PathBuf,
+    /// Where the multiplexing masters' sockets go (mode 0700); `None`: every call makes its
+    /// own connection.
+    pub control_dir: Option<PathBuf>,
 }
 
 impl Ssh {
@@ -85,6 +88,10 @@ impl Ssh {
         limit: Duration,
     ) -> Result<Output, SshError> {
         let key = KeyFile::write(&self.key_dir, &self.read_key()?)?;
+        if let Some(dir) = &self.control_dir {
+            private_dir(dir)
+                .map_err(|e| SshError::Local(format!("making {}: {e}", dir.display())))?;
+        }
         let mut cmd = self.command(host, key.path(), &remote_command(script, args));
         let limit = limit + self.settings.connect_timeout;
         let unreachable = |reason: String| SshError::Unreachable { host, reason };
@@ -144,9 +151,9 @@ impl Ssh {
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
             )
             .args(["-F", "/dev/null", "-T", "-a", "-x"])
-            .args(ssh_options(s))
+            .args(ssh_options(s, self.control_dir.as_deref()))
             .arg("-i")
-            .arg(key)
+            .arg(escaped(&key.to_string_lossy()))
             .args(["-p", s.port.to_string().as_str(), "-l", s.user.as_str()])
             .args(["--", host.to_string().as_str(), remote])
             .stdin(Stdio::piped())
@@ -160,12 +167,48 @@ impl Ssh {
     }
 }
 
-/// The `-o` options of every call: keys pinned, no prompts, nothing forwarded or updated.
-fn ssh_options(s: &SshSettings) -> Vec<String> {
-    let options = [
+/// How long a multiplexing master outlives its last call: the calls of one launch and the
+/// presence checks of a recovery pass share a connection, and a host is left with no session
+/// of Stratus's soon after its last call.
+pub const MUX_PERSIST: Duration = Duration::from_secs(5);
+/// Longest path of a master's socket (`sun_path` holds 108 bytes; ssh appends a suffix to
+/// a temporary name while it binds).
+const MAX_CONTROL_PATH: usize = 80;
+
+/// Where a provider's multiplexing sockets go under `base`, if the path fits a socket and
+/// needs no quoting in an `-o` option (`%C` adds 40 hex digits).
+pub(crate) fn control_dir(base: &Path) -> Option<PathBuf> {
+    let text = base.to_str()?;
+    let plain = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'));
+    (plain && text.len() + 1 + 40 <= MAX_CONTROL_PATH).then(|| base.to_path_buf())
+}
+
+/// A path as ssh reads it where it expands `%` tokens.
+fn escaped(path: &str) -> String {
+    path.replace('%', "%%")
+}
+
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The `-o` options of every call: keys pinned, no prompts, nothing forwarded or updated; the
+/// connection shared through a master in `control_dir`. A dead master (a host cut off) is
+/// noticed within twice the connect timeout.
+fn ssh_options(s: &SshSettings, control_dir: Option<&Path>) -> Vec<String> {
+    let alive = s.connect_timeout.as_secs().max(1);
+    let mut options = vec![
         "BatchMode=yes".to_string(),
         "StrictHostKeyChecking=yes".into(),
-        format!("UserKnownHostsFile={}", s.known_hosts.display()),
+        format!(
+            "UserKnownHostsFile={}",
+            escaped(&s.known_hosts.to_string_lossy())
+        ),
         "GlobalKnownHostsFile=/dev/null".into(),
         "UpdateHostKeys=no".into(),
         "CheckHostIP=no".into(),
@@ -176,10 +219,18 @@ fn ssh_options(s: &SshSettings) -> Vec<String> {
         "ClearAllForwardings=yes".into(),
         "PermitLocalCommand=no".into(),
         format!("ConnectTimeout={}", s.connect_timeout.as_secs()),
-        "ServerAliveInterval=5".into(),
-        "ServerAliveCountMax=3".into(),
+        format!("ServerAliveInterval={alive}"),
+        "ServerAliveCountMax=1".into(),
         "LogLevel=ERROR".into(),
     ];
+    match control_dir {
+        Some(dir) => options.extend([
+            "ControlMaster=auto".to_string(),
+            format!("ControlPath={}/%C", dir.display()),
+            format!("ControlPersist={}", MUX_PERSIST.as_secs()),
+        ]),
+        None => options.push("ControlMaster=no".into()),
+    }
     options
         .into_iter()
         .flat_map(|o| ["-o".to_string(), o])
@@ -255,11 +306,7 @@ impl KeyFile {
                 dir.display()
             ))
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(local)?;
+        private_dir(dir).map_err(local)?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("id-{}-{n}", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
@@ -341,6 +388,15 @@ mod tests {
             String::from_utf8(out.stdout).unwrap(),
             "[a b][it's][$(x)][]"
         );
+    }
+
+    #[test]
+    fn multiplexing_only_where_the_socket_path_fits_and_needs_no_quoting() {
+        assert!(control_dir(Path::new("/var/lib/stratus/ssh/cm")).is_some());
+        assert!(control_dir(Path::new("/tmp/a b/ssh/cm")).is_none());
+        assert!(control_dir(Path::new("/tmp/100%/ssh/cm")).is_none());
+        assert!(control_dir(&Path::new("/").join("x".repeat(60))).is_none());
+        assert_eq!(escaped("/s/100%/k"), "/s/100%%/k");
     }
 
     #[test]
