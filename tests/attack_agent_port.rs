@@ -164,3 +164,28 @@ fn a_stranger_cannot_take_every_place_of_the_control_port() {
         "{log}"
     );
 }
+
+/// A refused hello used to say whether the deployment and server exist ("an agent with a
+/// wrong credential") or not ("an agent of an unknown server"): anyone who completes TLS could
+/// list a control plane's deployments and servers. Now both read alike.
+#[test]
+fn a_refusal_does_not_tell_which_servers_exist() {
+    let st = Stratus::new();
+    let file = st.write_file("names.toml", &hello_deployment("names", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let addr = control_addr(&st);
+    let hello = |dep: &str, server: &str| {
+        let line = format!(
+            r#"{{"role":"agent","deployment":"{dep}","server_id":"{server}","credential":"{}","pid":1}}"#,
+            "0".repeat(64)
+        );
+        answer_to(&st, addr, &line).unwrap()
+    };
+    let real = hello("names", "app-1");
+    let made_up_server = hello("names", "app-9");
+    let made_up_deployment = hello("payroll", "db-1");
+    assert!(real.contains("refused"), "{real}");
+    assert_eq!(real, made_up_server);
+    assert_eq!(real, made_up_deployment);
+    terminate(&st, "names");
+}

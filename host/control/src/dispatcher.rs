@@ -327,7 +327,7 @@ impl Dispatcher {
             } else {
                 self.handshakes.reject(why, &self.logs);
             }
-            let reason = why.reason().to_string();
+            let reason = why.told().to_string();
             let _ = conn.send(&Welcome::Refused { reason }).await;
             return;
         }

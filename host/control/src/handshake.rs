@@ -54,6 +54,17 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// What the peer is told: an unknown server and a wrong credential read alike, so that a
+    /// stranger cannot learn which deployments and servers exist (the log tells them apart).
+    pub fn told(self) -> &'static str {
+        match self {
+            Rejection::UnknownServer | Rejection::WrongCredential => {
+                "unknown server or wrong credential"
+            }
+            other => other.reason(),
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Rejection::Busy => "too many connections waiting to log in",
