@@ -4,8 +4,8 @@
 //! refusal, with no request ever reaching that origin and no secret in the output or logs.
 //! A tier on the EC2 driver gets an instance from moto's EC2 mock (a stand-in for the cloud
 //! API, started by the test on a loopback port) whose user-data is the server's bootstrap,
-//! and terminate ends it through the handle the journal kept. (Moto boots nothing: an agent
-//! starting from the user-data comes with the end-to-end test that plays the hypervisor.)
+//! and terminate ends it through the handle the journal kept. (Moto boots nothing: the launch
+//! fails at the tier's short boot timeout; tests/ec2_end_to_end.rs plays the hypervisor.)
 
 use crate::common;
 
@@ -76,8 +76,13 @@ fn a_tier_on_the_ec2_driver_gets_an_instance_booting_its_bootstrap() {
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("aws-secret"), "stratus-test-secret-0123456789").unwrap();
     let origin = moto.origin();
-    let file = st.write_file("ec2.toml", &hello_on_ec2("ec2", &origin, "aws-secret"));
-    // Moto boots nothing, so the launch waits for an agent that never dials; it runs aside.
+    // Moto boots nothing (tests/ec2_end_to_end.rs plays the hypervisor), so no agent ever
+    // dials: the tier's boot timeout ends the launch in seconds, not the default minute.
+    let text = hello_on_ec2("ec2", &origin, "aws-secret").replace(
+        "provider = \"ec2\"\n",
+        "provider = \"ec2\"\nboot-timeout = \"3s\"\n",
+    );
+    let file = st.write_file("ec2.toml", &text);
     let mut launch = st
         .cmd()
         .args(["launch", file.to_str().unwrap()])
@@ -112,6 +117,8 @@ fn a_tier_on_the_ec2_driver_gets_an_instance_booting_its_bootstrap() {
     let bootstrap: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
     assert_eq!(bootstrap["deployment"], "ec2", "{bootstrap}");
     assert_eq!(bootstrap["server_id"], "app-1", "{bootstrap}");
+    // The cloud gives the address at boot: the agent learns it from its connection.
+    assert_eq!(bootstrap["address"], "", "{bootstrap}");
     assert!(
         bootstrap["fingerprint"]
             .as_str()
@@ -128,6 +135,13 @@ fn a_tier_on_the_ec2_driver_gets_an_instance_booting_its_bootstrap() {
     let app = common::servers(&st.deployment("ec2"), "app");
     assert_eq!(app[0]["provider"], "ec2", "{}", app[0]);
     assert!(!launch.wait().unwrap().success(), "no agent ever dialled");
+    let failed = st.deployment("ec2");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("did not connect within 3 s")),
+        "{failed}"
+    );
     terminate(&st, "ec2");
     let after = moto.ec2(&format!("Action=DescribeInstances&InstanceId.1={id}"));
     assert!(after.contains("<name>terminated</name>"), "{after}");

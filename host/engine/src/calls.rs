@@ -350,7 +350,8 @@ impl Engine {
     }
 
     /// How long a call waits for `server`'s agent to (re)connect: briefly once the monitor
-    /// saw it go or its process is gone (it cannot come back), else long enough for a restart.
+    /// saw it go, its process is gone (it cannot come back) or it never handshook, else long
+    /// enough for a restart.
     async fn reconnect_limit(&self, dep: &str, server: &Server) -> Result<Duration, EngineError> {
         let row = self
             .parts
@@ -358,6 +359,9 @@ impl Engine {
             .server::<AgentState>(dep, &server.id.to_string())?;
         let gone = match row {
             Some(row) if row.agent_state == AgentState::Lost => true,
+            // Its agent never completed a handshake (a cloud instance that never booted), so no
+            // hook ever ran on it: a stop has nothing to wait for.
+            Some(row) if row.agent_state == AgentState::Starting => true,
             // Only a server with a handle can be told gone; one without is still launching.
             Some(row) if row.handle.is_some() => self.presence(&row).await.is_gone(),
             _ => false,
