@@ -127,11 +127,42 @@ fn store_key(st: &Stratus, lab: &Lab) {
     std::io::Write::write_all(&mut f, lab.client_key().as_bytes()).unwrap();
 }
 
-/// A control plane listening on the lab's bridge, where agents on the hosts dial it.
-fn serve_on(st: &Stratus, lab: &Lab) -> std::process::Child {
+/// A control plane listening on the lab's bridge, where agents on the hosts dial it, with the
+/// lab's client key in its key management.
+fn serve_on(st: &Stratus, lab: &Lab) -> Served {
     store_key(st, lab);
+    listen_on(st, lab)
+}
+
+/// `stratus serve --listen <bridge address>:0` on `st`'s state directory.
+fn listen_on(st: &Stratus, lab: &Lab) -> Served {
     let listen = format!("{}:0", lab.control_address());
-    common::serve::serve(st, &["--listen", &listen])
+    Served {
+        child: Some(common::serve::serve(st, &["--listen", &listen])),
+        state: st.dir().to_path_buf(),
+    }
+}
+
+/// A control plane the test started; shut down and waited for when dropped.
+struct Served {
+    child: Option<std::process::Child>,
+    state: std::path::PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .env("STRATUS_STATE_DIR", &self.state)
+            .arg("shutdown")
+            .output();
+        if !common::wait_gone(child.id(), Duration::from_secs(10)) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
 }
 
 /// The server directory on its host of `server` (status JSON) of deployment `dep`.
@@ -309,7 +340,7 @@ fn hello_runs_across_three_hosts_and_terminate_leaves_nothing_on_them() {
     for i in 0..lab.hosts() {
         assert_eq!(
             binaries_on(&lab, i),
-            [ours.clone()],
+            std::slice::from_ref(&ours),
             "host {i}: one binary, ours"
         );
         let open = writable_by_others(&lab, i);
@@ -713,9 +744,8 @@ fn a_crashed_server_is_replaced_and_a_restarted_control_plane_finds_the_rest() {
 
     let before = placement(&lab, "crash", &d);
     assert!(before.values().all(|(_, pid)| pid.is_some()), "{before:?}");
-    common::serve::stop(&st, serving);
-    let _serving =
-        common::serve::serve(&st, &["--listen", &format!("{}:0", lab.control_address())]);
+    drop(serving);
+    let _serving = listen_on(&st, &lab);
     let d = common::wait_for(&st, "crash", Duration::from_secs(60), |d| {
         d["state"] == "RUNNING"
             && ["db", "app", "lb"]
