@@ -71,14 +71,30 @@ fn a_tier_runs_on_a_provider_declared_only_in_the_control_planes_configuration()
         "{err}"
     );
 
-    // Started again without the file, the control plane still knows `near` from the
-    // deployment's recorded text: the agents come back, and terminate ends them through it.
+    // Started again with `near` changed in the file, the control plane still knows the
+    // `near` the deployment was launched with, from its recorded text: the agents come back,
+    // `apply` of the same file refuses the changed table, and terminate ends them through it.
     stop(&st, serving);
-    let serving = serve(&st, &["--listen", &format!("127.0.0.1:{control}")]);
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{control}\"\n[providers.near]\ntype = \"cloud-driver\"\n\
+             driver = \"/nowhere\"\n"
+        ),
+    )
+    .unwrap();
+    let serving = serve(&st, &["--config", config.to_str().unwrap()]);
     let back = common::wait_for(&st, "near", Duration::from_secs(90), |d| {
         servers(d, "app")[0]["agent"] == "RUNNING"
     });
     assert_eq!(servers(&back, "app")[0]["agent"], "RUNNING", "{back}");
+    let out = st.run(&["apply", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("provider near changed: its servers were launched with the old settings"),
+        "{err}"
+    );
     let pids = common::terminate(&st, "near");
     let app_pid = app[0]["pid"].as_u64().unwrap() as u32;
     assert!(pids.contains(&app_pid), "{pids:?}");
