@@ -14,6 +14,7 @@ use crate::{
     BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, Presence, ProviderError,
     ProviderFactory, ProviderHandle, ProviderSettings,
 };
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ const QUICK_LIMIT: Duration = Duration::from_secs(30);
 const KILL_LIMIT: Duration = Duration::from_secs(15);
 /// How long a server its launch never recorded gets to stop politely.
 const UNRECORDED_GRACE: Duration = Duration::from_secs(2);
+/// Hosts asked at once which machine they are.
+const SURVEY_CONCURRENCY: usize = 32;
 /// Hex digits of the binary's sha256 in its name on a host.
 const BINARY_HASH_CHARS: usize = 16;
 /// Where, under the state directory, the private key's short-lived files for `ssh -i` go.
@@ -92,6 +95,7 @@ impl ProviderFactory for SshFactory {
             },
             slots: self.slots.clone(),
             binary: self.binary.clone(),
+            machines: Default::default(),
         }))
     }
 }
@@ -154,6 +158,8 @@ pub struct SshProvider {
     ssh: Ssh,
     slots: Arc<Slots>,
     binary: Arc<AgentBinary>,
+    /// Which machine each slot is on, surveyed at the first launch (see [`Slots::candidates`]).
+    machines: tokio::sync::OnceCell<HashMap<Ipv4Addr, String>>,
 }
 
 /// Why one slot did not take the server: the next may (unreachable), or none will.
@@ -213,7 +219,11 @@ impl SshProvider {
             server_id: req.server_id.clone(),
         };
         let mut unreachable = Vec::new();
-        for host in self.slots.candidates(&self.settings().hosts, &holder) {
+        let machines = self.machines().await;
+        for host in self
+            .slots
+            .candidates(&self.settings().hosts, &holder, machines)
+        {
             self.check_control(host, req)?;
             if !self.slots.take(host, &holder)? {
                 continue;
@@ -246,6 +256,36 @@ impl SshProvider {
                 }
             ),
         })
+    }
+
+    /// Which machine each slot is on (those that answered), asked once, of all at once.
+    async fn machines(&self) -> &HashMap<Ipv4Addr, String> {
+        self.machines
+            .get_or_init(|| async {
+                let gate = Arc::new(tokio::sync::Semaphore::new(SURVEY_CONCURRENCY));
+                let mut asked = tokio::task::JoinSet::new();
+                for host in self.settings().hosts.clone() {
+                    let (ssh, gate) = (self.ssh.clone(), gate.clone());
+                    let (dir, limit) =
+                        (self.remote_dir().to_string(), ssh.settings.connect_timeout);
+                    asked.spawn(async move {
+                        let _slot = gate.acquire_owned().await;
+                        let script = crate::ssh_scripts::survey();
+                        let what = "identifying the machine";
+                        let args = [dir.as_str()];
+                        let out = ssh.run(host, what, &script, &args, Input::Nothing, limit);
+                        (host, out.await.ok().map(|o| o.stdout.trim().to_string()))
+                    });
+                }
+                let mut machines = HashMap::new();
+                while let Some(Ok((host, id))) = asked.join_next().await {
+                    if let Some(id) = id.filter(|id| !id.is_empty()) {
+                        machines.insert(host, id);
+                    }
+                }
+                machines
+            })
+            .await
     }
 
     /// Brings the server up on `host`: its directory, the binary, the bootstrap, the agent.

@@ -117,6 +117,16 @@ const TERMINATE: &str = r#"
 end_agent "$1" "$2" "$4"
 "#;
 
+/// `SURVEY REMOTE-DIR`: which machine this is, as `BOOT-ID MACHINE-ID DEVICE`, the device
+/// being that of the remote directory (or its nearest existing parent): two addresses of one
+/// machine answer the same, and so do no two machines (not even containers sharing a kernel,
+/// whose remote directories are different mounts).
+const SURVEY: &str = r#"
+d=$1
+while [ ! -e "$d" ] && [ -n "$d" ]; do d=${d%/*}; done
+echo "$(boot_id) $(cat /etc/machine-id 2>/dev/null) $(stat -c %d "${d:-/}" 2>/dev/null)"
+"#;
+
 /// `LIST REMOTE-DIR DEPLOYMENT`: the server directories of the deployment on this host.
 const LIST: &str = r#"
 cd "$1/servers/$2" 2>/dev/null || exit 0
@@ -182,6 +192,9 @@ pub(crate) fn describe() -> String {
 pub(crate) fn terminate() -> String {
     with_funcs(TERMINATE)
 }
+pub(crate) fn survey() -> String {
+    with_funcs(SURVEY)
+}
 pub(crate) fn list() -> String {
     LIST.to_string()
 }
@@ -224,6 +237,7 @@ mod tests {
 
     fn every_script() -> Vec<String> {
         vec![
+            survey(),
             prepare(),
             copy(),
             start(),
@@ -248,6 +262,20 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+
+    /// One machine answers the same for any remote directory on one filesystem, even one not
+    /// made yet; a directory on another mount answers differently.
+    #[test]
+    fn survey_names_the_machine_by_boot_machine_and_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("not/made/yet");
+        let (status, here, err) = run(&survey(), &[absent.to_str().unwrap()], "");
+        assert_eq!(status, 0, "{err}");
+        assert_eq!(here.split_whitespace().count(), 3, "{here}");
+        assert_eq!(run(&survey(), &[dir.path().to_str().unwrap()], "").1, here);
+        let proc_fs = run(&survey(), &["/proc/self"], "").1;
+        assert_ne!(proc_fs, here, "/proc is another mount");
     }
 
     /// A process started here is `alive` by its start time, gone once it ends, and a pid with

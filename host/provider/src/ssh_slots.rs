@@ -5,7 +5,7 @@
 
 use crate::ProviderError;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -48,16 +48,39 @@ impl Slots {
     }
 
     /// The slots of `hosts` a launch of `holder` may try, in order: the one it already holds
-    /// (a launch retried after a restart), then the free ones.
-    pub fn candidates(&self, hosts: &[Ipv4Addr], holder: &Holder) -> Vec<Ipv4Addr> {
+    /// (a launch retried after a restart), then the free ones spread over machines
+    /// (`machine_of`: a slot's machine; a slot missing there is a machine of its own): first
+    /// the free slots of machines holding the fewest servers, a machine's second free slot
+    /// only after every other machine's first, and so on; in list order among equals.
+    pub fn candidates(
+        &self,
+        hosts: &[Ipv4Addr],
+        holder: &Holder,
+        machine_of: &HashMap<Ipv4Addr, String>,
+    ) -> Vec<Ipv4Addr> {
         let held = self.lock();
-        let mut out: Vec<Ipv4Addr> = hosts
+        let machine = |h: &Ipv4Addr| machine_of.get(h).cloned().unwrap_or_else(|| h.to_string());
+        let mut load: HashMap<String, usize> = HashMap::new();
+        for h in hosts.iter().filter(|h| held.contains_key(h)) {
+            *load.entry(machine(h)).or_default() += 1;
+        }
+        let mut free: Vec<(usize, usize, Ipv4Addr)> = Vec::new();
+        let mut rank: HashMap<String, usize> = HashMap::new();
+        for (i, h) in hosts.iter().enumerate() {
+            if held.contains_key(h) {
+                continue;
+            }
+            let m = machine(h);
+            let r = rank.entry(m.clone()).or_default();
+            free.push((load.get(&m).copied().unwrap_or(0) + *r, i, *h));
+            *r += 1;
+        }
+        free.sort_unstable();
+        let own = hosts
             .iter()
             .filter(|h| held.get(h) == Some(holder))
-            .copied()
-            .collect();
-        out.extend(hosts.iter().filter(|h| !held.contains_key(h)));
-        out
+            .copied();
+        own.chain(free.into_iter().map(|(_, _, h)| h)).collect()
     }
 
     /// Takes `host` for `holder` unless another server holds it.
@@ -125,6 +148,33 @@ mod tests {
         }
     }
 
+    /// Three machines with two addresses each: servers land one per machine before any
+    /// machine gets a second, the least loaded machine first.
+    #[test]
+    fn free_slots_spread_over_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = Slots::open(dir.path().join("slots.json")).unwrap();
+        let hosts: Vec<Ipv4Addr> = (2..8).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+        let machines: HashMap<Ipv4Addr, String> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, format!("m{}", i / 2)))
+            .collect();
+        let order = |who: &Holder| slots.candidates(&hosts, who, &machines);
+        let first = order(&holder("shop", "app-1"));
+        assert_eq!(first[..3], [hosts[0], hosts[2], hosts[4]]);
+        assert!(slots.take(hosts[0], &holder("shop", "app-1")).unwrap());
+        assert!(slots.take(hosts[4], &holder("shop", "db-1")).unwrap());
+        // Machine 1 holds nothing: its first slot comes first, then the others' second ones.
+        assert_eq!(
+            order(&holder("shop", "lb-1")),
+            [hosts[2], hosts[1], hosts[3], hosts[5]]
+        );
+        // Without a map every slot is its own machine: list order.
+        let plain = slots.candidates(&hosts, &holder("shop", "lb-1"), &HashMap::new());
+        assert_eq!(plain, [hosts[1], hosts[2], hosts[3], hosts[5]]);
+    }
+
     #[test]
     fn a_slot_holds_one_server_of_any_deployment_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -143,18 +193,18 @@ mod tests {
             !slots.take(hosts[0], &b).unwrap(),
             "another deployment's server"
         );
-        assert_eq!(slots.candidates(&hosts, &b), [hosts[1]]);
+        assert_eq!(slots.candidates(&hosts, &b, &HashMap::new()), [hosts[1]]);
         assert!(slots.take(hosts[1], &c).unwrap());
-        assert!(slots.candidates(&hosts, &b).is_empty());
+        assert!(slots.candidates(&hosts, &b, &HashMap::new()).is_empty());
         assert_eq!(slots.used(&hosts), 2);
         // A restarted control plane reads the same ledger; a retried launch finds its slot.
         let again = Slots::open(path.clone()).unwrap();
-        assert_eq!(again.candidates(&hosts, &a), [hosts[0]]);
+        assert_eq!(again.candidates(&hosts, &a, &HashMap::new()), [hosts[0]]);
         assert_eq!(again.of_deployment("shop").len(), 2);
         again.release(hosts[0], &b).unwrap();
         assert_eq!(again.used(&hosts), 2, "only its holder frees a slot");
         again.release(hosts[0], &a).unwrap();
-        assert_eq!(again.candidates(&hosts, &b), [hosts[0]]);
+        assert_eq!(again.candidates(&hosts, &b, &HashMap::new()), [hosts[0]]);
         std::fs::write(&path, "{ not json").unwrap();
         let e = Slots::open(path.clone()).err().unwrap().to_string();
         assert!(e.contains("slots.json"), "{e}");
