@@ -1,7 +1,7 @@
 //! EC2 end to end, through the real binary: moto's EC2 mock (a stand-in for the cloud API,
 //! on a loopback port) takes the EC2 driver's calls, and the test plays the hypervisor that
 //! moto is not. It watches DescribeInstances and boots every new instance the way a cloud image
-//! would: a network namespace on a bridge with an address of the hypervisor's network, a root
+//! would: a network namespace of the lab (tests/common/lab.rs, no sshd) with its address, a root
 //! filesystem of its own (a private mount namespace, chrooted), and at boot `stratus agent
 //! --bootstrap <user-data> --root /`. When moto says an instance is terminated, the hypervisor
 //! powers it off. The driver knows none of this.
@@ -15,6 +15,7 @@
 use crate::common;
 
 use base64::Engine as _;
+use common::lab::Lab;
 use common::moto::{Moto, ec2_provider, provider_table, tag};
 use common::serve::{serve, stop};
 use common::{Stratus, assert_no_secret_leaked, hello_deployment, read, servers, wait_gone};
@@ -22,7 +23,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,106 +32,6 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(200);
 /// How long an agent may take to stop once its instance is terminated.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
-
-static NETWORKS: AtomicU32 = AtomicU32::new(0);
-
-/// Runs a command (`ip`, mostly), panicking with its stderr when it fails.
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The test's own network: a bridge in the root namespace holding the control plane's
-/// address `<prefix>.1/24`, and the instances' namespaces on veth pairs to it. Removed with
-/// everything on it when dropped.
-struct Network {
-    /// Unique to this test (pid and a counter), in every name the test makes.
-    tag: String,
-    bridge: String,
-    /// `10.233.<k>`: the /24 of this network.
-    prefix: String,
-}
-
-impl Network {
-    fn new() -> Network {
-        let n = NETWORKS.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let tag = format!("{}{n}", pid % 100_000);
-        let used = String::from_utf8(
-            Command::new("ip")
-                .args(["-4", "-o", "addr"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let k = (0..200)
-            .map(|i| 20 + (pid + n * 37 + i) % 200)
-            .find(|k| !used.contains(&format!("10.233.{k}.")))
-            .expect("a free 10.233.x.0/24");
-        let net = Network {
-            bridge: format!("e2b{tag}"),
-            prefix: format!("10.233.{k}"),
-            tag,
-        };
-        run("ip", &["link", "add", &net.bridge, "type", "bridge"]);
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", net.gateway()),
-                "dev",
-                &net.bridge,
-            ],
-        );
-        run("ip", &["link", "set", &net.bridge, "up"]);
-        net
-    }
-
-    /// The control plane's address on the bridge.
-    fn gateway(&self) -> String {
-        format!("{}.1", self.prefix)
-    }
-
-    /// A namespace `e2-<tag>-<i>` whose `lo` is up and whose veth to the bridge has `address`.
-    fn plug(&self, i: usize, address: &str) -> String {
-        let ns = format!("e2-{}-{i}", self.tag);
-        let (host, guest) = (
-            format!("e2h{}x{i}", self.tag),
-            format!("e2g{}x{i}", self.tag),
-        );
-        run("ip", &["netns", "add", &ns]);
-        run(
-            "ip",
-            &["link", "add", &host, "type", "veth", "peer", "name", &guest],
-        );
-        run("ip", &["link", "set", &guest, "netns", &ns]);
-        run("ip", &["link", "set", &host, "master", &self.bridge, "up"]);
-        let cidr = format!("{address}/24");
-        run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", &guest]);
-        run("ip", &["-n", &ns, "link", "set", &guest, "up"]);
-        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Removes namespace `ns` (its veth pair goes with it).
-    fn unplug(ns: &str) {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-    }
-}
 
 /// What an instance's boot does, as `sh -c` inside its network namespace and a private mount
 /// namespace: give it a root of its own (the host's `/usr` and `/etc` read through, its own
@@ -151,7 +52,6 @@ exec chroot "$R" /opt/stratus agent --bootstrap /var/lib/cloud/user-data.json --
 /// One instance the hypervisor booted.
 struct Instance {
     address: String,
-    netns: String,
     root: PathBuf,
     agent: Child,
     /// Powered off (moto said terminated).
@@ -174,14 +74,15 @@ struct Hypervisor {
 }
 
 impl Hypervisor {
-    fn start(moto_port: u16, net: Arc<Network>, dir: PathBuf) -> Hypervisor {
+    /// Boots the `n`th instance on the lab's host `n` (its namespace and first address).
+    fn start(moto_port: u16, lab: Arc<Lab>, dir: PathBuf) -> Hypervisor {
         let booted = Arc::new(Mutex::new(Booted::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (b, s) = (booted.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let moto = Ec2 { port: moto_port };
             while !s.load(Ordering::Relaxed) {
-                if let Err(e) = pass(&moto, &net, &dir, &b) {
+                if let Err(e) = pass(&moto, &lab, &dir, &b) {
                     b.lock().unwrap().errors.push(e);
                 }
                 std::thread::sleep(POLL);
@@ -226,8 +127,7 @@ impl Drop for Hypervisor {
     }
 }
 
-/// Ends an instance's agent (SIGTERM, then after the grace SIGKILL; only this pid) and
-/// removes its namespace.
+/// Ends an instance's agent (SIGTERM, then after the grace SIGKILL; only this pid).
 fn power_off(i: &mut Instance) {
     if !i.off {
         let pid = i.agent.id() as i32;
@@ -239,7 +139,6 @@ fn power_off(i: &mut Instance) {
             let _ = i.agent.kill();
         }
         let _ = i.agent.wait();
-        Network::unplug(&i.netns);
         i.off = true;
     }
 }
@@ -296,15 +195,17 @@ fn instance_ids(moto: &Ec2) -> Result<Vec<String>, String> {
 
 /// One round of the hypervisor: boots new pending/running instances, powers off terminated
 /// ones.
-fn pass(moto: &Ec2, net: &Network, dir: &Path, booted: &Mutex<Booted>) -> Result<(), String> {
+fn pass(moto: &Ec2, lab: &Lab, dir: &Path, booted: &Mutex<Booted>) -> Result<(), String> {
     for id in instance_ids(moto)? {
         let known = booted.lock().unwrap().instances.contains_key(&id);
         let (state, _) = describe(moto, &id)?;
         match state.as_str() {
             "pending" | "running" if !known => {
                 let n = booted.lock().unwrap().instances.len();
-                let address = format!("{}.{}", net.prefix, 10 + n);
-                let instance = boot(moto, net, dir, &id, n, &address)?;
+                if n >= lab.hosts() {
+                    return Err(format!("no machine left for {id}"));
+                }
+                let instance = boot(moto, lab, dir, &id, n)?;
                 booted.lock().unwrap().instances.insert(id, instance);
             }
             "shutting-down" | "terminated" | "stopping" | "stopped" if known => {
@@ -319,15 +220,8 @@ fn pass(moto: &Ec2, net: &Network, dir: &Path, booted: &Mutex<Booted>) -> Result
     Ok(())
 }
 
-/// Boots instance `id` (the `n`th) at `address`: its user-data becomes the agent's bootstrap.
-fn boot(
-    moto: &Ec2,
-    net: &Network,
-    dir: &Path,
-    id: &str,
-    n: usize,
-    address: &str,
-) -> Result<Instance, String> {
+/// Boots instance `id` on the lab's host `n`: its user-data becomes the agent's bootstrap.
+fn boot(moto: &Ec2, lab: &Lab, dir: &Path, id: &str, n: usize) -> Result<Instance, String> {
     let answer = moto.call(&format!(
         "Action=DescribeInstanceAttribute&InstanceId={id}&Attribute=userData"
     ))?;
@@ -345,18 +239,10 @@ fn boot(
         .open(root.join("var/lib/cloud/user-data.json"))
         .map_err(|e| e.to_string())?;
     std::io::Write::write_all(&mut file, &user_data).map_err(|e| e.to_string())?;
-    let netns = net.plug(n, address);
     let console = std::fs::File::create(home.join("console.log")).map_err(|e| e.to_string())?;
     let agent = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns,
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-        ])
+        .args(["netns", "exec", lab.netns(n)])
+        .args(["unshare", "-m", "--propagation", "private"])
         .args(["sh", "-c", BOOT, "boot"])
         .arg(&root)
         .arg(env!("CARGO_BIN_EXE_stratus"))
@@ -368,8 +254,7 @@ fn boot(
         .spawn()
         .map_err(|e| e.to_string())?;
     Ok(Instance {
-        address: address.to_owned(),
-        netns,
+        address: lab.host_addresses(n)[0].to_string(),
         root,
         agent,
         off: false,
@@ -401,13 +286,13 @@ fn hello_on_ec2(name: &str, moto: &Moto, app_min: u32) -> String {
 fn hello_on_ec2_instances_booted_from_user_data_reaches_running_at_learned_addresses() {
     let st = Stratus::new();
     let moto = Moto::start();
-    let net = Arc::new(Network::new());
+    let lab = Arc::new(Lab::namespaces(2, 1));
     let keys = st.dir().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("aws-secret"), "stratus-test-secret-0123456789").unwrap();
-    let control = serve(&st, &["--listen", &format!("{}:0", net.gateway())]);
+    let control = serve(&st, &["--listen", &format!("{}:0", lab.control_address())]);
     let machines = tempfile::tempdir().unwrap();
-    let hv = Hypervisor::start(moto.port, net.clone(), machines.path().to_path_buf());
+    let hv = Hypervisor::start(moto.port, lab.clone(), machines.path().to_path_buf());
 
     let file = st.write_file("e2e.toml", &hello_on_ec2("e2e", &moto, 2));
     st.ok(&["launch", file.to_str().unwrap()]);
@@ -428,7 +313,7 @@ fn hello_on_ec2_instances_booted_from_user_data_reaches_running_at_learned_addre
             .iter()
             .find(|(_, (a, ..))| *a == address)
             .unwrap_or_else(|| panic!("{address} is no booted instance's: {booted:?}"));
-        assert!(address.starts_with(&format!("{}.", net.prefix)), "{s}");
+        assert!(lab.host_of(&address).is_some(), "{s}");
         // Not the address moto made up, which the driver reported at launch.
         let (_, made_up) = describe(&Ec2 { port: moto.port }, id).unwrap();
         assert!(made_up.is_some_and(|m| m != address), "{id}");
@@ -524,11 +409,11 @@ fn hostile_agent(
 fn an_instances_agent_cannot_claim_another_servers_address() {
     let st = Stratus::new();
     let moto = Moto::start();
-    let net = Network::new();
+    let lab = Lab::namespaces(1, 1);
     let keys = st.dir().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("aws-secret"), "stratus-test-secret-0123456789").unwrap();
-    let control = serve(&st, &["--listen", &format!("{}:0", net.gateway())]);
+    let control = serve(&st, &["--listen", &format!("{}:0", lab.control_address())]);
     let file = st.write_file("claim.toml", &hello_on_ec2("claim", &moto, 1));
     // No hypervisor: the test answers for the instance itself, as a hostile image would.
     let mut launch = st
@@ -580,7 +465,7 @@ fn an_instances_agent_cannot_claim_another_servers_address() {
     let refused = format!(
         "its agent reported {victim}, but its connection comes from {} and its provider did \
          not give that address",
-        net.gateway()
+        lab.control_address()
     );
     let events = loop {
         let events = st.ok(&["events"]);
