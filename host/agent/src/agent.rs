@@ -306,7 +306,7 @@ fn local_ip(stream: &ClientStream) -> std::net::IpAddr {
     };
     // A connected socket always has a local address; unspecified is refused by the control plane.
     tcp.local_addr()
-        .map(|a| a.ip())
+        .map(|a| a.ip().to_canonical())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
 }
 
