@@ -249,6 +249,31 @@ fn writable_by_others(lab: &Lab, i: usize) -> Vec<String> {
         .collect()
 }
 
+/// Every file on host `i` under the remote directory that a user other than root can read
+/// (every directory above it searchable by others, the file readable by others), with its text.
+fn readable_by_others(lab: &Lab, i: usize) -> Vec<(String, String)> {
+    let remote = lab.remote_dir().display().to_string();
+    // `find` prunes at the first directory others cannot search.
+    let out = lab.run(
+        i,
+        &[
+            "find", &remote, "(", "-type", "d", "-not", "-perm", "-o=x", ")", "-prune", "-o",
+            "-type", "f", "-perm", "-o=r", "-print",
+        ],
+    );
+    assert!(out.status.success(), "find on host {i}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|f| {
+            let text = lab.run(i, &["cat", f]);
+            (
+                f.to_string(),
+                String::from_utf8_lossy(&text.stdout).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The sha256 of every agent binary under `<remote-dir>/bin` on host `i`.
 fn binaries_on(lab: &Lab, i: usize) -> Vec<String> {
     let bin = format!("{}/bin", lab.remote_dir().display());
@@ -345,6 +370,19 @@ fn hello_runs_across_three_hosts_and_terminate_leaves_nothing_on_them() {
         );
         let open = writable_by_others(&lab, i);
         assert!(open.is_empty(), "host {i}: others may change {open:#?}");
+        let secrets = common::secrets(&st);
+        assert!(
+            !secrets.is_empty(),
+            "the database's credential is in key management"
+        );
+        for (f, text) in readable_by_others(&lab, i) {
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "host {i}: others may read a secret in {f}"
+                );
+            }
+        }
     }
     let lb = &servers(&d, "lb")[0];
     let app = &servers(&d, "app")[0];
