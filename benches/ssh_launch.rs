@@ -7,7 +7,8 @@
 //! agent on an SSH host must), so the SSH cost splits into compiling and the transport.
 //! Reports time to RUNNING and of terminate per run, their medians and the ratios to local.
 //!
-//! Run as root: `cargo bench --bench ssh_launch -- [rounds]` (default 3 rounds).
+//! Run as root: `cargo bench --bench ssh_launch -- [rounds [slots-per-host]]` (default 3
+//! rounds of 3 hosts x 10 slots).
 
 mod common;
 // The tests' lab, whole: the bench uses only part of it.
@@ -21,11 +22,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Hosts in the lab and addresses (server slots) per host.
+/// Hosts in the lab.
 const HOSTS: usize = 3;
+/// Addresses (server slots) per host unless the second argument says otherwise.
 const SLOTS_PER_HOST: usize = 10;
-/// Application servers: with the load balancer and the database, one server per slot.
-const APP_SERVERS: u32 = (HOSTS * SLOTS_PER_HOST) as u32 - 2;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -37,21 +37,52 @@ enum Variant {
 impl Variant {
     fn name(self) -> &'static str {
         match self {
-            Variant::Ssh => "ssh (3 hosts x 10)",
+            Variant::Ssh => "ssh",
             Variant::Local => "local",
             Variant::LocalNoCache => "local, --no-agent-code-cache",
         }
     }
 }
 
-/// Seconds to RUNNING and seconds of terminate.
+/// Seconds to RUNNING, of terminate, and per server from "launching server" to "discovered
+/// server" (the provider's part: for SSH, the binary's copy and the agent's start).
 struct Times {
     launch: f64,
     terminate: f64,
+    provider_median: f64,
+    provider_max: f64,
+}
+
+/// Per server, seconds from the event `launching server NAME` to `discovered server NAME`.
+fn provider_seconds(events: &[common::Event]) -> Vec<f64> {
+    let mut started = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        let mut words = e.message.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("launching"), Some("server"), Some(name)) => {
+                started.insert(name.to_string(), e.ms);
+            }
+            (Some("discovered"), Some("server"), Some(name)) => {
+                if let Some(t) = started.get(name) {
+                    out.push((e.ms - t) as f64 / 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+/// Application servers: with the load balancer and the database, one server per slot.
+fn app_servers(lab: &Lab) -> u32 {
+    lab.addresses().len() as u32 - 2
 }
 
 fn deployment(variant: Variant, lab: &Lab) -> String {
-    let text = common::hello(APP_SERVERS, APP_SERVERS, "");
+    let n = app_servers(lab);
+    let text = common::hello(n, n, "");
     if variant != Variant::Ssh {
         return text;
     }
@@ -134,7 +165,16 @@ fn run(variant: Variant, lab: &Lab) -> Result<Times, String> {
             return Err(format!("not RUNNING: {}", d["state"]));
         }
         let terminate = bench.timed(&["terminate", "hello"])?;
-        Ok(Times { launch, terminate })
+        let per_server = provider_seconds(&bench.events());
+        Ok(Times {
+            launch,
+            terminate,
+            provider_median: per_server
+                .get(per_server.len() / 2)
+                .copied()
+                .unwrap_or(f64::NAN),
+            provider_max: per_server.last().copied().unwrap_or(f64::NAN),
+        })
     })();
     drop(bench);
     let _ = serving.kill();
@@ -157,32 +197,41 @@ fn main() {
         println!("ssh_launch: needs root (network namespaces, sshd); skipped");
         return;
     }
-    let rounds: usize = std::env::args()
+    let numbers: Vec<usize> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3);
-    let lab = Lab::new(HOSTS, SLOTS_PER_HOST);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let rounds = numbers.first().copied().unwrap_or(3);
+    let per_host = numbers.get(1).copied().unwrap_or(SLOTS_PER_HOST).max(1);
+    let lab = Lab::new(HOSTS, per_host);
     let variants = [Variant::Local, Variant::Ssh, Variant::LocalNoCache];
     let mut launches: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut terminates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    println!("hello with {} servers, {rounds} rounds", APP_SERVERS + 2);
+    println!(
+        "hello with {} servers ({HOSTS} hosts x {per_host} slots), {rounds} rounds",
+        app_servers(&lab) + 2
+    );
     println!("load average before: {}", common::load_average());
-    println!("| round | provider | time to RUNNING | terminate |");
-    println!("|---|---|---|---|");
+    println!(
+        "| round | provider | time to RUNNING | terminate | provider's launch per server (median, max) |"
+    );
+    println!("|---|---|---|---|---|");
     for round in 1..=rounds {
         for (k, v) in variants.iter().enumerate() {
             match run(*v, &lab) {
                 Ok(t) => {
                     println!(
-                        "| {round} | {} | {:.2} s | {:.2} s |",
+                        "| {round} | {} | {:.2} s | {:.2} s | {:.2} s, {:.2} s |",
                         v.name(),
                         t.launch,
-                        t.terminate
+                        t.terminate,
+                        t.provider_median,
+                        t.provider_max
                     );
                     launches[k].push(t.launch);
                     terminates[k].push(t.terminate);
                 }
-                Err(e) => println!("| {round} | {} | failed: {e} | |", v.name()),
+                Err(e) => println!("| {round} | {} | failed: {e} | | |", v.name()),
             }
         }
     }
