@@ -4,7 +4,8 @@
 //! remote directory, so every host has its own view of it. The control plane reaches the hosts
 //! at their addresses from the bridge's address, and the hosts reach each other across the
 //! bridge. `Drop` ends every process in the lab's namespaces (all of them the lab's: it made
-//! the namespaces) and removes every namespace, link and claim it made.
+//! the namespaces) and removes every namespace, link and claim it made; what a test process
+//! killed before its labs dropped left is removed by the next process making a lab.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -425,6 +426,8 @@ impl Drop for Lab {
 /// from a process that is gone, and no address of the subnet on a link of the root namespace.
 fn claim_subnet() -> u8 {
     std::fs::create_dir_all(CLAIMS_DIR).expect("claims dir");
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_dead_labs);
     let n = LABS.load(Ordering::Relaxed);
     let start = (std::process::id() + n * 37) % 250;
     for offset in 0..250 {
@@ -439,6 +442,47 @@ fn claim_subnet() -> u8 {
         }
     }
     panic!("no free 10.231.k.0/24 subnet for a lab (claims in {CLAIMS_DIR})");
+}
+
+/// Removes what labs of test processes that died without dropping them (killed, aborted)
+/// left: every namespace and link named after a dead claimant's pid, after killing the
+/// processes in those namespaces (its sshd and whatever ran on its hosts), and the claim.
+fn sweep_dead_labs() {
+    let claims = std::fs::read_dir(CLAIMS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten();
+    for claim in claims {
+        let holder = std::fs::read_to_string(claim.path()).unwrap_or_default();
+        let Ok(pid) = holder.trim().parse::<u32>() else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let netns_prefix = format!("sn{pid:x}-");
+        let spaces = String::from_utf8_lossy(&quiet_ip(&["netns", "list"]).stdout).into_owned();
+        for ns in spaces.lines().filter_map(|l| l.split_whitespace().next()) {
+            if ns.starts_with(&netns_prefix) {
+                for p in netns_pids(ns) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = quiet_ip(&["netns", "del", ns]);
+            }
+        }
+        let links = String::from_utf8_lossy(&quiet_ip(&["-o", "link"]).stdout).into_owned();
+        for link in links.lines().filter_map(|l| l.split(": ").nth(1)) {
+            let name = link.split('@').next().unwrap_or(link);
+            if name.starts_with(&format!("sb{pid:x}-")) || name.starts_with(&format!("sv{pid:x}-"))
+            {
+                let _ = quiet_ip(&["link", "del", name]);
+            }
+        }
+        let _ = std::fs::remove_file(claim.path());
+    }
 }
 
 fn claim_path(k: u8) -> PathBuf {
