@@ -33,6 +33,12 @@ const QUICK_LIMIT: Duration = Duration::from_secs(30);
 const KILL_LIMIT: Duration = Duration::from_secs(15);
 /// How long a server its launch never recorded gets to stop politely.
 const UNRECORDED_GRACE: Duration = Duration::from_secs(2);
+/// Where the SSH slots' program uids start: 0x7200_0000, above the local provider's range
+/// (`PROGRAM_UID_BASE` 0x7000_0000 + fewer than 2^24) and below systemd's foreign range.
+pub const SSH_PROGRAM_UID_BASE: u32 = 0x7200_0000;
+/// The bits of a slot's address its program uid is made of (so two slots of one provider
+/// must differ in them; see `ssh_settings`).
+pub const SLOT_UID_MASK: u32 = 0x00FF_FFFF;
 /// Hosts asked at once which machine they are.
 const SURVEY_CONCURRENCY: usize = 32;
 /// Hex digits of the binary's sha256 in its name on a host.
@@ -192,6 +198,13 @@ impl SshProvider {
         ProviderError::Task(format!("provider `{}`: {e}", self.name))
     }
 
+    /// The uid the programs of the server in slot `host` run as, when the agent can switch to
+    /// it (logged in as root): one per slot, so servers sharing a machine are separated as local
+    /// servers are, and everything of a server can be found and ended by its uid.
+    fn program_uid(&self, host: Ipv4Addr) -> Option<u32> {
+        (self.settings().user == "root").then(|| program_uid(host))
+    }
+
     /// An agent on `host` could not dial a control plane on loopback.
     fn check_control(&self, host: Ipv4Addr, req: &LaunchRequest) -> Result<(), ProviderError> {
         let control = req.control_addr.to_string();
@@ -300,6 +313,10 @@ impl SshProvider {
         let pid_file = self.pid_file(&req.deployment, &req.server_id);
         let bin = format!("{}/bin/{binary}", self.remote_dir());
         let tenths = tenths(UNRECORDED_GRACE);
+        let uid = self
+            .program_uid(host)
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         let prepared = self
             .ssh
             .run(
@@ -311,6 +328,7 @@ impl SshProvider {
                     bin.as_str(),
                     pid_file.as_str(),
                     tenths.as_str(),
+                    uid.as_str(),
                 ],
                 Input::Nothing,
                 PREPARE_LIMIT,
@@ -323,6 +341,9 @@ impl SshProvider {
         let bootstrap = req.bootstrap(host.to_string()).to_json();
         let mut args = vec![dir.clone(), bin.clone(), pid_file.clone()];
         args.extend(agent_args(&req.agent_args));
+        if let Some(uid) = self.program_uid(host) {
+            args.extend(["--program-user".to_string(), format!("{uid}:{uid}")]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut started = self.start_agent(host, &args, &bootstrap).await;
         if matches!(&started, Err(SshError::Failed { status: 3, .. })) {
@@ -418,7 +439,11 @@ impl SshProvider {
     async fn end_on_host(&self, host: Ipv4Addr, dep: &str, id: &str) -> Result<(), SshError> {
         let (remote, grace) = (self.remote_dir(), tenths(UNRECORDED_GRACE));
         let script = crate::ssh_scripts::end_recorded();
-        let args = [remote, dep, id, grace.as_str()];
+        let uid = self
+            .program_uid(host)
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        let args = [remote, dep, id, grace.as_str(), uid.as_str()];
         let limit = UNRECORDED_GRACE + KILL_LIMIT;
         self.ssh
             .run(
@@ -496,12 +521,17 @@ impl SshProvider {
     async fn ended(&self, server: &LaunchedServer, grace: Duration) -> Result<(), ProviderError> {
         let h = self.handle_of(&server.handle)?;
         let (pid, start, tenths) = (h.pid.to_string(), h.start_time.to_string(), tenths(grace));
+        let uid = self
+            .program_uid(h.host)
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         let script = crate::ssh_scripts::terminate();
         let args = [
             pid.as_str(),
             start.as_str(),
             h.boot_id.as_str(),
             tenths.as_str(),
+            uid.as_str(),
         ];
         self.ssh
             .run(
@@ -619,6 +649,11 @@ impl SshProvider {
     }
 }
 
+/// The program uid of slot `host`: [`SSH_PROGRAM_UID_BASE`] + the address's low 24 bits.
+pub fn program_uid(host: Ipv4Addr) -> u32 {
+    SSH_PROGRAM_UID_BASE + (u32::from(host) & SLOT_UID_MASK)
+}
+
 /// `--cache-dir`/`--cache-key-file` and their values dropped: they name the control plane's
 /// files; an agent on a host compiles what it loads.
 fn agent_args(args: &[String]) -> Vec<String> {
@@ -721,6 +756,18 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(agent_args(&args), ["--max-component-bytes", "10"]);
+    }
+
+    #[test]
+    fn each_slot_has_a_program_uid_of_its_own_outside_the_local_range() {
+        let a = program_uid("10.231.7.2".parse().unwrap());
+        let b = program_uid("10.231.7.3".parse().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a, 0x7200_0000 + (231 << 16) + (7 << 8) + 2);
+        let local_top = crate::PROGRAM_UID_BASE + crate::ADDRESS_COUNT;
+        for uid in [a, b, program_uid(Ipv4Addr::new(255, 255, 255, 254))] {
+            assert!(uid > local_top && uid < 2_147_352_576, "{uid}");
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@
 /// Shell functions every script may use:
 /// - `alive PID START`: whether PID is running (not a zombie) and started at START (ticks
 ///   since boot), i.e. is still the process it was;
+/// - `kill_uid UID`: kills every process running as UID (the slot's program user; nothing
+///   when UID is empty);
 /// - `read_pid FILE`: sets `p` and `s` from a pid file (pid, start time), if there is one;
 /// - `tree PID`: PID, its session and all their descendants (a daemon that left the session
 ///   is still a descendant until its parent dies);
@@ -52,12 +54,23 @@ end_agent() {
   return 0
 }
 boot_id() { cat /proc/sys/kernel/random/boot_id; }
+kill_uid() {
+  [ -n "$1" ] || return 0
+  for round in 1 2 3; do
+    u=$(ps -e -o pid= -o uid= | awk -v u="$1" '$2 == u { print $1 }')
+    [ -n "$u" ] || return 0
+    kill -KILL $u 2>/dev/null || true
+    sleep 0.1
+  done
+}
 read_pid() { p=; s=; [ -f "$1" ] && { read p s || [ -n "$s" ]; } < "$1"; }
 "#;
 
-/// `PREPARE DIR BIN PIDFILE TENTHS`: ends an earlier agent of this server (a launch retried
-/// after the control plane stopped), makes the server's directory and prints `have` or `need`
-/// for the agent binary. Also how a slot's reachability is checked.
+/// `PREPARE DIR BIN PIDFILE TENTHS UID`: ends an earlier agent of this server (a launch
+/// retried after the control plane stopped) and whatever still runs as the slot's program
+/// user UID, makes the server's directory (with UID: `root:UID` 0750, closed to every other
+/// server's programs) and prints `have` or `need` for the agent binary. Also how a slot's
+/// reachability is checked.
 const PREPARE: &str = r#"
 set -e
 umask 022
@@ -65,7 +78,9 @@ for p in "$1" "$1/agent"; do
   if [ -L "$p" ]; then echo "$p is a symbolic link" >&2; exit 4; fi
 done
 if read_pid "$3"; then end_agent "$p" "$s" "$4"; fi
+kill_uid "$5"
 mkdir -p "$1/agent"
+if [ -n "$5" ]; then chown "0:$5" "$1"; chmod 750 "$1"; fi
 if [ -x "$2" ]; then echo have; else echo need; fi
 "#;
 
@@ -93,6 +108,8 @@ umask 077
 t=$(mktemp "$1/agent/.bootstrap.XXXXXX")
 cat > "$t"
 mv -f "$t" "$1/agent/bootstrap.json"
+: >> "$1/agent.log"
+chmod 600 "$1/agent.log"
 if [ ! -x "$2" ]; then rm -f "$1/agent/bootstrap.json"; exit 3; fi
 umask 022
 d=$1; b=$2; pf=$3; shift 3
@@ -110,11 +127,12 @@ const DESCRIBE: &str = r#"
 if [ "$(boot_id)" = "$3" ] && alive "$1" "$2"; then echo exists; else echo gone; fi
 "#;
 
-/// `TERMINATE PID START BOOT-ID TENTHS`: ends the agent and everything it started; an agent
-/// already gone (or a host rebooted since) is success.
+/// `TERMINATE PID START BOOT-ID TENTHS UID`: ends the agent and everything it started, and
+/// whatever still runs as the slot's program user UID; an agent already gone (or a host
+/// rebooted since) is success.
 const TERMINATE: &str = r#"
-[ "$(boot_id)" = "$3" ] || exit 0
-end_agent "$1" "$2" "$4"
+if [ "$(boot_id)" = "$3" ]; then end_agent "$1" "$2" "$4" || exit $?; fi
+kill_uid "$5"
 "#;
 
 /// `SURVEY REMOTE-DIR`: which machine this is, as `BOOT-ID MACHINE-ID DEVICE`, the device
@@ -133,11 +151,12 @@ cd "$1/servers/$2" 2>/dev/null || exit 0
 for f in *; do if [ -d "$f" ] && [ ! -L "$f" ]; then echo "$f"; fi; done
 "#;
 
-/// `END_RECORDED REMOTE-DIR DEPLOYMENT SERVER TENTHS`: ends the agent its pid file names (for
-/// a server whose launch was never recorded: there is no handle).
+/// `END_RECORDED REMOTE-DIR DEPLOYMENT SERVER TENTHS UID`: ends the agent its pid file names
+/// (for a server whose launch was never recorded: there is no handle), then what runs as UID.
 const END_RECORDED: &str = r#"
 pf="$1/servers/$2/.$3.pid"
 if read_pid "$pf"; then end_agent "$p" "$s" "$4" || exit $?; fi
+kill_uid "$5"
 exit 0
 "#;
 
@@ -302,12 +321,12 @@ mod tests {
             "gone\n"
         );
         // Terminate: SIGTERM ends it within the grace.
-        let (status, _, err) = run(&terminate(), &[&pid, &start, boot, "20"], "");
+        let (status, _, err) = run(&terminate(), &[&pid, &start, boot, "20", ""], "");
         assert_eq!(status, 0, "{err}");
         let _ = child.wait();
         assert_eq!(run(&describe(), &[&pid, &start, boot], "").1, "gone\n");
         // Terminating what is already gone succeeds.
-        assert_eq!(run(&terminate(), &[&pid, &start, boot, "20"], "").0, 0);
+        assert_eq!(run(&terminate(), &[&pid, &start, boot, "20", ""], "").0, 0);
     }
 
     /// The whole tree goes: a child that ignores SIGTERM and a grandchild that left the session.

@@ -115,6 +115,17 @@ fn hosts(settings: &ProviderSettings) -> Result<Vec<Ipv4Addr>, String> {
         if out.contains(&addr) {
             return Err(format!("`hosts[{i}]` ({addr}) is listed twice"));
         }
+        // A slot's program uid is made of its address's low 24 bits.
+        let mask = crate::ssh::SLOT_UID_MASK;
+        if let Some(other) = out
+            .iter()
+            .find(|o| u32::from(**o) & mask == u32::from(addr) & mask)
+        {
+            return Err(format!(
+                "`hosts[{i}]` ({addr}) and {other} differ only in their first byte; slots' \
+                 program users are told apart by the other three"
+            ));
+        }
         out.push(addr);
     }
     Ok(out)
@@ -376,6 +387,14 @@ mod tests {
                 "hosts",
                 Some(SettingValue::List(vec!["0.0.0.0".into()])),
                 "cannot be",
+            ),
+            (
+                "hosts",
+                Some(SettingValue::List(vec![
+                    "10.1.2.3".into(),
+                    "11.1.2.3".into(),
+                ])),
+                "first byte",
             ),
             (
                 "hosts",
