@@ -110,6 +110,9 @@ impl ProviderFactory for SshFactory {
 struct AgentBinary {
     path: PathBuf,
     found: tokio::sync::OnceCell<(String, u64)>,
+    /// One copy at a time per machine: servers launched together on one machine each found
+    /// the binary missing and each copied it, filling a small disk with copies in flight.
+    copying: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AgentBinary {
@@ -122,7 +125,14 @@ impl AgentBinary {
         AgentBinary {
             path,
             found: Default::default(),
+            copying: Default::default(),
         }
+    }
+
+    /// The lock held while making sure `machine` has the binary.
+    fn copy_lock(&self, machine: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.copying.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(machine).or_default().clone()
     }
 
     /// `stratus-<sha256 prefix>` and the size in bytes.
@@ -317,6 +327,11 @@ impl SshProvider {
             .program_uid(host)
             .map(|u| u.to_string())
             .unwrap_or_default();
+        // Slots of one machine share its disk and its copy of the binary (slot addresses of
+        // an unsurveyed machine count as machines of their own).
+        let machine = (self.machines().await.get(&host).cloned()).unwrap_or(host.to_string());
+        let copy_lock = self.binary.copy_lock(machine);
+        let copying = copy_lock.lock().await;
         let prepared = self
             .ssh
             .run(
@@ -338,6 +353,7 @@ impl SshProvider {
         if prepared.stdout.trim() != "have" {
             self.copy_binary(host, binary, *size).await?;
         }
+        drop(copying);
         let bootstrap = req.bootstrap(host.to_string()).to_json();
         let mut args = vec![dir.clone(), bin.clone(), pid_file.clone()];
         args.extend(agent_args(&req.agent_args));
