@@ -13,8 +13,8 @@ pub mod endpoint;
 pub mod files;
 pub mod keys;
 pub mod objects;
-pub mod peer_limit;
 mod package;
+pub mod peer_limit;
 pub mod remote;
 pub mod verify;
 

@@ -349,7 +349,10 @@ fn identity(opts: &ServeOptions) -> Result<ControlIdentity, ServeError> {
     if let AgentTls::Given { cert, key } = &opts.agent_tls {
         return ControlIdentity::from_files(cert, key).map_err(setup(context));
     }
-    let listen = opts.listen.map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+    let listen = opts
+        .listen
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
     let names: Vec<String> = (listen.map(|ip| ip.to_string()).into_iter())
         .chain(opts.advertise.as_ref().map(|a| a.host().to_string()))
         .collect();

@@ -149,14 +149,13 @@ pub async fn launch(
         "application/gzip" | "application/x-gzip" => {
             let uploads = st.ctx.paths.root.join("uploads");
             let providers = st.ctx.app.control_providers().clone();
-            let file = tokio::task::spawn_blocking(move || {
-                upload::unpack(&body, &uploads, &providers)
-            })
-                .await
-                .map_err(|e| {
-                    Problem::from(stratus_control::app::AppError::Internal(e.to_string()))
-                })?
-                .map_err(upload_problem)?;
+            let file =
+                tokio::task::spawn_blocking(move || upload::unpack(&body, &uploads, &providers))
+                    .await
+                    .map_err(|e| {
+                        Problem::from(stratus_control::app::AppError::Internal(e.to_string()))
+                    })?
+                    .map_err(upload_problem)?;
             let text = file.to_string_lossy().into_owned();
             (text, file.parent().map(|p| p.to_path_buf()))
         }

@@ -310,13 +310,24 @@ mod tests {
     fn boot_timeout_is_a_minute_unless_the_launch_block_says_otherwise() {
         assert_eq!(with_launch("").unwrap().boot_timeout_ms, 60_000);
         assert_eq!(
-            with_launch("boot-timeout = \"5m\"").unwrap().boot_timeout_ms,
+            with_launch("boot-timeout = \"5m\"")
+                .unwrap()
+                .boot_timeout_ms,
             300_000
         );
         for (keys, expected) in [
-            ("boot-timeout = \"500ms\"", "8:16: boot-timeout of 500 ms is out of range (expected 1s to 60m)"),
-            ("boot-timeout = \"61m\"", "boot-timeout of 3660000 ms is out of range"),
-            ("boot-timeout = \"soon\"", "boot-timeout: invalid wait `soon`"),
+            (
+                "boot-timeout = \"500ms\"",
+                "8:16: boot-timeout of 500 ms is out of range (expected 1s to 60m)",
+            ),
+            (
+                "boot-timeout = \"61m\"",
+                "boot-timeout of 3660000 ms is out of range",
+            ),
+            (
+                "boot-timeout = \"soon\"",
+                "boot-timeout: invalid wait `soon`",
+            ),
         ] {
             let err = with_launch(keys).unwrap_err();
             assert!(err.contains(expected), "{keys}: {err}");
