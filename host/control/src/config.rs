@@ -98,10 +98,8 @@ impl ControlConfig {
 
     /// Checks configuration `text`; `file` names it in messages and anchors relative paths.
     pub fn from_str(text: &str, file: &Path) -> Result<ControlConfig, SpecErrors> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            SpecError::at(file, text, span, e.message().trim_end())
-        })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| SpecError::from_toml(file, text, &e))?;
         let mut c = Checker {
             file,
             text,

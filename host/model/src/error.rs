@@ -27,6 +27,11 @@ impl SpecError {
             message: message.into(),
         }
     }
+
+    /// A TOML syntax or shape error of `text`, where the parser found it.
+    pub fn from_toml(file: &Path, text: &str, e: &toml::de::Error) -> Self {
+        SpecError::at(file, text, e.span().unwrap_or(0..0), e.message().trim_end())
+    }
 }
 
 impl fmt::Display for SpecError {

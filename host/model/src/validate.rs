@@ -39,10 +39,7 @@ fn check(
     file: &Path,
     with_plugins: bool,
 ) -> Result<(DeploymentSpec, Vec<SpecError>), SpecErrors> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        SpecError::at(file, text, span, e.message().trim_end())
-    })?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| SpecError::from_toml(file, text, &e))?;
     let base_dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

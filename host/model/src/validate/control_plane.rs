@@ -30,10 +30,8 @@ pub fn control_plane_providers(
     text: &str,
     file: &Path,
 ) -> Result<BTreeMap<Name, ProviderSpec>, SpecErrors> {
-    let raw: RawProviders = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        SpecError::at(file, text, span, e.message().trim_end())
-    })?;
+    let raw: RawProviders =
+        toml::from_str(text).map_err(|e| SpecError::from_toml(file, text, &e))?;
     let mut c = Checker {
         file,
         text,
