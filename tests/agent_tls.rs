@@ -11,7 +11,6 @@ use common::{Stratus, hello_deployment};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -240,13 +239,7 @@ fn an_agent_refuses_a_control_plane_with_another_certificate_and_sends_it_nothin
            [tiers.app.launch]\nboot-timeout = \"15s\"\n\
            [tiers.lb.launch]\nboot-timeout = \"15s\"\n";
     let file = st.write_file("lured.toml", &lured);
-    let mut launch = st
-        .cmd()
-        .args(["launch", file.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut launch = st.launch_in_background(&file);
 
     // The first server's agent dials the impostor and says why it hangs up.
     let start = Instant::now();

@@ -11,27 +11,19 @@ use crate::common;
 
 use base64::Engine as _;
 use common::moto::{Moto, ec2_provider, provider_table, tag};
-use common::{Stratus, assert_no_secret_leaked, hello_deployment, terminate};
+use common::{Stratus, assert_no_secret_leaked, hello_on, terminate};
 use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The hello example with its app tier on `[providers.ec2]`, a cloud-driver provider granted
 /// `origin`, whose secret access key is the key `secret_key`.
 fn hello_on_ec2(name: &str, origin: &str, secret_key: &str) -> String {
     let driver = stratus_plugin_artifacts::package_dir("ec2-driver");
-    let text = hello_deployment(name, 1);
-    let app = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
-    assert!(
-        text.contains(app),
-        "the example's app tier changed:\n{text}"
-    );
-    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"ec2\"\n");
     let settings = ec2_provider(origin, &driver, secret_key);
-    format!(
-        "{}\n{}",
-        text.replace(app, &on),
-        provider_table("ec2", "cloud-driver", &settings)
+    hello_on(
+        name,
+        "ec2",
+        &provider_table("ec2", "cloud-driver", &settings),
     )
 }
 
@@ -83,13 +75,7 @@ fn a_tier_on_the_ec2_driver_gets_an_instance_booting_its_bootstrap() {
         "provider = \"ec2\"\nboot-timeout = \"3s\"\n",
     );
     let file = st.write_file("ec2.toml", &text);
-    let mut launch = st
-        .cmd()
-        .args(["launch", file.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut launch = st.launch_in_background(&file);
     let deadline = Instant::now() + Duration::from_secs(60);
     let described = loop {
         let d = moto.ec2("Action=DescribeInstances");

@@ -11,21 +11,9 @@ use crate::common;
 use base64::Engine as _;
 use common::moto::{Moto, free_port, provider_table, tag};
 use common::serve::{control_info, files_url, serve, serve_refused, stop};
-use common::{Stratus, assert_no_secret_leaked, hello_deployment, read, server_root, servers};
+use common::{Stratus, assert_no_secret_leaked, hello_on, read, server_root, servers};
 use std::net::TcpListener;
 use std::time::Duration;
-
-/// The hello example with its app tier on provider `provider`.
-fn hello_on(name: &str, provider: &str, extra: &str) -> String {
-    let text = hello_deployment(name, 1);
-    let app = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
-    assert!(
-        text.contains(app),
-        "the example's app tier changed:\n{text}"
-    );
-    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"{provider}\"\n");
-    format!("{}\n{extra}", text.replace(app, &on))
-}
 
 #[test]
 fn a_tier_runs_on_a_provider_declared_only_in_the_control_planes_configuration() {

@@ -18,7 +18,7 @@ use base64::Engine as _;
 use common::lab::Lab;
 use common::moto::{Moto, ec2_provider, provider_table, tag};
 use common::serve::{serve, stop};
-use common::{Stratus, assert_no_secret_leaked, hello_deployment, read, servers, wait_gone};
+use common::{Stratus, assert_no_secret_leaked, hello_on_with, read, servers, wait_gone};
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -264,22 +264,9 @@ fn boot(moto: &Ec2, lab: &Lab, dir: &Path, id: &str, n: usize) -> Result<Instanc
 /// The hello example with its app tier (`app_min` servers) on `[providers.ec2]`.
 fn hello_on_ec2(name: &str, moto: &Moto, app_min: u32) -> String {
     let driver = stratus_plugin_artifacts::package_dir("ec2-driver");
-    let text = hello_deployment(name, app_min);
-    let app = format!(
-        "[tiers.app]\nmin = {app_min}\nmax = {}\nservices = [\"app\"]\n",
-        app_min.max(4)
-    );
-    assert!(
-        text.contains(&app),
-        "the example's app tier changed:\n{text}"
-    );
-    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"ec2\"\n");
     let settings = ec2_provider(&moto.origin(), &driver, "aws-secret");
-    format!(
-        "{}\n{}",
-        text.replace(&app, &on),
-        provider_table("ec2", "cloud-driver", &settings)
-    )
+    let providers = provider_table("ec2", "cloud-driver", &settings);
+    hello_on_with(name, app_min, "ec2", &providers)
 }
 
 #[test]
@@ -416,13 +403,7 @@ fn an_instances_agent_cannot_claim_another_servers_address() {
     let control = serve(&st, &["--listen", &format!("{}:0", lab.control_address())]);
     let file = st.write_file("claim.toml", &hello_on_ec2("claim", &moto, 1));
     // No hypervisor: the test answers for the instance itself, as a hostile image would.
-    let mut launch = st
-        .cmd()
-        .args(["launch", file.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut launch = st.launch_in_background(&file);
     let ec2 = Ec2 { port: moto.port };
     let deadline = Instant::now() + Duration::from_secs(60);
     let id = loop {

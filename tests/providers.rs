@@ -6,20 +6,8 @@
 
 use crate::common;
 
-use common::{Stratus, alive, hello_deployment, servers, terminate};
+use common::{Stratus, alive, hello_on, servers, terminate};
 use std::path::Path;
-
-/// The hello example with its app tier on `provider` and `providers` appended.
-fn hello_on(name: &str, provider: &str, providers: &str) -> String {
-    let text = hello_deployment(name, 1);
-    let app = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
-    assert!(
-        text.contains(app),
-        "the example's app tier changed:\n{text}"
-    );
-    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"{provider}\"\n");
-    format!("{}\n{providers}", text.replace(app, &on))
-}
 
 /// The line (1-based) of `text` that starts with `start`.
 fn line_of(text: &str, start: &str) -> usize {

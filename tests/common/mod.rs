@@ -94,6 +94,17 @@ impl Stratus {
         std::fs::write(&p, text).expect("write file");
         p
     }
+
+    /// `stratus launch FILE` left running in the background, its output discarded: for a test
+    /// that watches what the launch does meanwhile (and kills it when done).
+    pub fn launch_in_background(&self, file: &Path) -> std::process::Child {
+        self.cmd()
+            .args(["launch", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn stratus launch")
+    }
 }
 
 pub fn alive(pid: u32) -> bool {
@@ -251,6 +262,27 @@ pub fn hello_deployment(name: &str, app_min: u32) -> String {
             "min = 2\nmax = 4",
             &format!("min = {app_min}\nmax = {}", app_min.max(4)),
         )
+}
+
+/// The hello example with its app tier on provider `provider`, and `extra` (e.g. the
+/// `[providers.NAME]` tables) appended.
+pub fn hello_on(name: &str, provider: &str, extra: &str) -> String {
+    hello_on_with(name, 1, provider, extra)
+}
+
+/// [`hello_on`] with `app_min` app servers.
+pub fn hello_on_with(name: &str, app_min: u32, provider: &str, extra: &str) -> String {
+    let text = hello_deployment(name, app_min);
+    let app = format!(
+        "[tiers.app]\nmin = {app_min}\nmax = {}\nservices = [\"app\"]\n",
+        app_min.max(4)
+    );
+    assert!(
+        text.contains(&app),
+        "the example's app tier changed:\n{text}"
+    );
+    let on = format!("{app}\n[tiers.app.launch]\nprovider = \"{provider}\"\n");
+    format!("{}\n{extra}", text.replace(&app, &on))
 }
 
 /// The servers of `tier` in a deployment's status JSON.

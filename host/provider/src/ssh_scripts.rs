@@ -297,12 +297,8 @@ mod tests {
         assert_ne!(proc_fs, here, "/proc is another mount");
     }
 
-    /// A process started here is `alive` by its start time, gone once it ends, and a pid with
-    /// another start time (a reused pid) is not it.
-    #[test]
-    fn describe_tells_a_process_by_pid_and_start_time() {
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = child.id().to_string();
+    /// A process's start time (field 22 of its stat) and this boot's id, as the scripts take them.
+    fn start_and_boot(pid: &str) -> (String, String) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let start = stat
             .rsplit(") ")
@@ -310,10 +306,19 @@ mod tests {
             .unwrap()
             .split(' ')
             .nth(19)
-            .unwrap()
-            .to_string();
+            .unwrap();
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-        let boot = boot.trim();
+        (start.to_string(), boot.trim().to_string())
+    }
+
+    /// A process started here is `alive` by its start time, gone once it ends, and a pid with
+    /// another start time (a reused pid) is not it.
+    #[test]
+    fn describe_tells_a_process_by_pid_and_start_time() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id().to_string();
+        let (start, boot) = start_and_boot(&pid);
+        let boot = boot.as_str();
         assert_eq!(run(&describe(), &[&pid, &start, boot], "").1, "exists\n");
         assert_eq!(run(&describe(), &[&pid, "1", boot], "").1, "gone\n");
         assert_eq!(
@@ -353,21 +358,8 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let start = stat
-            .rsplit(") ")
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(19)
-            .unwrap()
-            .to_string();
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-        let (status, _, err) = run(
-            &terminate(),
-            &[&pid.to_string(), &start, boot.trim(), "3"],
-            "",
-        );
+        let (start, boot) = start_and_boot(&pid.to_string());
+        let (status, _, err) = run(&terminate(), &[&pid.to_string(), &start, &boot, "3"], "");
         assert_eq!(status, 0, "{err}");
         let _ = agent.wait();
         for p in std::fs::read_to_string(&pids).unwrap().lines() {
