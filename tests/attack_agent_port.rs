@@ -3,7 +3,23 @@
 
 use crate::common::*;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+
+#[path = "../host/cloud/tests/local_program/mod.rs"]
+pub(crate) mod local_program;
+use local_program::LocalProgram;
+
+/// The stranger's uid below: no user of the machine, no program user of a provider.
+const STRANGER_UID: u32 = 0x6b5e_0002;
+
+/// Loopback addresses a local program may connect from: any of 127.0.0.0/8.
+pub(crate) const LOOPBACK_SOURCES: [&str; 6] = [
+    "127.0.0.1",
+    "127.0.0.2",
+    "127.0.0.3",
+    "127.0.9.9",
+    "127.42.0.1",
+    "127.255.255.254",
+];
 
 /// The control port's `host:port`, as the control plane publishes it.
 fn control_addr(st: &Stratus) -> std::net::SocketAddr {
@@ -33,33 +49,6 @@ fn answer_to(st: &Stratus, addr: std::net::SocketAddr, line: &str) -> Result<Str
         .read_line(&mut answer)
         .map_err(|e| e.to_string())?;
     Ok(answer)
-}
-
-/// Opens `count` connections to `addr` from 127.0.0.2 that send nothing.
-async fn silent_from_another_peer(
-    addr: std::net::SocketAddr,
-    count: usize,
-) -> Vec<tokio::net::TcpStream> {
-    let mut held = Vec::new();
-    for _ in 0..count {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        held.push(socket.connect(addr).await.unwrap());
-    }
-    held
-}
-
-/// How many of `held` the control plane has not closed.
-async fn still_open(held: &mut [tokio::net::TcpStream]) -> usize {
-    let mut open = 0;
-    for tcp in held {
-        let mut buf = [0u8; 16];
-        let read = tokio::time::timeout(Duration::from_millis(20), tcp.read(&mut buf)).await;
-        if read.is_err() {
-            open += 1;
-        }
-    }
-    open
 }
 
 /// CPU time (user + system, in clock ticks) process `pid` has used.
@@ -109,8 +98,8 @@ fn a_control_plane_out_of_descriptors_does_not_spin() {
         .unwrap();
     soft_nofile(pid, open_now + 16);
     let addr = control_addr(&st);
-    // Silent peers from this machine (not capped per peer): they fill the descriptors left,
-    // and the rest wait in the backlog.
+    // Silent peers of the control plane's own uid (not capped per peer): they fill the
+    // descriptors left, and the rest wait in the backlog.
     let held: Vec<_> = (0..64)
         .map(|_| std::net::TcpStream::connect(addr).unwrap())
         .collect();
@@ -131,32 +120,37 @@ fn a_control_plane_out_of_descriptors_does_not_spin() {
 /// `MAX_PENDING` (256) silent connections used to take every place of the control port, each
 /// for its 5 s hello limit: every other peer was closed at once, so reconnecting agents turned
 /// LOST (and were replaced) and the operator's own CLI could not log in, for as long as the
-/// stranger renewed them. Now one peer has at most `MAX_PENDING_PER_PEER` waiting; others
-/// are heard meanwhile.
+/// stranger renewed them. Then one peer had at most `MAX_PENDING_PER_PEER` waiting, but this
+/// machine was not counted: a plugin's program (as its server's program user) still took
+/// every place from 127.0.0.1, or 32 from each address of 127.0.0.0/8. Now a local peer is
+/// the user that opened its socket, whatever its address; the operator still gets in.
 #[test]
-fn a_stranger_cannot_take_every_place_of_the_control_port() {
+fn a_local_program_cannot_take_every_place_of_the_control_port() {
     use stratus_control::handshake::{MAX_PENDING, MAX_PENDING_PER_PEER};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to run the stranger as another user)");
+        return;
+    }
     let st = Stratus::new();
     let file = st.write_file("door.toml", &hello_deployment("door", 1));
     st.ok(&["launch", file.to_str().unwrap()]);
     let addr = control_addr(&st);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut held = rt.block_on(silent_from_another_peer(addr, MAX_PENDING + 44));
-    std::thread::sleep(Duration::from_millis(300));
-    // While the stranger holds what it may, another peer is still heard.
-    let answer = answer_to(&st, addr, r#"{"role":"operator","token":"guess"}"#);
-    assert!(
-        answer
-            .as_ref()
-            .is_ok_and(|a| a.contains("wrong control token")),
-        "a peer from this machine was not heard while a stranger held connections: {answer:?}"
-    );
-    let open = rt.block_on(still_open(&mut held));
+    let mut stranger = LocalProgram::hold(STRANGER_UID, addr, MAX_PENDING + 44, &LOOPBACK_SOURCES);
     assert_eq!(
-        open, MAX_PENDING_PER_PEER,
+        stranger.open_once_settled(MAX_PENDING_PER_PEER),
+        MAX_PENDING_PER_PEER,
         "the stranger's connections left open"
     );
-    drop(held);
+    // While the stranger holds what it may, the operator logs in (from the control plane's
+    // own uid, as root's CLI does).
+    let token = read(&st.dir().join("keys/control-token"));
+    let hello = format!(r#"{{"role":"operator","token":"{}"}}"#, token.trim());
+    let answer = answer_to(&st, addr, &hello);
+    assert!(
+        answer.as_ref().is_ok_and(|a| a.contains("welcome")),
+        "the operator was not let in while a local program held connections: {answer:?}"
+    );
+    drop(stranger);
     terminate(&st, "door");
     let log = read(&st.dir().join("logs/dispatcher.log"));
     assert!(

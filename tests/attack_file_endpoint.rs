@@ -77,3 +77,42 @@ fn a_flood_of_wrong_credentials_does_not_flood_the_control_log() {
     );
     terminate(&st, "flood");
 }
+
+/// The file endpoint did not count peers of the control plane's own machine, so a plugin's
+/// program (as its server's program user) could hold every one of `MAX_CONNECTIONS` places
+/// while agents waited. Now a local peer is the user that opened its socket: whatever loopback
+/// addresses it connects from it holds `MAX_UNPROVEN_PER_PEER`, and others are still answered.
+#[test]
+fn a_local_program_holds_only_its_share_of_the_file_endpoint() {
+    use crate::attack_agent_port::LOOPBACK_SOURCES;
+    use crate::attack_agent_port::local_program::LocalProgram;
+    use stratus_cloud::endpoint::{MAX_CONNECTIONS, MAX_UNPROVEN_PER_PEER};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to run the stranger as another user)");
+        return;
+    }
+    let st = Stratus::new();
+    let file = st.write_file("share.toml", &hello_deployment("share", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let (addr, pin) = (files_addr(&st), fingerprint(&st));
+    let mut stranger = LocalProgram::hold(
+        0x6b5e_0003,
+        addr.parse().unwrap(),
+        MAX_CONNECTIONS + 100,
+        &LOOPBACK_SOURCES,
+    );
+    assert_eq!(
+        stranger.open_once_settled(MAX_UNPROVEN_PER_PEER),
+        MAX_UNPROVEN_PER_PEER,
+        "the stranger's connections left open"
+    );
+    // Another peer (the control plane's own uid, as its local agents) is still answered.
+    assert_eq!(wrong_credentials(&addr, &pin), 1);
+    drop(stranger);
+    terminate(&st, "share");
+    let log = read(&st.dir().join("logs/control.log"));
+    assert!(
+        log.contains("closed connections of peers already holding"),
+        "{log}"
+    );
+}

@@ -51,9 +51,10 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// Longest name accepted in the deployment and server headers.
 const MAX_NAME_BYTES: usize = 256;
-/// Connections one peer (an IPv4 address, an IPv6 /64) may hold before one of its requests
-/// carried a valid credential; one more is closed at once, so a stranger cannot take every
-/// place (connections from this machine itself are not counted, see [`PeerLimit`]).
+/// Connections one peer (an IPv4 address, an IPv6 /64; on this machine, a user) may hold
+/// before one of its requests carried a valid credential; one more is closed at once, so a
+/// stranger, a plugin's program included, cannot take every place (the control plane's own
+/// uid, which its local agents share, is not counted, see [`PeerLimit`]).
 pub const MAX_UNPROVEN_PER_PEER: usize = 64;
 /// Least time between two log lines about refused credentials: each is counted, but a peer
 /// sending wrong credentials on a kept-alive connection must not be able to write the

@@ -16,6 +16,7 @@ pub mod objects;
 mod package;
 pub mod peer_limit;
 pub mod remote;
+pub mod socket_owner;
 pub mod verify;
 
 pub use beneath::{Beneath, NewFile, Usage};

@@ -3,12 +3,18 @@
 //! A port that anyone may reach gives every connection a place while it handshakes; a
 //! stranger opening connections and never finishing them would otherwise take every place
 //! (and the queue behind them), so that agents wait past their own time limits. A
-//! [`PeerLimit`] counts unproven connections per peer (an IPv4 address, or an IPv6 /64, which
-//! one host usually holds whole) and turns away one more at once. Connections from the
-//! machine itself (the peer's address is the one it reached us at: every agent of the local
-//! provider, which dials 127.0.0.1) are not counted: a local process shares that address with
-//! the local agents, and can do more harm on the machine than fill a queue anyway.
+//! [`PeerLimit`] counts unproven connections per peer and turns away one more at once.
+//!
+//! A peer on another machine is its address (an IPv4 address, or an IPv6 /64, which one host
+//! usually holds whole). A peer on this machine is the user that opened its end of the
+//! connection ([`socket_owner`](crate::socket_owner)): addresses say nothing there, as any
+//! local process may connect from any of 127.0.0.0/8 or share 127.0.0.1 with the local
+//! provider's agents. The control plane's own uid (its local agents, and root's operators
+//! when it runs as root) is not counted; every other uid, a plugin's program user included,
+//! is one peer whatever address it uses. A local connection whose owner cannot be named (its
+//! socket already closed) counts against one shared unknown peer, never as the control plane.
 
+use crate::socket_owner;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -19,22 +25,65 @@ pub enum Peer {
     V4(std::net::Ipv4Addr),
     /// The first 64 bits of an IPv6 address.
     V6Net(u64),
+    /// A process of this machine, by the uid that opened its socket.
+    User(u32),
+    /// A connection from this machine whose socket no process holds any more.
+    UnknownLocal,
 }
 
 impl Peer {
-    /// The peer an address belongs to (an IPv4-mapped IPv6 address is its IPv4 peer).
+    /// The peer an address on another machine belongs to (an IPv4-mapped IPv6 address is its
+    /// IPv4 peer).
     pub fn of(ip: IpAddr) -> Peer {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Peer::V4(v4),
             IpAddr::V6(v6) => Peer::V6Net((v6.to_bits() >> 64) as u64),
         }
     }
+
+    /// The peer a connection from `peer` to `local` belongs to: its owner's uid when its
+    /// other end is a socket of this machine, else its address. One exact kernel lookup per
+    /// connection, whatever the number of sockets open (see [`socket_owner`]).
+    pub fn of_connection(peer: SocketAddr, local: SocketAddr) -> Peer {
+        match socket_owner::peer_uid(peer, local) {
+            Ok(uid) => Peer::User(uid),
+            Err(e) if is_local(peer, local) => {
+                warn_once_unavailable(&e);
+                Peer::UnknownLocal
+            }
+            // Another machine, or a socket of one of this machine's other addresses that
+            // closed already: it holds no place for longer than its close takes to arrive.
+            Err(_) => Peer::of(peer.ip()),
+        }
+    }
 }
 
-/// Unproven connections per peer, at most `max` each.
+/// Tells the operator once when the kernel cannot be asked at all (a seccomp filter, a
+/// kernel without `inet_diag`): every local agent then shares the unknown peer's places.
+fn warn_once_unavailable(e: &socket_owner::SocketOwnerError) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let socket_owner::SocketOwnerError::Netlink(_) = e {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                error = %e,
+                "cannot tell which user opened a local connection: every local connection \
+                 counts against one peer"
+            );
+        });
+    }
+}
+
+/// Whether `peer` is this machine by its address alone.
+fn is_local(peer: SocketAddr, local: SocketAddr) -> bool {
+    let ip = peer.ip().to_canonical();
+    ip.is_loopback() || ip == local.ip().to_canonical()
+}
+
+/// Unproven connections per peer, at most `max` each; the control plane's own uid unlimited.
 #[derive(Debug, Clone)]
 pub struct PeerLimit {
     max: usize,
+    own_uid: u32,
     open: Arc<Mutex<HashMap<Peer, usize>>>,
 }
 
@@ -46,9 +95,16 @@ pub struct PeerTicket {
 }
 
 impl PeerLimit {
+    /// A limit for a control plane running as this process's effective uid.
     pub fn new(max: usize) -> PeerLimit {
+        PeerLimit::for_uid(max, rustix::process::geteuid().as_raw())
+    }
+
+    /// A limit for a control plane running as `own_uid`.
+    pub fn for_uid(max: usize, own_uid: u32) -> PeerLimit {
         PeerLimit {
             max,
+            own_uid,
             open: Arc::default(),
         }
     }
@@ -56,13 +112,13 @@ impl PeerLimit {
     /// A ticket for a connection from `peer` to `local`, or `None` when that peer already
     /// holds `max` unproven connections.
     pub fn admit(&self, peer: SocketAddr, local: SocketAddr) -> Option<PeerTicket> {
-        if peer.ip().to_canonical() == local.ip().to_canonical() {
+        let key = Peer::of_connection(peer, local);
+        if key == Peer::User(self.own_uid) {
             return Some(PeerTicket {
                 limit: self.clone(),
                 peer: None,
             });
         }
-        let key = Peer::of(peer.ip());
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(key).or_default();
         if *count >= self.max {
@@ -141,15 +197,78 @@ mod tests {
         assert!(limit.admit(at("10.1.2.3"), local).is_none());
     }
 
-    #[test]
-    fn the_machine_itself_is_not_counted() {
-        let limit = PeerLimit::new(1);
-        let tickets: Vec<_> = (0..10)
-            .map(|_| limit.admit(at("127.0.0.1"), at("127.0.0.1")).unwrap())
+    /// Connections to a listener on 127.0.0.1, each from its own loopback source address, as
+    /// the listener sees them (peer, local), with both ends kept open.
+    struct Local {
+        ends: Vec<(SocketAddr, SocketAddr)>,
+        _held: Vec<tokio::net::TcpStream>,
+    }
+
+    async fn local_connections(sources: &[&str]) -> Local {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut local = Local {
+            ends: Vec::new(),
+            _held: Vec::new(),
+        };
+        for source in sources {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            let client = socket.connect(addr).await.unwrap();
+            let (accepted, peer) = listener.accept().await.unwrap();
+            local.ends.push((peer, accepted.local_addr().unwrap()));
+            local._held.extend([client, accepted]);
+        }
+        local
+    }
+
+    fn me() -> u32 {
+        rustix::process::geteuid().as_raw()
+    }
+
+    #[tokio::test]
+    async fn the_control_planes_own_uid_is_not_counted() {
+        let limit = PeerLimit::for_uid(1, me());
+        let local = local_connections(&["127.0.0.1"; 10]).await;
+        let tickets: Vec<_> = local
+            .ends
+            .iter()
+            .map(|&(peer, at)| limit.admit(peer, at).unwrap())
             .collect();
         assert_eq!(tickets.len(), 10);
-        // Another loopback address is another peer.
-        let _x = limit.admit(at("127.0.0.2"), at("127.0.0.1")).unwrap();
-        assert!(limit.admit(at("127.0.0.2"), at("127.0.0.1")).is_none());
+        assert_eq!(limit.open(Peer::User(me())), 0);
+    }
+
+    #[tokio::test]
+    async fn another_local_uid_is_one_peer_from_any_loopback_address() {
+        // This process plays a plugin's program: the control plane runs as another uid.
+        let limit = PeerLimit::for_uid(2, me().wrapping_add(1));
+        let sources = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.9.8.7"];
+        let local = local_connections(&sources).await;
+        let admitted: Vec<_> = local
+            .ends
+            .iter()
+            .map(|&(peer, at)| limit.admit(peer, at))
+            .collect();
+        assert_eq!(
+            admitted.iter().map(Option::is_some).collect::<Vec<_>>(),
+            [true, true, false, false]
+        );
+        assert_eq!(limit.open(Peer::User(me())), 2);
+        // Addresses do not count for it: 127.0.0.2 holds nothing of its own.
+        assert_eq!(limit.open(Peer::of("127.0.0.2".parse().unwrap())), 0);
+        drop(admitted);
+        assert_eq!(limit.open(Peer::User(me())), 0);
+    }
+
+    #[test]
+    fn a_local_connection_of_no_known_owner_is_a_limited_peer() {
+        // No socket holds these ends (its owner closed it before the lookup).
+        let limit = PeerLimit::for_uid(1, me());
+        let (gone, to) = (at("127.0.0.5"), at("127.0.0.1"));
+        let _first = limit.admit(gone, to).unwrap();
+        assert!(limit.admit(at("127.0.0.6"), to).is_none());
+        assert!(limit.admit(at("::1"), at("::1")).is_none());
+        assert_eq!(limit.open(Peer::UnknownLocal), 1);
     }
 }

@@ -27,9 +27,10 @@ pub const MAX_HELLO_BYTES: usize = 64 * 1024;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections that may be waiting for their hello at once; one more is closed at once.
 pub const MAX_PENDING: usize = 256;
-/// Connections one peer (an IPv4 address, an IPv6 /64) may have waiting for their hello at
-/// once; one more is closed at once, so a stranger cannot take every place (connections from
-/// this machine itself are not counted: see `stratus_cloud::peer_limit`).
+/// Connections one peer (an IPv4 address, an IPv6 /64; on this machine, a user) may have
+/// waiting for their hello at once; one more is closed at once, so a stranger, a plugin's
+/// program included, cannot take every place (the control plane's own uid, which its local
+/// agents share, is not counted: see `stratus_cloud::peer_limit`).
 pub const MAX_PENDING_PER_PEER: usize = 32;
 /// Least time between two rejection events.
 pub const REJECTION_EVENT_GAP: Duration = Duration::from_secs(10);
