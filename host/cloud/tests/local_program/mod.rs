@@ -1,6 +1,7 @@
 //! A program of this machine running as another user than the tests (and the control plane
 //! they start), holding connections open: what a plugin's program could do on a server of
-//! the local provider (the tests must run as root to start it). Shared by `host/cloud/tests` and the integration tests under `tests/`.
+//! the local provider (the tests must run as root to start it). Shared by `host/cloud/tests`
+//! and the integration tests under `tests/`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
