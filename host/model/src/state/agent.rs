@@ -1,5 +1,7 @@
 //! A server's agent: STARTING until its handshake, RUNNING while connected, LOST when the
-//! connection drops, TERMINATED when its server is released.
+//! connection drops, ENDING once its server is being ended, TERMINATED when its server is
+//! released. ENDING lasts while the provider cannot end the server (its host unreachable), so
+//! nobody takes for ended a server whose processes and disk may still be there.
 
 use std::fmt;
 
@@ -13,6 +15,8 @@ pub enum AgentState {
     Starting,
     Running,
     Lost,
+    /// Its end began and has not been confirmed by the provider yet.
+    Ending,
     Terminated,
 }
 
@@ -25,6 +29,8 @@ pub enum AgentEvent {
     Lost,
     /// The same agent process reconnected.
     Reconnected,
+    /// Its server's end began: the agent is asked to go, the provider to end the server.
+    Ending,
     /// Its server was released.
     Terminated,
 }
@@ -40,7 +46,10 @@ impl AgentState {
             (S::Lost, E::Reconnected) => S::Running,
             // An agent that never handshakes is lost too, so the monitor can replace it.
             (S::Starting | S::Running, E::Lost) => S::Lost,
-            (S::Starting | S::Running | S::Lost, E::Terminated) => S::Terminated,
+            // An ending agent stays ENDING whatever its connection does, until the provider
+            // confirms the end: its closing connection is not a loss, nor its return a comeback.
+            (S::Starting | S::Running | S::Lost, E::Ending) => S::Ending,
+            (S::Starting | S::Running | S::Lost | S::Ending, E::Terminated) => S::Terminated,
             (state, event) => {
                 return Err(IllegalTransition {
                     machine: "agent",
@@ -56,6 +65,7 @@ impl AgentState {
             AgentState::Starting => "STARTING",
             AgentState::Running => "RUNNING",
             AgentState::Lost => "LOST",
+            AgentState::Ending => "ENDING",
             AgentState::Terminated => "TERMINATED",
         }
     }
@@ -67,6 +77,7 @@ impl AgentEvent {
             AgentEvent::Handshake => "HANDSHAKE",
             AgentEvent::Lost => "LOST",
             AgentEvent::Reconnected => "RECONNECTED",
+            AgentEvent::Ending => "ENDING",
             AgentEvent::Terminated => "TERMINATED",
         }
     }
@@ -95,18 +106,27 @@ mod tests {
         STARTING HANDSHAKE -> RUNNING
         STARTING LOST -> LOST
         STARTING RECONNECTED -> illegal
+        STARTING ENDING -> ENDING
         STARTING TERMINATED -> TERMINATED
         RUNNING HANDSHAKE -> illegal
         RUNNING LOST -> LOST
         RUNNING RECONNECTED -> illegal
+        RUNNING ENDING -> ENDING
         RUNNING TERMINATED -> TERMINATED
         LOST HANDSHAKE -> RUNNING
         LOST LOST -> illegal
         LOST RECONNECTED -> RUNNING
+        LOST ENDING -> ENDING
         LOST TERMINATED -> TERMINATED
+        ENDING HANDSHAKE -> illegal
+        ENDING LOST -> illegal
+        ENDING RECONNECTED -> illegal
+        ENDING ENDING -> illegal
+        ENDING TERMINATED -> TERMINATED
         TERMINATED HANDSHAKE -> illegal
         TERMINATED LOST -> illegal
         TERMINATED RECONNECTED -> illegal
+        TERMINATED ENDING -> illegal
         TERMINATED TERMINATED -> illegal
     ";
 
@@ -115,13 +135,15 @@ mod tests {
         let states = enumerate(S::Starting, |s| match s {
             S::Starting => Some(S::Running),
             S::Running => Some(S::Lost),
-            S::Lost => Some(S::Terminated),
+            S::Lost => Some(S::Ending),
+            S::Ending => Some(S::Terminated),
             S::Terminated => None,
         });
         let events = enumerate(E::Handshake, |e| match e {
             E::Handshake => Some(E::Lost),
             E::Lost => Some(E::Reconnected),
-            E::Reconnected => Some(E::Terminated),
+            E::Reconnected => Some(E::Ending),
+            E::Ending => Some(E::Terminated),
             E::Terminated => None,
         });
         check_table(&states, &events, TABLE, S::next, S::name, E::name);
