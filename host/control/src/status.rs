@@ -292,9 +292,14 @@ pub fn status(store: &Store, only: Option<&str>) -> Result<StatusView, StoreErro
                             .map(|i| ServiceView {
                                 name: i.service.clone(),
                                 id: i.service_id.clone(),
-                                // Nobody can tell what runs on a server whose agent is lost.
-                                state: match s.agent_state {
-                                    AgentState::Lost => "UNKNOWN".to_string(),
+                                // Nobody can tell what runs on a server whose agent is lost,
+                                // or on one being ended whose services were not stopped.
+                                state: match (s.agent_state, &i.state) {
+                                    (AgentState::Lost, _) => "UNKNOWN".to_string(),
+                                    (AgentState::Ending, ServiceState::Stopped) => {
+                                        i.state.name().to_string()
+                                    }
+                                    (AgentState::Ending, _) => "UNKNOWN".to_string(),
                                     _ => i.state.name().to_string(),
                                 },
                                 reason: match &i.state {
@@ -407,6 +412,7 @@ fn health_view(
         .flatten()?;
     let (status, message) = match server.agent_state {
         AgentState::Lost => ("UNKNOWN", format!("server {} is lost", server.id)),
+        AgentState::Ending => ("UNKNOWN", format!("server {} is being ended", server.id)),
         _ => (stratus_engine::health::status_word(rec.status), rec.message),
     };
     Some(HealthView {

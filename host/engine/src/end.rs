@@ -1,6 +1,10 @@
-//! Ending one server, the last step of every departure: its agent is asked to shut down
-//! (stopping every process it supervises), the provider ends the server's whole process group,
-//! then its disk is removed without following links, or kept under a label.
+//! Ending one server, the last step of every departure: the server is ENDING, its agent is
+//! asked to shut down (stopping every process it supervises), the provider ends the server's
+//! whole process group, then its disk is removed without following links, or kept under a
+//! label, and the server is TERMINATED. An end that fails while the deployment runs is
+//! retried later (`end/deferred.rs`).
+
+mod deferred;
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::Server;
@@ -68,7 +72,7 @@ impl Engine {
         };
         // Recorded before the agent is asked to go, so its connection closing is not taken
         // for a loss (a warning, and a replacement) by the monitor.
-        let _ = self.agent_event(dep, &sid, AgentEvent::Terminated);
+        let _ = self.agent_event(dep, &sid, AgentEvent::Ending);
         let ask = self.parts.agents.call(
             dep,
             &sid,

@@ -1,6 +1,7 @@
 //! Database access as dependents come and go. Each database server remembers, per dependent
 //! service, the addresses it has granted; `grant-database-access` is called for exactly the
-//! addresses not granted yet, and `revoke-database-access` for exactly those that leave.
+//! addresses not granted yet, and `revoke-database-access` for exactly those that leave (or
+//! left while the database server was LOST). No call goes to a LOST database server.
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::{Fleet, Server};
@@ -75,8 +76,11 @@ impl Engine {
         Ok(())
     }
 
-    /// `grant-database-access` on every server of `db` for the addresses of its data-source
-    /// dependents that it has not granted yet; nothing is called when there are none.
+    /// `grant-database-access` on every server of `db` whose agent answers, for the
+    /// addresses of its data-source dependents that it has not granted yet; nothing is called
+    /// when there are none. Grants of dependents that left while the server was LOST (their
+    /// revoke skipped) are revoked first. A LOST server is skipped: when its agent is back a
+    /// pass catches up, and its replacement is granted every address of the moment.
     pub(crate) async fn grant_access(
         &self,
         spec: &DeploymentSpec,
@@ -85,10 +89,13 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
         let wanted = self.grants_for(spec, fleet, db)?;
-        let servers = fleet.get(db.tier.as_str()).cloned().unwrap_or_default();
+        let servers = self.answering(dep, fleet.get(db.tier.as_str()), |_| true)?;
+        let stale = |service: &str, address: &str| left(&wanted, service, address);
+        let stale = &stale;
         parallel::all(servers.iter().map(|server| {
             let wanted = wanted.clone();
             async move {
+                self.revoke_on(spec, fleet, db, server, stale).await?;
                 let mut granted = self.granted(dep, db, server)?;
                 let new = only(&wanted, |g, a| !granted.has(&g.service, a));
                 if new.is_empty() {
@@ -117,8 +124,10 @@ impl Engine {
     }
 
     /// `revoke-database-access` on every server of `db` that stays (its address is not
-    /// `leaving`), for exactly the granted addresses that `revoked(service, address)` picks.
-    /// Works from what was granted, so a dependent no longer in the file is revoked too.
+    /// `leaving`) and whose agent answers, for exactly the granted addresses that
+    /// `revoked(service, address)` picks. Works from what was granted, so a dependent no
+    /// longer in the file is revoked too. A LOST server keeps its grants until it is back
+    /// (then the next grant revokes those of dependents gone meanwhile) or replaced.
     pub(crate) async fn revoke_access(
         &self,
         spec: &DeploymentSpec,
@@ -128,60 +137,94 @@ impl Engine {
         revoked: impl Fn(&str, &str) -> bool + Sync,
     ) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
-        let Some(ds) = &db.data_source else {
-            return Ok(());
-        };
-        let servers: Vec<Server> = fleet
-            .get(db.tier.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|s| !leaving.contains(&s.address))
-            .cloned()
-            .collect();
+        let stays = |s: &Server| !leaving.contains(&s.address);
+        let servers = self.answering(dep, fleet.get(db.tier.as_str()), stays)?;
         let revoked = &revoked;
-        parallel::all(servers.iter().map(|server| async move {
-            let mut granted = self.granted(dep, db, server)?;
-            let mut gone = Vec::new();
-            for (service, addresses) in &granted.addresses {
-                let addresses: Vec<String> = addresses
-                    .iter()
-                    .filter(|a| revoked(service, a))
-                    .cloned()
-                    .collect();
-                if addresses.is_empty() {
-                    continue;
-                }
-                let cred = self.grant_credential(spec, db.name.as_str(), service)?;
-                gone.push(DatabaseGrant {
-                    service: service.clone(),
-                    database: ds.database.clone(),
-                    user: cred.user,
-                    password: cred.password,
-                    addresses,
-                });
-            }
-            if gone.is_empty() {
-                return Ok(());
-            }
-            let ctx = self.service_context(spec, fleet, db, server)?;
-            let key = granted.step(db, server, "revoke-database-access");
-            let call = HookCall::RevokeDatabaseAccess {
-                ctx,
-                grants: gone.clone(),
-            };
-            self.service_hook(spec, db, server, &key, call).await?;
-            for g in gone {
-                if let Some(set) = granted.addresses.get_mut(&g.service) {
-                    set.retain(|a| !g.addresses.contains(a));
-                }
-            }
-            granted.addresses.retain(|_, set| !set.is_empty());
-            granted.changes += 1;
-            self.set_granted(dep, db, server, &granted)
-        }))
+        parallel::all(
+            servers
+                .iter()
+                .map(|server| self.revoke_on(spec, fleet, db, server, revoked)),
+        )
         .await?;
         Ok(())
     }
+
+    /// The servers of `servers` that `keep` accepts and whose agent is not LOST.
+    fn answering(
+        &self,
+        dep: &str,
+        servers: Option<&Vec<Server>>,
+        keep: impl Fn(&Server) -> bool,
+    ) -> Result<Vec<Server>, EngineError> {
+        let mut out = Vec::new();
+        for server in servers.into_iter().flatten().filter(|s| keep(s)) {
+            if !self.is_lost(dep, &server.id)? {
+                out.push(server.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `revoke-database-access` on one server of `db` for the granted addresses `revoked`
+    /// picks; nothing is called when there are none.
+    async fn revoke_on(
+        &self,
+        spec: &DeploymentSpec,
+        fleet: &Fleet,
+        db: &ServiceSpec,
+        server: &Server,
+        revoked: &(impl Fn(&str, &str) -> bool + Sync),
+    ) -> Result<(), EngineError> {
+        let dep = spec.name.as_str();
+        let Some(ds) = &db.data_source else {
+            return Ok(());
+        };
+        let mut granted = self.granted(dep, db, server)?;
+        let mut gone = Vec::new();
+        for (service, addresses) in &granted.addresses {
+            let addresses: Vec<String> = addresses
+                .iter()
+                .filter(|a| revoked(service, a))
+                .cloned()
+                .collect();
+            if addresses.is_empty() {
+                continue;
+            }
+            let cred = self.grant_credential(spec, db.name.as_str(), service)?;
+            gone.push(DatabaseGrant {
+                service: service.clone(),
+                database: ds.database.clone(),
+                user: cred.user,
+                password: cred.password,
+                addresses,
+            });
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.service_context(spec, fleet, db, server)?;
+        let key = granted.step(db, server, "revoke-database-access");
+        let call = HookCall::RevokeDatabaseAccess {
+            ctx,
+            grants: gone.clone(),
+        };
+        self.service_hook(spec, db, server, &key, call).await?;
+        for g in gone {
+            if let Some(set) = granted.addresses.get_mut(&g.service) {
+                set.retain(|a| !g.addresses.contains(a));
+            }
+        }
+        granted.addresses.retain(|_, set| !set.is_empty());
+        granted.changes += 1;
+        self.set_granted(dep, db, server, &granted)
+    }
+}
+
+/// Whether `address`, granted for `service`, belongs to a dependent that left: the service
+/// still depends on the database (`wanted` has its grant) but no server of it has the address.
+fn left(wanted: &[DatabaseGrant], service: &str, address: &str) -> bool {
+    let grant = wanted.iter().find(|g| g.service == service);
+    grant.is_some_and(|g| !g.addresses.iter().any(|a| a == address))
 }
 
 /// `grants` with only the addresses `keep` accepts; grants left without one are dropped.
@@ -197,4 +240,31 @@ fn only(
         })
         .filter(|g| !g.addresses.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(service: &str, addresses: &[&str]) -> DatabaseGrant {
+        DatabaseGrant {
+            service: service.into(),
+            database: "hello".into(),
+            user: "u".into(),
+            password: "p".into(),
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_addresses_of_dependents_that_left_are_stale() {
+        let wanted = [grant("app", &["10.0.0.3", "10.0.0.4"])];
+        // app-1's address: it left while the database could not be told.
+        assert!(left(&wanted, "app", "10.0.0.2"));
+        assert!(!left(&wanted, "app", "10.0.0.3"));
+        // A service no longer in the file is revoked when the file changes, not here.
+        assert!(!left(&wanted, "old-app", "10.0.0.2"));
+        // A dependent tier scaled to nothing has a grant without addresses: all of it left.
+        assert!(left(&[grant("app", &[])], "app", "10.0.0.3"));
+    }
 }

@@ -143,6 +143,10 @@ impl Engine {
         svc: &ServiceSpec,
         server: &Server,
     ) -> Result<(), EngineError> {
+        // A LOST agent cannot be told: the pass its return brings about tells it again.
+        if self.is_lost(spec.name.as_str(), &server.id)? {
+            return Ok(());
+        }
         let ctx = self.service_context(spec, fleet, svc, server)?;
         let watch = HealthWatch {
             service: svc.name.to_string(),

@@ -8,7 +8,8 @@
 //! A launch is a reconcile from nothing, terminate a reconcile to nothing (see `terminate.rs`);
 //! scaling and recovery are changes of the target or of what is observed. A server lost during
 //! a pass is waited for until its tier's grace, then replaced (or, with recovery off, named in
-//! the failure).
+//! the failure). A server already LOST when a pass starts gets no departure hook and no grant:
+//! the pass goes on without it, and once its agent is back another pass catches up.
 
 use crate::engine::{Engine, EngineError};
 use crate::facts::Fleet;
@@ -159,6 +160,7 @@ impl Engine {
         packages: &BTreeMap<String, PackageRef>,
         applied: &mut Vec<Changes>,
     ) -> Result<bool, EngineError> {
+        self.note_skipping(spec.name.as_str())?;
         let changes = self.pending_changes(spec, Goal::Targets).await?;
         let changed = changes.is_some();
         if let Some(c) = changes {

@@ -5,7 +5,7 @@
 use crate::engine::{Engine, EngineError};
 use crate::retry::now_ms;
 use crate::scaling_plan::Observed;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stratus_model::ServerId;
@@ -113,8 +113,9 @@ impl Engine {
         let mut lost = Vec::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
             // An ended server is never lost, and asking the provider about it costs a scan of
-            // every process: rows of ended servers pile up with each scaling event.
-            if row.agent_state == AgentState::Terminated {
+            // every process: rows of ended servers pile up with each scaling event. One being
+            // ended is not lost either: it left, and was replaced if it had to be.
+            if matches!(row.agent_state, AgentState::Terminated | AgentState::Ending) {
                 continue;
             }
             if row.agent_state == AgentState::Running && !self.ended_seen.due(dep, &row.id) {
@@ -174,7 +175,8 @@ impl Engine {
         let condemned = self.condemned_servers(spec)?;
         let mut out: BTreeMap<String, Vec<Observed>> = BTreeMap::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
-            if row.agent_state == AgentState::Terminated {
+            // A server being ended left its tier already: it is no part of its count.
+            if matches!(row.agent_state, AgentState::Terminated | AgentState::Ending) {
                 continue;
             }
             let Ok(id) = row.id.parse::<ServerId>() else {
@@ -190,12 +192,54 @@ impl Engine {
         }
         Ok(out)
     }
+
+    /// The ids of `dep`'s servers whose agent is LOST now.
+    pub(crate) fn lost_ids(&self, dep: &str) -> Result<BTreeSet<String>, EngineError> {
+        let rows = self.parts.store.servers::<AgentState>(dep)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.agent_state == AgentState::Lost)
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// Whether `server`'s agent is LOST now: no hook is called on it.
+    pub(crate) fn is_lost(&self, dep: &str, server: &ServerId) -> Result<bool, EngineError> {
+        let row = self
+            .parts
+            .store
+            .server::<AgentState>(dep, &server.to_string())?;
+        Ok(row.is_some_and(|r| r.agent_state == AgentState::Lost))
+    }
+
+    /// Notes whether a pass is running while some server is LOST, so that its hooks were
+    /// skipped: once every agent is back, a pass catches up on them.
+    pub(crate) fn note_skipping(&self, dep: &str) -> Result<(), EngineError> {
+        let skipping = !self.lost_ids(dep)?.is_empty();
+        let key = skipped_key(&self.journal_id(dep)?);
+        let value = if skipping { "true" } else { "" };
+        self.parts.store.set_meta(&key, value)?;
+        Ok(())
+    }
+
+    /// Whether a pass skipped hooks of a server that was LOST then.
+    fn skipped(&self, dep: &str) -> Result<bool, EngineError> {
+        let key = skipped_key(&self.journal_id(dep)?);
+        Ok(self.parts.store.meta(&key)?.as_deref() == Some("true"))
+    }
+}
+
+/// Set while the last pass ran with a LOST server (see [`Engine::note_skipping`]).
+fn skipped_key(journal: &str) -> String {
+    format!("reconcile/{journal}/skipped-lost")
 }
 
 impl Engine {
     /// Brings a RUNNING or DEGRADED deployment's state in line with its lost servers:
     /// DEGRADED (with which servers and what happens to them) while any is lost, RUNNING again
-    /// when all are back. Returns whether a reconcile is due to replace gone servers.
+    /// when all are back, and tries again the ends of servers that could not be ended (see
+    /// `end/deferred.rs`). Returns whether a reconcile is due: to replace gone servers, or to
+    /// catch up on hooks skipped while an agent that is back was lost.
     pub async fn note_losses(&self, spec: &DeploymentSpec) -> Result<bool, EngineError> {
         use stratus_model::state::{DeploymentEvent, DeploymentState};
         let dep = spec.name.as_str();
@@ -208,8 +252,14 @@ impl Engine {
         ) {
             return Ok(false);
         }
+        self.retry_ends(spec).await?;
         let lost = self.lost_servers(spec).await?;
-        let condemned = !self.condemned_servers(spec)?.is_empty();
+        // A condemned server being ended was replaced already.
+        let ending = self.ending_ids(dep)?;
+        let condemned = self
+            .condemned_servers(spec)?
+            .iter()
+            .any(|id| !ending.contains(id));
         if lost.is_empty() {
             if self
                 .deployment_event(dep, DeploymentEvent::Recovered)?
@@ -217,7 +267,12 @@ impl Engine {
             {
                 self.log_deployment(dep, "deployment RUNNING: every lost agent is back");
             }
-            return Ok(condemned);
+            let skipped = self.skipped(dep)?;
+            if skipped {
+                let message = "catching up on hooks skipped while an agent was lost";
+                self.log_deployment(dep, message);
+            }
+            return Ok(condemned || skipped);
         }
         let reason = lost
             .iter()

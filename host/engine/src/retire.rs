@@ -3,7 +3,10 @@
 //! leaving nodes, databases revoke the leaving addresses. Then the leaving servers' services
 //! stop layer by layer across the whole departure, last dependency layer first (load
 //! balancers, then what they balance, then databases), and the servers and their disks end.
-//! No hook runs on a gone server.
+//! No hook runs on a gone server, nor on a LOST one (a dependent that is lost catches up on a
+//! later pass, or its replacement learns the membership of the moment). While the deployment
+//! runs, a server that cannot be ended stays ENDING and does not hold its replacement up: its
+//! end is tried again later (`end/deferred.rs`).
 
 use crate::end::ended_message;
 use crate::engine::{Engine, EngineError};
@@ -16,7 +19,7 @@ use std::path::PathBuf;
 use stratus_model::ServerId;
 use stratus_model::context::HookCall;
 use stratus_model::spec::{DeploymentSpec, RetryPolicy, ServiceSpec};
-use stratus_model::state::{AgentState, ServiceEvent};
+use stratus_model::state::{AgentEvent, AgentState, ServiceEvent};
 use stratus_model::step_key::{Phase, StepKey};
 use stratus_protocol::HookReport;
 use stratus_store::StepState;
@@ -239,8 +242,9 @@ impl Engine {
         .await
     }
 
-    /// Ends every leaving server and its disk, side by side. While the deployment runs, the
-    /// first server that cannot be ended is the error; going to nothing, it is noted.
+    /// Ends every leaving server and its disk, side by side. While the deployment runs, a
+    /// server that cannot be ended stays ENDING, its end tried again later; going to nothing,
+    /// it is TERMINATED and noted with what was left (terminate reports it).
     async fn end_leaving(
         &self,
         d: &Departure<'_>,
@@ -248,12 +252,16 @@ impl Engine {
         departed: &mut Departed,
     ) -> Result<(), EngineError> {
         let ends = d.leaving.iter().map(|s| self.end_server(d.dep(), s, keep));
-        for result in join_all(ends).await {
+        for (server, result) in d.leaving.iter().zip(join_all(ends).await) {
             match result {
                 Ok(Some(path)) => departed.kept = path.parent().map(PathBuf::from),
                 Ok(None) => {}
-                Err(e) if !d.changes.to_nothing => return Err(e),
-                Err(e) => departed.disks_left.push(ended_message(e)),
+                Err(e) if !d.changes.to_nothing => self.defer_end(d.dep(), &server.id, e)?,
+                Err(e) => {
+                    let id = server.id.to_string();
+                    self.agent_event(d.dep(), &id, AgentEvent::Terminated)?;
+                    departed.disks_left.push(ended_message(e));
+                }
             }
         }
         Ok(())
@@ -289,7 +297,9 @@ impl Engine {
             .filter(|s| ids.contains(&s.id.to_string()))
             .cloned()
             .collect();
-        let half_ended = self.half_ended(spec.name.as_str(), &ids)?;
+        // A LOST agent cannot answer a hook: waiting for it would fail the departure.
+        unreachable.extend(self.lost_ids(spec.name.as_str())?);
+        let half_ended = self.half_ended(spec.name.as_str(), &ids, which)?;
         unreachable.extend(half_ended.iter().map(|s| s.id.to_string()));
         leaving.extend(half_ended);
         Ok(Departure {
@@ -301,13 +311,24 @@ impl Engine {
         })
     }
 
-    /// The servers of `ids` whose end started and never finished (a control plane stopped in
-    /// it): they are TERMINATED from before their agent was asked to go, so the fleet lacks
-    /// them, yet their processes and disk may remain. Their end runs again; no hook does.
-    fn half_ended(&self, dep: &str, ids: &BTreeSet<String>) -> Result<Vec<Server>, EngineError> {
+    /// The servers whose end started and never finished: ENDING ones of `ids` (every one when
+    /// going to nothing), and TERMINATED ones of `ids` whose end step is still started (a
+    /// control plane before ENDING existed stopped in it). The fleet lacks them, yet their
+    /// processes and disk may remain. Their end runs again; no hook does.
+    fn half_ended(
+        &self,
+        dep: &str,
+        ids: &BTreeSet<String>,
+        which: Leaving,
+    ) -> Result<Vec<Server>, EngineError> {
         let journal = self.journal_id(dep)?;
         let mut out = Vec::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
+            let ending = row.agent_state == AgentState::Ending;
+            if ending && (which == Leaving::All || ids.contains(&row.id)) {
+                out.extend(self.server_of(&row)?);
+                continue;
+            }
             if row.agent_state != AgentState::Terminated || !ids.contains(&row.id) {
                 continue;
             }

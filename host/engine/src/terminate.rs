@@ -76,11 +76,13 @@ impl Engine {
         self.deployment_event(dep, DeploymentEvent::TerminateRequested)?;
         self.log_deployment(dep, "terminate requested: deployment STOPPING");
         let changes = self.pending_changes(spec, Goal::Nothing).await?;
+        let ending = self.ending_ids(dep)?;
         let departed = match &changes {
             Some(c) => self.depart(spec, c, keep.as_deref()).await?,
             None => Departed::default(),
         };
-        self.sweep_unrecorded(spec, changes.as_ref()).await?;
+        self.sweep_unrecorded(spec, changes.as_ref(), &ending)
+            .await?;
         let problems = self.record_departure(dep, departed)?;
         // The new journal first: a TERMINATED deployment relaunched on the old one would skip
         // every step; a control plane stopped in between terminates again, finding nothing.
@@ -135,12 +137,24 @@ impl Engine {
         Ok(None)
     }
 
+    /// The ids of `dep`'s servers being ended (an earlier end could not finish).
+    pub(crate) fn ending_ids(&self, dep: &str) -> Result<Vec<String>, EngineError> {
+        let rows = self.parts.store.servers::<AgentState>(dep)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.agent_state == AgentState::Ending)
+            .map(|r| r.id)
+            .collect())
+    }
+
     /// Ends the servers a launch that terminate stopped may have started without recording
-    /// them; the servers `changes` ended (or left, with their disk) are not touched.
+    /// them; the servers `changes` ended (or left, with their disk) and those that were being
+    /// ended (`ending`, ended by the same departure) are not touched.
     async fn sweep_unrecorded(
         &self,
         spec: &DeploymentSpec,
         changes: Option<&Changes>,
+        ending: &[String],
     ) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
         let providers = self.providers_of(spec)?;
@@ -149,6 +163,7 @@ impl Engine {
             .flat_map(|c| &c.tiers)
             .flat_map(|t| &t.remove)
             .map(ToString::to_string)
+            .chain(ending.iter().cloned())
             .collect();
         let rows = self.parts.store.servers::<AgentState>(dep)?;
         let known: Vec<String> = rows
@@ -201,11 +216,11 @@ impl Engine {
         Ok(problems)
     }
 
-    /// The live servers of a deployment, by tier.
+    /// The live servers of a deployment, by tier (not those being ended: they left).
     pub fn fleet(&self, dep: &str) -> Result<Fleet, EngineError> {
         let mut fleet = Fleet::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
-            if row.agent_state == AgentState::Terminated {
+            if matches!(row.agent_state, AgentState::Terminated | AgentState::Ending) {
                 continue;
             }
             let Some(server) = self.server_of(&row)? else {
