@@ -7,7 +7,10 @@ use crate::common;
 
 use common::moto::Moto;
 use common::serve::files_url;
-use common::{Stratus, hello_deployment, read, server_root, servers, terminate};
+use common::{
+    Stratus, agent_credential, hello_deployment, launch_credential, read, server_root, servers,
+    terminate,
+};
 
 /// Creates a bucket (moto does not check signatures).
 fn create_bucket(moto: &Moto, name: &str) {
@@ -117,10 +120,14 @@ fn an_s3_bucket_as_the_store_launches_hello() {
     terminate(&st, "s3hello");
 }
 
-/// What a server's agent knows: its identity and credential from its bootstrap file.
+/// What a server's agent knows: its identity from its bootstrap file, and the credential it
+/// presents now.
 fn bootstrap_of(st: &Stratus, dep: &str, server: &serde_json::Value) -> serde_json::Value {
-    let file = server_root(st, dep, server).join("agent/bootstrap.json");
-    serde_json::from_str(&read(&file)).unwrap()
+    let root = server_root(st, dep, server);
+    let mut boot: serde_json::Value =
+        serde_json::from_str(&read(&root.join("agent/bootstrap.json"))).unwrap();
+    boot["credential"] = agent_credential(&root).into();
+    boot
 }
 
 /// Fetches `hex` from the endpoint as the server whose bootstrap is `boot`: `Ok` or the
@@ -207,6 +214,11 @@ fn the_file_endpoint_serves_a_server_only_its_deployments_objects_while_it_lives
     let mut forged = a_db.clone();
     forged["credential"] = "0".repeat(64).into();
     assert_eq!(fetch_as(&st, &url, &forged, &some_a), Err(401));
+    // The launch credential, in the bootstrap (a cloud server's user-data), was replaced.
+    let mut launch = a_db.clone();
+    launch["credential"] = launch_credential(&server_root(&st, "fa", &servers(&a, "db")[0])).into();
+    assert_ne!(launch, a_db);
+    assert_eq!(fetch_as(&st, &url, &launch, &some_a), Err(401));
     st.ok(&["terminate", "fa"]);
     // fb keeps the control plane up.
     assert_eq!(

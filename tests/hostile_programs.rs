@@ -134,8 +134,14 @@ fn a_granted_cat_cannot_read_the_agents_credential_or_shadow() {
     let st = Stratus::new();
     let (root, dir) = launch(&st, "pcat", "\"/bin/cat\"", "proc-cat-credential", "-");
     let credential = root.join("agent/bootstrap.json");
+    let replaced = root.join("agent/credential");
+    assert!(
+        replaced.exists(),
+        "the launch credential was replaced before hooks ran"
+    );
     let log = read(&dir.join("hostile.log"));
-    for target in [credential.display().to_string(), "/etc/shadow".into()] {
+    let targets = [&credential, &replaced].map(|p| p.display().to_string());
+    for target in targets.into_iter().chain(["/etc/shadow".into()]) {
         assert!(
             log.contains(&format!(
                 "{target}: refused: /bin/cat: {target}: Permission denied"
@@ -144,11 +150,13 @@ fn a_granted_cat_cannot_read_the_agents_credential_or_shadow() {
         );
     }
     assert!(!log.contains(read(&credential).trim()), "{log}");
+    assert!(!log.contains(read(&replaced).trim()), "{log}");
     // The private area and the credential are closed to everyone but the agent.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&root.join("agent")), 0o700);
     assert_eq!(mode(&credential), 0o600);
+    assert_eq!(mode(&replaced), 0o600);
     assert_healthy(&st, "pcat");
     terminate(&st, "pcat");
 }

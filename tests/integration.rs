@@ -29,6 +29,7 @@ mod hostile_processes;
 mod hostile_programs;
 mod http_api;
 mod launch;
+mod launch_credential;
 mod mariadb_plugin;
 mod metrics;
 mod plugin_cli;

@@ -156,12 +156,7 @@ fn agents_with_wrong_unknown_or_reused_credentials_are_refused_and_logged() {
         "{unknown}"
     );
     // The real credential, while its agent is connected, is a reuse.
-    let cred = stratus_protocol::Bootstrap::read(
-        &st.dir()
-            .join("servers/door/app-1/root/agent/bootstrap.json"),
-    )
-    .unwrap()
-    .credential;
+    let cred = common::agent_credential(&st.dir().join("servers/door/app-1/root"));
     let reused = hello_line(
         st.dir(),
         &format!(

@@ -326,6 +326,22 @@ pub fn every_file(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The credential a server's agent presents now: the one that replaced its launch
+/// credential (the first line of `<root>/agent/credential`), or its bootstrap's until then.
+pub fn agent_credential(root: &Path) -> String {
+    match std::fs::read_to_string(root.join("agent/credential")) {
+        Ok(stored) => stored.lines().next().unwrap_or_default().to_string(),
+        Err(_) => launch_credential(root),
+    }
+}
+
+/// The credential a server was launched with, from its bootstrap.
+pub fn launch_credential(root: &Path) -> String {
+    stratus_protocol::Bootstrap::read(&root.join("agent/bootstrap.json"))
+        .unwrap()
+        .credential
+}
+
 /// The generated secrets key management holds: each key file's content, when long enough
 /// (8 characters) that finding it elsewhere is not a coincidence.
 pub fn secrets(st: &Stratus) -> Vec<String> {

@@ -90,7 +90,6 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
         tracing::info!(address = %cfg.address, "learned this server's address from its control connection");
         first = Some(stream);
     }
-    let credential = cfg.bootstrap.credential.clone();
     let (cache_dir, cache_key) = code_cache(&cfg);
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir,
@@ -127,7 +126,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     let stop = Arc::new(Notify::new());
 
     let result = tokio::select! {
-        r = serve_forever(&cfg, &credential, hooks.clone(), measured, stop.clone(), first) => r,
+        r = serve_forever(&cfg, hooks.clone(), measured, stop.clone(), first) => r,
         _ = stop.notified() => Ok(()),
         _ = terminate_signal() => {
             tracing::info!("terminated by signal");
@@ -314,7 +313,6 @@ fn local_ip(stream: &ClientStream) -> std::net::IpAddr {
 /// is a connection already made (the one the server's address was learned from).
 async fn serve_forever(
     cfg: &AgentConfig,
-    credential: &str,
     hooks: Arc<Hooks>,
     measured: crate::metrics::Source,
     stop: Arc<Notify>,
@@ -343,7 +341,7 @@ async fn serve_forever(
                 let hello = Hello::Agent {
                     deployment: cfg.bootstrap.deployment.clone(),
                     server_id: cfg.bootstrap.server_id.clone(),
-                    credential: credential.to_string(),
+                    credential: hooks.credentials.current(),
                     pid: std::process::id(),
                     address: learned.clone(),
                 };
@@ -355,7 +353,15 @@ async fn serve_forever(
                             serve(conn, hooks.clone(), measured.clone(), stop.clone()).await;
                             tracing::warn!("control plane connection lost; reconnecting");
                         }
-                        Ok(Welcome::Refused { reason }) => return Err(AgentError::Refused(reason)),
+                        Ok(Welcome::Refused { reason }) => {
+                            // A control plane that stopped before recording a replacement
+                            // still expects the credential before it.
+                            if !hooks.credentials.fall_back() {
+                                return Err(AgentError::Refused(reason));
+                            }
+                            let launch = hooks.credentials.presents_launch();
+                            tracing::warn!(%reason, launch, "the credential presented was refused; presenting the one before it");
+                        }
                         Err(e) => tracing::warn!(error = %e, "handshake failed"),
                     }
                 }

@@ -37,11 +37,15 @@ pub struct Hooks {
     pub(crate) metrics: crate::metrics::Interval,
     /// Where packages and data sources are fetched from (see `requests.rs`).
     pub(crate) files: crate::requests::FileSource,
+    /// The credential presented to the control plane and its file endpoint.
+    pub(crate) credentials: crate::credential::Credentials,
 }
 
 impl Hooks {
     pub fn new(cfg: AgentConfig, runtime: Runtime, supervisor: Supervisor) -> Hooks {
+        let launch = cfg.bootstrap.credential.clone();
         Hooks {
+            credentials: crate::credential::Credentials::load(&cfg.root, launch),
             cfg,
             runtime,
             supervisor,

@@ -10,10 +10,12 @@
 //! - `compiled.rs`: saying how a plugin's compiled code was obtained (cache hit expected).
 //! - `health.rs`: calling each started service's `health-check` on its schedule.
 //! - `metrics.rs`: the CPU and memory of the server's own services, reported every interval.
+//! - `credential.rs`: the credential presented, and its one-time replacement of the launch one.
 //! - `private.rs`: keeping `<root>/agent/` and the credential out of the program user's reach.
 
 mod agent;
 mod compiled;
+mod credential;
 mod disk_watch;
 mod health;
 mod hooks;

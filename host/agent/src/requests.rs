@@ -13,36 +13,53 @@ use stratus_cloud::{AgentIdentity, Beneath, Expected, PackageRef, RemoteFiles, S
 use stratus_protocol::{AgentReply, AgentRequest, PackageSource};
 
 /// Where this agent fetches cloud files: the file endpoint the control plane named in its
-/// last `Welcome`, reached with the certificate pinned in the bootstrap.
+/// last `Welcome` (its URL, and the client for it), reached with the certificate pinned in
+/// the bootstrap.
 #[derive(Default)]
-pub(crate) struct FileSource(RwLock<Option<RemoteFiles>>);
+pub(crate) struct FileSource(RwLock<Option<(String, RemoteFiles)>>);
 
 impl FileSource {
     fn get(&self) -> Result<RemoteFiles, String> {
-        let files = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
-        files.ok_or_else(|| {
+        let files = self.0.read().unwrap_or_else(|e| e.into_inner());
+        files.as_ref().map(|(_, f)| f.clone()).ok_or_else(|| {
             "the control plane named no file endpoint; cannot fetch cloud files".to_string()
         })
+    }
+
+    fn url(&self) -> Option<String> {
+        let files = self.0.read().unwrap_or_else(|e| e.into_inner());
+        files.as_ref().map(|(url, _)| url.clone())
     }
 }
 
 impl Hooks {
     /// Takes the file endpoint a `Welcome` names (`None`: none), reached as this server with
-    /// the certificate its bootstrap pins.
+    /// the certificate its bootstrap pins and the credential it presents now.
     pub(crate) fn learn_files_endpoint(&self, url: Option<String>) {
         let boot = &self.cfg.bootstrap;
         let files = url.and_then(|url| {
             let identity = AgentIdentity {
                 deployment: boot.deployment.clone(),
                 server_id: boot.server_id.clone(),
-                credential: Secret::new(boot.credential.clone()),
+                credential: Secret::new(self.credentials.current()),
             };
             let tls = stratus_protocol::tls::pinned_client_config(&boot.fingerprint);
             RemoteFiles::new(&url, tls, identity)
                 .inspect_err(|e| tracing::warn!(error = %e, "unusable file endpoint"))
                 .ok()
+                .map(|files| (url, files))
         });
         *self.files.0.write().unwrap_or_else(|e| e.into_inner()) = files;
+    }
+
+    /// Keeps `fresh` and presents it from now on, to the file endpoint too.
+    fn replace_credential(&self, fresh: &str) -> Result<(), String> {
+        self.credentials.replace(fresh)?;
+        self.learn_files_endpoint(self.files.url());
+        tracing::info!(
+            "the launch credential was replaced; the new one is kept in agent/credential"
+        );
+        Ok(())
     }
 
     pub async fn handle(self: &Arc<Self>, req: AgentRequest) -> AgentReply {
@@ -58,6 +75,10 @@ impl Hooks {
     async fn handle_inner(self: &Arc<Self>, req: AgentRequest) -> Result<AgentReply, String> {
         match req {
             AgentRequest::Ping => Ok(AgentReply::Done),
+            AgentRequest::ReplaceCredential { credential } => {
+                self.replace_credential(&credential)?;
+                Ok(AgentReply::Done)
+            }
             AgentRequest::InstallPackage { dest, package } => {
                 self.install_package(&dest, &package).await?;
                 tracing::info!(package = %package.name, %dest, "service package installed");

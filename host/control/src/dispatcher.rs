@@ -1,7 +1,8 @@
 //! The dispatcher: authenticates agents that dial in and carries requests to them.
 //!
-//! An agent proves who it is with the credential issued for its server at launch. The
-//! dispatcher knows only digests of those credentials; a connection with an unknown server,
+//! An agent proves who it is with the credential issued for its server at launch, and after
+//! its first handshake with the one that replaced it (while a replacement is under way, both
+//! are accepted). The dispatcher knows only digests of those credentials; a connection with an unknown server,
 //! a wrong credential, or a credential already in use by a live connection is refused and
 //! the refusal logged (without the credential).
 
@@ -80,7 +81,18 @@ struct Live {
 struct State {
     /// Credential digest per server that may connect.
     expected: HashMap<ServerKey, String>,
+    /// A second digest accepted while a server's credential is being replaced.
+    offered: HashMap<ServerKey, String>,
     live: HashMap<ServerKey, Live>,
+}
+
+impl State {
+    /// Whether a credential of digest `presented` admits the agent of `key`: the expected
+    /// one, or one on offer while it replaces it.
+    fn admits(&self, key: &ServerKey, presented: &str) -> bool {
+        self.expected.get(key).is_some_and(|d| d == presented)
+            || self.offered.get(key).is_some_and(|d| d == presented)
+    }
 }
 
 /// Cheap to clone; one per control plane.
@@ -152,6 +164,30 @@ impl Dispatcher {
             .insert(key, credential_digest);
     }
 
+    /// Also accepts the credential of `digest` for `key` until [`Dispatcher::settle`];
+    /// `false` when `key` is not expected or another credential is on offer.
+    pub async fn offer(&self, key: ServerKey, digest: String) -> bool {
+        let mut st = self.state.lock().await;
+        if !st.expected.contains_key(&key) || st.offered.contains_key(&key) {
+            return false;
+        }
+        st.offered.insert(key, digest);
+        true
+    }
+
+    /// Ends the offer of `digest` for `key`: `adopted`, it replaces the expected credential
+    /// (unless the server was forgotten meanwhile); otherwise it is withdrawn.
+    pub async fn settle(&self, key: &ServerKey, digest: &str, adopted: bool) {
+        let mut st = self.state.lock().await;
+        if st.offered.get(key).is_none_or(|d| d != digest) {
+            return;
+        }
+        st.offered.remove(key);
+        if adopted && let Some(expected) = st.expected.get_mut(key) {
+            *expected = digest.to_string();
+        }
+    }
+
     /// Names the file endpoint in the `Welcome` of every agent from now on.
     pub fn set_files_endpoint(&self, url: String) {
         let _ = self.files.set(url);
@@ -161,14 +197,14 @@ impl Dispatcher {
     /// endpoint asks; a terminated server's is forgotten).
     pub async fn verify_credential(&self, key: &ServerKey, credential: &str) -> bool {
         let presented = (self.digest)(credential);
-        let st = self.state.lock().await;
-        st.expected.get(key).is_some_and(|d| *d == presented)
+        self.state.lock().await.admits(key, &presented)
     }
 
     /// Refuses the server from now on and drops its connection (the server is terminated).
     pub async fn forget(&self, key: &ServerKey) {
         let mut st = self.state.lock().await;
         st.expected.remove(key);
+        st.offered.remove(key);
         st.live.remove(key);
     }
 
@@ -297,7 +333,7 @@ impl Dispatcher {
             match st.expected.get(&key) {
                 // Names and credential are the peer's word: counted, never echoed.
                 None => Err(Rejection::UnknownServer),
-                Some(d) if *d != presented => Err(Rejection::WrongCredential),
+                Some(_) if !st.admits(&key, &presented) => Err(Rejection::WrongCredential),
                 Some(_) => match st.live.get(&key) {
                     Some(other) => Err(Rejection::InUse { pid: other.pid }),
                     None => {

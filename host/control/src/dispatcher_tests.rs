@@ -55,3 +55,47 @@ async fn a_reply_over_the_frame_limit_fails_the_waiting_call_at_once() {
         "{log}"
     );
 }
+
+/// A replacement credential on offer admits alongside the expected one; adopted, it alone
+/// admits; withdrawn, only the expected one does; one offer at a time, none for a stranger,
+/// and a forgotten server is not brought back by a late adoption.
+#[tokio::test]
+async fn an_offered_credential_admits_until_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
+    let logs = Logs::open(dir.path(), store).unwrap();
+    let d = Dispatcher::new(logs, |c| format!("digest:{c}"));
+    let key = ("dep".to_string(), "s-1".to_string());
+    let stranger = ("dep".to_string(), "s-9".to_string());
+    assert!(!d.offer(stranger.clone(), "digest:x".into()).await);
+    d.expect(key.clone(), "digest:launch".into()).await;
+    assert!(d.offer(key.clone(), "digest:new".into()).await);
+    assert!(
+        !d.offer(key.clone(), "digest:other".into()).await,
+        "one at a time"
+    );
+    assert!(d.verify_credential(&key, "launch").await);
+    assert!(d.verify_credential(&key, "new").await);
+    d.settle(&key, "digest:other", true).await;
+    assert!(
+        d.verify_credential(&key, "launch").await,
+        "not the offer: ignored"
+    );
+    d.settle(&key, "digest:new", true).await;
+    assert!(!d.verify_credential(&key, "launch").await);
+    assert!(d.verify_credential(&key, "new").await);
+
+    assert!(d.offer(key.clone(), "digest:third".into()).await);
+    d.settle(&key, "digest:third", false).await;
+    assert!(!d.verify_credential(&key, "third").await, "withdrawn");
+    assert!(d.verify_credential(&key, "new").await);
+
+    assert!(d.offer(key.clone(), "digest:late".into()).await);
+    d.forget(&key).await;
+    d.settle(&key, "digest:late", true).await;
+    assert!(!d.verify_credential(&key, "late").await);
+    assert!(
+        !d.verify_credential(&key, "new").await,
+        "forgotten stays forgotten"
+    );
+}

@@ -34,6 +34,27 @@ impl AgentLink for Dispatcher {
         Box::pin(Dispatcher::expect(self, key(deployment, server), digest))
     }
 
+    fn offer<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+        digest: String,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(Dispatcher::offer(self, key(deployment, server), digest))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+        digest: String,
+        adopted: bool,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            Dispatcher::settle(self, &key(deployment, server), &digest, adopted).await
+        })
+    }
+
     fn forget<'a>(&'a self, deployment: &'a str, server: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move { Dispatcher::forget(self, &key(deployment, server)).await })
     }

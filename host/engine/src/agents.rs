@@ -34,6 +34,23 @@ pub trait AgentLink: Send + Sync {
         server: &'a str,
         digest: String,
     ) -> BoxFuture<'a, ()>;
+    /// Also accepts a credential of `digest` until [`AgentLink::settle`]; `false` (nothing
+    /// changed) when the server is not expected or another credential is on offer already.
+    fn offer<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+        digest: String,
+    ) -> BoxFuture<'a, bool>;
+    /// Ends the offer of `digest`: with `adopted` it becomes the only credential accepted
+    /// (if the server is still expected), without it is withdrawn.
+    fn settle<'a>(
+        &'a self,
+        deployment: &'a str,
+        server: &'a str,
+        digest: String,
+        adopted: bool,
+    ) -> BoxFuture<'a, ()>;
     /// Refuses the agent from now on.
     fn forget<'a>(&'a self, deployment: &'a str, server: &'a str) -> BoxFuture<'a, ()>;
     fn wait_connected<'a>(

@@ -17,7 +17,7 @@ use stratus_model::step_key::StepKey;
 use stratus_protocol::bounds::{MARKER_BYTES, MAX_MESSAGE_BYTES, MAX_PATH_BYTES, cut, cut_str};
 
 /// What the engine keeps of an agent's message: the agent's own bound and its cut marker.
-const MAX_AGENT_MESSAGE: usize = MAX_MESSAGE_BYTES + MARKER_BYTES;
+pub(crate) const MAX_AGENT_MESSAGE: usize = MAX_MESSAGE_BYTES + MARKER_BYTES;
 use stratus_protocol::{AgentReply, AgentRequest, HookReport, HookResult};
 
 /// The failure kind of a hook's own `hook-error`, the only one whose `retryable` is honoured.

@@ -9,6 +9,7 @@
 //! - `compile.rs`: every uploaded component compiled once into the agents' code cache.
 //! - `scale.rs`, `cm.rs`, `install.rs`, `configure.rs`, `proxy.rs`: steps 1–2, 3–4, 5, 6–7, 8.
 //! - `retry.rs`: retrying a hook that asks for it, each attempt a new call, each wait journaled.
+//! - `credential.rs`: the launch credential replaced once the agent is connected.
 //! - `states.rs`: recording states through the model's transition functions.
 //! - `facts.rs`: building the typed `enstratus.cfg` contexts, grants and proxy nodes.
 //! - `health.rs`: scheduled health checks, restarts of unhealthy services, condemned servers.
@@ -24,6 +25,7 @@ pub mod capacity;
 pub mod cm;
 pub mod compile;
 mod configure;
+mod credential;
 mod end;
 pub mod engine;
 pub mod facts;

@@ -17,6 +17,9 @@ pub const BOOTSTRAP_MODE: u32 = 0o600;
 /// Largest bootstrap file read: its fields are short (a cloud's user-data is 16 KiB at
 /// most), so anything bigger is not one.
 pub const MAX_BOOTSTRAP_BYTES: u64 = 64 * 1024;
+/// The file in `<root>/agent/` where an agent keeps the credential that replaced its
+/// bootstrap's (see `AgentRequest::ReplaceCredential`), mode [`BOOTSTRAP_MODE`].
+pub const CREDENTIAL_FILE: &str = "credential";
 /// Longest credential accepted (the control plane issues 64 hex digits).
 pub const MAX_CREDENTIAL_BYTES: usize = 1024;
 
@@ -183,15 +186,23 @@ impl Bootstrap {
                 return Err((field, "empty".into()));
             }
         }
-        if self.credential.len() > MAX_CREDENTIAL_BYTES {
-            let why = format!("longer than {MAX_CREDENTIAL_BYTES} bytes");
-            return Err(("credential", why));
-        }
-        if !self.credential.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(("credential", "holds spaces or control characters".into()));
-        }
-        Ok(())
+        check_credential(&self.credential).map_err(|why| ("credential", why))
     }
+}
+
+/// Why `credential` cannot be one (a bootstrap's, or one the control plane hands over later):
+/// empty, longer than [`MAX_CREDENTIAL_BYTES`], or holding anything but printable ASCII.
+pub fn check_credential(credential: &str) -> Result<(), String> {
+    if credential.is_empty() {
+        return Err("empty".into());
+    }
+    if credential.len() > MAX_CREDENTIAL_BYTES {
+        return Err(format!("longer than {MAX_CREDENTIAL_BYTES} bytes"));
+    }
+    if !credential.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("holds spaces or control characters".into());
+    }
+    Ok(())
 }
 
 /// `host:port` split, the host without IPv6 brackets; why not when it is not one.

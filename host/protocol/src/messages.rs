@@ -79,6 +79,13 @@ pub enum AgentRequest {
         contents: String,
         mode: u32,
     },
+    /// Keep `credential` (in `<root>/agent/credential`, durably) and present it from now on
+    /// instead of the launch credential, which the control plane then stops accepting: the
+    /// launch credential travelled in the bootstrap (a cloud instance's user-data stays
+    /// readable from its metadata service), this one only inside the pinned connection.
+    ReplaceCredential {
+        credential: String,
+    },
     /// Remove files relative to the server root (credentials after a CM run).
     RemoveFiles {
         paths: Vec<String>,

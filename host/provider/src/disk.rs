@@ -82,7 +82,7 @@ fn move_aside(
         .and_then(|()| std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o700)))
         .and_then(|()| std::fs::create_dir_all(&parent))
         .map_err(ProviderError::io(format!("creating {}", parent.display())))?;
-    // The agent's credential (in its bootstrap, or its own file on older servers) is of no use
+    // The agent's credentials (its bootstrap's, and the one that replaced it) are of no use
     // to a post-mortem; a secret less on disk. Only through real directories: a link on the
     // way would lead the removal elsewhere.
     let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());

@@ -135,8 +135,8 @@ impl LocalProvider {
         crate::cgroup::remove_dead();
         let cgroup = crate::cgroup::agent_cgroup(&root)
             .and_then(|(name, cg)| crate::cgroup::prepare(&cg).then_some(name));
-        // A server launched by an older control plane kept its credential in a file of its
-        // own; the bootstrap written below replaces it.
+        // A retried launch's earlier agent may have stored a replaced credential: the new
+        // agent starts from the bootstrap written below.
         let _ = std::fs::remove_file(agent_dir.join("credential"));
 
         let lease = Lease {

@@ -108,6 +108,7 @@ umask 077
 t=$(mktemp "$1/agent/.bootstrap.XXXXXX")
 cat > "$t"
 mv -f "$t" "$1/agent/bootstrap.json"
+rm -f "$1/agent/credential"
 : >> "$1/agent.log"
 chmod 600 "$1/agent.log"
 if [ ! -x "$2" ]; then rm -f "$1/agent/bootstrap.json"; exit 3; fi
@@ -175,7 +176,7 @@ if [ -n "$4" ]; then
   k="$1/kept-disks/$2/$4"
   (umask 077; mkdir -p "$1/kept-disks"); chmod 700 "$1/kept-disks"; mkdir -p "$k"
   if [ -d "$d" ] && [ ! -L "$d" ]; then
-    if [ ! -L "$d/agent" ]; then rm -f "$d/agent/bootstrap.json"; fi
+    if [ ! -L "$d/agent" ]; then rm -f "$d/agent/bootstrap.json" "$d/agent/credential"; fi
     rm -rf "$k/$3"
     mv "$d" "$k/$3"
   fi
@@ -461,6 +462,7 @@ mod tests {
             );
             assert_eq!((status, out.as_str()), (0, "need\n"), "{err}");
             std::fs::write(server.join("agent/bootstrap.json"), "secret").unwrap();
+            std::fs::write(server.join("agent/credential"), "secret").unwrap();
         }
         let (status, _, err) = run(
             &copy(),
@@ -481,6 +483,7 @@ mod tests {
         let kept = remote.join("kept-disks/shop/post-mortem/app-1");
         assert_eq!(out.trim(), kept.to_str().unwrap());
         assert!(kept.join("agent").is_dir() && !kept.join("agent/bootstrap.json").exists());
+        assert!(!kept.join("agent/credential").exists());
         assert!(bin.exists(), "app-2 still needs the binary");
         std::fs::remove_dir_all(remote.join("kept-disks")).unwrap();
         let (status, _, err) = run(&end_disk(), &[remote_s, "shop", "app-2", ""], "");

@@ -160,6 +160,22 @@ impl Store {
         not_found_if_zero(n, deployment, id)
     }
 
+    /// Replaces the credential digest of a server (its launch credential was replaced);
+    /// whether the server still exists.
+    pub fn set_credential_digest(
+        &self,
+        deployment: &str,
+        id: &str,
+        digest: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE servers SET credential_digest = ?3, updated_at = ?4
+             WHERE deployment = ?1 AND id = ?2",
+            params![deployment, id, digest, now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Removes a server and the service instances on it; returns whether it existed.
     pub fn delete_server(&self, deployment: &str, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();

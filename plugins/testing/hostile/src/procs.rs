@@ -13,7 +13,7 @@
 //! Attacks through the programs a plugin is granted, which run as the agent's program user
 //! (each writes what happened to `hostile.log` and fails the hook only on a leak):
 //! - `proc-cat-credential`: a granted `/bin/cat` on `<server root>/agent/bootstrap.json` (which
-//!   holds the credential) and
+//!   holds the launch credential), `<server root>/agent/credential` (the one replacing it) and
 //!   `/etc/shadow`; the log says `refused: <cat's error>` or `LEAKED <n> bytes`, never the text.
 //! - `proc-whoami`: `/usr/bin/id` through `run`, and through `spawn` a `/bin/sh` writing `id`
 //!   into `spawned-id` in the service directory (so the handed-over directory is writable).
@@ -173,6 +173,7 @@ fn report(ctx: &ServiceContext, lines: &[String]) -> Result<(), HookError> {
 fn cat_credential(ctx: &ServiceContext) -> Result<(), HookError> {
     let targets = [
         format!("{}/agent/bootstrap.json", server_root(ctx)),
+        format!("{}/agent/credential", server_root(ctx)),
         "/etc/shadow".to_string(),
     ];
     let lines: Vec<String> = targets

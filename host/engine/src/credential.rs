@@ -1,0 +1,58 @@
+//! One-time launch credentials. The credential a server is launched with travels in its
+//! bootstrap, and a cloud instance's metadata service serves its user-data to any process on
+//! the instance for the instance's whole life, plugins' programs included. So once its agent
+//! is connected, the control plane hands it a fresh credential inside the pinned connection
+//! and, when the agent says it has stored it, records its digest and accepts nothing else.
+//!
+//! Until then both are accepted, so no crash on either side locks the agent out: an agent
+//! that never stored the new one still has the launch credential, and one that stored it
+//! while the control plane stopped before recording it presents the launch credential again
+//! (see the agent's `credential.rs`), after which its credential is replaced anew.
+
+use crate::engine::{Engine, EngineError};
+use std::time::Duration;
+use stratus_protocol::{AgentReply, AgentRequest};
+
+/// How long the agent may take to store its new credential.
+const REPLACE_LIMIT: Duration = Duration::from_secs(30);
+
+impl Engine {
+    /// Replaces the credential of the connected agent of `server`; nothing happens when a
+    /// replacement is under way already (the monitor and the launch both ask after a
+    /// handshake).
+    pub async fn renew_credential(&self, dep: &str, server: &str) -> Result<(), EngineError> {
+        let fresh = stratus_cloud::random_token();
+        let digest = stratus_cloud::digest(&fresh);
+        let agents = &self.parts.agents;
+        if !agents.offer(dep, server, digest.clone()).await {
+            return Ok(());
+        }
+        let request = AgentRequest::ReplaceCredential {
+            credential: fresh.expose().to_string(),
+        };
+        let stored = match agents.call(dep, server, request, REPLACE_LIMIT).await {
+            Ok(AgentReply::Error { message }) => Err(EngineError::Agent {
+                step: format!("server/{server}/credential"),
+                server: server.to_string(),
+                message: stratus_protocol::bounds::cut(message, crate::calls::MAX_AGENT_MESSAGE),
+            }),
+            Ok(_) => Ok(()),
+            Err(source) => Err(EngineError::Link {
+                step: format!("server/{server}/credential"),
+                source,
+            }),
+        };
+        // Recorded before it is the only one accepted: a control plane stopping in between
+        // still accepts the launch credential, which the agent falls back to.
+        let recorded = match stored {
+            Ok(()) => self
+                .parts
+                .store
+                .set_credential_digest(dep, server, &digest)
+                .map_err(EngineError::from),
+            Err(e) => Err(e),
+        };
+        agents.settle(dep, server, digest, recorded.is_ok()).await;
+        recorded.map(|_| ())
+    }
+}

@@ -1,0 +1,139 @@
+//! One-time launch credentials, with the real binary: the credential in a server's bootstrap
+//! (a cloud instance's user-data, readable from its metadata service for its whole life)
+//! admits nobody once the agent is up, because the control plane replaced it inside the
+//! pinned connection; and a control plane that stopped before recording a replacement still
+//! admits the agent, which presents its launch credential again and gets a new one.
+
+use crate::common;
+
+use common::serve::control_line;
+use common::{Stratus, agent_credential, hello_deployment, launch_credential, server_root};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What the control port answers an agent's hello for `server` of `dep` with `credential`.
+fn hello(st: &Stratus, dep: &str, server: &str, credential: &str) -> String {
+    let line = format!(
+        r#"{{"role":"agent","deployment":"{dep}","server_id":"{server}","credential":"{credential}","pid":1}}"#
+    );
+    control_line(st.dir(), &line)
+}
+
+/// Launches hello with one app server and returns the app server's root.
+fn launched(st: &Stratus, dep: &str) -> std::path::PathBuf {
+    let file = st.write_file(&format!("{dep}.toml"), &hello_deployment(dep, 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment(dep);
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    server_root(st, dep, &common::servers(&d, "app")[0])
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_launch_credential_admits_nobody_once_the_agent_is_up() {
+    let st = Stratus::new();
+    let root = launched(&st, "once");
+    let launch = launch_credential(&root);
+    let stored = root.join("agent/credential");
+    assert_eq!(mode(&stored), 0o600, "the replacement is the agent's alone");
+    let current = agent_credential(&root);
+    assert_ne!(current, launch, "the launch credential was replaced");
+    assert_eq!(current.len(), launch.len(), "a token like the launch one");
+    assert!(current.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let answer = hello(&st, "once", "app-1", &launch);
+    assert!(
+        answer.contains("unknown server or wrong credential"),
+        "{answer}"
+    );
+    // The replacement is the live credential: presented by another, it is a reuse.
+    let answer = hello(&st, "once", "app-1", &current);
+    assert!(answer.contains("already in use"), "{answer}");
+    // Every server of the deployment, not only the first of a tier.
+    let d = st.deployment("once");
+    for tier in ["lb", "app", "db"] {
+        for server in common::servers(&d, tier) {
+            let root = server_root(&st, "once", &server);
+            assert_ne!(
+                agent_credential(&root),
+                launch_credential(&root),
+                "{server}"
+            );
+        }
+    }
+    common::assert_no_secret_leaked(&st, |_| true);
+    let logs = common::every_file(&st.dir().join("logs"));
+    for file in logs.iter().chain([root.join("agent/agent.log")].iter()) {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        assert!(
+            !text.contains(&current),
+            "{} holds the credential",
+            file.display()
+        );
+    }
+    common::terminate(&st, "once");
+}
+
+/// A control plane that stopped after the agent stored its new credential but before
+/// recording it knows only the launch credential: the agent's stored one is refused, it
+/// presents the launch one once more, and the control plane replaces it again.
+#[test]
+fn an_agent_whose_replacement_was_not_recorded_gets_back_in_and_a_new_one() {
+    let st = Stratus::new();
+    let root = launched(&st, "lapse");
+    let launch = launch_credential(&root);
+    let first = agent_credential(&root);
+    let control = st.control_pid().unwrap();
+    st.ok(&["shutdown"]);
+    assert!(common::wait_gone(control, Duration::from_secs(60)));
+    // What the store holds when the control plane stopped before recording the replacement.
+    let db = rusqlite::Connection::open(st.dir().join("stratus.db")).unwrap();
+    let digest = stratus_cloud::digest(&stratus_cloud::Secret::new(launch.as_str()));
+    let changed = db
+        .execute(
+            "UPDATE servers SET credential_digest = ?1 WHERE deployment = 'lapse' AND id = 'app-1'",
+            [&digest],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let serving = common::serve::serve(&st, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut second = agent_credential(&root);
+    while (second == first || second == launch) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        second = agent_credential(&root);
+    }
+    let agent_log = common::read(&root.join("agent/agent.log"));
+    assert!(
+        second != first && second != launch,
+        "no new credential: {agent_log}\n{}",
+        common::read(&st.dir().join("logs/dispatcher.log"))
+    );
+    assert!(
+        agent_log.contains("the credential presented was refused; presenting the one before it"),
+        "{agent_log}"
+    );
+    // Once recorded, neither earlier credential admits anyone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = hello(&st, "lapse", "app-1", &launch);
+        if answer.contains("wrong credential") || Instant::now() > deadline {
+            assert!(answer.contains("wrong credential"), "{answer}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let answer = hello(&st, "lapse", "app-1", &first);
+    assert!(answer.contains("wrong credential"), "{answer}");
+    let d = common::wait_for(&st, "lapse", Duration::from_secs(60), |d| {
+        common::servers(d, "app")[0]["agent"] == "RUNNING"
+    });
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    common::terminate(&st, "lapse");
+    common::serve::stop(&st, serving);
+}
