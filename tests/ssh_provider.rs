@@ -481,8 +481,9 @@ fn the_three_tier_example_serves_http_across_hosts() {
 }
 
 /// A host cut off the network: its servers turn LOST and are replaced on hosts still reachable
-/// (the cut host's free slot is skipped); once the host is back, terminate ends the lost
-/// server's agent there too and leaves nothing on any host.
+/// (the cut host's free slot is skipped) while they stay ENDING; once the host is back,
+/// terminate ends the lost server's agent there too (if its own retry did not yet) and leaves
+/// nothing on any host.
 #[test]
 fn an_unreachable_host_is_replaced_elsewhere_and_cleaned_once_back() {
     let lab = Lab::new(3, 2);
@@ -517,7 +518,7 @@ fn an_unreachable_host_is_replaced_elsewhere_and_cleaned_once_back() {
     let d = common::wait_for(&st, "cut", Duration::from_secs(120), |d| {
         let all: Vec<Value> = ["db", "app", "lb"]
             .iter()
-            .flat_map(|t| servers(d, t))
+            .flat_map(|t| live(d, t))
             .collect();
         d["state"] == "RUNNING"
             && all
@@ -529,9 +530,9 @@ fn an_unreachable_host_is_replaced_elsewhere_and_cleaned_once_back() {
     for id in &on_cut {
         assert!(events.contains(&format!("{id} lost at")), "{id}: {events}");
     }
-    let app = &servers(&d, "app")[0];
+    let app = &live(&d, "app")[0];
     assert_ne!(app["id"], old["id"]);
-    let lb = &servers(&d, "lb")[0];
+    let lb = &live(&d, "lb")[0];
     let lb_host = lab.host_of(lb["address"].as_str().unwrap()).unwrap();
     let nodes = file_on(&lab, lb_host, &server_dir(&lab, "cut", lb), "nodes.txt");
     assert_eq!(
@@ -547,6 +548,172 @@ fn an_unreachable_host_is_replaced_elsewhere_and_cleaned_once_back() {
     assert!(
         left.is_empty(),
         "left on the hosts after terminate (host {cut} was cut, agents {old_agents:?}): {left:#?}"
+    );
+}
+
+/// The servers of `tier` in `d` that are not being ended (ENDING ones left the tier).
+fn live(d: &Value, tier: &str) -> Vec<Value> {
+    servers(d, tier)
+        .into_iter()
+        .filter(|s| s["agent"] != "ENDING")
+        .collect()
+}
+
+/// The lines of `events` from the first one holding `from` on (all of them without one).
+fn after<'a>(events: &'a str, from: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = events.lines().collect();
+    let start = lines.iter().position(|l| l.contains(from)).unwrap_or(0);
+    lines[start..].to_vec()
+}
+
+/// The index of the first line of `events` holding all of `what`, panicking with the events
+/// if none does.
+fn line_of(events: &str, what: &[&str]) -> usize {
+    events
+        .lines()
+        .position(|l| what.iter().all(|w| l.contains(w)))
+        .unwrap_or_else(|| panic!("no event holding {what:?}:\n{events}"))
+}
+
+/// The database's host and the app server's host cut off together (the app tier's grace short,
+/// the database's long): the app server is replaced in the pass that decided it, though its
+/// host cannot be reached to end it and the database it was granted on is LOST (no hook is
+/// called on either after they are lost, so no pass fails); both stay listed as ENDING with
+/// the reason while the deployment is RUNNING on the third host; once their hosts answer again,
+/// their agents and files there are removed without a terminate.
+#[test]
+fn servers_of_cut_hosts_are_replaced_in_one_pass_and_ended_once_their_hosts_answer() {
+    let lab = Lab::new(3, 3);
+    let st = Stratus::new();
+    let _serve = serve_on(&st, &lab);
+    let app_tier = "[tiers.app]\nmin = 1\nmax = 4\nservices = [\"app\"]\n";
+    let db_tier = "[tiers.db]\nmin = 1\nmax = 1\nservices = [\"db\"]\n";
+    let hello = hello_deployment("gone", 1);
+    assert!(
+        hello.contains(app_tier) && hello.contains(db_tier),
+        "{hello}"
+    );
+    let hello = hello
+        .replace(app_tier, &format!("{app_tier}recovery-grace = \"2s\"\n"))
+        .replace(db_tier, &format!("{db_tier}recovery-grace = \"30s\"\n"));
+    let text = on_lab(&hello, &["db", "app", "lb"], &provider_table(&lab, ""));
+    let file = st.write_file("gone.toml", &text);
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("gone");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    let first = |t: &str| servers(&d, t)[0].clone();
+    let (db, app, lb) = (first("db"), first("app"), first("lb"));
+    let host = |s: &Value| lab.host_of(s["address"].as_str().unwrap()).unwrap();
+    let (db_host, app_host, lb_host) = (host(&db), host(&app), host(&lb));
+    assert_eq!(
+        BTreeSet::from([db_host, app_host, lb_host]).len(),
+        3,
+        "one server per host: {d}"
+    );
+    let old: Vec<(usize, String, u32)> = [(db_host, &db), (app_host, &app)]
+        .into_iter()
+        .map(|(h, s)| {
+            let dir = server_dir(&lab, "gone", s);
+            let agent = agent_of(&lab, h, &dir).expect("an agent on its host");
+            (h, dir, agent)
+        })
+        .collect();
+    let (db_id, app_id) = (db["id"].as_str().unwrap(), app["id"].as_str().unwrap());
+
+    lab.cut(db_host);
+    lab.cut(app_host);
+    let d = common::wait_for(&st, "gone", Duration::from_secs(300), |d| {
+        d["state"] == "RUNNING"
+            && ["db", "app", "lb"]
+                .iter()
+                .flat_map(|t| live(d, t))
+                .all(|s| lab.host_of(s["address"].as_str().unwrap()) == Some(lb_host))
+    });
+    let events = st.ok(&["events", "--deployment", "gone"]);
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+    for (id, tier) in [(db_id, "db"), (app_id, "app")] {
+        let listed = servers(&d, tier);
+        let gone = listed.iter().find(|s| s["id"] == id);
+        let gone = gone.unwrap_or_else(|| panic!("{id} is no longer listed: {d}"));
+        assert_eq!(gone["agent"], "ENDING", "{d}");
+        let wait = &gone["waiting"][0];
+        assert_eq!(wait["hook"], "end", "{d}");
+        assert!(
+            wait["message"].as_str().unwrap().contains(id),
+            "the reason names the server: {wait}"
+        );
+        // Their services may still run on the cut host: nobody can tell.
+        assert_eq!(gone["services"][0]["state"], "UNKNOWN", "{d}");
+        assert!(
+            events.contains(&format!("{id} could not be ended")),
+            "{events}"
+        );
+    }
+    // The app server was replaced by the pass that decided it: its end and the database's
+    // state did not fail a pass, and nothing was called on either once they were lost.
+    assert!(!events.contains("trying again"), "a pass failed:\n{events}");
+    assert!(!events.contains("deployment FAILED"), "{events}");
+    let decided = line_of(&events, &[&format!("(replacing {app_id})")]);
+    let deferred = line_of(&events, &[&format!("{app_id} could not be ended")]);
+    let replaced = line_of(&events, &[&format!("{app_id} lost at"), "replaced by"]);
+    assert!(decided < deferred && deferred < replaced, "{events}");
+    for id in [db_id, app_id] {
+        let lost = format!("/{id}: agent LOST");
+        let called = format!("/{id} [");
+        let hooks: Vec<&str> = after(&events, &lost)
+            .into_iter()
+            .filter(|l| l.contains(&called) && l.contains("calling hook"))
+            .collect();
+        assert!(events.contains(&lost), "{events}");
+        assert!(hooks.is_empty(), "hooks called on lost {id}: {hooks:#?}");
+    }
+
+    lab.restore(db_host);
+    lab.restore(app_host);
+    let start = Instant::now();
+    let left = |(h, dir, agent): &(usize, String, u32)| -> Vec<String> {
+        let files = lab
+            .remote_entries(*h)
+            .into_iter()
+            .filter(|e| e.starts_with(dir));
+        let running = lab.processes(*h).into_iter().filter(|(p, _)| p == agent);
+        files
+            .chain(running.map(|(p, c)| format!("process {p} {c}")))
+            .collect()
+    };
+    let mut stale: Vec<String> = old.iter().flat_map(left).collect();
+    while !stale.is_empty() && start.elapsed() < Duration::from_secs(180) {
+        std::thread::sleep(Duration::from_millis(500));
+        stale = old.iter().flat_map(left).collect();
+    }
+    let events = st.ok(&["events", "--deployment", "gone"]);
+    assert!(
+        stale.is_empty(),
+        "left on the restored hosts: {stale:#?}\n{events}"
+    );
+    let d = common::wait_for(&st, "gone", Duration::from_secs(30), |d| {
+        ["db", "app"]
+            .iter()
+            .all(|t| servers(d, t).iter().all(|s| s["agent"] != "ENDING"))
+    });
+    for (id, tier) in [(db_id, "db"), (app_id, "app")] {
+        assert!(
+            servers(&d, tier).iter().all(|s| s["id"] != id),
+            "{id} is still listed: {d}"
+        );
+    }
+    let events = st.ok(&["events", "--deployment", "gone"]);
+    assert!(
+        events.contains(&format!("{app_id} ended on attempt")),
+        "{events}"
+    );
+    assert_eq!(d["state"], "RUNNING", "{d}\n{events}");
+
+    st.ok(&["terminate", "gone"]);
+    let left = wait_hosts_clean(&lab, Duration::from_secs(30));
+    assert!(
+        left.is_empty(),
+        "left on the hosts after terminate: {left:#?}"
     );
 }
 
