@@ -74,15 +74,16 @@ struct Hypervisor {
 }
 
 impl Hypervisor {
-    /// Boots the `n`th instance on the lab's host `n` (its namespace and first address).
-    fn start(moto_port: u16, lab: Arc<Lab>, dir: PathBuf) -> Hypervisor {
+    /// Boots the `n`th instance on the lab's host `n` (its namespace and first address),
+    /// from a disk `image` prepares (given the instance's root).
+    fn start(moto_port: u16, lab: Arc<Lab>, dir: PathBuf, image: fn(&Path)) -> Hypervisor {
         let booted = Arc::new(Mutex::new(Booted::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (b, s) = (booted.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let moto = Ec2 { port: moto_port };
             while !s.load(Ordering::Relaxed) {
-                if let Err(e) = pass(&moto, &lab, &dir, &b) {
+                if let Err(e) = pass(&moto, &lab, (&dir, image), &b) {
                     b.lock().unwrap().errors.push(e);
                 }
                 std::thread::sleep(POLL);
@@ -195,7 +196,12 @@ fn instance_ids(moto: &Ec2) -> Result<Vec<String>, String> {
 
 /// One round of the hypervisor: boots new pending/running instances, powers off terminated
 /// ones.
-fn pass(moto: &Ec2, lab: &Lab, dir: &Path, booted: &Mutex<Booted>) -> Result<(), String> {
+fn pass(
+    moto: &Ec2,
+    lab: &Lab,
+    disk: (&Path, fn(&Path)),
+    booted: &Mutex<Booted>,
+) -> Result<(), String> {
     for id in instance_ids(moto)? {
         let known = booted.lock().unwrap().instances.contains_key(&id);
         let (state, _) = describe(moto, &id)?;
@@ -205,7 +211,7 @@ fn pass(moto: &Ec2, lab: &Lab, dir: &Path, booted: &Mutex<Booted>) -> Result<(),
                 if n >= lab.hosts() {
                     return Err(format!("no machine left for {id}"));
                 }
-                let instance = boot(moto, lab, dir, &id, n)?;
+                let instance = boot(moto, lab, disk, &id, n)?;
                 booted.lock().unwrap().instances.insert(id, instance);
             }
             "shutting-down" | "terminated" | "stopping" | "stopped" if known => {
@@ -221,7 +227,13 @@ fn pass(moto: &Ec2, lab: &Lab, dir: &Path, booted: &Mutex<Booted>) -> Result<(),
 }
 
 /// Boots instance `id` on the lab's host `n`: its user-data becomes the agent's bootstrap.
-fn boot(moto: &Ec2, lab: &Lab, dir: &Path, id: &str, n: usize) -> Result<Instance, String> {
+fn boot(
+    moto: &Ec2,
+    lab: &Lab,
+    (dir, image): (&Path, fn(&Path)),
+    id: &str,
+    n: usize,
+) -> Result<Instance, String> {
     let answer = moto.call(&format!(
         "Action=DescribeInstanceAttribute&InstanceId={id}&Attribute=userData"
     ))?;
@@ -232,6 +244,7 @@ fn boot(moto: &Ec2, lab: &Lab, dir: &Path, id: &str, n: usize) -> Result<Instanc
     let home = dir.join(id);
     let root = home.join("root");
     std::fs::create_dir_all(root.join("var/lib/cloud")).map_err(|e| e.to_string())?;
+    image(&root);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -279,7 +292,12 @@ fn hello_on_ec2_instances_booted_from_user_data_reaches_running_at_learned_addre
     std::fs::write(keys.join("aws-secret"), "stratus-test-secret-0123456789").unwrap();
     let control = serve(&st, &["--listen", &format!("{}:0", lab.control_address())]);
     let machines = tempfile::tempdir().unwrap();
-    let hv = Hypervisor::start(moto.port, lab.clone(), machines.path().to_path_buf());
+    let hv = Hypervisor::start(
+        moto.port,
+        lab.clone(),
+        machines.path().to_path_buf(),
+        |_| {},
+    );
 
     let file = st.write_file("e2e.toml", &hello_on_ec2("e2e", &moto, 2));
     st.ok(&["launch", file.to_str().unwrap()]);
@@ -314,6 +332,15 @@ fn hello_on_ec2_instances_booted_from_user_data_reaches_running_at_learned_addre
         let svc = s["services"][0]["id"].as_str().unwrap();
         let conf = read(&root.join("mnt/services").join(svc).join("hello.conf"));
         assert!(conf.contains(&address), "{conf}");
+        // The credential in the user-data (which the metadata service keeps serving) was
+        // replaced before any hook ran: it admits nobody now.
+        let user_data =
+            stratus_protocol::Bootstrap::read(&root.join("var/lib/cloud/user-data.json"));
+        let (_, answer) = hostile_agent(&user_data.unwrap(), &address);
+        assert!(
+            answer.contains("unknown server or wrong credential"),
+            "{answer}"
+        );
         app_addrs.push(address);
     }
     let events = st.ok(&["events"]);
@@ -477,5 +504,45 @@ fn an_instances_agent_cannot_claim_another_servers_address() {
     let after = moto.ec2(&format!("Action=DescribeInstances&InstanceId.1={id}"));
     assert!(after.contains("<name>terminated</name>"), "{after}");
     assert_no_secret_leaked(&st, |_| true);
+    stop(&st, control);
+}
+
+/// An instance whose agent cannot keep a new credential (here its image has a directory where
+/// the agent stores it) would run plugins while the credential in its user-data, readable from
+/// the metadata service, still admits anyone: its launch fails at the replacement instead.
+#[test]
+fn an_instance_that_cannot_keep_a_new_credential_fails_its_launch() {
+    let st = Stratus::new();
+    let moto = Moto::start();
+    let lab = Arc::new(Lab::namespaces(1, 1));
+    let keys = st.dir().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("aws-secret"), "stratus-test-secret-0123456789").unwrap();
+    let control = serve(&st, &["--listen", &format!("{}:0", lab.control_address())]);
+    let machines = tempfile::tempdir().unwrap();
+    let image = |root: &Path| std::fs::create_dir_all(root.join("agent/credential")).unwrap();
+    let hv = Hypervisor::start(moto.port, lab.clone(), machines.path().to_path_buf(), image);
+    let file = st.write_file("stuck.toml", &hello_on_ec2("stuck", &moto, 1));
+    let out = st.run(&["launch", file.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "launched with a live launch credential"
+    );
+    let d = st.deployment("stuck");
+    assert_eq!(d["state"], "FAILED", "{d}");
+    let events = st.ok(&["events", "--deployment", "stuck"]);
+    assert!(
+        events.contains("server/app-1/credential") && events.contains("storing the new credential"),
+        "{events}"
+    );
+    let (_, (_, root, ..)) = hv
+        .instances()
+        .into_iter()
+        .next()
+        .expect("an instance booted");
+    let svc_dirs = std::fs::read_dir(root.join("mnt/services")).map(|d| d.count());
+    assert!(svc_dirs.unwrap_or(0) == 0, "a hook ran on the instance");
+    st.ok(&["terminate", "stuck"]);
+    drop(hv);
     stop(&st, control);
 }

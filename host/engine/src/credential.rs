@@ -9,23 +9,63 @@
 //! while the control plane stopped before recording it presents the launch credential again
 //! (see the agent's `credential.rs`), after which its credential is replaced anew.
 
+use crate::agents::LinkError;
 use crate::engine::{Engine, EngineError};
 use std::time::Duration;
 use stratus_protocol::{AgentReply, AgentRequest};
 
 /// How long the agent may take to store its new credential.
 const REPLACE_LIMIT: Duration = Duration::from_secs(30);
+/// Replacements a launch tries before its server fails: an agent that reconnected midway
+/// gets another chance, one that cannot store a credential does not hold the launch long.
+const LAUNCH_ATTEMPTS: u32 = 3;
+/// Wait between two of them, and while another replacement is under way.
+const LAUNCH_RETRY: Duration = Duration::from_secs(1);
+
+/// What a request for a replacement came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The agent holds a new credential, and only it is accepted now.
+    Replaced,
+    /// Another replacement was under way; nothing was done.
+    UnderWay,
+}
 
 impl Engine {
+    /// Replaces the launch credential of a server being launched, before any hook runs: a
+    /// server whose agent cannot take a new credential fails its launch (step
+    /// `server/<id>/credential`), since its bootstrap's would stay valid while plugins run.
+    pub(crate) async fn replace_launch_credential(
+        &self,
+        dep: &str,
+        server: &str,
+    ) -> Result<(), EngineError> {
+        let mut attempts = 0;
+        loop {
+            match self.renew_credential(dep, server).await {
+                Ok(Renewal::Replaced) => return Ok(()),
+                // The monitor's, for an adopted agent that reconnected: this one comes after.
+                Ok(Renewal::UnderWay) => {}
+                Err(e) => {
+                    attempts += 1;
+                    if attempts >= LAUNCH_ATTEMPTS {
+                        return Err(e);
+                    }
+                }
+            }
+            tokio::time::sleep(LAUNCH_RETRY).await;
+        }
+    }
+
     /// Replaces the credential of the connected agent of `server`; nothing happens when a
     /// replacement is under way already (the monitor and the launch both ask after a
     /// handshake).
-    pub async fn renew_credential(&self, dep: &str, server: &str) -> Result<(), EngineError> {
+    pub async fn renew_credential(&self, dep: &str, server: &str) -> Result<Renewal, EngineError> {
         let fresh = stratus_cloud::random_token();
         let digest = stratus_cloud::digest(&fresh);
         let agents = &self.parts.agents;
         if !agents.offer(dep, server, digest.clone()).await {
-            return Ok(());
+            return Ok(Renewal::UnderWay);
         }
         let request = AgentRequest::ReplaceCredential {
             credential: fresh.expose().to_string(),
@@ -35,6 +75,15 @@ impl Engine {
                 step: format!("server/{server}/credential"),
                 server: server.to_string(),
                 message: stratus_protocol::bounds::cut(message, crate::calls::MAX_AGENT_MESSAGE),
+            }),
+            Err(LinkError::Timeout { .. }) => Err(EngineError::Agent {
+                step: format!("server/{server}/credential"),
+                server: server.to_string(),
+                message: format!(
+                    "the agent did not store a new credential within {} s (an agent older \
+                     than this control plane ignores the request)",
+                    REPLACE_LIMIT.as_secs()
+                ),
             }),
             Ok(_) => Ok(()),
             Err(source) => Err(EngineError::Link {
@@ -53,6 +102,6 @@ impl Engine {
             Err(e) => Err(e),
         };
         agents.settle(dep, server, digest, recorded.is_ok()).await;
-        recorded.map(|_| ())
+        recorded.map(|_| Renewal::Replaced)
     }
 }

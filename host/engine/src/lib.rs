@@ -25,7 +25,7 @@ pub mod capacity;
 pub mod cm;
 pub mod compile;
 mod configure;
-mod credential;
+pub mod credential;
 mod end;
 pub mod engine;
 pub mod facts;

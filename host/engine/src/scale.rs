@@ -127,10 +127,7 @@ impl Engine {
             })?;
         let server = self.learn_address(dep, server).await?;
         // Before any hook runs: from then on the bootstrap's credential admits nobody.
-        if let Err(e) = self.renew_credential(dep, &id).await {
-            let message = format!("the launch credential was not replaced (it stays valid): {e}");
-            (self.parts.logs).warn(Component::ScalingWorker, subject.clone(), &message);
-        }
+        self.replace_launch_credential(dep, &id).await?;
         self.agent_event(dep, &id, AgentEvent::Handshake)?;
         self.parts
             .logs
