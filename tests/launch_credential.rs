@@ -137,3 +137,87 @@ fn an_agent_whose_replacement_was_not_recorded_gets_back_in_and_a_new_one() {
     common::terminate(&st, "lapse");
     common::serve::stop(&st, serving);
 }
+
+/// Starts a second agent exactly as the provider started `pid`'s (same bootstrap and root).
+fn second_agent_like(pid: u32) -> std::process::Child {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let mut args = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8(a.to_vec()).unwrap());
+    let program = args.next().unwrap();
+    std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .output();
+}
+
+/// Waits until the dispatcher logged `line` or `second` exited (the bug: it gave up).
+fn wait_logged(st: &Stratus, second: &mut std::process::Child, line: &str) -> bool {
+    let log = st.dir().join("logs/dispatcher.log");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if common::read(&log).contains(line) {
+            return true;
+        }
+        if let Ok(Some(status)) = second.try_wait() {
+            panic!("the second agent gave up ({status}) before the dispatcher logged {line:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// An agent refused because its server's credential is "already in use" (the control plane
+/// has not yet seen its previous connection end: a host that lost its connection without a
+/// FIN, an agent started again while the old one hangs) presented the right credential. It
+/// presents it again rather than older ones, which the control plane can only refuse as wrong,
+/// after which the agent would give up and its server be lost.
+#[test]
+fn an_agent_refused_as_in_use_presents_the_same_credential_until_it_gets_in() {
+    let st = Stratus::new();
+    let file = st.write_file("inuse.toml", &hello_deployment("inuse", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let d = st.deployment("inuse");
+    let server = &common::servers(&d, "app")[0];
+    let first = server["pid"].as_u64().unwrap() as u32;
+    let stored = agent_credential(&server_root(&st, "inuse", server));
+    // The first agent hangs with its connection open: the control plane drops it only at its
+    // heartbeat limit, and meanwhile the second agent is refused as a reuse.
+    signal(first, "-STOP");
+    let mut second = second_agent_like(first);
+    let refused = format!(
+        "refused agent handshake from pid {}: credential already in use",
+        second.id()
+    );
+    let accepted = format!("agent handshake accepted (pid {})", second.id());
+    let refused_seen = wait_logged(&st, &mut second, &refused);
+    let accepted_seen = refused_seen && wait_logged(&st, &mut second, &accepted);
+    let still_running = common::alive(second.id());
+    signal(second.id(), "-KILL");
+    let _ = second.wait();
+    signal(first, "-KILL");
+    signal(first, "-CONT");
+    assert!(
+        refused_seen,
+        "the second agent was never refused as a reuse"
+    );
+    assert!(accepted_seen, "the second agent never got in");
+    assert!(still_running);
+    // Only the stored credential (the launch one is refused as wrong) could get it in; no
+    // refusal or acceptance names it.
+    let log = common::read(&st.dir().join("logs/dispatcher.log"));
+    assert!(
+        !log.contains(&stored),
+        "the dispatcher log holds a credential"
+    );
+    common::terminate(&st, "inuse");
+}

@@ -353,6 +353,13 @@ async fn serve_forever(
                             serve(conn, hooks.clone(), measured.clone(), stop.clone()).await;
                             tracing::warn!("control plane connection lost; reconnecting");
                         }
+                        Ok(Welcome::Refused { reason })
+                            if reason == stratus_protocol::REFUSED_IN_USE =>
+                        {
+                            // The credential was right: the control plane has not yet seen our
+                            // previous connection end, and drops it at its heartbeat limit.
+                            tracing::warn!(%reason, "refused while an earlier connection of this server is live; presenting the same credential again");
+                        }
                         Ok(Welcome::Refused { reason }) => {
                             // A control plane that stopped before recording a replacement
                             // still expects the credential before it.

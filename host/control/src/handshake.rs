@@ -80,7 +80,7 @@ impl Rejection {
                 "an agent of an unknown server (never launched here, or terminated)"
             }
             Rejection::WrongCredential => "an agent with a wrong credential",
-            Rejection::InUse { .. } => "credential already in use by a connected agent",
+            Rejection::InUse { .. } => stratus_protocol::REFUSED_IN_USE,
         }
     }
 }

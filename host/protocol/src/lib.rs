@@ -13,6 +13,7 @@ pub mod dial;
 pub mod dial_address;
 pub mod framing;
 pub mod messages;
+pub mod refusal;
 pub mod tls;
 
 pub use bootstrap::{Bootstrap, BootstrapError};
@@ -20,4 +21,5 @@ pub use dial::{ClientStream, DialError, dial};
 pub use dial_address::DialAddress;
 pub use framing::{Connection, FramingError};
 pub use messages::*;
+pub use refusal::REFUSED_IN_USE;
 pub use tls::{ControlIdentity, Fingerprint, TlsError};
