@@ -154,9 +154,57 @@ fn a_local_program_cannot_take_every_place_of_the_control_port() {
     terminate(&st, "door");
     let log = read(&st.dir().join("logs/dispatcher.log"));
     assert!(
-        log.contains("too many connections from one peer waiting to log in"),
+        log.contains(
+            "too many connections from one peer, or from strangers together, waiting to log in"
+        ),
         "{log}"
     );
+}
+
+/// One plugin deployed on nine local servers has nine program users: 32 waiting connections
+/// each took all 256 places, and the control plane's own agents and operators were closed at
+/// once. Now local programs together hold at most `MAX_PENDING_LOCAL`.
+#[test]
+fn many_local_programs_together_cannot_take_every_place_of_the_control_port() {
+    use stratus_control::handshake::{MAX_PENDING, MAX_PENDING_LOCAL, MAX_PENDING_PER_PEER};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to run the strangers as other users)");
+        return;
+    }
+    let st = Stratus::new();
+    let file = st.write_file("crowd.toml", &hello_deployment("crowd", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let addr = control_addr(&st);
+    let users = MAX_PENDING / MAX_PENDING_PER_PEER + 1;
+    let mut strangers: Vec<LocalProgram> = (0..users as u32)
+        .map(|i| {
+            LocalProgram::hold(
+                STRANGER_UID + 16 + i,
+                addr,
+                MAX_PENDING_PER_PEER,
+                &LOOPBACK_SOURCES,
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut held = usize::MAX;
+    while held > MAX_PENDING_LOCAL && started.elapsed() < Duration::from_secs(4) {
+        held = strangers.iter_mut().map(LocalProgram::open).sum();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        held, MAX_PENDING_LOCAL,
+        "the strangers' connections left open"
+    );
+    let token = read(&st.dir().join("keys/control-token"));
+    let hello = format!(r#"{{"role":"operator","token":"{}"}}"#, token.trim());
+    let answer = answer_to(&st, addr, &hello);
+    assert!(
+        answer.as_ref().is_ok_and(|a| a.contains("welcome")),
+        "the operator was not let in while local programs held connections: {answer:?}"
+    );
+    drop(strangers);
+    terminate(&st, "crowd");
 }
 
 /// A refused hello used to say whether the deployment and server exist ("an agent with a

@@ -56,6 +56,12 @@ const MAX_NAME_BYTES: usize = 256;
 /// stranger, a plugin's program included, cannot take every place (the control plane's own
 /// uid, which its local agents share, is not counted, see [`PeerLimit`]).
 pub const MAX_UNPROVEN_PER_PEER: usize = 64;
+/// Unproven connections of every local peer but the control plane's uid together (eight
+/// program users of one plugin would otherwise take 512): remote agents keep room beside them.
+pub const MAX_UNPROVEN_LOCAL: usize = 128;
+/// Unproven connections of every counted peer together: the rest of [`MAX_CONNECTIONS`] is
+/// always there for the control plane's own agents and for proven connections.
+pub const MAX_UNPROVEN: usize = 384;
 /// Least time between two log lines about refused credentials: each is counted, but a peer
 /// sending wrong credentials on a kept-alive connection must not be able to write the
 /// control plane's log (and rotate its history away) at the rate it sends requests.
@@ -98,13 +104,15 @@ impl FileEndpoint {
             auth,
             tls: TlsAcceptor::from(tls),
             places: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-            unproven: PeerLimit::new(MAX_UNPROVEN_PER_PEER),
+            unproven: PeerLimit::new(MAX_UNPROVEN_PER_PEER)
+                .with_totals(MAX_UNPROVEN_LOCAL, MAX_UNPROVEN),
             refusals: Arc::new(Refusals::new(
                 "file endpoint: refused requests with a wrong credential",
             )),
             crowding: Arc::new(Refusals::new(
                 "file endpoint: closed connections of peers already holding \
-                 MAX_UNPROVEN_PER_PEER unproven ones",
+                 MAX_UNPROVEN_PER_PEER unproven ones (or of strangers holding \
+                 MAX_UNPROVEN_LOCAL or MAX_UNPROVEN together)",
             )),
         }
     }

@@ -13,6 +13,13 @@
 //! when it runs as root) is not counted; every other uid, a plugin's program user included,
 //! is one peer whatever address it uses. A local connection whose owner cannot be named (its
 //! socket already closed) counts against one shared unknown peer, never as the control plane.
+//!
+//! Per-peer limits alone let a few peers together take every place: eight local uids of 32
+//! each fill 256, and one plugin deployed on eight local servers has eight program users. So
+//! local peers other than the control plane's uid together hold at most
+//! [`PeerLimit::with_totals`]' `local`, and all counted peers together at most its
+//! `strangers`; a port whose places exceed `strangers` always has room for the control
+//! plane's own connections, and remote agents always have room beside local programs.
 
 use crate::socket_owner;
 use std::collections::HashMap;
@@ -81,12 +88,31 @@ fn is_local(peer: SocketAddr, local: SocketAddr) -> bool {
     ip.is_loopback() || ip == local.ip().to_canonical()
 }
 
-/// Unproven connections per peer, at most `max` each; the control plane's own uid unlimited.
+/// Unproven connections per peer, at most `max` each, with totals for local peers and for
+/// every counted peer; the control plane's own uid unlimited.
 #[derive(Debug, Clone)]
 pub struct PeerLimit {
     max: usize,
     own_uid: u32,
-    open: Arc<Mutex<HashMap<Peer, usize>>>,
+    /// At most this many for every local peer but the control plane's uid, together.
+    local_max: usize,
+    /// At most this many for every counted peer, together.
+    strangers_max: usize,
+    open: Arc<Mutex<Open>>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    by_peer: HashMap<Peer, usize>,
+    local: usize,
+    all: usize,
+}
+
+impl Peer {
+    /// A process of this machine (its uid known or not).
+    fn is_local(self) -> bool {
+        matches!(self, Peer::User(_) | Peer::UnknownLocal)
+    }
 }
 
 /// One unproven connection, counted against its peer until [`PeerTicket::proven`] or drop.
@@ -107,7 +133,19 @@ impl PeerLimit {
         PeerLimit {
             max,
             own_uid,
+            local_max: usize::MAX,
+            strangers_max: usize::MAX,
             open: Arc::default(),
+        }
+    }
+
+    /// The same limit, with local peers (but the control plane's uid) together held to
+    /// `local` and every counted peer together to `strangers`.
+    pub fn with_totals(self, local: usize, strangers: usize) -> PeerLimit {
+        PeerLimit {
+            local_max: local,
+            strangers_max: strangers,
+            ..self
         }
     }
 
@@ -122,11 +160,15 @@ impl PeerLimit {
             });
         }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(key).or_default();
-        if *count >= self.max {
+        let full = open.all >= self.strangers_max
+            || (key.is_local() && open.local >= self.local_max)
+            || open.by_peer.get(&key).is_some_and(|&n| n >= self.max);
+        if full {
             return None;
         }
-        *count += 1;
+        *open.by_peer.entry(key).or_default() += 1;
+        open.all += 1;
+        open.local += usize::from(key.is_local());
         Some(PeerTicket {
             limit: self.clone(),
             peer: Some(key),
@@ -136,16 +178,18 @@ impl PeerLimit {
     /// Unproven connections `peer` holds now.
     pub fn open(&self, peer: Peer) -> usize {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(&peer).copied().unwrap_or(0)
+        open.by_peer.get(&peer).copied().unwrap_or(0)
     }
 
     fn release(&self, peer: Peer) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&peer) {
+        if let Some(count) = open.by_peer.get_mut(&peer) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&peer);
+                open.by_peer.remove(&peer);
             }
+            open.all -= 1;
+            open.local -= usize::from(peer.is_local());
         }
     }
 }
@@ -186,6 +230,49 @@ mod tests {
         let c = limit.admit(at("10.0.0.9"), local).unwrap();
         drop((a, c));
         assert_eq!(limit.open(Peer::of("10.0.0.9".parse().unwrap())), 0);
+    }
+
+    /// Many peers within their own limits cannot together take what is kept for the others.
+    #[test]
+    fn peers_together_stay_within_the_totals() {
+        let limit = PeerLimit::for_uid(2, me()).with_totals(3, 5);
+        let local = at("10.0.0.1");
+        // Local peers of no known owner (no socket holds these ends): one peer, limited...
+        let _l1 = limit.admit(at("127.0.0.5"), at("127.0.0.1")).unwrap();
+        let _l2 = limit.admit(at("127.0.0.6"), at("127.0.0.1")).unwrap();
+        // ...and remote peers each within their own two, until every counted place is taken.
+        let remote: Vec<_> = ["10.0.0.7", "10.0.0.7", "10.0.0.8"]
+            .iter()
+            .map(|p| limit.admit(at(p), local).unwrap())
+            .collect();
+        assert!(
+            limit.admit(at("10.0.0.9"), local).is_none(),
+            "strangers' total"
+        );
+        drop(remote);
+        let _r = limit.admit(at("10.0.0.9"), local).unwrap();
+        assert_eq!(limit.open(Peer::UnknownLocal), 2);
+    }
+
+    #[test]
+    fn local_peers_together_stay_within_their_total() {
+        let real = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(real.local_addr().unwrap()).unwrap();
+        let (accepted, peer) = real.accept().unwrap();
+        let here = accepted.local_addr().unwrap();
+        let to = at("127.0.0.1");
+        // This process plays a plugin's program (another uid than the control plane's).
+        let limit = PeerLimit::for_uid(5, me().wrapping_add(1)).with_totals(1, 10);
+        let _unknown = limit.admit(at("127.0.0.5"), to).unwrap();
+        assert!(limit.admit(peer, here).is_none(), "a second local peer");
+        assert_eq!(limit.open(Peer::User(me())), 0);
+        // A remote peer is not held up by local ones.
+        assert!(limit.admit(at("10.0.0.7"), at("10.0.0.1")).is_some());
+        // The control plane's own uid is never counted, even with the local total reached.
+        let own = PeerLimit::for_uid(5, me()).with_totals(1, 1);
+        let _unknown = own.admit(at("127.0.0.5"), to).unwrap();
+        assert!(own.admit(peer, here).is_some());
+        drop(client);
     }
 
     #[test]

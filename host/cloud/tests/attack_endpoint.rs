@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use local_program::LocalProgram;
 use std::sync::Arc;
 use std::time::Duration;
-use stratus_cloud::endpoint::{MAX_CONNECTIONS, MAX_UNPROVEN_PER_PEER};
+use stratus_cloud::endpoint::{MAX_CONNECTIONS, MAX_UNPROVEN_LOCAL, MAX_UNPROVEN_PER_PEER};
 use stratus_cloud::{AgentIdentity, Authorize, CloudFiles, FileEndpoint, RemoteFiles, Secret};
 use stratus_protocol::tls::{ControlIdentity, pinned_client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,6 +95,51 @@ async fn a_local_program_of_another_user_cannot_take_every_place() {
     .unwrap();
     agent.fetch_package(&package).await.unwrap();
     drop(stranger);
+}
+
+/// One plugin on nine local servers has nine program users: 64 unproven connections each
+/// took all 512 places. Now local programs together hold at most `MAX_UNPROVEN_LOCAL`, and
+/// the agent is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_local_programs_together_cannot_take_every_place() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (to run the strangers as other users)");
+        return;
+    }
+    let (_tmp, addr, identity, package) = serving().await;
+    let users = MAX_CONNECTIONS / MAX_UNPROVEN_PER_PEER + 1;
+    let mut strangers: Vec<LocalProgram> = (0..users as u32)
+        .map(|i| {
+            LocalProgram::hold(
+                STRANGER_UID + 16 + i,
+                addr,
+                MAX_UNPROVEN_PER_PEER,
+                &["127.0.0.1", "127.0.0.2"],
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut held = usize::MAX;
+    while held > MAX_UNPROVEN_LOCAL && started.elapsed() < Duration::from_secs(4) {
+        held = strangers.iter_mut().map(LocalProgram::open).sum();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        held, MAX_UNPROVEN_LOCAL,
+        "the strangers' connections still open"
+    );
+    let agent = RemoteFiles::new(
+        &format!("https://{addr}"),
+        pinned_client_config(&identity.fingerprint),
+        AgentIdentity {
+            deployment: "shop".into(),
+            server_id: "web-1".into(),
+            credential: Secret::new("cred-shop"),
+        },
+    )
+    .unwrap();
+    agent.fetch_package(&package).await.unwrap();
+    drop(strangers);
 }
 
 /// A refused request ends its connection: a peer that has not proven who it is used to keep

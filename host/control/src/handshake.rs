@@ -1,7 +1,8 @@
 //! The TLS handshake and first frame of every connection to the control port, which anyone
 //! who can reach the port (a plugin's program included) may open before proving who it is.
 //! Until then a peer gets little: one of [`MAX_PENDING`] places (at most
-//! [`MAX_PENDING_PER_PEER`] for one peer), [`HELLO_TIMEOUT`] for the TLS
+//! [`MAX_PENDING_PER_PEER`] for one peer, [`MAX_PENDING_LOCAL`] for local programs together,
+//! [`MAX_PENDING_STRANGERS`] for everyone but the control plane's own uid), [`HELLO_TIMEOUT`] for the TLS
 //! handshake and its first frame together, a first frame of at most [`MAX_HELLO_BYTES`], and
 //! rejections are written as events at most once per [`REJECTION_EVENT_GAP`], with a fixed
 //! reason (never what the peer sent) and a count. Each connection runs as its own task, so a
@@ -32,6 +33,12 @@ pub const MAX_PENDING: usize = 256;
 /// program included, cannot take every place (the control plane's own uid, which its local
 /// agents share, is not counted: see `stratus_cloud::peer_limit`).
 pub const MAX_PENDING_PER_PEER: usize = 32;
+/// Connections every local peer but the control plane's uid may have waiting together (one
+/// plugin on nine local servers has nine program users): remote agents keep room beside them.
+pub const MAX_PENDING_LOCAL: usize = 64;
+/// Connections every counted peer may have waiting together: the rest of [`MAX_PENDING`] is
+/// always there for the control plane's own agents and operators.
+pub const MAX_PENDING_STRANGERS: usize = 192;
 /// Least time between two rejection events.
 pub const REJECTION_EVENT_GAP: Duration = Duration::from_secs(10);
 
@@ -39,7 +46,8 @@ pub const REJECTION_EVENT_GAP: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     Busy,
-    /// One peer already has [`MAX_PENDING_PER_PEER`] connections waiting for their hello.
+    /// One peer already has [`MAX_PENDING_PER_PEER`] connections waiting for their hello, or
+    /// strangers together their total.
     Crowding,
     /// Not TLS, or a peer that gave up the handshake (an agent pinning another certificate).
     Tls,
@@ -69,7 +77,9 @@ impl Rejection {
     pub fn reason(self) -> &'static str {
         match self {
             Rejection::Busy => "too many connections waiting to log in",
-            Rejection::Crowding => "too many connections from one peer waiting to log in",
+            Rejection::Crowding => {
+                "too many connections from one peer, or from strangers together, waiting to log in"
+            }
             Rejection::Tls => {
                 "a failed TLS handshake (not TLS, or a peer pinning another certificate)"
             }
@@ -104,7 +114,8 @@ impl Default for Handshakes {
     fn default() -> Self {
         Handshakes {
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
-            per_peer: PeerLimit::new(MAX_PENDING_PER_PEER),
+            per_peer: PeerLimit::new(MAX_PENDING_PER_PEER)
+                .with_totals(MAX_PENDING_LOCAL, MAX_PENDING_STRANGERS),
             rejected: Arc::default(),
         }
     }
