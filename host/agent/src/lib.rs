@@ -11,9 +11,11 @@
 //! - `health.rs`: calling each started service's `health-check` on its schedule.
 //! - `metrics.rs`: the CPU and memory of the server's own services, reported every interval.
 //! - `credential.rs`: the credential presented, and its one-time replacement of the launch one.
+//! - `agent_log.rs`: the end of the agent's own log, sent when an operator asks for it.
 //! - `private.rs`: keeping `<root>/agent/` and the credential out of the program user's reach.
 
 mod agent;
+mod agent_log;
 mod compiled;
 mod credential;
 mod disk_watch;

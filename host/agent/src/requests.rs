@@ -75,6 +75,9 @@ impl Hooks {
     async fn handle_inner(self: &Arc<Self>, req: AgentRequest) -> Result<AgentReply, String> {
         match req {
             AgentRequest::Ping => Ok(AgentReply::Done),
+            AgentRequest::ReadLog { max_bytes } => {
+                Ok(crate::agent_log::read_end(&self.cfg.root, max_bytes)?.into())
+            }
             AgentRequest::ReplaceCredential { credential } => {
                 self.replace_credential(&credential)?;
                 Ok(AgentReply::Done)

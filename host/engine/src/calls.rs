@@ -203,7 +203,8 @@ impl Engine {
             AgentReply::Done
             | AgentReply::Health { .. }
             | AgentReply::Supervision { .. }
-            | AgentReply::Metrics { .. } => {
+            | AgentReply::Metrics { .. }
+            | AgentReply::Log { .. } => {
                 return Err(EngineError::Agent {
                     step: key.to_string(),
                     server: server.id.to_string(),

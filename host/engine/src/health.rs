@@ -340,7 +340,8 @@ impl Engine {
                 AgentReply::Done
                 | AgentReply::Health { .. }
                 | AgentReply::Supervision { .. }
-                | AgentReply::Metrics { .. } => {
+                | AgentReply::Metrics { .. }
+                | AgentReply::Log { .. } => {
                     return Err(failed(format!("agent answered {hook} without a report")));
                 }
             }

@@ -124,7 +124,17 @@ pub enum AgentRequest {
         grace_ms: u64,
     },
     Ping,
+    /// Send the end of the agent's own log (`<root>/agent/agent.log`, the current file), at
+    /// most `max_bytes` (held to [`MAX_AGENT_LOG_BYTES`]) and starting at a line; answered by
+    /// [`AgentReply::Log`].
+    ReadLog {
+        max_bytes: u64,
+    },
 }
+
+/// Most bytes of its log an agent sends for one [`AgentRequest::ReadLog`]: JSON escaping at
+/// most sextuples them (`\u0001`), which keeps the reply far below a frame.
+pub const MAX_AGENT_LOG_BYTES: u64 = 1 << 20;
 
 /// A service whose `health-check` hook the agent calls every `interval_ms`, each call given at
 /// most `timeout_ms`. Results travel back unsolicited, as [`AgentReply::Health`].
@@ -230,6 +240,12 @@ pub enum AgentReply {
     /// memory of the server's own services.
     Metrics {
         report: MetricsReport,
+    },
+    /// The end of the agent's log (see [`AgentRequest::ReadLog`]), invalid UTF-8 replaced;
+    /// `cut` when the log was longer and only its end is here.
+    Log {
+        text: String,
+        cut: bool,
     },
 }
 
@@ -356,6 +372,12 @@ pub enum OperatorRequest {
     /// Stop the control plane (deployments keep their state and resume at next start).
     Shutdown,
     Ping,
+    /// The end of the agent log of `server`, asked of its connected agent (a server on
+    /// another machine keeps its log there); answered by [`OperatorReply::AgentLog`].
+    AgentLog {
+        deployment: String,
+        server: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -373,6 +395,12 @@ pub enum OperatorReply {
     Done,
     Pong {
         pid: u32,
+    },
+    /// The end of a server's agent log, as its agent sent it (raw text: escape it before
+    /// printing it to a terminal); `cut` when only the end of a longer log is here.
+    AgentLog {
+        text: String,
+        cut: bool,
     },
     Error {
         message: String,
