@@ -8,7 +8,9 @@
 //! - `app/recovery.rs`: replacing lost servers.
 //! - `app/health.rs`: recording health results, restarting unhealthy services.
 //! - `app/apply.rs`: moving a running deployment to a new version of its file.
+//! - `app/agent_log.rs`: a server's agent log, asked of its agent.
 
+mod agent_log;
 mod apply;
 mod autoscale;
 mod deployment_file;
@@ -20,6 +22,7 @@ mod scale;
 mod settling;
 mod world_readable;
 
+pub use agent_log::AgentLog;
 pub use autoscale::{SCALING_POLL, ScalerRules};
 pub use deployment_file::{FileAccess, MAX_DEPLOYMENT_FILE_BYTES};
 pub use error::AppError;

@@ -518,6 +518,14 @@ impl Control {
                 .scale(&name, &tier, count, min, max)
                 .await
                 .map(|_| accepted(name)),
+            OperatorRequest::AgentLog { deployment, server } => self
+                .app
+                .agent_log(&deployment, &server)
+                .await
+                .map(|log| OperatorReply::AgentLog {
+                    text: log.text,
+                    cut: log.cut,
+                }),
             OperatorRequest::Apply { file, dry_run } => {
                 self.app
                     .apply(&file, dry_run)

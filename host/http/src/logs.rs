@@ -1,6 +1,8 @@
 //! A server's logs: its agent's log, or the output of the hooks that ran on it. The server is
 //! looked up in the journal (never a path built from the request), and files are opened
-//! without following links and read from their end, at most [`MAX_LOG_BYTES`].
+//! without following links and read from their end, at most [`MAX_LOG_BYTES`]. The agent log
+//! of a server on another machine (SSH hosts, cloud instances) is asked of its connected agent,
+//! with the same bound; a 409 says when that agent is not connected.
 
 use crate::ApiState;
 use crate::problem::Problem;
@@ -43,7 +45,8 @@ pub struct LogsQuery {
 #[utoipa::path(get, path = "/v1/deployments/{name}/servers/{server}/logs", tag = "logs",
     params(("name" = String, Path), ("server" = String, Path), LogsQuery),
     responses((status = 200, content_type = "text/plain", body = String),
-        (status = 404, body = Problem, content_type = "application/problem+json")),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn logs(
     State(st): State<ApiState>,
@@ -63,7 +66,8 @@ pub async fn logs(
     let text = match q.log {
         LogKind::Agent => match stratus_control::status::agent_dir(&st.ctx.store, &row) {
             Some(dir) => read_end(&dir, "agent.log").unwrap_or_default(),
-            None => String::new(),
+            // On another machine: only its agent can read it.
+            None => st.ctx.app.agent_log(&name, &row.id).await?.text,
         },
         LogKind::Hooks => {
             let dir = st.ctx.logs.dir().join("hooks").join(&name).join(&row.id);

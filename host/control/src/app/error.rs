@@ -12,6 +12,14 @@ use stratus_store::StoreError;
 pub enum AppError {
     #[error("no deployment named {deployment}")]
     NotFound { deployment: String },
+    #[error("deployment {deployment} has no server {server}")]
+    NoServer { deployment: String, server: String },
+    /// The server's log is on its host, and its agent cannot be asked for it now.
+    #[error("agent of {server} is not connected ({why}); its log is on its host")]
+    AgentNotConnected { server: String, why: String },
+    /// The agent could not read its log (its own words, bounded).
+    #[error("agent of {server} could not read its log: {message}")]
+    AgentLog { server: String, message: String },
     /// The deployment file could not be read at all.
     #[error("{file}: {message}")]
     Unreadable { file: String, message: String },
@@ -61,17 +69,21 @@ impl AppError {
     /// The kind of refusal, for clients (and HTTP status codes: 404, 400, 409, 507, 500).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            AppError::NotFound { .. } | AppError::Target(TargetError::UnknownTier { .. }) => {
-                ErrorKind::NotFound
-            }
+            AppError::NotFound { .. }
+            | AppError::NoServer { .. }
+            | AppError::Target(TargetError::UnknownTier { .. }) => ErrorKind::NotFound,
             AppError::Unreadable { .. } | AppError::InvalidFile(_) | AppError::Target(_) => {
                 ErrorKind::Invalid
             }
-            AppError::Conflict { .. } | AppError::CannotApply { .. } | AppError::Stale => {
-                ErrorKind::Conflict
-            }
+            AppError::Conflict { .. }
+            | AppError::CannotApply { .. }
+            | AppError::Stale
+            | AppError::AgentNotConnected { .. } => ErrorKind::Conflict,
             AppError::Capacity(_) => ErrorKind::Capacity,
-            AppError::Engine(_) | AppError::Store(_) | AppError::Internal(_) => ErrorKind::Internal,
+            AppError::Engine(_)
+            | AppError::Store(_)
+            | AppError::Internal(_)
+            | AppError::AgentLog { .. } => ErrorKind::Internal,
         }
     }
 }
