@@ -231,3 +231,25 @@ fn a_refusal_does_not_tell_which_servers_exist() {
     assert_eq!(real, made_up_deployment);
     terminate(&st, "names");
 }
+
+/// A CLI the running control plane turned away used to conclude that none ran, start
+/// another (which stopped at once on the state directory's lock) and say "could not start
+/// the control plane". Now it says what happened.
+#[test]
+fn a_cli_turned_away_is_told_so_not_that_no_control_plane_runs() {
+    let st = Stratus::new();
+    let file = st.write_file("away.toml", &hello_deployment("away", 1));
+    st.ok(&["launch", file.to_str().unwrap()]);
+    let token_file = st.dir().join("keys/control-token");
+    let token = read(&token_file);
+    std::fs::write(&token_file, "x".repeat(token.trim().len())).unwrap();
+    let out = st.run(&["scale", "away", "app", "2"]);
+    std::fs::write(&token_file, &token).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the control plane refused us") && !err.contains("could not start"),
+        "{err}"
+    );
+    terminate(&st, "away");
+}

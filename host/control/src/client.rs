@@ -27,6 +27,20 @@ pub enum ClientError {
     /// The port answered, but not with the certificate `control.json` names.
     #[error("{0}")]
     Dial(stratus_protocol::DialError),
+    /// The port accepted the connection and closed it before the TLS handshake ended: a
+    /// control plane with every place for new connections taken (or another program).
+    #[error(
+        "the control plane did not let this client in ({0}); it may have no place for new \
+         connections right now (see logs/dispatcher.log): try again"
+    )]
+    TurnedAway(stratus_protocol::DialError),
+}
+
+impl ClientError {
+    /// Whether no control plane answers at all, so that starting one can help.
+    fn is_not_running(&self) -> bool {
+        matches!(self, ClientError::NotRunning(_))
+    }
 }
 
 pub struct ControlClient {
@@ -59,6 +73,12 @@ impl ControlClient {
                 Err(e @ stratus_protocol::DialError::PinMismatch(_)) => {
                     return Err(ClientError::Dial(e));
                 }
+                // A control plane that died left its file behind: what answers is not it.
+                Err(e @ stratus_protocol::DialError::Tls(..))
+                    if Path::new(&format!("/proc/{}", info.pid)).exists() =>
+                {
+                    return Err(ClientError::TurnedAway(e));
+                }
                 Err(_) => return Err(not_running()),
             };
         let mut conn = Connection::new(stream);
@@ -81,8 +101,12 @@ impl ControlClient {
         state_dir: &Path,
         program: &Path,
     ) -> Result<ControlClient, ClientError> {
-        if let Ok(c) = ControlClient::connect(state_dir).await {
-            return Ok(c);
+        // Only an absent control plane is started: one that answered and turned this client
+        // away is named, not mistaken for none (its lock would stop the new one anyway).
+        match ControlClient::connect(state_dir).await {
+            Ok(c) => return Ok(c),
+            Err(e) if !e.is_not_running() => return Err(e),
+            Err(_) => {}
         }
         let paths = StatePaths::new(state_dir);
         let out_path = paths.control_out();
