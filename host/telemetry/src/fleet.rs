@@ -36,10 +36,11 @@ fn deployment_states() -> [&'static str; 8] {
     .map(|s| s.name())
 }
 
-const AGENT_STATES: [AgentState; 4] = [
+const AGENT_STATES: [AgentState; 5] = [
     AgentState::Starting,
     AgentState::Running,
     AgentState::Lost,
+    AgentState::Ending,
     AgentState::Terminated,
 ];
 

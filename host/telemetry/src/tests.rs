@@ -96,7 +96,7 @@ fn an_empty_store_shows_every_state_at_zero() {
     ] {
         assert_eq!(value(&s, "stratus_deployments", &[("state", state)]), 0.0);
     }
-    for state in ["STARTING", "RUNNING", "LOST", "TERMINATED"] {
+    for state in ["STARTING", "RUNNING", "LOST", "ENDING", "TERMINATED"] {
         assert_eq!(value(&s, "stratus_servers", &[("agent_state", state)]), 0.0);
     }
     for kind in ["change_set", "autoscale_up", "autoscale_down"] {
