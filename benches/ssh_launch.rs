@@ -18,7 +18,6 @@ mod lab;
 
 use common::{Bench, summary};
 use lab::Lab;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,18 +85,11 @@ fn deployment(variant: Variant, lab: &Lab) -> String {
     if variant != Variant::Ssh {
         return text;
     }
-    let hosts: Vec<String> = lab.addresses().iter().map(|a| format!("\"{a}\"")).collect();
     let mut text = text;
     for tier in ["db", "app", "lb"] {
         text.push_str(&format!("\n[tiers.{tier}.launch]\nprovider = \"lab\"\n"));
     }
-    text.push_str(&format!(
-        "\n[providers.lab]\ntype = \"ssh\"\nhosts = [{}]\nidentity-key = \"lab-ssh\"\n\
-         known-hosts = \"{}\"\nremote-dir = \"{}\"\n",
-        hosts.join(", "),
-        lab.known_hosts().display(),
-        lab.remote_dir().display()
-    ));
+    text.push_str(&lab.provider_table("lab-ssh", ""));
     text
 }
 
@@ -132,18 +124,6 @@ fn serve(bench: &Bench, variant: Variant, lab: &Lab) -> Result<Child, String> {
     Ok(child)
 }
 
-fn store_key(bench: &Bench, lab: &Lab) -> Result<(), String> {
-    let keys = bench.dir().join("keys");
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&keys);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(keys.join("lab-ssh"))
-        .map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut f, lab.client_key().as_bytes()).map_err(|e| e.to_string())
-}
-
 /// Whatever is left on the lab's hosts: processes besides sshd, entries under the remote dir.
 fn left_on_hosts(lab: &Lab) -> usize {
     (0..lab.hosts())
@@ -154,7 +134,8 @@ fn left_on_hosts(lab: &Lab) -> usize {
 fn run(variant: Variant, lab: &Lab) -> Result<Times, String> {
     let bench = Bench::new("hello");
     if variant == Variant::Ssh {
-        store_key(&bench, lab)?;
+        lab.keep_client_key(bench.dir(), "lab-ssh")
+            .map_err(|e| e.to_string())?;
     }
     let mut serving = serve(&bench, variant, lab)?;
     let file = bench.write_file("hello.toml", &deployment(variant, lab));

@@ -13,31 +13,10 @@ use std::time::Duration;
 /// The key management name of the lab's client key here.
 const LAB_KEY: &str = "lab-client";
 
-/// Stores the lab's client key in `st`'s key management (0600 in a 0700 directory).
-fn keep_lab_key(st: &Stratus, lab: &Lab) {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let keys = st.dir().join("keys");
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&keys);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(keys.join(LAB_KEY))
-        .unwrap();
-    std::io::Write::write_all(&mut file, lab.client_key().as_bytes()).unwrap();
-}
-
 /// The hello example with its app tier on `[providers.lab]` (every lab address), not
 /// recovered, so a server whose agent dies stays LOST.
 fn hello_on_lab(lab: &Lab) -> String {
-    let hosts: Vec<String> = lab.addresses().iter().map(|a| format!("\"{a}\"")).collect();
-    let table = format!(
-        "[providers.lab]\ntype = \"ssh\"\nhosts = [{}]\nidentity-key = \"{LAB_KEY}\"\n\
-         known-hosts = \"{}\"\nremote-dir = \"{}\"\nconnect-timeout = 2\n",
-        hosts.join(", "),
-        lab.known_hosts().display(),
-        lab.remote_dir().display()
-    );
+    let table = lab.provider_table(LAB_KEY, "");
     common::hello_on("far", "lab", &table).replace(
         "[tiers.app]\n",
         "[tiers.app]\nrecovery = \"off\"\nrecovery-grace = \"1s\"\n",
@@ -105,7 +84,7 @@ fn log_on_host(lab: &Lab, host: usize, server: &str) -> String {
 fn the_agent_log_of_a_server_on_another_host_is_read_through_its_agent() {
     let lab = Lab::new(2, 1);
     let st = Stratus::new();
-    keep_lab_key(&st, &lab);
+    lab.keep_client_key(st.dir(), LAB_KEY).unwrap();
     let served = Served::start(&st, &lab);
     let file = st.write_file("far.toml", &hello_on_lab(&lab));
     st.ok(&["launch", file.to_str().unwrap()]);

@@ -91,16 +91,9 @@ fn lab_hosts_are_separate_machines_reached_over_ssh() {
 /// The key management name of the lab's client key.
 const KEY: &str = "lab-ssh";
 
-/// A `[providers.lab]` table of `type = "ssh"` over every address of `lab`, with `extra` lines.
+/// A `[providers.lab]` table over every address of `lab`, with `extra` lines.
 fn provider_table(lab: &Lab, extra: &str) -> String {
-    let hosts: Vec<String> = lab.addresses().iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "\n[providers.lab]\ntype = \"ssh\"\nhosts = [{}]\nidentity-key = \"{KEY}\"\n\
-         known-hosts = \"{}\"\nremote-dir = \"{}\"\nconnect-timeout = 2\n{extra}",
-        hosts.join(", "),
-        lab.known_hosts().display(),
-        lab.remote_dir().display()
-    )
+    lab.provider_table(KEY, extra)
 }
 
 /// `text` (a deployment file) with every tier in `tiers` launched on `[providers.lab]`.
@@ -113,24 +106,10 @@ fn on_lab(text: &str, tiers: &[&str], table: &str) -> String {
     out
 }
 
-/// The lab's client key in `st`'s key management, as an operator stores it.
-fn store_key(st: &Stratus, lab: &Lab) {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let keys = st.dir().join("keys");
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&keys);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(keys.join(KEY))
-        .unwrap();
-    std::io::Write::write_all(&mut f, lab.client_key().as_bytes()).unwrap();
-}
-
 /// A control plane listening on the lab's bridge, where agents on the hosts dial it, with the
 /// lab's client key in its key management.
 fn serve_on(st: &Stratus, lab: &Lab) -> Served {
-    store_key(st, lab);
+    lab.keep_client_key(st.dir(), KEY).unwrap();
     listen_on(st, lab)
 }
 

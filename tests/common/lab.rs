@@ -168,6 +168,37 @@ impl Lab {
         std::fs::read_to_string(self.client_key_path()).expect("client key")
     }
 
+    /// Keeps the client key as `name` in the key management of the state directory `state`
+    /// (0600 in a 0700 directory), as an operator stores it.
+    pub fn keep_client_key(&self, state: &Path, name: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let keys = state.join("keys");
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&keys);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(keys.join(name))?;
+        file.write_all(self.client_key().as_bytes())
+    }
+
+    /// A `[providers.lab]` table of `type = "ssh"` over every address of the lab, reached with
+    /// the client key kept as `key`, and `extra` lines.
+    pub fn provider_table(&self, key: &str, extra: &str) -> String {
+        let hosts: Vec<String> = self
+            .addresses()
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
+        format!(
+            "\n[providers.lab]\ntype = \"ssh\"\nhosts = [{}]\nidentity-key = \"{key}\"\n\
+             known-hosts = \"{}\"\nremote-dir = \"{}\"\nconnect-timeout = 2\n{extra}",
+            hosts.join(", "),
+            self.known_hosts().display(),
+            self.remote_dir().display()
+        )
+    }
+
     /// A known_hosts file pinning every host's key at every address of that host.
     pub fn known_hosts(&self) -> PathBuf {
         self.dir.path().join("known_hosts")

@@ -79,6 +79,19 @@ impl LocalProgram {
     }
 }
 
+/// How many connections `programs` keep open together once the server closed all it closes
+/// at once: asks until at most `expected` are (or 4 s passed).
+pub fn open_together(programs: &mut [LocalProgram], expected: usize) -> usize {
+    let started = Instant::now();
+    loop {
+        let open = programs.iter_mut().map(LocalProgram::open).sum();
+        if open <= expected || started.elapsed() > Duration::from_secs(4) {
+            return open;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Drop for LocalProgram {
     fn drop(&mut self) {
         let _ = self.child.kill();
