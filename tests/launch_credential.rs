@@ -202,7 +202,11 @@ fn an_agent_refused_as_in_use_presents_the_same_credential_until_it_gets_in() {
     let refused_seen = wait_logged(&st, &mut second, &refused);
     let accepted_seen = refused_seen && wait_logged(&st, &mut second, &accepted);
     let still_running = common::alive(second.id());
-    signal(second.id(), "-KILL");
+    // Ended as a provider ends an agent, so that it removes the cgroup it made for services.
+    signal(second.id(), "-TERM");
+    if !common::wait_gone(second.id(), Duration::from_secs(20)) {
+        signal(second.id(), "-KILL");
+    }
     let _ = second.wait();
     signal(first, "-KILL");
     signal(first, "-CONT");
