@@ -1,8 +1,7 @@
 //! The monitor's view of agents between launch steps: an agent whose connection closes is
 //! LOST, and RUNNING again when it reconnects (as every agent does after a control-plane
-//! restart), and its credential is replaced again (see `stratus_engine`'s `credential.rs`).
-//! Transitions go through the model's function, so a terminated agent stays TERMINATED and
-//! one still STARTING waits for its launch step's handshake.
+//! restart). Transitions go through the model's function, so a terminated agent stays
+//! TERMINATED and one still STARTING waits for its launch step's handshake.
 
 use crate::dispatcher::{Dispatcher, ServerKey};
 use std::collections::HashSet;
@@ -50,36 +49,9 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
                 AgentEvent::Reconnected,
                 "agent RUNNING again",
             );
-            renew_credential(&engine, key);
         }
         known = now;
     }
-}
-
-/// Replaces the credential of an agent that connected again: it may have presented its
-/// launch credential (a control plane that stopped mid-replacement). A server still STARTING
-/// is left to its launch step, which replaces it before any hook runs.
-fn renew_credential(engine: &Engine, (dep, server): &ServerKey) {
-    let starting = engine
-        .parts()
-        .store
-        .server::<AgentState>(dep, server)
-        .map(|row| row.is_none_or(|r| r.agent_state == AgentState::Starting));
-    if !matches!(starting, Ok(false)) {
-        return;
-    }
-    let (engine, dep, server) = (engine.clone(), dep.clone(), server.clone());
-    tokio::spawn(async move {
-        if let Err(e) = engine.renew_credential(&dep, &server).await {
-            let subject = Subject {
-                deployment: Some(&dep),
-                server: Some(&server),
-                ..Subject::default()
-            };
-            let message = format!("the agent's credential was not replaced: {e}");
-            (engine.parts().logs).warn(Component::MonitorServer, subject, &message);
-        }
-    });
 }
 
 /// Records a reconnected agent's pid in its server's handle, as its provider wants it; says

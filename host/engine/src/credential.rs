@@ -5,9 +5,11 @@
 //! and, when the agent says it has stored it, records its digest and accepts nothing else.
 //!
 //! Until then both are accepted, so no crash on either side locks the agent out: an agent
-//! that never stored the new one still has the launch credential, and one that stored it
-//! while the control plane stopped before recording it presents the launch credential again
-//! (see the agent's `credential.rs`), after which its credential is replaced anew.
+//! that never stored the new one still has the one it had, and one that stored it while the
+//! control plane stopped before recording it presents the one before (see the agent's
+//! `credential.rs`). A control plane stopped mid-replacement resumes the launch, which replaces
+//! the credential again. Only the launch replaces credentials: a replacement racing a step
+//! that fetches files would have its fetch refused.
 
 use crate::agents::LinkError;
 use crate::engine::{Engine, EngineError};
@@ -44,7 +46,7 @@ impl Engine {
         loop {
             match self.renew_credential(dep, server).await {
                 Ok(Renewal::Replaced) => return Ok(()),
-                // The monitor's, for an adopted agent that reconnected: this one comes after.
+                // Another task's (none replaces credentials today but the launch): wait for it.
                 Ok(Renewal::UnderWay) => {}
                 Err(e) => {
                     attempts += 1;
@@ -58,8 +60,7 @@ impl Engine {
     }
 
     /// Replaces the credential of the connected agent of `server`; nothing happens when a
-    /// replacement is under way already (the monitor and the launch both ask after a
-    /// handshake).
+    /// replacement is under way already.
     pub async fn renew_credential(&self, dep: &str, server: &str) -> Result<Renewal, EngineError> {
         let fresh = stratus_cloud::random_token();
         let digest = stratus_cloud::digest(&fresh);
