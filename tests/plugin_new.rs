@@ -175,12 +175,24 @@ fn rust_skeletons_build_standalone_and_in_a_workspace_and_configure() {
         "service",
     );
 
-    // A workspace member: its own [workspace] table goes, the workspace's comes.
+    // A workspace member: its own [workspace] table goes, the workspace's comes. The workspace
+    // repeats the skeleton's release profile (a member's is ignored), so cargo reuses the
+    // dependencies it compiled for the standalone skeleton instead of compiling them again.
     let ws = r.join("ws");
     std::fs::create_dir(&ws).unwrap();
+    let skeleton_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
+    let profile = skeleton_toml
+        .split("\n[workspace]\n")
+        .next()
+        .and_then(|t| t.split_once("[profile.release]"))
+        .map(|(_, profile)| profile)
+        .expect("the skeleton's Cargo.toml has a release profile before [workspace]");
     std::fs::write(
         ws.join("Cargo.toml"),
-        "[workspace]\nresolver = \"3\"\nmembers = [\"rust-proxy\"]\n",
+        format!(
+            "[workspace]\nresolver = \"3\"\nmembers = [\"rust-proxy\"]\n\n\
+             [profile.release]{profile}"
+        ),
     )
     .unwrap();
     let proxy = new_package(&ws, "rust-proxy", "rust", "proxy");

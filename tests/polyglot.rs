@@ -16,10 +16,11 @@ use crate::common;
 use common::cli::text;
 use common::{Stratus, assert_no_secret_leaked, servers, wait_for, wait_gone};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The data source's rows (examples/polyglot/datasource.sql) every answer must carry.
@@ -32,32 +33,36 @@ fn repo() -> PathBuf {
     stratus_plugin_artifacts::repo_root()
 }
 
-/// Builds every polyglot package once per test binary, however many tests ask, with
-/// `stratus plugin build`.
-fn built() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        // The greeter the example packages ship is built into plugins/app/bin/ by this crate.
-        let greeter = stratus_plugin_artifacts::package_dir("app").join("bin/greeter");
-        for tier in ["web", "api"] {
-            let bin = repo().join("examples/polyglot").join(tier).join("bin");
-            std::fs::create_dir_all(&bin).unwrap();
-            std::fs::copy(&greeter, bin.join("greeter")).expect("copy the greeter");
-        }
-        for package in [
-            "examples/polyglot/web",
-            "examples/polyglot/api",
-            "plugins/sdk-python/tests/faulty",
-            "plugins/sdk-js/tests/faulty",
-        ] {
-            let out = Command::new(env!("CARGO_BIN_EXE_stratus"))
-                .args(["plugin", "build"])
-                .arg(repo().join(package))
-                .output()
-                .expect("run stratus plugin build");
-            assert!(out.status.success(), "building {package}: {}", text(&out));
-        }
+/// Builds `package` with `stratus plugin build` once per test binary, however many tests ask;
+/// a test waits only for the packages it uses, so two tests build theirs side by side.
+fn built(package: &str) {
+    static BUILT: Mutex<BTreeMap<String, Arc<OnceLock<()>>>> = Mutex::new(BTreeMap::new());
+    let once = BUILT
+        .lock()
+        .unwrap()
+        .entry(package.to_string())
+        .or_default()
+        .clone();
+    once.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .args(["plugin", "build"])
+            .arg(repo().join(package))
+            .output()
+            .expect("run stratus plugin build");
+        assert!(out.status.success(), "building {package}: {}", text(&out));
     });
+}
+
+/// Builds the example's two app tiers, each shipping the greeter this crate builds into
+/// plugins/app/bin/.
+fn built_example() {
+    let greeter = stratus_plugin_artifacts::package_dir("app").join("bin/greeter");
+    for tier in ["web", "api"] {
+        let bin = repo().join("examples/polyglot").join(tier).join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(&greeter, bin.join("greeter")).expect("copy the greeter");
+        built(&format!("examples/polyglot/{tier}"));
+    }
 }
 
 /// The body of `GET /` on `endpoint`, after checking the status line.
@@ -95,7 +100,7 @@ fn greeters(dir: &Path) -> Vec<u32> {
 
 #[test]
 fn polyglot_example_serves_rows_from_mariadb_through_each_tiers_load_balancer() {
-    built();
+    built_example();
     let st = Stratus::new();
     let file = repo().join("examples/polyglot/deployment.toml");
     st.ok(&["launch", file.to_str().unwrap()]);
@@ -197,7 +202,7 @@ fn configure(st: &Stratus, dir: &Path, package: &Path, how: &str) -> (bool, Stri
 /// hook renders `ok.conf` over a planted link (replacing the link, not writing through it or
 /// through one at its temporary name) and reads `enstratus.cfg`, which is gone afterwards.
 fn hook_errors_surface(package: &str, cases: &[(&str, &str)]) {
-    built();
+    built(package);
     let st = Stratus::new();
     let work = tempfile::tempdir().unwrap();
     let package = repo().join(package);
