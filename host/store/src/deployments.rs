@@ -46,12 +46,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let state = encode_state(state)?;
         let now = now_ms();
-        self.conn().execute(
-            "INSERT INTO deployments (name, spec_path, spec_toml, state, reason, created_at, updated_at)
+        self.conn().prepare_cached("INSERT INTO deployments (name, spec_path, spec_toml, state, reason, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5)
              ON CONFLICT (name) DO UPDATE SET spec_path = ?2, spec_toml = ?3, state = ?4,
-                 reason = NULL, updated_at = ?5",
-            params![name, spec_path, spec_toml, state, now],
+                 reason = NULL, updated_at = ?5")?.execute(params![name, spec_path, spec_toml, state, now],
         )?;
         Ok(())
     }
@@ -64,10 +62,12 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         let state = encode_state(state)?;
-        let n = self.conn().execute(
-            "UPDATE deployments SET state = ?2, reason = ?3, updated_at = ?4 WHERE name = ?1",
-            params![name, state, reason, now_ms()],
-        )?;
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE deployments SET state = ?2, reason = ?3, updated_at = ?4 WHERE name = ?1",
+            )?
+            .execute(params![name, state, reason, now_ms()])?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("deployment {name:?}")));
         }
@@ -84,11 +84,13 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<bool, StoreError> {
         let (expected, state) = (encode_state(expected)?, encode_state(state)?);
-        let n = self.conn().execute(
-            "UPDATE deployments SET state = ?3, reason = ?4, updated_at = ?5
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE deployments SET state = ?3, reason = ?4, updated_at = ?5
              WHERE name = ?1 AND state = ?2",
-            params![name, expected, state, reason, now_ms()],
-        )?;
+            )?
+            .execute(params![name, expected, state, reason, now_ms()])?;
         Ok(n == 1)
     }
 
@@ -100,7 +102,8 @@ impl Store {
         let conn = self.conn();
         let sql = format!("SELECT {COLUMNS} FROM deployments WHERE name = ?1");
         let row = conn
-            .query_row(&sql, [name], |r| Ok(from_row(r)))
+            .prepare_cached(&sql)?
+            .query_row([name], |r| Ok(from_row(r)))
             .optional()?;
         row.transpose()
     }
@@ -108,7 +111,8 @@ impl Store {
     /// All deployments, by name.
     pub fn deployments<S: DeserializeOwned>(&self) -> Result<Vec<DeploymentRow<S>>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM deployments ORDER BY name"))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM deployments ORDER BY name"))?;
         let rows = stmt.query_map([], |r| Ok(from_row(r)))?;
         rows.map(|r| r?).collect()
     }

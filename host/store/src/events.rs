@@ -54,19 +54,19 @@ impl Store {
 
     fn insert_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
         let conn = self.conn();
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO events (time, deployment, component, server, service, level, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                now_ms(),
-                event.deployment,
-                event.component,
-                event.server,
-                event.service,
-                event.level,
-                event.message
-            ],
-        )?;
+        )?
+        .execute(params![
+            now_ms(),
+            event.deployment,
+            event.component,
+            event.server,
+            event.service,
+            event.level,
+            event.message
+        ])?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -79,7 +79,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT seq, time, deployment, component, server, service, level, message
              FROM events WHERE seq > ?1 AND (?2 IS NULL OR deployment = ?2)
              ORDER BY seq LIMIT ?3",

@@ -6,11 +6,12 @@ use rusqlite::OptionalExtension;
 impl Store {
     /// Sets `key` to `value`, replacing any previous value.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = ?2",
-            [key, value],
-        )?;
+            )?
+            .execute([key, value])?;
         Ok(())
     }
 
@@ -18,7 +19,8 @@ impl Store {
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
             .optional()?)
     }
 }

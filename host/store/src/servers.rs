@@ -46,14 +46,16 @@ impl Store {
     pub fn upsert_server<A: Serialize>(&self, server: &ServerRow<A>) -> Result<(), StoreError> {
         let state = encode_state(&server.agent_state)?;
         let handle = server.handle.as_ref().map(encode_state).transpose()?;
-        self.conn().execute(
-            "INSERT INTO servers (deployment, id, tier, name, address, provider, handle,
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO servers (deployment, id, tier, name, address, provider, handle,
                  agent_state, credential_digest, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (deployment, id) DO UPDATE SET tier = ?3, name = ?4, address = ?5,
                  provider = ?6, handle = ?7, agent_state = ?8, credential_digest = ?9,
                  updated_at = ?10",
-            params![
+            )?
+            .execute(params![
                 server.deployment,
                 server.id,
                 server.tier,
@@ -64,8 +66,7 @@ impl Store {
                 state,
                 server.credential_digest,
                 now_ms()
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -76,7 +77,7 @@ impl Store {
     ) -> Result<Vec<ServerRow<A>>, StoreError> {
         let conn = self.conn();
         let sql = format!("SELECT {COLUMNS} FROM servers WHERE deployment = ?1 ORDER BY id");
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([deployment], |r| Ok(from_row(r)))?;
         rows.map(|r| r?).collect()
     }
@@ -90,7 +91,8 @@ impl Store {
         let conn = self.conn();
         let sql = format!("SELECT {COLUMNS} FROM servers WHERE deployment = ?1 AND id = ?2");
         let row = conn
-            .query_row(&sql, [deployment, id], |r| Ok(from_row(r)))
+            .prepare_cached(&sql)?
+            .query_row([deployment, id], |r| Ok(from_row(r)))
             .optional()?;
         row.transpose()
     }
@@ -103,9 +105,7 @@ impl Store {
         state: &A,
     ) -> Result<(), StoreError> {
         let state = encode_state(state)?;
-        let n = self.conn().execute(
-            "UPDATE servers SET agent_state = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
-            params![deployment, id, state, now_ms()],
+        let n = self.conn().prepare_cached("UPDATE servers SET agent_state = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2")?.execute(params![deployment, id, state, now_ms()],
         )?;
         not_found_if_zero(n, deployment, id)
     }
@@ -121,11 +121,13 @@ impl Store {
         state: &A,
     ) -> Result<bool, StoreError> {
         let (expected, state) = (encode_state(expected)?, encode_state(state)?);
-        let n = self.conn().execute(
-            "UPDATE servers SET agent_state = ?4, updated_at = ?5
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE servers SET agent_state = ?4, updated_at = ?5
              WHERE deployment = ?1 AND id = ?2 AND agent_state = ?3",
-            params![deployment, id, expected, state, now_ms()],
-        )?;
+            )?
+            .execute(params![deployment, id, expected, state, now_ms()])?;
         Ok(n == 1)
     }
 
@@ -138,10 +140,12 @@ impl Store {
         handle: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
         let handle = handle.map(encode_state).transpose()?;
-        let n = self.conn().execute(
-            "UPDATE servers SET handle = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
-            params![deployment, id, handle, now_ms()],
-        )?;
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE servers SET handle = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
+            )?
+            .execute(params![deployment, id, handle, now_ms()])?;
         not_found_if_zero(n, deployment, id)
     }
 
@@ -153,9 +157,7 @@ impl Store {
         id: &str,
         address: &str,
     ) -> Result<(), StoreError> {
-        let n = self.conn().execute(
-            "UPDATE servers SET address = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2",
-            params![deployment, id, address, now_ms()],
+        let n = self.conn().prepare_cached("UPDATE servers SET address = ?3, updated_at = ?4 WHERE deployment = ?1 AND id = ?2")?.execute(params![deployment, id, address, now_ms()],
         )?;
         not_found_if_zero(n, deployment, id)
     }
@@ -168,11 +170,13 @@ impl Store {
         id: &str,
         digest: &str,
     ) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE servers SET credential_digest = ?3, updated_at = ?4
+        let n = self
+            .conn()
+            .prepare_cached(
+                "UPDATE servers SET credential_digest = ?3, updated_at = ?4
              WHERE deployment = ?1 AND id = ?2",
-            params![deployment, id, digest, now_ms()],
-        )?;
+            )?
+            .execute(params![deployment, id, digest, now_ms()])?;
         Ok(n == 1)
     }
 
@@ -180,14 +184,13 @@ impl Store {
     pub fn delete_server(&self, deployment: &str, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "DELETE FROM service_instances WHERE deployment = ?1 AND server_id = ?2",
-            [deployment, id],
-        )?;
-        let n = tx.execute(
-            "DELETE FROM servers WHERE deployment = ?1 AND id = ?2",
-            [deployment, id],
-        )?;
+        )?
+        .execute([deployment, id])?;
+        let n = tx
+            .prepare_cached("DELETE FROM servers WHERE deployment = ?1 AND id = ?2")?
+            .execute([deployment, id])?;
         tx.commit()?;
         Ok(n > 0)
     }

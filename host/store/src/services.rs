@@ -42,12 +42,10 @@ impl Store {
         state: &S,
     ) -> Result<(), StoreError> {
         let state = encode_state(state)?;
-        self.conn().execute(
-            "INSERT INTO service_instances (deployment, service, service_id, server_id, state, updated_at)
+        self.conn().prepare_cached("INSERT INTO service_instances (deployment, service, service_id, server_id, state, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (deployment, service, server_id) DO UPDATE SET service_id = ?3,
-                 state = ?5, updated_at = ?6",
-            params![deployment, service, service_id, server_id, state, now_ms()],
+                 state = ?5, updated_at = ?6")?.execute(params![deployment, service, service_id, server_id, state, now_ms()],
         )?;
         Ok(())
     }
@@ -58,7 +56,7 @@ impl Store {
         deployment: &str,
     ) -> Result<Vec<ServiceInstanceRow<S>>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT deployment, service, service_id, server_id, state, updated_at
              FROM service_instances WHERE deployment = ?1 ORDER BY service, server_id",
         )?;
@@ -74,9 +72,7 @@ impl Store {
         service: &str,
         server_id: &str,
     ) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "DELETE FROM service_instances WHERE deployment = ?1 AND service = ?2 AND server_id = ?3",
-            params![deployment, service, server_id],
+        let n = self.conn().prepare_cached("DELETE FROM service_instances WHERE deployment = ?1 AND service = ?2 AND server_id = ?3")?.execute(params![deployment, service, server_id],
         )?;
         Ok(n > 0)
     }

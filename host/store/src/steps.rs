@@ -113,11 +113,10 @@ impl Store {
         // IMMEDIATE takes the write lock first, so two writers cannot both see "not started".
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing = tx
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM steps WHERE deployment = ?1 AND key = ?2"),
-                [deployment, key],
-                |r| Ok(from_row(r)),
-            )
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM steps WHERE deployment = ?1 AND key = ?2"
+            ))?
+            .query_row([deployment, key], |r| Ok(from_row(r)))
             .optional()?
             .transpose()?;
         let runs = |step: &Option<StepRow>| step.as_ref().map_or(1, |s| s.runs);
@@ -140,15 +139,22 @@ impl Store {
             }
             None => (StepStatus::Fresh { attempt: 1, run: 1 }, 1, runs(&None)),
         };
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO steps (deployment, key, status, attempts, input_digest, outcome, error,
                  started_at, finished_at, runs)
              VALUES (?1, ?2, 'started', ?3, ?4, NULL, NULL, ?5, NULL, ?6)
              ON CONFLICT (deployment, key) DO UPDATE SET status = 'started', attempts = ?3,
                  input_digest = ?4, outcome = NULL, error = NULL, started_at = ?5,
                  finished_at = NULL, runs = ?6",
-            params![deployment, key, attempt, input_digest, now_ms(), run],
-        )?;
+        )?
+        .execute(params![
+            deployment,
+            key,
+            attempt,
+            input_digest,
+            now_ms(),
+            run
+        ])?;
         tx.commit()?;
         Ok(status)
     }
@@ -178,11 +184,19 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let n = timed(JournalWrite::StepEnd, || {
-            self.conn().execute(
-                "UPDATE steps SET status = ?3, outcome = ?4, error = ?5, finished_at = ?6
+            self.conn()
+                .prepare_cached(
+                    "UPDATE steps SET status = ?3, outcome = ?4, error = ?5, finished_at = ?6
                  WHERE deployment = ?1 AND key = ?2",
-                params![deployment, key, status.as_str(), outcome, error, now_ms()],
-            )
+                )?
+                .execute(params![
+                    deployment,
+                    key,
+                    status.as_str(),
+                    outcome,
+                    error,
+                    now_ms()
+                ])
         })?;
         if n == 0 {
             return Err(StoreError::StepNotStarted {
@@ -198,7 +212,8 @@ impl Store {
         let conn = self.conn();
         let sql = format!("SELECT {COLUMNS} FROM steps WHERE deployment = ?1 AND key = ?2");
         let row = conn
-            .query_row(&sql, [deployment, key], |r| Ok(from_row(r)))
+            .prepare_cached(&sql)?
+            .query_row([deployment, key], |r| Ok(from_row(r)))
             .optional()?;
         row.transpose()
     }
@@ -206,7 +221,7 @@ impl Store {
     /// The journal of a deployment, in the order steps were (last) started.
     pub fn steps(&self, deployment: &str) -> Result<Vec<StepRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM steps WHERE deployment = ?1 ORDER BY started_at, rowid"
         ))?;
         let rows = stmt.query_map([deployment], |r| Ok(from_row(r)))?;
