@@ -341,8 +341,18 @@ impl NewFile {
     }
 
     /// Flushes the file to disk and renames it over its target; returns the target's path.
-    pub fn commit(mut self) -> io::Result<PathBuf> {
+    pub fn commit(self) -> io::Result<PathBuf> {
         self.file.sync_all().map_err(|e| named(&self.target, e))?;
+        self.rename()
+    }
+
+    /// Renames the file over its target without waiting for the disk: for content that need
+    /// not survive a crash of the machine, only of the process.
+    pub fn commit_unsynced(self) -> io::Result<PathBuf> {
+        self.rename()
+    }
+
+    fn rename(mut self) -> io::Result<PathBuf> {
         rustix::fs::renameat(&self.dir.fd, self.tmp.as_str(), &self.dir.fd, &self.name)
             .map_err(|e| named(&self.target, e.into()))?;
         self.committed = true;
