@@ -54,7 +54,13 @@ fn outside(st: &Stratus) -> PathBuf {
     dir
 }
 
-fn assert_outside_untouched(dir: &Path) {
+/// What the links in the disks point at is as it was, once every disk was deleted (terminate
+/// moves a disk out at once and deletes it in the background).
+fn assert_outside_untouched(st: &Stratus, dir: &Path) {
+    assert!(
+        disks_deleted(st),
+        "the disks terminate moved out were never deleted"
+    );
     assert_eq!(read(&dir.join("precious")), "keep me");
     let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
     assert_ne!(
@@ -62,6 +68,23 @@ fn assert_outside_untouched(dir: &Path) {
         0,
         "the link target's mode was changed: {mode:o}"
     );
+}
+
+/// Whether the state directory's `removing/` is empty (or absent) within 60 s.
+fn disks_deleted(st: &Stratus) -> bool {
+    let trash = st.dir().join("removing");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < until {
+        let empty = match std::fs::read_dir(&trash) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(_) => true,
+        };
+        if empty {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
 }
 
 /// Every server root of `dep` exists and holds nothing the first launch left.
@@ -98,7 +121,7 @@ fn a_relaunch_after_terminate_starts_from_fresh_servers() {
         "the deployment's servers/ directory goes with its last server"
     );
     assert!(!st.dir().join("kept-disks").exists());
-    assert_outside_untouched(&outside);
+    assert_outside_untouched(&st, &outside);
     // The journal keeps its record of the deployment.
     let d = st.deployment("fresh");
     assert_eq!(d["state"], "TERMINATED", "{d}");
@@ -144,7 +167,7 @@ fn keep_disks_moves_them_aside_says_where_and_a_relaunch_is_still_fresh() {
         let link = std::fs::read_link(kept.join("mnt/services/to-dir")).unwrap();
         assert_eq!(link, outside, "links are kept as links");
     }
-    assert_outside_untouched(&outside);
+    assert_outside_untouched(&st, &outside);
 
     // A relaunch starts fresh; the next terminate removes its disks and leaves the kept ones.
     st.ok(&["launch", file.to_str().unwrap()]);
@@ -164,7 +187,7 @@ fn keep_disks_moves_them_aside_says_where_and_a_relaunch_is_still_fresh() {
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_outside_untouched(&outside);
+    assert_outside_untouched(&st, &outside);
 }
 
 /// Pids of live processes started for a server root under `state`.
@@ -624,7 +647,7 @@ fn hooks_failing_in_terminate_are_reported_together_and_every_server_ends() {
     let pids = terminate(&st, "failing");
     assert_eq!(pids.len(), 4);
     assert!(!st.dir().join("servers/failing").exists());
-    assert_outside_untouched(&outside);
+    assert_outside_untouched(&st, &outside);
     let events = st.ok(&["events", "--deployment", "failing"]);
     let warning = events
         .lines()

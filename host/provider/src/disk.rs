@@ -1,5 +1,6 @@
 //! A local server's disk is its directory `<state>/servers/<deployment>/<server>` (the root
-//! and nothing else). Terminate removes it, or moves it to
+//! and nothing else). Terminate removes it (moved out at once, deleted in the background:
+//! `disk_removal.rs`), or moves it to
 //! `<state>/kept-disks/<deployment>/<label>/<server>` for a post-mortem, so that a relaunch of
 //! the same deployment always starts from fresh servers.
 //!
@@ -50,7 +51,9 @@ pub(crate) fn end(
     let kept = match keep {
         Some(label) => Some(move_aside(state_dir, deployment, &dir, label, server_id)?),
         None => {
-            remove_tree(&dir).map_err(ProviderError::io(format!("removing {}", dir.display())))?;
+            let name = format!("{deployment}.{server_id}");
+            crate::disk_removal::remove(state_dir, &dir, &name)
+                .map_err(ProviderError::io(format!("removing {}", dir.display())))?;
             None
         }
     };

@@ -67,6 +67,9 @@ pub struct ServeArgs {
     pub no_agent_code_cache: bool,
 }
 
+/// How long a control plane that is exiting waits for its ended servers' disks to be deleted.
+const DISK_REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     crate::control_process::tune_malloc();
     let args = with_config(args)?;
@@ -97,7 +100,7 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let cloud_drivers = crate::cloud_drivers::factory(&state_dir, &paths.keys())?;
     let ssh = crate::ssh_provider::factory(&state_dir, &paths.keys(), program.clone())?;
     let options = stratus_control::server::ServeOptions {
-        state_dir,
+        state_dir: state_dir.clone(),
         agent_program: program,
         exit_when_idle: args.exit_when_idle,
         scalers: Some(scalers),
@@ -120,7 +123,15 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         control_providers: args.providers,
     };
     let rt = crate::control_process::runtime()?;
-    rt.block_on(stratus_control::server::serve(options))?;
+    crate::control_process::release_freed_memory();
+    stratus_provider::resume_disk_removals(&state_dir);
+    let served = rt.block_on(stratus_control::server::serve(options));
+    if !stratus_provider::finish_disk_removals(DISK_REMOVAL_GRACE) {
+        tracing::warn!(
+            "some ended servers' disks are left to delete in the state directory's removing/: the next control plane deletes them"
+        );
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
