@@ -178,10 +178,19 @@ impl Beneath {
     /// written (its mode set on its fd) and renamed over the target, so a link already there
     /// is replaced, never written through.
     pub fn write_file(&self, rel: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
+        self.written(rel, bytes, mode)?.commit()
+    }
+
+    /// [`Beneath::write_file`] without waiting for the disk ([`NewFile::commit_unsynced`]).
+    pub fn write_file_unsynced(&self, rel: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
+        self.written(rel, bytes, mode)?.commit_unsynced()
+    }
+
+    fn written(&self, rel: &Path, bytes: &[u8], mode: u32) -> io::Result<NewFile> {
         let mut new = self.new_file(rel, mode)?;
         let target = new.target.clone();
         new.file.write_all(bytes).map_err(|e| named(&target, e))?;
-        new.commit()
+        Ok(new)
     }
 
     /// A fresh file with mode `mode` that replaces `rel` only when [`NewFile::commit`] is

@@ -60,16 +60,10 @@ impl FetchedPackage {
         let mut written = Vec::with_capacity(self.files.len());
         for (path, executable, bytes) in &self.files {
             let mode = if *executable { 0o755 } else { 0o644 };
-            let mut file = dest
-                .new_file(Path::new(path), mode)
+            let path = dest
+                .write_file_unsynced(Path::new(path), bytes, mode)
                 .map_err(FilesError::Beneath)?;
-            std::io::Write::write_all(file.file(), bytes).map_err(|e| {
-                FilesError::Beneath(std::io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", file.target().display()),
-                ))
-            })?;
-            written.push(file.commit_unsynced().map_err(FilesError::Beneath)?);
+            written.push(path);
         }
         Ok(written)
     }

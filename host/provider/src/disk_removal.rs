@@ -181,6 +181,14 @@ mod tests {
         false
     }
 
+    /// A trash directory made beforehand with `mode`.
+    fn trash_with_mode(state: &Path, mode: u32) -> PathBuf {
+        let trash = state.join(REMOVING);
+        std::fs::create_dir(&trash).unwrap();
+        std::fs::set_permissions(&trash, std::fs::Permissions::from_mode(mode)).unwrap();
+        trash
+    }
+
     fn disk(state: &Path, server: &str) -> PathBuf {
         let dir = state.join("servers/web").join(server);
         std::fs::create_dir_all(dir.join("root/agent")).unwrap();
@@ -210,9 +218,7 @@ mod tests {
     #[test]
     fn what_an_earlier_process_left_in_the_trash_is_deleted_with_the_next_removal() {
         let state = tempfile::tempdir().unwrap();
-        let trash = state.path().join(REMOVING);
-        std::fs::create_dir(&trash).unwrap();
-        std::fs::set_permissions(&trash, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let trash = trash_with_mode(state.path(), 0o700);
         let left = trash.join("web.app-9.1");
         std::fs::create_dir_all(left.join("root/agent")).unwrap();
         std::fs::write(left.join("root/agent/credential"), "secret").unwrap();
@@ -225,9 +231,7 @@ mod tests {
     #[test]
     fn a_trash_others_can_enter_is_not_used_and_the_disk_is_removed_in_place() {
         let state = tempfile::tempdir().unwrap();
-        let trash = state.path().join(REMOVING);
-        std::fs::create_dir(&trash).unwrap();
-        std::fs::set_permissions(&trash, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let trash = trash_with_mode(state.path(), 0o777);
         let dir = disk(state.path(), "app-1");
         remove(state.path(), &dir, "web.app-1").unwrap();
         assert!(!dir.exists());
