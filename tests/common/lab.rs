@@ -387,6 +387,11 @@ impl Lab {
             "PidFile=none".to_string(),
             "PermitRootLogin=prohibit-password".to_string(),
             "PasswordAuthentication=no".to_string(),
+            // A session whose client vanished while its host was cut gets no FIN it can
+            // see once the host is back; without probes it would last the kernel's two-hour
+            // keepalive. A live client answers these, so no session of Stratus's is ended.
+            "ClientAliveInterval=2".to_string(),
+            "ClientAliveCountMax=3".to_string(),
         ];
         for o in &options {
             c.args(["-o", o]);

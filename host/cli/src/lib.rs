@@ -8,6 +8,7 @@ mod commands;
 mod control_process;
 mod inherited_fds;
 mod precompile;
+mod process_runs;
 mod scalers;
 mod ssh_provider;
 

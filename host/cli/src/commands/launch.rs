@@ -302,12 +302,5 @@ fn control_plane_alive(state_dir: &Path) -> bool {
     let Ok(info) = serde_json::from_str::<stratus_control::paths::ControlInfo>(&text) else {
         return false;
     };
-    match std::fs::read_to_string(format!("/proc/{}/stat", info.pid)) {
-        // The state is the field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    crate::process_runs::process_runs(info.pid)
 }
