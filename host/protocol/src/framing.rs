@@ -4,10 +4,14 @@
 use futures::{SinkExt, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Framed, FramedParts, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
 
 /// Largest frame accepted: hook reports carry bounded output, so 16 MiB is generous.
 pub const MAX_FRAME: usize = 16 << 20;
+/// What each direction's buffer starts with; it grows to the largest frame seen. The codec's
+/// default, 8 KiB each way, was 16 KiB a connection: 16 MiB of a control plane's memory with
+/// a thousand agents, most frames being a few hundred bytes.
+const FIRST_BUFFER: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FramingError {
@@ -58,22 +62,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A connection that reads frames of at most `max` bytes (a peer not yet known, whose
     /// first frame must be small, gets a small limit).
     pub fn with_max_frame(stream: S, max: usize) -> Self {
+        let codec = LinesCodec::new_with_max_length(max);
         Connection {
-            inner: Framed::new(stream, LinesCodec::new_with_max_length(max)),
+            inner: Framed::with_capacity(stream, codec, FIRST_BUFFER),
         }
     }
 
     /// The same connection reading frames of up to [`MAX_FRAME`] bytes from now on, keeping
-    /// whatever it has read and not framed yet.
-    pub fn with_full_limit(self) -> Self {
-        let old = self.inner.into_parts();
-        let mut parts =
-            FramedParts::new::<String>(old.io, LinesCodec::new_with_max_length(MAX_FRAME));
-        parts.read_buf = old.read_buf;
-        parts.write_buf = old.write_buf;
-        Connection {
-            inner: Framed::from_parts(parts),
-        }
+    /// whatever it has read and not framed yet (and its buffers as they are: rebuilding it
+    /// from parts would grow both to the codec's default).
+    pub fn with_full_limit(mut self) -> Self {
+        *self.inner.codec_mut() = LinesCodec::new_with_max_length(MAX_FRAME);
+        self
     }
 
     pub async fn send<T: Serialize>(&mut self, frame: &T) -> Result<(), FramingError> {
@@ -130,6 +130,29 @@ mod tests {
         drop(b);
         let _ = writer.await;
         assert!(matches!(err, FramingError::TooLarge), "{err}");
+    }
+
+    /// Frames many times the first buffer, in both directions, through a pipe smaller than
+    /// one of them: the buffers grow as they must and no frame is cut or merged.
+    #[tokio::test]
+    async fn frames_far_beyond_the_first_buffer_arrive_whole_both_ways() {
+        let (a, b) = tokio::io::duplex(4096);
+        let (mut a, mut b) = (Connection::new(a), Connection::new(b));
+        let sizes = [10, FIRST_BUFFER - 3, FIRST_BUFFER, 300_000, 5, 70_000];
+        let frames: Vec<String> = sizes.iter().map(|n| "y".repeat(*n)).collect();
+        let sent = frames.clone();
+        let echo = tokio::spawn(async move {
+            for _ in 0..sent.len() {
+                let got: String = b.recv().await.unwrap();
+                b.send(&format!("{got}!")).await.unwrap();
+            }
+        });
+        for frame in &frames {
+            a.send(frame).await.unwrap();
+            let back: String = a.recv().await.unwrap();
+            assert_eq!(back, format!("{frame}!"));
+        }
+        echo.await.unwrap();
     }
 
     #[test]
