@@ -552,6 +552,34 @@ async fn rendering_is_bounded_by_the_plugins_memory() {
     assert_eq!(err, "the rendered text exceeds 1048576 bytes");
 }
 
+/// A rendering that outgrows what is rendered in place is finished whole on a blocking
+/// thread, and a mistake found past that size is still the error reported.
+#[tokio::test]
+async fn a_rendering_beyond_the_inline_size_is_whole_and_its_late_mistakes_are_reported() {
+    use crate::bindings::host::Escaping;
+    use crate::render::INLINE_RENDER_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state_with_context(dir.path(), &caps(&[]), Some(sample_context(dir.path())));
+    let extra = vec![("big".to_string(), "x".repeat(INLINE_RENDER_BYTES))];
+    let whole = s
+        .render_template(
+            "{{big}}\n{{big}}\n{{ tier }}".into(),
+            extra.clone(),
+            Escaping::None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(whole.len(), 2 * INLINE_RENDER_BYTES + 2 + "app".len());
+    assert!(whole.ends_with("\napp"), "{}", &whole[whole.len() - 10..]);
+    let late = s
+        .render_template("{{big}}\n{{big}}\n{{ tyer }}".into(), extra, Escaping::None)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(late, "line 3: unknown template variable `tyer`");
+}
+
 #[tokio::test]
 async fn rendering_stops_at_16_mib_however_much_memory_the_plugin_has() {
     use crate::bindings::host::Escaping;

@@ -4,7 +4,7 @@
 use crate::bindings::host::Escaping as WitEscaping;
 use crate::call::HostCtx;
 use stratus_model::enstratus_cfg::enstratus_cfg as classic_cfg;
-use stratus_model::template::{Escaping, render_escaped};
+use stratus_model::template::{Escaping, TemplateError, render_escaped};
 use stratus_model::template_variables::template_variables;
 
 /// Most bytes a rendered template may have (16 MiB): far above any configuration file, and
@@ -25,9 +25,15 @@ fn no_context() -> String {
     "this hook has no service context to render (configuration-management hooks have none)".into()
 }
 
+/// Most bytes of template and output rendered on the calling thread: a configuration file's
+/// rendering takes microseconds, while the trip to a blocking thread and back doubled the cost
+/// of a hook that renders one.
+pub const INLINE_RENDER_BYTES: usize = 64 << 10;
+
 /// `template` rendered with the hook's variables and `extra`, or the error the plugin reports.
-/// The rendering runs on a blocking thread so that a long one never stalls the agent's other
-/// work (its connection, other hooks).
+/// A small rendering happens in place; one that outgrows [`INLINE_RENDER_BYTES`] runs on a
+/// blocking thread so that a long one never stalls the agent's other work (its connection,
+/// other hooks).
 pub(crate) async fn render_template(
     host: &HostCtx,
     template: String,
@@ -43,6 +49,14 @@ pub(crate) async fn render_template(
         WitEscaping::JsonString => Escaping::JsonString,
     };
     let limit = limit(host);
+    let small = limit.min(INLINE_RENDER_BYTES);
+    if template.len() <= small {
+        match render_escaped(&template, &vars, escaping, small) {
+            // Only the full limit decides that a rendering is too large.
+            Err(TemplateError::TooLarge { .. }) if small < limit => {}
+            done => return done.map_err(|e| e.to_string()),
+        }
+    }
     tokio::task::spawn_blocking(move || render_escaped(&template, &vars, escaping, limit))
         .await
         .map_err(|e| format!("rendering task failed: {e}"))?
