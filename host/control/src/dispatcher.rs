@@ -68,6 +68,13 @@ impl Reported {
     }
 }
 
+/// One agent connection as [`Dispatcher::connections`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveConnection {
+    pub generation: u64,
+    pub pid: u32,
+}
+
 struct Live {
     generation: u64,
     pid: u32,
@@ -211,6 +218,23 @@ impl Dispatcher {
     /// The servers whose agents are connected right now.
     pub async fn connected(&self) -> std::collections::HashSet<ServerKey> {
         self.state.lock().await.live.keys().cloned().collect()
+    }
+
+    /// Each connected agent's connection: its generation (unique per connection) and pid. A
+    /// key whose generation changed between two looks lost its connection and made another,
+    /// even when both happened before the looker ran.
+    pub async fn connections(&self) -> HashMap<ServerKey, LiveConnection> {
+        let st = self.state.lock().await;
+        st.live
+            .iter()
+            .map(|(k, l)| {
+                let c = LiveConnection {
+                    generation: l.generation,
+                    pid: l.pid,
+                };
+                (k.clone(), c)
+            })
+            .collect()
     }
 
     /// Notified whenever an agent connects or disconnects.

@@ -3,21 +3,23 @@
 //! restart). Transitions go through the model's function, so a terminated agent stays
 //! TERMINATED and one still STARTING waits for its launch step's handshake.
 
-use crate::dispatcher::{Dispatcher, ServerKey};
-use std::collections::HashSet;
+use crate::dispatcher::{Dispatcher, LiveConnection, ServerKey};
+use std::collections::HashMap;
 use std::time::Duration;
 use stratus_engine::Engine;
 use stratus_engine::logs::{Component, Subject};
 use stratus_model::state::{AgentEvent, AgentState};
 use stratus_protocol::AgentRequest;
 
-/// Runs until the dispatcher goes away.
+/// Runs until the dispatcher goes away. Connections are compared by generation, not by
+/// server: change notifications coalesce, so an agent that is killed and started again
+/// before this task runs shows up as the same server with a new connection.
 pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
     let mut changes = dispatcher.subscribe();
-    let mut known: HashSet<ServerKey> = dispatcher.connected().await;
+    let mut known: HashMap<ServerKey, LiveConnection> = dispatcher.connections().await;
     while changes.changed().await.is_ok() {
-        let now = dispatcher.connected().await;
-        for (dep, server) in known.difference(&now) {
+        let now = dispatcher.connections().await;
+        for (dep, server) in ended(&known, &now) {
             record(
                 &engine,
                 dep,
@@ -26,13 +28,11 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
                 "agent LOST: its connection closed",
             );
         }
-        for key in now.difference(&known) {
+        for (key, pid) in ended(&now, &known).map(|k| (k, now[k].pid)) {
             // An agent started again by other means (a reboot) has a new pid: the provider
             // must watch and end that one, and recovery must not take the old one's death
             // for the server's.
-            if let Some(pid) = dispatcher.pid_of(key).await
-                && note_pid(&engine, key, pid)
-            {
+            if note_pid(&engine, key, pid) {
                 // A new agent process: the health checks died with the old one.
                 let (engine, (dep, server)) = (engine.clone(), key.clone());
                 tokio::spawn(async move {
@@ -52,6 +52,17 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
         }
         known = now;
     }
+}
+
+/// The connections of `before` that `after` no longer holds (gone, or replaced by another).
+fn ended<'a>(
+    before: &'a HashMap<ServerKey, LiveConnection>,
+    after: &'a HashMap<ServerKey, LiveConnection>,
+) -> impl Iterator<Item = &'a ServerKey> {
+    before
+        .iter()
+        .filter(|(key, c)| after.get(*key) != Some(*c))
+        .map(|(key, _)| key)
 }
 
 /// Records a reconnected agent's pid in its server's handle, as its provider wants it; says
@@ -126,5 +137,40 @@ pub async fn heartbeat(engine: Engine, dispatcher: Dispatcher) {
             }
         });
         futures::future::join_all(pings).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(server: &str) -> ServerKey {
+        ("shop".to_string(), server.to_string())
+    }
+
+    fn conn(generation: u64, pid: u32) -> LiveConnection {
+        LiveConnection { generation, pid }
+    }
+
+    /// Seen between two looks: lb-1 killed and started again (a new connection), app-1
+    /// untouched, db-1 gone, web-1 new.
+    #[test]
+    fn a_connection_replaced_between_two_looks_is_both_lost_and_back() {
+        let before = HashMap::from([
+            (key("lb-1"), conn(1, 100)),
+            (key("app-1"), conn(2, 200)),
+            (key("db-1"), conn(3, 300)),
+        ]);
+        let after = HashMap::from([
+            (key("lb-1"), conn(7, 700)),
+            (key("app-1"), conn(2, 200)),
+            (key("web-1"), conn(8, 800)),
+        ]);
+        let mut lost: Vec<_> = ended(&before, &after).cloned().collect();
+        lost.sort();
+        assert_eq!(lost, [key("db-1"), key("lb-1")]);
+        let mut back: Vec<_> = ended(&after, &before).cloned().collect();
+        back.sort();
+        assert_eq!(back, [key("lb-1"), key("web-1")]);
     }
 }
