@@ -34,6 +34,11 @@ fn main() {
     let target_dir = repo.join("target/plugins");
 
     watch(&plugins);
+    // Dotfiles are skipped above, but this one sets how every plugin is linked.
+    println!(
+        "cargo:rerun-if-changed={}",
+        plugins.join(".cargo/config.toml").display()
+    );
     watch(&repo.join("wit"));
     watch(&repo.join("apps"));
 

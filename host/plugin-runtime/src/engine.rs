@@ -2,6 +2,7 @@
 //! allocator sized from the number of concurrent hook calls, and a 1 MiB wasm stack.
 
 use crate::capabilities::MAX_MEMORY_MB;
+use crate::memory_layout::KEPT_RESIDENT_BYTES;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Which allocator the engine ended up with.
@@ -53,8 +54,9 @@ fn pooling(max_concurrent_calls: u32, reset: SlotReset) -> PoolingAllocationConf
         .total_stacks(n)
         .max_memory_size((MAX_MEMORY_MB << 20) as usize);
     // Only a little stays resident: memset-resetting 1 MiB per freed slot made a warm hook call
-    // ~20 % slower than madvise; 64 KiB was slightly faster than none (measured).
-    p.linear_memory_keep_resident(64 << 10)
+    // ~20 % slower than madvise. 128 KiB holds all of a Rust plugin linked with a 64 KiB stack,
+    // so its calls fault no page back in (BENCHMARKS.md, "kept resident").
+    p.linear_memory_keep_resident(KEPT_RESIDENT_BYTES)
         .table_keep_resident(64 << 10);
     if reset == SlotReset::PagemapScan {
         p.pagemap_scan(Enabled::Auto);
@@ -95,8 +97,9 @@ mod tests {
     use wasmtime::{Instance, Module, Store};
 
     /// A core module whose exports each return what a previous instance would have changed,
-    /// then change it: `mem` returns the word at 200 (a data segment, 5) plus the word at
-    /// 128 KiB (past the 64 KiB kept resident, 0) and writes 1234 to both; `glob` returns the
+    /// then change it: `mem` returns the word at 200 (a data segment, 5) plus the words at
+    /// 96 KiB (kept resident, past the data, 0) and 128 KiB (the first past the 128 KiB kept
+    /// resident, 0) and writes 1234 to all three; `glob` returns the
     /// mutable global (7) and sets it to 99; `tab` returns whether table slot 1 is null (1)
     /// and fills it.
     const LEFTOVERS: &[u8] = &[
@@ -111,12 +114,15 @@ mod tests {
         0x04, b'g', b'l', b'o', b'b', 0x00, 0x01, //
         0x03, b't', b'a', b'b', 0x00, 0x02, //
         0x09, 0x07, 0x01, 0x00, 0x41, 0x00, 0x0b, 0x01, 0x00, // elem: table[0] = mem
-        0x0a, 0x3d, 0x03, // code
-        0x23, 0x00, // mem
+        0x0a, 0x4f, 0x03, // code
+        0x35, 0x00, // mem
         0x41, 0x00, 0x28, 0x02, 0xc8, 0x01, // i32.load [200]
+        0x41, 0x00, 0x28, 0x02, 0x80, 0x80, 0x06, // i32.load [96 KiB]
+        0x6a, // i32.add
         0x41, 0x00, 0x28, 0x02, 0x80, 0x80, 0x08, // i32.load [128 KiB]
         0x6a, // i32.add (the old values)
         0x41, 0x00, 0x41, 0xd2, 0x09, 0x36, 0x02, 0xc8, 0x01, // i32.store [200] 1234
+        0x41, 0x00, 0x41, 0xd2, 0x09, 0x36, 0x02, 0x80, 0x80, 0x06, // [96 KiB] 1234
         0x41, 0x00, 0x41, 0xd2, 0x09, 0x36, 0x02, 0x80, 0x80, 0x08, // [128 KiB] 1234
         0x0b, // end
         0x09, 0x00, 0x23, 0x00, 0x41, 0xe3, 0x00, 0x24, 0x00, 0x0b, // glob

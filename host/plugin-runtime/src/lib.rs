@@ -38,6 +38,7 @@ mod host_imports;
 mod inspect;
 mod language;
 mod limits;
+mod memory_layout;
 pub use stratus_model::plugin::manifest;
 mod adoption;
 #[cfg(test)]
@@ -65,6 +66,7 @@ pub use failure::{CallFailure, HookFailure, LoadError};
 pub use inspect::{ComponentInfo, InterfaceInfo, inspect};
 pub use language::language_of;
 pub use manifest::{Manifest, ManifestError, PluginInfo};
+pub use memory_layout::{KEPT_RESIDENT_BYTES, initial_memory_bytes};
 pub use output::{HookOutcome, HookValue, LogLevel, LogRecord, Redactor};
 pub use package::Package;
 pub use program_user::{DEFAULT_PROGRAM_USER, PROGRAM_USER_ENV, ProgramUser};
