@@ -174,6 +174,11 @@ fn rust_skeletons_build_standalone_and_in_a_workspace_and_configure() {
         &call_and_read(r, &service, "rust-service", "service"),
         "service",
     );
+    // The skeleton's .cargo/config.toml links the 64 KiB stack that keeps its memory resident.
+    let inspect = |dir: &Path| ok(r, &["plugin", "inspect", dir.to_str().unwrap()], &[]);
+    let t = inspect(&service);
+    assert!(t.contains("memory:    128 KiB at start, within"), "{t}");
+    assert!(!t.contains("hint:"), "{t}");
 
     // A workspace member: its own [workspace] table goes, the workspace's comes. The workspace
     // repeats the skeleton's release profile (a member's is ignored), so cargo reuses the
@@ -205,6 +210,8 @@ fn rust_skeletons_build_standalone_and_in_a_workspace_and_configure() {
     .unwrap();
     build(r, &proxy, env);
     assert_context_values(&call_and_read(r, &proxy, "rust-proxy", "proxy"), "proxy");
+    let t = inspect(&proxy);
+    assert!(t.contains("memory:    128 KiB at start, within"), "{t}");
 
     let cm = new_package(r, "rust-cm", "rust", "cm");
     build(r, &cm, env);

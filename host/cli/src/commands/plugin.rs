@@ -183,6 +183,7 @@ fn inspect_cmd(path: &Path) -> anyhow::Result<ExitCode> {
     for i in &info.imports {
         println!("  {i}");
     }
+    print_memory(&bytes);
     match &pkg.manifest {
         None => println!("capabilities: none (no plugin.toml next to the component)"),
         Some(m) => {
@@ -192,6 +193,42 @@ fn inspect_cmd(path: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The component's initial linear memory against what a pool slot keeps resident between
+/// calls, with the fix when a Rust plugin's is over it (its 1 MiB default stack).
+fn print_memory(bytes: &[u8]) {
+    let initial = stratus_plugin_runtime::initial_memory_bytes(bytes);
+    let rust = stratus_plugin_runtime::language_of(bytes)
+        == Some(stratus_plugin_runtime::manifest::Language::Rust);
+    for line in memory_lines(initial, rust) {
+        println!("{line}");
+    }
+}
+
+fn memory_lines(initial: Option<u64>, rust: bool) -> Vec<String> {
+    let kept = stratus_plugin_runtime::KEPT_RESIDENT_BYTES as u64;
+    let Some(initial) = initial else {
+        return vec!["memory:    none defined".into()];
+    };
+    let (kib, kept_kib) = (initial >> 10, kept >> 10);
+    if initial <= kept {
+        return vec![format!(
+            "memory:    {kib} KiB at start, within the {kept_kib} KiB kept resident between calls"
+        )];
+    }
+    let mut lines = vec![format!(
+        "memory:    {kib} KiB at start, over the {kept_kib} KiB kept resident between calls: \
+         every call faults the pages it touches past them in again"
+    )];
+    if rust {
+        lines.push(
+            "hint:      link with a 64 KiB stack (`-C link-arg=-zstack-size=65536`, as \
+             `stratus plugin new` writes in .cargo/config.toml)"
+                .into(),
+        );
+    }
+    lines
 }
 
 /// One warning per granted program known to run arbitrary code (the list is in
@@ -368,4 +405,24 @@ fn call_user() -> anyhow::Result<stratus_plugin_runtime::ProgramUser> {
     }
     let uid = stratus_provider::PROGRAM_UID_BASE + stratus_provider::ADDRESS_COUNT;
     Ok(stratus_plugin_runtime::ProgramUser { uid, gid: uid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_lines;
+
+    #[test]
+    fn memory_over_the_kept_size_is_flagged_with_the_fix_for_rust_only() {
+        assert_eq!(
+            memory_lines(Some(128 << 10), true),
+            ["memory:    128 KiB at start, within the 128 KiB kept resident between calls"]
+        );
+        // A Rust module with the default 1 MiB stack starts with 17 pages.
+        let rust = memory_lines(Some(17 << 16), true);
+        assert!(rust[0].starts_with("memory:    1088 KiB at start, over the 128 KiB"));
+        assert!(rust[1].contains("-zstack-size=65536"), "{rust:?}");
+        // An interpreter's memory is large by nature: no Rust hint.
+        assert_eq!(memory_lines(Some(2 << 20), false).len(), 1);
+        assert_eq!(memory_lines(None, true), ["memory:    none defined"]);
+    }
 }

@@ -50,6 +50,7 @@ const TEMPLATE_CONF: &str = include_str!("../../../scaffold/template.conf");
 const GITIGNORE: &str = include_str!("../../../scaffold/gitignore");
 const README: &str = include_str!("../../../scaffold/README.md");
 const RUST_CARGO_TOML: &str = include_str!("../../../scaffold/rust/Cargo.toml");
+const RUST_CARGO_CONFIG: &str = include_str!("../../../scaffold/rust/cargo-config.toml");
 const RUST_SERVICE_HOOKS: &str = include_str!("../../../scaffold/rust/service_hooks.rs");
 const RUST_SERVICE: &str = include_str!("../../../scaffold/rust/service.rs");
 const RUST_PROXY: &str = include_str!("../../../scaffold/rust/proxy.rs");
@@ -90,6 +91,8 @@ impl Skeleton<'_> {
         }
         if self.lang == Lang::Rust {
             files.push((PathBuf::from("Cargo.toml"), self.cargo_toml()?));
+            let config = RUST_CARGO_CONFIG.to_string();
+            files.push((PathBuf::from(".cargo/config.toml"), config));
         }
         Ok(files)
     }
@@ -147,7 +150,9 @@ impl Skeleton<'_> {
         let tool_note = match self.lang {
             Lang::Rust => {
                 "This runs `cargo build --release --target wasm32-wasip2` (install the \
-                target with `rustup target add wasm32-wasip2`)."
+                target with `rustup target add wasm32-wasip2`) in this directory, where \
+                `.cargo/config.toml` links a 64 KiB stack so that a hook call's memory stays \
+                resident between calls."
             }
             Lang::Python => {
                 "This runs componentize-py (`pip install componentize-py==0.25.1`) \
