@@ -253,11 +253,6 @@ impl Dispatcher {
             .and_then(|l| l.address)
     }
 
-    /// The pid the connected agent of `key` gave in its handshake.
-    pub async fn pid_of(&self, key: &ServerKey) -> Option<u32> {
-        self.state.lock().await.live.get(key).map(|l| l.pid)
-    }
-
     pub async fn is_connected(&self, key: &ServerKey) -> bool {
         self.state.lock().await.live.contains_key(key)
     }

@@ -18,17 +18,16 @@ const WASM_PAGE: u64 = 64 << 10;
 /// The largest initial size, in bytes, of a memory defined by one of the component's core
 /// modules, or `None` when none defines one (or the bytes do not parse that far).
 pub fn initial_memory_bytes(bytes: &[u8]) -> Option<u64> {
-    let mut largest: Option<u64> = None;
-    for payload in Parser::new(0).parse_all(bytes) {
-        let Ok(Payload::MemorySection(memories)) = payload else {
-            continue;
-        };
-        for memory in memories.into_iter().flatten() {
-            let size = memory.initial.saturating_mul(WASM_PAGE);
-            largest = Some(largest.map_or(size, |l| l.max(size)));
-        }
-    }
-    largest
+    Parser::new(0)
+        .parse_all(bytes)
+        .map_while(Result::ok)
+        .filter_map(|payload| match payload {
+            Payload::MemorySection(memories) => Some(memories),
+            _ => None,
+        })
+        .flat_map(|memories| memories.into_iter().flatten())
+        .map(|memory| memory.initial.saturating_mul(WASM_PAGE))
+        .max()
 }
 
 #[cfg(test)]
