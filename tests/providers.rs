@@ -36,6 +36,7 @@ fn a_tier_on_a_declared_local_provider_launches_and_status_names_it() {
         .as_u64()
         .expect("a local server shows its pid") as u32;
     assert!(alive(pid), "{}", app[0]);
+    assert_trees_spread(&st, "named");
 
     let pids = terminate(&st, "named");
     assert!(pids.contains(&pid));
@@ -43,6 +44,24 @@ fn a_tier_on_a_declared_local_provider_launches_and_status_names_it() {
         !st.dir().join("servers/named").exists(),
         "terminate through the handle removes every disk"
     );
+}
+
+/// On ext4 (this machine's disk) the directories holding each server's disk and hook logs are
+/// marked so the filesystem spreads their subdirectories over its block groups: without the
+/// mark a launch after a terminate paid for every inode the terminate freed.
+fn assert_trees_spread(st: &Stratus, dep: &str) {
+    use nix::sys::statfs::{EXT4_SUPER_MAGIC, statfs};
+    if statfs(st.dir()).unwrap().filesystem_type() != EXT4_SUPER_MAGIC {
+        return;
+    }
+    for dir in [format!("servers/{dep}"), format!("logs/hooks/{dep}")] {
+        let dir = st.dir().join(dir);
+        assert!(
+            stratus_provider::spreads_subdirectories(&dir).unwrap(),
+            "{} is not marked to spread its subdirectories (chattr +T)",
+            dir.display()
+        );
+    }
 }
 
 /// `stratus launch file` refused with `located` in its output, exit code 2, nothing started.

@@ -377,14 +377,12 @@ impl Engine {
     /// Hook output is kept per server and per hook under `logs/hooks/`; the runtime has
     /// already replaced secrets with `****`.
     fn keep_hook_output(&self, dep: &str, server: &Server, key: &str, report: &HookReport) {
-        let dir = self
-            .parts
-            .logs
-            .dir()
-            .join("hooks")
-            .join(dep)
-            .join(server.id.to_string());
-        if std::fs::create_dir_all(&dir).is_err() {
+        let deployment_dir = self.parts.logs.dir().join("hooks").join(dep);
+        let dir = deployment_dir.join(server.id.to_string());
+        if !dir.is_dir()
+            && (stratus_provider::create_spreading_dir(&deployment_dir).is_err()
+                || std::fs::create_dir(&dir).is_err())
+        {
             return;
         }
         let file = dir.join(format!("{}.log", key.replace('/', "_")));

@@ -95,11 +95,12 @@ impl LocalProvider {
 
     /// The root directory a server of `deployment` with `server_id` gets.
     pub fn server_root(&self, deployment: &str, server_id: &str) -> PathBuf {
-        self.state_dir
-            .join("servers")
-            .join(deployment)
-            .join(server_id)
-            .join("root")
+        self.deployment_dir(deployment).join(server_id).join("root")
+    }
+
+    /// The directory of every server of `deployment`.
+    fn deployment_dir(&self, deployment: &str) -> PathBuf {
+        self.state_dir.join("servers").join(deployment)
     }
 
     /// The addresses currently leased in this state directory, with their holders
@@ -123,6 +124,11 @@ impl LocalProvider {
         // every process (which made launching N servers cost N scans of N processes).
         let retried = root.exists();
         let agent_dir = root.join("agent");
+        let deployment_dir = self.deployment_dir(&req.deployment);
+        crate::create_spreading_dir(&deployment_dir).map_err(ProviderError::io(format!(
+            "creating {}",
+            deployment_dir.display()
+        )))?;
         for dir in [root.join("mnt/services"), agent_dir.clone()] {
             std::fs::create_dir_all(&dir)
                 .map_err(ProviderError::io(format!("creating {}", dir.display())))?;
@@ -264,7 +270,7 @@ impl LocalProvider {
     /// everything it started) and marked process groups are killed, their leases released
     /// and their disks removed.
     fn end_unrecorded_blocking(&self, dep: &str, known: &[String]) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.state_dir.join("servers").join(dep))
+        let mut ids: Vec<String> = std::fs::read_dir(self.deployment_dir(dep))
             .into_iter()
             .flatten()
             .flatten()
