@@ -11,6 +11,7 @@ use crate::launch::{caps, service_package_dir};
 use crate::logs::{Component, Subject};
 use crate::retry::now_ms;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use stratus_model::context::{HealthStatus, HookCall};
 use stratus_model::spec::{DeploymentSpec, HealthPolicy, ServiceSpec};
@@ -234,13 +235,8 @@ impl Engine {
             .server::<AgentState>(dep, server)?
             .is_some_and(|r| r.tier == svc.tier.as_str() && r.agent_state == AgentState::Running);
         let running = store
-            .service_instances::<ServiceState>(dep)?
-            .into_iter()
-            .any(|i| {
-                i.server_id == server
-                    && i.service == svc.name.as_str()
-                    && i.state == ServiceState::Running
-            });
+            .service_instance::<ServiceState>(dep, svc.name.as_str(), server)?
+            .is_some_and(|i| i.state == ServiceState::Running);
         let journal = self.journal_id(dep)?;
         Ok(up && running && condemned(store, &journal, server)?.is_none())
     }
@@ -410,15 +406,22 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let dep = spec.name.as_str();
         let journal = self.journal_id(dep)?;
-        let mut out = Vec::new();
-        for row in self.parts.store.servers::<AgentState>(dep)? {
-            if row.agent_state != AgentState::Terminated
-                && condemned(&self.parts.store, &journal, &row.id)?.is_some()
-            {
-                out.push(row.id);
-            }
+        let store = &self.parts.store;
+        let prefix = condemned_key(&journal, "");
+        let marked: BTreeSet<String> = store
+            .meta_under(&prefix)?
+            .into_iter()
+            .filter_map(|(key, _)| key.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        if marked.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        Ok(store
+            .servers::<AgentState>(dep)?
+            .into_iter()
+            .filter(|row| row.agent_state != AgentState::Terminated && marked.contains(&row.id))
+            .map(|row| row.id)
+            .collect())
     }
 
     fn log_health_change(&self, dep: &str, svc: &ServiceSpec, server: &str, rec: &HealthRecord) {

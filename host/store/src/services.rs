@@ -64,6 +64,24 @@ impl Store {
         rows.map(|r| r?).collect()
     }
 
+    /// The instance of `service` on `server_id`, if there is one: one row by its key, for
+    /// callers that would otherwise load the whole deployment's (a health result each).
+    pub fn service_instance<S: DeserializeOwned>(
+        &self,
+        deployment: &str,
+        service: &str,
+        server_id: &str,
+    ) -> Result<Option<ServiceInstanceRow<S>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT deployment, service, service_id, server_id, state, updated_at
+             FROM service_instances WHERE deployment = ?1 AND service = ?2 AND server_id = ?3",
+        )?;
+        let mut rows =
+            stmt.query_map(params![deployment, service, server_id], |r| Ok(from_row(r)))?;
+        rows.next().transpose()?.transpose()
+    }
+
     /// Forgets the instance of `service` on `server_id` (the service left the deployment);
     /// whether there was one.
     pub fn delete_service_instance(

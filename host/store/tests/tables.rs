@@ -204,6 +204,28 @@ fn service_instances_track_state_per_server() {
         ]
     );
     assert_eq!(rows[2].service_id, "a1");
+    // One instance by its key, the same row as in the whole list.
+    let one = store.service_instance::<State>("shop", "db", "s1").unwrap();
+    assert_eq!(one.as_ref(), Some(&rows[2]));
+    let s3 = store
+        .service_instance::<State>("shop", "app", "s3")
+        .unwrap();
+    assert_eq!(s3.map(|r| r.state), Some(State::Running));
+    for (service, server) in [("db", "s2"), ("app", "s1"), ("web", "s3")] {
+        assert!(
+            store
+                .service_instance::<State>("shop", service, server)
+                .unwrap()
+                .is_none(),
+            "{service} on {server}"
+        );
+    }
+    assert!(
+        store
+            .service_instance::<State>("other", "db", "s1")
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -255,6 +277,38 @@ fn meta_sets_and_replaces() {
         store.meta("listen").unwrap().as_deref(),
         Some("127.0.0.1:7001")
     );
+}
+
+#[test]
+fn meta_under_a_prefix_is_every_key_starting_with_it_and_no_other() {
+    let (_dir, store) = open();
+    for key in [
+        "c/j1/s1", "c/j1/s10", "c/j1/s2", "c/j10/s1", "c/j1", "c/j0/s1", "c/j2",
+    ] {
+        store.set_meta(key, &format!("v {key}")).unwrap();
+    }
+    let keys = |prefix: &str| -> Vec<String> {
+        store
+            .meta_under(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                assert_eq!(v, format!("v {k}"));
+                k
+            })
+            .collect()
+    };
+    assert_eq!(keys("c/j1/"), ["c/j1/s1", "c/j1/s10", "c/j1/s2"]);
+    assert_eq!(
+        keys("c/j1"),
+        ["c/j1", "c/j1/s1", "c/j1/s10", "c/j1/s2", "c/j10/s1"]
+    );
+    assert!(keys("c/j3/").is_empty());
+    assert_eq!(keys("").len(), 7, "the empty prefix is every key");
+    // A prefix ending past ASCII still finds its keys (the unbounded form).
+    store.set_meta("c/é", "v c/é").unwrap();
+    store.set_meta("c/éa", "v c/éa").unwrap();
+    assert_eq!(keys("c/é"), ["c/é", "c/éa"]);
 }
 
 #[test]
