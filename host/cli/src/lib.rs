@@ -8,7 +8,6 @@ mod commands;
 mod control_process;
 mod inherited_fds;
 mod precompile;
-mod process_runs;
 mod scalers;
 mod ssh_provider;
 

@@ -73,9 +73,10 @@ impl ControlClient {
                 Err(e @ stratus_protocol::DialError::PinMismatch(_)) => {
                     return Err(ClientError::Dial(e));
                 }
-                // A control plane that died left its file behind: what answers is not it.
+                // A control plane that died (or is dying: its threads still closing the port
+                // it accepted on) left its file behind: only a running one turned us away.
                 Err(e @ stratus_protocol::DialError::Tls(..))
-                    if Path::new(&format!("/proc/{}", info.pid)).exists() =>
+                    if crate::process_runs::process_runs(info.pid) =>
                 {
                     return Err(ClientError::TurnedAway(e));
                 }
@@ -156,5 +157,60 @@ impl ControlClient {
                 return Ok(reply.body);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_cloud::Secret;
+
+    /// A state directory whose `control.json` names `pid` and a TLS port at an address
+    /// where a listener takes each connection and closes it before any handshake.
+    async fn state_behind_a_closing_port(pid: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = StatePaths::new(dir.path());
+        KeyStore::open(paths.keys())
+            .unwrap()
+            .set(CONTROL_TOKEN, &Secret::new("t"))
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let info = ControlInfo {
+            pid,
+            port,
+            address: None,
+            fingerprint: Some(stratus_protocol::Fingerprint::of(b"not this one")),
+            http: None,
+        };
+        std::fs::write(paths.control_file(), serde_json::to_string(&info).unwrap()).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_running_control_plane_that_closes_the_handshake_turns_the_client_away() {
+        let dir = state_behind_a_closing_port(std::process::id()).await;
+        let err = ControlClient::connect(dir.path()).await.err().unwrap();
+        assert!(matches!(err, ClientError::TurnedAway(_)), "{err}");
+    }
+
+    /// A control plane that exited but whose threads still close its port (its process a
+    /// zombie) is not running: a client may start another.
+    #[tokio::test]
+    async fn a_port_closing_behind_a_dead_control_plane_counts_as_none_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        while crate::process_runs::process_runs(pid) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let dir = state_behind_a_closing_port(pid).await;
+        let err = ControlClient::connect(dir.path()).await.err().unwrap();
+        child.wait().unwrap();
+        assert!(err.is_not_running(), "{err}");
     }
 }

@@ -14,6 +14,7 @@
 //! - `status.rs`: the operator's view of deployments, read from the store alone.
 //! - `supervision.rs`: the crashed processes agents report, kept for status.
 //! - `client.rs`: how the CLI finds (or starts) the control plane and talks to it.
+//! - `process_runs.rs`: whether a process id names a running (not dying) process.
 
 pub mod app;
 pub mod client;
@@ -25,6 +26,7 @@ mod link;
 pub mod metrics;
 mod monitor;
 pub mod paths;
+pub mod process_runs;
 pub mod server;
 pub mod status;
 pub mod supervision;

@@ -416,10 +416,38 @@ fn lock(paths: &StatePaths) -> Result<nix::fcntl::Flock<std::fs::File>, ServeErr
         .write(true)
         .open(paths.control_lock())
         .map_err(setup("opening the control lock"))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        let pid = std::fs::read_to_string(paths.control_file()).unwrap_or_default();
-        ServeError::AlreadyRunning(pid.trim().to_string())
-    })
+    let deadline = std::time::Instant::now() + DYING_HOLDER_WAIT;
+    let mut file = file;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            // A holder that no longer runs is a process still closing its files: the lock is
+            // free once it has, so it is waited for rather than reported as running.
+            Err((f, _))
+                if holder(paths).is_some_and(|pid| !crate::process_runs::process_runs(pid))
+                    && std::time::Instant::now() < deadline =>
+            {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(_) => {
+                let pid = holder(paths).map_or_else(|| "unknown".into(), |p| p.to_string());
+                return Err(ServeError::AlreadyRunning(pid));
+            }
+        }
+    }
+}
+
+/// Longest a new control plane waits for the lock of one that exited but has not finished
+/// closing its files (a process's threads close them after its main thread is a zombie).
+const DYING_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The process `control.json` names, if it names one.
+fn holder(paths: &StatePaths) -> Option<u32> {
+    std::fs::read_to_string(paths.control_file())
+        .ok()
+        .and_then(|t| serde_json::from_str::<crate::paths::ControlInfo>(&t).ok())
+        .map(|info| info.pid)
 }
 
 fn publish(
@@ -574,4 +602,63 @@ impl Control {
 /// Compares secrets without leaking their common prefix length through timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name_holder(paths: &StatePaths, pid: u32) {
+        let info = crate::paths::ControlInfo {
+            pid,
+            port: 1,
+            address: None,
+            fingerprint: None,
+            http: None,
+        };
+        std::fs::write(paths.control_file(), serde_json::to_string(&info).unwrap()).unwrap();
+    }
+
+    fn hold(paths: &StatePaths) -> nix::fcntl::Flock<std::fs::File> {
+        let file = std::fs::File::create(paths.control_lock()).unwrap();
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap()
+    }
+
+    #[test]
+    fn a_lock_held_by_a_running_control_plane_is_reported_at_once_with_its_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = StatePaths::new(dir.path());
+        let _held = hold(&paths);
+        name_holder(&paths, std::process::id());
+        let err = lock(&paths).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another control plane (pid {}) already serves this state directory",
+                std::process::id()
+            )
+        );
+    }
+
+    /// A control plane that exited is a zombie while its other threads still close its files:
+    /// the next one waits for the lock they release instead of refusing to start.
+    #[test]
+    fn a_lock_still_held_by_an_exited_control_plane_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = StatePaths::new(dir.path());
+        let held = hold(&paths);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        while crate::process_runs::process_runs(child.id()) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        name_holder(&paths, child.id());
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let got = lock(&paths);
+        release.join().unwrap();
+        child.wait().unwrap();
+        assert!(got.is_ok(), "{:?}", got.err());
+    }
 }

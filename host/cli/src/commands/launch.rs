@@ -302,5 +302,5 @@ fn control_plane_alive(state_dir: &Path) -> bool {
     let Ok(info) = serde_json::from_str::<stratus_control::paths::ControlInfo>(&text) else {
         return false;
     };
-    crate::process_runs::process_runs(info.pid)
+    stratus_control::process_runs::process_runs(info.pid)
 }

@@ -85,7 +85,7 @@ pub fn shutdown(state_dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(pid) => {
             // Wait for it to be gone so callers (and tests) can rely on it.
             for _ in 0..100 {
-                if !crate::process_runs::process_runs(pid) {
+                if !stratus_control::process_runs::process_runs(pid) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
