@@ -135,9 +135,7 @@ impl Engine {
         Ok(self
             .parts
             .store
-            .service_instances::<ServiceState>(dep)?
-            .into_iter()
-            .find(|i| i.service == svc.name.as_str() && i.server_id == server)
+            .service_instance::<ServiceState>(dep, svc.name.as_str(), server)?
             .map(|i| i.state))
     }
 
