@@ -167,9 +167,9 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 /// of a 500-server launch. So the child makes raw system calls only, on its own stack: glibc's
 /// `setuid` would change the uid of every thread of the control plane too.
 ///
-/// The same child then empties the uid's kernel keyrings (see [`clear_user_keyrings`]): the
+/// The same child then ends the uid's kernel keyrings (see [`clear_user_keyrings`]): the
 /// kernel keeps them after the uid's last process, so the next holder of the uid would read
-/// them. One that cannot be emptied is a warning, not an error.
+/// them. One that can be neither ended nor emptied is a warning, not an error.
 pub fn kill_user(uid: u32) -> std::io::Result<()> {
     use nix::sched::{CloneFlags, clone};
     use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
@@ -233,39 +233,53 @@ fn kill_all_as(uid: u32) -> isize {
     if clear_user_keyrings() { 0 } else { 2 }
 }
 
-/// Empties, as the calling process's uid, its user keyring, user-session keyring and
-/// persistent keyring (which outlive its processes), or invalidates one it cannot empty (its
-/// holder took its write permission away, but left search); `false` if one could be neither
-/// for a reason other than the kernel lacking keys. Only raw system calls: it runs between
-/// fork and `_exit`.
+/// Ends, as the calling process's uid, its user, user-session and persistent keyrings (which
+/// outlive its processes): each is invalidated by its id, so the kernel destroys it and the
+/// next holder of the uid starts with new, empty ones; one its holder kept from being
+/// invalidated (no search permission left) is emptied instead. `false` if one could be
+/// neither, for a reason other than the kernel lacking keys. Only raw system calls: it runs
+/// between fork and `_exit`.
+///
+/// Looking a keyring up makes it when absent, so emptying them left three keys per uid in the
+/// kernel for good (tens of thousands after a few thousand servers: kernel memory, and a
+/// `/proc/key-users` that took seconds to read); invalidating leaves none.
 fn clear_user_keyrings() -> bool {
     use nix::errno::Errno;
     use nix::libc::{
-        KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT,
-        KEYCTL_INVALIDATE, SYS_keyctl, c_long, syscall,
+        KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID,
+        KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE, SYS_keyctl, c_long, syscall,
     };
     let unsupported = || matches!(Errno::last(), Errno::ENOSYS | Errno::EOPNOTSUPP);
     // SAFETY: keyctl with integer arguments only; no memory is passed.
     let keyctl = |op: u32, a: c_long, b: c_long| unsafe { syscall(SYS_keyctl, op as c_long, a, b) };
-    let forget = |ring: c_long| {
-        keyctl(KEYCTL_CLEAR, ring, 0) == 0
-            || keyctl(KEYCTL_INVALIDATE, ring, 0) == 0
-            || unsupported()
-    };
-    // Linked into the user-session keyring, which is emptied next, so nothing else keeps it.
-    let persistent = keyctl(
-        KEYCTL_GET_PERSISTENT,
-        -1,
-        c_long::from(KEY_SPEC_USER_SESSION_KEYRING),
-    );
-    let mut ok = if persistent >= 0 {
-        forget(persistent)
-    } else {
-        unsupported()
-    };
-    // The user keyring last: once it is invalidated, the user-session one cannot be looked up.
-    for ring in [KEY_SPEC_USER_SESSION_KEYRING, KEY_SPEC_USER_KEYRING] {
-        ok &= forget(c_long::from(ring));
+    // Every id first: once one is invalidated, looking another up could make a new keyring.
+    let ids = [
+        keyctl(
+            KEYCTL_GET_PERSISTENT,
+            -1,
+            c_long::from(KEY_SPEC_USER_SESSION_KEYRING),
+        ),
+        keyctl(
+            KEYCTL_GET_KEYRING_ID,
+            c_long::from(KEY_SPEC_USER_SESSION_KEYRING),
+            0,
+        ),
+        keyctl(
+            KEYCTL_GET_KEYRING_ID,
+            c_long::from(KEY_SPEC_USER_KEYRING),
+            0,
+        ),
+    ];
+    let mut ok = true;
+    for id in ids {
+        ok &= match id {
+            id if id > 0 => {
+                keyctl(KEYCTL_INVALIDATE, id, 0) == 0
+                    || keyctl(KEYCTL_CLEAR, id, 0) == 0
+                    || unsupported()
+            }
+            _ => unsupported(),
+        };
     }
     ok
 }
@@ -490,6 +504,47 @@ mod tests {
         assert!(as_uid(uid, no_key_found), "a key of the uid survived");
     }
 
+    /// Whether `f` holds within 10 s: the keyrings of a uid whose keyrings were just
+    /// invalidated cannot be looked up (ENOKEY) until the kernel has collected them.
+    fn after_collection(f: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// The uid's line of `/proc/key-users`: present while the kernel holds a key of the uid.
+    fn key_user(uid: u32) -> Option<String> {
+        let text = std::fs::read_to_string("/proc/key-users").ok()?;
+        text.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(uid.to_string().as_str()))
+            .map(str::to_string)
+    }
+
+    /// Ending a uid's keyrings leaves the kernel no key of it: looking them up makes them, and
+    /// keyrings only emptied stayed in the kernel for good, three per server ever launched.
+    #[test]
+    fn kill_user_leaves_no_key_of_the_uid_in_the_kernel() {
+        if !nix::unistd::geteuid().is_root() || key_user(0).is_none() {
+            eprintln!("skipped: needs root to switch users, and /proc/key-users");
+            return;
+        }
+        let uid = 0x7fff_0108;
+        assert!(as_uid(uid, add_keys), "keys could not be added");
+        assert!(key_user(uid).is_some(), "the keys were not counted");
+        kill_user(uid).unwrap();
+        // The kernel destroys invalidated keys from a work queue, soon after.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while key_user(uid).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(key_user(uid), None, "keys of the uid stayed in the kernel");
+    }
+
     /// Takes write and set-attribute permission on its user keyring away from the uid
     /// (`perm` = what possessor and user keep), after putting a key in it.
     fn lock_user_keyring(perm: u32) -> bool {
@@ -506,7 +561,7 @@ mod tests {
     }
 
     /// A holder that took write permission away from its user keyring does not keep its keys
-    /// (the keyring is invalidated instead), and one that took everything away does not make
+    /// (invalidating needs only search), and one that took everything away does not make
     /// `kill_user` fail, which would deny the uid to every later server.
     #[test]
     fn a_locked_keyring_neither_keeps_its_keys_nor_blocks_the_uid() {
@@ -518,7 +573,9 @@ mod tests {
         let (readable, closed) = (0x7fff_0106, 0x7fff_0107);
         // An earlier run's locked keyring would refuse the keys.
         kill_user(readable).unwrap();
-        assert!(as_uid(readable, || lock_user_keyring(0x0b)));
+        assert!(after_collection(|| as_uid(readable, || lock_user_keyring(
+            0x0b
+        ))));
         assert!(!as_uid(readable, no_key_found), "the keys were not kept");
         kill_user(readable).unwrap();
         assert!(as_uid(readable, no_key_found), "a key of the uid survived");
