@@ -11,7 +11,7 @@ use crate::inspect::{ComponentInfo, describe};
 use crate::package::Package;
 use crate::wit_version::HOST_WIT_VERSION;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use stratus_model::context::World;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
@@ -39,8 +39,6 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 256_000_000;
 pub enum RuntimeError {
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
-    #[error("cannot link the host functions: {0}")]
-    Linker(String),
 }
 
 /// The plugin host; cheap to clone.
@@ -53,9 +51,10 @@ pub(crate) struct RuntimeInner {
     pub engine: Engine,
     pub allocator: Allocator,
     engine_digest: String,
-    service: Linker<State>,
-    proxy: Linker<State>,
-    cm: Linker<State>,
+    /// The service, proxy and CM worlds' linkers, each made on first use: an agent that runs
+    /// one service's hooks never pays for the others' (a quarter of its start-up was building
+    /// all of them).
+    linkers: [OnceLock<Linker<State>>; 3],
     cache: Option<CodeCache>,
     pub max_component_bytes: u64,
     /// Compiled scaling rules (scaler.rs).
@@ -100,10 +99,7 @@ impl Runtime {
         let n = config.max_concurrent_calls.max(1);
         let (engine, allocator) =
             engine::build(n, reset).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let link = |w| linker(&engine, w).map_err(|e| RuntimeError::Linker(format!("{e:#}")));
-        let (service, proxy, cm) = (link(World::Service)?, link(World::Proxy)?, link(World::Cm)?);
-        let scalers = crate::scaler::Scalers::new(&engine)
-            .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
+        let scalers = crate::scaler::Scalers::default();
         crate::epoch::start_ticker(&engine);
         let cache = config.cache_dir.map(|dir| CodeCache {
             dir,
@@ -114,9 +110,7 @@ impl Runtime {
                 engine_digest: engine_digest(&engine),
                 engine,
                 allocator,
-                service,
-                proxy,
-                cm,
+                linkers: Default::default(),
                 cache,
                 max_component_bytes: config.max_component_bytes,
                 scalers,
@@ -162,7 +156,7 @@ impl Runtime {
             expected: world.to_string(),
             found: format!("{}: {e:#}", info.summary()),
         };
-        let pre = self.pre(world, &component).map_err(wrong)?;
+        let pre = self.pre(world, &component, wrong)?;
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 runtime: self.clone(),
@@ -201,23 +195,50 @@ impl Runtime {
         .map_err(|e| LoadError::Host(format!("compile task failed: {e}")))?
     }
 
-    fn pre(&self, world: World, component: &Component) -> wasmtime::Result<Pre> {
-        let i = &self.inner;
-        Ok(match world {
-            World::Service => Pre::Service(ServicePre::new(i.service.instantiate_pre(component)?)?),
-            World::Proxy => Pre::Proxy(ProxyPre::new(i.proxy.instantiate_pre(component)?)?),
-            World::Cm => Pre::Cm(CmPre::new(i.cm.instantiate_pre(component)?)?),
+    /// The component instantiated ahead for `world`; `wrong` names a component that does not
+    /// fit the world.
+    fn pre(
+        &self,
+        world: World,
+        component: &Component,
+        wrong: impl Fn(wasmtime::Error) -> LoadError,
+    ) -> Result<Pre, LoadError> {
+        let slot = match world {
+            World::Service => 0,
+            World::Proxy => 1,
+            World::Cm => 2,
             World::Scaler => {
-                return Err(wasmtime::Error::msg(
+                return Err(wrong(wasmtime::Error::msg(
                     "a scaler has no hooks; it is called through Runtime::scale_check",
-                ));
+                )));
             }
             World::CloudDriver => {
-                return Err(wasmtime::Error::msg(
+                return Err(wrong(wasmtime::Error::msg(
                     "a cloud driver has no hooks; it is loaded with Runtime::load_cloud_driver",
-                ));
+                )));
             }
+        };
+        let l = self.linker_of(slot, world)?;
+        let pre = |c| l.instantiate_pre(c);
+        Ok(match world {
+            World::Service => {
+                Pre::Service(pre(component).and_then(ServicePre::new).map_err(wrong)?)
+            }
+            World::Proxy => Pre::Proxy(pre(component).and_then(ProxyPre::new).map_err(wrong)?),
+            _ => Pre::Cm(pre(component).and_then(CmPre::new).map_err(wrong)?),
         })
+    }
+
+    /// The linker of `world` (in `slot` of the runtime's), made the first time it is needed.
+    fn linker_of(&self, slot: usize, world: World) -> Result<&Linker<State>, LoadError> {
+        let cell = &self.inner.linkers[slot];
+        if let Some(l) = cell.get() {
+            return Ok(l);
+        }
+        let made = linker(&self.inner.engine, world)
+            .map_err(|e| LoadError::Host(format!("cannot link the host functions: {e:#}")))?;
+        // Two first loads at once may both make one; the first stored is kept.
+        Ok(cell.get_or_init(|| made))
     }
 
     /// Loads verified compiled code from the cache, else compiles and caches it.

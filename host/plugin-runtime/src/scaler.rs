@@ -20,7 +20,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use stratus_model::context::World;
 use stratus_model::ids::Name;
@@ -101,21 +101,22 @@ struct Loaded {
     pre: ScalerPre<ScalerState>,
 }
 
-/// The scaler linker and the compiled scalers, one per package directory (replaced when its
-/// component changes).
+/// The scaler linker (made on first use: agents never run a scaler) and the compiled
+/// scalers, one per package directory (replaced when its component changes).
+#[derive(Default)]
 pub(crate) struct Scalers {
-    linker: Linker<ScalerState>,
+    linker: OnceLock<Linker<ScalerState>>,
     loaded: Mutex<HashMap<PathBuf, Arc<Loaded>>>,
 }
 
 impl Scalers {
-    pub(crate) fn new(engine: &Engine) -> wasmtime::Result<Scalers> {
-        let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Ok(Scalers {
-            linker,
-            loaded: Mutex::default(),
-        })
+    fn linker(&self, engine: &Engine) -> wasmtime::Result<&Linker<ScalerState>> {
+        if let Some(l) = self.linker.get() {
+            return Ok(l);
+        }
+        let mut made = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut made)?;
+        Ok(self.linker.get_or_init(|| made))
     }
 }
 
@@ -219,8 +220,8 @@ impl Runtime {
         let pre = self
             .inner
             .scalers
-            .linker
-            .instantiate_pre(&component)
+            .linker(&self.inner.engine)
+            .and_then(|l| l.instantiate_pre(&component))
             .and_then(ScalerPre::new)
             .map_err(|e| bad(format!("not a scaler component: {e:#}")))?;
         let loaded = Arc::new(Loaded {
