@@ -317,12 +317,7 @@ impl Engine {
         let agents = &self.parts.agents;
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            // Looked at again after each dropped call: the agent may have died in it.
-            let reconnect = self.reconnect_limit(dep, server).await?;
-            if let Err(source) = agents
-                .wait_connected(dep, &server.id.to_string(), reconnect)
-                .await
-            {
+            if let Err(source) = self.agent_connected(dep, server).await? {
                 return Err(EngineError::Link {
                     step: key.to_string(),
                     source,
@@ -348,6 +343,27 @@ impl Engine {
                 server: server.id.to_string(),
             }),
         })
+    }
+
+    /// Waits for `server`'s agent to be connected. How long is judged only when it is not: a
+    /// look at the provider per call was a tenth of the control plane's time in a launch.
+    async fn agent_connected(
+        &self,
+        dep: &str,
+        server: &Server,
+    ) -> Result<Result<(), LinkError>, EngineError> {
+        let agents = &self.parts.agents;
+        let id = server.id.to_string();
+        if agents
+            .wait_connected(dep, &id, Duration::ZERO)
+            .await
+            .is_ok()
+        {
+            return Ok(Ok(()));
+        }
+        // Looked at again after each dropped call: the agent may have died in it.
+        let reconnect = self.reconnect_limit(dep, server).await?;
+        Ok(agents.wait_connected(dep, &id, reconnect).await)
     }
 
     /// How long a call waits for `server`'s agent to (re)connect: briefly once the monitor
