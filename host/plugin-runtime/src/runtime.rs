@@ -52,8 +52,8 @@ pub(crate) struct RuntimeInner {
     pub allocator: Allocator,
     engine_digest: String,
     /// The service, proxy and CM worlds' linkers, each made on first use: an agent that runs
-    /// one service's hooks never pays for the others' (a quarter of its start-up was building
-    /// all of them).
+    /// one service's hooks never pays for the others' (building all four linkers was 4–9 % of
+    /// an agent's CPU in a launch).
     linkers: [OnceLock<Linker<State>>; 3],
     cache: Option<CodeCache>,
     pub max_component_bytes: u64,

@@ -249,22 +249,21 @@ fn clear_user_keyrings() -> bool {
         KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID,
         KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE, SYS_keyctl, c_long, syscall,
     };
-    let unsupported = || matches!(Errno::last(), Errno::ENOSYS | Errno::EOPNOTSUPP);
+    let unsupported = |e: Errno| matches!(e, Errno::ENOSYS | Errno::EOPNOTSUPP);
     // SAFETY: keyctl with integer arguments only; no memory is passed.
     let keyctl = |op: u32, a: c_long, b: c_long| unsafe { syscall(SYS_keyctl, op as c_long, a, b) };
-    // Every id first: once one is invalidated, looking another up could make a new keyring.
+    // Each lookup keeps its own error: errno is only set by a call that fails.
+    let id_of = |op: u32, a: c_long, b: c_long| match keyctl(op, a, b) {
+        id if id > 0 => Ok(id),
+        _ => Err(Errno::last()),
+    };
+    // Every id first: a lookup after an invalidation fails (ENOKEY), or once the kernel has
+    // collected the keyring, makes a new one.
+    let session = c_long::from(KEY_SPEC_USER_SESSION_KEYRING);
     let ids = [
-        keyctl(
-            KEYCTL_GET_PERSISTENT,
-            -1,
-            c_long::from(KEY_SPEC_USER_SESSION_KEYRING),
-        ),
-        keyctl(
-            KEYCTL_GET_KEYRING_ID,
-            c_long::from(KEY_SPEC_USER_SESSION_KEYRING),
-            0,
-        ),
-        keyctl(
+        id_of(KEYCTL_GET_PERSISTENT, -1, session),
+        id_of(KEYCTL_GET_KEYRING_ID, session, 0),
+        id_of(
             KEYCTL_GET_KEYRING_ID,
             c_long::from(KEY_SPEC_USER_KEYRING),
             0,
@@ -273,12 +272,12 @@ fn clear_user_keyrings() -> bool {
     let mut ok = true;
     for id in ids {
         ok &= match id {
-            id if id > 0 => {
+            Ok(id) => {
                 keyctl(KEYCTL_INVALIDATE, id, 0) == 0
                     || keyctl(KEYCTL_CLEAR, id, 0) == 0
-                    || unsupported()
+                    || unsupported(Errno::last())
             }
-            _ => unsupported(),
+            Err(e) => unsupported(e),
         };
     }
     ok
