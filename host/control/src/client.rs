@@ -1,7 +1,7 @@
 //! How the CLI reaches the control plane of a state directory, starting one in the
 //! background when none runs.
 
-use crate::paths::{CONTROL_TOKEN, ControlInfo, StatePaths};
+use crate::paths::{CONTROL_TOKEN, StatePaths};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -55,10 +55,7 @@ impl ControlClient {
     pub async fn connect(state_dir: &Path) -> Result<ControlClient, ClientError> {
         let paths = StatePaths::new(state_dir);
         let not_running = || ClientError::NotRunning(state_dir.display().to_string());
-        let info: ControlInfo = std::fs::read_to_string(paths.control_file())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(not_running)?;
+        let info = paths.control_info().ok_or_else(not_running)?;
         let token = KeyStore::open(paths.keys())
             .ok()
             .and_then(|k| k.get(CONTROL_TOKEN).ok().flatten())
@@ -163,6 +160,7 @@ impl ControlClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::ControlInfo;
     use stratus_cloud::Secret;
 
     /// A state directory whose `control.json` names `pid` and a TLS port at an address

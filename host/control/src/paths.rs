@@ -30,6 +30,11 @@ impl StatePaths {
     pub fn control_file(&self) -> PathBuf {
         self.root.join("control.json")
     }
+    /// What `control.json` says, if it is there and whole.
+    pub fn control_info(&self) -> Option<ControlInfo> {
+        let text = std::fs::read_to_string(self.control_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
     pub fn control_lock(&self) -> PathBuf {
         self.root.join("control.lock")
     }

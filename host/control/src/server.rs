@@ -410,14 +410,13 @@ async fn bind(store: &Store, listen: Option<SocketAddr>) -> Result<TcpListener, 
 const PORT_KEY: &str = "control/port";
 
 fn lock(paths: &StatePaths) -> Result<nix::fcntl::Flock<std::fs::File>, ServeError> {
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(paths.control_lock())
         .map_err(setup("opening the control lock"))?;
     let deadline = std::time::Instant::now() + DYING_HOLDER_WAIT;
-    let mut file = file;
     loop {
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
@@ -444,10 +443,7 @@ const DYING_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// The process `control.json` names, if it names one.
 fn holder(paths: &StatePaths) -> Option<u32> {
-    std::fs::read_to_string(paths.control_file())
-        .ok()
-        .and_then(|t| serde_json::from_str::<crate::paths::ControlInfo>(&t).ok())
-        .map(|info| info.pid)
+    paths.control_info().map(|info| info.pid)
 }
 
 fn publish(

@@ -295,12 +295,7 @@ const POLL_SHARE: u32 = 4;
 /// Whether the control plane named in the state directory's `control.json` runs (a zombie
 /// left to its parent does not count).
 fn control_plane_alive(state_dir: &Path) -> bool {
-    let paths = stratus_control::paths::StatePaths::new(state_dir);
-    let Ok(text) = std::fs::read_to_string(paths.control_file()) else {
-        return false;
-    };
-    let Ok(info) = serde_json::from_str::<stratus_control::paths::ControlInfo>(&text) else {
-        return false;
-    };
-    stratus_control::process_runs::process_runs(info.pid)
+    stratus_control::paths::StatePaths::new(state_dir)
+        .control_info()
+        .is_some_and(|info| stratus_control::process_runs::process_runs(info.pid))
 }
