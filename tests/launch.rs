@@ -30,6 +30,11 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
     let app = servers(&d, "app");
     let db = servers(&d, "db");
     assert_eq!((lb.len(), app.len(), db.len()), (1, 2, 1));
+    // Agents run as the agent-only binary built beside `stratus`.
+    let agent_binary = PathBuf::from(env!("CARGO_BIN_EXE_stratus")).with_file_name("stratus-agent");
+    for pid in st.agent_pids() {
+        assert_eq!(program_of(pid), (agent_binary.clone(), None), "agent {pid}");
+    }
     for s in lb.iter().chain(&app).chain(&db) {
         assert_eq!(s["agent"], "RUNNING", "{s}");
         assert_eq!(s["services"][0]["state"], "RUNNING", "{s}");
@@ -116,6 +121,47 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
             wait_gone(c, Duration::from_secs(15)),
             "control plane still running"
         );
+    }
+}
+
+/// The executable a process runs and the first argument after its name.
+fn program_of(pid: u32) -> (PathBuf, Option<String>) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let first = cmdline
+        .split(|b| *b == 0)
+        .nth(1)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .filter(|a| !a.starts_with("--"));
+    (exe, first)
+}
+
+#[test]
+fn a_stratus_without_its_agent_binary_beside_it_runs_agents_as_stratus_agent() {
+    // `stratus` alone in a directory (a hard link: same build, no copy of 200 MB).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let alone = dir.path().join("stratus");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_stratus"), &alone).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_stratus"), &alone).unwrap();
+    }
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("alone", 1));
+    let out = std::process::Command::new(&alone)
+        .env("STRATUS_STATE_DIR", st.dir())
+        .args(["launch", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let pids = st.agent_pids();
+    let programs: Vec<_> = pids.iter().map(|p| program_of(*p)).collect();
+    common::terminate(&st, "alone");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pids.len(), 3);
+    for program in programs {
+        assert_eq!(program, (alone.clone(), Some("agent".into())));
     }
 }
 

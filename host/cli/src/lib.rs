@@ -1,4 +1,5 @@
-//! The `stratus` command line: one binary, three roles (operator CLI, control plane, agent).
+//! The `stratus` command line: one binary, three roles (operator CLI, control plane, agent),
+//! and `stratus-agent`, the agent alone (`agent_main`).
 //!
 //! Each verb lives in `commands/<verb>.rs`; this file only parses arguments and dispatches.
 
@@ -58,14 +59,34 @@ pub enum Command {
 /// Entry point used by `src/main.rs`.
 pub fn main() -> ExitCode {
     inherited_fds::seal();
-    let cli = Cli::parse();
-    match commands::run(cli) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(commands::run(Cli::parse()))
+}
+
+/// The agent alone (`stratus-agent`), for the local provider's servers: the same code as
+/// `stratus agent`, in a binary that leaves out the control plane and the CLI.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stratus-agent",
+    version,
+    about = "Run a server's agent (started by the cloud provider)."
+)]
+struct AgentCli {
+    #[command(flatten)]
+    args: commands::serve::AgentArgs,
+}
+
+/// Entry point of `src/bin/stratus-agent.rs`.
+pub fn agent_main() -> ExitCode {
+    inherited_fds::seal();
+    exit_code(commands::serve::agent(AgentCli::parse().args))
+}
+
+/// A command's result as the process's exit code, its error on stderr.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// The state directory: `--state-dir`, `STRATUS_STATE_DIR`, else `$XDG_STATE_HOME/stratus`,

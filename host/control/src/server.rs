@@ -50,8 +50,8 @@ fn setup<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> ServeError + 
 
 pub struct ServeOptions {
     pub state_dir: PathBuf,
-    /// The `stratus` binary that agents run as.
-    pub agent_program: PathBuf,
+    /// What local servers' agents run as (`stratus-agent`, or `stratus agent`).
+    pub agent_program: stratus_provider::AgentProgram,
     /// Exit once no deployment is active (set when `stratus launch` started us).
     pub exit_when_idle: bool,
     /// Runs tiers' custom scaling rules (`[tiers.x.scaling] rule`); without it they warn.

@@ -4,6 +4,7 @@
 //! directory and loopback address; the SSH provider ([`SshFactory`], `type = "ssh"`) makes it
 //! an agent on a server of the operator's, reached over the system `ssh`.
 
+mod agent_program;
 mod blocking;
 mod capacity;
 mod cgroup;
@@ -29,6 +30,7 @@ mod ssh_settings;
 mod ssh_slots;
 mod uid_leftovers;
 
+pub use agent_program::{AGENT_BINARY, AgentProgram};
 pub use capacity::{ADDRESS_RANGE, AGENT_MEMORY, Capacity, SETTING_FILE, thousands};
 pub use cgroup::agent_cgroup;
 pub use disk::KEPT_DISKS;

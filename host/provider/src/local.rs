@@ -5,8 +5,8 @@
 use crate::leases::{Lease, Leases};
 use crate::process::{group_alive, marked_groups, signal_group};
 use crate::{
-    BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, LocalHandle, Presence,
-    ProviderError, ProviderHandle,
+    AgentProgram, BoxFuture, Capacity, CloudProvider, LaunchRequest, LaunchedServer, LocalHandle,
+    Presence, ProviderError, ProviderHandle,
 };
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
@@ -25,8 +25,8 @@ const STALE_GRACE: Duration = Duration::from_secs(2);
 
 /// Servers as local agent processes under `<state_dir>/servers/<deployment>/<server_id>/root`.
 ///
-/// Each agent runs as `<agent_program> agent --bootstrap <root>/agent/bootstrap.json --root
-/// <root> <agent_args…>` (the bootstrap, mode 0600, holds the control address, the certificate
+/// Each agent runs as `stratus-agent --bootstrap <root>/agent/bootstrap.json --root <root>
+/// <agent_args…>` (or `stratus agent …`: [`AgentProgram`]) (the bootstrap, mode 0600, holds the control address, the certificate
 /// fingerprint to pin, the server's identity and credential), in
 /// its own process group, with cwd `<root>`, stdout/stderr appended to
 /// `<root>/agent/agent.out`, and `STRATUS_SERVER_ROOT=<root>` in its environment (how the
@@ -34,7 +34,7 @@ const STALE_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     state_dir: PathBuf,
-    agent_program: PathBuf,
+    agent_program: AgentProgram,
     leases: Leases,
     /// Launches under way per deployment. A launch runs on a blocking thread that outlives an
     /// aborted caller, so terminate waits for these before it sweeps unrecorded servers.
@@ -78,8 +78,9 @@ impl Drop for InFlight {
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
 
 impl LocalProvider {
-    /// `agent_program` is the `stratus` binary (run as `<program> agent ...`).
-    pub fn new(state_dir: PathBuf, agent_program: PathBuf) -> LocalProvider {
+    /// Agents run as `agent_program`; a bare path is the `stratus` binary (`<path> agent …`).
+    pub fn new(state_dir: PathBuf, agent_program: impl Into<AgentProgram>) -> LocalProvider {
+        let agent_program = agent_program.into();
         // Created now so that its canonical path, which picks the address range, is stable;
         // a failure here resurfaces with context at the first launch.
         let _ = std::fs::create_dir_all(&state_dir);

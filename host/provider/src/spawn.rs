@@ -1,17 +1,18 @@
 //! Starting a local server's agent process: its command line, output file, process group and
 //! cgroup, and the thread that reaps it.
 
+use crate::AgentProgram;
 use crate::process::ROOT_MARKER;
 use crate::{LaunchRequest, ProviderError};
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// What one agent is started with.
 pub(crate) struct AgentSpawn<'a> {
-    pub program: &'a Path,
+    pub program: &'a AgentProgram,
     pub req: &'a LaunchRequest,
     pub root: &'a Path,
     /// The server's bootstrap file (`--bootstrap`): control address, pin, identity, credential.
@@ -45,9 +46,8 @@ pub(crate) fn spawn_agent(
     let err = out
         .try_clone()
         .map_err(ProviderError::io("duplicating agent output"))?;
-    let mut cmd = Command::new(program);
-    cmd.arg("agent")
-        .arg("--bootstrap")
+    let mut cmd = program.command();
+    cmd.arg("--bootstrap")
         .arg(bootstrap_file)
         .arg("--root")
         .arg(root)
@@ -65,7 +65,7 @@ pub(crate) fn spawn_agent(
         cmd.env(stratus_containment::AGENT_CGROUP_ENV, name);
     }
     let spawn_error = |source| ProviderError::Spawn {
-        program: program.to_path_buf(),
+        program: program.path().to_path_buf(),
         source,
     };
     // Within a runtime, tokio reaps the agent once it exits (its child is dropped, not

@@ -101,7 +101,7 @@ pub fn serve(args: ServeArgs, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let ssh = crate::ssh_provider::factory(&state_dir, &paths.keys(), program.clone())?;
     let options = stratus_control::server::ServeOptions {
         state_dir: state_dir.clone(),
-        agent_program: program,
+        agent_program: stratus_provider::AgentProgram::beside(&program, env!("CARGO_PKG_VERSION")),
         exit_when_idle: args.exit_when_idle,
         scalers: Some(scalers),
         precompiler: Some(precompiler),
