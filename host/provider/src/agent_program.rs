@@ -5,7 +5,7 @@
 //! code and 0.62x the relocations of `stratus`, which every one of a thousand agents maps,
 //! relocates and faults in for itself (BENCHMARKS.md, "eighth round").
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,12 +23,12 @@ pub enum AgentProgram {
 
 impl AgentProgram {
     /// The agent program for the `stratus` binary at `stratus`: the `stratus-agent` beside it
-    /// when that is an executable regular file answering `--version` with `version` (the
-    /// caller's own), else `stratus` itself. A leftover `stratus-agent` of another release is
+    /// when that is an executable regular file, writable by its owner alone (root or this
+    /// user), answering `--version` with `version` (the caller's own), else `stratus` itself. A leftover `stratus-agent` of another release is
     /// passed over with a warning rather than run against a control plane it may not speak to.
     pub fn beside(stratus: &Path, version: &str) -> AgentProgram {
         let candidate = stratus.with_file_name(AGENT_BINARY);
-        if !is_executable_file(&candidate) {
+        if !is_trusted_executable(&candidate) {
             return AgentProgram::Subcommand(stratus.to_path_buf());
         }
         match version_of(&candidate) {
@@ -66,8 +66,18 @@ impl From<PathBuf> for AgentProgram {
     }
 }
 
-fn is_executable_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// An executable regular file that only its owner can change, the owner being root or this
+/// process's user: a `stratus-agent` someone else planted is not run, let alone by root.
+fn is_trusted_executable(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let mode = meta.permissions().mode();
+    let euid = nix::unistd::geteuid().as_raw();
+    meta.is_file()
+        && mode & 0o111 != 0
+        && mode & 0o022 == 0
+        && (meta.uid() == 0 || meta.uid() == euid)
 }
 
 /// The version a `stratus-agent` prints (`stratus-agent 0.1.0` → `0.1.0`), or `None` when it
@@ -128,6 +138,8 @@ mod tests {
             ("echo something else 1.2.3", 0o755),
             ("echo stratus-agent 1.2.3; exit 3", 0o755),
             ("echo stratus-agent 1.2.3", 0o644),
+            ("echo stratus-agent 1.2.3", 0o775),
+            ("echo stratus-agent 1.2.3", 0o757),
         ];
         for (body, mode) in cases {
             let dir = tempfile::tempdir().unwrap();
