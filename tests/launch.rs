@@ -31,7 +31,8 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
     let db = servers(&d, "db");
     assert_eq!((lb.len(), app.len(), db.len()), (1, 2, 1));
     // Agents run as the agent-only binary built beside `stratus`.
-    let agent_binary = PathBuf::from(env!("CARGO_BIN_EXE_stratus")).with_file_name("stratus-agent");
+    let agent_binary =
+        PathBuf::from(env!("CARGO_BIN_EXE_stratus")).with_file_name(stratus_provider::AGENT_BINARY);
     for pid in st.agent_pids() {
         assert_eq!(program_of(pid), (agent_binary.clone(), None), "agent {pid}");
     }

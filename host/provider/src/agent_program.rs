@@ -24,8 +24,9 @@ pub enum AgentProgram {
 impl AgentProgram {
     /// The agent program for the `stratus` binary at `stratus`: the `stratus-agent` beside it
     /// when that is an executable regular file, writable by its owner alone (root or this
-    /// user), answering `--version` with `version` (the caller's own), else `stratus` itself. A leftover `stratus-agent` of another release is
-    /// passed over with a warning rather than run against a control plane it may not speak to.
+    /// user), answering `--version` with `version` (the caller's own), else `stratus` itself.
+    /// A leftover `stratus-agent` of another release is passed over with a warning rather than
+    /// run against a control plane it may not speak to.
     pub fn beside(stratus: &Path, version: &str) -> AgentProgram {
         let candidate = stratus.with_file_name(AGENT_BINARY);
         if !is_trusted_executable(&candidate) {

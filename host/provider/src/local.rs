@@ -26,9 +26,9 @@ const STALE_GRACE: Duration = Duration::from_secs(2);
 /// Servers as local agent processes under `<state_dir>/servers/<deployment>/<server_id>/root`.
 ///
 /// Each agent runs as `stratus-agent --bootstrap <root>/agent/bootstrap.json --root <root>
-/// <agent_args…>` (or `stratus agent …`: [`AgentProgram`]) (the bootstrap, mode 0600, holds the control address, the certificate
-/// fingerprint to pin, the server's identity and credential), in
-/// its own process group, with cwd `<root>`, stdout/stderr appended to
+/// <agent_args…>` (or `stratus agent …`: [`AgentProgram`]; the bootstrap, mode 0600, holds the
+/// control address, the certificate fingerprint to pin, the server's identity and credential),
+/// in its own process group, with cwd `<root>`, stdout/stderr appended to
 /// `<root>/agent/agent.out`, and `STRATUS_SERVER_ROOT=<root>` in its environment (how the
 /// provider recognises its processes after a restart and never signals a recycled pid).
 #[derive(Debug, Clone)]
