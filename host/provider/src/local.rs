@@ -238,14 +238,14 @@ impl LocalProvider {
                 }
             }
         }
-        // Whatever the agent left behind (or everything, if the agent died) goes with its cgroup,
-        // and whatever still runs as the server's program uid (a program that escaped it where
-        // there are no cgroups) is killed before another server may get the uid.
+        // Whatever the agent left behind (or everything, if the agent died) goes with its cgroup
+        // first, and whatever still runs as the server's program uid (a program that escaped it
+        // where there are no cgroups) is killed next, before another server may get the uid.
         let (address, leases) = (server.address, self.leases.clone());
         self.blocking
             .run(move || {
-                end_program_uid(address);
                 crate::cgroup::destroy(&root).map_err(ProviderError::Cgroup)?;
+                end_program_uid(address);
                 leases.release(address)
             })
             .await?

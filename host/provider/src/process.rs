@@ -165,7 +165,12 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 /// The child shares the control plane's memory (`CLONE_VM | CLONE_VFORK`, what `posix_spawn`
 /// does): a fork copied the page tables of the whole control plane twice per server, a third
 /// of a 500-server launch. So the child makes raw system calls only, on its own stack: glibc's
-/// `setuid` would change the uid of every thread of the control plane too.
+/// `setuid` would change the uid of every thread of the control plane too. And while processes
+/// of the uid may still run, the child holds the uid as its effective id only, its real and
+/// saved ids being [`KILLER_UID`], which no process has: the kernel lets it signal them (by
+/// their real id), but lets none of them stop, signal or trace it (a stopped child would hold
+/// up the control plane's thread for good; a traced one would expose the control plane's
+/// memory). It takes the uid as its real id, which keyrings are found by, only after the kill.
 ///
 /// The same child then ends the uid's kernel keyrings (see [`clear_user_keyrings`]): the
 /// kernel keeps them after the uid's last process, so the next holder of the uid would read
@@ -185,6 +190,7 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
         Some(&mut old),
     )?;
     let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
+    let dumpable = nix::sys::prctl::get_dumpable();
     // SAFETY: the child only makes raw system calls (no allocation, no lock, no glibc id
     // change) on its own stack, and returns; the parent is suspended until it has exited.
     let child = unsafe {
@@ -196,6 +202,7 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
         )
     };
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    restore_dumpable(dumpable);
     match waitpid(child?, None)? {
         WaitStatus::Exited(_, 0) => Ok(()),
         // Only the holder itself can lock its keyrings (and it could read them anyway):
@@ -213,23 +220,50 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
 /// Stack of [`kill_user`]'s child: a few frames of raw system calls.
 const CHILD_STACK: usize = 64 * 1024;
 
-/// In [`kill_user`]'s child: become `uid` (groups, gid, uid: raw calls, this task only), kill
-/// everything it may signal, empty its keyrings. 0 done, 1 could not become `uid`, 2 a keyring
-/// stayed.
+/// The real and saved uid (and gid) of [`kill_user`]'s child while it kills: the first id past
+/// the program uids, which Stratus gives no process.
+pub const KILLER_UID: u32 = crate::leases::PROGRAM_UID_BASE + crate::leases::ADDRESS_COUNT;
+
+/// The child's change of effective uid made the shared memory non-dumpable (the kernel does so
+/// on every such change); the control plane keeps what it had (core dumps, `/proc` as root).
+fn restore_dumpable(before: nix::Result<bool>) {
+    if let Ok(before) = before {
+        let _ = nix::sys::prctl::set_dumpable(before);
+    }
+}
+
+/// In [`kill_user`]'s child: take `uid` as effective id (groups, gid, uid: raw calls, this
+/// task only; real and saved ids [`KILLER_UID`]), kill everything of the uid, then become the
+/// uid wholly and end its keyrings. 0 done, 1 could not change ids, 2 a keyring stayed.
 fn kill_all_as(uid: u32) -> isize {
-    use nix::libc::{SYS_kill, SYS_setgroups, SYS_setresgid, SYS_setresuid, c_long, syscall};
-    let id = c_long::from(uid);
+    use nix::libc::{
+        SYS_kill, SYS_setgroups, SYS_setpgid, SYS_setresgid, SYS_setresuid, c_long, syscall,
+    };
+    let (id, killer) = (c_long::from(uid), c_long::from(KILLER_UID));
     // SAFETY: integer arguments only (setgroups with an empty list passes no memory).
     let became = unsafe {
         syscall(SYS_setgroups, 0 as c_long, std::ptr::null::<u32>()) == 0
-            && syscall(SYS_setresgid, id, id, id) == 0
-            && syscall(SYS_setresuid, id, id, id) == 0
+            && syscall(SYS_setresgid, killer, id, killer) == 0
+            && syscall(SYS_setresuid, killer, id, killer) == 0
     };
     if !became {
         return 1;
     }
     // SAFETY: integer arguments only.
     unsafe { syscall(SYS_kill, -1 as c_long, c_long::from(nix::libc::SIGKILL)) };
+    // Every process of the uid has SIGKILL pending and starts no system call any more, but one
+    // may be midway through its own `kill(-1, SIGSTOP)`, which would reach this child once it
+    // has the uid as real id. Such a call holds the kernel's task list lock for reading;
+    // `setpgid` takes it for writing, so it returns only after every such call has ended.
+    // SAFETY: integer arguments only; an unprivileged task may take its effective id as all three.
+    let whole = unsafe {
+        syscall(SYS_setpgid, 0 as c_long, 0 as c_long) == 0
+            && syscall(SYS_setresgid, id, id, id) == 0
+            && syscall(SYS_setresuid, id, id, id) == 0
+    };
+    if !whole {
+        return 1;
+    }
     if clear_user_keyrings() { 0 } else { 2 }
 }
 
@@ -246,8 +280,9 @@ fn kill_all_as(uid: u32) -> isize {
 fn clear_user_keyrings() -> bool {
     use nix::errno::Errno;
     use nix::libc::{
-        KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID,
-        KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE, SYS_keyctl, c_long, syscall,
+        KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
+        KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE, SYS_keyctl,
+        c_long, syscall,
     };
     let unsupported = |e: Errno| matches!(e, Errno::ENOSYS | Errno::EOPNOTSUPP);
     // SAFETY: keyctl with integer arguments only; no memory is passed.
@@ -260,8 +295,14 @@ fn clear_user_keyrings() -> bool {
     // Every id first: a lookup after an invalidation fails (ENOKEY), or once the kernel has
     // collected the keyring, makes a new one.
     let session = c_long::from(KEY_SPEC_USER_SESSION_KEYRING);
+    // The persistent keyring is found by linking it into a keyring this child may write: its
+    // own new thread keyring, which no holder could have locked (the user-session keyring
+    // only when the uid's key quota leaves no room for one).
+    let thread = c_long::from(KEY_SPEC_THREAD_KEYRING);
+    let persistent = id_of(KEYCTL_GET_PERSISTENT, -1, thread)
+        .or_else(|_| id_of(KEYCTL_GET_PERSISTENT, -1, session));
     let ids = [
-        id_of(KEYCTL_GET_PERSISTENT, -1, session),
+        persistent,
         id_of(KEYCTL_GET_KEYRING_ID, session, 0),
         id_of(
             KEYCTL_GET_KEYRING_ID,
@@ -387,7 +428,13 @@ mod tests {
             Some(&mut before),
         )
         .unwrap();
+        let dumpable = nix::sys::prctl::get_dumpable().unwrap();
         kill_user(0x7fff_0103).unwrap();
+        assert_eq!(
+            nix::sys::prctl::get_dumpable().unwrap(),
+            dumpable,
+            "the child's change of uid left the caller's dumpable flag changed"
+        );
         let tasks: Vec<_> = std::fs::read_dir("/proc/self/task")
             .unwrap()
             .flatten()
@@ -586,6 +633,100 @@ mod tests {
             "a closed keyring is not even searchable"
         );
         kill_user(closed).unwrap();
+    }
+
+    /// Takes write, link and set-attribute permission on its user-session keyring away from
+    /// the uid, after putting keys in its keyrings.
+    fn lock_user_session_keyring() -> bool {
+        add_keys()
+            // SAFETY: integer arguments only.
+            && unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_keyctl,
+                    nix::libc::KEYCTL_SETPERM as nix::libc::c_long,
+                    nix::libc::KEY_SPEC_USER_SESSION_KEYRING as nix::libc::c_long,
+                    nix::libc::c_long::from(0x0bu32 << 24 | 0x0b << 16),
+                )
+            } == 0
+    }
+
+    /// Whether the uid's persistent keyring can be looked up (through a thread keyring, so a
+    /// locked user-session keyring does not hide it) and holds no key of [`KEYS`].
+    fn persistent_keyring_found_empty() -> bool {
+        use nix::libc::{KEY_SPEC_THREAD_KEYRING, KEYCTL_GET_PERSISTENT, KEYCTL_SEARCH};
+        use nix::libc::{SYS_keyctl, c_long, syscall};
+        // SAFETY: integer arguments only.
+        let ring = unsafe {
+            syscall(
+                SYS_keyctl,
+                KEYCTL_GET_PERSISTENT as c_long,
+                -1 as c_long,
+                KEY_SPEC_THREAD_KEYRING as c_long,
+            )
+        };
+        // SAFETY: NUL-terminated type and description, no destination keyring.
+        ring > 0
+            && unsafe {
+                syscall(
+                    SYS_keyctl,
+                    KEYCTL_SEARCH as c_long,
+                    ring,
+                    c"user".as_ptr(),
+                    c"stratus-test-persistent".as_ptr(),
+                    0 as c_long,
+                )
+            } < 0
+    }
+
+    /// The persistent keyring is usually found through the user-session keyring, which needs
+    /// write permission on it: a holder that took that away does not keep its persistent keys.
+    #[test]
+    fn a_locked_user_session_keyring_does_not_keep_the_persistent_keyring() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        let uid = 0x7fff_0109;
+        kill_user(uid).unwrap();
+        assert!(after_collection(|| as_uid(uid, lock_user_session_keyring)));
+        assert!(
+            !as_uid(uid, persistent_keyring_found_empty),
+            "the persistent key was not kept"
+        );
+        kill_user(uid).unwrap();
+        assert!(
+            after_collection(|| as_uid(uid, persistent_keyring_found_empty)),
+            "the persistent keyring of the uid survived"
+        );
+    }
+
+    /// Processes of the uid that keep stopping every process they may signal cannot stop the
+    /// child that kills them: a stopped child would hold up the caller for good.
+    #[test]
+    fn processes_of_the_uid_cannot_stop_the_child_that_kills_them() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        let uid = 0x7fff_010a;
+        for round in 0..10 {
+            let mut stopper = std::process::Command::new("/bin/sh")
+                .args(["-c", "while :; do kill -STOP -1; done"])
+                .uid(uid)
+                .gid(uid)
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while processes_of_user(uid).is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(kill_user(uid).is_ok()));
+            let done = rx.recv_timeout(Duration::from_secs(10));
+            assert_eq!(done, Ok(true), "kill_user was held up in round {round}");
+            stopper.wait().unwrap();
+        }
     }
 
     /// A program that sets the marker of a server root in its own environment does not make
