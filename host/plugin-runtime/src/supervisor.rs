@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use stratus_containment::{Cgroup, Joiner, descendants};
 use stratus_protocol::bounds::MAX_REPORTED_PROCESSES;
@@ -180,9 +180,10 @@ struct Inner {
     /// Who programs run as unless their plugin may run them as root; `None` when the
     /// supervisor is not root.
     program_user: Option<ProgramUser>,
-    /// Its name, looked up once: every hook call hands it to the plugin, and a password
-    /// database lookup per call costs more than the call itself.
-    program_user_name: Option<String>,
+    /// Its name, looked up once and only when a plugin that runs programs as it is called:
+    /// a password database lookup costs more than a hook call, and at an agent's start it
+    /// loads the system's NSS modules (a millisecond) for agents that never need the name.
+    program_user_name: OnceLock<Option<String>>,
     /// Counts crashes and restarts, so a reporter knows when to look again.
     crashes: watch::Sender<u64>,
 }
@@ -266,7 +267,7 @@ impl Supervisor {
                 cgroups,
                 runs: AtomicU64::new(0),
                 program_user: ProgramUser::for_agent(None, euid),
-                program_user_name: ProgramUser::for_agent(None, euid).map(ProgramUser::name),
+                program_user_name: OnceLock::new(),
                 crashes: watch::channel(0).0,
             }),
         }
@@ -278,7 +279,7 @@ impl Supervisor {
         let euid = nix::unistd::geteuid().as_raw();
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.program_user = ProgramUser::for_agent(Some(user), euid);
-            inner.program_user_name = inner.program_user.map(ProgramUser::name);
+            inner.program_user_name = OnceLock::new();
         }
         self
     }
@@ -288,9 +289,13 @@ impl Supervisor {
         self.inner.program_user
     }
 
-    /// The program user's name (or uid), as [`ProgramUser::name`] gave it at construction.
+    /// The program user's name (or uid), as [`ProgramUser::name`] gave it the first time.
     pub fn program_user_name(&self) -> Option<&str> {
-        self.inner.program_user_name.as_deref()
+        let inner = &self.inner;
+        inner
+            .program_user_name
+            .get_or_init(|| inner.program_user.map(ProgramUser::name))
+            .as_deref()
     }
 
     /// Where a process's stdout and stderr go.

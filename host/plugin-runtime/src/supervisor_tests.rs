@@ -452,3 +452,20 @@ async fn a_second_supervisor_adopts_what_the_first_kept_and_never_a_reused_pid()
 fn common_alive(pid: u32) -> bool {
     crate::adoption::start_time(pid).is_some()
 }
+
+#[test]
+fn the_program_user_name_is_looked_up_when_asked_for_and_follows_the_user_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(dir.path().join("logs"));
+    let root = nix::unistd::geteuid().is_root();
+    // Asked for before the user is set: the default user's name (root only).
+    assert_eq!(sup.program_user_name().is_some(), root);
+    // No password entry has this uid, so its name is the uid itself.
+    let user = ProgramUser {
+        uid: 3_999_999_001,
+        gid: 3_999_999_001,
+    };
+    let sup = sup.with_program_user(user);
+    let expected = root.then(|| "3999999001".to_string());
+    assert_eq!(sup.program_user_name(), expected.as_deref());
+}
