@@ -6,8 +6,10 @@
 //! relocates and faults in for itself (BENCHMARKS.md, "eighth round").
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The agent-only binary's file name, looked for beside `stratus`.
 pub const AGENT_BINARY: &str = "stratus-agent";
@@ -29,7 +31,11 @@ impl AgentProgram {
     /// run against a control plane it may not speak to.
     pub fn beside(stratus: &Path, version: &str) -> AgentProgram {
         let candidate = stratus.with_file_name(AGENT_BINARY);
-        if !is_trusted_executable(&candidate) {
+        if let Err(why) = trusted_executable(&candidate) {
+            if std::fs::symlink_metadata(&candidate).is_ok() {
+                tracing::warn!(program = %candidate.display(), reason = why,
+                    "not run as the agent; agents run as `stratus agent`");
+            }
             return AgentProgram::Subcommand(stratus.to_path_buf());
         }
         match version_of(&candidate) {
@@ -67,33 +73,79 @@ impl From<PathBuf> for AgentProgram {
     }
 }
 
-/// An executable regular file that only its owner can change, the owner being root or this
-/// process's user: a `stratus-agent` someone else planted is not run, let alone by root.
-fn is_trusted_executable(path: &Path) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
+/// An executable regular file (not a link: a symbolic link someone else put in a sticky
+/// directory such as `/tmp` could be pointed elsewhere after this check) that only its owner
+/// can change, the owner being root or this process's user: a `stratus-agent` someone else
+/// planted is not run, let alone by root. `Err` says why not.
+fn trusted_executable(path: &Path) -> Result<(), &'static str> {
+    let meta = std::fs::symlink_metadata(path).map_err(|_| "cannot be read")?;
     let mode = meta.permissions().mode();
     let euid = nix::unistd::geteuid().as_raw();
-    meta.is_file()
-        && mode & 0o111 != 0
-        && mode & 0o022 == 0
-        && (meta.uid() == 0 || meta.uid() == euid)
+    match () {
+        _ if meta.file_type().is_symlink() => Err("is a symbolic link"),
+        _ if !meta.is_file() => Err("is not a regular file"),
+        _ if mode & 0o111 == 0 => Err("is not executable"),
+        _ if mode & 0o022 != 0 => Err("is writable by its group or by everyone"),
+        _ if meta.uid() != 0 && meta.uid() != euid => Err("belongs to another user"),
+        _ => Ok(()),
+    }
 }
 
+/// How long `--version` may take: a real agent answers in milliseconds, and the control plane
+/// does not listen until it has.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most of `--version`'s output read: `stratus-agent <version>` is a few dozen bytes.
+const VERSION_OUTPUT_BYTES: u64 = 256;
+
 /// The version a `stratus-agent` prints (`stratus-agent 0.1.0` → `0.1.0`), or `None` when it
-/// does not run or prints something else.
+/// does not run, prints something else, or has not answered and exited within
+/// [`VERSION_TIMEOUT`] (its process group is then killed).
 fn version_of(program: &Path) -> Option<String> {
-    let out = Command::new(program)
+    use std::io::Read;
+    let mut child = Command::new(program)
         .arg("--version")
         .env_clear()
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
         .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A reader of its own: a probe that never closes its output must not hold this thread.
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.take(VERSION_OUTPUT_BYTES).read_to_end(&mut text);
+        let _ = tx.send(text);
+    });
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    let text = rx.recv_timeout(VERSION_TIMEOUT).ok();
+    let status = text.as_ref().and_then(|_| exit_by(&mut child, deadline));
+    if status.is_none() {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        tracing::warn!(program = %program.display(), "`--version` did not answer in time");
+        return None;
+    }
+    let text = String::from_utf8(text?).ok()?;
     let version = text.trim().strip_prefix(AGENT_BINARY)?.trim();
-    (out.status.success() && !version.is_empty()).then(|| version.to_string())
+    (status?.success() && !version.is_empty()).then(|| version.to_string())
+}
+
+/// The child's exit status once it has exited, `None` if it still runs at `deadline`.
+fn exit_by(child: &mut std::process::Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +202,71 @@ mod tests {
                 AgentProgram::beside(&stratus, "1.2.3"),
                 AgentProgram::Subcommand(stratus),
                 "{body} (mode {mode:o})"
+            );
+        }
+    }
+
+    /// A symbolic link is not followed, even to a good agent: whoever owns the link (in a
+    /// sticky directory, not the owner of `stratus`) could point it elsewhere afterwards.
+    #[test]
+    fn a_symbolic_link_to_a_good_agent_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let stratus = script(dir.path(), "stratus", "exit 1", 0o755);
+        let real = script(dir.path(), "real-agent", "echo stratus-agent 1.2.3", 0o755);
+        std::os::unix::fs::symlink(&real, dir.path().join(AGENT_BINARY)).unwrap();
+        assert_eq!(
+            AgentProgram::beside(&stratus, "1.2.3"),
+            AgentProgram::Subcommand(stratus)
+        );
+    }
+
+    /// A `--version` that hangs, or answers but leaves a child holding its output open, is
+    /// given up after the timeout with its whole process group killed; endless output is read
+    /// only up to the limit.
+    #[test]
+    fn a_version_probe_that_hangs_or_floods_is_given_up() {
+        let cases = [
+            "sleep 600",
+            "echo stratus-agent 1.2.3; sleep 600 & wait",
+            "yes stratus-agent 1.2.3",
+        ];
+        for body in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let stratus = script(dir.path(), "stratus", "exit 1", 0o755);
+            let marker = dir.path().join("pid");
+            let agent = script(
+                dir.path(),
+                AGENT_BINARY,
+                &format!("echo $$ > {}; {body}", marker.display()),
+                0o755,
+            );
+            let started = Instant::now();
+            assert_eq!(
+                AgentProgram::beside(&stratus, "1.2.3"),
+                AgentProgram::Subcommand(stratus),
+                "{body}"
+            );
+            assert!(
+                started.elapsed() < VERSION_TIMEOUT * 2,
+                "{body}: not given up"
+            );
+            let pgid: i32 = std::fs::read_to_string(&marker)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            // The probe's group is gone: killpg finds no member (once an orphan killed with it
+            // has been reaped by its new parent).
+            let gone = || nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while gone().is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(
+                gone(),
+                Err(nix::errno::Errno::ESRCH),
+                "{body}: {} left running",
+                agent.display()
             );
         }
     }
