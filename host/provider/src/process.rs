@@ -167,7 +167,7 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 /// of a 500-server launch. So the child makes raw system calls only, on its own stack: glibc's
 /// `setuid` would change the uid of every thread of the control plane too. And while processes
 /// of the uid may still run, the child holds the uid as its effective id only, its real and
-/// saved ids being [`KILLER_UID`], which no process has: the kernel lets it signal them (by
+/// saved ids being [`killer_uid`], which no other process has: the kernel lets it signal them (by
 /// their real id), but lets none of them stop, signal or trace it (a stopped child would hold
 /// up the control plane's thread for good; a traced one would expose the control plane's
 /// memory). It takes the uid as its real id, which keyrings are found by, only after the kill.
@@ -180,6 +180,10 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
     use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
     use nix::sys::wait::{WaitStatus, waitpid};
     assert!(uid != 0, "never as root");
+    assert!(
+        ![0, u32::MAX].contains(&killer_uid(uid)),
+        "uid {uid} has no killer uid"
+    );
     let mut stack = vec![0u8; CHILD_STACK];
     // The child starts with every signal blocked, so no handler of the control plane runs on
     // the child's stack with its uid.
@@ -220,9 +224,13 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
 /// Stack of [`kill_user`]'s child: a few frames of raw system calls.
 const CHILD_STACK: usize = 64 * 1024;
 
-/// The real and saved uid (and gid) of [`kill_user`]'s child while it kills: the first id past
-/// the program uids, which Stratus gives no process.
-pub const KILLER_UID: u32 = crate::leases::PROGRAM_UID_BASE + crate::leases::ADDRESS_COUNT;
+/// The real and saved uid (and gid) of [`kill_user`]'s child while it kills `uid`: its mirror
+/// in the range just past the program uids, which Stratus gives no process. One per uid, so
+/// that kills of different uids running at once cannot signal each other (the kernel lets a
+/// sender whose real id is a target's real id signal it).
+pub fn killer_uid(uid: u32) -> u32 {
+    uid.wrapping_add(crate::leases::ADDRESS_COUNT)
+}
 
 /// The child's change of effective uid made the shared memory non-dumpable (the kernel does so
 /// on every such change); the control plane keeps what it had (core dumps, `/proc` as root).
@@ -233,13 +241,13 @@ fn restore_dumpable(before: nix::Result<bool>) {
 }
 
 /// In [`kill_user`]'s child: take `uid` as effective id (groups, gid, uid: raw calls, this
-/// task only; real and saved ids [`KILLER_UID`]), kill everything of the uid, then become the
+/// task only; real and saved ids [`killer_uid`]), kill everything of the uid, then become the
 /// uid wholly and end its keyrings. 0 done, 1 could not change ids, 2 a keyring stayed.
 fn kill_all_as(uid: u32) -> isize {
     use nix::libc::{
         SYS_kill, SYS_setgroups, SYS_setpgid, SYS_setresgid, SYS_setresuid, c_long, syscall,
     };
-    let (id, killer) = (c_long::from(uid), c_long::from(KILLER_UID));
+    let (id, killer) = (c_long::from(uid), c_long::from(killer_uid(uid)));
     // SAFETY: integer arguments only (setgroups with an empty list passes no memory).
     let became = unsafe {
         syscall(SYS_setgroups, 0 as c_long, std::ptr::null::<u32>()) == 0
@@ -726,6 +734,24 @@ mod tests {
             let done = rx.recv_timeout(Duration::from_secs(10));
             assert_eq!(done, Ok(true), "kill_user was held up in round {round}");
             stopper.wait().unwrap();
+        }
+    }
+
+    /// Kills of different uids at once (a launch ends up to 16 at a time) do not kill each
+    /// other's child.
+    #[test]
+    fn kills_of_different_uids_at_once_all_succeed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        for _ in 0..5 {
+            let kills: Vec<_> = (0..16)
+                .map(|i| std::thread::spawn(move || kill_user(0x7fff_0200 + i)))
+                .collect();
+            for kill in kills {
+                kill.join().unwrap().unwrap();
+            }
         }
     }
 
