@@ -76,43 +76,40 @@ impl CodeCache {
     }
 
     /// Loads a verified entry. `Ok(None)` = no entry; `Err(reason)` = entry rejected (removed).
+    ///
+    /// The code is mapped from the file, not copied: every agent running a plugin then shares
+    /// its compiled code through the page cache instead of holding two copies of its own (one
+    /// read, one deserialized), and reads none of it twice.
     pub fn load(&self, engine: &Engine, name: &str) -> Result<Option<Component>, String> {
         let (code_path, mac_path) = self.paths(name);
-        let code = match std::fs::read(&code_path) {
-            Ok(c) => c,
+        let entry = match MappedFile::open(&code_path) {
+            Ok(entry) => entry,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 return Err(self.discard(name, format!("cannot read {}: {e}", code_path.display())));
             }
         };
-        let verdict = match std::fs::read_to_string(&mac_path) {
-            Err(e) => Err(format!(
-                "no valid HMAC next to {}: {e}",
-                code_path.display()
-            )),
-            Ok(text) => match hex::decode(text.trim()) {
-                Err(_) => Err(format!("{} is not hex", mac_path.display())),
-                Ok(tag) => self.mac(name, &code).verify_slice(&tag).map_err(|_| {
-                    format!(
-                        "HMAC mismatch for {}: entry was modified",
-                        code_path.display()
-                    )
-                }),
-            },
-        };
-        if let Err(reason) = verdict {
-            return Err(self.discard(name, reason));
+        if let Err(reason) = self.verify(name, entry.bytes(), &mac_path) {
+            return Err(self.discard(name, format!("{reason}: {}", code_path.display())));
         }
-        // SAFETY: the bytes were written by `store` in this cache and authenticated with our
-        // key just above; we deserialize the verified bytes, not the file, so a swap after the
-        // check cannot slip in.
-        match unsafe { Component::deserialize(engine, &code) } {
+        match entry.deserialize(engine) {
             Ok(c) => Ok(Some(c)),
             Err(e) => Err(self.discard(
                 name,
                 format!("cannot deserialize {}: {e}", code_path.display()),
             )),
         }
+    }
+
+    /// Checks `code` against the HMAC stored at `mac_path`.
+    fn verify(&self, name: &str, code: &[u8], mac_path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(mac_path)
+            .map_err(|e| format!("no valid HMAC ({}: {e})", mac_path.display()))?;
+        let tag =
+            hex::decode(text.trim()).map_err(|_| format!("{} is not hex", mac_path.display()))?;
+        self.mac(name, code)
+            .verify_slice(&tag)
+            .map_err(|_| "HMAC mismatch: entry was modified".to_string())
     }
 
     fn discard(&self, name: &str, reason: String) -> String {
@@ -145,6 +142,67 @@ impl CodeCache {
             .open(self.dir.join(format!("{name}.lock")))
             .ok()?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+    }
+}
+
+/// A cache entry's file, open and mapped read-only: what is verified and what is deserialized
+/// are the same inode, whatever is renamed over its name meanwhile.
+struct MappedFile {
+    file: std::fs::File,
+    map: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> std::io::Result<MappedFile> {
+        use rustix::mm::{MapFlags, ProtFlags, mmap};
+        let file = std::fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+        if len == 0 {
+            return Err(std::io::Error::other("empty file"));
+        }
+        // SAFETY: a new private read-only mapping of a whole file we hold open; nothing else
+        // in this process refers to that address range.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE,
+                &file,
+                0,
+            )
+        }?;
+        let map = std::ptr::NonNull::new(ptr).ok_or_else(|| std::io::Error::other("null map"))?;
+        Ok(MappedFile { file, map, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes are mapped at `map` until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    /// Wasmtime maps the file again itself, through this process's descriptor of it (the
+    /// same inode); without `/proc`, it copies the mapped bytes instead.
+    fn deserialize(&self, engine: &Engine) -> wasmtime::Result<Component> {
+        use std::os::fd::AsRawFd;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        // SAFETY: these bytes were written by `store` in this cache and authenticated with our
+        // key just before, from this open file. The entry is replaced only by rename (a new
+        // inode), so the inode mapped here does not change under the code; only someone
+        // allowed to write the cache's files in place could change it, and such a one (root
+        // or the control plane's user) can read the key as well.
+        match by_fd.exists() {
+            true => unsafe { Component::deserialize_file(engine, &by_fd) },
+            false => unsafe { Component::deserialize(engine, self.bytes()) },
+        }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `open`, which no borrow outlives.
+        let _ = unsafe { rustix::mm::munmap(self.map.as_ptr(), self.len) };
     }
 }
 
@@ -226,5 +284,53 @@ mod tests {
             matches!(status, CacheStatus::Rejected(ref r) if r.contains("HMAC")),
             "{status:?}"
         );
+    }
+
+    /// What is verified is what runs: an entry replaced by rename after it was opened does not
+    /// slip in (the mapped inode stays the verified one), and the code is mapped from the
+    /// cache file rather than copied.
+    #[tokio::test]
+    async fn the_verified_inode_is_the_one_deserialized() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = Package::open(&stratus_plugin_artifacts::package_dir("hello")).unwrap();
+        runtime(dir.path(), "secret", 2)
+            .precompile(&pkg)
+            .await
+            .unwrap();
+        let code = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .unwrap();
+        let name = code.file_stem().unwrap().to_str().unwrap().to_string();
+        let cache = CodeCache {
+            dir: dir.path().to_owned(),
+            key: cache_key_of_secret("secret"),
+        };
+        let entry = MappedFile::open(&code).unwrap();
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, b"not compiled code").unwrap();
+        std::fs::rename(&garbage, &code).unwrap();
+        cache
+            .verify(
+                &name,
+                entry.bytes(),
+                &dir.path().join(format!("{name}.cwasm.hmac")),
+            )
+            .unwrap();
+        let (engine, _) = crate::engine::build(2, crate::engine::SlotReset::PagemapScan).unwrap();
+        let component = entry.deserialize(&engine).unwrap();
+        assert!(component.component_type().exports(&engine).count() > 0);
+        drop(entry);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(
+            maps.lines().any(|l| l.contains(&format!("{name}.cwasm"))),
+            "the code is not mapped from the cache file"
+        );
+        // Loading by name now finds the garbage and throws it away.
+        let refused = cache.load(&engine, &name).err().unwrap();
+        assert!(refused.contains("HMAC mismatch"), "{refused}");
+        assert!(!code.exists(), "a rejected entry is removed");
     }
 }
