@@ -194,7 +194,7 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
         Some(&mut old),
     )?;
     let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
-    let dumpable = nix::sys::prctl::get_dumpable();
+    let dumpable = DumpableHold::take();
     // SAFETY: the child only makes raw system calls (no allocation, no lock, no glibc id
     // change) on its own stack, and returns; the parent is suspended until it has exited.
     let child = unsafe {
@@ -206,12 +206,14 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
         )
     };
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
-    restore_dumpable(dumpable);
-    match waitpid(child?, None)? {
-        WaitStatus::Exited(_, 0) => Ok(()),
+    drop(dumpable);
+    let status = waitpid(child?, None)?;
+    let persistent_ended = matches!(status, WaitStatus::Exited(..)) && end_persistent_keyring(uid);
+    match status {
+        WaitStatus::Exited(_, 0) if persistent_ended => Ok(()),
         // Only the holder itself can lock its keyrings (and it could read them anyway):
         // failing the launch would let it deny its lease to every later server.
-        WaitStatus::Exited(_, 2) => {
+        WaitStatus::Exited(_, 0 | 2) => {
             tracing::warn!(uid, "a keyring of the program uid could not be cleared");
             Ok(())
         }
@@ -224,20 +226,73 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
 /// Stack of [`kill_user`]'s child: a few frames of raw system calls.
 const CHILD_STACK: usize = 64 * 1024;
 
+/// Where [`killer_uid`]'s range lies from the uid it mirrors: 0x7000_0000.. (local program
+/// uids and `plugin call`'s just past them) mirror to 0x7800_0000.., clear of the SSH slots'
+/// uids (0x7200_0000..0x7300_0000) and below systemd's foreign range (0x7ffe_0000).
+const KILLER_UID_OFFSET: u32 = 0x0800_0000;
+
 /// The real and saved uid (and gid) of [`kill_user`]'s child while it kills `uid`: its mirror
-/// in the range just past the program uids, which Stratus gives no process. One per uid, so
-/// that kills of different uids running at once cannot signal each other (the kernel lets a
-/// sender whose real id is a target's real id signal it).
+/// in a range Stratus gives no process. One per uid, so that kills of different uids running at
+/// once cannot signal each other (the kernel lets a sender whose real id is a target's real id
+/// signal it).
 pub fn killer_uid(uid: u32) -> u32 {
-    uid.wrapping_add(crate::leases::ADDRESS_COUNT)
+    uid.wrapping_add(KILLER_UID_OFFSET)
 }
 
-/// The child's change of effective uid made the shared memory non-dumpable (the kernel does so
-/// on every such change); the control plane keeps what it had (core dumps, `/proc` as root).
-fn restore_dumpable(before: nix::Result<bool>) {
-    if let Ok(before) = before {
-        let _ = nix::sys::prctl::set_dumpable(before);
+/// Keeps the control plane's dumpable flag across the children of [`kill_user`]: the kernel
+/// clears it on each child's change of effective uid (the memory is shared), and with kills
+/// running at once only the last to end may put back what the first found.
+struct DumpableHold;
+
+/// Kills running, and the dumpable flag found by the first of them.
+static DUMPABLE: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, true));
+
+impl DumpableHold {
+    fn take() -> DumpableHold {
+        let mut held = DUMPABLE.lock().unwrap_or_else(|e| e.into_inner());
+        if held.0 == 0 {
+            held.1 = nix::sys::prctl::get_dumpable().unwrap_or(true);
+        }
+        held.0 += 1;
+        DumpableHold
     }
+}
+
+impl Drop for DumpableHold {
+    fn drop(&mut self) {
+        let mut held = DUMPABLE.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 -= 1;
+        if held.0 == 0 {
+            let _ = nix::sys::prctl::set_dumpable(held.1);
+        }
+    }
+}
+
+/// Ends `uid`'s persistent keyring as root, once none of its processes is left: root may name
+/// another uid's persistent keyring and link it into its own thread keyring (charged to root,
+/// so a uid that filled its key quota cannot keep it that way; no one can change a persistent
+/// keyring's permissions), then invalidates it and drops the link. `false` if it stayed.
+fn end_persistent_keyring(uid: u32) -> bool {
+    use nix::libc::{
+        KEY_SPEC_THREAD_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE,
+        SYS_keyctl, c_long, syscall,
+    };
+    let thread = c_long::from(KEY_SPEC_THREAD_KEYRING);
+    // SAFETY: keyctl with integer arguments only.
+    let keyctl = |op: u32, a: c_long, b: c_long| unsafe { syscall(SYS_keyctl, op as c_long, a, b) };
+    let id = keyctl(KEYCTL_GET_PERSISTENT, c_long::from(uid), thread);
+    let unsupported = || {
+        matches!(
+            nix::errno::Errno::last(),
+            nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP
+        )
+    };
+    if id <= 0 {
+        return unsupported();
+    }
+    let ended = keyctl(KEYCTL_INVALIDATE, id, 0) == 0;
+    keyctl(KEYCTL_CLEAR, thread, 0);
+    ended
 }
 
 /// In [`kill_user`]'s child: take `uid` as effective id (groups, gid, uid: raw calls, this
@@ -263,11 +318,13 @@ fn kill_all_as(uid: u32) -> isize {
     // may be midway through its own `kill(-1, SIGSTOP)`, which would reach this child once it
     // has the uid as real id. Such a call holds the kernel's task list lock for reading;
     // `setpgid` takes it for writing, so it returns only after every such call has ended.
-    // SAFETY: integer arguments only; an unprivileged task may take its effective id as all three.
+    // The saved ids stay the killer's: tracing needs all three ids equal, so no process of the
+    // uid may trace this child even once it could signal it.
+    // SAFETY: integer arguments only; an unprivileged task may take any of its ids for each.
     let whole = unsafe {
         syscall(SYS_setpgid, 0 as c_long, 0 as c_long) == 0
-            && syscall(SYS_setresgid, id, id, id) == 0
-            && syscall(SYS_setresuid, id, id, id) == 0
+            && syscall(SYS_setresgid, id, id, killer) == 0
+            && syscall(SYS_setresuid, id, id, killer) == 0
     };
     if !whole {
         return 1;
@@ -275,12 +332,12 @@ fn kill_all_as(uid: u32) -> isize {
     if clear_user_keyrings() { 0 } else { 2 }
 }
 
-/// Ends, as the calling process's uid, its user, user-session and persistent keyrings (which
-/// outlive its processes): each is invalidated by its id, so the kernel destroys it and the
-/// next holder of the uid starts with new, empty ones; one its holder kept from being
-/// invalidated (no search permission left) is emptied instead. `false` if one could be
-/// neither, for a reason other than the kernel lacking keys. Only raw system calls: it runs
-/// between fork and `_exit`.
+/// Ends, as the calling process's uid, its user and user-session keyrings (which outlive its
+/// processes; the persistent one is ended by root after, see [`end_persistent_keyring`]): each
+/// is invalidated by its id, so the kernel destroys it and the next holder of the uid starts
+/// with new, empty ones; one its holder kept from being invalidated (no search permission left)
+/// is emptied instead. `false` if one could be neither, for a reason other than the kernel
+/// lacking keys. Only raw system calls: it runs between clone and `_exit`.
 ///
 /// Looking a keyring up makes it when absent, so emptying them left three keys per uid in the
 /// kernel for good (tens of thousands after a few thousand servers: kernel memory, and a
@@ -288,9 +345,8 @@ fn kill_all_as(uid: u32) -> isize {
 fn clear_user_keyrings() -> bool {
     use nix::errno::Errno;
     use nix::libc::{
-        KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
-        KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID, KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE, SYS_keyctl,
-        c_long, syscall,
+        KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID,
+        KEYCTL_INVALIDATE, SYS_keyctl, c_long, syscall,
     };
     let unsupported = |e: Errno| matches!(e, Errno::ENOSYS | Errno::EOPNOTSUPP);
     // SAFETY: keyctl with integer arguments only; no memory is passed.
@@ -303,14 +359,7 @@ fn clear_user_keyrings() -> bool {
     // Every id first: a lookup after an invalidation fails (ENOKEY), or once the kernel has
     // collected the keyring, makes a new one.
     let session = c_long::from(KEY_SPEC_USER_SESSION_KEYRING);
-    // The persistent keyring is found by linking it into a keyring this child may write: its
-    // own new thread keyring, which no holder could have locked (the user-session keyring
-    // only when the uid's key quota leaves no room for one).
-    let thread = c_long::from(KEY_SPEC_THREAD_KEYRING);
-    let persistent = id_of(KEYCTL_GET_PERSISTENT, -1, thread)
-        .or_else(|_| id_of(KEYCTL_GET_PERSISTENT, -1, session));
     let ids = [
-        persistent,
         id_of(KEYCTL_GET_KEYRING_ID, session, 0),
         id_of(
             KEYCTL_GET_KEYRING_ID,
@@ -706,6 +755,94 @@ mod tests {
             after_collection(|| as_uid(uid, persistent_keyring_found_empty)),
             "the persistent keyring of the uid survived"
         );
+    }
+
+    /// Fills the uid's key quota (in bytes; the key count limit is far off) after linking its
+    /// persistent keyring, with a key in it, into its thread keyring only: the persistent
+    /// keyring then cannot be linked into any other keyring of the uid.
+    fn fill_key_quota_keeping_the_persistent_keyring() -> bool {
+        use nix::libc::{KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_KEYRING, KEYCTL_GET_PERSISTENT};
+        use nix::libc::{SYS_add_key, SYS_keyctl, c_long, syscall};
+        // SAFETY: integer arguments only.
+        let ring = unsafe {
+            syscall(
+                SYS_keyctl,
+                KEYCTL_GET_PERSISTENT as c_long,
+                -1 as c_long,
+                KEY_SPEC_THREAD_KEYRING as c_long,
+            )
+        };
+        let add = |ring: c_long, name: &std::ffi::CStr, size: usize| {
+            let payload = vec![b'x'; size];
+            // SAFETY: NUL-terminated type and description, a payload of the length given.
+            unsafe {
+                syscall(
+                    SYS_add_key,
+                    c"user".as_ptr(),
+                    name.as_ptr(),
+                    payload.as_ptr(),
+                    size,
+                    ring,
+                ) > 0
+            }
+        };
+        if ring <= 0 || !add(ring, c"stratus-test-persistent", 6) {
+            return false;
+        }
+        let mut n = 0;
+        for size in [1000, 100, 10, 1] {
+            loop {
+                let name = std::ffi::CString::new(format!("stratus-test-fill-{n}")).unwrap();
+                n += 1;
+                if !add(c_long::from(KEY_SPEC_USER_KEYRING), &name, size) {
+                    break;
+                }
+            }
+        }
+        n > 4
+    }
+
+    /// A holder that filled its key quota cannot keep its persistent keyring, which then could
+    /// be linked into no keyring of the uid: root ends it.
+    #[test]
+    fn a_full_key_quota_does_not_keep_the_persistent_keyring() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to switch users");
+            return;
+        }
+        let uid = 0x7fff_010b;
+        kill_user(uid).unwrap();
+        assert!(after_collection(|| as_uid(
+            uid,
+            fill_key_quota_keeping_the_persistent_keyring
+        )));
+        assert!(
+            !as_uid(uid, persistent_keyring_found_empty),
+            "the persistent key was not kept"
+        );
+        kill_user(uid).unwrap();
+        assert!(
+            after_collection(|| as_uid(uid, persistent_keyring_found_empty)),
+            "the persistent keyring of the uid survived"
+        );
+    }
+
+    /// The killers' range is clear of every uid Stratus gives a process: local program uids,
+    /// `plugin call`'s, the SSH slots', and systemd's foreign range.
+    #[test]
+    fn no_killer_uid_is_a_uid_stratus_gives_a_process() {
+        use crate::leases::{ADDRESS_COUNT, PROGRAM_UID_BASE};
+        let (low, high) = (
+            killer_uid(PROGRAM_UID_BASE),
+            killer_uid(PROGRAM_UID_BASE + ADDRESS_COUNT),
+        );
+        assert!(
+            low > PROGRAM_UID_BASE + ADDRESS_COUNT,
+            "program and call uids"
+        );
+        let ssh = crate::ssh::SSH_PROGRAM_UID_BASE..crate::ssh::SSH_PROGRAM_UID_BASE + (1 << 24);
+        assert!(low >= ssh.end || high < ssh.start, "SSH slots' uids");
+        assert!(high < 0x7ffe_0000, "systemd's foreign range");
     }
 
     /// Processes of the uid that keep stopping every process they may signal cannot stop the
