@@ -410,34 +410,49 @@ mod tests {
             .collect()
     }
 
+    /// Whether this test runs as root, as switching users needs; says so when it is skipped.
+    fn root_or_skipped() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            eprintln!("skipped: needs root to switch users");
+        }
+        root
+    }
+
+    /// Starts `/bin/sh -c script` as `uid` (and gid), in a process group of its own.
+    fn start_as(uid: u32, script: &str) -> std::process::Child {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .uid(uid)
+            .gid(uid)
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits up to 5 s for at least `n` live processes of `uid`.
+    fn wait_for_processes_of(uid: u32, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while processes_of_user(uid).len() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Processes of a program uid, in a process group and session of their own and forking,
     /// are all gone after `kill_user`; a process of another uid is left alone.
     #[test]
     fn kill_user_ends_every_process_of_the_uid_and_no_other() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
         // Outside every range the provider hands out, so no real server can be hit.
         let (uid, other) = (0x7fff_0101, 0x7fff_0102);
-        let start = |uid: u32, script: &str| {
-            std::process::Command::new("/bin/sh")
-                .args(["-c", script])
-                .uid(uid)
-                .gid(uid)
-                .process_group(0)
-                .spawn()
-                .unwrap()
-        };
-        let mut victim = start(other, "sleep 60");
-        let mut parent = start(
+        let mut victim = start_as(other, "sleep 60");
+        let mut parent = start_as(
             uid,
             "setsid sleep 60 & sleep 60 & while :; do sleep 60; done",
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while processes_of_user(uid).len() < 3 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_processes_of(uid, 3);
         assert!(
             processes_of_user(uid).len() >= 3,
             "{:?}",
@@ -463,8 +478,7 @@ mod tests {
     /// caller's signal mask is back as it was.
     #[test]
     fn kill_user_leaves_every_thread_of_the_caller_root() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
         let ids = |status: &str, name: &str| -> String {
@@ -596,8 +610,7 @@ mod tests {
     /// keeps after its last process, are gone after `kill_user`.
     #[test]
     fn kill_user_empties_the_uids_keyrings() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
         let uid = 0x7fff_0105;
@@ -668,8 +681,7 @@ mod tests {
     /// `kill_user` fail, which would deny the uid to every later server.
     #[test]
     fn a_locked_keyring_neither_keeps_its_keys_nor_blocks_the_uid() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
         // View, read and search, no write, link or set-attribute.
@@ -707,20 +719,25 @@ mod tests {
             } == 0
     }
 
-    /// Whether the uid's persistent keyring can be looked up (through a thread keyring, so a
-    /// locked user-session keyring does not hide it) and holds no key of [`KEYS`].
-    fn persistent_keyring_found_empty() -> bool {
-        use nix::libc::{KEY_SPEC_THREAD_KEYRING, KEYCTL_GET_PERSISTENT, KEYCTL_SEARCH};
-        use nix::libc::{SYS_keyctl, c_long, syscall};
+    /// The calling uid's persistent keyring, linked into its thread keyring (so a locked
+    /// user-session keyring does not hide it); its id, or -1.
+    fn own_persistent_keyring() -> nix::libc::c_long {
+        use nix::libc::{KEY_SPEC_THREAD_KEYRING, KEYCTL_GET_PERSISTENT, SYS_keyctl, c_long};
         // SAFETY: integer arguments only.
-        let ring = unsafe {
-            syscall(
+        unsafe {
+            nix::libc::syscall(
                 SYS_keyctl,
                 KEYCTL_GET_PERSISTENT as c_long,
                 -1 as c_long,
                 KEY_SPEC_THREAD_KEYRING as c_long,
             )
-        };
+        }
+    }
+
+    /// Whether the uid's persistent keyring can be looked up and holds no key of [`KEYS`].
+    fn persistent_keyring_found_empty() -> bool {
+        use nix::libc::{KEYCTL_SEARCH, SYS_keyctl, c_long, syscall};
+        let ring = own_persistent_keyring();
         // SAFETY: NUL-terminated type and description, no destination keyring.
         ring > 0
             && unsafe {
@@ -739,13 +756,18 @@ mod tests {
     /// write permission on it: a holder that took that away does not keep its persistent keys.
     #[test]
     fn a_locked_user_session_keyring_does_not_keep_the_persistent_keyring() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
-        let uid = 0x7fff_0109;
+        persistent_keyring_ends_despite(0x7fff_0109, lock_user_session_keyring);
+    }
+
+    /// `kill_user` ends the persistent keyring of `uid` after `holder` (run as the uid) put a
+    /// key in it and did what it could to keep it.
+    fn persistent_keyring_ends_despite(uid: u32, holder: fn() -> bool) {
+        // An earlier run's keys would be in the way.
         kill_user(uid).unwrap();
-        assert!(after_collection(|| as_uid(uid, lock_user_session_keyring)));
+        assert!(after_collection(|| as_uid(uid, holder)));
         assert!(
             !as_uid(uid, persistent_keyring_found_empty),
             "the persistent key was not kept"
@@ -761,17 +783,8 @@ mod tests {
     /// persistent keyring, with a key in it, into its thread keyring only: the persistent
     /// keyring then cannot be linked into any other keyring of the uid.
     fn fill_key_quota_keeping_the_persistent_keyring() -> bool {
-        use nix::libc::{KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_KEYRING, KEYCTL_GET_PERSISTENT};
-        use nix::libc::{SYS_add_key, SYS_keyctl, c_long, syscall};
-        // SAFETY: integer arguments only.
-        let ring = unsafe {
-            syscall(
-                SYS_keyctl,
-                KEYCTL_GET_PERSISTENT as c_long,
-                -1 as c_long,
-                KEY_SPEC_THREAD_KEYRING as c_long,
-            )
-        };
+        use nix::libc::{KEY_SPEC_USER_KEYRING, SYS_add_key, c_long, syscall};
+        let ring = own_persistent_keyring();
         let add = |ring: c_long, name: &std::ffi::CStr, size: usize| {
             let payload = vec![b'x'; size];
             // SAFETY: NUL-terminated type and description, a payload of the length given.
@@ -806,25 +819,10 @@ mod tests {
     /// be linked into no keyring of the uid: root ends it.
     #[test]
     fn a_full_key_quota_does_not_keep_the_persistent_keyring() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
-        let uid = 0x7fff_010b;
-        kill_user(uid).unwrap();
-        assert!(after_collection(|| as_uid(
-            uid,
-            fill_key_quota_keeping_the_persistent_keyring
-        )));
-        assert!(
-            !as_uid(uid, persistent_keyring_found_empty),
-            "the persistent key was not kept"
-        );
-        kill_user(uid).unwrap();
-        assert!(
-            after_collection(|| as_uid(uid, persistent_keyring_found_empty)),
-            "the persistent keyring of the uid survived"
-        );
+        persistent_keyring_ends_despite(0x7fff_010b, fill_key_quota_keeping_the_persistent_keyring);
     }
 
     /// The killers' range is clear of every uid Stratus gives a process: local program uids,
@@ -849,23 +847,13 @@ mod tests {
     /// child that kills them: a stopped child would hold up the caller for good.
     #[test]
     fn processes_of_the_uid_cannot_stop_the_child_that_kills_them() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
         let uid = 0x7fff_010a;
         for round in 0..10 {
-            let mut stopper = std::process::Command::new("/bin/sh")
-                .args(["-c", "while :; do kill -STOP -1; done"])
-                .uid(uid)
-                .gid(uid)
-                .process_group(0)
-                .spawn()
-                .unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while processes_of_user(uid).is_empty() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            let mut stopper = start_as(uid, "while :; do kill -STOP -1; done");
+            wait_for_processes_of(uid, 1);
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || tx.send(kill_user(uid).is_ok()));
             let done = rx.recv_timeout(Duration::from_secs(10));
@@ -878,8 +866,7 @@ mod tests {
     /// other's child.
     #[test]
     fn kills_of_different_uids_at_once_all_succeed() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
         for _ in 0..5 {
@@ -940,8 +927,7 @@ mod tests {
 
     #[test]
     fn only_the_providers_own_processes_carry_a_servers_marker() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to switch users");
+        if !root_or_skipped() {
             return;
         }
         let root = tempfile::tempdir().unwrap();
