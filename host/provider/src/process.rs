@@ -268,27 +268,31 @@ impl Drop for DumpableHold {
     }
 }
 
+/// `keyctl(op, a, b)` with integer arguments: its result (an id, 0, or -1 with errno set).
+/// A raw system call, so [`kill_user`]'s child may make it.
+fn keyctl(op: u32, a: nix::libc::c_long, b: nix::libc::c_long) -> nix::libc::c_long {
+    use nix::libc::{SYS_keyctl, c_long, syscall};
+    // SAFETY: integer arguments only; no memory is passed.
+    unsafe { syscall(SYS_keyctl, op as c_long, a, b) }
+}
+
+/// Whether a keyctl failed only because this kernel has no keys (or no persistent keyrings).
+fn keys_unsupported(e: nix::errno::Errno) -> bool {
+    matches!(e, nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP)
+}
+
 /// Ends `uid`'s persistent keyring as root, once none of its processes is left: root may name
 /// another uid's persistent keyring and link it into its own thread keyring (charged to root,
 /// so a uid that filled its key quota cannot keep it that way; no one can change a persistent
 /// keyring's permissions), then invalidates it and drops the link. `false` if it stayed.
 fn end_persistent_keyring(uid: u32) -> bool {
     use nix::libc::{
-        KEY_SPEC_THREAD_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE,
-        SYS_keyctl, c_long, syscall,
+        KEY_SPEC_THREAD_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE, c_long,
     };
     let thread = c_long::from(KEY_SPEC_THREAD_KEYRING);
-    // SAFETY: keyctl with integer arguments only.
-    let keyctl = |op: u32, a: c_long, b: c_long| unsafe { syscall(SYS_keyctl, op as c_long, a, b) };
     let id = keyctl(KEYCTL_GET_PERSISTENT, c_long::from(uid), thread);
-    let unsupported = || {
-        matches!(
-            nix::errno::Errno::last(),
-            nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP
-        )
-    };
     if id <= 0 {
-        return unsupported();
+        return keys_unsupported(nix::errno::Errno::last());
     }
     let ended = keyctl(KEYCTL_INVALIDATE, id, 0) == 0;
     keyctl(KEYCTL_CLEAR, thread, 0);
@@ -314,10 +318,11 @@ fn kill_all_as(uid: u32) -> isize {
     }
     // SAFETY: integer arguments only.
     unsafe { syscall(SYS_kill, -1 as c_long, c_long::from(nix::libc::SIGKILL)) };
-    // Every process of the uid has SIGKILL pending and starts no system call any more, but one
-    // may be midway through its own `kill(-1, SIGSTOP)`, which would reach this child once it
-    // has the uid as real id. Such a call holds the kernel's task list lock for reading;
-    // `setpgid` takes it for writing, so it returns only after every such call has ended.
+    // Every process of the uid has SIGKILL pending, but one may be midway through its own
+    // `kill(-1, SIGSTOP)`, which would reach this child once it has the uid as real id. Such a
+    // call holds the kernel's task list lock for reading; `setpgid` takes it for writing, so it
+    // returns only after every such call that held or awaited the lock before it has ended
+    // (not one entered in the moment before its SIGKILL landed; see `kill_user`'s docs).
     // The saved ids stay the killer's: tracing needs all three ids equal, so no process of the
     // uid may trace this child even once it could signal it.
     // SAFETY: integer arguments only; an unprivileged task may take any of its ids for each.
@@ -346,11 +351,8 @@ fn clear_user_keyrings() -> bool {
     use nix::errno::Errno;
     use nix::libc::{
         KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID,
-        KEYCTL_INVALIDATE, SYS_keyctl, c_long, syscall,
+        KEYCTL_INVALIDATE, c_long,
     };
-    let unsupported = |e: Errno| matches!(e, Errno::ENOSYS | Errno::EOPNOTSUPP);
-    // SAFETY: keyctl with integer arguments only; no memory is passed.
-    let keyctl = |op: u32, a: c_long, b: c_long| unsafe { syscall(SYS_keyctl, op as c_long, a, b) };
     // Each lookup keeps its own error: errno is only set by a call that fails.
     let id_of = |op: u32, a: c_long, b: c_long| match keyctl(op, a, b) {
         id if id > 0 => Ok(id),
@@ -373,9 +375,9 @@ fn clear_user_keyrings() -> bool {
             Ok(id) => {
                 keyctl(KEYCTL_INVALIDATE, id, 0) == 0
                     || keyctl(KEYCTL_CLEAR, id, 0) == 0
-                    || unsupported(Errno::last())
+                    || keys_unsupported(Errno::last())
             }
-            Err(e) => unsupported(e),
+            Err(e) => keys_unsupported(e),
         };
     }
     ok
@@ -561,15 +563,11 @@ mod tests {
         if ring != 0 {
             return ring.into();
         }
-        // SAFETY: integer arguments only.
-        unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_keyctl,
-                nix::libc::KEYCTL_GET_PERSISTENT as nix::libc::c_long,
-                -1 as nix::libc::c_long,
-                nix::libc::KEY_SPEC_USER_SESSION_KEYRING as nix::libc::c_long,
-            )
-        }
+        keyctl(
+            nix::libc::KEYCTL_GET_PERSISTENT,
+            -1,
+            nix::libc::KEY_SPEC_USER_SESSION_KEYRING.into(),
+        )
     }
 
     /// Adds a key to each keyring of [`KEYS`].
@@ -665,15 +663,11 @@ mod tests {
     /// (`perm` = what possessor and user keep), after putting a key in it.
     fn lock_user_keyring(perm: u32) -> bool {
         add_keys()
-            // SAFETY: integer arguments only.
-            && unsafe {
-                nix::libc::syscall(
-                    nix::libc::SYS_keyctl,
-                    nix::libc::KEYCTL_SETPERM as nix::libc::c_long,
-                    nix::libc::KEY_SPEC_USER_KEYRING as nix::libc::c_long,
-                    nix::libc::c_long::from(perm << 24 | perm << 16),
-                )
-            } == 0
+            && keyctl(
+                nix::libc::KEYCTL_SETPERM,
+                nix::libc::KEY_SPEC_USER_KEYRING.into(),
+                nix::libc::c_long::from(perm << 24 | perm << 16),
+            ) == 0
     }
 
     /// A holder that took write permission away from its user keyring does not keep its keys
@@ -708,30 +702,22 @@ mod tests {
     /// the uid, after putting keys in its keyrings.
     fn lock_user_session_keyring() -> bool {
         add_keys()
-            // SAFETY: integer arguments only.
-            && unsafe {
-                nix::libc::syscall(
-                    nix::libc::SYS_keyctl,
-                    nix::libc::KEYCTL_SETPERM as nix::libc::c_long,
-                    nix::libc::KEY_SPEC_USER_SESSION_KEYRING as nix::libc::c_long,
-                    nix::libc::c_long::from(0x0bu32 << 24 | 0x0b << 16),
-                )
-            } == 0
+            && keyctl(
+                nix::libc::KEYCTL_SETPERM,
+                nix::libc::KEY_SPEC_USER_SESSION_KEYRING.into(),
+                nix::libc::c_long::from(0x0bu32 << 24 | 0x0b << 16),
+            ) == 0
     }
 
     /// The calling uid's persistent keyring, linked into its thread keyring (so a locked
     /// user-session keyring does not hide it); its id, or -1.
     fn own_persistent_keyring() -> nix::libc::c_long {
-        use nix::libc::{KEY_SPEC_THREAD_KEYRING, KEYCTL_GET_PERSISTENT, SYS_keyctl, c_long};
-        // SAFETY: integer arguments only.
-        unsafe {
-            nix::libc::syscall(
-                SYS_keyctl,
-                KEYCTL_GET_PERSISTENT as c_long,
-                -1 as c_long,
-                KEY_SPEC_THREAD_KEYRING as c_long,
-            )
-        }
+        use nix::libc::{KEY_SPEC_THREAD_KEYRING, KEYCTL_GET_PERSISTENT, c_long};
+        keyctl(
+            KEYCTL_GET_PERSISTENT,
+            -1,
+            c_long::from(KEY_SPEC_THREAD_KEYRING),
+        )
     }
 
     /// Whether the uid's persistent keyring can be looked up and holds no key of [`KEYS`].
