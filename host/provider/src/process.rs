@@ -208,7 +208,9 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
     pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
     drop(dumpable);
     let status = waitpid(child?, None)?;
-    let persistent_ended = matches!(status, WaitStatus::Exited(..)) && end_persistent_keyring(uid);
+    // Only once the kill was made: before it, a process of the uid could make the keyring anew.
+    let killed = matches!(status, WaitStatus::Exited(_, 0 | 2));
+    let persistent_ended = killed && end_persistent_keyring(uid);
     match status {
         WaitStatus::Exited(_, 0) if persistent_ended => Ok(()),
         // Only the holder itself can lock its keyrings (and it could read them anyway):
