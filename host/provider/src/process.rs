@@ -4,11 +4,13 @@
 //! running anything.
 
 use crate::proc_scan::Coalescer;
+use nix::libc::c_long;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use syscalls::{Errno as RawErrno, Sysno};
 
 /// The environment variable that marks an agent and everything it starts as belonging to a
 /// server root, so that a recycled pid is never mistaken for our agent.
@@ -162,52 +164,40 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 /// and a process with SIGKILL pending runs no further instruction of its own. No `/proc` scan.
 /// Root only; `uid` must be a per-server program uid, never a shared one.
 ///
-/// The child shares the control plane's memory (`CLONE_VM | CLONE_VFORK`, what `posix_spawn`
-/// does): a fork copied the page tables of the whole control plane twice per server, a third
-/// of a 500-server launch. So the child makes raw system calls only, on its own stack: glibc's
-/// `setuid` would change the uid of every thread of the control plane too. And while processes
-/// of the uid may still run, the child holds the uid as its effective id only, its real and
-/// saved ids being [`killer_uid`], which no other process has: the kernel lets it signal them (by
-/// their real id), but lets none of them stop, signal or trace it (a stopped child would hold
-/// up the control plane's thread for good; a traced one would expose the control plane's
-/// memory). It takes the uid as its real id, which keyrings are found by, only after the kill.
+/// The child shares the control plane's memory (`CLONE_VM`): a fork copied the page tables of
+/// the whole control plane twice per server, a third of a 500-server launch. So the child runs
+/// on its own stack and makes raw system calls only, which neither touch glibc's `errno` (the
+/// child shares the calling thread's thread-local storage) nor change the ids of the control
+/// plane's other threads (glibc's `setuid` would). While processes of the uid may still run,
+/// the child holds the uid as its effective id only, its real and saved ids being
+/// [`killer_uid`], which no other process has: the kernel lets it signal them (by their real
+/// id), but lets none of them stop, signal or trace it. It takes the uid as its real id, which
+/// keyrings are found by, only after the kill; a signal the uid sent before and the kernel
+/// delivers only then (one armed with `F_SETOWN`, a `kill` midway) can still stop or kill it.
+/// So the caller is not suspended while the child runs (no `CLONE_VFORK`): it waits, kills a
+/// child that stopped, and makes the child anew, up to [`KILL_ATTEMPTS`] times in all.
 ///
 /// The same child then ends the uid's kernel keyrings (see [`clear_user_keyrings`]): the
 /// kernel keeps them after the uid's last process, so the next holder of the uid would read
 /// them. One that can be neither ended nor emptied is a warning, not an error.
 pub fn kill_user(uid: u32) -> std::io::Result<()> {
-    use nix::sched::{CloneFlags, clone};
-    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
-    use nix::sys::wait::{WaitStatus, waitpid};
+    use nix::sys::wait::WaitStatus;
     assert!(uid != 0, "never as root");
     assert!(
         ![0, u32::MAX].contains(&killer_uid(uid)),
         "uid {uid} has no killer uid"
     );
-    let mut stack = vec![0u8; CHILD_STACK];
-    // The child starts with every signal blocked, so no handler of the control plane runs on
-    // the child's stack with its uid.
-    let mut old = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut old),
-    )?;
-    let flags = CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK;
-    let dumpable = DumpableHold::take();
-    // SAFETY: the child only makes raw system calls (no allocation, no lock, no glibc id
-    // change) on its own stack, and returns; the parent is suspended until it has exited.
-    let child = unsafe {
-        clone(
-            Box::new(move || kill_all_as(uid)),
-            &mut stack,
-            flags,
-            Some(nix::libc::SIGCHLD),
-        )
-    };
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
-    drop(dumpable);
-    let status = waitpid(child?, None)?;
+    let mut status = run_killer(uid)?;
+    for _ in 1..KILL_ATTEMPTS {
+        if !matches!(status, WaitStatus::Signaled(..)) {
+            break;
+        }
+        tracing::warn!(
+            uid,
+            "a process of the uid stopped or killed the child ending it; again"
+        );
+        status = run_killer(uid)?;
+    }
     // Only once the kill was made: before it, a process of the uid could make the keyring anew.
     let killed = matches!(status, WaitStatus::Exited(_, 0 | 2));
     let persistent_ended = killed && end_persistent_keyring(uid);
@@ -220,8 +210,67 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
             Ok(())
         }
         other => Err(std::io::Error::other(format!(
-            "the child that kills as uid {uid} could not become it ({other:?})"
+            "the child that kills as uid {uid} could not become it or was stopped \
+             {KILL_ATTEMPTS} times ({other:?})"
         ))),
+    }
+}
+
+/// How many children [`kill_user`] makes at most for one uid: each one a process of the uid
+/// stops or kills is followed by another (which that process, dead by then, cannot reach).
+const KILL_ATTEMPTS: usize = 3;
+
+/// Runs [`kill_all_as`] in a child sharing the control plane's memory, on a stack of its own,
+/// and waits for it to end (killing it if it stops): how it ended.
+fn run_killer(uid: u32) -> std::io::Result<nix::sys::wait::WaitStatus> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The ABI wants the stack pointer 16-byte aligned; the stack grows down from its end.
+    let top = stack.as_mut_ptr().wrapping_add(CHILD_STACK);
+    let top = top.wrapping_sub(top as usize % 16);
+    // The child starts with every signal blocked, so no handler of the control plane runs on
+    // the child's stack with its uid.
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
+    let dumpable = DumpableHold::take();
+    let flags = nix::libc::CLONE_VM | nix::libc::SIGCHLD;
+    // SAFETY: the child runs `killer_main` on `stack`, which outlives it (it is reaped below,
+    // or the stack is leaked), and makes raw system calls only: no allocation, lock, panic or
+    // thread-local access, so sharing the calling thread's memory and TLS is sound.
+    let child = unsafe { nix::libc::clone(killer_main, top.cast(), flags, uid as usize as *mut _) };
+    let cloned = nix::errno::Errno::result(child).map(Pid::from_raw);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    let status = reap(cloned?);
+    if status.is_err() {
+        // Not reaped, so perhaps still running on it.
+        std::mem::forget(stack);
+    }
+    drop(dumpable);
+    Ok(status?)
+}
+
+/// The entry point of [`kill_user`]'s child: the uid is passed as the argument pointer.
+extern "C" fn killer_main(uid: *mut nix::libc::c_void) -> nix::libc::c_int {
+    kill_all_as(uid as usize as u32)
+}
+
+/// Waits for `child` to end; one that stops (only a process of the uid it became can make it)
+/// is killed, so it never holds the caller.
+fn reap(child: Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Stopped(..)) => {
+                // Our own unreaped child: its pid cannot have been given to another process.
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            other => return other,
+        }
     }
 }
 
@@ -270,17 +319,16 @@ impl Drop for DumpableHold {
     }
 }
 
-/// `keyctl(op, a, b)` with integer arguments: its result (an id, 0, or -1 with errno set).
-/// A raw system call, so [`kill_user`]'s child may make it.
-fn keyctl(op: u32, a: nix::libc::c_long, b: nix::libc::c_long) -> nix::libc::c_long {
-    use nix::libc::{SYS_keyctl, c_long, syscall};
+/// `keyctl(op, a, b)` with integer arguments: its result (an id or 0) or the error. A raw
+/// system call that leaves `errno` alone, so [`kill_user`]'s child may make it.
+fn keyctl(op: u32, a: c_long, b: c_long) -> Result<c_long, RawErrno> {
     // SAFETY: integer arguments only; no memory is passed.
-    unsafe { syscall(SYS_keyctl, op as c_long, a, b) }
+    unsafe { syscalls::syscall!(Sysno::keyctl, op, a, b) }.map(|v| v as c_long)
 }
 
 /// Whether a keyctl failed only because this kernel has no keys (or no persistent keyrings).
-fn keys_unsupported(e: nix::errno::Errno) -> bool {
-    matches!(e, nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP)
+fn keys_unsupported(e: RawErrno) -> bool {
+    matches!(e, RawErrno::ENOSYS | RawErrno::EOPNOTSUPP)
 }
 
 /// Ends `uid`'s persistent keyring as root, once none of its processes is left: root may name
@@ -289,53 +337,51 @@ fn keys_unsupported(e: nix::errno::Errno) -> bool {
 /// keyring's permissions), then invalidates it and drops the link. `false` if it stayed.
 fn end_persistent_keyring(uid: u32) -> bool {
     use nix::libc::{
-        KEY_SPEC_THREAD_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE, c_long,
+        KEY_SPEC_THREAD_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT, KEYCTL_INVALIDATE,
     };
     let thread = c_long::from(KEY_SPEC_THREAD_KEYRING);
-    let id = keyctl(KEYCTL_GET_PERSISTENT, c_long::from(uid), thread);
-    if id <= 0 {
-        return keys_unsupported(nix::errno::Errno::last());
-    }
-    let ended = keyctl(KEYCTL_INVALIDATE, id, 0) == 0;
-    keyctl(KEYCTL_CLEAR, thread, 0);
+    let id = match keyctl(KEYCTL_GET_PERSISTENT, c_long::from(uid), thread) {
+        Ok(id) => id,
+        Err(e) => return keys_unsupported(e),
+    };
+    let ended = keyctl(KEYCTL_INVALIDATE, id, 0).is_ok();
+    let _ = keyctl(KEYCTL_CLEAR, thread, 0);
     ended
 }
 
 /// In [`kill_user`]'s child: take `uid` as effective id (groups, gid, uid: raw calls, this
 /// task only; real and saved ids [`killer_uid`]), kill everything of the uid, then become the
 /// uid wholly and end its keyrings. 0 done, 1 could not change ids, 2 a keyring stayed.
-fn kill_all_as(uid: u32) -> isize {
-    use nix::libc::{
-        SYS_kill, SYS_setgroups, SYS_setpgid, SYS_setresgid, SYS_setresuid, c_long, syscall,
-    };
+fn kill_all_as(uid: u32) -> nix::libc::c_int {
     let (id, killer) = (c_long::from(uid), c_long::from(killer_uid(uid)));
-    // SAFETY: integer arguments only (setgroups with an empty list passes no memory).
+    // SAFETY (each call): integer arguments only (setgroups with an empty list passes no
+    // memory); an unprivileged task may take any of its ids for each.
     let became = unsafe {
-        syscall(SYS_setgroups, 0 as c_long, std::ptr::null::<u32>()) == 0
-            && syscall(SYS_setresgid, killer, id, killer) == 0
-            && syscall(SYS_setresuid, killer, id, killer) == 0
+        syscalls::syscall!(Sysno::setgroups, 0, 0).is_ok()
+            && syscalls::syscall!(Sysno::setresgid, killer, id, killer).is_ok()
+            && syscalls::syscall!(Sysno::setresuid, killer, id, killer).is_ok()
     };
     if !became {
         return 1;
     }
-    // SAFETY: integer arguments only.
-    unsafe { syscall(SYS_kill, -1 as c_long, c_long::from(nix::libc::SIGKILL)) };
+    let _ = unsafe { syscalls::syscall!(Sysno::kill, -1 as c_long, nix::libc::SIGKILL) };
     // Every process of the uid has SIGKILL pending, but one may be midway through its own
     // `kill(-1, SIGSTOP)`, which would reach this child once it has the uid as real id. Such a
     // call holds the kernel's task list lock for reading; `setpgid` takes it for writing, so it
     // returns only after every such call that held or awaited the lock before it has ended
-    // (not one entered in the moment before its SIGKILL landed; see `kill_user`'s docs).
+    // (others can still stop this child; `kill_user` then kills it and makes another).
     // The saved ids stay the killer's: tracing needs all three ids equal, so no process of the
     // uid may trace this child even once it could signal it.
-    // SAFETY: integer arguments only; an unprivileged task may take any of its ids for each.
     let whole = unsafe {
-        syscall(SYS_setpgid, 0 as c_long, 0 as c_long) == 0
-            && syscall(SYS_setresgid, id, id, killer) == 0
-            && syscall(SYS_setresuid, id, id, killer) == 0
+        syscalls::syscall!(Sysno::setpgid, 0, 0).is_ok()
+            && syscalls::syscall!(Sysno::setresgid, id, id, killer).is_ok()
+            && syscalls::syscall!(Sysno::setresuid, id, id, killer).is_ok()
     };
     if !whole {
         return 1;
     }
+    #[cfg(test)]
+    tests::stop_if_asked(uid);
     if clear_user_keyrings() { 0 } else { 2 }
 }
 
@@ -344,45 +390,29 @@ fn kill_all_as(uid: u32) -> isize {
 /// is invalidated by its id, so the kernel destroys it and the next holder of the uid starts
 /// with new, empty ones; one its holder kept from being invalidated (no search permission left)
 /// is emptied instead. `false` if one could be neither, for a reason other than the kernel
-/// lacking keys. Only raw system calls: it runs between clone and `_exit`.
+/// lacking keys. Only raw system calls: it runs in [`kill_user`]'s child.
 ///
 /// Looking a keyring up makes it when absent, so emptying them left three keys per uid in the
 /// kernel for good (tens of thousands after a few thousand servers: kernel memory, and a
 /// `/proc/key-users` that took seconds to read); invalidating leaves none.
 fn clear_user_keyrings() -> bool {
-    use nix::errno::Errno;
     use nix::libc::{
         KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_KEYRING_ID,
-        KEYCTL_INVALIDATE, c_long,
-    };
-    // Each lookup keeps its own error: errno is only set by a call that fails.
-    let id_of = |op: u32, a: c_long, b: c_long| match keyctl(op, a, b) {
-        id if id > 0 => Ok(id),
-        _ => Err(Errno::last()),
+        KEYCTL_INVALIDATE,
     };
     // Every id first: a lookup after an invalidation fails (ENOKEY), or once the kernel has
     // collected the keyring, makes a new one.
-    let session = c_long::from(KEY_SPEC_USER_SESSION_KEYRING);
-    let ids = [
-        id_of(KEYCTL_GET_KEYRING_ID, session, 0),
-        id_of(
-            KEYCTL_GET_KEYRING_ID,
-            c_long::from(KEY_SPEC_USER_KEYRING),
-            0,
-        ),
-    ];
-    let mut ok = true;
-    for id in ids {
-        ok &= match id {
+    let ids = [KEY_SPEC_USER_SESSION_KEYRING, KEY_SPEC_USER_KEYRING]
+        .map(|ring| keyctl(KEYCTL_GET_KEYRING_ID, c_long::from(ring), 0));
+    ids.into_iter().fold(true, |ok, id| {
+        ok & match id {
             Ok(id) => {
-                keyctl(KEYCTL_INVALIDATE, id, 0) == 0
-                    || keyctl(KEYCTL_CLEAR, id, 0) == 0
-                    || keys_unsupported(Errno::last())
+                keyctl(KEYCTL_INVALIDATE, id, 0).is_ok()
+                    || keyctl(KEYCTL_CLEAR, id, 0).map_or_else(keys_unsupported, |_| true)
             }
             Err(e) => keys_unsupported(e),
-        };
-    }
-    ok
+        }
+    })
 }
 
 #[cfg(test)]
@@ -570,6 +600,7 @@ mod tests {
             -1,
             nix::libc::KEY_SPEC_USER_SESSION_KEYRING.into(),
         )
+        .unwrap_or(-1)
     }
 
     /// Adds a key to each keyring of [`KEYS`].
@@ -669,7 +700,8 @@ mod tests {
                 nix::libc::KEYCTL_SETPERM,
                 nix::libc::KEY_SPEC_USER_KEYRING.into(),
                 nix::libc::c_long::from(perm << 24 | perm << 16),
-            ) == 0
+            )
+            .is_ok()
     }
 
     /// A holder that took write permission away from its user keyring does not keep its keys
@@ -708,7 +740,8 @@ mod tests {
                 nix::libc::KEYCTL_SETPERM,
                 nix::libc::KEY_SPEC_USER_SESSION_KEYRING.into(),
                 nix::libc::c_long::from(0x0bu32 << 24 | 0x0b << 16),
-            ) == 0
+            )
+            .is_ok()
     }
 
     /// The calling uid's persistent keyring, linked into its thread keyring (so a locked
@@ -720,6 +753,7 @@ mod tests {
             -1,
             c_long::from(KEY_SPEC_THREAD_KEYRING),
         )
+        .unwrap_or(-1)
     }
 
     /// Whether the uid's persistent keyring can be looked up and holds no key of [`KEYS`].
@@ -848,6 +882,58 @@ mod tests {
             assert_eq!(done, Ok(true), "kill_user was held up in round {round}");
             stopper.wait().unwrap();
         }
+    }
+
+    /// The uid (high half) whose next kill children stop themselves, and how many more (low
+    /// half): as a signal a process of the uid armed before its death would stop them.
+    static STOP_CHILDREN_OF: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// In [`kill_user`]'s child, once it has the uid as real id: stops it if a test asked so
+    /// for `uid`. An atomic and raw system calls only.
+    pub(super) fn stop_if_asked(uid: u32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let asked = STOP_CHILDREN_OF.fetch_update(SeqCst, SeqCst, |held| {
+            (held >> 32 == u64::from(uid) && held as u32 > 0).then(|| held - 1)
+        });
+        if asked.is_ok() {
+            // SAFETY: integer arguments only.
+            unsafe {
+                let me = syscalls::syscall!(Sysno::getpid).unwrap_or(0);
+                let _ = syscalls::syscall!(Sysno::kill, me, nix::libc::SIGSTOP);
+            }
+        }
+    }
+
+    /// A kill child stopped after the kill (which no process of the uid can do while it runs,
+    /// only a signal sent before) does not hold the caller: it is killed, and a new child ends
+    /// the uid's processes and keyrings. One stopped every time makes `kill_user` fail.
+    #[test]
+    fn a_stopped_child_is_killed_and_made_anew() {
+        if !root_or_skipped() {
+            return;
+        }
+        let uid = 0x7fff_010c;
+        assert!(as_uid(uid, add_keys), "keys could not be added");
+        let mut sleeper = start_as(uid, "sleep 60");
+        wait_for_processes_of(uid, 1);
+        let ask = |times: u64| STOP_CHILDREN_OF.store(u64::from(uid) << 32 | times, SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        ask(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(kill_user(uid).map_err(|e| e.to_string())));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+        assert_eq!(STOP_CHILDREN_OF.load(SeqCst) as u32, 0, "no child stopped");
+        assert!(sleeper.wait().is_ok());
+        assert_eq!(processes_of_user(uid), Vec::<u32>::new());
+        assert!(as_uid(uid, no_key_found), "a key of the uid survived");
+
+        ask(KILL_ATTEMPTS as u64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(kill_user(uid).map_err(|e| e.to_string())));
+        let failed = rx.recv_timeout(Duration::from_secs(10)).expect("held up");
+        assert!(failed.unwrap_err().contains("stopped"));
+        assert_eq!(STOP_CHILDREN_OF.load(SeqCst) as u32, 0);
+        kill_user(uid).unwrap();
     }
 
     /// Kills of different uids at once (a launch ends up to 16 at a time) do not kill each
