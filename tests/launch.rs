@@ -166,6 +166,63 @@ fn a_stratus_without_its_agent_binary_beside_it_runs_agents_as_stratus_agent() {
     }
 }
 
+/// An upgrade that renames new binaries over `stratus` and `stratus-agent` while the control
+/// plane runs (here: files that fail at once) does not change what it starts: a server added
+/// afterwards runs the agent binary the control plane chose at start, not the new file.
+#[test]
+fn agents_started_after_an_upgrade_in_place_run_the_binary_chosen_at_start() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let stratus = dir.path().join("stratus");
+    let agent = dir.path().join(stratus_provider::AGENT_BINARY);
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_stratus"));
+    for (from, to) in [
+        (built.clone(), &stratus),
+        (built.with_file_name(stratus_provider::AGENT_BINARY), &agent),
+    ] {
+        if std::fs::hard_link(&from, to).is_err() {
+            std::fs::copy(&from, to).unwrap();
+        }
+    }
+    let st = Stratus::new();
+    let file = st.write_file("hello.toml", &hello_deployment("upgraded", 1));
+    let out = std::process::Command::new(&stratus)
+        .env("STRATUS_STATE_DIR", st.dir())
+        .args(["launch", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for path in [&stratus, &agent] {
+        let new = dir.path().join("new");
+        std::fs::write(&new, "#!/bin/sh\nexit 3\n").unwrap();
+        std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&new, path).unwrap();
+    }
+    // Through the running control plane (the `stratus` of the build is only its client).
+    let scaled = st.run(&["scale", "upgraded", "app", "2"]);
+    let d = st.deployment("upgraded");
+    let programs: Vec<_> = st.agent_pids().iter().map(|p| program_of(*p)).collect();
+    common::terminate(&st, "upgraded");
+    assert!(
+        scaled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scaled.stderr)
+    );
+    assert_eq!(servers(&d, "app").len(), 2, "{d}");
+    assert_eq!(d["state"], "RUNNING", "{d}");
+    assert_eq!(programs.len(), 4);
+    // The file chosen, unlinked from its path by the rename.
+    let mut chosen = agent.into_os_string();
+    chosen.push(" (deleted)");
+    for program in programs {
+        assert_eq!(program, (PathBuf::from(&chosen), None));
+    }
+}
+
 #[test]
 fn a_broken_deployment_file_is_refused_with_its_location_and_launches_nothing() {
     let st = Stratus::new();

@@ -5,10 +5,13 @@
 //! code and 0.62x the relocations of `stratus`, which every one of a thousand agents maps,
 //! relocates and faults in for itself (BENCHMARKS.md, "eighth round").
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The agent-only binary's file name, looked for beside `stratus`.
@@ -18,9 +21,60 @@ pub const AGENT_BINARY: &str = "stratus-agent";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentProgram {
     /// The agent-only binary: `<path> --bootstrap …`.
-    Standalone(PathBuf),
+    Standalone(Program),
     /// The `stratus` binary's hidden subcommand: `<path> agent --bootstrap …`.
-    Subcommand(PathBuf),
+    Subcommand(Program),
+}
+
+/// A program file, held open from when it was chosen when it could be: agents started later
+/// run that file even once its path names another (an upgrade that renamed new binaries over
+/// the old while the control plane runs would otherwise mix versions, and a file swapped in
+/// after the checks would run unchecked).
+#[derive(Debug, Clone)]
+pub struct Program {
+    path: PathBuf,
+    /// Run through `/proc/self/fd/<fd>` (an ELF binary: the kernel opens it before it closes
+    /// the descriptor at exec); `None` runs the path.
+    file: Option<Arc<File>>,
+}
+
+/// Programs are the same when their paths are: the file held is the one the path named.
+impl PartialEq for Program {
+    fn eq(&self, other: &Program) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Program {}
+
+impl Program {
+    /// The program at `path`, run by its path.
+    pub fn at(path: PathBuf) -> Program {
+        Program { path, file: None }
+    }
+
+    /// The program `file`, opened from `path`.
+    fn held(path: PathBuf, file: File) -> Program {
+        let file = Some(Arc::new(file));
+        Program { path, file }
+    }
+
+    /// The path it was found at (what `ps` shows as its name).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A command that runs this program.
+    fn command(&self) -> Command {
+        match &self.file {
+            Some(file) => {
+                let mut cmd = Command::new(format!("/proc/self/fd/{}", file.as_raw_fd()));
+                cmd.arg0(&self.path);
+                cmd
+            }
+            None => Command::new(&self.path),
+        }
+    }
 }
 
 impl AgentProgram {
@@ -28,61 +82,112 @@ impl AgentProgram {
     /// when that is an executable regular file, writable by its owner alone (root or this
     /// user), answering `--version` with `version` (the caller's own), else `stratus` itself.
     /// A leftover `stratus-agent` of another release is passed over with a warning rather than
-    /// run against a control plane it may not speak to.
+    /// run against a control plane it may not speak to. Either is held open (see [`Program`]).
     pub fn beside(stratus: &Path, version: &str) -> AgentProgram {
         let candidate = stratus.with_file_name(AGENT_BINARY);
-        if let Err(why) = trusted_executable(&candidate) {
-            if std::fs::symlink_metadata(&candidate).is_ok() {
-                tracing::warn!(program = %candidate.display(), reason = why,
-                    "not run as the agent; agents run as `stratus agent`");
-            }
-            return AgentProgram::Subcommand(stratus.to_path_buf());
+        let why = match trusted_agent(&candidate, version) {
+            Ok(file) => return AgentProgram::Standalone(Program::held(candidate, file)),
+            Err(why) => why,
+        };
+        if let Some(why) = why {
+            tracing::warn!(program = %candidate.display(), reason = %why,
+                "not run as the agent; agents run as `stratus agent`");
         }
-        match version_of(&candidate) {
-            Some(found) if found == version => AgentProgram::Standalone(candidate),
-            found => {
-                tracing::warn!(program = %candidate.display(), expected = version,
-                    found = found.as_deref().unwrap_or("no version"),
-                    "not the agent of this build; agents run as `stratus agent`");
-                AgentProgram::Subcommand(stratus.to_path_buf())
-            }
-        }
+        AgentProgram::Subcommand(own_program(stratus))
     }
 
     /// The program file.
     pub fn path(&self) -> &Path {
         match self {
-            AgentProgram::Standalone(p) | AgentProgram::Subcommand(p) => p,
+            AgentProgram::Standalone(p) | AgentProgram::Subcommand(p) => p.path(),
         }
     }
 
     /// A command that runs the agent; the caller adds the agent's own arguments.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(self.path());
-        if let AgentProgram::Subcommand(_) = self {
-            cmd.arg("agent");
+        match self {
+            AgentProgram::Standalone(p) => p.command(),
+            AgentProgram::Subcommand(p) => {
+                let mut cmd = p.command();
+                cmd.arg("agent");
+                cmd
+            }
         }
-        cmd
     }
 }
 
-/// The `stratus` binary itself: `<path> agent …`.
+/// The `stratus` binary itself, run by its path: `<path> agent …`.
 impl From<PathBuf> for AgentProgram {
     fn from(stratus: PathBuf) -> AgentProgram {
-        AgentProgram::Subcommand(stratus)
+        AgentProgram::Subcommand(Program::at(stratus))
     }
 }
 
-/// An executable regular file (not a link: a symbolic link someone else put in a sticky
-/// directory such as `/tmp` could be pointed elsewhere after this check) that only its owner
-/// can change, the owner being root or this process's user: a `stratus-agent` someone else
-/// planted is not run, let alone by root. `Err` says why not.
-fn trusted_executable(path: &Path) -> Result<(), &'static str> {
-    let meta = std::fs::symlink_metadata(path).map_err(|_| "cannot be read")?;
+/// `stratus` held open: the running binary itself when it is this process's (whatever its
+/// path names now), else the file at the path; by its path if neither opens.
+fn own_program(stratus: &Path) -> Program {
+    let own = std::env::current_exe().is_ok_and(|me| me == stratus);
+    let source = if own {
+        Path::new("/proc/self/exe")
+    } else {
+        stratus
+    };
+    match File::open(source) {
+        Ok(file) => Program::held(stratus.to_path_buf(), file),
+        Err(_) => Program::at(stratus.to_path_buf()),
+    }
+}
+
+/// The `stratus-agent` at `path`, opened, when it is trusted (see [`trusted_executable`]) and
+/// answers `--version` with `version`. `Err(None)` when there is none; `Err(Some(why))` when
+/// one is passed over.
+fn trusted_agent(path: &Path, version: &str) -> Result<File, Option<String>> {
+    // Not following a link; not waiting on a FIFO.
+    let flags = nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(Some("is a symbolic link".into()));
+        }
+        Err(_) => return Err(Some("cannot be read".into())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|_| Some("cannot be read".to_string()))?;
+    trusted_executable(&meta).map_err(|why| Some(why.to_string()))?;
+    // Asked by its path (a script could not be run from a descriptor), then checked to be
+    // the file held.
+    match version_of(path) {
+        Some(found) if found != version => Err(Some(format!(
+            "answers `--version` with {found}, not {version}: not the agent of this build"
+        ))),
+        None => Err(Some(format!(
+            "gives no `stratus-agent` version (this build is {version})"
+        ))),
+        Some(_) if !same_file(path, &meta) => Err(Some("was replaced while checked".into())),
+        Some(_) => Ok(file),
+    }
+}
+
+/// Whether `path` still names the file `meta` describes.
+fn same_file(path: &Path, meta: &std::fs::Metadata) -> bool {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|now| now.dev() == meta.dev() && now.ino() == meta.ino())
+}
+
+/// An executable regular file that only its owner can change, the owner being root or this
+/// process's user (described by `meta`, of a file opened without following a link: one
+/// someone else put in a sticky directory such as `/tmp` could be pointed elsewhere): a
+/// `stratus-agent` someone else planted is not run, let alone by root. `Err` says why not.
+fn trusted_executable(meta: &std::fs::Metadata) -> Result<(), &'static str> {
     let mode = meta.permissions().mode();
     let euid = nix::unistd::geteuid().as_raw();
     match () {
-        _ if meta.file_type().is_symlink() => Err("is a symbolic link"),
         _ if !meta.is_file() => Err("is not a regular file"),
         _ if mode & 0o111 == 0 => Err("is not executable"),
         _ if mode & 0o022 != 0 => Err("is writable by its group or by everyone"),
@@ -165,12 +270,18 @@ mod tests {
         let stratus = script(dir.path(), "stratus", "exit 1", 0o755);
         let agent = script(dir.path(), AGENT_BINARY, "echo stratus-agent 1.2.3", 0o755);
         let program = AgentProgram::beside(&stratus, "1.2.3");
-        assert_eq!(program, AgentProgram::Standalone(agent));
+        assert_eq!(program, AgentProgram::Standalone(Program::at(agent)));
         let cmd = program.command();
         assert_eq!(
             cmd.get_args().count(),
             0,
             "no subcommand word for stratus-agent"
+        );
+        assert!(
+            cmd.get_program()
+                .to_string_lossy()
+                .starts_with("/proc/self/fd/"),
+            "run from the file held open, not its path"
         );
     }
 
@@ -179,9 +290,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stratus = script(dir.path(), "stratus", "exit 1", 0o755);
         let program = AgentProgram::beside(&stratus, "1.2.3");
-        assert_eq!(program, AgentProgram::Subcommand(stratus));
+        assert_eq!(program, AgentProgram::Subcommand(Program::at(stratus)));
         let cmd = program.command();
         assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["agent"]);
+    }
+
+    /// A program held open runs the file it was opened as, after a new one was renamed over
+    /// its path (as an upgrade does), under its path's name.
+    #[test]
+    fn a_held_program_runs_the_file_it_was_chosen_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prog");
+        std::fs::copy("/bin/true", &path).unwrap();
+        let program = Program::held(path.clone(), File::open(&path).unwrap());
+        let replacement = dir.path().join("new");
+        std::fs::copy("/bin/false", &replacement).unwrap();
+        std::fs::rename(&replacement, &path).unwrap();
+        assert!(!Command::new(&path).status().unwrap().success());
+        assert!(program.command().status().unwrap().success());
+        assert_eq!(
+            program.command().get_program(),
+            format!(
+                "/proc/self/fd/{}",
+                program.file.as_ref().unwrap().as_raw_fd()
+            )
+            .as_str()
+        );
+    }
+
+    /// `stratus`, when it is the running binary, is held as that: a file renamed over its
+    /// path later is not what agents run.
+    #[test]
+    fn the_running_binary_is_held_as_itself() {
+        let me = std::env::current_exe().unwrap();
+        let held = own_program(&me);
+        let file = held.file.as_ref().expect("held open");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+        assert_eq!(link, me);
+        assert_eq!(held.path(), me);
+        let elsewhere = own_program(Path::new("/nonexistent/stratus"));
+        assert!(elsewhere.file.is_none());
     }
 
     #[test]
@@ -200,7 +348,7 @@ mod tests {
             script(dir.path(), AGENT_BINARY, body, mode);
             assert_eq!(
                 AgentProgram::beside(&stratus, "1.2.3"),
-                AgentProgram::Subcommand(stratus),
+                AgentProgram::Subcommand(Program::at(stratus)),
                 "{body} (mode {mode:o})"
             );
         }
@@ -216,7 +364,7 @@ mod tests {
         std::os::unix::fs::symlink(&real, dir.path().join(AGENT_BINARY)).unwrap();
         assert_eq!(
             AgentProgram::beside(&stratus, "1.2.3"),
-            AgentProgram::Subcommand(stratus)
+            AgentProgram::Subcommand(Program::at(stratus))
         );
     }
 
@@ -243,7 +391,7 @@ mod tests {
             let started = Instant::now();
             assert_eq!(
                 AgentProgram::beside(&stratus, "1.2.3"),
-                AgentProgram::Subcommand(stratus),
+                AgentProgram::Subcommand(Program::at(stratus)),
                 "{body}"
             );
             assert!(
@@ -278,7 +426,7 @@ mod tests {
         std::fs::create_dir(dir.path().join(AGENT_BINARY)).unwrap();
         assert_eq!(
             AgentProgram::beside(&stratus, "1.2.3"),
-            AgentProgram::Subcommand(stratus)
+            AgentProgram::Subcommand(Program::at(stratus))
         );
     }
 }
