@@ -6,7 +6,9 @@
 use crate::proc_scan::Coalescer;
 use nix::libc::c_long;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,14 +166,15 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 /// and a process with SIGKILL pending runs no further instruction of its own. No `/proc` scan.
 /// Root only; `uid` must be a per-server program uid, never a shared one.
 ///
-/// The child shares the control plane's memory (`CLONE_VM`): a fork copied the page tables of
-/// the whole control plane twice per server, a third of a 500-server launch. So the child runs
-/// on its own stack and makes raw system calls only, which neither touch glibc's `errno` (the
-/// child shares the calling thread's thread-local storage) nor change the ids of the control
-/// plane's other threads (glibc's `setuid` would). While processes of the uid may still run,
-/// the child holds the uid as its effective id only, its real and saved ids being
-/// [`killer_uid`], which no other process has: the kernel lets it signal them (by their real
-/// id), but lets none of them stop, signal or trace it. It takes the uid as its real id, which
+/// The child shares the control plane's memory and descriptor table (`CLONE_VM |
+/// CLONE_FILES`; see [`Memory`] for the hosts where it does not). So it runs on its own stack
+/// and makes raw system calls only, which neither touch glibc's `errno` (the child shares the
+/// calling thread's thread-local storage) nor change the ids of the control plane's other
+/// threads (glibc's `setuid` would). While processes of the uid may still run, the child holds
+/// the uid as its effective id only, its real and saved ids being [`killer_uid`], which no
+/// other process has: the kernel lets it signal them (by their real id), but lets none of them
+/// stop, signal or trace it. They may still lower its scheduling (the kernel checks only the
+/// effective uid for that), so [`reap`] gives it back. It takes the uid as its real id, which
 /// keyrings are found by, only after the kill; a signal the uid sent before and the kernel
 /// delivers only then (one armed with `F_SETOWN`, a `kill` midway) can still stop or kill it.
 /// So the caller is not suspended while the child runs (no `CLONE_VFORK`): it waits, kills a
@@ -181,13 +184,17 @@ pub fn signal_group(pgid: u32, signal: Signal) -> Result<bool, nix::errno::Errno
 /// kernel keeps them after the uid's last process, so the next holder of the uid would read
 /// them. One that can be neither ended nor emptied is a warning, not an error.
 pub fn kill_user(uid: u32) -> std::io::Result<()> {
-    use nix::sys::wait::WaitStatus;
+    kill_user_with(uid, Memory::for_this_host())
+}
+
+/// [`kill_user`], its children sharing the control plane's memory or not.
+fn kill_user_with(uid: u32, memory: Memory) -> std::io::Result<()> {
     assert!(uid != 0, "never as root");
     assert!(
         ![0, u32::MAX].contains(&killer_uid(uid)),
         "uid {uid} has no killer uid"
     );
-    let mut status = run_killer(uid)?;
+    let mut status = run_killer(uid, memory)?;
     for _ in 1..KILL_ATTEMPTS {
         if !matches!(status, WaitStatus::Signaled(..)) {
             break;
@@ -196,7 +203,7 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
             uid,
             "a process of the uid stopped or killed the child ending it; again"
         );
-        status = run_killer(uid)?;
+        status = run_killer(uid, memory)?;
     }
     // Only once the kill was made: before it, a process of the uid could make the keyring anew.
     let killed = matches!(status, WaitStatus::Exited(_, 0 | 2));
@@ -220,31 +227,43 @@ pub fn kill_user(uid: u32) -> std::io::Result<()> {
 /// stops or kills is followed by another (which that process, dead by then, cannot reach).
 const KILL_ATTEMPTS: usize = 3;
 
-/// Runs [`kill_all_as`] in a child sharing the control plane's memory, on a stack of its own,
-/// and waits for it to end (killing it if it stops): how it ended.
-fn run_killer(uid: u32) -> std::io::Result<nix::sys::wait::WaitStatus> {
-    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+/// Runs [`kill_all_as`] in a child sharing the control plane's memory and descriptor table
+/// (unless sharing is unsafe: see [`Memory`]), on a stack of its own, and waits for it (see
+/// [`reap`]): how it ended.
+fn run_killer(uid: u32, memory: Memory) -> std::io::Result<WaitStatus> {
+    use nix::libc::{CLONE_FILES, CLONE_PIDFD, CLONE_VM, SIGCHLD, c_int};
     let mut stack = vec![0u8; CHILD_STACK];
     // The ABI wants the stack pointer 16-byte aligned; the stack grows down from its end.
     let top = stack.as_mut_ptr().wrapping_add(CHILD_STACK);
     let top = top.wrapping_sub(top as usize % 16);
-    // The child starts with every signal blocked, so no handler of the control plane runs on
-    // the child's stack with its uid.
-    let mut old = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut old),
-    )?;
+    // The child starts with every signal blocked (glibc's two included, which its
+    // `pthread_sigmask` leaves open), so no handler runs on the child's stack with its ids.
+    let old = set_signal_mask(!0);
     let dumpable = DumpableHold::take();
-    let flags = nix::libc::CLONE_VM | nix::libc::SIGCHLD;
+    let shared = match memory {
+        Memory::Shared => CLONE_VM | CLONE_FILES,
+        Memory::Copied => 0,
+    };
+    let mut pidfd: c_int = -1;
     // SAFETY: the child runs `killer_main` on `stack`, which outlives it (it is reaped below,
     // or the stack is leaked), and makes raw system calls only: no allocation, lock, panic or
-    // thread-local access, so sharing the calling thread's memory and TLS is sound.
-    let child = unsafe { nix::libc::clone(killer_main, top.cast(), flags, uid as usize as *mut _) };
+    // thread-local access, so sharing the calling thread's memory and TLS is sound. The
+    // kernel writes the child's pidfd into `pidfd` (CLONE_PIDFD) before `clone` returns.
+    let child = unsafe {
+        nix::libc::clone(
+            killer_main,
+            top.cast(),
+            shared | CLONE_PIDFD | SIGCHLD,
+            uid as usize as *mut _,
+            &mut pidfd as *mut c_int,
+        )
+    };
     let cloned = nix::errno::Errno::result(child).map(Pid::from_raw);
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
-    let status = reap(cloned?);
+    set_signal_mask(old);
+    let child = cloned?;
+    // SAFETY: a descriptor the kernel just made for us, owned here alone.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) };
+    let status = reap(child, pidfd.as_fd());
     if status.is_err() {
         // Not reaped, so perhaps still running on it.
         std::mem::forget(stack);
@@ -253,23 +272,101 @@ fn run_killer(uid: u32) -> std::io::Result<nix::sys::wait::WaitStatus> {
     Ok(status?)
 }
 
+/// Whether [`kill_user`]'s child shares the control plane's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// `CLONE_VM`: no page table copied (a fork copied the control plane's twice per server,
+    /// a third of a 500-server launch).
+    Shared,
+    /// A copy, as `fork` makes: when `fs.suid_dumpable` is 1 the kernel makes the shared
+    /// memory dumpable on the child's change of uid, so the child's `/proc` files, some of
+    /// which act on the whole memory (`oom_score_adj`), would belong to the uid.
+    Copied,
+}
+
+impl Memory {
+    /// What the host's `fs.suid_dumpable` allows now (it may change while we run).
+    fn for_this_host() -> Memory {
+        match std::fs::read("/proc/sys/fs/suid_dumpable") {
+            Ok(value) if value.trim_ascii() == b"1" => Memory::Copied,
+            _ => Memory::Shared,
+        }
+    }
+}
+
+/// Sets the calling thread's signal mask to `mask` (bit n-1 for signal n) with a raw system
+/// call, which glibc does not filter: the mask it replaced.
+fn set_signal_mask(mask: u64) -> u64 {
+    let mut old = 0u64;
+    // SAFETY: pointers to two local words, and their size (the kernel's signal set).
+    let _ = unsafe {
+        syscalls::syscall!(
+            Sysno::rt_sigprocmask,
+            nix::libc::SIG_SETMASK,
+            &mask as *const u64,
+            &mut old as *mut u64,
+            std::mem::size_of::<u64>()
+        )
+    };
+    old
+}
+
 /// The entry point of [`kill_user`]'s child: the uid is passed as the argument pointer.
 extern "C" fn killer_main(uid: *mut nix::libc::c_void) -> nix::libc::c_int {
     kill_all_as(uid as usize as u32)
 }
 
-/// Waits for `child` to end; one that stops (only a process of the uid it became can make it)
-/// is killed, so it never holds the caller.
-fn reap(child: Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+/// How long [`reap`] waits for the child to end before it checks on it: a kill takes well
+/// under a millisecond.
+const REAP_PATIENCE_MS: u8 = 20;
+
+/// Waits for `child` to end. One that stops (only a process of the uid it became can make it)
+/// is killed, so it never holds the caller; one still running after [`REAP_PATIENCE_MS`] gets
+/// the calling thread's scheduling back each time (a process of the uid may have made it idle,
+/// nice 19 or bound to a busy core before it died: the kernel allows that to any process
+/// whose effective uid is the child's).
+fn reap(child: Pid, pidfd: BorrowedFd) -> nix::Result<WaitStatus> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let flags = WaitPidFlag::WUNTRACED | WaitPidFlag::WNOHANG;
     loop {
-        match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
+        match waitpid(child, Some(flags)) {
+            Ok(WaitStatus::StillAlive) => {
+                let mut ended = [PollFd::new(pidfd, PollFlags::POLLIN)];
+                if poll(&mut ended, PollTimeout::from(REAP_PATIENCE_MS)) == Ok(0) {
+                    give_own_scheduling(child);
+                }
+            }
             Ok(WaitStatus::Stopped(..)) => {
                 // Our own unreaped child: its pid cannot have been given to another process.
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             }
             Err(nix::errno::Errno::EINTR) => {}
             other => return other,
+        }
+    }
+}
+
+/// Gives `child` the calling thread's scheduling policy, nice value and CPUs (as root).
+fn give_own_scheduling(child: Pid) {
+    use nix::libc;
+    let pid = child.as_raw();
+    // SAFETY: local, zero-initialised plain structures and their sizes.
+    unsafe {
+        let mut param: libc::sched_param = std::mem::zeroed();
+        let policy = libc::sched_getscheduler(0);
+        if policy >= 0 && libc::sched_getparam(0, &mut param) == 0 {
+            libc::sched_setscheduler(pid, policy, &param);
+        }
+        nix::errno::Errno::clear();
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if nice != -1 || nix::errno::Errno::last_raw() == 0 {
+            libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice);
+        }
+        let mut cpus: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut cpus) == 0 {
+            libc::sched_setaffinity(pid, size, &cpus);
         }
     }
 }
@@ -382,6 +479,8 @@ fn kill_all_as(uid: u32) -> nix::libc::c_int {
     }
     #[cfg(test)]
     tests::stop_if_asked(uid);
+    #[cfg(test)]
+    tests::idle_if_asked(uid);
     if clear_user_keyrings() { 0 } else { 2 }
 }
 
@@ -419,6 +518,8 @@ fn clear_user_keyrings() -> bool {
 mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::Ordering::SeqCst;
     use std::time::Duration;
 
     /// Live (non-zombie) processes whose real, effective or saved uid is `uid`.
@@ -902,6 +1003,108 @@ mod tests {
                 let _ = syscalls::syscall!(Sysno::kill, me, nix::libc::SIGSTOP);
             }
         }
+    }
+
+    /// The uid whose next kill child makes itself idle and nice 19, as a process of the uid may
+    /// before it dies; and the uid whose child then saw its scheduling given back, with the
+    /// nice value it saw (the kernel's 20 - nice).
+    static IDLE_CHILD_OF: AtomicU32 = AtomicU32::new(0);
+    static GIVEN_BACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// In [`kill_user`]'s child: makes it idle if a test asked so for `uid`, then waits (at
+    /// most 10 s) until it runs as an ordinary task again. An atomic and raw system calls only.
+    pub(super) fn idle_if_asked(uid: u32) {
+        use nix::libc::{CLOCK_MONOTONIC, PRIO_PROCESS, SCHED_IDLE, SCHED_OTHER, timespec};
+        if IDLE_CHILD_OF
+            .compare_exchange(uid, 0, SeqCst, SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        let now = || {
+            let mut t = timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a pointer to a local timespec.
+            let _ = unsafe {
+                syscalls::syscall!(
+                    Sysno::clock_gettime,
+                    CLOCK_MONOTONIC,
+                    &mut t as *mut timespec
+                )
+            };
+            t.tv_sec
+        };
+        let param = 0i32;
+        // SAFETY: integer arguments, and a pointer to a local sched_param (one int).
+        unsafe {
+            let _ = syscalls::syscall!(
+                Sysno::sched_setscheduler,
+                0,
+                SCHED_IDLE,
+                &param as *const i32
+            );
+            let _ = syscalls::syscall!(Sysno::setpriority, PRIO_PROCESS, 0, 19);
+        }
+        let until = now() + 10;
+        while now() < until {
+            // SAFETY: integer arguments only.
+            let (policy, prio) = unsafe {
+                (
+                    syscalls::syscall!(Sysno::sched_getscheduler, 0),
+                    syscalls::syscall!(Sysno::getpriority, PRIO_PROCESS, 0),
+                )
+            };
+            if policy == Ok(SCHED_OTHER as usize) && prio != Ok(1) {
+                GIVEN_BACK.store(u64::from(uid) << 32 | prio.unwrap_or(0) as u64, SeqCst);
+                return;
+            }
+        }
+    }
+
+    /// A kill child that a process of the uid made idle, nice 19, is given the caller's
+    /// scheduling back by root while it runs: it cannot be slowed for long.
+    #[test]
+    fn a_child_made_idle_gets_the_callers_scheduling_back() {
+        if !root_or_skipped() {
+            return;
+        }
+        let uid = 0x7fff_010d;
+        IDLE_CHILD_OF.store(uid, SeqCst);
+        kill_user(uid).unwrap();
+        // SAFETY: integer arguments only.
+        let own = unsafe { syscalls::syscall!(Sysno::getpriority, nix::libc::PRIO_PROCESS, 0) };
+        assert_eq!(
+            IDLE_CHILD_OF.load(SeqCst),
+            0,
+            "the child did not make itself idle"
+        );
+        assert_eq!(
+            GIVEN_BACK.load(SeqCst),
+            u64::from(uid) << 32 | own.unwrap() as u64
+        );
+    }
+
+    /// Where the host makes shared memory dumpable on a change of uid, the child gets a copy of
+    /// the control plane's memory instead, and kills all the same.
+    #[test]
+    fn a_child_with_memory_of_its_own_kills_all_the_same() {
+        if !root_or_skipped() {
+            return;
+        }
+        let uid = 0x7fff_010e;
+        assert!(as_uid(uid, add_keys), "keys could not be added");
+        let mut sleeper = start_as(uid, "sleep 60 & sleep 60");
+        wait_for_processes_of(uid, 2);
+        kill_user_with(uid, Memory::Copied).unwrap();
+        assert!(sleeper.wait().is_ok());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !processes_of_user(uid).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(processes_of_user(uid), Vec::<u32>::new());
+        assert!(as_uid(uid, no_key_found), "a key of the uid survived");
     }
 
     /// A kill child stopped after the kill (which no process of the uid can do while it runs,
