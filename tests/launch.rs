@@ -35,6 +35,9 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
         PathBuf::from(env!("CARGO_BIN_EXE_stratus")).with_file_name(stratus_provider::AGENT_BINARY);
     for pid in st.agent_pids() {
         assert_eq!(program_of(pid), (agent_binary.clone(), None), "agent {pid}");
+        // Started from a descriptor, named by itself.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim_end(), "stratus-agent", "agent {pid}");
     }
     for s in lb.iter().chain(&app).chain(&db) {
         assert_eq!(s["agent"], "RUNNING", "{s}");

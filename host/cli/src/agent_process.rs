@@ -10,8 +10,10 @@ use std::time::Duration;
 pub const MAX_BLOCKING_THREADS: usize = 16;
 
 /// How long an idle blocking thread waits for more work before it exits (tokio's default is
-/// 10 s); each one that lingers keeps its stack resident.
-pub const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// 10 s); each one that lingers keeps its stack resident. Longer than the default metrics (5 s)
+/// and health-check (10 s) intervals, whose work goes to a blocking thread: an idle agent keeps
+/// one thread rather than starting a new one every few seconds.
+pub const BLOCKING_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(11);
 
 /// glibc malloc arenas the agent may use. glibc gives each thread that allocates its own arena
 /// (up to 8 per core), and each keeps freed memory resident; an agent's threads mostly wait,
@@ -35,6 +37,15 @@ pub fn tune_malloc() {
             mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
         }
     }
+}
+
+/// The name `ps` and `top` show for an agent. The provider starts agents from a descriptor
+/// (`/proc/self/fd/N`), which the kernel would otherwise name them after (`N`).
+pub const PROCESS_NAME: &std::ffi::CStr = c"stratus-agent";
+
+/// Names the agent's process [`PROCESS_NAME`]; threads started later name themselves.
+pub fn name_process() {
+    let _ = nix::sys::prctl::set_name(PROCESS_NAME);
 }
 
 /// The agent's tokio runtime: every task on the calling thread, blocking work on at most

@@ -215,6 +215,7 @@ pub struct AgentArgs {
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     crate::agent_process::tune_malloc();
+    crate::agent_process::name_process();
     // The agent log is a file in the server's root, one per server.
     let log_dir = args.root.join("agent");
     std::fs::create_dir_all(&log_dir)?;
