@@ -99,15 +99,15 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     })
     .map_err(|e| AgentError::Runtime(e.to_string()))?;
     let log_dir = cfg.root.join("agent/processes");
-    tokio::spawn(bound_process_logs(log_dir.clone()));
     let services = contain();
     let mut supervisor = match &services {
-        Some(parent) => Supervisor::contained(log_dir, parent.cgroup.clone()),
-        None => Supervisor::new(log_dir),
+        Some(parent) => Supervisor::contained(log_dir.clone(), parent.cgroup.clone()),
+        None => Supervisor::new(log_dir.clone()),
     };
     if let Some(user) = cfg.program_user {
         supervisor = supervisor.with_program_user(user);
     }
+    tokio::spawn(bound_process_logs(log_dir, supervisor.clone()));
     if let Some(user) = supervisor.program_user() {
         tracing::info!(%user, "plugins' programs run as this program user");
         crate::private::protect(&cfg.root, &cfg.bootstrap_file, user);
@@ -147,9 +147,12 @@ const LOG_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Supervised processes write their own logs; the agent keeps each one bounded. Looking is a
 /// listing and a `stat` per log, done in place; only a rotation (copying up to the bound) goes
-/// to a blocking thread, since handing every look to one woke a second thread each time.
-async fn bound_process_logs(dir: std::path::PathBuf) {
+/// to a blocking thread, since handing every look to one woke a second thread each time. An
+/// agent that never supervised a process has no such log and does not look: every idle agent
+/// waking each second to list an empty directory was a fifth of their CPU in an idle profile.
+async fn bound_process_logs(dir: std::path::PathBuf, supervisor: Supervisor) {
     use stratus_plugin_runtime::process_logs::{MAX_PROCESS_LOG_BYTES, oversized, rotate};
+    supervisor.until_supervising().await;
     loop {
         tokio::time::sleep(LOG_CHECK_EVERY).await;
         let over = oversized(&dir, MAX_PROCESS_LOG_BYTES);

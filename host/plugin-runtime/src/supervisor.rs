@@ -186,6 +186,9 @@ struct Inner {
     program_user_name: OnceLock<Option<String>>,
     /// Counts crashes and restarts, so a reporter knows when to look again.
     crashes: watch::Sender<u64>,
+    /// Whether a process was ever started or adopted here: until one was, there is no log to
+    /// bound, and an idle agent need not wake to look.
+    supervising: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -269,6 +272,7 @@ impl Supervisor {
                 program_user: ProgramUser::for_agent(None, euid),
                 program_user_name: OnceLock::new(),
                 crashes: watch::channel(0).0,
+                supervising: watch::channel(false).0,
             }),
         }
     }
@@ -423,6 +427,7 @@ impl Supervisor {
         tracing::info!(owner, name = %spec.name, pid, program = %spec.program.display(), "supervised process started");
         let life = Life::new(spec, user, true, Some(pid));
         procs.insert(key.clone(), Entry { life: life.clone() });
+        self.inner.supervising.send_replace(true);
         self.save_table(&procs);
         tokio::spawn(self.clone().keep(key, life, Watched::Child(child)));
         Ok(pid)
@@ -580,11 +585,18 @@ impl Supervisor {
             tracing::info!(owner = %key.0, name = %key.1, pid,
                 "supervised process taken back from an earlier supervisor");
             procs.insert(key.clone(), Entry { life: life.clone() });
+            self.inner.supervising.send_replace(true);
             out.push((key.0.clone(), key.1.clone(), Some(pid)));
             tokio::spawn(self.clone().keep(key, life, Watched::Adopted(pid, started)));
         }
         self.save_table(&procs);
         out
+    }
+
+    /// Returns once a process has been started or adopted here (at once if one was).
+    pub async fn until_supervising(&self) {
+        let mut supervising = self.inner.supervising.subscribe();
+        let _ = supervising.wait_for(|s| *s).await;
     }
 
     /// Changes whenever a process crashes or is started again.

@@ -469,3 +469,32 @@ fn the_program_user_name_is_looked_up_when_asked_for_and_follows_the_user_set() 
     let expected = root.then(|| "3999999001".to_string());
     assert_eq!(sup.program_user_name(), expected.as_deref());
 }
+
+/// `until_supervising` waits while nothing was ever started, returns once a process was, and
+/// at once from then on, even after that process exited (its log may have been handed on).
+#[tokio::test]
+async fn until_supervising_waits_for_the_first_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Supervisor::new(dir.path().join("logs"));
+    let quick = Duration::from_millis(50);
+    assert!(
+        tokio::time::timeout(quick, sup.until_supervising())
+            .await
+            .is_err(),
+        "nothing was started yet"
+    );
+    let waiting = tokio::spawn({
+        let sup = sup.clone();
+        async move { sup.until_supervising().await }
+    });
+    sup.spawn("svc", spec("job", "/bin/true", &[], dir.path()))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the start")
+        .unwrap();
+    wait_exit(&sup, "svc", "job").await;
+    tokio::time::timeout(quick, sup.until_supervising())
+        .await
+        .expect("at once after an exit");
+}
