@@ -2,7 +2,8 @@
 //! every `metrics-interval` of its deployment (when it connects, when the interval changes,
 //! and again when it stays silent), and each report is kept in a bounded window per server,
 //! which scaling rules read through [`Metrics`]. The latest sample of each server is also
-//! written to the store, at most once per [`STORE_EVERY`], where `stratus status` reads it.
+//! written to the store, every server's together once per [`STORE_EVERY`], where `stratus
+//! status` reads it.
 //!
 //! Reports are stamped on receipt and named by the connection's server, never by what the
 //! frame says; one closer than half the interval to the previous one of its server is ignored,
@@ -20,9 +21,9 @@ use stratus_protocol::{AgentRequest, MetricsReport};
 use stratus_store::{Store, StoreError};
 use tokio::sync::broadcast::error::RecvError;
 
-/// Least time between two writes of a server's latest sample to the store: status needs no
-/// more, and a deployment of many servers at the shortest interval would otherwise write to
-/// the journal's database several times a second.
+/// How often the servers' latest samples received since the last time are written to the
+/// store, in one transaction: status needs no fresher, and a commit per report was a sixth of
+/// an idle control plane's time with 500 servers reporting every 5 s.
 pub const STORE_EVERY: Duration = Duration::from_secs(1);
 /// How often the deployments' intervals and servers are looked at again: a changed interval
 /// is sent to the agents, the windows of servers that left are dropped, and silent agents
@@ -141,9 +142,11 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
         intervals: HashMap::new(),
         heard: HashMap::new(),
         asked: HashMap::new(),
-        stored: HashMap::new(),
+        unstored: HashMap::new(),
     };
     let mut refresh = tokio::time::interval(REFRESH);
+    let mut store_tick = tokio::time::interval(STORE_EVERY);
+    store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             report = reports.recv() => match report {
@@ -160,6 +163,7 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
                 feed.ask_silent().await;
             }
             _ = refresh.tick() => feed.refresh().await,
+            _ = store_tick.tick() => feed.store_unstored(),
         }
     }
 }
@@ -174,8 +178,8 @@ struct Feed {
     /// When each server's last report came, and when its agent was last asked.
     heard: HashMap<ServerKey, Instant>,
     asked: HashMap<ServerKey, (Instant, u64)>,
-    /// When each server's latest sample was last written to the store.
-    stored: HashMap<ServerKey, Instant>,
+    /// Each server's latest sample not written to the store yet.
+    unstored: HashMap<ServerKey, Sample>,
 }
 
 impl Feed {
@@ -198,23 +202,36 @@ impl Feed {
             return;
         };
         self.heard.insert(key.clone(), Instant::now());
-        if self
-            .stored
-            .get(&key)
-            .is_some_and(|t| t.elapsed() < STORE_EVERY)
-        {
+        self.unstored.insert(key, sample);
+    }
+
+    /// Writes every server's latest sample received since the last call, in one transaction.
+    fn store_unstored(&mut self) {
+        if self.unstored.is_empty() {
             return;
         }
-        self.stored.insert(key.clone(), Instant::now());
-        if let Err(e) = self.store_latest(dep, server, &sample) {
-            tracing::warn!(error = %e, %server, "recording a server's metrics");
+        let unstored = std::mem::take(&mut self.unstored);
+        if let Err(e) = self.store_latest(unstored) {
+            tracing::warn!(error = %e, "recording the servers' metrics");
         }
     }
 
-    fn store_latest(&self, dep: &str, server: &str, sample: &Sample) -> Result<(), StoreError> {
-        let journal = stratus_engine::steps::journal_of(&self.store, dep)?;
-        let text = serde_json::to_string(sample).unwrap_or_default();
-        self.store.set_meta(&latest_key(&journal, server), &text)
+    fn store_latest(&self, samples: HashMap<ServerKey, Sample>) -> Result<(), StoreError> {
+        let mut journals: HashMap<String, String> = HashMap::new();
+        let mut pairs = Vec::with_capacity(samples.len());
+        for ((dep, server), sample) in samples {
+            let journal = match journals.get(&dep) {
+                Some(j) => j.clone(),
+                None => {
+                    let j = stratus_engine::steps::journal_of(&self.store, &dep)?;
+                    journals.insert(dep, j.clone());
+                    j
+                }
+            };
+            let text = serde_json::to_string(&sample).unwrap_or_default();
+            pairs.push((latest_key(&journal, &server), text));
+        }
+        self.store.set_metas(&pairs)
     }
 
     /// The metrics interval of `dep`, read from its file the first time; `None` when the
@@ -245,7 +262,6 @@ impl Feed {
         let connected = self.dispatcher.connected().await;
         self.heard.retain(|k, _| connected.contains(k));
         self.asked.retain(|k, _| connected.contains(k));
-        self.stored.retain(|k, _| connected.contains(k));
     }
 
     /// Asks every connected agent that was not asked for its deployment's current interval,

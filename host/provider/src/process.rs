@@ -136,7 +136,7 @@ pub fn group_alive(pgid: u32, root: &Path) -> bool {
     // which auto-recovery asks for every server twice a second. Then the members of the
     // server's cgroup, which hold the whole group once the agent joined it (a thousand servers
     // ending together made these scans most of a terminate).
-    if belongs_to(pgid, root) {
+    if KnownLeaders::ours(pgid, root) {
         return true;
     }
     let members = match crate::cgroup::joined_members(root) {
@@ -149,6 +149,57 @@ pub fn group_alive(pgid: u32, root: &Path) -> bool {
         None => live_members(pgid),
     };
     members.into_iter().any(|pid| belongs_to(pid, root))
+}
+
+/// Processes found ours for a root, with the start time they had then. A process keeps its
+/// start time for life, and a pid is not given again within one clock tick, so a live process
+/// of the same pid and start time is the one found before: its marker and uid need not be read
+/// again (reading another process's environment was a fifth of an idle control plane's time,
+/// recovery looking at every running server every 2 s).
+struct KnownLeaders;
+
+/// Pid → (root, start time in clock ticks since boot).
+static KNOWN_LEADERS: std::sync::Mutex<std::collections::BTreeMap<u32, (PathBuf, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Most processes [`KnownLeaders`] remembers: one per agent; past it, it starts over.
+const KNOWN_LEADERS_MAX: usize = 65_536;
+
+impl KnownLeaders {
+    /// Whether `pid` is ours for `root` (see [`belongs_to`]), remembered or found now.
+    fn ours(pid: u32, root: &Path) -> bool {
+        let Some(started) = live_start_time(pid) else {
+            return false;
+        };
+        let mut known = KNOWN_LEADERS.lock().unwrap_or_else(|e| e.into_inner());
+        if known
+            .get(&pid)
+            .is_some_and(|(r, t)| *t == started && r == root)
+        {
+            return true;
+        }
+        drop(known);
+        if !belongs_to(pid, root) {
+            return false;
+        }
+        known = KNOWN_LEADERS.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_LEADERS_MAX {
+            known.clear();
+        }
+        known.insert(pid, (root.to_path_buf(), started));
+        true
+    }
+}
+
+/// The start time of `pid` (clock ticks since boot), if it lives (a zombie does not).
+fn live_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?;
+    // `starttime` is field 22; the state is field 3.
+    let started = fields.nth(18)?.parse().ok()?;
+    (!matches!(state, "Z" | "X")).then_some(started)
 }
 
 /// Sends `signal` to the group; `Ok(false)` if the group no longer exists.
@@ -194,6 +245,11 @@ fn kill_user_with(uid: u32, memory: Memory) -> std::io::Result<()> {
         ![0, u32::MAX].contains(&killer_uid(uid)),
         "uid {uid} has no killer uid"
     );
+    // Two kills of one uid at once share its killer uid, so each child's `kill(-1)` would end
+    // the other: they take turns (uids sharing a lock only wait a moment).
+    let _turn = KILL_TURNS[uid as usize % KILL_TURNS.len()]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let mut status = run_killer(uid, memory)?;
     for _ in 1..KILL_ATTEMPTS {
         if !matches!(status, WaitStatus::Signaled(..)) {
@@ -222,6 +278,9 @@ fn kill_user_with(uid: u32, memory: Memory) -> std::io::Result<()> {
         ))),
     }
 }
+
+/// Locks that kills of the same uid take turns on, by uid.
+static KILL_TURNS: [std::sync::Mutex<()>; 64] = [const { std::sync::Mutex::new(()) }; 64];
 
 /// How many children [`kill_user`] makes at most for one uid: each one a process of the uid
 /// stops or kills is followed by another (which that process, dead by then, cannot reach).
@@ -1139,6 +1198,23 @@ mod tests {
         kill_user(uid).unwrap();
     }
 
+    /// Kills of the same uid at once (a launch and a terminate of its lease overlapping) do
+    /// not kill each other's child, which shares its killer uid.
+    #[test]
+    fn kills_of_one_uid_at_once_all_succeed() {
+        if !root_or_skipped() {
+            return;
+        }
+        for _ in 0..20 {
+            let kills: Vec<_> = (0..3)
+                .map(|_| std::thread::spawn(|| kill_user(0x7fff_010f)))
+                .collect();
+            for kill in kills {
+                kill.join().unwrap().unwrap();
+            }
+        }
+    }
+
     /// Kills of different uids at once (a launch ends up to 16 at a time) do not kill each
     /// other's child.
     #[test]
@@ -1200,6 +1276,38 @@ mod tests {
             "the group outlived its last member"
         );
         cg.destroy().unwrap();
+    }
+
+    /// A leader found ours is known again from its start time alone, and once it died (a
+    /// zombie not reaped yet, or reaped) it is not alive for having been known.
+    #[test]
+    fn a_known_leader_is_alive_only_while_it_lives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("servers/web/web-2/root");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut leader = std::process::Command::new("/bin/sleep")
+            .arg("60")
+            .env(ROOT_MARKER, &root)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id();
+        assert!(live_start_time(pgid).is_some(), "{pgid} runs");
+        assert!(group_alive(pgid, &root), "found by its marker");
+        assert!(group_alive(pgid, &root), "known");
+        let elsewhere = tmp.path().join("servers/web/web-3/root");
+        assert!(
+            !group_alive(pgid, &elsewhere),
+            "known for its own root only"
+        );
+        nix::sys::signal::kill(Pid::from_raw(pgid as i32), Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while live_start_time(pgid).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!group_alive(pgid, &root), "a zombie is not alive");
+        leader.wait().unwrap();
+        assert!(!group_alive(pgid, &root), "reaped");
     }
 
     #[test]

@@ -15,6 +15,24 @@ impl Store {
         Ok(())
     }
 
+    /// Sets each `(key, value)` of `pairs` as [`Store::set_meta`] does, all in one transaction:
+    /// one commit for many values written together.
+    pub fn set_metas(&self, pairs: &[(String, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut set = tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = ?2",
+            )?;
+            for (key, value) in pairs {
+                set.execute([key, value])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The value of `key`, if set.
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -280,6 +280,18 @@ fn meta_sets_and_replaces() {
 }
 
 #[test]
+fn metas_set_together_set_and_replace_each_one() {
+    let (_dir, store) = open();
+    store.set_meta("a", "old").unwrap();
+    let pairs = [("a", "new"), ("b", "first")].map(|(k, v)| (k.to_string(), v.to_string()));
+    store.set_metas(&pairs).unwrap();
+    assert_eq!(store.meta("a").unwrap().as_deref(), Some("new"));
+    assert_eq!(store.meta("b").unwrap().as_deref(), Some("first"));
+    store.set_metas(&[]).unwrap();
+    assert_eq!(store.meta("b").unwrap().as_deref(), Some("first"));
+}
+
+#[test]
 fn meta_under_a_prefix_is_every_key_starting_with_it_and_no_other() {
     let (_dir, store) = open();
     for key in [
