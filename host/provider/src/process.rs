@@ -634,6 +634,16 @@ mod tests {
 
     /// Processes of a program uid, in a process group and session of their own and forking,
     /// are all gone after `kill_user`; a process of another uid is left alone.
+    /// Asserts that no process of `uid` is left within 5 s (a killed one may take a moment to
+    /// be reaped).
+    fn assert_no_process_of(uid: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !processes_of_user(uid).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(processes_of_user(uid), Vec::<u32>::new());
+    }
+
     #[test]
     fn kill_user_ends_every_process_of_the_uid_and_no_other() {
         if !root_or_skipped() {
@@ -654,11 +664,7 @@ mod tests {
         );
         kill_user(uid).unwrap();
         let _ = parent.wait();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !processes_of_user(uid).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(processes_of_user(uid), Vec::<u32>::new());
+        assert_no_process_of(uid);
         assert!(
             processes_of_user(other).contains(&victim.id()),
             "another uid was hit"
@@ -1158,11 +1164,7 @@ mod tests {
         wait_for_processes_of(uid, 2);
         kill_user_with(uid, Memory::Copied).unwrap();
         assert!(sleeper.wait().is_ok());
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !processes_of_user(uid).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(processes_of_user(uid), Vec::<u32>::new());
+        assert_no_process_of(uid);
         assert!(as_uid(uid, no_key_found), "a key of the uid survived");
     }
 
@@ -1293,6 +1295,11 @@ mod tests {
             .unwrap();
         let pgid = leader.id();
         assert!(live_start_time(pgid).is_some(), "{pgid} runs");
+        // `spawn` may return while the kernel still sets up the new program's environment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !group_alive(pgid, &root) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(group_alive(pgid, &root), "found by its marker");
         assert!(group_alive(pgid, &root), "known");
         let elsewhere = tmp.path().join("servers/web/web-3/root");
