@@ -17,6 +17,8 @@ pub struct ProcStat {
     pub pid: u32,
     pub ppid: u32,
     pub pgrp: u32,
+    /// When it started, in clock ticks since boot: with the pid, it names one process for good.
+    pub started: u64,
 }
 
 /// Every live process (zombies count as gone: they run nothing any more).
@@ -38,7 +40,14 @@ pub fn live_process(pid: u32) -> Option<ProcStat> {
     let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    (!matches!(state, "Z" | "X")).then_some(ProcStat { pid, ppid, pgrp })
+    // `starttime` is field 22, `pgrp` field 5.
+    let started = fields.nth(16)?.parse().ok()?;
+    (!matches!(state, "Z" | "X")).then_some(ProcStat {
+        pid,
+        ppid,
+        pgrp,
+        started,
+    })
 }
 
 /// The live descendants of `root` (not `root` itself).

@@ -79,8 +79,8 @@ impl Program {
 
 impl AgentProgram {
     /// The agent program for the `stratus` binary at `stratus`: the `stratus-agent` beside it
-    /// when that is an executable regular file, writable by its owner alone (root or this
-    /// user), answering `--version` with `version` (the caller's own), else `stratus` itself.
+    /// when that is an ELF executable, writable by its owner alone (root or this user),
+    /// answering `--version` with `version` (the caller's own), else `stratus` itself.
     /// A leftover `stratus-agent` of another release is passed over with a warning rather than
     /// run against a control plane it may not speak to. Either is held open (see [`Program`]).
     pub fn beside(stratus: &Path, version: &str) -> AgentProgram {

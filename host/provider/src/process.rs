@@ -193,13 +193,7 @@ impl KnownLeaders {
 
 /// The start time of `pid` (clock ticks since boot), if it lives (a zombie does not).
 fn live_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?;
-    // `starttime` is field 22; the state is field 3.
-    let started = fields.nth(18)?.parse().ok()?;
-    (!matches!(state, "Z" | "X")).then_some(started)
+    stratus_containment::descendants::live_process(pid).map(|p| p.started)
 }
 
 /// Sends `signal` to the group; `Ok(false)` if the group no longer exists.
@@ -699,10 +693,19 @@ mod tests {
             Some(&mut before),
         )
         .unwrap();
-        let dumpable = nix::sys::prctl::get_dumpable().unwrap();
+        // Kills of other tests may run at once: the flag is read while none does.
+        let settled = || loop {
+            let held = DUMPABLE.lock().unwrap_or_else(|e| e.into_inner());
+            if held.0 == 0 {
+                return nix::sys::prctl::get_dumpable().unwrap();
+            }
+            drop(held);
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let dumpable = settled();
         kill_user(0x7fff_0103).unwrap();
         assert_eq!(
-            nix::sys::prctl::get_dumpable().unwrap(),
+            settled(),
             dumpable,
             "the child's change of uid left the caller's dumpable flag changed"
         );
