@@ -84,9 +84,23 @@ pub fn agent_main() -> ExitCode {
 /// A command's result as the process's exit code, its error on stderr.
 fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|err| {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_text(&err));
         ExitCode::FAILURE
     })
+}
+
+/// The error and its causes, each once: most errors here name their cause in their own
+/// message (`{path}: {source}`), which `{:#}` would print a second time.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// The state directory: `--state-dir`, `STRATUS_STATE_DIR`, else `$XDG_STATE_HOME/stratus`,
@@ -107,4 +121,38 @@ pub fn default_state_dir(explicit: Option<PathBuf>) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| ".".into());
     home.join(".local/state/stratus")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    #[test]
+    fn a_cause_the_message_already_names_is_printed_once() {
+        let missing = std::path::PathBuf::from("/nonexistent/bootstrap.json");
+        let err = stratus_protocol::Bootstrap::read(&missing).unwrap_err();
+        let text = error_text(&anyhow::Error::from(err));
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.starts_with("bootstrap file /nonexistent/bootstrap.json: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn causes_the_message_does_not_name_are_appended_in_order() {
+        let err = Err::<(), _>(std::io::Error::other("disk on fire"))
+            .context("writing the journal")
+            .context("launching web")
+            .unwrap_err();
+        assert_eq!(
+            error_text(&err),
+            "launching web: writing the journal: disk on fire"
+        );
+    }
 }
