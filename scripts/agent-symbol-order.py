@@ -143,6 +143,8 @@ def main():
         faults = os.path.join(tmp, "faults.data")
         read_ahead = block_device_of(agent)
         before = open(read_ahead).read().strip()
+        # Said first, so that a run killed before `finally` leaves the way back on the screen.
+        print(f"{read_ahead}: 0 for the second run (restore with: echo {before} > {read_ahead})")
         try:
             open(read_ahead, "w").write("0")
             fd = os.open(agent, os.O_RDONLY)
