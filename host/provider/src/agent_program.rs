@@ -412,7 +412,9 @@ mod tests {
             let timeout = Duration::from_millis(300);
             let started = Instant::now();
             let version = version_within(&agent, timeout);
-            assert!(started.elapsed() < timeout * 4, "{body}: not given up");
+            // Far below the probe's 600 s, with room for a slow spawn on a loaded machine.
+            let bound = timeout + Duration::from_secs(5);
+            assert!(started.elapsed() < bound, "{body}: not given up");
             assert!(
                 version.is_none() || body.starts_with("yes"),
                 "{body}: {version:?}"
