@@ -19,7 +19,6 @@ Needs root, perf and a release build:
     cargo build --release -p stratus --bins && sudo scripts/agent-symbol-order.py
 """
 import argparse
-import bisect
 import collections
 import os
 import re
