@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 example=${1:-examples/three-tier/deployment.toml}
 scripts/install-deps.sh mariadb-server mariadb-client haproxy
 # One cargo run: the plugins' nested build (stratus-plugin-artifacts's build script) runs side
-# by side with the host's crates instead of before them.
-cargo build --quiet -p stratus-plugin-artifacts -p stratus
+# by side with the host's crates instead of before them. Only the plugin packages the example
+# names are built (the tests build them all).
+STRATUS_GUEST_PACKAGES=$(grep -o '"\.\./\.\./plugins/[^"]*"' "$example" | sed 's#"../../plugins/##; s#"$##' | sort -u | tr '\n' ' ' || true) \
+  cargo build --quiet -p stratus-plugin-artifacts -p stratus
 # As root, programs run as an unprivileged user who must reach the servers' directories: the
 # default state directory for root, /var/lib/stratus, is reachable wherever the clone lives.
 if [ "$(id -u)" != 0 ]; then

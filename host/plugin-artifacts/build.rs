@@ -27,11 +27,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wit-future", "testing/future-0.2.0"),
 ];
 
+/// Package directories (space-separated, as in [`PACKAGES`]) to build instead of all of them:
+/// `scripts/launch-example.sh` builds only what its example names. Tests need every package,
+/// so a build without the variable builds them all again.
+const ONLY_ENV: &str = "STRATUS_GUEST_PACKAGES";
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let repo = manifest_dir.join("../..").canonicalize().unwrap();
     let plugins = repo.join("plugins");
     let target_dir = repo.join("target/plugins");
+    println!("cargo:rerun-if-env-changed={ONLY_ENV}");
+    let wanted = wanted_packages();
 
     watch(&plugins);
     // Dotfiles are skipped above, but this one sets how every plugin is linked.
@@ -45,9 +52,15 @@ fn main() {
     // The two builds are independent cargo runs; side by side, one fills the cores while the
     // other waits on a long crate or a link.
     std::thread::scope(|s| {
-        let greeter = s.spawn(|| build_greeter(&repo));
-        build(&plugins, &target_dir);
-        if let Err(panic) = greeter.join() {
+        // The greeter ships in the `app` package only.
+        let greeter = wanted
+            .iter()
+            .any(|(_, dir)| *dir == "app")
+            .then(|| s.spawn(|| build_greeter(&repo)));
+        if !wanted.is_empty() {
+            build(&plugins, &target_dir, &wanted);
+        }
+        if let Some(Err(panic)) = greeter.map(|g| g.join()) {
             std::panic::resume_unwind(panic);
         }
     });
@@ -55,9 +68,11 @@ fn main() {
     let release = target_dir.join("wasm32-wasip2/release");
     let mut table = String::from("pub(crate) const PACKAGES: &[(&str, &str)] = &[\n");
     for (krate, dir) in PACKAGES {
-        let built = release.join(format!("{}.wasm", krate.replace('-', "_")));
         let package = plugins.join(dir);
-        copy_if_changed(&built, &package.join("plugin.wasm"));
+        if wanted.iter().any(|(k, _)| k == krate) {
+            let built = release.join(format!("{}.wasm", krate.replace('-', "_")));
+            copy_if_changed(&built, &package.join("plugin.wasm"));
+        }
         table.push_str(&format!(
             "    ({krate:?}, {:?}),\n",
             package.display().to_string()
@@ -68,7 +83,24 @@ fn main() {
     std::fs::write(out, table).unwrap();
 }
 
-fn build(plugins: &Path, target_dir: &Path) {
+/// Every package, or those [`ONLY_ENV`] names (an unknown name fails the build, naming it).
+fn wanted_packages() -> Vec<(&'static str, &'static str)> {
+    let Some(only) = std::env::var_os(ONLY_ENV) else {
+        return PACKAGES.to_vec();
+    };
+    let only = only.to_string_lossy().into_owned();
+    only.split_whitespace()
+        .map(|name| {
+            let found = PACKAGES.iter().find(|(_, dir)| *dir == name);
+            *found.unwrap_or_else(|| {
+                let known: Vec<&str> = PACKAGES.iter().map(|(_, dir)| *dir).collect();
+                panic!("{ONLY_ENV} names {name:?}, which is not a package under plugins/; known: {known:?}")
+            })
+        })
+        .collect()
+}
+
+fn build(plugins: &Path, target_dir: &Path, wanted: &[(&str, &str)]) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
@@ -79,6 +111,11 @@ fn build(plugins: &Path, target_dir: &Path) {
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(plugins);
+    if wanted.len() < PACKAGES.len() {
+        for (krate, _) in wanted {
+            cmd.arg("-p").arg(krate);
+        }
+    }
     scrub(&mut cmd);
     let output = cmd
         .output()
