@@ -194,6 +194,13 @@ fn a_neighbour_cannot_read_signal_or_connect_to_another_servers_programs() {
         agent_log.contains(&format!("user={0}:{0}", victim.uid)),
         "{agent_log}"
     );
+    // Its uid has no passwd entry by design, so the agent asks no user database for a name
+    // (with `passwd: files systemd`, Debian's default, a lookup maps libnss_systemd).
+    let maps = read(Path::new(&format!("/proc/{agent}/maps")));
+    assert!(
+        !maps.contains("libnss_"),
+        "the agent asked NSS about its program uid:\n{maps}"
+    );
 
     let (attacker, log) = attack(&st, "attacker", &victim.dir, pid, "");
     assert_ne!(attacker.address, victim.address);

@@ -19,6 +19,14 @@ mod detect;
 pub use cgroup::{Cgroup, Joiner};
 pub use detect::Containment;
 
+/// The uids (and gids) Stratus gives processes of its own accord: the local provider's
+/// per-server program users, the SSH provider's slots and the ids its kill helpers take. They
+/// lie above every range systems allocate and below systemd's foreign range, and none has a
+/// passwd or group entry by design, so nothing asks a user database about them: with LDAP or
+/// sssd in `nsswitch.conf`, every agent would otherwise query the directory for an id no entry
+/// can have.
+pub const STRATUS_UIDS: std::ops::Range<u32> = 0x7000_0000..0x7ffe_0000;
+
 /// A cgroup operation that failed; the message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainmentError {

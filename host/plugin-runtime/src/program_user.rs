@@ -102,8 +102,14 @@ impl ProgramUser {
         (euid == 0).then(|| configured.unwrap_or(DEFAULT_PROGRAM_USER))
     }
 
-    /// The user's name from the password database, else its uid.
+    /// The user's name from the password database, else its uid. A uid of Stratus's own
+    /// ([`stratus_containment::STRATUS_UIDS`], e.g. a server's program user) has no entry by
+    /// design, so no database is asked: every agent asking every NSS source (LDAP, sssd,
+    /// systemd-userdb) for it would cost each server a lookup that cannot succeed.
     pub fn name(self) -> String {
+        if stratus_containment::STRATUS_UIDS.contains(&self.uid) {
+            return self.uid.to_string();
+        }
         match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.uid)) {
             Ok(Some(u)) => u.name,
             _ => self.uid.to_string(),

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// systems allocate: `/etc/login.defs` (`UID_MAX` 60000, `SUB_UID_MAX` 600,100,000) and
 /// systemd's ranges (system and regular users below 65536, container ranges up to
 /// 1,879,048,191, the foreign range from 2,147,352,576); the ids need no passwd or group entry.
-pub const PROGRAM_UID_BASE: u32 = 0x7000_0000;
+pub const PROGRAM_UID_BASE: u32 = stratus_containment::STRATUS_UIDS.start;
 
 /// How many addresses (and so program uids) there are: 127.X.Y.Z, X in 1..=254, Y in 0..=255,
 /// Z in 1..=254.

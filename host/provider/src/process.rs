@@ -1032,6 +1032,17 @@ mod tests {
         let ssh = crate::ssh::SSH_PROGRAM_UID_BASE..crate::ssh::SSH_PROGRAM_UID_BASE + (1 << 24);
         assert!(low >= ssh.end || high < ssh.start, "SSH slots' uids");
         assert!(high < 0x7ffe_0000, "systemd's foreign range");
+        let own = stratus_containment::STRATUS_UIDS;
+        for (uid, what) in [
+            (PROGRAM_UID_BASE, "first program uid"),
+            (PROGRAM_UID_BASE + ADDRESS_COUNT - 1, "last program uid"),
+            (ssh.start, "first SSH slot uid"),
+            (ssh.end - 1, "last SSH slot uid"),
+            (low, "first killer uid"),
+            (high, "last killer uid"),
+        ] {
+            assert!(own.contains(&uid), "{what} {uid:#x} outside {own:x?}");
+        }
     }
 
     /// Processes of the uid that keep stopping every process they may signal cannot stop the
