@@ -454,7 +454,7 @@ fn attack_a_reused_slot_shows_nothing_of_grown_or_sparse_writes() {
         "the digest must notice a word written at 1 MiB"
     );
     for reset in [SlotReset::PagemapScan, SlotReset::Madvise] {
-        let (engine, allocator) = build(1, reset).unwrap();
+        let (engine, allocator) = build(1, reset, None).unwrap();
         assert_eq!(allocator, Allocator::Pooling);
         let module = Module::new(&engine, &bytes).unwrap();
         for round in 0..3 {
@@ -491,7 +491,7 @@ fn attack_another_module_in_the_same_slot_sees_its_own_image() {
     let (want_a, want_b) = (pristine(&a), pristine(&b));
     assert_ne!(want_a, want_b);
     for reset in [SlotReset::PagemapScan, SlotReset::Madvise] {
-        let (engine, _) = build(1, reset).unwrap();
+        let (engine, _) = build(1, reset, None).unwrap();
         let (ma, mb) = (
             Module::new(&engine, &a).unwrap(),
             Module::new(&engine, &b).unwrap(),
@@ -524,7 +524,7 @@ fn attack_a_second_memory_is_refused_or_reset() {
     let bytes = hostile(2);
     let want = pristine(&bytes);
     for reset in [SlotReset::PagemapScan, SlotReset::Madvise] {
-        let (engine, _) = build(2, reset).unwrap();
+        let (engine, _) = build(2, reset, None).unwrap();
         let module = match Module::new(&engine, &bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -561,7 +561,7 @@ fn attack_a_second_memory_is_refused_or_reset() {
 fn attack_concurrent_instances_see_nothing_of_each_other() {
     let bytes = hostile(1);
     let want = pristine(&bytes);
-    let (engine, _) = build(2, SlotReset::PagemapScan).unwrap();
+    let (engine, _) = build(2, SlotReset::PagemapScan, None).unwrap();
     let module = Module::new(&engine, &bytes).unwrap();
     let threads: Vec<_> = (0..2)
         .map(|t| {
@@ -650,7 +650,7 @@ async fn run_spinner(
 }
 
 fn spin_engine() -> (Engine, Module) {
-    let (engine, _) = build(8, SlotReset::PagemapScan).unwrap();
+    let (engine, _) = build(8, SlotReset::PagemapScan, None).unwrap();
     crate::epoch::start_ticker(&engine);
     let module = Module::new(&engine, spinner()).unwrap();
     (engine, module)
@@ -712,7 +712,7 @@ async fn attack_loops_are_interrupted_while_other_calls_come_and_go() {
 /// A guest whose start function loops is interrupted while it is being instantiated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_a_start_function_that_loops_is_interrupted() {
-    let (engine, _) = build(2, SlotReset::PagemapScan).unwrap();
+    let (engine, _) = build(2, SlotReset::PagemapScan, None).unwrap();
     crate::epoch::start_ticker(&engine);
     let types = section(1, vec_of(vec![vec![0x60, 0x00, 0x00]]));
     let funcs = section(3, vec_of(vec![vec![0]]));
@@ -779,7 +779,7 @@ fn attack_a_swapped_out_dirty_page_is_reset() {
     let export = section(7, vec_of(vec![[name("mem"), vec![0x02, 0x00]].concat()]));
     let bytes = [b"\0asm\x01\0\0\0".to_vec(), memory, export].concat();
     for reset in [DEFAULT_SLOT_RESET] {
-        let (engine, _) = build(1, reset).unwrap();
+        let (engine, _) = build(1, reset, None).unwrap();
         let module = Module::new(&engine, &bytes).unwrap();
         // page 2: inside the 64 KiB kept resident; and one far past it.
         for at in [8192usize, 3 << 20] {
@@ -893,7 +893,7 @@ fn attack_the_next_call_cannot_tell_which_pages_the_previous_wrote() {
         let rounds = 5;
         for _ in 0..rounds {
             // A slot as a call finds it after a reset that decommitted (a fresh pool here).
-            let (engine, _) = build(1, reset).unwrap();
+            let (engine, _) = build(1, reset, None).unwrap();
             let module = Module::new(&engine, timer_module()).unwrap();
             let origin = Instant::now();
             let mut linker = wasmtime::Linker::new(&engine);

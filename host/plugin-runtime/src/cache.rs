@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// How a plugin's compiled code was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,9 +249,21 @@ mod tests {
     /// The control plane precompiles with a small pool, the agents load with a larger one.
     #[test]
     fn the_pool_size_is_not_part_of_compiled_code_compatibility() {
-        let (small, _) = crate::engine::build(2, crate::engine::SlotReset::PagemapScan).unwrap();
-        let (large, _) = crate::engine::build(16, crate::engine::SlotReset::PagemapScan).unwrap();
+        let (small, _) =
+            crate::engine::build(2, crate::engine::SlotReset::PagemapScan, None).unwrap();
+        let (large, _) =
+            crate::engine::build(16, crate::engine::SlotReset::PagemapScan, None).unwrap();
         assert_eq!(engine_digest(&small), engine_digest(&large));
+        // Nor is whether compiles reuse cached functions: agents load what it compiled.
+        let dir = tempfile::tempdir().unwrap();
+        let functions = std::sync::Arc::new(crate::function_cache::FunctionCache::new(
+            dir.path().to_owned(),
+            [0; 32],
+        ));
+        let (reusing, _) =
+            crate::engine::build(2, crate::engine::SlotReset::PagemapScan, Some(&functions))
+                .unwrap();
+        assert_eq!(engine_digest(&small), engine_digest(&reusing));
     }
 
     #[tokio::test]
@@ -319,7 +331,8 @@ mod tests {
                 &dir.path().join(format!("{name}.cwasm.hmac")),
             )
             .unwrap();
-        let (engine, _) = crate::engine::build(2, crate::engine::SlotReset::PagemapScan).unwrap();
+        let (engine, _) =
+            crate::engine::build(2, crate::engine::SlotReset::PagemapScan, None).unwrap();
         let component = entry.deserialize(&engine).unwrap();
         assert!(component.component_type().exports(&engine).count() > 0);
         drop(entry);

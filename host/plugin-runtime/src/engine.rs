@@ -2,7 +2,9 @@
 //! allocator sized from the number of concurrent hook calls, and a 1 MiB wasm stack.
 
 use crate::capabilities::MAX_MEMORY_MB;
+use crate::function_cache::FunctionCache;
 use crate::memory_layout::KEPT_RESIDENT_BYTES;
+use std::sync::Arc;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Which allocator the engine ended up with.
@@ -32,11 +34,14 @@ pub enum SlotReset {
 /// The slot reset every runtime uses (see [`SlotReset`] for why not the faster one).
 pub const DEFAULT_SLOT_RESET: SlotReset = SlotReset::Madvise;
 
-fn base_config() -> Config {
+fn base_config(functions: Option<&Arc<FunctionCache>>) -> Result<Config, wasmtime::Error> {
     let mut c = Config::new();
     c.epoch_interruption(true);
     c.max_wasm_stack(1 << 20);
-    c
+    if let Some(f) = functions {
+        c.enable_incremental_compilation(f.clone())?;
+    }
+    Ok(c)
 }
 
 fn pooling(max_concurrent_calls: u32, reset: SlotReset) -> PoolingAllocationConfig {
@@ -66,11 +71,13 @@ fn pooling(max_concurrent_calls: u32, reset: SlotReset) -> PoolingAllocationConf
 
 /// Builds the engine, falling back to on-demand allocation when the pool cannot be mapped
 /// (address-space limits, 39-bit VA machines).
+/// With `functions`, compiles reuse the functions compiled before (`function_cache.rs`).
 pub fn build(
     max_concurrent_calls: u32,
     reset: SlotReset,
+    functions: Option<&Arc<FunctionCache>>,
 ) -> Result<(Engine, Allocator), wasmtime::Error> {
-    let mut c = base_config();
+    let mut c = base_config(functions)?;
     // Reserve only what the largest memory cap needs so the pool costs a few GiB of address
     // space rather than 4 GiB per memory slot.
     c.memory_reservation(MAX_MEMORY_MB << 20);
@@ -86,7 +93,7 @@ pub fn build(
         }
         Err(err) => {
             tracing::warn!(error = %err, "plugin engine: pooling allocator unavailable, using on-demand allocation");
-            Ok((Engine::new(&base_config())?, Allocator::OnDemand))
+            Ok((Engine::new(&base_config(functions)?)?, Allocator::OnDemand))
         }
     }
 }
@@ -149,7 +156,7 @@ mod tests {
     #[test]
     fn a_reused_pool_slot_shows_nothing_of_the_previous_instance() {
         for reset in [SlotReset::PagemapScan, SlotReset::Madvise] {
-            let (engine, allocator) = build(1, reset).unwrap();
+            let (engine, allocator) = build(1, reset, None).unwrap();
             assert_eq!(allocator, Allocator::Pooling, "{reset:?}");
             let module = Module::new(&engine, LEFTOVERS).unwrap();
             for round in 0..5 {

@@ -33,6 +33,7 @@ mod engine;
 mod env;
 mod epoch;
 mod failure;
+mod function_cache;
 mod guest_open;
 mod host_imports;
 mod inspect;
@@ -63,6 +64,7 @@ pub use capabilities::{
 pub use engine::{Allocator, DEFAULT_SLOT_RESET, SlotReset};
 pub use env::{CallEnv, DirMap, Labels, dirs_of};
 pub use failure::{CallFailure, HookFailure, LoadError};
+pub use function_cache::MAX_FUNCTION_CACHE_BYTES;
 pub use inspect::{ComponentInfo, InterfaceInfo, inspect};
 pub use language::language_of;
 pub use manifest::{Manifest, ManifestError, PluginInfo};

@@ -7,6 +7,7 @@ use crate::call::State;
 use crate::capabilities::Capabilities;
 use crate::engine::{self, Allocator, SlotReset};
 use crate::failure::LoadError;
+use crate::function_cache::FunctionCache;
 use crate::inspect::{ComponentInfo, describe};
 use crate::package::Package;
 use crate::wit_version::HOST_WIT_VERSION;
@@ -56,6 +57,8 @@ pub(crate) struct RuntimeInner {
     /// an agent's CPU in a launch).
     linkers: [OnceLock<Linker<State>>; 3],
     cache: Option<CodeCache>,
+    /// Functions compiled before, reused by the next compile (`function_cache.rs`).
+    pub(crate) functions: Option<Arc<FunctionCache>>,
     pub max_component_bytes: u64,
     /// Compiled scaling rules (scaler.rs).
     pub scalers: crate::scaler::Scalers,
@@ -97,8 +100,12 @@ impl Runtime {
         reset: SlotReset,
     ) -> Result<Runtime, RuntimeError> {
         let n = config.max_concurrent_calls.max(1);
-        let (engine, allocator) =
-            engine::build(n, reset).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let functions = config
+            .cache_dir
+            .as_ref()
+            .map(|dir| Arc::new(FunctionCache::new(dir.join("functions"), config.cache_key)));
+        let (engine, allocator) = engine::build(n, reset, functions.as_ref())
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let scalers = crate::scaler::Scalers::default();
         crate::epoch::start_ticker(&engine);
         let cache = config.cache_dir.map(|dir| CodeCache {
@@ -112,6 +119,7 @@ impl Runtime {
                 allocator,
                 linkers: Default::default(),
                 cache,
+                functions,
                 max_component_bytes: config.max_component_bytes,
                 scalers,
                 calls: Semaphore::new(n as usize),
@@ -252,6 +260,8 @@ impl Runtime {
         let name = format!("{sha}-{}", self.inner.engine_digest);
         let mut status = CacheStatus::Compiled;
         let mut _compiling = None;
+        let functions = self.inner.functions.as_deref();
+        let reusing = functions.and_then(|f| f.open_for(bytes.len() as u64));
         if let Some(cache) = &self.inner.cache {
             // A hit needs no lock. On a miss, agents of one machine sharing the cache take the
             // entry's lock: the first compiles, the others wait and then find its entry.
@@ -278,6 +288,9 @@ impl Runtime {
             if let Err(e) = stored {
                 tracing::warn!(error = %e, dir = %cache.dir.display(), "cannot write compiled-code cache");
             }
+        }
+        if let (Some(functions), Some(_)) = (functions, &reusing) {
+            functions.prune();
         }
         Ok((component, status, sha))
     }
