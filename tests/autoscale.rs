@@ -50,6 +50,7 @@ fn decisions(st: &Stratus, dep: &str) -> Vec<String> {
 
 /// Burns, scales up, stops burning, scales down; returns the decisions' messages.
 fn burn_and_settle(name: &str, rule: bool) -> Vec<String> {
+    let _alone = common::cores::measuring();
     let st = Stratus::new();
     let file = deployment(&st, name, rule);
     st.ok(&["launch", file.to_str().unwrap()]);
@@ -129,6 +130,7 @@ fn a_custom_scaler_component_decides_the_same_as_the_threshold_rule() {
 
 #[test]
 fn a_looping_custom_rule_is_paused_and_holds_up_no_other_tier() {
+    let _alone = common::cores::measuring();
     let st = Stratus::new();
     let hello = stratus_plugin_artifacts::package_dir("hello");
     let hostile = stratus_plugin_artifacts::package_dir("hostile-scaler");

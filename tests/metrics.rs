@@ -52,6 +52,7 @@ fn now_ms() -> u64 {
 
 #[test]
 fn a_burning_greeter_shows_as_a_busy_core_while_the_other_stays_low() {
+    let _alone = common::cores::measuring();
     let st = Stratus::new();
     let file = deployment(&st, "busy");
     st.ok(&["launch", file.to_str().unwrap()]);
@@ -120,6 +121,7 @@ fn a_burning_greeter_shows_as_a_busy_core_while_the_other_stays_low() {
 
 #[test]
 fn an_agent_started_again_is_asked_again_and_measures_its_adopted_greeter() {
+    let _alone = common::cores::measuring();
     let st = Stratus::new();
     // The agent is started again by hand: recovery must not replace its server meanwhile.
     let file = deployment_with(&st, "again", "recovery = \"off\"");

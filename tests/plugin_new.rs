@@ -127,6 +127,7 @@ fn assert_context_values(conf: &str, world: &str) {
 }
 
 fn new_build_call_every_world(lang: &str, root: &Path, env: &[(&str, &Path)]) {
+    let _busy = common::cores::compiling();
     for world in WORLDS {
         let name = format!("{lang}-{world}");
         let dir = new_package(root, &name, lang, world);
@@ -153,6 +154,7 @@ fn javascript_skeletons_build_and_configure_for_every_world() {
 /// workspace, where cargo puts the artifact outside the package.
 #[test]
 fn rust_skeletons_build_standalone_and_in_a_workspace_and_configure() {
+    let _busy = common::cores::compiling();
     let root = tempfile::tempdir().unwrap();
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-new-rust");
     let env: &[(&str, &Path)] = &[("CARGO_TARGET_DIR", &target)];

@@ -100,6 +100,7 @@ fn greeters(dir: &Path) -> Vec<u32> {
 
 #[test]
 fn polyglot_example_serves_rows_from_mariadb_through_each_tiers_load_balancer() {
+    let _busy = common::cores::compiling();
     built_example();
     let st = Stratus::new();
     let file = repo().join("examples/polyglot/deployment.toml");
@@ -250,6 +251,7 @@ fn hook_errors_surface(package: &str, cases: &[(&str, &str)]) {
 
 #[test]
 fn python_hook_errors_surface_with_their_messages() {
+    let _busy = common::cores::compiling();
     hook_errors_surface(
         "plugins/sdk-python/tests/faulty",
         &[
@@ -274,6 +276,7 @@ fn python_hook_errors_surface_with_their_messages() {
 
 #[test]
 fn javascript_hook_errors_surface_with_their_messages() {
+    let _busy = common::cores::compiling();
     hook_errors_surface(
         "plugins/sdk-js/tests/faulty",
         &[

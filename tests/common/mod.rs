@@ -6,6 +6,7 @@
 
 pub mod burner;
 pub mod cli;
+pub mod cores;
 pub mod http;
 pub mod lab;
 pub mod marks;
