@@ -262,6 +262,7 @@ impl Runtime {
         let mut _compiling = None;
         let functions = self.inner.functions.as_deref();
         let reusing = functions.and_then(|f| f.open_for(bytes.len() as u64));
+        let refused_before = functions.map_or(0, |f| f.refused());
         if let Some(cache) = &self.inner.cache {
             // A hit needs no lock. On a miss, agents of one machine sharing the cache take the
             // entry's lock: the first compiles, the others wait and then find its entry.
@@ -290,7 +291,14 @@ impl Runtime {
             }
         }
         if let (Some(functions), Some(_)) = (functions, &reusing) {
-            functions.prune();
+            let refused = functions.refused() - refused_before;
+            if refused > 0 {
+                tracing::warn!(
+                    refused,
+                    "function cache entries failed verification (changed on disk) and were \
+                     compiled again"
+                );
+            }
         }
         Ok((component, status, sha))
     }
