@@ -523,4 +523,20 @@ mod tests {
         assert!(!cache.path().join("functions").exists());
         assert_eq!(functions(&rt).hits(), 0);
     }
+
+    /// Loading compiled code from the code cache (what every agent does) compiles nothing,
+    /// so it neither scans nor reads the function cache.
+    #[tokio::test]
+    async fn a_code_cache_hit_leaves_the_function_cache_alone() {
+        let cache = tempfile::tempdir().unwrap();
+        runtime(cache.path(), "secret")
+            .precompile(&package("hello"))
+            .await
+            .unwrap();
+        let agent = runtime(cache.path(), "secret");
+        let plugin = agent.load(&package("hello")).await.unwrap();
+        assert_eq!(plugin.cache_status(), &crate::CacheStatus::Hit);
+        assert_eq!(functions(&agent).used.load(Ordering::Relaxed), UNKNOWN);
+        assert_eq!(functions(&agent).hits(), 0);
+    }
 }

@@ -260,9 +260,6 @@ impl Runtime {
         let name = format!("{sha}-{}", self.inner.engine_digest);
         let mut status = CacheStatus::Compiled;
         let mut _compiling = None;
-        let functions = self.inner.functions.as_deref();
-        let reusing = functions.and_then(|f| f.open_for(bytes.len() as u64));
-        let refused_before = functions.map_or(0, |f| f.refused());
         if let Some(cache) = &self.inner.cache {
             // A hit needs no lock. On a miss, agents of one machine sharing the cache take the
             // entry's lock: the first compiles, the others wait and then find its entry.
@@ -277,6 +274,11 @@ impl Runtime {
                 Err(reason) => status = CacheStatus::Rejected(reason),
             }
         }
+        // Opened only now: a code-cache hit (every agent loading an interpreter plugin) must
+        // not pay for the function cache's first directory scan.
+        let functions = self.inner.functions.as_deref();
+        let reusing = functions.and_then(|f| f.open_for(bytes.len() as u64));
+        let refused_before = functions.map_or(0, |f| f.refused());
         let component = Component::new(engine, bytes).map_err(|e| LoadError::CorruptComponent {
             path: path.to_owned(),
             reason: format!("{e:#}"),
