@@ -206,7 +206,7 @@ impl Drop for MappedFile {
     }
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -215,6 +215,12 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_by_rename(path, &[bytes], true)
+}
+
+/// Writes `parts` one after another to a private temporary file beside `path` (synced first
+/// when `sync`), then renames it over `path`; the temporary file is removed on failure.
+pub(crate) fn write_by_rename(path: &Path, parts: &[&[u8]], sync: bool) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     // Unique per process and call so concurrent loads of one plugin never share a temp file.
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -226,9 +232,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = parts
+        .iter()
+        .try_for_each(|part| f.write_all(part))
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]

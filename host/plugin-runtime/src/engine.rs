@@ -71,6 +71,7 @@ fn pooling(max_concurrent_calls: u32, reset: SlotReset) -> PoolingAllocationConf
 
 /// Builds the engine, falling back to on-demand allocation when the pool cannot be mapped
 /// (address-space limits, 39-bit VA machines).
+///
 /// With `functions`, compiles reuse the functions compiled before (`function_cache.rs`).
 pub fn build(
     max_concurrent_calls: u32,

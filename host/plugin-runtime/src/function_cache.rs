@@ -23,7 +23,7 @@ use crate::cache::HmacSha256;
 use hmac::Mac;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -126,6 +126,8 @@ impl FunctionCache {
             return None;
         }
         if self.used.load(Ordering::Relaxed) == UNKNOWN {
+            // Made once here, not at every store; a cache that cannot make it stores nothing.
+            let _ = crate::cache::create_private_dir(&self.dir);
             self.prune();
         }
         self.open.fetch_add(1, Ordering::Relaxed);
@@ -274,33 +276,8 @@ impl wasmtime::CacheStore for FunctionCache {
             return false;
         }
         let tag = self.mac(key, &value).finalize().into_bytes();
-        write_entry(&self.dir, &path, &tag, &value).is_ok()
-    }
-}
-
-/// Writes an entry by rename, unsynced: one lost in a crash is a miss, and one torn fails its
-/// HMAC and is removed.
-fn write_entry(dir: &Path, path: &Path, tag: &[u8], value: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{seq}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let written = f.write_all(tag).and_then(|()| f.write_all(value));
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+        // Unsynced: an entry lost in a crash is a miss, and a torn one fails its HMAC.
+        crate::cache::write_by_rename(&path, &[&tag, &value], false).is_ok()
     }
 }
 
