@@ -109,7 +109,9 @@ fn cm_example_configures_every_server_with_its_own_facts() {
             .collect();
         assert!(!units.is_empty(), "{} has unit dirs", cm.display());
         for u in units {
-            assert!(u.join("package/plugin.wasm").exists(), "{}", u.display());
+            // The adapter's package, without its component: the agent loads the sealed one.
+            assert!(u.join("package/plugin.toml").exists(), "{}", u.display());
+            assert!(!u.join("package/plugin.wasm").exists(), "{}", u.display());
             assert!(
                 !u.join("validation.pem").exists(),
                 "{} still holds its credential",

@@ -74,6 +74,19 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
             ["install-service", "configure", "stop", "start"],
             "{hooks}"
         );
+        // The plugin's own copy of its package has no component (the agent loads the sealed
+        // copy's): nothing of its disk allowance goes to a file it has no use for.
+        let dir = service_dir(&st, "hello", s);
+        assert!(dir.join("plugin.toml").is_file() && dir.join("cfg").is_dir());
+        assert!(!dir.join("plugin.wasm").exists(), "{}", dir.display());
+        let root = server_root(&st, "hello", s);
+        let sealed = root
+            .join("agent/sealed")
+            .join(dir.strip_prefix(&root).unwrap());
+        let shipped = stratus_plugin_artifacts::package_dir("hello").join("plugin.wasm");
+        assert!(
+            std::fs::read(sealed.join("plugin.wasm")).unwrap() == std::fs::read(shipped).unwrap()
+        );
     }
     // The database granted exactly the app servers' addresses, after installing its data source.
     let db_dir = service_dir(&st, "hello", &db[0]);

@@ -28,6 +28,11 @@ pub struct Hooks {
     runtime: Runtime,
     pub(crate) supervisor: Supervisor,
     plugins: Mutex<HashMap<PathBuf, Plugin>>,
+    /// The SHA-256 of each sealed package's component, as verified when this agent fetched
+    /// it: such a plugin loads from the code cache without its component being read.
+    verified: Mutex<HashMap<PathBuf, String>>,
+    /// Held to write an installed package, shared to load a plugin (see `install_package`).
+    pub(crate) installing: tokio::sync::RwLock<()>,
     calls: Mutex<HashMap<String, Arc<OnceCell<AgentReply>>>>,
     /// The services checked on a schedule (see `health.rs`).
     pub(crate) health: crate::health::Watches,
@@ -50,6 +55,8 @@ impl Hooks {
             runtime,
             supervisor,
             plugins: Mutex::default(),
+            verified: Mutex::default(),
+            installing: tokio::sync::RwLock::default(),
             calls: Mutex::default(),
             health: crate::health::Watches::default(),
             disk: crate::disk_watch::DiskWatch::default(),
@@ -58,9 +65,15 @@ impl Hooks {
         }
     }
 
-    /// A package directory was (re)written: its plugin must be loaded afresh.
+    /// A package directory is being (re)written: its plugin must be loaded afresh.
     pub(crate) async fn forget_plugin(&self, dir: &Path) {
         self.plugins.lock().await.remove(dir);
+        self.verified.lock().await.remove(dir);
+    }
+
+    /// The component of the package sealed at `dir` was verified as `sha256` when fetched.
+    pub(crate) async fn verified_component(&self, dir: &Path, sha256: String) {
+        self.verified.lock().await.insert(dir.to_path_buf(), sha256);
     }
 
     /// Drops the remembered report of `call_id` if it is a failure.
@@ -141,13 +154,16 @@ impl Hooks {
         if let Some(p) = self.plugins.lock().await.get(dir) {
             return Ok(p.clone());
         }
+        // Loaded and remembered whole between two installs, never across one.
+        let _installed = self.installing.read().await;
         let package = Package::open(dir).map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
-        let plugin = self
-            .runtime
-            .load(&package)
-            .await
-            .map_err(|e| e.to_string())?;
+        let verified = self.verified.lock().await.get(dir).cloned();
+        let plugin = match verified {
+            Some(sha256) => self.runtime.load_verified(&package, &sha256).await,
+            None => self.runtime.load(&package).await,
+        }
+        .map_err(|e| e.to_string())?;
         crate::compiled::note_load(&plugin, started.elapsed());
         self.plugins
             .lock()

@@ -9,7 +9,10 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use stratus_cloud::files::MAX_DATA_SOURCE_BYTES;
-use stratus_cloud::{AgentIdentity, Beneath, Expected, PackageRef, RemoteFiles, Secret};
+use stratus_cloud::{
+    AgentIdentity, Beneath, Expected, FetchedPackage, PackageRef, RemoteFiles, Secret,
+};
+use stratus_plugin_runtime::Package;
 use stratus_protocol::{AgentReply, AgentRequest, PackageSource};
 
 /// Where this agent fetches cloud files: the file endpoint the control plane named in its
@@ -82,8 +85,12 @@ impl Hooks {
                 self.replace_credential(&credential)?;
                 Ok(AgentReply::Done)
             }
-            AgentRequest::InstallPackage { dest, package } => {
-                self.install_package(&dest, &package).await?;
+            AgentRequest::InstallPackage {
+                dest,
+                package,
+                plugin,
+            } => {
+                self.install_package(&dest, &package, plugin).await?;
                 tracing::info!(package = %package.name, %dest, "service package installed");
                 Ok(AgentReply::Done)
             }
@@ -172,10 +179,16 @@ impl Hooks {
         }
     }
 
-    /// Installs a package twice: the plugin's own copy at `dest` (its cfg/ and files/), and
-    /// the sealed copy the agent loads the plugin and runs `service:` programs from, in the
-    /// agent-private area outside every preopen.
-    async fn install_package(&self, dest: &str, package: &PackageSource) -> Result<(), String> {
+    /// Installs a package twice: the sealed copy the agent loads the plugin and runs
+    /// `service:` programs from, in the agent-private area outside every preopen, and the
+    /// plugin's own copy at `dest`. A `plugin`'s own copy has every file but its component,
+    /// which the plugin has no use for and whose megabytes would count against its disk.
+    async fn install_package(
+        &self,
+        dest: &str,
+        package: &PackageSource,
+        plugin: bool,
+    ) -> Result<(), String> {
         self.inside(dest)?;
         let r = PackageRef {
             name: package.name.clone(),
@@ -192,12 +205,12 @@ impl Hooks {
             .map_err(|e| e.to_string())?;
         tracing::info!(package = %r.name, files = r.files, "package fetched from the file endpoint");
         let root = self.root()?;
-        let mine = root
-            .create_dir_all(Path::new(dest))
-            .map_err(|e| e.to_string())?;
-        fetched.write_to(&mine).map_err(|e| e.to_string())?;
         let sealed_rel = crate::hooks::sealed_of(dest);
         let sealed = self.inside(&sealed_rel)?;
+        // No plugin is loaded meanwhile: it would pair one install's manifest or digest with
+        // another's files, or be remembered after being forgotten here.
+        let _installing = self.installing.write().await;
+        self.forget_plugin(&sealed).await;
         match std::fs::remove_dir_all(&sealed) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -207,7 +220,21 @@ impl Hooks {
             .create_dir_all(Path::new(&sealed_rel))
             .map_err(|e| e.to_string())?;
         fetched.write_to(&target).map_err(|e| e.to_string())?;
-        self.forget_plugin(&sealed).await;
+        let component = component_of(&sealed, &fetched).filter(|_| plugin);
+        let mine = root
+            .create_dir_all(Path::new(dest))
+            .map_err(|e| e.to_string())?;
+        let Some((rel, sha256)) = component else {
+            fetched.write_to(&mine).map_err(|e| e.to_string())?;
+            return Ok(());
+        };
+        self.verified_component(&sealed, sha256).await;
+        fetched
+            .write_except(&mine, Some(&rel))
+            .map_err(|e| e.to_string())?;
+        // One left by an earlier install would still count against the plugin's disk; a
+        // plugin that made a directory of that name keeps it.
+        let _ = mine.remove_file(Path::new(&rel));
         Ok(())
     }
 
@@ -226,4 +253,15 @@ impl Hooks {
         }
         Ok(self.cfg.root.join(p))
     }
+}
+
+/// The component of the package sealed at `sealed` (its path as the manifest names it) and
+/// the SHA-256 it was verified against as it arrived; `None` if its `plugin.toml` does not
+/// parse or names no fetched file (the hook that loads it then says why).
+fn component_of(sealed: &Path, fetched: &FetchedPackage) -> Option<(String, String)> {
+    let package = Package::open(sealed).ok()?;
+    let rel = package.component_path.strip_prefix(sealed).ok()?;
+    let rel = rel.to_str()?.to_owned();
+    let sha256 = fetched.sha256_of(&rel)?.to_owned();
+    Some((rel, sha256))
 }

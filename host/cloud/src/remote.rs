@@ -5,7 +5,7 @@
 
 use crate::beneath::Beneath;
 use crate::endpoint::{DEPLOYMENT_HEADER, OBJECTS_ROUTE, SERVER_HEADER};
-use crate::files::{FilesError, Manifest, PackageRef};
+use crate::files::{FilesError, Manifest, ManifestEntry, PackageRef};
 use crate::keys::Secret;
 use crate::objects::Address;
 use crate::package;
@@ -47,8 +47,9 @@ pub struct AgentIdentity {
 /// A package fetched and verified, held until written where it belongs.
 #[derive(Debug)]
 pub struct FetchedPackage {
-    /// Each file's path relative to the package root, executable bit and bytes.
-    files: Vec<(String, bool, Vec<u8>)>,
+    /// Each file as its manifest entry (path relative to the package root, executable bit,
+    /// SHA-256 its bytes were checked against) and its bytes.
+    files: Vec<(ManifestEntry, Vec<u8>)>,
 }
 
 impl FetchedPackage {
@@ -57,15 +58,37 @@ impl FetchedPackage {
     /// resumed, and a process crash loses nothing written (an fsync per file was 4 % of an
     /// agent's launch).
     pub fn write_to(&self, dest: &Beneath) -> Result<Vec<PathBuf>, FilesError> {
+        self.write_except(dest, None)
+    }
+
+    /// [`FetchedPackage::write_to`] leaving out the file at `left_out` (a path relative to
+    /// the package root, as the manifest names it), if any.
+    pub fn write_except(
+        &self,
+        dest: &Beneath,
+        left_out: Option<&str>,
+    ) -> Result<Vec<PathBuf>, FilesError> {
         let mut written = Vec::with_capacity(self.files.len());
-        for (path, executable, bytes) in &self.files {
-            let mode = if *executable { 0o755 } else { 0o644 };
+        for (entry, bytes) in &self.files {
+            if Some(entry.path.as_str()) == left_out {
+                continue;
+            }
+            let (path, executable) = (&entry.path, entry.executable);
+            let mode = if executable { 0o755 } else { 0o644 };
             let path = dest
                 .write_file_unsynced(Path::new(path), bytes, mode)
                 .map_err(FilesError::Beneath)?;
             written.push(path);
         }
         Ok(written)
+    }
+
+    /// The SHA-256 (hex) the file at `path` was verified against as it arrived.
+    pub fn sha256_of(&self, path: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(e, _)| e.path == path)
+            .map(|(e, _)| e.sha256.as_str())
     }
 }
 
@@ -223,7 +246,7 @@ impl RemoteFiles {
         let manifest = self.manifest(&mut sender, &address, &label).await?;
         check_manifest(&manifest, package)?;
         let mut files = Vec::with_capacity(manifest.files.len());
-        for entry in &manifest.files {
+        for entry in manifest.files {
             let expected = Expected {
                 object: format!("package {} file {}", package.name, entry.path),
                 sha256: entry.sha256.clone(),
@@ -233,9 +256,15 @@ impl RemoteFiles {
                 .get(&mut sender, &entry.sha256.parse()?, &expected)
                 .await?;
             let bytes = verify::collect(body, &expected).await?;
-            files.push((entry.path.clone(), entry.executable, bytes));
+            files.push((entry, bytes));
         }
-        let actual = package::digest(files.iter().map(|(p, x, b)| (p.as_str(), *x, b.as_slice())));
+        // Hashed again as a whole: the manifest's address is only what the control plane found
+        // in its store, and a manifest planted there must not bring other files in.
+        let actual = package::digest(
+            files
+                .iter()
+                .map(|(e, b)| (e.path.as_str(), e.executable, b.as_slice())),
+        );
         if actual != package.digest {
             return Err(FilesError::DigestMismatch {
                 name: package.name.clone(),

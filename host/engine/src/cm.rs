@@ -132,6 +132,7 @@ impl Engine {
         let fetch = AgentRequest::InstallPackage {
             dest: format!("{base}/package"),
             package: self.package_source(&packages[&unit.package_key]).await?,
+            plugin: true,
         };
         self.agent_request(dep, server, &step("fetch"), fetch)
             .await?;
@@ -139,6 +140,7 @@ impl Engine {
             let files = AgentRequest::InstallPackage {
                 dest: format!("{base}/files"),
                 package: self.package_source(&packages[key]).await?,
+                plugin: false,
             };
             self.agent_request(dep, server, &step("fetch-files"), files)
                 .await?;

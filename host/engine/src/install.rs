@@ -56,6 +56,7 @@ impl Engine {
                             AgentRequest::InstallPackage {
                                 dest: service_package_dir(svc),
                                 package: self.package_source(pkg).await?,
+                                plugin: true,
                             },
                         )
                         .await?;

@@ -23,6 +23,16 @@ pub enum LoadError {
     },
     #[error("{path} is not a valid WebAssembly component: {reason}")]
     CorruptComponent { path: PathBuf, reason: String },
+    /// The file is not the component its package was verified with when installed.
+    #[error(
+        "component {path} is not the one its package was verified with: its SHA-256 is \
+         {actual}, not {expected}"
+    )]
+    NotVerified {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("component does not implement the `{expected}` world: {found}")]
     WrongWorld { expected: String, found: String },
     /// Not a `#[source]`: the message already carries it, and error chains would repeat it.

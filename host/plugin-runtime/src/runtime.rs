@@ -134,14 +134,29 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) and type-checks a package's component.
     pub async fn load(&self, pkg: &Package) -> Result<Plugin, LoadError> {
+        self.load_known(pkg, None).await
+    }
+
+    /// [`Runtime::load`] for a package whose component the caller verified as it arrived
+    /// (an agent's sealed copy, checked against the package manifest's SHA-256): a code-cache
+    /// hit then reads and hashes nothing of the component, which for an interpreter plugin is
+    /// tens of megabytes per server. On a miss the component is read, and refused unless its
+    /// SHA-256 is still `sha256`.
+    pub async fn load_verified(&self, pkg: &Package, sha256: &str) -> Result<Plugin, LoadError> {
+        // It names a file in the cache: nothing but the 64 hex digits a digest is.
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if sha256.len() != 64 || !sha256.bytes().all(hex) {
+            return Err(LoadError::Host(format!(
+                "{sha256:?} is not a SHA-256 in lower-case hex"
+            )));
+        }
+        self.load_known(pkg, Some(sha256.to_owned())).await
+    }
+
+    async fn load_known(&self, pkg: &Package, known: Option<String>) -> Result<Plugin, LoadError> {
         let path = pkg.component_path.clone();
-        let limit = self.inner.max_component_bytes;
-        let read = path.clone();
-        let bytes = tokio::task::spawn_blocking(move || read_component(&read, limit))
-            .await
-            .map_err(|e| LoadError::Host(format!("read task failed: {e}")))??;
         let rt = self.clone();
-        let compiled = tokio::task::spawn_blocking(move || rt.compile(&bytes, &path))
+        let compiled = tokio::task::spawn_blocking(move || rt.compiled(&path, known))
             .await
             .map_err(|e| LoadError::Host(format!("compile task failed: {e}")))??;
         let (component, cache_status, sha256) = compiled;
@@ -249,16 +264,62 @@ impl Runtime {
         Ok(cell.get_or_init(|| made))
     }
 
+    /// The compiled component at `path`: straight from the code cache when its SHA-256 is
+    /// `known`, else read (within the size limit), looked up and, on a miss, compiled.
+    fn compiled(
+        &self,
+        path: &Path,
+        known: Option<String>,
+    ) -> Result<(Component, CacheStatus, String), LoadError> {
+        let mut rejected = None;
+        // A hit reads nothing, but the file must still be there and within the size limit
+        // (else it is read below, which names the problem).
+        let fits = |m: std::fs::Metadata| m.is_file() && m.len() <= self.inner.max_component_bytes;
+        let present = std::fs::metadata(path).is_ok_and(fits);
+        if let (Some(sha), Some(cache), true) = (&known, &self.inner.cache, present) {
+            let name = format!("{sha}-{}", self.inner.engine_digest);
+            match cache.load(&self.inner.engine, &name) {
+                Ok(Some(c)) => return Ok((c, CacheStatus::Hit, sha.clone())),
+                Ok(None) => {}
+                // Removed by the cache; the compile below replaces it and says why.
+                Err(reason) => rejected = Some(reason),
+            }
+        }
+        let bytes = read_component(path, self.inner.max_component_bytes)?;
+        let actual = sha256_hex(&bytes);
+        if let Some(expected) = known
+            && actual != expected
+        {
+            return Err(LoadError::NotVerified {
+                path: path.to_owned(),
+                expected,
+                actual,
+            });
+        }
+        self.compile_hashed(&bytes, actual, path, rejected)
+    }
+
     /// Loads verified compiled code from the cache, else compiles and caches it.
     pub(crate) fn compile(
         &self,
         bytes: &[u8],
         path: &Path,
     ) -> Result<(Component, CacheStatus, String), LoadError> {
+        self.compile_hashed(bytes, sha256_hex(bytes), path, None)
+    }
+
+    /// [`Runtime::compile`] of `bytes` whose SHA-256 (hex) is `sha`; `rejected` says why its
+    /// cache entry was already refused (and removed) by an earlier look.
+    fn compile_hashed(
+        &self,
+        bytes: &[u8],
+        sha: String,
+        path: &Path,
+        rejected: Option<String>,
+    ) -> Result<(Component, CacheStatus, String), LoadError> {
         let engine = &self.inner.engine;
-        let sha = sha256_hex(bytes);
         let name = format!("{sha}-{}", self.inner.engine_digest);
-        let mut status = CacheStatus::Compiled;
+        let mut status = rejected.map_or(CacheStatus::Compiled, CacheStatus::Rejected);
         let mut _compiling = None;
         if let Some(cache) = &self.inner.cache {
             // A hit needs no lock. On a miss, agents of one machine sharing the cache take the

@@ -163,6 +163,75 @@ async fn a_tampered_cache_entry_is_rejected_and_recompiled() {
 }
 
 #[tokio::test]
+async fn a_verified_component_loads_from_the_cache_unread_and_is_checked_on_a_miss() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime(Some(cache.path().to_owned()));
+    let hello = load(&rt, "hello").await;
+    let sha = hello.sha256().to_owned();
+    // A package whose component file is no component at all: a hit never reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package(dir.path(), b"not a component", "service");
+    let hit = rt.load_verified(&pkg, &sha).await.unwrap();
+    assert_eq!(hit.cache_status(), &CacheStatus::Hit);
+    assert_eq!(hit.sha256(), sha);
+    // But a hit still needs the file, within the size limit.
+    let small = stratus_plugin_runtime::Runtime::new(stratus_plugin_runtime::RuntimeConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        cache_key: [7u8; 32],
+        max_concurrent_calls: 1,
+        max_component_bytes: 10,
+    })
+    .unwrap();
+    let err = small.load_verified(&pkg, &sha).await.unwrap_err();
+    assert!(
+        matches!(err, LoadError::TooLarge { limit: 10, .. }),
+        "{err}"
+    );
+    std::fs::rename(&pkg.component_path, dir.path().join("moved")).unwrap();
+    let err = rt.load_verified(&pkg, &sha).await.unwrap_err();
+    assert!(matches!(err, LoadError::Io { .. }), "{err}");
+    std::fs::rename(dir.path().join("moved"), &pkg.component_path).unwrap();
+
+    // Without the entry the file is read, and refused: it is not what was verified.
+    let fresh = tempfile::tempdir().unwrap();
+    let rt = runtime(Some(fresh.path().to_owned()));
+    let err = rt.load_verified(&pkg, &sha).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&sha) && err.contains("not the one its package was verified with"),
+        "{err}"
+    );
+    // The verified bytes themselves compile on a miss, and then hit.
+    let pkg = package(dir.path(), &artifact("hello"), "service");
+    let compiled = rt.load_verified(&pkg, &sha).await.unwrap();
+    assert_eq!(compiled.cache_status(), &CacheStatus::Compiled);
+    let again = rt.load_verified(&pkg, &sha).await.unwrap();
+    assert_eq!(again.cache_status(), &CacheStatus::Hit);
+    // A tampered entry is refused and replaced, and says so.
+    let entry = std::fs::read_dir(fresh.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a .cwasm entry");
+    let mut code = std::fs::read(&entry).unwrap();
+    let mid = code.len() / 2;
+    code[mid] ^= 0x01;
+    std::fs::write(&entry, code).unwrap();
+    match rt.load_verified(&pkg, &sha).await.unwrap().cache_status() {
+        CacheStatus::Rejected(reason) => assert!(reason.contains("HMAC mismatch"), "{reason}"),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert_eq!(
+        rt.load_verified(&pkg, &sha).await.unwrap().cache_status(),
+        &CacheStatus::Hit
+    );
+    // A digest names a cache file: nothing else is taken for one.
+    for bad in ["../../etc/passwd", &sha.to_uppercase(), &sha[..63]] {
+        let err = rt.load_verified(&pkg, bad).await.unwrap_err().to_string();
+        assert!(err.contains("not a SHA-256"), "{bad}: {err}");
+    }
+}
+
+#[tokio::test]
 async fn an_entry_without_its_mac_or_with_another_key_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
     load(&runtime(Some(cache.path().to_owned())), "hello").await;

@@ -63,6 +63,11 @@ pub enum AgentRequest {
     InstallPackage {
         dest: String,
         package: PackageSource,
+        /// The package is a plugin (a service or a CM adapter, not a CM unit's input files):
+        /// its component goes only into the sealed copy. Absent from older control planes,
+        /// whose packages are then copied whole.
+        #[serde(default)]
+        plugin: bool,
     },
     /// Download one object (a data source image) by content address to a path relative to
     /// the server root, streamed to disk and checked against its sha256 and size.
