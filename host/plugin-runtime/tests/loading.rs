@@ -133,6 +133,19 @@ async fn garbage_bytes_are_a_corrupt_component() {
     assert_healthy(&rt).await;
 }
 
+/// Changes one byte in the middle of the only compiled entry in the cache at `dir`.
+fn flip_a_byte_of_the_entry(dir: &Path) {
+    let entry = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a .cwasm entry");
+    let mut code = std::fs::read(&entry).unwrap();
+    let mid = code.len() / 2;
+    code[mid] ^= 0x01;
+    std::fs::write(&entry, code).unwrap();
+}
+
 #[tokio::test]
 async fn a_tampered_cache_entry_is_rejected_and_recompiled() {
     let cache = tempfile::tempdir().unwrap();
@@ -141,15 +154,7 @@ async fn a_tampered_cache_entry_is_rejected_and_recompiled() {
     let second = load(&runtime(Some(cache.path().to_owned())), "hello").await;
     assert_eq!(second.cache_status(), &CacheStatus::Hit);
 
-    let entry = std::fs::read_dir(cache.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .expect("a .cwasm entry");
-    let mut bytes = std::fs::read(&entry).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&entry, bytes).unwrap();
+    flip_a_byte_of_the_entry(cache.path());
 
     let rt = runtime(Some(cache.path().to_owned()));
     let third = load(&rt, "hello").await;
@@ -207,15 +212,7 @@ async fn a_verified_component_loads_from_the_cache_unread_and_is_checked_on_a_mi
     let again = rt.load_verified(&pkg, &sha).await.unwrap();
     assert_eq!(again.cache_status(), &CacheStatus::Hit);
     // A tampered entry is refused and replaced, and says so.
-    let entry = std::fs::read_dir(fresh.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
-        .expect("a .cwasm entry");
-    let mut code = std::fs::read(&entry).unwrap();
-    let mid = code.len() / 2;
-    code[mid] ^= 0x01;
-    std::fs::write(&entry, code).unwrap();
+    flip_a_byte_of_the_entry(fresh.path());
     match rt.load_verified(&pkg, &sha).await.unwrap().cache_status() {
         CacheStatus::Rejected(reason) => assert!(reason.contains("HMAC mismatch"), "{reason}"),
         other => panic!("expected Rejected, got {other:?}"),
