@@ -69,6 +69,12 @@ impl Checker<'_> {
             }
             None => None,
         };
+        let personality = launch
+            .and_then(|l| l.personality.as_ref())
+            .and_then(|p| self.personality_ref(p, personalities));
+        if let (Some(cm), Some(p)) = (launch.and_then(|l| l.cm.as_ref()), &personality) {
+            self.unit_names_apart(&cm.adapter, p);
+        }
         let balances = self.balances(key.get_ref(), raw, services, carriers);
         let recovery = self.recovery(raw);
         let scaling = raw.scaling.as_ref().and_then(|s| self.scaling(s, min, max));
@@ -86,9 +92,7 @@ impl Checker<'_> {
                 provider: provider?,
                 image: launch.and_then(|l| l.image.clone()),
                 cm,
-                personality: launch
-                    .and_then(|l| l.personality.as_ref())
-                    .and_then(|p| self.personality_ref(p, personalities)),
+                personality,
                 boot_timeout_ms: self.boot_timeout(launch),
             },
             balances,
@@ -205,6 +209,28 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
+    /// A CM unit's work directory is named after it: the adapter's name, then
+    /// `<personality>-<n>` for the personality's n-th component. An adapter named like a
+    /// component would share that directory (and its credential) with a unit that runs as
+    /// the program user.
+    fn unit_names_apart(&mut self, adapter: &Spanned<String>, personality: &Name) {
+        let component = adapter
+            .get_ref()
+            .strip_prefix(personality.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if let Some(n) = component {
+            self.error(
+                adapter.span(),
+                format!(
+                    "cm adapter `{}` would share its work directory with component {n} of \
+                     this tier's personality `{personality}`: name the adapter otherwise",
+                    adapter.get_ref()
+                ),
+            );
+        }
+    }
+
     /// A tier's `personality` must name a `[personalities.<name>]` table.
     fn personality_ref(
         &mut self,
