@@ -28,9 +28,10 @@ pub struct Hooks {
     runtime: Runtime,
     pub(crate) supervisor: Supervisor,
     plugins: Mutex<HashMap<PathBuf, Plugin>>,
-    /// The SHA-256 of each sealed package's component, as verified when this agent fetched
-    /// it: such a plugin loads from the code cache without its component being read.
-    verified: Mutex<HashMap<PathBuf, String>>,
+    /// Each sealed package as opened at its install, with its component's SHA-256 as
+    /// verified when this agent fetched it: such a plugin loads from the code cache without
+    /// its manifest or component being read again.
+    verified: Mutex<HashMap<PathBuf, (Package, String)>>,
     /// Held to write an installed package, shared to load a plugin (see `install_package`).
     pub(crate) installing: tokio::sync::RwLock<()>,
     calls: Mutex<HashMap<String, Arc<OnceCell<AgentReply>>>>,
@@ -71,9 +72,12 @@ impl Hooks {
         self.verified.lock().await.remove(dir);
     }
 
-    /// The component of the package sealed at `dir` was verified as `sha256` when fetched.
-    pub(crate) async fn verified_component(&self, dir: &Path, sha256: String) {
-        self.verified.lock().await.insert(dir.to_path_buf(), sha256);
+    /// The package sealed at `dir`, whose component was verified as `sha256` when fetched.
+    pub(crate) async fn verified_package(&self, dir: &Path, package: Package, sha256: String) {
+        self.verified
+            .lock()
+            .await
+            .insert(dir.to_path_buf(), (package, sha256));
     }
 
     /// Drops the remembered report of `call_id` if it is a failure.
@@ -156,12 +160,14 @@ impl Hooks {
         }
         // Loaded and remembered whole between two installs, never across one.
         let _installed = self.installing.read().await;
-        let package = Package::open(dir).map_err(|e| e.to_string())?;
         let started = std::time::Instant::now();
         let verified = self.verified.lock().await.get(dir).cloned();
         let plugin = match verified {
-            Some(sha256) => self.runtime.load_verified(&package, &sha256).await,
-            None => self.runtime.load(&package).await,
+            Some((package, sha256)) => self.runtime.load_verified(&package, &sha256).await,
+            None => {
+                let package = Package::open(dir).map_err(|e| e.to_string())?;
+                self.runtime.load(&package).await
+            }
         }
         .map_err(|e| e.to_string())?;
         crate::compiled::note_load(&plugin, started.elapsed());

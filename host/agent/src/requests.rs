@@ -220,15 +220,15 @@ impl Hooks {
             .create_dir_all(Path::new(&sealed_rel))
             .map_err(|e| e.to_string())?;
         fetched.write_to(&target).map_err(|e| e.to_string())?;
-        let component = component_of(&sealed, &fetched).filter(|_| plugin);
+        let component = plugin.then(|| component_of(&sealed, &fetched)).flatten();
         let mine = root
             .create_dir_all(Path::new(dest))
             .map_err(|e| e.to_string())?;
-        let Some((rel, sha256)) = component else {
+        let Some((package, rel, sha256)) = component else {
             fetched.write_to(&mine).map_err(|e| e.to_string())?;
             return Ok(());
         };
-        self.verified_component(&sealed, sha256).await;
+        self.verified_package(&sealed, package, sha256).await;
         fetched
             .write_except(&mine, Some(&rel))
             .map_err(|e| e.to_string())?;
@@ -255,13 +255,13 @@ impl Hooks {
     }
 }
 
-/// The component of the package sealed at `sealed` (its path as the manifest names it) and
-/// the SHA-256 it was verified against as it arrived; `None` if its `plugin.toml` does not
-/// parse or names no fetched file (the hook that loads it then says why).
-fn component_of(sealed: &Path, fetched: &FetchedPackage) -> Option<(String, String)> {
+/// The package sealed at `sealed`, its component's path as the manifest names it, and the
+/// SHA-256 the component was verified against as it arrived; `None` if its `plugin.toml` does
+/// not parse or names no fetched file (the hook that loads it then says why).
+fn component_of(sealed: &Path, fetched: &FetchedPackage) -> Option<(Package, String, String)> {
     let package = Package::open(sealed).ok()?;
     let rel = package.component_path.strip_prefix(sealed).ok()?;
     let rel = rel.to_str()?.to_owned();
     let sha256 = fetched.sha256_of(&rel)?.to_owned();
-    Some((rel, sha256))
+    Some((package, rel, sha256))
 }

@@ -275,10 +275,10 @@ impl Runtime {
         // A hit reads nothing, but the file must still be there and within the size limit
         // (else it is read below, which names the problem).
         let fits = |m: std::fs::Metadata| m.is_file() && m.len() <= self.inner.max_component_bytes;
-        let present = std::fs::metadata(path).is_ok_and(fits);
-        if let (Some(sha), Some(cache), true) = (&known, &self.inner.cache, present) {
-            let name = format!("{sha}-{}", self.inner.engine_digest);
-            match cache.load(&self.inner.engine, &name) {
+        if let (Some(sha), Some(cache)) = (&known, &self.inner.cache)
+            && std::fs::metadata(path).is_ok_and(fits)
+        {
+            match cache.load(&self.inner.engine, &self.entry_name(sha)) {
                 Ok(Some(c)) => return Ok((c, CacheStatus::Hit, sha.clone())),
                 Ok(None) => {}
                 // Removed by the cache; the compile below replaces it and says why.
@@ -297,6 +297,11 @@ impl Runtime {
             });
         }
         self.compile_hashed(&bytes, actual, path, rejected)
+    }
+
+    /// The code-cache entry of the component whose SHA-256 (hex) is `sha`, for this engine.
+    fn entry_name(&self, sha: &str) -> String {
+        format!("{sha}-{}", self.inner.engine_digest)
     }
 
     /// Loads verified compiled code from the cache, else compiles and caches it.
@@ -318,7 +323,7 @@ impl Runtime {
         rejected: Option<String>,
     ) -> Result<(Component, CacheStatus, String), LoadError> {
         let engine = &self.inner.engine;
-        let name = format!("{sha}-{}", self.inner.engine_digest);
+        let name = self.entry_name(&sha);
         let mut status = rejected.map_or(CacheStatus::Compiled, CacheStatus::Rejected);
         let mut _compiling = None;
         if let Some(cache) = &self.inner.cache {
