@@ -138,7 +138,9 @@ impl Bootstrap {
 
     /// Writes the bootstrap to `path` with mode [`BOOTSTRAP_MODE`], replacing what was there
     /// (a temporary file renamed over it, so no reader sees half a file and a link at `path`
-    /// is replaced, not followed).
+    /// is replaced, not followed). Not synced to disk: the local provider writes one before
+    /// each agent start, and only a crash of the machine loses it, which ends that agent too
+    /// (one fsync per server was 1.3 % of the CPU a 1,000-server launch used).
     pub fn write(&self, path: &Path) -> Result<(), BootstrapError> {
         let io = |source| BootstrapError::Io {
             path: path.to_path_buf(),
@@ -156,7 +158,6 @@ impl Bootstrap {
             .open(&tmp)
             .map_err(io)?;
         file.write_all(self.to_json().as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 
