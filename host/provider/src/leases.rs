@@ -6,10 +6,12 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// First uid (and gid) of the per-server program users: the programs plugins start on a local
 /// server run as `PROGRAM_UID_BASE + index`, `index` being the position of the server's leased
@@ -46,7 +48,7 @@ pub struct Lease {
     pub server_id: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct LeaseFile {
     leases: BTreeMap<Ipv4Addr, Lease>,
 }
@@ -58,6 +60,34 @@ pub struct Leases {
     /// The second octet this state directory starts allocating from, so that control planes
     /// with different state directories (e.g. parallel tests) rarely meet.
     first_octet: u8,
+    /// The table as this process last read or wrote it, with the identity of that file:
+    /// while the file is still that one, nobody changed it and it need not be parsed again
+    /// (parsing the whole table per launch made launching N servers cost N² work).
+    known: Arc<Mutex<Option<(FileId, LeaseFile)>>>,
+}
+
+/// What tells one version of the table file from another: every write makes a new file
+/// (renamed into place), and no two writes leave the same inode, size and times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 impl Leases {
@@ -68,6 +98,7 @@ impl Leases {
         Leases {
             dir,
             first_octet: 1 + (hash % 254) as u8,
+            known: Arc::default(),
         }
     }
 
@@ -113,24 +144,59 @@ impl Leases {
                 source: errno.into(),
             }
         })?;
-        let path = self.path();
-        let mut table = match std::fs::read(&path) {
-            // Empty only if the machine crashed right after a rewrite: no lease survived it.
-            Ok(bytes) if bytes.is_empty() => LeaseFile::default(),
-            Ok(bytes) => serde_json::from_slice::<LeaseFile>(&bytes).map_err(|source| {
-                ProviderError::Leases {
-                    path: path.clone(),
-                    source,
-                }
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LeaseFile::default(),
-            Err(e) => return Err(ProviderError::io(format!("reading {}", path.display()))(e)),
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut id, mut table) = match known.take() {
+            Some((id, table)) if self.current_id()? == Some(id) => (Some(id), table),
+            _ => self.read()?,
         };
+        // On an error `f` may have changed the table half-way: it is not kept.
         let (out, changed) = f(&mut table.leases)?;
-        if changed == Changed::No {
-            return Ok(out);
+        if changed == Changed::Yes {
+            id = Some(self.write(&table)?);
         }
-        let json = serde_json::to_vec(&table).expect("lease table serializes");
+        if let Some(id) = id {
+            *known = Some((id, table));
+        }
+        Ok(out)
+    }
+
+    /// The identity of the table file now; `None` when there is none.
+    fn current_id(&self) -> Result<Option<FileId>, ProviderError> {
+        let path = self.path();
+        match std::fs::metadata(&path) {
+            Ok(meta) => Ok(Some(FileId::of(&meta))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ProviderError::io(format!("reading {}", path.display()))(e)),
+        }
+    }
+
+    /// The table file and its identity (`None` when there is no file yet).
+    fn read(&self) -> Result<(Option<FileId>, LeaseFile), ProviderError> {
+        let path = self.path();
+        let cannot = |e| ProviderError::io(format!("reading {}", path.display()))(e);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((None, LeaseFile::default()));
+            }
+            Err(e) => return Err(cannot(e)),
+        };
+        let id = FileId::of(&file.metadata().map_err(cannot)?);
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(cannot)?;
+        // Empty only if the machine crashed right after a rewrite: no lease survived it.
+        if bytes.is_empty() {
+            return Ok((Some(id), LeaseFile::default()));
+        }
+        let table = serde_json::from_slice::<LeaseFile>(&bytes)
+            .map_err(|source| ProviderError::Leases { path, source })?;
+        Ok((Some(id), table))
+    }
+
+    /// Replaces the table file with `table`; returns the new file's identity.
+    fn write(&self, table: &LeaseFile) -> Result<FileId, ProviderError> {
+        let path = self.path();
+        let json = serde_json::to_vec(table).expect("lease table serializes");
         let tmp = self.dir.join("local-leases.json.tmp");
         // The rename makes the new table whole for any process that reads it after; there is
         // no fsync, because only a crash of the machine loses the page cache, and that ends
@@ -142,7 +208,10 @@ impl Leases {
             std::fs::rename(&tmp, &path)
         };
         write().map_err(ProviderError::io(format!("writing {}", path.display())))?;
-        Ok(out)
+        // Taken after the rename, which changes the file's ctime.
+        let meta = std::fs::metadata(&path)
+            .map_err(ProviderError::io(format!("reading {}", path.display())))?;
+        Ok(FileId::of(&meta))
     }
 
     /// Leases an address to the holder: the one it already holds (a relaunch of the same
@@ -381,6 +450,31 @@ mod tests {
         leases.release(a).unwrap();
         assert_ne!(inode(), written, "a release did not write the table");
         assert!(leases.list().unwrap().is_empty());
+    }
+
+    /// Each `Leases` keeps the table it last saw; a change made through another (another
+    /// control plane or command on the same state directory) or by hand is read again.
+    #[test]
+    fn a_table_changed_elsewhere_is_read_again() {
+        let state = tempfile::tempdir().unwrap();
+        let (one, two) = (Leases::new(state.path()), Leases::new(state.path()));
+        let holder = |id: &str| Lease {
+            deployment: "web".into(),
+            server_id: id.into(),
+        };
+        let a = one.acquire(holder("app-1"), 10).unwrap();
+        let b = two.acquire(holder("app-2"), 10).unwrap();
+        assert_ne!(a, b, "the second holder was given the first one's address");
+        assert_eq!(one.list().unwrap().len(), 2, "missed the other's lease");
+        one.release(b).unwrap();
+        assert!(!two.holds(&holder("app-2")).unwrap(), "missed the release");
+        // By hand: same length as what was there, written at once.
+        let text = std::fs::read_to_string(one.path()).unwrap();
+        let edited = text.replace("app-1", "app-9");
+        assert_eq!(edited.len(), text.len());
+        std::fs::write(one.path(), edited).unwrap();
+        assert!(one.holds(&holder("app-9")).unwrap(), "missed the edit");
+        assert!(!one.holds(&holder("app-1")).unwrap());
     }
 
     #[test]
