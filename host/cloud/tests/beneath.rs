@@ -116,6 +116,8 @@ fn a_link_at_every_directory_position_is_refused() {
             b.create_dir_all(Path::new(&format!("{at}/d"))).is_err(),
             "{at}"
         );
+        // The link itself names a directory that exists: still refused, not opened.
+        assert!(b.create_dir_all(Path::new(at)).is_err(), "{at}");
         assert!(
             b.read_file(Path::new(&format!("{at}/secret")), 100)
                 .is_err(),
