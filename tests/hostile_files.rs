@@ -400,6 +400,7 @@ fn the_operator_narrows_disk_mb_and_cannot_widen_it() {
 #[test]
 fn launching_again_after_a_package_changed_installs_and_loads_the_new_package() {
     let st = Stratus::new();
+    let target = outside_file(&st);
     // The manifest lacks the program the hook runs: the launch fails on the denial.
     let package = package_copy(&st, "changing", "hostile", |t| {
         t.replace("programs = [\"/usr/bin/echo\"]", "programs = []")
@@ -410,13 +411,27 @@ fn launching_again_after_a_package_changed_installs_and_loads_the_new_package() 
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("program /usr/bin/echo is not in"), "{err}");
 
+    // Meanwhile a program of the service (it may write its own copy of its package) left a
+    // link where the component would be: the copy gets no component, and the reinstall
+    // removes the link without writing through it.
+    let (_, dir) = service_dir(&st, "hchange");
+    assert!(
+        !dir.join("plugin.wasm").exists(),
+        "the plugin's copy got the component"
+    );
+    std::os::unix::fs::symlink(&target, dir.join("plugin.wasm")).unwrap();
+
     // The author grants it; the same file launched again uploads, installs and loads the new
     // package (not the sealed copy of the old one), and the failed hook runs again.
     let src = stratus_plugin_artifacts::package_dir("hostile");
     std::fs::copy(src.join("plugin.toml"), package.join("plugin.toml")).unwrap();
     st.ok(&["launch", file.to_str().unwrap()]);
     assert_running(&st, "hchange");
-    let (_, dir) = service_dir(&st, "hchange");
     assert!(read(&dir.join("echo.out")).contains("hello; rm -rf"));
+    assert!(
+        std::fs::symlink_metadata(dir.join("plugin.wasm")).is_err(),
+        "the planted link is still there"
+    );
+    assert_untouched(&target);
     terminate(&st, "hchange");
 }

@@ -137,9 +137,14 @@ impl Beneath {
             .map_err(|e| named(&self.path.join(rel), e.into()))
     }
 
-    /// Opens the existing directory `rel` beneath this one.
+    /// Opens the existing directory `rel` beneath this one; an empty `rel` names this one.
     pub fn open_dir(&self, rel: &Path) -> io::Result<Beneath> {
-        parts(rel)?;
+        if parts(rel)?.is_empty() {
+            return Ok(Beneath {
+                fd: self.fd.try_clone()?,
+                path: self.path.clone(),
+            });
+        }
         let fd = self.open_at(rel, OFlags::DIRECTORY | OFlags::RDONLY, 0)?;
         Ok(Beneath {
             fd,

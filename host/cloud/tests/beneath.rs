@@ -66,6 +66,15 @@ fn normal_paths_are_created_written_with_mode_and_removed() {
             .unwrap()
     );
     assert!(!b.remove_file(Path::new("no/such/dir/x")).unwrap());
+    // A name directly beneath the anchor, and the anchor itself as an empty path.
+    let svc = b.open_dir(Path::new("mnt/services/a1")).unwrap();
+    svc.write_file(Path::new("top"), b"t", 0o644).unwrap();
+    assert!(
+        svc.remove_file(Path::new("top")).unwrap(),
+        "a top-level name"
+    );
+    assert!(!root.join("mnt/services/a1/top").exists());
+    assert_eq!(b.open_dir(Path::new("")).unwrap().path(), b.path());
     assert!(b.write_file(Path::new("../x"), b"x", 0o644).is_err());
     assert!(b.write_file(Path::new("/etc/x"), b"x", 0o644).is_err());
 }
