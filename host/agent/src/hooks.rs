@@ -80,20 +80,30 @@ impl Hooks {
             .insert(dir.to_path_buf(), (package, sha256));
     }
 
-    /// Drops the remembered report of `call_id` if it is a failure.
-    async fn forget_failure(&self, call_id: &str, file: &Path) {
+    /// The report remembered on disk for a call, if any; with `rerun_failed`, a failure is
+    /// forgotten (in memory and on disk) and `None` returned, so the call runs again.
+    async fn remembered(
+        &self,
+        call_id: &str,
+        file: &Path,
+        rerun_failed: bool,
+    ) -> Option<AgentReply> {
         let failed = |r: &AgentReply| matches!(r, AgentReply::Hook { report } if matches!(report.outcome, HookResult::Failed { .. }));
-        let mut calls = self.calls.lock().await;
-        if calls.get(call_id).and_then(|c| c.get()).is_some_and(failed) {
-            calls.remove(call_id);
+        if rerun_failed {
+            let mut calls = self.calls.lock().await;
+            if calls.get(call_id).and_then(|c| c.get()).is_some_and(failed) {
+                calls.remove(call_id);
+            }
         }
         let on_disk = std::fs::read_to_string(file)
             .ok()
-            .and_then(|t| serde_json::from_str::<AgentReply>(&t).ok());
-        if on_disk.as_ref().is_some_and(failed) {
+            .and_then(|t| serde_json::from_str::<AgentReply>(&t).ok())?;
+        if rerun_failed && failed(&on_disk) {
             let _ = std::fs::remove_file(file);
             tracing::info!(call_id, "a failed call runs again: its report is forgotten");
+            return None;
         }
+        Some(on_disk)
     }
 
     fn call_file(&self, call_id: &str) -> PathBuf {
@@ -115,12 +125,9 @@ impl Hooks {
         rerun_failed: bool,
     ) -> AgentReply {
         let file = self.call_file(call_id);
-        if rerun_failed {
-            self.forget_failure(call_id, &file).await;
-        }
-        if let Some(done) = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|t| serde_json::from_str::<AgentReply>(&t).ok())
+        if let Some(done) = self
+            .remembered(call_id, &file, rerun_failed)
+            .await
             .map(AgentReply::fit_frame)
         {
             tracing::info!(
