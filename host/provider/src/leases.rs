@@ -6,9 +6,8 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,34 +59,12 @@ pub struct Leases {
     /// The second octet this state directory starts allocating from, so that control planes
     /// with different state directories (e.g. parallel tests) rarely meet.
     first_octet: u8,
-    /// The table as this process last read or wrote it, with the identity of that file:
-    /// while the file is still that one, nobody changed it and it need not be parsed again
-    /// (parsing the whole table per launch made launching N servers cost N² work).
-    known: Arc<Mutex<Option<(FileId, LeaseFile)>>>,
-}
-
-/// What tells one version of the table file from another: every write makes a new file
-/// (renamed into place), and no two writes leave the same inode, size and times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl FileId {
-    fn of(meta: &std::fs::Metadata) -> FileId {
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-        }
-    }
+    /// The table as this process last read or wrote it, with the file's bytes then: while
+    /// the file still holds those bytes it need not be parsed again (parsing the whole table
+    /// per launch made launching N servers cost N² work). Bytes, not the file's inode, size
+    /// and times, because those can all repeat: ext4 hands a freed inode out again at once,
+    /// a rewrite often keeps the size, and coarse timestamps repeat within a tick.
+    known: Arc<Mutex<Option<(Vec<u8>, LeaseFile)>>>,
 }
 
 impl Leases {
@@ -145,56 +122,45 @@ impl Leases {
             }
         })?;
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut id, mut table) = match known.take() {
-            Some((id, table)) if self.current_id()? == Some(id) => (Some(id), table),
-            _ => self.read()?,
+        let bytes = self.read()?;
+        let mut table = match known.take() {
+            Some((seen, table)) if seen == bytes => table,
+            _ => self.parse(&bytes)?,
         };
         // On an error `f` may have changed the table half-way: it is not kept.
         let (out, changed) = f(&mut table.leases)?;
-        if changed == Changed::Yes {
-            id = Some(self.write(&table)?);
-        }
-        if let Some(id) = id {
-            *known = Some((id, table));
-        }
+        let bytes = match changed {
+            Changed::Yes => self.write(&table)?,
+            Changed::No => bytes,
+        };
+        *known = Some((bytes, table));
         Ok(out)
     }
 
-    /// The identity of the table file now; `None` when there is none.
-    fn current_id(&self) -> Result<Option<FileId>, ProviderError> {
+    /// The table file's bytes; none when there is no file yet.
+    fn read(&self) -> Result<Vec<u8>, ProviderError> {
         let path = self.path();
-        match std::fs::metadata(&path) {
-            Ok(meta) => Ok(Some(FileId::of(&meta))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(ProviderError::io(format!("reading {}", path.display()))(e)),
         }
     }
 
-    /// The table file and its identity (`None` when there is no file yet).
-    fn read(&self) -> Result<(Option<FileId>, LeaseFile), ProviderError> {
-        let path = self.path();
-        let cannot = |e| ProviderError::io(format!("reading {}", path.display()))(e);
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((None, LeaseFile::default()));
-            }
-            Err(e) => return Err(cannot(e)),
-        };
-        let id = FileId::of(&file.metadata().map_err(cannot)?);
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(cannot)?;
-        // Empty only if the machine crashed right after a rewrite: no lease survived it.
+    fn parse(&self, bytes: &[u8]) -> Result<LeaseFile, ProviderError> {
+        // Empty only if there is no file yet, or the machine crashed right after a rewrite:
+        // no lease survived it.
         if bytes.is_empty() {
-            return Ok((Some(id), LeaseFile::default()));
+            return Ok(LeaseFile::default());
         }
-        let table = serde_json::from_slice::<LeaseFile>(&bytes)
-            .map_err(|source| ProviderError::Leases { path, source })?;
-        Ok((Some(id), table))
+        serde_json::from_slice::<LeaseFile>(bytes).map_err(|source| ProviderError::Leases {
+            path: self.path(),
+            source,
+        })
     }
 
-    /// Replaces the table file with `table`; returns the new file's identity.
-    fn write(&self, table: &LeaseFile) -> Result<FileId, ProviderError> {
+    /// Replaces the table file with `table`; returns the bytes written.
+    fn write(&self, table: &LeaseFile) -> Result<Vec<u8>, ProviderError> {
         let path = self.path();
         let json = serde_json::to_vec(table).expect("lease table serializes");
         let tmp = self.dir.join("local-leases.json.tmp");
@@ -208,10 +174,7 @@ impl Leases {
             std::fs::rename(&tmp, &path)
         };
         write().map_err(ProviderError::io(format!("writing {}", path.display())))?;
-        // Taken after the rename, which changes the file's ctime.
-        let meta = std::fs::metadata(&path)
-            .map_err(ProviderError::io(format!("reading {}", path.display())))?;
-        Ok(FileId::of(&meta))
+        Ok(json)
     }
 
     /// Leases an address to the holder: the one it already holds (a relaunch of the same
@@ -475,6 +438,37 @@ mod tests {
         std::fs::write(one.path(), edited).unwrap();
         assert!(one.holds(&holder("app-9")).unwrap(), "missed the edit");
         assert!(!one.holds(&holder("app-1")).unwrap());
+    }
+
+    /// A rewrite by another `Leases` that keeps the file's size, reuses its inode and lands
+    /// within one timestamp tick (coarse-timestamp filesystems, kernels before 6.13) is still
+    /// seen: the cache trusts the file's bytes, not its metadata.
+    #[test]
+    fn a_rewrite_that_keeps_inode_size_and_times_is_not_missed() {
+        let holder = |id: &str| Lease {
+            deployment: "web".into(),
+            server_id: id.into(),
+        };
+        for _ in 0..20 {
+            let state = tempfile::tempdir().unwrap();
+            let (one, two) = (Leases::new(state.path()), Leases::new(state.path()));
+            let a1 = one.acquire(holder("app-1"), 10).unwrap();
+            let a2 = two.acquire(holder("app-2"), 10).unwrap();
+            two.release(a1).unwrap();
+            assert!(two.holds(&holder("app-2")).unwrap());
+            let a3 = one.acquire(holder("app-3"), 10).unwrap();
+            assert_ne!(
+                a3, a2,
+                "app-3 was given app-2's address (and so its program uid)"
+            );
+            assert!(
+                one.holds(&holder("app-2")).unwrap(),
+                "app-2's lease was lost"
+            );
+            for a in [a2, a3] {
+                one.release(a).unwrap();
+            }
+        }
     }
 
     #[test]
