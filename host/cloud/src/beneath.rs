@@ -157,10 +157,10 @@ impl Beneath {
     pub fn create_dir_all(&self, rel: &Path) -> io::Result<Beneath> {
         // Most calls find the directory there already (an agent prepares a hook's directories
         // before every call): one open with the same refusals, instead of three system calls
-        // per component.
-        match self.open_dir(rel) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            found => return found,
+        // per component. Any failure (missing, a link, a path longer than PATH_MAX) goes the
+        // long way, which refuses or creates it component by component.
+        if let Ok(found) = self.open_dir(rel) {
+            return Ok(found);
         }
         let mut dir = Beneath {
             fd: self.fd.try_clone()?,

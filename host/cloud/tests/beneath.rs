@@ -1,7 +1,7 @@
 //! `Beneath`: writes into plugin-writable directories never follow a link.
 
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use stratus_cloud::Beneath;
 
 fn mode(p: &Path) -> u32 {
@@ -194,4 +194,19 @@ fn erasing_empties_every_name_of_the_file_and_only_unlinks_a_link() {
     assert!(b.erase_file(key).unwrap());
     assert!(std::fs::symlink_metadata(root.join(key)).is_err());
     untouched(&outside);
+}
+
+/// Longer than PATH_MAX as a whole: the one-call open fails with ENAMETOOLONG, and the
+/// component-by-component way still creates it (and `write_file` beneath it).
+#[test]
+fn a_path_longer_than_path_max_is_still_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Beneath::open(tmp.path()).unwrap();
+    let comp = "d".repeat(100);
+    let rel: PathBuf = std::iter::repeat_n(comp.as_str(), 45).collect();
+    assert!(rel.as_os_str().len() > 4096);
+    let dir = b.create_dir_all(&rel).expect("created");
+    dir.write_file(Path::new("f"), b"x", 0o644).unwrap();
+    b.write_file(&rel.join("g"), b"x", 0o644)
+        .expect("write_file's parent too");
 }
