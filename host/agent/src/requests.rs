@@ -243,16 +243,23 @@ impl Hooks {
         Beneath::open(&self.cfg.root).map_err(|e| e.to_string())
     }
 
-    /// `rel` under the server root; absolute paths and `..` are refused.
+    /// `rel` under the server root (see [`inside`]).
     fn inside(&self, rel: &str) -> Result<PathBuf, String> {
-        let p = Path::new(rel);
-        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(format!(
-                "path {rel} is not a plain relative path inside the server"
-            ));
-        }
-        Ok(self.cfg.root.join(p))
+        inside(&self.cfg.root, rel)
     }
+}
+
+/// `rel` under `root`; absolute paths, `..`, `.` and the root itself (an empty path) are
+/// refused.
+fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    let mut parts = p.components().peekable();
+    if parts.peek().is_none() || parts.any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "path {rel:?} is not a plain relative path inside the server"
+        ));
+    }
+    Ok(root.join(p))
 }
 
 /// The package sealed at `sealed`, its component's path as the manifest names it, and the
@@ -264,4 +271,20 @@ fn component_of(sealed: &Path, fetched: &FetchedPackage) -> Option<(Package, Str
     let rel = rel.to_str()?.to_owned();
     let sha256 = fetched.sha256_of(&rel)?.to_owned();
     Some((package, rel, sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inside;
+    use std::path::Path;
+
+    #[test]
+    fn only_plain_relative_paths_below_the_root_are_inside() {
+        let root = Path::new("/srv/root");
+        assert_eq!(inside(root, "mnt/a/b").unwrap(), root.join("mnt/a/b"));
+        for bad in ["", ".", "./", "..", "a/../b", "/etc", "/"] {
+            let err = inside(root, bad).unwrap_err();
+            assert!(err.contains("not a plain relative path"), "{bad:?}: {err}");
+        }
+    }
 }
