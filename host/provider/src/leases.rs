@@ -64,8 +64,11 @@ pub struct Leases {
     /// per launch made launching N servers cost N² work). Bytes, not the file's inode, size
     /// and times, because those can all repeat: ext4 hands a freed inode out again at once,
     /// a rewrite often keeps the size, and coarse timestamps repeat within a tick.
-    known: Arc<Mutex<Option<(Vec<u8>, LeaseFile)>>>,
+    known: Arc<Mutex<Option<Seen>>>,
 }
+
+/// A table file's bytes and the table parsed from them.
+type Seen = (Vec<u8>, LeaseFile);
 
 impl Leases {
     pub fn new(state_dir: &Path) -> Leases {
