@@ -441,6 +441,7 @@ mod tests {
         std::fs::write(one.path(), edited).unwrap();
         assert!(one.holds(&holder("app-9")).unwrap(), "missed the edit");
         assert!(!one.holds(&holder("app-1")).unwrap());
+        one.release(a).unwrap();
     }
 
     /// A rewrite by another `Leases` that keeps the file's size, reuses its inode and lands
