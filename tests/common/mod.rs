@@ -155,6 +155,7 @@ impl Drop for Stratus {
             }
         }
         end_server_cgroups(self.dir());
+        stratus_provider::release_claims_of(self.dir());
     }
 }
 

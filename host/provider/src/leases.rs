@@ -249,6 +249,22 @@ fn claims_dir() -> PathBuf {
     base.join("stratus-local-addresses")
 }
 
+/// Gives up every machine-wide address claim held for `state_dir`, leaving its lease table as
+/// it is: for whoever ends a state directory's servers by other means than `release` (a test
+/// harness killing them) and must not leave claims behind in `/run`.
+pub fn release_claims_of(state_dir: &Path) {
+    let owner = Leases::new(state_dir).owner();
+    for claim in std::fs::read_dir(claims_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if std::fs::read_to_string(claim.path()).is_ok_and(|o| o == owner) {
+            let _ = std::fs::remove_file(claim.path());
+        }
+    }
+}
+
 /// The claims directory, made if absent, only if it is ours: a real directory (not a link
 /// another user planted in a shared /tmp), owned by this user and writable by no one else.
 fn own_claims_dir() -> Option<PathBuf> {
@@ -473,6 +489,31 @@ mod tests {
                 one.release(a).unwrap();
             }
         }
+    }
+
+    /// A state directory's claims go, another's stay, and the lease table is left alone.
+    #[test]
+    fn releasing_a_state_dirs_claims_leaves_others_and_the_table() {
+        let (mine, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let holder = Lease {
+            deployment: "web".into(),
+            server_id: "app-1".into(),
+        };
+        let (a, b) = (Leases::new(mine.path()), Leases::new(theirs.path()));
+        let (x, y) = (
+            a.acquire(holder.clone(), 10).unwrap(),
+            b.acquire(holder.clone(), 10).unwrap(),
+        );
+        let claimed = |addr: Ipv4Addr, l: &Leases| {
+            std::fs::read_to_string(claims_dir().join(addr.to_string())).ok() == Some(l.owner())
+        };
+        assert!(claimed(x, &a) && claimed(y, &b));
+        super::release_claims_of(mine.path());
+        assert!(!claimed(x, &a), "the claim stayed");
+        assert!(claimed(y, &b), "another state directory's claim went");
+        assert!(a.holds(&holder).unwrap(), "the table changed");
+        a.release(x).unwrap();
+        b.release(y).unwrap();
     }
 
     #[test]
