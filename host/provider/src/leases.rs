@@ -47,7 +47,7 @@ pub struct Lease {
     pub server_id: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct LeaseFile {
     leases: BTreeMap<Ipv4Addr, Lease>,
 }
