@@ -137,13 +137,18 @@ impl Beneath {
             .map_err(|e| named(&self.path.join(rel), e.into()))
     }
 
+    /// This directory again, on a descriptor of its own.
+    fn dup(&self) -> io::Result<Beneath> {
+        Ok(Beneath {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
     /// Opens the existing directory `rel` beneath this one; an empty `rel` names this one.
     pub fn open_dir(&self, rel: &Path) -> io::Result<Beneath> {
         if parts(rel)?.is_empty() {
-            return Ok(Beneath {
-                fd: self.fd.try_clone()?,
-                path: self.path.clone(),
-            });
+            return self.dup();
         }
         let fd = self.open_at(rel, OFlags::DIRECTORY | OFlags::RDONLY, 0)?;
         Ok(Beneath {
@@ -162,10 +167,7 @@ impl Beneath {
         if let Ok(found) = self.open_dir(rel) {
             return Ok(found);
         }
-        let mut dir = Beneath {
-            fd: self.fd.try_clone()?,
-            path: self.path.clone(),
-        };
+        let mut dir = self.dup()?;
         for part in parts(rel)? {
             match rustix::fs::mkdirat(&dir.fd, part, Mode::from_raw_mode(DIR_MODE)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
