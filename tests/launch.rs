@@ -84,8 +84,11 @@ fn hello_example_launches_to_running_and_terminates_without_leftovers() {
             .join("agent/sealed")
             .join(dir.strip_prefix(&root).unwrap());
         let shipped = stratus_plugin_artifacts::package_dir("hello").join("plugin.wasm");
+        // Compared, not asserted equal: a failure would print two 150 KB byte vectors.
         assert!(
-            std::fs::read(sealed.join("plugin.wasm")).unwrap() == std::fs::read(shipped).unwrap()
+            std::fs::read(sealed.join("plugin.wasm")).unwrap() == std::fs::read(shipped).unwrap(),
+            "{} is not the shipped component",
+            sealed.join("plugin.wasm").display()
         );
     }
     // The database granted exactly the app servers' addresses, after installing its data source.
