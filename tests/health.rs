@@ -68,6 +68,14 @@ fn a_critical_service_is_restarted_then_its_server_is_replaced() {
     let dir = service_dir(&st, &first);
     let text = st.ok(&["status", "health"]);
     assert!(text.contains("health h OK: hello.conf present"), "{text}");
+    // The launch's pipeline ran once: a second pass over the same fleet, with no agent lost,
+    // is not run, so the agent was told its checks once.
+    let agent_log = read(&server_root(&st, "health", &first).join("agent/agent.log"));
+    assert_eq!(
+        count(&agent_log, "health checks scheduled"),
+        1,
+        "{agent_log}"
+    );
 
     std::fs::remove_file(dir.join("hello.conf")).unwrap();
     let d = wait_for(&st, Duration::from_secs(20), |d| {

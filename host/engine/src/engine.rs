@@ -37,6 +37,8 @@ pub struct Engine {
     pub(crate) parts: Arc<EngineParts>,
     /// When each server's processes were first seen ended (see `recovery.rs`).
     pub(crate) ended_seen: crate::recovery::EndedSeen,
+    /// How many agents were found LOST since the start (see `reconcile.rs`'s `Covered`).
+    pub(crate) losses: crate::reconcile::Losses,
 }
 
 /// Why a step (and so the launch) failed. Messages name the step, server, hook and error.
@@ -79,6 +81,7 @@ impl Engine {
         Engine {
             parts: Arc::new(parts),
             ended_seen: Default::default(),
+            losses: Default::default(),
         }
     }
 

@@ -23,6 +23,8 @@ use crate::steps::digest;
 use crate::targets::Goal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use stratus_cloud::PackageRef;
 use stratus_model::spec::DeploymentSpec;
@@ -44,6 +46,31 @@ pub struct Changes {
 /// digest.
 fn is_false(b: &bool) -> bool {
     !b
+}
+
+/// What a pass's pipeline ran over: the fleet, and how many agents had been found LOST when
+/// it started. The next pass decides no change set and finds both the same: the pipeline
+/// would skip every journaled step and tell every agent its health checks again, so it is not
+/// run (a launch ends one pass sooner). An agent lost meanwhile, even if back already, missed
+/// what the pipeline tells without a journal (its health checks), so then it runs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Covered {
+    fleet: Fleet,
+    losses: u64,
+}
+
+/// How many agents were found LOST since the control plane started (any deployment's).
+#[derive(Clone, Default)]
+pub(crate) struct Losses(Arc<AtomicU64>);
+
+impl Losses {
+    pub(crate) fn noted(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Failed passes (each after a backoff: 2 s, 4 s, 8 s…) before the deployment is FAILED.
@@ -128,11 +155,16 @@ impl Engine {
         let packages = self.upload_packages(spec).await?;
         let mut applied = Vec::new();
         let mut failures = 0u32;
+        let mut covered = None;
         loop {
-            match self.reconcile_pass(spec, &packages, &mut applied).await {
+            match self
+                .reconcile_pass(spec, &packages, &mut applied, &mut covered)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
+                    covered = None;
                     failures += 1;
                     let again = self.outwait_losses(spec).await? || persistent;
                     if failures >= MAX_FAILED_PASSES || !again {
@@ -153,14 +185,16 @@ impl Engine {
 
     /// One pass: the pending change set applied (if any, and added to `applied` at once, so
     /// a replacement is reported even when a later loss fails this pass's pipeline), then
-    /// every server through the pipeline. Returns whether a change set was applied.
+    /// every server through the pipeline, unless the last pass's pipeline `covered` this
+    /// fleet already. Returns whether a change set was applied.
     async fn reconcile_pass(
         &self,
         spec: &DeploymentSpec,
         packages: &BTreeMap<String, PackageRef>,
         applied: &mut Vec<Changes>,
+        covered: &mut Option<Covered>,
     ) -> Result<bool, EngineError> {
-        self.note_skipping(spec.name.as_str())?;
+        let skipping = self.note_skipping(spec.name.as_str())?;
         let changes = self.pending_changes(spec, Goal::Targets).await?;
         let changed = changes.is_some();
         if let Some(c) = changes {
@@ -168,8 +202,16 @@ impl Engine {
             stratus_telemetry::change_set_applied();
             applied.push(c);
         }
+        let losses = self.losses.count();
         let fleet = self.fleet(spec.name.as_str())?;
-        self.pipeline(spec, &fleet, packages).await?;
+        let now = Covered { fleet, losses };
+        if !changed && covered.as_ref() == Some(&now) {
+            return Ok(false);
+        }
+        *covered = None;
+        self.pipeline(spec, &now.fleet, packages).await?;
+        // A pass that skipped a LOST server's hooks covered less than its fleet.
+        *covered = (!skipping).then_some(now);
         Ok(changed)
     }
 

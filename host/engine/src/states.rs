@@ -121,6 +121,9 @@ impl Engine {
                 store.set_meta(&key, &crate::retry::now_ms().to_string())?;
             }
             if store.swap_agent_state(dep, server, &row.agent_state, &next)? {
+                if next == AgentState::Lost {
+                    self.losses.noted();
+                }
                 return Ok(Some(next));
             }
         }
