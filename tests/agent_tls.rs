@@ -336,7 +336,6 @@ fn a_plaintext_control_port_is_refused_off_loopback() {
         server_id: "s-1".into(),
         address: "127.0.0.9".into(),
         credential: "c0ffee".into(),
-        survives_host_crash: true,
     };
     bootstrap.write(&file).unwrap();
     let out = agent(&st, &file, root.path(), &["--plaintext"]);

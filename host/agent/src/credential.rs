@@ -21,9 +21,6 @@ use stratus_protocol::bootstrap::{BOOTSTRAP_MODE, CREDENTIAL_FILE, check_credent
 pub(crate) struct Credentials {
     /// `<root>/agent/credential`: the newest credential, then the one before it.
     file: PathBuf,
-    /// Whether the file is synced to disk when written (the bootstrap's
-    /// `survives_host_crash`).
-    sync: bool,
     launch: String,
     presented: RwLock<Presented>,
 }
@@ -60,9 +57,8 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// The stored credentials in `<root>/agent/` if there are valid ones, and `launch`; `sync`
-    /// says whether replacements are synced to disk.
-    pub(crate) fn load(root: &Path, launch: String, sync: bool) -> Credentials {
+    /// The stored credentials in `<root>/agent/` if there are valid ones, and `launch`.
+    pub(crate) fn load(root: &Path, launch: String) -> Credentials {
         let file = root.join("agent").join(CREDENTIAL_FILE);
         let stored = stored(&file).unwrap_or_else(|why| {
             tracing::warn!(file = %file.display(), %why, "ignoring the stored credential");
@@ -70,7 +66,6 @@ impl Credentials {
         });
         Credentials {
             file,
-            sync,
             presented: RwLock::new(Presented::new(stored, &launch)),
             launch,
         }
@@ -97,18 +92,14 @@ impl Credentials {
         true
     }
 
-    /// Stores `fresh` (durably if `sync`), with the credential presented now (which the
-    /// control plane still expects until it records `fresh`), then presents `fresh` from now on.
+    /// Stores `fresh` durably, with the credential presented now (which the control plane
+    /// still expects until it records `fresh`), then presents `fresh` from now on.
     pub(crate) fn replace(&self, fresh: &str) -> Result<(), String> {
         check_credential(fresh).map_err(|why| format!("the new credential is unusable: {why}"))?;
         let mut p = self.presented.write().unwrap_or_else(|e| e.into_inner());
         let accepted = p.current().to_string();
-        write_replacing(
-            &self.file,
-            format!("{fresh}\n{accepted}\n").as_bytes(),
-            self.sync,
-        )
-        .map_err(|e| format!("storing the new credential: {e}"))?;
+        write_durably(&self.file, format!("{fresh}\n{accepted}\n").as_bytes())
+            .map_err(|e| format!("storing the new credential: {e}"))?;
         *p = Presented::new(vec![fresh.to_string(), accepted], &self.launch);
         Ok(())
     }
@@ -137,10 +128,9 @@ fn stored(file: &Path) -> Result<Vec<String>, String> {
 }
 
 /// Writes `bytes` to a fresh file next to `file` (mode 0600; `create_new` follows no link left
-/// at that name) and renames it over `file`: a reader sees the old file or the new. With
-/// `sync`, the file is synced before the rename and the directory after, so that a crash of
-/// the host also leaves one or the other.
-fn write_replacing(file: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+/// at that name), syncs it,
+/// renames it over `file` and syncs the directory: a crash leaves the old file or the new.
+fn write_durably(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = file
         .parent()
         .ok_or_else(|| std::io::Error::other("no directory"))?;
@@ -155,14 +145,9 @@ fn write_replacing(file: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()>
         .mode(BOOTSTRAP_MODE)
         .open(&staged)?;
     out.write_all(bytes)?;
-    if sync {
-        out.sync_all()?;
-    }
+    out.sync_all()?;
     std::fs::rename(&staged, file)?;
-    if sync {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -176,30 +161,25 @@ mod tests {
         dir
     }
 
-    /// Synced or not (a local server's agent does not sync), a replacement survives the
-    /// agent's restart.
     #[test]
     fn a_replacement_is_kept_private_and_presented_after_a_restart() {
-        for sync in [true, false] {
-            let dir = root();
-            let first = Credentials::load(dir.path(), "launch".into(), sync);
-            assert!(first.presents_launch());
-            first.replace("fresh").unwrap();
-            assert_eq!(first.current(), "fresh");
-            let file = dir.path().join("agent/credential");
-            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "sync {sync}");
-            assert!(!dir.path().join("agent/credential.new").exists());
-            let again = Credentials::load(dir.path(), "launch".into(), sync);
-            assert_eq!(again.current(), "fresh", "sync {sync}");
-            assert!(!again.presents_launch());
-            assert!(again.fall_back());
-            assert_eq!(again.current(), "launch");
-            assert!(
-                !again.fall_back(),
-                "nothing older than the launch credential"
-            );
-        }
+        let dir = root();
+        let first = Credentials::load(dir.path(), "launch".into());
+        assert!(first.presents_launch());
+        first.replace("fresh").unwrap();
+        assert_eq!(first.current(), "fresh");
+        let file = dir.path().join("agent/credential");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = Credentials::load(dir.path(), "launch".into());
+        assert_eq!(again.current(), "fresh");
+        assert!(!again.presents_launch());
+        assert!(again.fall_back());
+        assert_eq!(again.current(), "launch");
+        assert!(
+            !again.fall_back(),
+            "nothing older than the launch credential"
+        );
     }
 
     /// The control plane stopped before recording the newest: it expects the one before,
@@ -207,10 +187,10 @@ mod tests {
     #[test]
     fn a_refused_newest_credential_gives_way_to_the_one_before_then_the_launch_one() {
         let dir = root();
-        let creds = Credentials::load(dir.path(), "launch".into(), true);
+        let creds = Credentials::load(dir.path(), "launch".into());
         creds.replace("second").unwrap();
         creds.replace("third").unwrap();
-        let again = Credentials::load(dir.path(), "launch".into(), true);
+        let again = Credentials::load(dir.path(), "launch".into());
         let tried: Vec<String> = std::iter::once(again.current())
             .chain(std::iter::from_fn(|| {
                 again.fall_back().then(|| again.current())
@@ -226,7 +206,7 @@ mod tests {
     #[test]
     fn an_unusable_replacement_is_refused_and_changes_nothing() {
         let dir = root();
-        let creds = Credentials::load(dir.path(), "launch".into(), true);
+        let creds = Credentials::load(dir.path(), "launch".into());
         for bad in ["", "has space", "line\nbreak", &"x".repeat(2000)] {
             assert!(creds.replace(bad).is_err(), "{bad:?} accepted");
         }
@@ -238,7 +218,7 @@ mod tests {
     fn a_corrupt_stored_credential_gives_way_to_the_launch_one() {
         let dir = root();
         std::fs::write(dir.path().join("agent/credential"), "two words").unwrap();
-        let creds = Credentials::load(dir.path(), "launch".into(), true);
+        let creds = Credentials::load(dir.path(), "launch".into());
         assert_eq!(creds.current(), "launch");
     }
 
@@ -248,7 +228,7 @@ mod tests {
         let target = dir.path().join("elsewhere");
         std::fs::write(&target, "untouched").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("agent/credential.new")).unwrap();
-        let creds = Credentials::load(dir.path(), "launch".into(), false);
+        let creds = Credentials::load(dir.path(), "launch".into());
         creds.replace("fresh").unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
         let kept = std::fs::read_to_string(dir.path().join("agent/credential")).unwrap();

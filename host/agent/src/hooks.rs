@@ -50,9 +50,8 @@ pub struct Hooks {
 impl Hooks {
     pub fn new(cfg: AgentConfig, runtime: Runtime, supervisor: Supervisor) -> Hooks {
         let launch = cfg.bootstrap.credential.clone();
-        let sync = cfg.bootstrap.survives_host_crash;
         Hooks {
-            credentials: crate::credential::Credentials::load(&cfg.root, launch, sync),
+            credentials: crate::credential::Credentials::load(&cfg.root, launch),
             cfg,
             runtime,
             supervisor,

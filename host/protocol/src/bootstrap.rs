@@ -40,16 +40,6 @@ pub struct Bootstrap {
     pub address: String,
     /// The secret issued for this server at launch; it proves who the agent is.
     pub credential: String,
-    /// Whether the server can be started again after its host crashes (a cloud instance
-    /// rebooting), so that what the agent keeps (its replaced credential) must be synced to
-    /// disk. The local provider's servers are processes that a crash of the host ends for
-    /// good, and skip the sync. Absent means true.
-    #[serde(default = "survives")]
-    pub survives_host_crash: bool,
-}
-
-fn survives() -> bool {
-    true
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -61,7 +51,6 @@ impl std::fmt::Debug for Bootstrap {
             .field("server_id", &self.server_id)
             .field("address", &self.address)
             .field("credential", &"<redacted>")
-            .field("survives_host_crash", &self.survives_host_crash)
             .finish()
     }
 }
@@ -258,17 +247,7 @@ mod tests {
             server_id: "s-1".into(),
             address: "127.1.0.3".into(),
             credential: "c0ffee00deadbeef".into(),
-            survives_host_crash: false,
         }
-    }
-
-    #[test]
-    fn a_bootstrap_without_survives_host_crash_is_one_that_does() {
-        let mut json: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
-        assert_eq!(json["survives_host_crash"], false);
-        json.as_object_mut().unwrap().remove("survives_host_crash");
-        let read = Bootstrap::from_json(&json.to_string(), "x").unwrap();
-        assert!(read.survives_host_crash);
     }
 
     #[test]

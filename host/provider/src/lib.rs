@@ -86,7 +86,6 @@ impl LaunchRequest {
             server_id: self.server_id.clone(),
             address: address.into(),
             credential: self.credential.clone(),
-            survives_host_crash: true,
         }
     }
 }

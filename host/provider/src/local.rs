@@ -397,26 +397,22 @@ fn stop_stale_agents(root: &Path) {
 }
 
 /// Writes the agent's bootstrap (`<root>/agent/bootstrap.json`, mode 0600): where its control
-/// plane is, the certificate to pin, who the server is and its credential. A crash of this
-/// host ends the server's process for good (the server is then replaced, never started
-/// again), so its agent need not sync what it keeps.
+/// plane is, the certificate to pin, who the server is and its credential.
 fn write_bootstrap(
     req: &LaunchRequest,
     address: std::net::Ipv4Addr,
     path: &Path,
 ) -> Result<(), ProviderError> {
     use stratus_protocol::BootstrapError;
-    let bootstrap = stratus_protocol::Bootstrap {
-        survives_host_crash: false,
-        ..req.bootstrap(address.to_string())
-    };
-    bootstrap.write(path).map_err(|e| match e {
-        BootstrapError::Io { source, .. } => ProviderError::Io {
-            context: format!("writing {}", path.display()),
-            source,
-        },
-        other => ProviderError::Task(other.to_string()),
-    })
+    req.bootstrap(address.to_string())
+        .write(path)
+        .map_err(|e| match e {
+            BootstrapError::Io { source, .. } => ProviderError::Io {
+                context: format!("writing {}", path.display()),
+                source,
+            },
+            other => ProviderError::Task(other.to_string()),
+        })
 }
 
 /// Names become path components, so they must not be able to escape the state directory.

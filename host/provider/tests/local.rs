@@ -115,9 +115,6 @@ async fn launch_runs_the_agent_and_terminate_kills_its_whole_group() {
         ("shop", "s1")
     );
     assert_eq!(bootstrap.fingerprint, request("shop", "s1").fingerprint);
-    // A crash of this host ends the server for good: its agent need not sync its files.
-    assert!(!bootstrap.survives_host_crash);
-    assert!(request("shop", "s1").bootstrap("").survives_host_crash);
 
     let child: u32 = wait_for_file(&root.join("agent/child.pid"))
         .trim()
