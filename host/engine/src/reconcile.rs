@@ -48,11 +48,12 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
-/// What a pass's pipeline ran over: the fleet, and how many agents had been found LOST when
-/// it started. The next pass decides no change set and finds both the same: the pipeline
-/// would skip every journaled step and tell every agent its health checks again, so it is not
-/// run (a launch ends one pass sooner). An agent lost meanwhile, even if back already, missed
-/// what the pipeline tells without a journal (its health checks), so then it runs.
+/// What a pass's pipeline ran over, none of its servers LOST when it began: the fleet, and how
+/// many agents had been found LOST when the pass began. The next pass decides no change set
+/// and finds both the same: the pipeline would skip every journaled step and tell every agent
+/// its health checks again, so it is not run (a launch ends one pass sooner). An agent lost
+/// meanwhile, even if back already, may have missed a departure hook or what the pipeline
+/// tells without a journal (its health checks), so then it runs.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Covered {
     fleet: Fleet,
@@ -194,7 +195,11 @@ impl Engine {
         applied: &mut Vec<Changes>,
         covered: &mut Option<Covered>,
     ) -> Result<bool, EngineError> {
-        let skipping = self.note_skipping(spec.name.as_str())?;
+        let dep = spec.name.as_str();
+        // Counted before the change set: a server lost while it is applied skips its
+        // departure hooks (a database's revoke), which the next pass's pipeline catches up.
+        let losses = self.losses.count();
+        self.note_skipping(dep)?;
         let changes = self.pending_changes(spec, Goal::Targets).await?;
         let changed = changes.is_some();
         if let Some(c) = changes {
@@ -202,16 +207,19 @@ impl Engine {
             stratus_telemetry::change_set_applied();
             applied.push(c);
         }
-        let losses = self.losses.count();
-        let fleet = self.fleet(spec.name.as_str())?;
-        let now = Covered { fleet, losses };
-        if !changed && covered.as_ref() == Some(&now) {
+        let fleet = self.fleet(dep)?;
+        if !changed
+            && covered
+                .as_ref()
+                .is_some_and(|c| c.fleet == fleet && c.losses == self.losses.count())
+        {
             return Ok(false);
         }
         *covered = None;
-        self.pipeline(spec, &now.fleet, packages).await?;
-        // A pass that skipped a LOST server's hooks covered less than its fleet.
-        *covered = (!skipping).then_some(now);
+        // A pipeline that skips a LOST server's hooks covers less than its fleet.
+        let complete = self.lost_ids(dep)?.is_empty();
+        self.pipeline(spec, &fleet, packages).await?;
+        *covered = complete.then_some(Covered { fleet, losses });
         Ok(changed)
     }
 

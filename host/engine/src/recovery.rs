@@ -213,13 +213,13 @@ impl Engine {
     }
 
     /// Notes whether a pass is running while some server is LOST, so that its hooks were
-    /// skipped: once every agent is back, a pass catches up on them. Returns whether it is.
-    pub(crate) fn note_skipping(&self, dep: &str) -> Result<bool, EngineError> {
+    /// skipped: once every agent is back, a pass catches up on them.
+    pub(crate) fn note_skipping(&self, dep: &str) -> Result<(), EngineError> {
         let skipping = !self.lost_ids(dep)?.is_empty();
         let key = skipped_key(&self.journal_id(dep)?);
         let value = if skipping { "true" } else { "" };
         self.parts.store.set_meta(&key, value)?;
-        Ok(skipping)
+        Ok(())
     }
 
     /// Whether a pass skipped hooks of a server that was LOST then.
