@@ -54,8 +54,7 @@ fn is_false(b: &bool) -> bool {
 /// its health checks again, so it is not run (a launch ends one pass sooner). An agent lost
 /// meanwhile, even if back already, may have missed a departure hook or what the pipeline
 /// tells without a journal (its health checks), so then it runs.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Covered {
+struct Covered {
     fleet: Fleet,
     losses: u64,
 }
