@@ -45,6 +45,7 @@ mod resume;
 mod retry;
 mod scale;
 mod scale_cli;
+mod shared_builds;
 mod ssh_logs;
 mod ssh_provider;
 mod supervision;
