@@ -2,6 +2,7 @@
 //! siblings: a hook half-way through on another server runs to its end (so it is journaled as
 //! done, and a CM run still erases its credentials), then the first failure is reported.
 
+use futures::StreamExt;
 use futures::future::join_all;
 use std::future::Future;
 
@@ -11,6 +12,16 @@ where
     F: Future<Output = Result<T, E>>,
 {
     join_all(work).await.into_iter().collect()
+}
+
+/// Awaits every future, at most `n` at a time, started in order; returns their values in
+/// order. For questions to a provider about many servers: one that waits on an unreachable
+/// host holds up only itself, and a thousand servers are not asked in one burst.
+pub async fn at_most<F: Future>(n: usize, work: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    futures::stream::iter(work)
+        .buffered(n.max(1))
+        .collect()
+        .await
 }
 
 #[cfg(test)]
@@ -36,5 +47,32 @@ mod tests {
         assert_eq!(finished.load(Ordering::SeqCst), 4, "no job was cancelled");
         let ok: Result<Vec<u32>, String> = all((0..3u32).map(|i| async move { Ok(i) })).await;
         assert_eq!(ok, Ok(vec![0, 1, 2]));
+    }
+
+    #[tokio::test]
+    async fn at_most_n_run_together_and_the_values_keep_their_order() {
+        // Each of the first four waits for all four: asked one after another, none would end.
+        let together = tokio::sync::Barrier::new(4);
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (together, running, most) = (&together, &running, &most);
+        let work = (0..10u32).map(|i| async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            if i < 4 {
+                together.wait().await;
+            }
+            // Later ones end first: the order of the values is still the order of the work.
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(10 - i))).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 2
+        });
+        let limit = std::time::Duration::from_secs(10);
+        let values = tokio::time::timeout(limit, at_most(4, work)).await;
+        assert_eq!(values, Ok((0..10).map(|i| i * 2).collect::<Vec<u32>>()));
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            4,
+            "never more than four at once"
+        );
     }
 }

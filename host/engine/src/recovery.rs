@@ -3,6 +3,7 @@
 //! as far as the provider knows). Gone servers are what auto-recovery replaces.
 
 use crate::engine::{Engine, EngineError};
+use crate::parallel;
 use crate::retry::now_ms;
 use crate::scaling_plan::Observed;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use stratus_model::ServerId;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::AgentState;
+use stratus_store::ServerRow;
 
 /// A server whose agent is LOST.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,11 @@ pub const ENDED_CONFIRM: Duration = Duration::from_millis(400);
 /// while its connection seemed up (or never came back after a restart). Asking each of a
 /// thousand servers twice a second was most of an idle control plane's work.
 pub const RUNNING_LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// How many servers the provider is asked about at once. Over SSH or a cloud API each answer
+/// takes a round trip, and one from an unreachable host the whole connect timeout: asked one
+/// after another, every unreachable host added its timeout to every pass.
+pub const ASKED_AT_ONCE: usize = 32;
 
 /// When each (deployment, server) was first seen ended, while it still looks so, and when each
 /// RUNNING server was last looked at.
@@ -110,58 +117,81 @@ impl Engine {
     pub async fn lost_servers(&self, spec: &DeploymentSpec) -> Result<Vec<Lost>, EngineError> {
         let dep = spec.name.as_str();
         let now = now_ms();
+        let rows: Vec<_> = self
+            .parts
+            .store
+            .servers::<AgentState>(dep)?
+            .into_iter()
+            .filter(|row| self.to_ask_after(dep, row))
+            .collect();
+        // A provider that cannot tell (unreachable) leaves the server to its grace.
+        // Collected first: a stream over a borrowing closure is not `Send` across the await.
+        let asks: Vec<_> = rows.iter().map(|r| self.presence(r)).collect();
+        let presences = parallel::at_most(ASKED_AT_ONCE, asks).await;
         let mut lost = Vec::new();
-        for row in self.parts.store.servers::<AgentState>(dep)? {
-            // An ended server is never lost, and asking the provider about it costs a scan of
-            // every process: rows of ended servers pile up with each scaling event. One being
-            // ended is not lost either: it left, and was replaced if it had to be.
-            if matches!(row.agent_state, AgentState::Terminated | AgentState::Ending) {
-                continue;
-            }
-            if row.agent_state == AgentState::Running && !self.ended_seen.due(dep, &row.id) {
-                continue;
-            }
-            // A provider that cannot tell (unreachable) leaves the server to its grace.
-            let looks_ended = self.presence(&row).await.is_gone();
-            // A server whose connection is up (or not back yet after a control plane restart)
-            // must look ended twice; one whose connection dropped is taken at its word.
-            let ended = if row.agent_state == AgentState::Running {
-                self.ended_seen.confirmed(dep, &row.id, looks_ended)
-            } else {
-                looks_ended
-            };
-            // A server that ended while no control plane watched its connection (the agent
-            // never came back after a restart) is lost all the same.
-            if row.agent_state == AgentState::Running && ended {
-                let event = stratus_model::state::AgentEvent::Lost;
-                self.agent_event(dep, &row.id, event)?;
-            } else if row.agent_state != AgentState::Lost {
-                continue;
-            }
-            let Ok(id) = row.id.parse::<ServerId>() else {
-                continue;
-            };
-            let recovery = spec
-                .tier(row.tier.as_str())
-                .map(|t| t.recovery)
-                .unwrap_or_default();
-            let since_ms = self
-                .parts
-                .store
-                .meta(&lost_at_key(dep, &row.id))?
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(now);
-            let expired = now.saturating_sub(since_ms) >= recovery.grace_ms as i64;
-            lost.push(Lost {
-                id,
-                since_ms,
-                gone: expired || ended,
-                recovery: recovery.enabled,
-                grace_ms: recovery.grace_ms,
-            });
+        for (row, presence) in rows.iter().zip(presences) {
+            lost.extend(self.lost_one(spec, row, presence.is_gone(), now)?);
         }
         lost.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(lost)
+    }
+
+    /// Whether the provider is to be asked whether `row`'s server still exists.
+    fn to_ask_after(&self, dep: &str, row: &ServerRow<AgentState>) -> bool {
+        // An ended server is never lost, and asking the provider about it costs a scan of
+        // every process: rows of ended servers pile up with each scaling event. One being
+        // ended is not lost either: it left, and was replaced if it had to be.
+        if matches!(row.agent_state, AgentState::Terminated | AgentState::Ending) {
+            return false;
+        }
+        row.agent_state != AgentState::Running || self.ended_seen.due(dep, &row.id)
+    }
+
+    /// `row`'s server as LOST, if it is, given whether the provider said it ended.
+    fn lost_one(
+        &self,
+        spec: &DeploymentSpec,
+        row: &ServerRow<AgentState>,
+        looks_ended: bool,
+        now: i64,
+    ) -> Result<Option<Lost>, EngineError> {
+        let dep = spec.name.as_str();
+        // A server whose connection is up (or not back yet after a control plane restart)
+        // must look ended twice; one whose connection dropped is taken at its word.
+        let ended = if row.agent_state == AgentState::Running {
+            self.ended_seen.confirmed(dep, &row.id, looks_ended)
+        } else {
+            looks_ended
+        };
+        // A server that ended while no control plane watched its connection (the agent
+        // never came back after a restart) is lost all the same.
+        if row.agent_state == AgentState::Running && ended {
+            let event = stratus_model::state::AgentEvent::Lost;
+            self.agent_event(dep, &row.id, event)?;
+        } else if row.agent_state != AgentState::Lost {
+            return Ok(None);
+        }
+        let Ok(id) = row.id.parse::<ServerId>() else {
+            return Ok(None);
+        };
+        let recovery = spec
+            .tier(row.tier.as_str())
+            .map(|t| t.recovery)
+            .unwrap_or_default();
+        let since_ms = self
+            .parts
+            .store
+            .meta(&lost_at_key(dep, &row.id))?
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(now);
+        let expired = now.saturating_sub(since_ms) >= recovery.grace_ms as i64;
+        Ok(Some(Lost {
+            id,
+            since_ms,
+            gone: expired || ended,
+            recovery: recovery.enabled,
+            grace_ms: recovery.grace_ms,
+        }))
     }
 
     /// Every live server of `spec` by tier, with whether it is gone.

@@ -7,6 +7,8 @@
 use super::ended_message;
 use crate::engine::{Engine, EngineError};
 use crate::logs::{Component, Subject};
+use crate::parallel;
+use crate::recovery::ASKED_AT_ONCE;
 use crate::retry::{RetryWait, now_ms};
 use std::time::Duration;
 use stratus_model::ServerId;
@@ -106,12 +108,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Tries again the ends of `spec`'s ENDING servers that are due, one at a time: those
-    /// whose wait passed, and those a stopped control plane left mid-end. Only while no task
-    /// works on the deployment, so that no other end of the same server runs meanwhile.
+    /// Tries again the ends of `spec`'s ENDING servers that are due, side by side (each end
+    /// of a server behind an unreachable host waits out the connect timeout): those whose wait
+    /// passed, and those a stopped control plane left mid-end. Only while no task works on the
+    /// deployment, so that no other end of the same server runs meanwhile.
     pub(crate) async fn retry_ends(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
         let journal = self.journal_id(dep)?;
+        let mut due = Vec::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
             if row.agent_state != AgentState::Ending {
                 continue;
@@ -122,14 +126,24 @@ impl Engine {
                 continue;
             };
             let n = self.end_attempts(&journal, &row.id)?;
-            if !self.end_due(&journal, &server.id, n)? {
-                continue;
+            if self.end_due(&journal, &server.id, n)? {
+                due.push((server, n));
             }
-            match self.end_server(dep, &server, None).await {
+        }
+        let ends: Vec<_> = (due.iter())
+            .map(|(server, _)| self.end_server(dep, server, None))
+            .collect();
+        let ended = parallel::at_most(ASKED_AT_ONCE, ends).await;
+        for ((server, n), ended) in due.iter().zip(ended) {
+            match ended {
                 Ok(_) => {
                     let message = match n {
-                        0 => format!("{} ended: its end had been cut short", row.id),
-                        n => format!("{} ended on attempt {}: its host answered", row.id, n + 1),
+                        0 => format!("{} ended: its end had been cut short", server.id),
+                        n => format!(
+                            "{} ended on attempt {}: its host answered",
+                            server.id,
+                            n + 1
+                        ),
                     };
                     self.log_deployment(dep, &message);
                 }
