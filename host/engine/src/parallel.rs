@@ -4,6 +4,7 @@
 
 use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use std::future::Future;
 
 /// Awaits every future; returns their values in order, or the first error in order.
@@ -16,12 +17,27 @@ where
 
 /// Awaits every future, at most `n` at a time, started in order; returns their values in
 /// order. For questions to a provider about many servers: one that waits on an unreachable
-/// host holds up only itself, and a thousand servers are not asked in one burst.
+/// host holds one of the `n` places and no other question, and a thousand servers are not
+/// asked in one burst. (Unordered underneath: futures' `buffered` starts no new future while
+/// the oldest one still waits.)
 pub async fn at_most<F: Future>(n: usize, work: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    futures::stream::iter(work)
-        .buffered(n.max(1))
-        .collect()
-        .await
+    let mut waiting = work.into_iter().enumerate();
+    let mut running = FuturesUnordered::new();
+    let mut done = Vec::new();
+    loop {
+        while running.len() < n.max(1) {
+            let Some((i, job)) = waiting.next() else {
+                break;
+            };
+            running.push(async move { (i, job.await) });
+        }
+        match running.next().await {
+            Some(value) => done.push(value),
+            None => break,
+        }
+    }
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, value)| value).collect()
 }
 
 #[cfg(test)]
@@ -74,5 +90,25 @@ mod tests {
             4,
             "never more than four at once"
         );
+    }
+
+    #[tokio::test]
+    async fn a_slow_first_job_holds_one_place_and_no_other_job() {
+        // The first job ends only once all the others have: with two places, they must all
+        // pass through the second one while it waits.
+        let finished = AtomicUsize::new(0);
+        let finished = &finished;
+        let work = (0..6u32).map(|i| async move {
+            if i == 0 {
+                while finished.load(Ordering::SeqCst) < 5 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+            finished.fetch_add(1, Ordering::SeqCst);
+            i
+        });
+        let limit = std::time::Duration::from_secs(10);
+        let values = tokio::time::timeout(limit, at_most(2, work)).await;
+        assert_eq!(values, Ok((0..6).collect::<Vec<u32>>()));
     }
 }

@@ -53,10 +53,12 @@ pub const ENDED_CONFIRM: Duration = Duration::from_millis(400);
 /// thousand servers twice a second was most of an idle control plane's work.
 pub const RUNNING_LOOK_EVERY: Duration = Duration::from_secs(2);
 
-/// How many servers the provider is asked about at once. Over SSH or a cloud API each answer
+/// How many servers the providers are asked about at once. Over SSH or a cloud API each answer
 /// takes a round trip, and one from an unreachable host the whole connect timeout: asked one
-/// after another, every unreachable host added its timeout to every pass.
-pub const ASKED_AT_ONCE: usize = 32;
+/// after another, every unreachable host added its timeout to every pass. Below sshd's default
+/// `MaxStartups` (10), so slots of one machine are not refused logins; a cloud driver lets
+/// fewer of its own calls run at once.
+pub const ASKED_AT_ONCE: usize = 8;
 
 /// When each (deployment, server) was first seen ended, while it still looks so, and when each
 /// RUNNING server was last looked at.
@@ -124,16 +126,36 @@ impl Engine {
             .into_iter()
             .filter(|row| self.to_ask_after(dep, row))
             .collect();
-        // A provider that cannot tell (unreachable) leaves the server to its grace.
         // Collected first: a stream over a borrowing closure is not `Send` across the await.
-        let asks: Vec<_> = rows.iter().map(|r| self.presence(r)).collect();
-        let presences = parallel::at_most(ASKED_AT_ONCE, asks).await;
-        let mut lost = Vec::new();
-        for (row, presence) in rows.iter().zip(presences) {
-            lost.extend(self.lost_one(spec, row, presence.is_gone(), now)?);
+        let looks: Vec<_> = rows.iter().map(|row| self.looks_ended(dep, row)).collect();
+        let ended = parallel::at_most(ASKED_AT_ONCE, looks).await;
+        // Every row is seen to; the first failure is returned after.
+        let (mut lost, mut failed) = (Vec::new(), None);
+        for (row, ended) in rows.iter().zip(ended) {
+            match self.lost_one(spec, row, ended, now) {
+                Ok(found) => lost.extend(found),
+                Err(e) => _ = failed.get_or_insert(e),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         lost.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(lost)
+    }
+
+    /// Asks the provider whether `row`'s server ended. A server whose connection is up (or not
+    /// back yet after a control plane restart) must look ended twice, [`ENDED_CONFIRM`] apart,
+    /// counted from each answer (not from the slowest answer of the pass); one whose connection
+    /// dropped is taken at its word.
+    async fn looks_ended(&self, dep: &str, row: &ServerRow<AgentState>) -> bool {
+        // A provider that cannot tell (unreachable) leaves the server to its grace.
+        let looks_ended = self.presence(row).await.is_gone();
+        if row.agent_state == AgentState::Running {
+            self.ended_seen.confirmed(dep, &row.id, looks_ended)
+        } else {
+            looks_ended
+        }
     }
 
     /// Whether the provider is to be asked whether `row`'s server still exists.
@@ -147,22 +169,15 @@ impl Engine {
         row.agent_state != AgentState::Running || self.ended_seen.due(dep, &row.id)
     }
 
-    /// `row`'s server as LOST, if it is, given whether the provider said it ended.
+    /// `row`'s server as LOST, if it is, given whether it ended (as [`Self::looks_ended`]).
     fn lost_one(
         &self,
         spec: &DeploymentSpec,
         row: &ServerRow<AgentState>,
-        looks_ended: bool,
+        ended: bool,
         now: i64,
     ) -> Result<Option<Lost>, EngineError> {
         let dep = spec.name.as_str();
-        // A server whose connection is up (or not back yet after a control plane restart)
-        // must look ended twice; one whose connection dropped is taken at its word.
-        let ended = if row.agent_state == AgentState::Running {
-            self.ended_seen.confirmed(dep, &row.id, looks_ended)
-        } else {
-            looks_ended
-        };
         // A server that ended while no control plane watched its connection (the agent
         // never came back after a restart) is lost all the same.
         if row.agent_state == AgentState::Running && ended {

@@ -75,6 +75,7 @@ impl ProviderFactory for CloudDriverFactory {
             keys: self.keys.clone(),
             settings,
             driver: tokio::sync::OnceCell::new(),
+            describing: tokio::sync::Semaphore::new(DESCRIBES_AT_ONCE),
         }))
     }
 }
@@ -110,7 +111,14 @@ pub struct CloudDriverProvider {
     keys: KeyReader,
     settings: DriverSettings,
     driver: tokio::sync::OnceCell<CloudDriver>,
+    /// Held by each `describe`: see [`DESCRIBES_AT_ONCE`].
+    describing: tokio::sync::Semaphore,
 }
+
+/// Recovery asks about many servers at once, and every driver call of the control plane waits
+/// for one of a few runtime slots: at most this many describes run together, so launches and
+/// terminates of other deployments still find slots.
+const DESCRIBES_AT_ONCE: usize = 2;
 
 impl CloudDriverProvider {
     /// The driver, loaded (and compiled) at its first use.
@@ -175,6 +183,9 @@ impl CloudDriverProvider {
 
     async fn presence(&self, handle: &ProviderHandle) -> Presence {
         let unknown = |e: ProviderError| Presence::Unknown(e.to_string());
+        let Ok(_turn) = self.describing.acquire().await else {
+            return Presence::Unknown("the provider is closing".into());
+        };
         let server = match self.server_handle(handle) {
             Ok(s) => s,
             Err(e) => return unknown(e),

@@ -6,6 +6,7 @@
 
 use super::ended_message;
 use crate::engine::{Engine, EngineError};
+use crate::facts::Server;
 use crate::logs::{Component, Subject};
 use crate::parallel;
 use crate::recovery::ASKED_AT_ONCE;
@@ -15,6 +16,7 @@ use stratus_model::ServerId;
 use stratus_model::spec::DeploymentSpec;
 use stratus_model::state::{AgentEvent, AgentState};
 use stratus_model::step_key::StepKey;
+use stratus_store::ServerRow;
 
 /// Attempts at ending a server before only a terminate tries again: a day at the longest wait.
 pub(crate) const END_ATTEMPTS: u32 = 1440;
@@ -111,23 +113,19 @@ impl Engine {
     /// Tries again the ends of `spec`'s ENDING servers that are due, side by side (each end
     /// of a server behind an unreachable host waits out the connect timeout): those whose wait
     /// passed, and those a stopped control plane left mid-end. Only while no task works on the
-    /// deployment, so that no other end of the same server runs meanwhile.
+    /// deployment, so that no other end of the same server runs meanwhile. Every due server is
+    /// tried and its outcome recorded; the first failure is returned after.
     pub(crate) async fn retry_ends(&self, spec: &DeploymentSpec) -> Result<(), EngineError> {
         let dep = spec.name.as_str();
         let journal = self.journal_id(dep)?;
+        let mut failed = None;
         let mut due = Vec::new();
         for row in self.parts.store.servers::<AgentState>(dep)? {
-            if row.agent_state != AgentState::Ending {
-                continue;
-            }
-            // Without a handle there is nothing the provider could end.
-            let Some(server) = self.server_of(&row)? else {
-                self.agent_event(dep, &row.id, AgentEvent::Terminated)?;
-                continue;
-            };
-            let n = self.end_attempts(&journal, &row.id)?;
-            if self.end_due(&journal, &server.id, n)? {
-                due.push((server, n));
+            if row.agent_state == AgentState::Ending {
+                match self.end_due_now(dep, &journal, &row) {
+                    Ok(found) => due.extend(found),
+                    Err(e) => _ = failed.get_or_insert(e),
+                }
             }
         }
         let ends: Vec<_> = (due.iter())
@@ -135,7 +133,7 @@ impl Engine {
             .collect();
         let ended = parallel::at_most(ASKED_AT_ONCE, ends).await;
         for ((server, n), ended) in due.iter().zip(ended) {
-            match ended {
+            let noted = match ended {
                 Ok(_) => {
                     let message = match n {
                         0 => format!("{} ended: its end had been cut short", server.id),
@@ -146,11 +144,31 @@ impl Engine {
                         ),
                     };
                     self.log_deployment(dep, &message);
+                    Ok(())
                 }
-                Err(e) => self.defer_end(dep, &server.id, e)?,
+                Err(e) => self.defer_end(dep, &server.id, e),
+            };
+            if let Err(e) = noted {
+                failed.get_or_insert(e);
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The ENDING server of `row` with its failed attempts, if its end is to be tried now.
+    fn end_due_now(
+        &self,
+        dep: &str,
+        journal: &str,
+        row: &ServerRow<AgentState>,
+    ) -> Result<Option<(Server, u32)>, EngineError> {
+        // Without a handle there is nothing the provider could end.
+        let Some(server) = self.server_of(row)? else {
+            self.agent_event(dep, &row.id, AgentEvent::Terminated)?;
+            return Ok(None);
+        };
+        let n = self.end_attempts(journal, &row.id)?;
+        Ok(self.end_due(journal, &server.id, n)?.then_some((server, n)))
     }
 
     /// The failed attempts recorded at ending `server`.
