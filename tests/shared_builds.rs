@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 /// Every package `cargo tree` lists for `selection`, with each set of features it is compiled
-/// with. An explicit target keeps a crate built for the build host (under a proc macro or a
-/// build script) apart from the same crate built for the target, as a real build does.
+/// with. With an explicit target, a crate built for the build host (under a proc macro or a
+/// build script) is a node of its own beside the same crate built for the target, each listed
+/// with its own features, rather than one node under whichever was reached first.
 fn compiled(selection: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
     let out = Command::new(env!("CARGO"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -43,10 +44,18 @@ fn compiled(selection: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
 fn example_packages() -> Vec<String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/launch-example.sh");
     let text = std::fs::read_to_string(script).expect("scripts/launch-example.sh");
+    // One logical line: continuations joined, the command with what is set before it.
+    let text = text.replace("\\\n", " ");
     let line = text
         .lines()
-        .find(|l| l.trim_start().starts_with("cargo build"))
+        .find(|l| l.contains("cargo build"))
         .expect("launch-example.sh runs cargo build");
+    let (before, command) = line.split_once("cargo build").unwrap();
+    assert!(
+        !before.contains("CARGO") && !before.contains("RUSTFLAGS"),
+        "{line:?}: this test does not pass cargo's settings from the environment on"
+    );
+    let line = format!("cargo build{command}");
     let words: Vec<&str> = line.split_whitespace().collect();
     // Any other flag (features, a profile, a target) would make this test compare the wrong
     // build: it must learn to pass it on first.

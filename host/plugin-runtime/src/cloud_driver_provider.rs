@@ -45,11 +45,18 @@ pub type RuntimeSource = Arc<dyn Fn() -> Result<Runtime, String> + Send + Sync>;
 pub struct CloudDriverFactory {
     runtime: RuntimeSource,
     keys: KeyReader,
+    /// Shared by every provider it builds, as the runtime's driver-call slots are.
+    describing: Arc<tokio::sync::Semaphore>,
 }
 
 impl CloudDriverFactory {
     pub fn new(runtime: RuntimeSource, keys: KeyReader) -> CloudDriverFactory {
-        CloudDriverFactory { runtime, keys }
+        let describing = Arc::new(tokio::sync::Semaphore::new(DESCRIBES_AT_ONCE));
+        CloudDriverFactory {
+            runtime,
+            keys,
+            describing,
+        }
     }
 }
 
@@ -75,7 +82,7 @@ impl ProviderFactory for CloudDriverFactory {
             keys: self.keys.clone(),
             settings,
             driver: tokio::sync::OnceCell::new(),
-            describing: tokio::sync::Semaphore::new(DESCRIBES_AT_ONCE),
+            describing: self.describing.clone(),
         }))
     }
 }
@@ -111,13 +118,16 @@ pub struct CloudDriverProvider {
     keys: KeyReader,
     settings: DriverSettings,
     driver: tokio::sync::OnceCell<CloudDriver>,
-    /// Held by each `describe`: see [`DESCRIBES_AT_ONCE`].
-    describing: tokio::sync::Semaphore,
+    /// Held by each `describe`, shared with every provider of the control plane: see
+    /// [`DESCRIBES_AT_ONCE`].
+    describing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Recovery asks about many servers at once, and every driver call of the control plane waits
-/// for one of a few runtime slots: at most this many describes run together, so launches and
-/// terminates of other deployments still find slots.
+/// for one of a few runtime slots: at most this many describes run together in the whole
+/// control plane (whatever the deployment or provider), so most slots stay free for launches
+/// and terminates. A describe on a launch path (adopting a server after a crash) waits its
+/// turn among them.
 const DESCRIBES_AT_ONCE: usize = 2;
 
 impl CloudDriverProvider {
