@@ -126,7 +126,8 @@ impl Engine {
             .into_iter()
             .filter(|row| self.to_ask_after(dep, row))
             .collect();
-        // Collected first: a stream over a borrowing closure is not `Send` across the await.
+        // Collected first: a closure making borrowing futures, held across the await, would
+        // make the pass's future not `Send` (a limit of the compiler's lifetime checks).
         let looks: Vec<_> = rows.iter().map(|row| self.looks_ended(dep, row)).collect();
         let ended = parallel::at_most(ASKED_AT_ONCE, looks).await;
         // Every row is seen to; the first failure is returned after.
