@@ -257,19 +257,21 @@ impl Dispatcher {
         self.state.lock().await.live.contains_key(key)
     }
 
-    /// Waits until the agent of `key` has completed its handshake.
+    /// Waits until the agent of `key` has completed its handshake. The first look is not
+    /// limited: with a zero limit, a look that had to wait for the lock (a busy launch) would
+    /// otherwise report a connected agent as not connected.
     pub async fn wait_connected(
         &self,
         key: &ServerKey,
         limit: Duration,
     ) -> Result<(), DispatchError> {
         let mut rx = self.changed.subscribe();
+        if self.is_connected(key).await {
+            return Ok(());
+        }
         let wait = async {
-            loop {
+            while rx.changed().await.is_ok() {
                 if self.is_connected(key).await {
-                    return;
-                }
-                if rx.changed().await.is_err() {
                     return;
                 }
             }

@@ -99,3 +99,38 @@ async fn an_offered_credential_admits_until_settled() {
         "forgotten stays forgotten"
     );
 }
+
+/// A zero limit asks "connected now?": a look that must first wait for the busy state lock
+/// still answers yes for a connected agent (a launch's hook calls ask this of every server,
+/// and a wrong no sent each to its provider to ask whether the server was gone).
+#[tokio::test]
+async fn a_connected_agent_is_connected_at_once_while_the_state_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
+    let logs = Logs::open(dir.path(), store).unwrap();
+    let d = Dispatcher::new(logs, |c| format!("digest:{c}"));
+    let key = ("dep".to_string(), "s-1".to_string());
+    let (tx, _rx) = mpsc::channel(1);
+    let live = Live {
+        generation: 1,
+        pid: 1,
+        address: None,
+        tx,
+        pending: Arc::default(),
+    };
+    let mut busy = d.state.clone().lock_owned().await;
+    busy.live.insert(key.clone(), live);
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(busy);
+    });
+    let connected = d.wait_connected(&key, Duration::ZERO).await;
+    assert!(connected.is_ok(), "{connected:?}");
+    holder.await.unwrap();
+    let other = ("dep".to_string(), "s-2".to_string());
+    let absent = d.wait_connected(&other, Duration::ZERO).await;
+    assert!(
+        matches!(absent, Err(DispatchError::NotConnected(..))),
+        "{absent:?}"
+    );
+}
