@@ -102,6 +102,11 @@ impl State {
     }
 }
 
+/// How long a watcher of all connections lets changes gather before it looks at them: a launch
+/// connects an agent every few milliseconds, and one look per change at every connection was
+/// quadratic in the servers (about 1 % of a 1,000-server launch's CPU).
+pub const CHANGES_GATHER: Duration = Duration::from_millis(50);
+
 /// Cheap to clone; one per control plane.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -237,7 +242,8 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Notified whenever an agent connects or disconnects.
+    /// Notified whenever an agent connects or disconnects. A watcher that looks at every
+    /// connection on each change waits [`CHANGES_GATHER`] after one before it looks.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }

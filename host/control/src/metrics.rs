@@ -9,7 +9,7 @@
 //! frame says; one closer than half the interval to the previous one of its server is ignored,
 //! so a flooding agent cannot fill its window.
 
-use crate::dispatcher::{Dispatcher, ServerKey};
+use crate::dispatcher::{CHANGES_GATHER, Dispatcher, ServerKey};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -147,7 +147,10 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
     let mut refresh = tokio::time::interval(REFRESH);
     let mut store_tick = tokio::time::interval(STORE_EVERY);
     store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When to look at the connections, once one changed (see `CHANGES_GATHER`).
+    let mut look_at: Option<tokio::time::Instant> = None;
     loop {
+        let gathered = tokio::time::sleep_until(look_at.unwrap_or_else(tokio::time::Instant::now));
         tokio::select! {
             report = reports.recv() => match report {
                 Ok((key, report)) => feed.note(key, report),
@@ -155,10 +158,15 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             },
-            changed = connections.changed() => {
+            changed = connections.changed(), if look_at.is_none() => {
                 if changed.is_err() {
                     return;
                 }
+                look_at = Some(tokio::time::Instant::now() + CHANGES_GATHER);
+            }
+            _ = gathered, if look_at.is_some() => {
+                look_at = None;
+                connections.borrow_and_update();
                 feed.forget_disconnected().await;
                 feed.ask_silent().await;
             }

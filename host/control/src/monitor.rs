@@ -3,7 +3,7 @@
 //! restart). Transitions go through the model's function, so a terminated agent stays
 //! TERMINATED and one still STARTING waits for its launch step's handshake.
 
-use crate::dispatcher::{Dispatcher, LiveConnection, ServerKey};
+use crate::dispatcher::{CHANGES_GATHER, Dispatcher, LiveConnection, ServerKey};
 use std::collections::HashMap;
 use std::time::Duration;
 use stratus_engine::Engine;
@@ -12,12 +12,15 @@ use stratus_model::state::{AgentEvent, AgentState};
 use stratus_protocol::AgentRequest;
 
 /// Runs until the dispatcher goes away. Connections are compared by generation, not by
-/// server: change notifications coalesce, so an agent that is killed and started again
-/// before this task runs shows up as the same server with a new connection.
+/// server: change notifications coalesce (and are let gather, see [`CHANGES_GATHER`]), so an
+/// agent that is killed and started again before this task looks shows up as the same server
+/// with a new connection.
 pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
     let mut changes = dispatcher.subscribe();
     let mut known: HashMap<ServerKey, LiveConnection> = dispatcher.connections().await;
     while changes.changed().await.is_ok() {
+        tokio::time::sleep(CHANGES_GATHER).await;
+        changes.borrow_and_update();
         let now = dispatcher.connections().await;
         for (dep, server) in ended(&known, &now) {
             record(
