@@ -120,6 +120,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<(), AgentError> {
     let measured = crate::metrics::Source {
         supervisor: supervisor.clone(),
         services: services.as_ref().map(|s| s.cgroup.clone()),
+        agent_inside: services.as_ref().is_some_and(|s| !s.owned),
     };
     let hooks = Arc::new(Hooks::new(cfg.clone(), runtime, supervisor.clone()));
     tokio::spawn(crate::disk_watch::watch_disks(hooks.clone()));

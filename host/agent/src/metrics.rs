@@ -71,6 +71,10 @@ impl Interval {
 pub(crate) struct Source {
     pub supervisor: Supervisor,
     pub services: Option<Cgroup>,
+    /// Whether the agent itself is in `services` (in the `agent` leaf of the cgroup the
+    /// provider made), which it joins at start and never leaves: known then, not looked up
+    /// per sample (a walk of the cgroup's processes was most of a sample's cost).
+    pub agent_inside: bool,
 }
 
 /// Sends a report every interval on this connection, once the control plane asked for one.
@@ -180,7 +184,7 @@ impl Sampler {
     fn sample_cgroup(&mut self, dir: &Path, now: Instant) -> Option<(f64, u64)> {
         let mut cpu_usec = cpu_usage_usec(&read(dir.join("cpu.stat"))?)?;
         let mut memory: u64 = read(dir.join("memory.current"))?.trim().parse().ok()?;
-        if self.agent_inside() {
+        if self.source.agent_inside {
             let own = read("/proc/self/stat").and_then(|s| parse_stat(&s))?;
             let own_usec = own.ticks * 1_000_000 / self.ticks_per_second;
             cpu_usec = cpu_usec.saturating_sub(own_usec);
@@ -198,15 +202,6 @@ impl Sampler {
         };
         let used = cpu_usec.saturating_sub(before) as f64 / 1e6;
         Some((used / seconds_since(at, now), memory))
-    }
-
-    /// Whether the agent itself is in the services' cgroup (or beneath it).
-    fn agent_inside(&self) -> bool {
-        let me = std::process::id();
-        self.source
-            .services
-            .as_ref()
-            .is_some_and(|c| c.procs().contains(&me))
     }
 
     /// CPU seconds per wall second and memory, summed over the services' processes.
@@ -577,6 +572,7 @@ mod tests {
         let mut sampler = Sampler::new(Source {
             supervisor: Supervisor::new(dir.path().join("logs")),
             services: None,
+            agent_inside: false,
         });
         write(1_000_000, 4096);
         let start = Instant::now();
@@ -617,6 +613,7 @@ mod tests {
         let mut sampler = Sampler::new(Source {
             supervisor: supervisor.clone(),
             services: None,
+            agent_inside: false,
         });
         assert!(
             sampler.sample().is_none(),
