@@ -72,8 +72,8 @@ pub(crate) struct Source {
     pub supervisor: Supervisor,
     pub services: Option<Cgroup>,
     /// Whether the agent itself is in `services` (in the `agent` leaf of the cgroup the
-    /// provider made), which it joins at start and never leaves: known then, not looked up
-    /// per sample (a walk of the cgroup's processes was most of a sample's cost).
+    /// provider made), which it joins at start and never leaves: known then, not found by a
+    /// walk of every process in the cgroup's tree at each sample.
     pub agent_inside: bool,
 }
 
@@ -171,12 +171,14 @@ impl Sampler {
     }
 
     /// The services' cgroup in a unified hierarchy, when it has the counters needed.
+    /// `memory.current` is looked for first: only a unified hierarchy with the memory
+    /// controller has it, so on other hosts each sample makes one look per hierarchy, not three.
     fn unified_dir(&self) -> Option<PathBuf> {
         let services = self.source.services.as_ref()?;
         services.paths().into_iter().find(|p| {
-            p.join("cgroup.controllers").exists()
+            p.join("memory.current").exists()
+                && p.join("cgroup.controllers").exists()
                 && p.join("cpu.stat").exists()
-                && p.join("memory.current").exists()
         })
     }
 
