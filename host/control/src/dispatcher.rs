@@ -84,6 +84,15 @@ struct Live {
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<AgentReply>>>>,
 }
 
+impl Live {
+    fn connection(&self) -> LiveConnection {
+        LiveConnection {
+            generation: self.generation,
+            pid: self.pid,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Credential digest per server that may connect.
@@ -91,9 +100,24 @@ struct State {
     /// A second digest accepted while a server's credential is being replaced.
     offered: HashMap<ServerKey, String>,
     live: HashMap<ServerKey, Live>,
+    /// Connections that closed (or were severed) since the monitor last took them: one that
+    /// came and went between two of its looks is in neither snapshot.
+    closed: std::collections::VecDeque<(ServerKey, LiveConnection)>,
 }
 
 impl State {
+    /// Removes the live connection of `key` and keeps it among the closed ones.
+    fn close(&mut self, key: &ServerKey) -> bool {
+        let Some(live) = self.live.remove(key) else {
+            return false;
+        };
+        if self.closed.len() == MAX_CLOSED_KEPT {
+            self.closed.pop_front();
+        }
+        self.closed.push_back((key.clone(), live.connection()));
+        true
+    }
+
     /// Whether a credential of digest `presented` admits the agent of `key`: the expected
     /// one, or one on offer while it replaces it.
     fn admits(&self, key: &ServerKey, presented: &str) -> bool {
@@ -102,10 +126,21 @@ impl State {
     }
 }
 
-/// How long a watcher of all connections lets changes gather before it looks at them: a launch
-/// connects an agent every few milliseconds, and one look per change at every connection was
-/// quadratic in the servers (about 1 % of a 1,000-server launch's CPU).
+/// The least time between two looks at every connection by one watcher: a look comes at once
+/// after a quiet spell, but a launch connects an agent every few milliseconds (and a terminate
+/// closes them as fast), and one look per change was quadratic in the servers (about 1 % of a
+/// 1,000-server launch's CPU). See [`next_look`].
 pub const CHANGES_GATHER: Duration = Duration::from_millis(50);
+
+/// When a watcher that last looked at `last` may look again (see [`CHANGES_GATHER`]).
+pub fn next_look(last: Option<tokio::time::Instant>) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    last.map_or(now, |last| (last + CHANGES_GATHER).max(now))
+}
+
+/// Most closed connections kept for [`Dispatcher::take_closed`] between two looks; past it the
+/// oldest are dropped (the monitor then sees only what its snapshots show).
+pub const MAX_CLOSED_KEPT: usize = 4096;
 
 /// Cheap to clone; one per control plane.
 #[derive(Clone)]
@@ -220,6 +255,25 @@ impl Dispatcher {
         st.live.remove(key);
     }
 
+    /// The live connections (see [`Dispatcher::connections`]) and, looked at in the same instant,
+    /// the connections that closed since the last call, oldest first (at most
+    /// [`MAX_CLOSED_KEPT`]; a forgotten server's is not among them). A connection is in one
+    /// or the other, never both.
+    pub async fn take_closed(
+        &self,
+    ) -> (
+        HashMap<ServerKey, LiveConnection>,
+        Vec<(ServerKey, LiveConnection)>,
+    ) {
+        let mut st = self.state.lock().await;
+        let live = st
+            .live
+            .iter()
+            .map(|(k, l)| (k.clone(), l.connection()))
+            .collect();
+        (live, st.closed.drain(..).collect())
+    }
+
     /// The servers whose agents are connected right now.
     pub async fn connected(&self) -> std::collections::HashSet<ServerKey> {
         self.state.lock().await.live.keys().cloned().collect()
@@ -232,18 +286,12 @@ impl Dispatcher {
         let st = self.state.lock().await;
         st.live
             .iter()
-            .map(|(k, l)| {
-                let c = LiveConnection {
-                    generation: l.generation,
-                    pid: l.pid,
-                };
-                (k.clone(), c)
-            })
+            .map(|(k, l)| (k.clone(), l.connection()))
             .collect()
     }
 
     /// Notified whenever an agent connects or disconnects. A watcher that looks at every
-    /// connection on each change waits [`CHANGES_GATHER`] after one before it looks.
+    /// connection on a change looks at most once per [`CHANGES_GATHER`].
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -278,13 +326,15 @@ impl Dispatcher {
         let wait = async {
             while rx.changed().await.is_ok() {
                 if self.is_connected(key).await {
-                    return;
+                    return true;
                 }
             }
+            false
         };
-        tokio::time::timeout(limit, wait)
-            .await
-            .map_err(|_| DispatchError::NotConnected(key.1.clone(), limit))
+        match tokio::time::timeout(limit, wait).await {
+            Ok(true) => Ok(()),
+            _ => Err(DispatchError::NotConnected(key.1.clone(), limit)),
+        }
     }
 
     /// Sends a request to the agent of `key` and waits for its reply.
@@ -483,7 +533,7 @@ impl Dispatcher {
     /// Drops the agent's connection (it stopped answering): the monitor records it LOST,
     /// and an agent that was only frozen reconnects once it runs again.
     pub async fn sever(&self, key: &ServerKey) {
-        if self.state.lock().await.live.remove(key).is_some() {
+        if self.state.lock().await.close(key) {
             self.changed.send_modify(|n| *n += 1);
         }
     }
@@ -491,7 +541,7 @@ impl Dispatcher {
     async fn drop_live(&self, key: &ServerKey, generation: u64) {
         let mut st = self.state.lock().await;
         if st.live.get(key).is_some_and(|l| l.generation == generation) {
-            st.live.remove(key);
+            st.close(key);
         }
     }
 }

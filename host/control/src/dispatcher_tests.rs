@@ -134,3 +134,51 @@ async fn a_connected_agent_is_connected_at_once_while_the_state_is_busy() {
         "{absent:?}"
     );
 }
+
+/// A severed connection is handed to the monitor once, apart from the live ones; a forgotten
+/// (terminated) server's is not; at most `MAX_CLOSED_KEPT` are kept, the newest.
+#[tokio::test]
+async fn closed_connections_are_kept_for_the_monitor_until_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
+    let logs = Logs::open(dir.path(), store).unwrap();
+    let d = Dispatcher::new(logs, |c| format!("digest:{c}"));
+    let key = |s: &str| ("dep".to_string(), s.to_string());
+    let connect = |generation: u64| {
+        let (tx, _rx) = mpsc::channel(1);
+        Live {
+            generation,
+            pid: 10 + generation as u32,
+            address: None,
+            tx,
+            pending: Arc::default(),
+        }
+    };
+    {
+        let mut st = d.state.lock().await;
+        st.live.insert(key("a"), connect(1));
+        st.live.insert(key("b"), connect(2));
+        st.live.insert(key("c"), connect(3));
+    }
+    d.sever(&key("a")).await;
+    d.forget(&key("b")).await;
+    let (live, closed) = d.take_closed().await;
+    assert_eq!(live.keys().collect::<Vec<_>>(), [&key("c")]);
+    let gone = LiveConnection {
+        generation: 1,
+        pid: 11,
+    };
+    assert_eq!(closed, [(key("a"), gone)]);
+    assert!(d.take_closed().await.1.is_empty(), "taken once");
+    for generation in 0..MAX_CLOSED_KEPT as u64 + 2 {
+        d.state
+            .lock()
+            .await
+            .live
+            .insert(key("a"), connect(generation));
+        d.sever(&key("a")).await;
+    }
+    let closed = d.take_closed().await.1;
+    assert_eq!(closed.len(), MAX_CLOSED_KEPT);
+    assert_eq!(closed[0].1.generation, 2, "the oldest were dropped");
+}

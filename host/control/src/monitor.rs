@@ -3,8 +3,8 @@
 //! restart). Transitions go through the model's function, so a terminated agent stays
 //! TERMINATED and one still STARTING waits for its launch step's handshake.
 
-use crate::dispatcher::{CHANGES_GATHER, Dispatcher, LiveConnection, ServerKey};
-use std::collections::HashMap;
+use crate::dispatcher::{Dispatcher, LiveConnection, ServerKey, next_look};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use stratus_engine::Engine;
 use stratus_engine::logs::{Component, Subject};
@@ -12,17 +12,21 @@ use stratus_model::state::{AgentEvent, AgentState};
 use stratus_protocol::AgentRequest;
 
 /// Runs until the dispatcher goes away. Connections are compared by generation, not by
-/// server: change notifications coalesce (and are let gather, see [`CHANGES_GATHER`]), so an
-/// agent that is killed and started again before this task looks shows up as the same server
-/// with a new connection.
+/// server: change notifications coalesce (and looks are at least
+/// [`CHANGES_GATHER`](crate::dispatcher::CHANGES_GATHER) apart),
+/// so an agent that is killed and started again before this task looks shows up as the same
+/// server with a new connection, and one that connected and closed between two looks is
+/// among the dispatcher's closed connections.
 pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
     let mut changes = dispatcher.subscribe();
-    let mut known: HashMap<ServerKey, LiveConnection> = dispatcher.connections().await;
+    let (mut known, _) = dispatcher.take_closed().await;
+    let mut last = None;
     while changes.changed().await.is_ok() {
-        tokio::time::sleep(CHANGES_GATHER).await;
-        changes.borrow_and_update();
-        let now = dispatcher.connections().await;
-        for (dep, server) in ended(&known, &now) {
+        tokio::time::sleep_until(next_look(last)).await;
+        last = Some(tokio::time::Instant::now());
+        changes.mark_unchanged();
+        let (now, closed) = dispatcher.take_closed().await;
+        for (dep, server) in lost(&known, &now, &closed) {
             record(
                 &engine,
                 dep,
@@ -55,6 +59,21 @@ pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
         }
         known = now;
     }
+}
+
+/// The servers to record LOST, each once: those whose connection in `before` is not in
+/// `after`, and those with a connection in `closed` that `before` did not hold (it came and
+/// went between the two looks).
+fn lost<'a>(
+    before: &'a HashMap<ServerKey, LiveConnection>,
+    after: &'a HashMap<ServerKey, LiveConnection>,
+    closed: &'a [(ServerKey, LiveConnection)],
+) -> BTreeSet<&'a ServerKey> {
+    let unseen = closed
+        .iter()
+        .filter(|(key, c)| before.get(key) != Some(c))
+        .map(|(key, _)| key);
+    ended(before, after).chain(unseen).collect()
 }
 
 /// The connections of `before` that `after` no longer holds (gone, or replaced by another).
@@ -175,5 +194,30 @@ mod tests {
         let mut back: Vec<_> = ended(&after, &before).cloned().collect();
         back.sort();
         assert_eq!(back, [key("lb-1"), key("web-1")]);
+    }
+
+    /// Between two looks: api-1 connected and closed (in neither look), lb-1's connection closed
+    /// and its next one too (each once in the closed list), db-1's seen connection closed.
+    /// Each is LOST once; app-1, untouched, is not.
+    #[test]
+    fn a_connection_that_came_and_went_between_two_looks_is_lost() {
+        let before = HashMap::from([
+            (key("lb-1"), conn(1, 100)),
+            (key("app-1"), conn(2, 200)),
+            (key("db-1"), conn(3, 300)),
+        ]);
+        let after = HashMap::from([(key("app-1"), conn(2, 200))]);
+        let closed = [
+            (key("db-1"), conn(3, 300)),
+            (key("api-1"), conn(4, 400)),
+            (key("lb-1"), conn(1, 100)),
+            (key("lb-1"), conn(5, 500)),
+        ];
+        let lost: Vec<_> = lost(&before, &after, &closed)
+            .into_iter()
+            .cloned()
+            .collect();
+        assert_eq!(lost, [key("api-1"), key("db-1"), key("lb-1")]);
+        assert!(super::lost(&before, &before, &[]).is_empty());
     }
 }
