@@ -9,7 +9,7 @@
 //! frame says; one closer than half the interval to the previous one of its server is ignored,
 //! so a flooding agent cannot fill its window.
 
-use crate::dispatcher::{CHANGES_GATHER, Dispatcher, ServerKey};
+use crate::dispatcher::{Dispatcher, ServerKey, next_look};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -147,8 +147,9 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
     let mut refresh = tokio::time::interval(REFRESH);
     let mut store_tick = tokio::time::interval(STORE_EVERY);
     store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // When to look at the connections, once one changed (see `CHANGES_GATHER`).
-    let mut look_at: Option<tokio::time::Instant> = None;
+    // When to look at the connections once one changed, and when it was last done (looks are
+    // at least `CHANGES_GATHER` apart).
+    let (mut look_at, mut looked) = (None, None);
     loop {
         let gathered = tokio::time::sleep_until(look_at.unwrap_or_else(tokio::time::Instant::now));
         tokio::select! {
@@ -162,11 +163,12 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
                 if changed.is_err() {
                     return;
                 }
-                look_at = Some(tokio::time::Instant::now() + CHANGES_GATHER);
+                look_at = Some(next_look(looked));
             }
             _ = gathered, if look_at.is_some() => {
                 look_at = None;
-                connections.borrow_and_update();
+                looked = Some(tokio::time::Instant::now());
+                connections.mark_unchanged();
                 feed.forget_disconnected().await;
                 feed.ask_silent().await;
             }
@@ -174,6 +176,14 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
             _ = store_tick.tick() => feed.store_unstored(),
         }
     }
+}
+
+/// When an agent was last asked, for which interval, on which of its connections (a new
+/// connection may be a new agent process, which knows nothing of what the old one was asked).
+struct Asked {
+    at: Instant,
+    interval_ms: u64,
+    generation: u64,
 }
 
 /// The feeding task's memory.
@@ -185,7 +195,7 @@ struct Feed {
     intervals: HashMap<String, u64>,
     /// When each server's last report came, and when its agent was last asked.
     heard: HashMap<ServerKey, Instant>,
-    asked: HashMap<ServerKey, (Instant, u64)>,
+    asked: HashMap<ServerKey, Asked>,
     /// Each server's latest sample not written to the store yet.
     unstored: HashMap<ServerKey, Sample>,
 }
@@ -264,18 +274,23 @@ impl Feed {
         self.ask_silent().await;
     }
 
-    /// Forgets what was asked of agents no longer connected: one that connects again may be
-    /// a new process, which knows nothing of it.
+    /// Forgets what was asked of agents no longer connected, or connected anew since (even
+    /// between two looks): one that connects again may be a new process, which knows nothing
+    /// of it.
     async fn forget_disconnected(&mut self) {
-        let connected = self.dispatcher.connected().await;
-        self.heard.retain(|k, _| connected.contains(k));
-        self.asked.retain(|k, _| connected.contains(k));
+        let connected = self.dispatcher.connections().await;
+        self.heard.retain(|k, _| connected.contains_key(k));
+        self.asked.retain(|k, a| {
+            connected
+                .get(k)
+                .is_some_and(|c| c.generation == a.generation)
+        });
     }
 
     /// Asks every connected agent that was not asked for its deployment's current interval,
     /// or has been silent for [`SILENT_INTERVALS`] since it was last asked.
     async fn ask_silent(&mut self) {
-        for key in self.dispatcher.connected().await {
+        for (key, connection) in self.dispatcher.connections().await {
             let Some(interval) = self.interval(&key.0) else {
                 continue;
             };
@@ -283,11 +298,18 @@ impl Feed {
             let quiet = self.heard.get(&key).is_none_or(|t| t.elapsed() >= silent);
             let due = match self.asked.get(&key) {
                 None => true,
-                Some((_, ms)) if *ms != interval => true,
-                Some((at, _)) => quiet && at.elapsed() >= silent,
+                Some(a) if a.interval_ms != interval || a.generation != connection.generation => {
+                    true
+                }
+                Some(a) => quiet && a.at.elapsed() >= silent,
             };
             if due {
-                self.asked.insert(key.clone(), (Instant::now(), interval));
+                let asked = Asked {
+                    at: Instant::now(),
+                    interval_ms: interval,
+                    generation: connection.generation,
+                };
+                self.asked.insert(key.clone(), asked);
                 let dispatcher = self.dispatcher.clone();
                 tokio::spawn(async move {
                     let ask = AgentRequest::WatchMetrics {
