@@ -187,8 +187,10 @@ impl Sampler {
         let mut cpu_usec = cpu_usage_usec(&read(dir.join("cpu.stat"))?)?;
         let mut memory: u64 = read(dir.join("memory.current"))?.trim().parse().ok()?;
         if self.source.agent_inside {
+            // Its own time only: what its reaped children (the services' processes) used is
+            // in the cgroup's counter already, and must stay there.
             let own = read("/proc/self/stat").and_then(|s| parse_stat(&s))?;
-            let own_usec = own.ticks * 1_000_000 / self.ticks_per_second;
+            let own_usec = own.own * 1_000_000 / self.ticks_per_second;
             cpu_usec = cpu_usec.saturating_sub(own_usec);
             let own_rss = read("/proc/self/statm").and_then(|s| rss_pages(&s))?;
             memory = memory.saturating_sub(own_rss * self.page_size);
@@ -596,6 +598,48 @@ mod tests {
         // A cgroup without the counters is no source.
         std::fs::remove_file(dir.path().join("cpu.stat")).unwrap();
         assert!(sampler.sample_cgroup(dir.path(), later).is_none());
+    }
+
+    /// The agent inside the cgroup takes off its own time, not its reaped children's: a service
+    /// process that ran, ended and was reaped by the agent is in the cgroup's counter, and
+    /// taking its time off again showed the services idle.
+    #[test]
+    fn a_reaped_child_is_not_taken_off_the_cgroup_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let write_usage = |usec: u64| {
+            std::fs::write(dir.path().join("cpu.stat"), format!("usage_usec {usec}\n")).unwrap();
+            std::fs::write(dir.path().join("memory.current"), "4096\n").unwrap();
+        };
+        let mut sampler = Sampler::new(Source {
+            supervisor: Supervisor::new(dir.path().join("logs")),
+            services: None,
+            agent_inside: true,
+        });
+        let tick_usec = 1_000_000 / sampler.ticks_per_second;
+        let children_usec = || {
+            let own = parse_stat(&read("/proc/self/stat").unwrap()).unwrap();
+            (own.ticks - own.own) * tick_usec
+        };
+        let usage = 1_000_000_000;
+        write_usage(usage);
+        let start = Instant::now();
+        let before = children_usec();
+        assert!(sampler.sample_cgroup(dir.path(), start).is_none());
+        let burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done";
+        let ran = std::process::Command::new("/bin/sh")
+            .args(["-c", burn])
+            .status();
+        assert!(ran.unwrap().success());
+        let child = children_usec() - before;
+        assert!(child >= 20_000, "the child used {child} µs");
+        // The cgroup counted the child as it ran.
+        write_usage(usage + child);
+        let later = start + Duration::from_secs(1);
+        let (cpu, _) = sampler.sample_cgroup(dir.path(), later).unwrap();
+        assert!(
+            cpu * 1e6 > child as f64 / 2.0,
+            "{cpu} s of CPU per second for a child of {child} µs"
+        );
     }
 
     #[tokio::test]
