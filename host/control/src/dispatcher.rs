@@ -257,8 +257,8 @@ impl Dispatcher {
 
     /// The live connections (see [`Dispatcher::connections`]) and, looked at in the same instant,
     /// the connections that closed since the last call, oldest first (at most
-    /// [`MAX_CLOSED_KEPT`]; a forgotten server's is not among them). A connection is in one
-    /// or the other, never both.
+    /// [`MAX_CLOSED_KEPT`]; one that [`Dispatcher::forget`] dropped is not among them). A
+    /// connection is in one or the other, never both.
     pub async fn take_closed(
         &self,
     ) -> (
@@ -448,7 +448,9 @@ impl Dispatcher {
             files: self.files.get().cloned(),
         };
         if conn.send(&welcome).await.is_err() {
+            // Waiters may have seen it live: the monitor is to look, and finds it closed.
             self.drop_live(&key, generation).await;
+            self.changed.send_modify(|n| *n += 1);
             return;
         }
         self.logs.info(
@@ -543,6 +545,28 @@ impl Dispatcher {
         if st.live.get(key).is_some_and(|l| l.generation == generation) {
             st.close(key);
         }
+    }
+}
+
+/// For other modules' tests: makes `key`'s agent connected on connection `generation` (a
+/// close of the one before it not recorded) and answers what is sent to it.
+#[cfg(test)]
+impl Dispatcher {
+    pub(crate) async fn connect_for_test(
+        &self,
+        key: &ServerKey,
+        generation: u64,
+    ) -> mpsc::Receiver<Envelope<AgentRequest>> {
+        let (tx, rx) = mpsc::channel(8);
+        let live = Live {
+            generation,
+            pid: 1,
+            address: None,
+            tx,
+            pending: Arc::default(),
+        };
+        self.state.lock().await.live.insert(key.clone(), live);
+        rx
     }
 }
 

@@ -135,8 +135,9 @@ async fn a_connected_agent_is_connected_at_once_while_the_state_is_busy() {
     );
 }
 
-/// A severed connection is handed to the monitor once, apart from the live ones; a forgotten
-/// (terminated) server's is not; at most `MAX_CLOSED_KEPT` are kept, the newest.
+/// A severed connection is handed to the monitor once, apart from the live ones; one that
+/// `forget` dropped (a terminated server's) is not; at most `MAX_CLOSED_KEPT` are kept, the
+/// newest.
 #[tokio::test]
 async fn closed_connections_are_kept_for_the_monitor_until_taken() {
     let dir = tempfile::tempdir().unwrap();

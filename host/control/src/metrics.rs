@@ -377,6 +377,49 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// An agent asked on one connection is asked again on its next, even when both were seen
+    /// in no look (a new agent process knows nothing of what the old one was asked), and not
+    /// again on the same connection.
+    #[tokio::test]
+    async fn an_agent_on_a_new_connection_is_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("stratus.db")).unwrap();
+        let logs = stratus_engine::logs::Logs::open(dir.path(), store.clone()).unwrap();
+        let dispatcher = Dispatcher::new(logs, |c| c.to_string());
+        let mut feed = Feed {
+            metrics: Metrics::default(),
+            store,
+            dispatcher: dispatcher.clone(),
+            intervals: HashMap::from([("dep".to_string(), 5_000)]),
+            heard: HashMap::new(),
+            asked: HashMap::new(),
+            unstored: HashMap::new(),
+        };
+        let key = ("dep".to_string(), "app-1".to_string());
+        let asked = |rx: &mut tokio::sync::mpsc::Receiver<_>| {
+            matches!(
+                rx.try_recv(),
+                Ok(stratus_protocol::Envelope {
+                    body: AgentRequest::WatchMetrics { interval_ms: 5_000 },
+                    ..
+                })
+            )
+        };
+        let mut first = dispatcher.connect_for_test(&key, 1).await;
+        feed.ask_silent().await;
+        tokio::task::yield_now().await;
+        assert!(asked(&mut first), "asked on its first connection");
+        let mut second = dispatcher.connect_for_test(&key, 2).await;
+        feed.forget_disconnected().await;
+        feed.ask_silent().await;
+        tokio::task::yield_now().await;
+        assert!(asked(&mut second), "asked again on its new connection");
+        feed.forget_disconnected().await;
+        feed.ask_silent().await;
+        tokio::task::yield_now().await;
+        assert!(!asked(&mut second), "not again on the same connection");
+    }
+
     #[test]
     fn a_window_keeps_the_newest_samples_up_to_its_bound() {
         let m = Metrics::default();
