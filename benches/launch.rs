@@ -6,6 +6,12 @@
 //! measured at the previous size) are skipped with the reason. `STRATUS_BENCH_BIN` runs another
 //! build of `stratus`, to compare two builds by alternating runs.
 //!
+//! Each launch after the first starts after `sync` and at least [`SETTLE`] after the previous
+//! run's state directory was removed (`STRATUS_BENCH_SETTLE_SECS` sets another wait; 0 none):
+//! on ext4 without a journal, an inode freed less than 60 s ago is not handed out again, and
+//! every file made meanwhile steps over the freed ones, which made a launch right after
+//! another one's terminate up to a fifth slower (BENCHMARKS.md, "sixteenth round").
+//!
 //! Run: `cargo bench --bench launch -- 10 100 500 three-tier` (release build). `three-tier`
 //! launches `examples/three-tier` (real MariaDB, greeter, HAProxy) three times.
 
@@ -76,6 +82,26 @@ struct Run {
 
 /// The binary under test: this build's, or `STRATUS_BENCH_BIN` (to compare two builds
 /// side by side, alternating runs of each).
+/// How long after the previous run's files were removed the next launch starts.
+const SETTLE: Duration = Duration::from_secs(65);
+
+/// Waits until [`SETTLE`] (or `STRATUS_BENCH_SETTLE_SECS`) has passed since `removed`.
+fn settle(removed: Option<Instant>) {
+    let wait = std::env::var("STRATUS_BENCH_SETTLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(SETTLE, Duration::from_secs);
+    if let Some(removed) = removed {
+        std::thread::sleep(wait.saturating_sub(removed.elapsed()));
+    }
+}
+
+/// Writes dirty pages out (freed inodes' table blocks included), so that the kernel's
+/// reuse delay for them is the short one.
+fn sync_disks() {
+    let _ = Command::new("sync").status();
+}
+
 fn stratus(state: &Path) -> Command {
     let bin = std::env::var_os("STRATUS_BENCH_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_stratus").into());
@@ -200,6 +226,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     let mut per_agent_kib = 0u64;
+    let mut removed = None;
     for n in sizes {
         let servers = n + 2;
         let need = per_agent_kib * servers as u64;
@@ -212,7 +239,11 @@ fn main() {
             );
             continue;
         }
-        match run(n) {
+        settle(removed);
+        let outcome = run(n);
+        sync_disks();
+        removed = Some(Instant::now());
+        match outcome {
             Ok(r) => {
                 per_agent_kib = per_agent_kib.max(r.agent_pss_mean_kib);
                 println!(
