@@ -3,14 +3,20 @@ use stratus_protocol::framing::MAX_FRAME;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// A dispatcher logging into a temporary state directory (kept as long as the first value).
+fn dispatcher() -> (tempfile::TempDir, Dispatcher) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
+    let logs = Logs::open(dir.path(), store).unwrap();
+    (dir, Dispatcher::new(logs, |c| format!("digest:{c}")))
+}
+
 /// An agent that answers with one line over the frame limit: the reading side refuses it,
 /// closes the connection, and the waiting call fails now instead of at its 600 s limit.
 #[tokio::test]
 async fn a_reply_over_the_frame_limit_fails_the_waiting_call_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
-    let logs = Logs::open(dir.path(), store).unwrap();
-    let d = Arc::new(Dispatcher::new(logs, |c| format!("digest:{c}")));
+    let (dir, d) = dispatcher();
+    let d = Arc::new(d);
     let key = ("dep".to_string(), "s-1".to_string());
     d.expect(key.clone(), "digest:cred".into()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,10 +67,7 @@ async fn a_reply_over_the_frame_limit_fails_the_waiting_call_at_once() {
 /// and a forgotten server is not brought back by a late adoption.
 #[tokio::test]
 async fn an_offered_credential_admits_until_settled() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
-    let logs = Logs::open(dir.path(), store).unwrap();
-    let d = Dispatcher::new(logs, |c| format!("digest:{c}"));
+    let (_dir, d) = dispatcher();
     let key = ("dep".to_string(), "s-1".to_string());
     let stranger = ("dep".to_string(), "s-9".to_string());
     assert!(!d.offer(stranger.clone(), "digest:x".into()).await);
@@ -105,21 +108,10 @@ async fn an_offered_credential_admits_until_settled() {
 /// and a wrong no sent each to its provider to ask whether the server was gone).
 #[tokio::test]
 async fn a_connected_agent_is_connected_at_once_while_the_state_is_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
-    let logs = Logs::open(dir.path(), store).unwrap();
-    let d = Dispatcher::new(logs, |c| format!("digest:{c}"));
+    let (_dir, d) = dispatcher();
     let key = ("dep".to_string(), "s-1".to_string());
-    let (tx, _rx) = mpsc::channel(1);
-    let live = Live {
-        generation: 1,
-        pid: 1,
-        address: None,
-        tx,
-        pending: Arc::default(),
-    };
-    let mut busy = d.state.clone().lock_owned().await;
-    busy.live.insert(key.clone(), live);
+    let _agent = d.connect_for_test(&key, 1).await;
+    let busy = d.state.clone().lock_owned().await;
     let holder = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(busy);
@@ -140,26 +132,10 @@ async fn a_connected_agent_is_connected_at_once_while_the_state_is_busy() {
 /// newest.
 #[tokio::test]
 async fn closed_connections_are_kept_for_the_monitor_until_taken() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = stratus_store::Store::open(dir.path().join("stratus.db")).unwrap();
-    let logs = Logs::open(dir.path(), store).unwrap();
-    let d = Dispatcher::new(logs, |c| format!("digest:{c}"));
+    let (_dir, d) = dispatcher();
     let key = |s: &str| ("dep".to_string(), s.to_string());
-    let connect = |generation: u64| {
-        let (tx, _rx) = mpsc::channel(1);
-        Live {
-            generation,
-            pid: 10 + generation as u32,
-            address: None,
-            tx,
-            pending: Arc::default(),
-        }
-    };
-    {
-        let mut st = d.state.lock().await;
-        st.live.insert(key("a"), connect(1));
-        st.live.insert(key("b"), connect(2));
-        st.live.insert(key("c"), connect(3));
+    for (server, generation) in [("a", 1), ("b", 2), ("c", 3)] {
+        d.connect_for_test(&key(server), generation).await;
     }
     d.sever(&key("a")).await;
     d.forget(&key("b")).await;
@@ -167,16 +143,12 @@ async fn closed_connections_are_kept_for_the_monitor_until_taken() {
     assert_eq!(live.keys().collect::<Vec<_>>(), [&key("c")]);
     let gone = LiveConnection {
         generation: 1,
-        pid: 11,
+        pid: 1,
     };
     assert_eq!(closed, [(key("a"), gone)]);
     assert!(d.take_closed().await.1.is_empty(), "taken once");
     for generation in 0..MAX_CLOSED_KEPT as u64 + 2 {
-        d.state
-            .lock()
-            .await
-            .live
-            .insert(key("a"), connect(generation));
+        d.connect_for_test(&key("a"), generation).await;
         d.sever(&key("a")).await;
     }
     let closed = d.take_closed().await.1;

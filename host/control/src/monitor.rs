@@ -174,15 +174,20 @@ mod tests {
         LiveConnection { generation, pid }
     }
 
+    /// What a first look saw: lb-1, app-1 and db-1 connected.
+    fn first_look() -> HashMap<ServerKey, LiveConnection> {
+        HashMap::from([
+            (key("lb-1"), conn(1, 100)),
+            (key("app-1"), conn(2, 200)),
+            (key("db-1"), conn(3, 300)),
+        ])
+    }
+
     /// Seen between two looks: lb-1 killed and started again (a new connection), app-1
     /// untouched, db-1 gone, web-1 new.
     #[test]
     fn a_connection_replaced_between_two_looks_is_both_lost_and_back() {
-        let before = HashMap::from([
-            (key("lb-1"), conn(1, 100)),
-            (key("app-1"), conn(2, 200)),
-            (key("db-1"), conn(3, 300)),
-        ]);
+        let before = first_look();
         let after = HashMap::from([
             (key("lb-1"), conn(7, 700)),
             (key("app-1"), conn(2, 200)),
@@ -201,11 +206,7 @@ mod tests {
     /// Each is LOST once; app-1, untouched, is not.
     #[test]
     fn a_connection_that_came_and_went_between_two_looks_is_lost() {
-        let before = HashMap::from([
-            (key("lb-1"), conn(1, 100)),
-            (key("app-1"), conn(2, 200)),
-            (key("db-1"), conn(3, 300)),
-        ]);
+        let before = first_look();
         let after = HashMap::from([(key("app-1"), conn(2, 200))]);
         let closed = [
             (key("db-1"), conn(3, 300)),
