@@ -13,10 +13,10 @@ use stratus_protocol::AgentRequest;
 
 /// Runs until the dispatcher goes away. Connections are compared by generation, not by
 /// server: change notifications coalesce (and looks are at least
-/// [`CHANGES_GATHER`](crate::dispatcher::CHANGES_GATHER) apart),
-/// so an agent that is killed and started again before this task looks shows up as the same
-/// server with a new connection, and one that connected and closed between two looks is
-/// among the dispatcher's closed connections.
+/// [`CHANGES_GATHER`](crate::dispatcher::CHANGES_GATHER) apart), so an agent that is killed
+/// and started again before this task looks shows up as the same server with a new
+/// connection, and one that connected and closed between two looks is among the
+/// dispatcher's closed connections.
 pub async fn watch_agents(engine: Engine, dispatcher: Dispatcher) {
     let mut changes = dispatcher.subscribe();
     let (mut known, _) = dispatcher.take_closed().await;
