@@ -106,6 +106,12 @@ struct State {
 }
 
 impl State {
+    /// Every live connection, by server.
+    fn connections(&self) -> HashMap<ServerKey, LiveConnection> {
+        let live = self.live.iter();
+        live.map(|(k, l)| (k.clone(), l.connection())).collect()
+    }
+
     /// Removes the live connection of `key` and keeps it among the closed ones.
     fn close(&mut self, key: &ServerKey) -> bool {
         let Some(live) = self.live.remove(key) else {
@@ -266,12 +272,7 @@ impl Dispatcher {
         Vec<(ServerKey, LiveConnection)>,
     ) {
         let mut st = self.state.lock().await;
-        let live = st
-            .live
-            .iter()
-            .map(|(k, l)| (k.clone(), l.connection()))
-            .collect();
-        (live, st.closed.drain(..).collect())
+        (st.connections(), st.closed.drain(..).collect())
     }
 
     /// The servers whose agents are connected right now.
@@ -283,11 +284,7 @@ impl Dispatcher {
     /// key whose generation changed between two looks lost its connection and made another,
     /// even when both happened before the looker ran.
     pub async fn connections(&self) -> HashMap<ServerKey, LiveConnection> {
-        let st = self.state.lock().await;
-        st.live
-            .iter()
-            .map(|(k, l)| (k.clone(), l.connection()))
-            .collect()
+        self.state.lock().await.connections()
     }
 
     /// Notified whenever an agent connects or disconnects. A watcher that looks at every
@@ -448,9 +445,7 @@ impl Dispatcher {
             files: self.files.get().cloned(),
         };
         if conn.send(&welcome).await.is_err() {
-            // Waiters may have seen it live: the monitor is to look, and finds it closed.
             self.drop_live(&key, generation).await;
-            self.changed.send_modify(|n| *n += 1);
             return;
         }
         self.logs.info(
@@ -529,7 +524,6 @@ impl Dispatcher {
         pending.lock().await.clear();
         self.logs
             .warn(Component::Dispatcher, subject, "agent connection closed");
-        self.changed.send_modify(|n| *n += 1);
     }
 
     /// Drops the agent's connection (it stopped answering): the monitor records it LOST,
@@ -540,10 +534,15 @@ impl Dispatcher {
         }
     }
 
+    /// Closes connection `generation` of `key` if it is still the live one, and tells the
+    /// watchers (waiters may have seen it live, even one whose `Welcome` was never sent).
     async fn drop_live(&self, key: &ServerKey, generation: u64) {
-        let mut st = self.state.lock().await;
-        if st.live.get(key).is_some_and(|l| l.generation == generation) {
-            st.close(key);
+        let closed = {
+            let mut st = self.state.lock().await;
+            st.live.get(key).is_some_and(|l| l.generation == generation) && st.close(key)
+        };
+        if closed {
+            self.changed.send_modify(|n| *n += 1);
         }
     }
 }

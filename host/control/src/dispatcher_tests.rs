@@ -147,6 +147,14 @@ async fn closed_connections_are_kept_for_the_monitor_until_taken() {
     };
     assert_eq!(closed, [(key("a"), gone)]);
     assert!(d.take_closed().await.1.is_empty(), "taken once");
+    // A connection that ends on its own tells the watchers; a stale one (already replaced)
+    // changes nothing and tells no one.
+    let watcher = d.subscribe();
+    d.drop_live(&key("c"), 2).await;
+    assert!(!watcher.has_changed().unwrap(), "not c's live connection");
+    d.drop_live(&key("c"), 3).await;
+    assert!(watcher.has_changed().unwrap());
+    assert_eq!(d.take_closed().await.1.len(), 1);
     for generation in 0..MAX_CLOSED_KEPT as u64 + 2 {
         d.connect_for_test(&key("a"), generation).await;
         d.sever(&key("a")).await;
