@@ -9,7 +9,7 @@
 //! frame says; one closer than half the interval to the previous one of its server is ignored,
 //! so a flooding agent cannot fill its window.
 
-use crate::dispatcher::{Dispatcher, ServerKey, next_look};
+use crate::dispatcher::{Dispatcher, LiveConnection, ServerKey, next_look};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -169,8 +169,7 @@ pub async fn watch(metrics: Metrics, store: Store, dispatcher: Dispatcher) {
                 look_at = None;
                 looked = Some(tokio::time::Instant::now());
                 connections.mark_unchanged();
-                feed.forget_disconnected().await;
-                feed.ask_silent().await;
+                feed.look_at_connections().await;
             }
             _ = refresh.tick() => feed.refresh().await,
             _ = store_tick.tick() => feed.store_unstored(),
@@ -270,15 +269,20 @@ impl Feed {
         let live = live_servers(&self.store);
         self.metrics
             .retain(|dep, server| live.contains(&(dep.to_string(), server.to_string())));
-        self.forget_disconnected().await;
-        self.ask_silent().await;
+        self.look_at_connections().await;
+    }
+
+    /// Forgets and asks (see below) over one look at the connections.
+    async fn look_at_connections(&mut self) {
+        let connected = self.dispatcher.connections().await;
+        self.forget_disconnected(&connected);
+        self.ask_silent(&connected);
     }
 
     /// Forgets what was asked of agents no longer connected, or connected anew since (even
     /// between two looks): one that connects again may be a new process, which knows nothing
     /// of it.
-    async fn forget_disconnected(&mut self) {
-        let connected = self.dispatcher.connections().await;
+    fn forget_disconnected(&mut self, connected: &HashMap<ServerKey, LiveConnection>) {
         self.heard.retain(|k, _| connected.contains_key(k));
         self.asked.retain(|k, a| {
             connected
@@ -289,14 +293,14 @@ impl Feed {
 
     /// Asks every connected agent that was not asked for its deployment's current interval,
     /// or has been silent for [`SILENT_INTERVALS`] since it was last asked.
-    async fn ask_silent(&mut self) {
-        for (key, connection) in self.dispatcher.connections().await {
+    fn ask_silent(&mut self, connected: &HashMap<ServerKey, LiveConnection>) {
+        for (key, connection) in connected {
             let Some(interval) = self.interval(&key.0) else {
                 continue;
             };
             let silent = Duration::from_millis(interval) * SILENT_INTERVALS;
-            let quiet = self.heard.get(&key).is_none_or(|t| t.elapsed() >= silent);
-            let due = match self.asked.get(&key) {
+            let quiet = self.heard.get(key).is_none_or(|t| t.elapsed() >= silent);
+            let due = match self.asked.get(key) {
                 None => true,
                 Some(a) if a.interval_ms != interval || a.generation != connection.generation => {
                     true
@@ -310,7 +314,7 @@ impl Feed {
                     generation: connection.generation,
                 };
                 self.asked.insert(key.clone(), asked);
-                let dispatcher = self.dispatcher.clone();
+                let (dispatcher, key) = (self.dispatcher.clone(), key.clone());
                 tokio::spawn(async move {
                     let ask = AgentRequest::WatchMetrics {
                         interval_ms: interval,
@@ -406,16 +410,14 @@ mod tests {
             )
         };
         let mut first = dispatcher.connect_for_test(&key, 1).await;
-        feed.ask_silent().await;
+        feed.look_at_connections().await;
         tokio::task::yield_now().await;
         assert!(asked(&mut first), "asked on its first connection");
         let mut second = dispatcher.connect_for_test(&key, 2).await;
-        feed.forget_disconnected().await;
-        feed.ask_silent().await;
+        feed.look_at_connections().await;
         tokio::task::yield_now().await;
         assert!(asked(&mut second), "asked again on its new connection");
-        feed.forget_disconnected().await;
-        feed.ask_silent().await;
+        feed.look_at_connections().await;
         tokio::task::yield_now().await;
         assert!(!asked(&mut second), "not again on the same connection");
     }
