@@ -80,8 +80,6 @@ struct Run {
     agent_pss_mean_kib: u64,
 }
 
-/// The binary under test: this build's, or `STRATUS_BENCH_BIN` (to compare two builds
-/// side by side, alternating runs of each).
 /// How long after the previous run's files were removed the next launch starts.
 const SETTLE: Duration = Duration::from_secs(65);
 
@@ -102,6 +100,8 @@ fn sync_disks() {
     let _ = Command::new("sync").status();
 }
 
+/// The binary under test: this build's, or `STRATUS_BENCH_BIN` (to compare two builds
+/// side by side, alternating runs of each).
 fn stratus(state: &Path) -> Command {
     let bin = std::env::var_os("STRATUS_BENCH_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_stratus").into());
