@@ -172,7 +172,8 @@ impl Sampler {
 
     /// The services' cgroup in a unified hierarchy, when it has the counters needed.
     /// `memory.current` is looked for first: only a unified hierarchy with the memory
-    /// controller has it, so on other hosts each sample makes one look per hierarchy, not three.
+    /// controller has it, so where the unified one lacks it a sample looks there once, not
+    /// three times.
     fn unified_dir(&self) -> Option<PathBuf> {
         let services = self.source.services.as_ref()?;
         services.paths().into_iter().find(|p| {
