@@ -220,8 +220,14 @@ fn version_of(program: &Path) -> Option<String> {
 
 /// [`version_of`] with the time it may take as a parameter (tests give up sooner).
 fn version_within(program: &Path, timeout: Duration) -> Option<String> {
-    use std::io::Read;
-    let mut child = Command::new(program)
+    let child = version_probe(program).ok()?;
+    version_answered(child, program, timeout)
+}
+
+/// `program --version` started in a process group of its own, so that giving up kills
+/// whatever it started too.
+fn version_probe(program: &Path) -> std::io::Result<std::process::Child> {
+    Command::new(program)
         .arg("--version")
         .env_clear()
         .stdin(Stdio::null())
@@ -229,7 +235,16 @@ fn version_within(program: &Path, timeout: Duration) -> Option<String> {
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .ok()?;
+}
+
+/// The version `child` printed, if it answered and exited within `timeout`; otherwise its
+/// process group is killed and the answer is `None`.
+fn version_answered(
+    mut child: std::process::Child,
+    program: &Path,
+    timeout: Duration,
+) -> Option<String> {
+    use std::io::Read;
     let stdout = child.stdout.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     // A reader of its own: a probe that never closes its output must not hold this thread.
@@ -402,16 +417,13 @@ mod tests {
         ];
         for body in cases {
             let dir = tempfile::tempdir().unwrap();
-            let marker = dir.path().join("pid");
-            let agent = script(
-                dir.path(),
-                AGENT_BINARY,
-                &format!("echo $$ > {}; {body}", marker.display()),
-                0o755,
-            );
+            let agent = script(dir.path(), AGENT_BINARY, body, 0o755);
             let timeout = Duration::from_millis(300);
             let started = Instant::now();
-            let version = version_within(&agent, timeout);
+            let child = version_probe(&agent).unwrap();
+            // The probe leads its own group, so the group's id is the child's.
+            let pgid = child.id() as i32;
+            let version = version_answered(child, &agent, timeout);
             // Far below the probe's 600 s, with room for a slow spawn on a loaded machine.
             let bound = timeout + Duration::from_secs(5);
             assert!(started.elapsed() < bound, "{body}: not given up");
@@ -419,11 +431,6 @@ mod tests {
                 version.is_none() || body.starts_with("yes"),
                 "{body}: {version:?}"
             );
-            let pgid: i32 = std::fs::read_to_string(&marker)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
             // The probe's group is gone: killpg finds no member (once an orphan killed with it
             // has been reaped by its new parent).
             let gone = || nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None);
