@@ -1,5 +1,7 @@
 //! Loopback address leases of the local provider, shared by every control plane that uses
-//! the same state directory: a JSON file rewritten atomically under an exclusive flock.
+//! the same state directory: a log of JSON lines (an address leased, an address freed)
+//! appended under an exclusive flock, and written anew with the live leases alone once it has
+//! grown to twice their number.
 
 use crate::ProviderError;
 use nix::fcntl::{Flock, FlockArg};
@@ -47,10 +49,30 @@ pub struct Lease {
     pub server_id: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The table as an earlier release kept it: one JSON document, rewritten whole per change.
+#[derive(Debug, Default, Deserialize)]
 struct LeaseFile {
     leases: BTreeMap<Ipv4Addr, Lease>,
 }
+
+/// One line of the lease log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Entry {
+    /// `address` is leased to the holder.
+    Lease {
+        address: Ipv4Addr,
+        deployment: String,
+        server_id: String,
+    },
+    /// `address` is free again.
+    Free { address: Ipv4Addr },
+}
+
+/// The log is written anew, with only the live leases, once it holds more than twice as many
+/// entries as leases plus this many: a rewrite per change made launching N servers write
+/// N²/2 lease lines, and a log never rewritten would grow with every launch ever made.
+const COMPACT_SLACK: usize = 256;
 
 /// The leases file of one state directory.
 #[derive(Debug, Clone)]
@@ -59,16 +81,70 @@ pub struct Leases {
     /// The second octet this state directory starts allocating from, so that control planes
     /// with different state directories (e.g. parallel tests) rarely meet.
     first_octet: u8,
-    /// The table as this process last read or wrote it, with the file's bytes then: while
-    /// the file still holds those bytes it need not be parsed again (parsing the whole table
-    /// per launch made launching N servers cost N² work). Bytes, not the file's inode, size
-    /// and times, because those can all repeat: ext4 hands a freed inode out again at once,
-    /// a rewrite often keeps the size, and coarse timestamps repeat within a tick.
+    /// The log as this process last read or wrote it: while the file still begins with those
+    /// bytes, only what follows them is parsed (parsing the whole table per launch made
+    /// launching N servers cost N² work). Bytes, not the file's inode, size and times,
+    /// because those can all repeat: ext4 hands a freed inode out again at once, a rewrite
+    /// often keeps the size, and coarse timestamps repeat within a tick.
     known: Arc<Mutex<Option<Seen>>>,
 }
 
-/// A table file's bytes and the table parsed from them.
-type Seen = (Vec<u8>, LeaseFile);
+/// A log's complete lines and the table they make.
+#[derive(Debug, Default)]
+struct Seen {
+    bytes: Vec<u8>,
+    leases: BTreeMap<Ipv4Addr, Lease>,
+    /// How many entries `bytes` holds.
+    entries: usize,
+}
+
+impl Seen {
+    /// Applies the entries of `tail`, which follows `self.bytes` in the file.
+    fn extend(&mut self, tail: &[u8]) -> Result<(), serde_json::Error> {
+        for entry in serde_json::Deserializer::from_slice(tail).into_iter::<Entry>() {
+            self.apply(entry?);
+        }
+        self.bytes.extend_from_slice(tail);
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Lease {
+                address,
+                deployment,
+                server_id,
+            } => self.leases.insert(
+                address,
+                Lease {
+                    deployment,
+                    server_id,
+                },
+            ),
+            Entry::Free { address } => self.leases.remove(&address),
+        };
+        self.entries += 1;
+    }
+
+    /// Whether the log is long enough to be written anew with the live leases alone.
+    fn wants_compacting(&self) -> bool {
+        self.entries > 2 * self.leases.len() + COMPACT_SLACK
+    }
+}
+
+/// `entry` as one line of the log.
+fn line_of(entry: &Entry) -> Vec<u8> {
+    let mut line = serde_json::to_vec(entry).expect("a lease entry serializes");
+    line.push(b'\n');
+    line
+}
+
+/// The leading part of `bytes` that ends with a newline: a line torn by a crash of the machine
+/// in the middle of an append is left out (and cut off before the next append).
+fn complete_lines(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    &bytes[..end]
+}
 
 impl Leases {
     pub fn new(state_dir: &Path) -> Leases {
@@ -92,16 +168,54 @@ impl Leases {
     }
 
     fn path(&self) -> PathBuf {
+        self.dir.join("local-leases.log")
+    }
+
+    /// Where an earlier release kept the table (`LeaseFile`).
+    fn legacy_path(&self) -> PathBuf {
         self.dir.join("local-leases.json")
     }
 
-    /// Runs `f` on the lease table while holding the lock, then saves it if `f` says it
-    /// changed it (a rewrite per look-up made each launch and end rewrite the whole table
-    /// twice: quadratic in the number of servers).
+    /// Runs `f` on the lease table while holding the lock, then appends the entry `f` returns,
+    /// if any (a rewrite of the whole table per change made launching N servers quadratic).
     fn with_locked<T>(
         &self,
-        f: impl FnOnce(&mut BTreeMap<Ipv4Addr, Lease>) -> Result<(T, Changed), ProviderError>,
+        f: impl FnOnce(&BTreeMap<Ipv4Addr, Lease>) -> Result<(T, Option<Entry>), ProviderError>,
     ) -> Result<T, ProviderError> {
+        let _lock = self.lock()?;
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = self.read()?;
+        let whole = complete_lines(&bytes);
+        // An error leaves `known` empty: the next call reads the file whole.
+        let mut seen = match known.take() {
+            Some(mut seen) if whole.starts_with(&seen.bytes) => {
+                let tail = &whole[seen.bytes.len()..];
+                match seen.extend(tail) {
+                    Ok(()) => seen,
+                    // Parsed whole again, so that the error names its place in the file.
+                    Err(_) => self.parse(whole)?,
+                }
+            }
+            _ => self.parse(whole)?,
+        };
+        let (out, entry) = f(&seen.leases)?;
+        if let Some(entry) = entry {
+            let line = line_of(&entry);
+            seen.apply(entry);
+            if seen.wants_compacting() {
+                seen.bytes = self.rewrite(&seen.leases)?;
+                seen.entries = seen.leases.len();
+            } else {
+                self.append(&line, seen.bytes.len() as u64, bytes.len() > whole.len())?;
+                seen.bytes.extend_from_slice(&line);
+            }
+        }
+        *known = Some(seen);
+        Ok(out)
+    }
+
+    /// The exclusive lock every reader and writer of this state directory's table holds.
+    fn lock(&self) -> Result<Flock<File>, ProviderError> {
         std::fs::create_dir_all(&self.dir).map_err(ProviderError::io(format!(
             "creating {}",
             self.dir.display()
@@ -117,67 +231,105 @@ impl Leases {
                 "opening {}",
                 lock_path.display()
             )))?;
-        // Held until the end of this function; dropping it unlocks.
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-            ProviderError::Io {
-                context: format!("locking {}", lock_path.display()),
-                source: errno.into(),
-            }
-        })?;
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let bytes = self.read()?;
-        let mut table = match known.take() {
-            Some((seen, table)) if seen == bytes => table,
-            _ => self.parse(&bytes)?,
-        };
-        // On an error `f` may have changed the table half-way: it is not kept.
-        let (out, changed) = f(&mut table.leases)?;
-        let bytes = match changed {
-            Changed::Yes => self.write(&table)?,
-            Changed::No => bytes,
-        };
-        *known = Some((bytes, table));
-        Ok(out)
+        Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, errno)| ProviderError::Io {
+            context: format!("locking {}", lock_path.display()),
+            source: errno.into(),
+        })
     }
 
-    /// The table file's bytes; none when there is no file yet.
+    /// The log's bytes; an earlier release's table is made into a log first; none when
+    /// there is neither.
     fn read(&self) -> Result<Vec<u8>, ProviderError> {
         let path = self.path();
         match std::fs::read(&path) {
             Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.migrate(),
             Err(e) => Err(ProviderError::io(format!("reading {}", path.display()))(e)),
         }
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<LeaseFile, ProviderError> {
-        // Empty only if there is no file yet, or the machine crashed right after a rewrite:
-        // no lease survived it.
-        if bytes.is_empty() {
-            return Ok(LeaseFile::default());
-        }
-        serde_json::from_slice::<LeaseFile>(bytes).map_err(|source| ProviderError::Leases {
-            path: self.path(),
-            source,
-        })
+    /// Writes the table an earlier release kept as a log and removes the old file; the log's
+    /// bytes (none if there was no old table).
+    fn migrate(&self) -> Result<Vec<u8>, ProviderError> {
+        let old = self.legacy_path();
+        let bytes = match std::fs::read(&old) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ProviderError::io(format!("reading {}", old.display()))(e)),
+        };
+        // Empty only if the machine crashed right after a rewrite: no lease survived it.
+        let table = match bytes.is_empty() {
+            true => LeaseFile::default(),
+            false => serde_json::from_slice::<LeaseFile>(&bytes).map_err(|source| {
+                ProviderError::Leases {
+                    path: old.clone(),
+                    source,
+                }
+            })?,
+        };
+        let log = self.rewrite(&table.leases)?;
+        std::fs::remove_file(&old)
+            .map_err(ProviderError::io(format!("removing {}", old.display())))?;
+        Ok(log)
     }
 
-    /// Replaces the table file with `table`; returns the bytes written.
-    fn write(&self, table: &LeaseFile) -> Result<Vec<u8>, ProviderError> {
+    fn parse(&self, bytes: &[u8]) -> Result<Seen, ProviderError> {
+        let mut seen = Seen::default();
+        seen.extend(bytes).map_err(|source| ProviderError::Leases {
+            path: self.path(),
+            source,
+        })?;
+        Ok(seen)
+    }
+
+    /// Adds `line` to the log at `at`, the end of its complete lines, cutting off a torn line
+    /// first.
+    fn append(&self, line: &[u8], at: u64, torn: bool) -> Result<(), ProviderError> {
+        use std::os::unix::fs::FileExt;
         let path = self.path();
-        let json = serde_json::to_vec(table).expect("lease table serializes");
-        let tmp = self.dir.join("local-leases.json.tmp");
-        // The rename makes the new table whole for any process that reads it after; there is
+        let write = || -> std::io::Result<()> {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+            if torn {
+                file.set_len(at)?;
+            }
+            file.write_all_at(line, at)
+        };
+        write().map_err(ProviderError::io(format!("writing {}", path.display())))
+    }
+
+    /// Replaces the log with one entry per lease; returns the bytes written.
+    fn rewrite(&self, leases: &BTreeMap<Ipv4Addr, Lease>) -> Result<Vec<u8>, ProviderError> {
+        let path = self.path();
+        let mut text = Vec::new();
+        for (address, lease) in leases {
+            text.extend(line_of(&Entry::Lease {
+                address: *address,
+                deployment: lease.deployment.clone(),
+                server_id: lease.server_id.clone(),
+            }));
+        }
+        let tmp = self.dir.join("local-leases.log.tmp");
+        // The rename makes the new log whole for any process that reads it after; there is
         // no fsync, because only a crash of the machine loses the page cache, and that ends
         // every local server holding a lease too. (One fsync per launch was a second of
         // waiting per thousand servers.)
         let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&json)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&text)?;
             std::fs::rename(&tmp, &path)
         };
         write().map_err(ProviderError::io(format!("writing {}", path.display())))?;
-        Ok(json)
+        Ok(text)
     }
 
     /// Leases an address to the holder: the one it already holds (a relaunch of the same
@@ -187,7 +339,7 @@ impl Leases {
         let first = self.first_octet;
         self.with_locked(|table| {
             if let Some((addr, _)) = table.iter().find(|(_, held)| **held == lease) {
-                return Ok((*addr, Changed::No));
+                return Ok((*addr, None));
             }
             let used = table.len() as u64;
             if used >= max {
@@ -197,9 +349,13 @@ impl Leases {
             let free = candidates(first)
                 .filter(|a| !table.contains_key(a))
                 .find(|a| claim_machine_wide(*a, &owner));
-            let addr = free.ok_or(ProviderError::NoAddress)?;
-            table.insert(addr, lease);
-            Ok((addr, Changed::Yes))
+            let address = free.ok_or(ProviderError::NoAddress)?;
+            let entry = Entry::Lease {
+                address,
+                deployment: lease.deployment,
+                server_id: lease.server_id,
+            };
+            Ok((address, Some(entry)))
         })
     }
 
@@ -207,34 +363,26 @@ impl Leases {
     pub fn release(&self, addr: Ipv4Addr) -> Result<(), ProviderError> {
         let owner = self.owner();
         self.with_locked(|table| {
-            let changed = match table.remove(&addr) {
-                Some(_) => Changed::Yes,
-                None => Changed::No,
-            };
+            let entry = table
+                .contains_key(&addr)
+                .then_some(Entry::Free { address: addr });
             let claim = claims_dir().join(addr.to_string());
             if std::fs::read_to_string(&claim).is_ok_and(|o| o == owner) {
                 let _ = std::fs::remove_file(claim);
             }
-            Ok(((), changed))
+            Ok(((), entry))
         })
     }
 
     /// Whether `lease`'s holder holds an address.
     pub fn holds(&self, lease: &Lease) -> Result<bool, ProviderError> {
-        self.with_locked(|table| Ok((table.values().any(|held| held == lease), Changed::No)))
+        self.with_locked(|table| Ok((table.values().any(|held| held == lease), None)))
     }
 
     /// The current leases.
     pub fn list(&self) -> Result<BTreeMap<Ipv4Addr, Lease>, ProviderError> {
-        self.with_locked(|table| Ok((table.clone(), Changed::No)))
+        self.with_locked(|table| Ok((table.clone(), None)))
     }
-}
-
-/// Whether an operation changed the lease table (and so it is written back).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Changed {
-    Yes,
-    No,
 }
 
 /// Where state directories claim addresses machine-wide: two control planes with different
@@ -411,9 +559,10 @@ mod tests {
         assert!(leases.list().unwrap().is_empty());
     }
 
-    /// Look-ups and no-op changes leave the table file alone (a rewrite makes a new inode).
+    /// Look-ups and no-op changes leave the log alone; a change appends one line to it, in
+    /// place (no new file, so no freed inode per launch).
     #[test]
-    fn only_a_change_rewrites_the_table() {
+    fn only_a_change_appends_to_the_log() {
         use std::os::unix::fs::MetadataExt;
         let state = tempfile::tempdir().unwrap();
         let leases = Leases::new(state.path());
@@ -421,17 +570,124 @@ mod tests {
             deployment: "web".into(),
             server_id: "app-1".into(),
         };
+        let log = || std::fs::read_to_string(leases.path()).unwrap();
         let inode = || std::fs::metadata(leases.path()).unwrap().ino();
         let a = leases.acquire(holder.clone(), 2).unwrap();
-        let written = inode();
+        let (written, file) = (log(), inode());
+        assert_eq!(written.lines().count(), 1, "{written}");
         assert!(leases.holds(&holder).unwrap());
         assert_eq!(leases.list().unwrap().len(), 1);
         assert_eq!(leases.acquire(holder, 2).unwrap(), a);
         leases.release(Ipv4Addr::new(127, 255, 255, 2)).unwrap();
-        assert_eq!(inode(), written, "a look-up rewrote the table");
+        assert_eq!(log(), written, "a look-up wrote to the log");
         leases.release(a).unwrap();
-        assert_ne!(inode(), written, "a release did not write the table");
+        let after = log();
+        assert!(after.starts_with(&written), "{after}");
+        assert_eq!(
+            after.lines().count(),
+            2,
+            "a release did not append: {after}"
+        );
+        assert_eq!(inode(), file, "the log was replaced, not appended to");
         assert!(leases.list().unwrap().is_empty());
+    }
+
+    /// A log grown to twice its leases (plus the slack) is written anew with the live ones
+    /// alone, and every holder keeps its address through it, as another process reads it.
+    #[test]
+    fn a_long_log_is_written_anew_with_the_live_leases() {
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        let holder = |i: usize| Lease {
+            deployment: "web".into(),
+            server_id: format!("app-{i}"),
+        };
+        let count = COMPACT_SLACK + 40;
+        let addrs: Vec<_> = (0..count)
+            .map(|i| leases.acquire(holder(i), 10_000).unwrap())
+            .collect();
+        for addr in &addrs[..count - 10] {
+            leases.release(*addr).unwrap();
+        }
+        let lines = std::fs::read_to_string(leases.path())
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines < count, "never written anew: {lines} lines");
+        assert!(lines <= 2 * 10 + COMPACT_SLACK + 1, "{lines} lines");
+        let elsewhere = Leases::new(state.path()).list().unwrap();
+        let expected: BTreeMap<_, _> = (count - 10..count).map(|i| (addrs[i], holder(i))).collect();
+        assert_eq!(elsewhere, expected);
+        assert_eq!(leases.list().unwrap(), expected);
+        for addr in &addrs[count - 10..] {
+            leases.release(*addr).unwrap();
+        }
+    }
+
+    /// A state directory an earlier release left (one JSON table) keeps its leases: the table
+    /// becomes the log and the old file goes.
+    #[test]
+    fn an_earlier_releases_table_is_taken_over() {
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        std::fs::create_dir_all(&leases.dir).unwrap();
+        let held = Ipv4Addr::new(127, 255, 255, 3);
+        std::fs::write(
+            leases.legacy_path(),
+            format!(r#"{{"leases":{{"{held}":{{"deployment":"web","server_id":"app-1"}}}}}}"#),
+        )
+        .unwrap();
+        let holder = |id: &str| Lease {
+            deployment: "web".into(),
+            server_id: id.into(),
+        };
+        assert_eq!(leases.acquire(holder("app-1"), 10).unwrap(), held);
+        assert!(!leases.legacy_path().exists(), "the old table stayed");
+        let other = leases.acquire(holder("app-2"), 10).unwrap();
+        assert_ne!(other, held);
+        assert_eq!(Leases::new(state.path()).list().unwrap().len(), 2);
+        leases.release(other).unwrap();
+        // A corrupt old table is an error naming it, and is left for the operator.
+        let broken = tempfile::tempdir().unwrap();
+        let leases = Leases::new(broken.path());
+        std::fs::create_dir_all(&leases.dir).unwrap();
+        std::fs::write(leases.legacy_path(), "{\"leases\":").unwrap();
+        let err = leases.list().unwrap_err().to_string();
+        assert!(err.contains("local-leases.json is corrupt"), "{err}");
+        assert!(leases.legacy_path().exists());
+    }
+
+    /// A line torn by a crash in the middle of an append is left out and cut off by the next
+    /// append; a corrupt line before the end is an error naming the file and the line.
+    #[test]
+    fn a_torn_last_line_is_cut_off_and_a_corrupt_one_is_named() {
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        let holder = |id: &str| Lease {
+            deployment: "web".into(),
+            server_id: id.into(),
+        };
+        let a = leases.acquire(holder("app-1"), 10).unwrap();
+        let mut file = OpenOptions::new().append(true).open(leases.path()).unwrap();
+        file.write_all(br#"{"lease":{"address":"127.2"#).unwrap();
+        assert_eq!(leases.list().unwrap().len(), 1);
+        let b = leases.acquire(holder("app-2"), 10).unwrap();
+        let fresh = Leases::new(state.path());
+        assert_eq!(
+            fresh.list().unwrap().len(),
+            2,
+            "the torn line was not cut off"
+        );
+        file.write_all(b"not json\n").unwrap();
+        let line = |l: &Leases| l.list().unwrap_err().to_string();
+        for err in [line(&leases), line(&fresh)] {
+            assert!(err.contains("local-leases.log is corrupt"), "{err}");
+            assert!(err.contains("line 3"), "{err}");
+        }
+        std::fs::remove_file(leases.path()).unwrap();
+        for addr in [a, b] {
+            leases.release(addr).unwrap();
+        }
     }
 
     /// Each `Leases` keeps the table it last saw; a change made through another (another

@@ -38,7 +38,7 @@ pub use disk_removal::{REMOVING, finish as finish_disk_removals, resume as resum
 pub use end_disk::check_end_disk;
 pub use error::ProviderError;
 pub use handle::{Presence, ProviderHandle};
-pub use leases::{ADDRESS_COUNT, PROGRAM_UID_BASE, program_uid, release_claims_of};
+pub use leases::{ADDRESS_COUNT, Lease, Leases, PROGRAM_UID_BASE, program_uid, release_claims_of};
 pub use local::LocalProvider;
 pub use local_handle::LocalHandle;
 pub use registry::{LOCAL, ProviderFactory, ProviderRegistry, same};
