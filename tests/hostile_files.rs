@@ -129,6 +129,12 @@ fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> Restarted {
     };
     let (args, env) = (split("cmdline"), split("environ"));
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    // The new agent is in once its log says so: the server's state alone could still be the
+    // old connection's on a loaded machine.
+    let log =
+        common::server_root(st, dep, &servers(&st.deployment(dep), "h")[0]).join("agent/agent.log");
+    let accepted = || common::read(&log).matches("handshake accepted").count();
+    let before = accepted();
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -141,17 +147,17 @@ fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> Restarted {
             .envs(env.iter().filter_map(|kv| kv.split_once('=')))
             .current_dir(cwd)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            // Appended to its log, as the provider starts agents.
+            .stdout(appended(&log))
+            .stderr(appended(&log))
             .spawn()
             .unwrap(),
     );
     let start = std::time::Instant::now();
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
-        // LOST first (the old connection closed), then RUNNING once the new agent is in.
         let d = st.deployment(dep);
-        if servers(&d, "h")[0]["agent"] == "RUNNING" && start.elapsed().as_secs() >= 2 {
+        if servers(&d, "h")[0]["agent"] == "RUNNING" && accepted() > before {
             return child;
         }
         assert!(
@@ -159,6 +165,10 @@ fn restart_agent(st: &Stratus, dep: &str, pid: u32) -> Restarted {
             "agent did not reconnect: {d}"
         );
     }
+}
+
+fn appended(log: &Path) -> std::fs::File {
+    std::fs::File::options().append(true).open(log).unwrap()
 }
 
 /// An agent this test started; killed (by its own pid) and reaped when dropped.

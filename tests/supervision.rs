@@ -169,24 +169,53 @@ fn a_process_that_exits_at_once_waits_longer_each_time_and_shows_as_a_crash_loop
     let st = Stratus::new();
     let file = crashing_deployment(&st);
     st.ok(&["launch", file.to_str().unwrap()]);
-    // Each wait the agent announces: the time from an exit to the next start.
-    let mut waits: Vec<i64> = Vec::new();
+    // Each wait the agent announces (the time from an exit to the next start), as its log has
+    // them: sampling the status could miss the first, a second long, on a loaded machine.
+    let d = st.deployment("crash");
+    let log = common::server_root(&st, "crash", &servers(&d, "h")[0]).join("agent/agent.log");
+    let logged = || -> Vec<i64> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("supervised process crashed"))
+            .filter_map(|l| {
+                let digits = l.split("wait_ms=").nth(1)?;
+                let end = digits
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(digits.len());
+                digits[..end].parse().ok()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logged().len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let waits = logged();
+    assert_eq!(
+        waits.get(..4),
+        Some(&[1000, 2000, 4000, 8000][..]),
+        "{waits:?}"
+    );
+    // The status shows a crash loop and the wait under way, one the agent announced.
+    let shown = |p: &Value| {
+        p["next_start_at_ms"]
+            .as_i64()
+            .zip(p["last_exit_at_ms"].as_i64())
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut d = st.deployment("crash");
-    while waits.len() < 4 && Instant::now() < deadline {
+    while Instant::now() < deadline {
         let p = process_of(&d, "h");
-        if let (Some(next), Some(exit)) = (
-            p["next_start_at_ms"].as_i64(),
-            p["last_exit_at_ms"].as_i64(),
-        ) && waits.last() != Some(&(next - exit))
-        {
-            waits.push(next - exit);
+        if p["crash_loop"] == true && shown(&p).is_some() {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
         d = st.deployment("crash");
     }
-    assert_eq!(waits, [1000, 2000, 4000, 8000], "{d}");
     let p = process_of(&d, "h");
+    let (next, exit) = shown(&p).unwrap_or_else(|| panic!("{d}"));
+    assert!(logged().contains(&(next - exit)), "{d}");
     assert_eq!(p["name"], "crash", "{d}");
     assert_eq!(p["crash_loop"], true, "{d}");
     assert_eq!(p["state"], "CRASH-LOOP", "{d}");

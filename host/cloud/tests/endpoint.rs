@@ -302,7 +302,13 @@ async fn slow_loris_peers_are_cut_off_and_hold_up_nobody() {
     let started = Instant::now();
     let agent = s.agent("shop", "cred-shop");
     agent.fetch_package(&s.package).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Below the 10 s limits the stalled peers would hold a serial endpoint up for, with room
+    // for a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
 
     let limit = HANDSHAKE_TIMEOUT.max(HEADER_TIMEOUT) + Duration::from_secs(5);
     let mut buf = [0u8; 64];

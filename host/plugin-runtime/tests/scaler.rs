@@ -213,7 +213,9 @@ async fn hostile(rt: &Runtime, behaviour: &str) -> (Result<Vec<Vote>, ScalerErro
 #[tokio::test]
 async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives() {
     let rt = shared_runtime();
-    // The manifest's limits: 500 ms and 32 MiB.
+    // The manifest's limits: 500 ms and 32 MiB. The guest's loop never ends and its sleep is
+    // 60 s, so a bound of 20 s on the time taken still catches a limit not applied, with room
+    // for a loaded machine.
     let (r, took) = hostile(&rt, "loop").await;
     let e = r.unwrap_err();
     assert!(
@@ -224,7 +226,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
         e.to_string(),
         "scaler `hostile-scaler` ran past its time limit of 500 ms"
     );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
 
     let (r, took) = hostile(&rt, "alloc").await;
     let e = r.unwrap_err();
@@ -232,7 +234,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
         matches!(e, ScalerError::OutOfMemory { limit_mb: 32, .. }),
         "{e:?}"
     );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
 
     // Waiting in a host call, where epochs are not checked: the backstop ends it.
     let (r, took) = hostile(&rt, "sleep").await;
@@ -241,7 +243,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
         matches!(e, ScalerError::Timeout { limit_ms: 500, .. }),
         "{e:?}"
     );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
 
     let (r, _) = hostile(&rt, "count").await;
     assert_eq!(
@@ -266,7 +268,7 @@ async fn a_hostile_rule_is_stopped_with_a_clear_error_and_the_runtime_survives()
     assert!(message.starts_with("red red red"), "{message:?}");
     assert!(message.ends_with(" bytes)"), "{message:?}");
     assert!(!message.chars().any(char::is_control), "{message:?}");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
 
     // After all of that the same runtime still runs rules, hostile and not.
     let (r, _) = hostile(&rt, "calm").await;
