@@ -663,7 +663,9 @@ async fn attack_an_endless_loop_is_interrupted_at_its_timeout() {
         let (took, interrupted) =
             run_spinner(&engine, &module, export, Duration::from_millis(200)).await;
         assert!(interrupted, "{export}");
-        assert!(took < Duration::from_millis(1500), "{export}: {took:?}");
+        // Well below the ticker's 30 s idle check (a ticker not woken by the call), with room
+        // for a loaded machine.
+        assert!(took < Duration::from_secs(5), "{export}: {took:?}");
         assert!(took >= Duration::from_millis(200), "{export}: {took:?}");
     }
 }
@@ -703,7 +705,7 @@ async fn attack_loops_are_interrupted_while_other_calls_come_and_go() {
     for (k, l) in loops.into_iter().enumerate() {
         let (took, interrupted) = l.await.unwrap();
         assert!(interrupted, "loop {k}");
-        assert!(took < Duration::from_millis(2000), "loop {k}: {took:?}");
+        assert!(took < Duration::from_secs(5), "loop {k}: {took:?}");
     }
     churn.0.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.1.join().unwrap();
@@ -738,7 +740,7 @@ async fn attack_a_start_function_that_loops_is_interrupted() {
         "{err:#}"
     );
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );

@@ -11,7 +11,7 @@ use std::path::Path;
 
 fn caps(network: &[&str]) -> Capabilities {
     Capabilities {
-        timeout_ms: 2_000,
+        timeout_ms: 30_000, // a loaded machine may be slow to run even a short program
         output_bytes: 64,
         dirs: vec![DirGrant {
             dir: DirKind::Service,
