@@ -1,7 +1,7 @@
 //! Loopback address leases of the local provider, shared by every control plane that uses
 //! the same state directory: a log of JSON lines (an address leased, an address freed)
-//! appended under an exclusive flock, and written anew with the live leases alone once it has
-//! grown to twice their number.
+//! appended under an exclusive flock, and written anew with the live leases alone once it
+//! holds more than twice as many lines as leases, plus `COMPACT_SLACK`.
 
 use crate::ProviderError;
 use nix::fcntl::{Flock, FlockArg};
@@ -52,8 +52,21 @@ pub struct Lease {
 /// The table as an earlier release kept it: one JSON document, rewritten whole per change.
 #[derive(Debug, Default, Deserialize)]
 struct LeaseFile {
+    #[serde(default)]
     leases: BTreeMap<Ipv4Addr, Lease>,
+    /// Set once the table moved into the log. An earlier release, which requires `leases`,
+    /// then refuses the file rather than take it for an empty table (after a downgrade, it
+    /// would hand out the addresses of running servers again).
+    #[serde(default)]
+    moved_to: Option<String>,
 }
+
+/// The log's file name, in the state directory's `provider/`.
+const LOG_NAME: &str = "local-leases.log";
+
+/// Longest unterminated end of the log taken for a line torn by a crash in the middle of an
+/// append: a whole entry is far shorter (its names are file names, at most 255 bytes each).
+const MAX_TORN_BYTES: usize = 4096;
 
 /// One line of the lease log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,13 +152,6 @@ fn line_of(entry: &Entry) -> Vec<u8> {
     line
 }
 
-/// The leading part of `bytes` that ends with a newline: a line torn by a crash of the machine
-/// in the middle of an append is left out (and cut off before the next append).
-fn complete_lines(bytes: &[u8]) -> &[u8] {
-    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    &bytes[..end]
-}
-
 impl Leases {
     pub fn new(state_dir: &Path) -> Leases {
         let dir = state_dir.join("provider");
@@ -168,7 +174,7 @@ impl Leases {
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.join("local-leases.log")
+        self.dir.join(LOG_NAME)
     }
 
     /// Where an earlier release kept the table (`LeaseFile`).
@@ -185,7 +191,7 @@ impl Leases {
         let _lock = self.lock()?;
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = self.read()?;
-        let whole = complete_lines(&bytes);
+        let whole = self.entries_part(&bytes)?;
         // An error leaves `known` empty: the next call reads the file whole.
         let mut seen = match known.take() {
             Some(mut seen) if whole.starts_with(&seen.bytes) => {
@@ -200,7 +206,11 @@ impl Leases {
         };
         let (out, entry) = f(&seen.leases)?;
         if let Some(entry) = entry {
-            let line = line_of(&entry);
+            let mut line = line_of(&entry);
+            // After a last entry written without its newline (by hand).
+            if !seen.bytes.is_empty() && !seen.bytes.ends_with(b"\n") {
+                line.insert(0, b'\n');
+            }
             seen.apply(entry);
             if seen.wants_compacting() {
                 seen.bytes = self.rewrite(&seen.leases)?;
@@ -212,6 +222,27 @@ impl Leases {
         }
         *known = Some(seen);
         Ok(out)
+    }
+
+    /// The part of the log's `bytes` that holds its entries: all of them, unless they end in a
+    /// line torn by a crash (of the process or the machine) or a full disk in the middle of an
+    /// append, which is left out and cut off by the next append. A last entry whole but for
+    /// its newline counts; an unterminated end longer than any entry is no torn append, and
+    /// an error unless it parses.
+    fn entries_part<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], ProviderError> {
+        let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let rest = &bytes[end..];
+        let whole = rest.iter().all(u8::is_ascii_whitespace)
+            || serde_json::from_slice::<Entry>(rest).is_ok();
+        if whole {
+            return Ok(bytes);
+        }
+        if rest.len() > MAX_TORN_BYTES {
+            return self.parse(bytes).map(|_| bytes);
+        }
+        tracing::warn!(path = %self.path().display(), bytes = rest.len(),
+            "leaving out a torn last line of the lease log");
+        Ok(&bytes[..end])
     }
 
     /// The exclusive lock every reader and writer of this state directory's table holds.
@@ -248,8 +279,9 @@ impl Leases {
         }
     }
 
-    /// Writes the table an earlier release kept as a log and removes the old file; the log's
-    /// bytes (none if there was no old table).
+    /// Writes the table an earlier release kept as a log, and leaves in the old file only that
+    /// it moved; the log's bytes (none if there was no old table, or it had moved already and
+    /// the log was removed since).
     fn migrate(&self) -> Result<Vec<u8>, ProviderError> {
         let old = self.legacy_path();
         let bytes = match std::fs::read(&old) {
@@ -267,9 +299,13 @@ impl Leases {
                 }
             })?,
         };
+        if table.moved_to.is_some() {
+            return Ok(Vec::new());
+        }
         let log = self.rewrite(&table.leases)?;
-        std::fs::remove_file(&old)
-            .map_err(ProviderError::io(format!("removing {}", old.display())))?;
+        let moved = format!(r#"{{"moved_to":"{LOG_NAME}"}}"#);
+        replace_file(&old, moved.as_bytes())
+            .map_err(ProviderError::io(format!("writing {}", old.display())))?;
         Ok(log)
     }
 
@@ -313,22 +349,8 @@ impl Leases {
                 server_id: lease.server_id.clone(),
             }));
         }
-        let tmp = self.dir.join("local-leases.log.tmp");
-        // The rename makes the new log whole for any process that reads it after; there is
-        // no fsync, because only a crash of the machine loses the page cache, and that ends
-        // every local server holding a lease too. (One fsync per launch was a second of
-        // waiting per thousand servers.)
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&text)?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(ProviderError::io(format!("writing {}", path.display())))?;
+        replace_file(&path, &text)
+            .map_err(ProviderError::io(format!("writing {}", path.display())))?;
         Ok(text)
     }
 
@@ -383,6 +405,23 @@ impl Leases {
     pub fn list(&self) -> Result<BTreeMap<Ipv4Addr, Lease>, ProviderError> {
         self.with_locked(|table| Ok((table.clone(), None)))
     }
+}
+
+/// Replaces `path` with a file holding `bytes` (0600), through a new file renamed over it, so
+/// that any process reading it after sees it whole. There is no fsync: only a crash of the
+/// machine loses the page cache, and that ends every local server holding a lease too (one
+/// fsync per launch was a second of waiting per thousand servers).
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Where state directories claim addresses machine-wide: two control planes with different
@@ -606,6 +645,9 @@ mod tests {
         let addrs: Vec<_> = (0..count)
             .map(|i| leases.acquire(holder(i), 10_000).unwrap())
             .collect();
+        // Another one, whose cache the compaction makes stale.
+        let stale = Leases::new(state.path());
+        assert_eq!(stale.list().unwrap().len(), count);
         for addr in &addrs[..count - 10] {
             leases.release(*addr).unwrap();
         }
@@ -619,6 +661,7 @@ mod tests {
         let expected: BTreeMap<_, _> = (count - 10..count).map(|i| (addrs[i], holder(i))).collect();
         assert_eq!(elsewhere, expected);
         assert_eq!(leases.list().unwrap(), expected);
+        assert_eq!(stale.list().unwrap(), expected);
         for addr in &addrs[count - 10..] {
             leases.release(*addr).unwrap();
         }
@@ -642,11 +685,29 @@ mod tests {
             server_id: id.into(),
         };
         assert_eq!(leases.acquire(holder("app-1"), 10).unwrap(), held);
-        assert!(!leases.legacy_path().exists(), "the old table stayed");
+        // The old file says where the table went, and has no `leases` for an earlier release
+        // to take for an empty table.
+        let moved = std::fs::read_to_string(leases.legacy_path()).unwrap();
+        assert_eq!(moved, r#"{"moved_to":"local-leases.log"}"#);
         let other = leases.acquire(holder("app-2"), 10).unwrap();
         assert_ne!(other, held);
         assert_eq!(Leases::new(state.path()).list().unwrap().len(), 2);
         leases.release(other).unwrap();
+        // A log removed by hand (after a reboot) leaves no lease, not the moved table's.
+        std::fs::remove_file(leases.path()).unwrap();
+        assert!(Leases::new(state.path()).list().unwrap().is_empty());
+        // Where both are, the log is the table.
+        let both = tempfile::tempdir().unwrap();
+        let leases = Leases::new(both.path());
+        let logged = leases.acquire(holder("app-3"), 10).unwrap();
+        std::fs::write(
+            leases.legacy_path(),
+            format!(r#"{{"leases":{{"{held}":{{"deployment":"web","server_id":"app-1"}}}}}}"#),
+        )
+        .unwrap();
+        let fresh = Leases::new(both.path()).list().unwrap();
+        assert_eq!(fresh.keys().collect::<Vec<_>>(), [&logged]);
+        leases.release(logged).unwrap();
         // A corrupt old table is an error naming it, and is left for the operator.
         let broken = tempfile::tempdir().unwrap();
         let leases = Leases::new(broken.path());
@@ -658,7 +719,8 @@ mod tests {
     }
 
     /// A line torn by a crash in the middle of an append is left out and cut off by the next
-    /// append; a corrupt line before the end is an error naming the file and the line.
+    /// append; a corrupt line before the end is an error naming the file and the line, and so
+    /// is an unterminated end too long for a torn entry.
     #[test]
     fn a_torn_last_line_is_cut_off_and_a_corrupt_one_is_named() {
         let state = tempfile::tempdir().unwrap();
@@ -669,7 +731,12 @@ mod tests {
         };
         let a = leases.acquire(holder("app-1"), 10).unwrap();
         let mut file = OpenOptions::new().append(true).open(leases.path()).unwrap();
-        file.write_all(br#"{"lease":{"address":"127.2"#).unwrap();
+        // Longer than the line appended next, so that only cutting it off gets rid of it.
+        let torn = format!(
+            r#"{{"lease":{{"address":"127.2.0.1","server_id":"{}"#,
+            "x".repeat(200)
+        );
+        file.write_all(torn.as_bytes()).unwrap();
         assert_eq!(leases.list().unwrap().len(), 1);
         let b = leases.acquire(holder("app-2"), 10).unwrap();
         let fresh = Leases::new(state.path());
@@ -678,12 +745,29 @@ mod tests {
             2,
             "the torn line was not cut off"
         );
+        assert!(
+            !std::fs::read_to_string(leases.path())
+                .unwrap()
+                .contains("xxx")
+        );
         file.write_all(b"not json\n").unwrap();
         let line = |l: &Leases| l.list().unwrap_err().to_string();
         for err in [line(&leases), line(&fresh)] {
             assert!(err.contains("local-leases.log is corrupt"), "{err}");
             assert!(err.contains("line 3"), "{err}");
         }
+        let log = std::fs::read_to_string(leases.path()).unwrap();
+        let log = log.replace("not json\n", "");
+        std::fs::write(
+            leases.path(),
+            format!("{log}{}", "y".repeat(MAX_TORN_BYTES + 1)),
+        )
+        .unwrap();
+        let err = line(&leases);
+        assert!(
+            err.contains("local-leases.log is corrupt") && err.contains("line 3"),
+            "{err}"
+        );
         std::fs::remove_file(leases.path()).unwrap();
         for addr in [a, b] {
             leases.release(addr).unwrap();
@@ -745,6 +829,30 @@ mod tests {
                 one.release(a).unwrap();
             }
         }
+    }
+
+    /// A last entry written by hand without its newline is a lease like any other, and the
+    /// next append starts on a line of its own.
+    #[test]
+    fn a_last_entry_without_its_newline_counts() {
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        std::fs::create_dir_all(&leases.dir).unwrap();
+        let held = Ipv4Addr::new(127, 255, 255, 4);
+        let entry =
+            format!(r#"{{"lease":{{"address":"{held}","deployment":"web","server_id":"app-1"}}}}"#);
+        std::fs::write(leases.path(), &entry).unwrap();
+        let holder = |id: &str| Lease {
+            deployment: "web".into(),
+            server_id: id.into(),
+        };
+        assert!(leases.holds(&holder("app-1")).unwrap());
+        let other = leases.acquire(holder("app-2"), 10).unwrap();
+        assert_ne!(other, held);
+        let log = std::fs::read_to_string(leases.path()).unwrap();
+        assert!(log.starts_with(&format!("{entry}\n")), "{log}");
+        assert_eq!(Leases::new(state.path()).list().unwrap().len(), 2);
+        leases.release(other).unwrap();
     }
 
     /// A state directory's claims go, another's stay, and the lease table is left alone.
