@@ -6,6 +6,13 @@ use std::path::Path;
 fn main() {
     let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/stratus-agent.order");
     println!("cargo::rerun-if-changed={}", order.display());
+    // The list's digest in the crate's environment: a new list must relink the agent, and a
+    // build script whose output did not change would not.
+    let list = std::fs::read(&order).unwrap_or_default();
+    println!(
+        "cargo::rustc-env=STRATUS_AGENT_ORDER_DIGEST={:016x}",
+        fnv1a(&list)
+    );
     // Relative relocations packed (DT_RELR, glibc 2.36): the loader reads 10 KB instead of a
     // megabyte of relocation records. The agent runs where it was built (the SSH provider
     // copies `stratus`, which keeps the usual format for older hosts).
@@ -20,4 +27,11 @@ fn main() {
             order.display()
         );
     }
+}
+
+/// A 64-bit FNV-1a digest: enough to tell one list from the next.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
