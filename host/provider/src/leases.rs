@@ -50,14 +50,12 @@ pub struct Lease {
 }
 
 /// The table as an earlier release kept it: one JSON document, rewritten whole per change.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct LeaseFile {
-    #[serde(default)]
-    leases: BTreeMap<Ipv4Addr, Lease>,
-    /// Set once the table moved into the log. An earlier release, which requires `leases`,
-    /// then refuses the file rather than take it for an empty table (after a downgrade, it
-    /// would hand out the addresses of running servers again).
-    #[serde(default)]
+    leases: Option<BTreeMap<Ipv4Addr, Lease>>,
+    /// Set, instead of `leases`, once the table moved into the log. An earlier release, which
+    /// requires `leases`, then refuses the file rather than take it for an empty table (after
+    /// a downgrade, it would hand out the addresses of running servers again).
     moved_to: Option<String>,
 }
 
@@ -224,25 +222,30 @@ impl Leases {
         Ok(out)
     }
 
-    /// The part of the log's `bytes` that holds its entries: all of them, unless they end in a
-    /// line torn by a crash (of the process or the machine) or a full disk in the middle of an
-    /// append, which is left out and cut off by the next append. A last entry whole but for
-    /// its newline counts; an unterminated end longer than any entry is no torn append, and
-    /// an error unless it parses.
+    /// The part of the log's `bytes` that holds its entries: all of them, unless they end in an
+    /// entry torn by a crash (of the process or the machine) or a full disk in the middle of an
+    /// append, which is left out and cut off by the next append. Entries whole but for their
+    /// newline count. Any other unterminated end (not whole entries, then at most one cut
+    /// short within `MAX_TORN_BYTES`) is an error naming its place.
     fn entries_part<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], ProviderError> {
         let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         let rest = &bytes[end..];
-        let whole = rest.iter().all(u8::is_ascii_whitespace)
-            || serde_json::from_slice::<Entry>(rest).is_ok();
-        if whole {
-            return Ok(bytes);
-        }
-        if rest.len() > MAX_TORN_BYTES {
+        let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<Entry>();
+        let mut entries_end = 0;
+        let torn = loop {
+            match stream.next() {
+                None => return Ok(bytes),
+                Some(Ok(_)) => entries_end = stream.byte_offset(),
+                Some(Err(e)) => break e.is_eof() && rest.len() - entries_end <= MAX_TORN_BYTES,
+            }
+        };
+        if !torn {
+            // Parsed whole, so that the error names its place in the file.
             return self.parse(bytes).map(|_| bytes);
         }
-        tracing::warn!(path = %self.path().display(), bytes = rest.len(),
+        tracing::warn!(path = %self.path().display(), bytes = rest.len() - entries_end,
             "leaving out a torn last line of the lease log");
-        Ok(&bytes[..end])
+        Ok(&bytes[..end + entries_end])
     }
 
     /// The exclusive lock every reader and writer of this state directory's table holds.
@@ -289,20 +292,33 @@ impl Leases {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(ProviderError::io(format!("reading {}", old.display()))(e)),
         };
+        let corrupt = |source| ProviderError::Leases {
+            path: old.clone(),
+            source,
+        };
         // Empty only if the machine crashed right after a rewrite: no lease survived it.
         let table = match bytes.is_empty() {
-            true => LeaseFile::default(),
-            false => serde_json::from_slice::<LeaseFile>(&bytes).map_err(|source| {
-                ProviderError::Leases {
-                    path: old.clone(),
-                    source,
-                }
-            })?,
+            true => LeaseFile {
+                leases: Some(BTreeMap::new()),
+                moved_to: None,
+            },
+            false => serde_json::from_slice::<LeaseFile>(&bytes).map_err(corrupt)?,
         };
-        if table.moved_to.is_some() {
-            return Ok(Vec::new());
-        }
-        let log = self.rewrite(&table.leases)?;
+        let leases = match table {
+            LeaseFile {
+                leases: Some(leases),
+                moved_to: None,
+            } => leases,
+            LeaseFile {
+                leases: None,
+                moved_to: Some(_),
+            } => return Ok(Vec::new()),
+            _ => {
+                let why = "expected either `leases` or `moved_to`";
+                return Err(corrupt(serde::de::Error::custom(why)));
+            }
+        };
+        let log = self.rewrite(&leases)?;
         let moved = format!(r#"{{"moved_to":"{LOG_NAME}"}}"#);
         replace_file(&old, moved.as_bytes())
             .map_err(ProviderError::io(format!("writing {}", old.display())))?;
@@ -657,6 +673,7 @@ mod tests {
             .count();
         assert!(lines < count, "never written anew: {lines} lines");
         assert!(lines <= 2 * 10 + COMPACT_SLACK + 1, "{lines} lines");
+        assert!(lines > 10, "written anew at every change: {lines} lines");
         let elsewhere = Leases::new(state.path()).list().unwrap();
         let expected: BTreeMap<_, _> = (count - 10..count).map(|i| (addrs[i], holder(i))).collect();
         assert_eq!(elsewhere, expected);
@@ -674,7 +691,8 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let leases = Leases::new(state.path());
         std::fs::create_dir_all(&leases.dir).unwrap();
-        let held = Ipv4Addr::new(127, 255, 255, 3);
+        // The address the state directory would hand out first, had it no table.
+        let held = candidates(leases.first_octet).next().unwrap();
         std::fs::write(
             leases.legacy_path(),
             format!(r#"{{"leases":{{"{held}":{{"deployment":"web","server_id":"app-1"}}}}}}"#),
@@ -708,14 +726,20 @@ mod tests {
         let fresh = Leases::new(both.path()).list().unwrap();
         assert_eq!(fresh.keys().collect::<Vec<_>>(), [&logged]);
         leases.release(logged).unwrap();
-        // A corrupt old table is an error naming it, and is left for the operator.
-        let broken = tempfile::tempdir().unwrap();
-        let leases = Leases::new(broken.path());
-        std::fs::create_dir_all(&leases.dir).unwrap();
-        std::fs::write(leases.legacy_path(), "{\"leases\":").unwrap();
-        let err = leases.list().unwrap_err().to_string();
-        assert!(err.contains("local-leases.json is corrupt"), "{err}");
-        assert!(leases.legacy_path().exists());
+        // A corrupt old table, or one that is neither a table nor moved, is an error naming
+        // it, and is left for the operator.
+        for text in [r#"{"leases":"#, "{}", r#"{"leases":{},"moved_to":"x"}"#] {
+            let broken = tempfile::tempdir().unwrap();
+            let leases = Leases::new(broken.path());
+            std::fs::create_dir_all(&leases.dir).unwrap();
+            std::fs::write(leases.legacy_path(), text).unwrap();
+            let err = leases.list().unwrap_err().to_string();
+            assert!(
+                err.contains("local-leases.json is corrupt"),
+                "{text}: {err}"
+            );
+            assert_eq!(std::fs::read_to_string(leases.legacy_path()).unwrap(), text);
+        }
     }
 
     /// A line torn by a crash in the middle of an append is left out and cut off by the next
@@ -838,7 +862,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let leases = Leases::new(state.path());
         std::fs::create_dir_all(&leases.dir).unwrap();
-        let held = Ipv4Addr::new(127, 255, 255, 4);
+        let held = candidates(leases.first_octet).next().unwrap();
         let entry =
             format!(r#"{{"lease":{{"address":"{held}","deployment":"web","server_id":"app-1"}}}}"#);
         std::fs::write(leases.path(), &entry).unwrap();
@@ -852,6 +876,19 @@ mod tests {
         let log = std::fs::read_to_string(leases.path()).unwrap();
         assert!(log.starts_with(&format!("{entry}\n")), "{log}");
         assert_eq!(Leases::new(state.path()).list().unwrap().len(), 2);
+        // Two entries on an unterminated line both count; a short end that is no entry cut
+        // short is an error, not a torn line to drop.
+        let two = [3, 4].map(|i| {
+            format!(r#"{{"lease":{{"address":"127.255.255.{i}","deployment":"web","server_id":"h-{i}"}}}}"#)
+        });
+        let log = std::fs::read_to_string(leases.path()).unwrap();
+        std::fs::write(leases.path(), format!("{log}{}{}", two[0], two[1])).unwrap();
+        assert_eq!(leases.list().unwrap().len(), 4);
+        let log = std::fs::read_to_string(leases.path()).unwrap();
+        std::fs::write(leases.path(), format!("{log}\n{}junk", two[0])).unwrap();
+        let err = leases.list().unwrap_err().to_string();
+        assert!(err.contains("local-leases.log is corrupt"), "{err}");
+        std::fs::write(leases.path(), log).unwrap();
         leases.release(other).unwrap();
     }
 
