@@ -589,14 +589,27 @@ mod tests {
 
     use super::*;
 
+    /// A fresh state directory's leases, with their directory made (to plant files in).
+    fn with_provider_dir() -> (tempfile::TempDir, Leases) {
+        let state = tempfile::tempdir().unwrap();
+        let leases = Leases::new(state.path());
+        std::fs::create_dir_all(&leases.dir).unwrap();
+        (state, leases)
+    }
+
+    /// A holder of deployment `web`.
+    fn web(server_id: &str) -> Lease {
+        Lease {
+            deployment: "web".into(),
+            server_id: server_id.into(),
+        }
+    }
+
     #[test]
     fn a_new_holder_is_refused_at_max_servers_and_a_holder_keeps_its_address() {
         let state = tempfile::tempdir().unwrap();
         let leases = Leases::new(state.path());
-        let holder = |s: &str| Lease {
-            deployment: "web".into(),
-            server_id: s.into(),
-        };
+        let holder = web;
         let a = leases.acquire(holder("app-1"), 2).unwrap();
         let b = leases.acquire(holder("app-2"), 2).unwrap();
         let full = leases.acquire(holder("app-3"), 2).unwrap_err();
@@ -685,12 +698,10 @@ mod tests {
     }
 
     /// A state directory an earlier release left (one JSON table) keeps its leases: the table
-    /// becomes the log and the old file goes.
+    /// becomes the log and the old file is left saying it moved.
     #[test]
     fn an_earlier_releases_table_is_taken_over() {
-        let state = tempfile::tempdir().unwrap();
-        let leases = Leases::new(state.path());
-        std::fs::create_dir_all(&leases.dir).unwrap();
+        let (state, leases) = with_provider_dir();
         // The address the state directory would hand out first, had it no table.
         let held = candidates(leases.first_octet).next().unwrap();
         std::fs::write(
@@ -698,10 +709,7 @@ mod tests {
             format!(r#"{{"leases":{{"{held}":{{"deployment":"web","server_id":"app-1"}}}}}}"#),
         )
         .unwrap();
-        let holder = |id: &str| Lease {
-            deployment: "web".into(),
-            server_id: id.into(),
-        };
+        let holder = web;
         assert_eq!(leases.acquire(holder("app-1"), 10).unwrap(), held);
         // The old file says where the table went, and has no `leases` for an earlier release
         // to take for an empty table.
@@ -729,9 +737,7 @@ mod tests {
         // A corrupt old table, or one that is neither a table nor moved, is an error naming
         // it, and is left for the operator.
         for text in [r#"{"leases":"#, "{}", r#"{"leases":{},"moved_to":"x"}"#] {
-            let broken = tempfile::tempdir().unwrap();
-            let leases = Leases::new(broken.path());
-            std::fs::create_dir_all(&leases.dir).unwrap();
+            let (_broken, leases) = with_provider_dir();
             std::fs::write(leases.legacy_path(), text).unwrap();
             let err = leases.list().unwrap_err().to_string();
             assert!(
@@ -749,10 +755,7 @@ mod tests {
     fn a_torn_last_line_is_cut_off_and_a_corrupt_one_is_named() {
         let state = tempfile::tempdir().unwrap();
         let leases = Leases::new(state.path());
-        let holder = |id: &str| Lease {
-            deployment: "web".into(),
-            server_id: id.into(),
-        };
+        let holder = web;
         let a = leases.acquire(holder("app-1"), 10).unwrap();
         let mut file = OpenOptions::new().append(true).open(leases.path()).unwrap();
         // Longer than the line appended next, so that only cutting it off gets rid of it.
@@ -804,10 +807,7 @@ mod tests {
     fn a_table_changed_elsewhere_is_read_again() {
         let state = tempfile::tempdir().unwrap();
         let (one, two) = (Leases::new(state.path()), Leases::new(state.path()));
-        let holder = |id: &str| Lease {
-            deployment: "web".into(),
-            server_id: id.into(),
-        };
+        let holder = web;
         let a = one.acquire(holder("app-1"), 10).unwrap();
         let b = two.acquire(holder("app-2"), 10).unwrap();
         assert_ne!(a, b, "the second holder was given the first one's address");
@@ -829,10 +829,7 @@ mod tests {
     /// seen: the cache trusts the file's bytes, not its metadata.
     #[test]
     fn a_rewrite_that_keeps_inode_size_and_times_is_not_missed() {
-        let holder = |id: &str| Lease {
-            deployment: "web".into(),
-            server_id: id.into(),
-        };
+        let holder = web;
         for _ in 0..20 {
             let state = tempfile::tempdir().unwrap();
             let (one, two) = (Leases::new(state.path()), Leases::new(state.path()));
@@ -859,17 +856,12 @@ mod tests {
     /// next append starts on a line of its own.
     #[test]
     fn a_last_entry_without_its_newline_counts() {
-        let state = tempfile::tempdir().unwrap();
-        let leases = Leases::new(state.path());
-        std::fs::create_dir_all(&leases.dir).unwrap();
+        let (state, leases) = with_provider_dir();
         let held = candidates(leases.first_octet).next().unwrap();
         let entry =
             format!(r#"{{"lease":{{"address":"{held}","deployment":"web","server_id":"app-1"}}}}"#);
         std::fs::write(leases.path(), &entry).unwrap();
-        let holder = |id: &str| Lease {
-            deployment: "web".into(),
-            server_id: id.into(),
-        };
+        let holder = web;
         assert!(leases.holds(&holder("app-1")).unwrap());
         let other = leases.acquire(holder("app-2"), 10).unwrap();
         assert_ne!(other, held);
